@@ -1,0 +1,445 @@
+//! The one configuration struct, read once at start-up.
+//!
+//! Sources, later ones winning: built-in defaults, the TOML file named by `PU_CONFIG_FILE`
+//! (keys are the variable names, e.g. `PU_DOMAIN = "iot.example.com"`), `PU_*` environment
+//! variables. Secrets that are not configured are generated into `{PU_DATA_DIR}/secrets.toml`
+//! on first start and reused afterwards, so tokens and encrypted data survive restarts.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use base64::Engine;
+use rand::RngCore;
+
+/// Every key this struct understands; anything else starting with `PU_` in the file is an error,
+/// so a typo never silently falls back to a default.
+const KNOWN_KEYS: &[&str] = &[
+    "PU_DATA_DIR",
+    "PU_HTTP_BIND",
+    "PU_DOMAIN",
+    "PU_HTTP_TYPE",
+    "PU_APP_PREFIX",
+    "PU_API_ACTUAL_PREFIX",
+    "PU_DATABASE_URL",
+    "PU_DATABASE_MAX_CONNECTIONS",
+    "PU_SECRET_KEY",
+    "PU_ENCRYPT_KEY",
+    "PU_STATIC_SALT",
+    "PU_AUTH_TOKEN_EXPIRATION",
+    "PU_MQTT_HOST",
+    "PU_MQTT_PORT",
+    "PU_MQTT_PING_INTERVAL",
+    "PU_MQTT_KEEPALIVE",
+    "PU_STATE_SEND_INTERVAL",
+    "PU_MIN_LOG_LEVEL",
+    "PU_MAX_LOG_LENGTH",
+    "PU_MAX_REPOSITORY_SIZE",
+    "PU_GIT_TIMEOUT",
+    "PU_REGISTRY_SYNC_INTERVAL",
+    "PU_CONFIG_FILE",
+    "PU_LOG",
+];
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub http_bind: SocketAddr,
+    /// Public `host[:port]` of this instance, the first level of every MQTT topic.
+    pub domain: String,
+    /// `http` or `https`, as devices should reach the instance.
+    pub http_type: String,
+    pub app_prefix: String,
+    pub api_prefix: String,
+    pub database_url: String,
+    pub database_max_connections: u32,
+    pub secret_key: String,
+    /// 32 bytes, used for AES-256-GCM of env, state storage, credentials and password salts.
+    pub encrypt_key: [u8; 32],
+    pub static_salt: String,
+    pub auth_token_expiration: i64,
+    pub mqtt_host: String,
+    pub mqtt_port: u16,
+    pub mqtt_ping_interval: i64,
+    pub mqtt_keepalive: i64,
+    pub state_send_interval: i64,
+    pub min_log_level: String,
+    pub max_log_length: i64,
+    pub max_repository_size: u64,
+    pub git_timeout_secs: u64,
+    pub registry_sync_interval_secs: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{key}: {message}")]
+    Invalid { key: &'static str, message: String },
+    #[error("config file {path}: {message}")]
+    File { path: String, message: String },
+    #[error("secrets file {path}: {message}")]
+    Secrets { path: String, message: String },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+/// Raw string values by key, before typing.
+struct Source(BTreeMap<String, String>);
+
+impl Source {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    fn parse<T: FromStr>(&self, key: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match self.get(key) {
+            None => Ok(default),
+            Some(v) => v
+                .trim()
+                .parse()
+                .map_err(|e| invalid(key, format!("cannot parse {v:?}: {e}"))),
+        }
+    }
+
+    fn string(&self, key: &str, default: &str) -> String {
+        self.get(key).unwrap_or(default).to_string()
+    }
+}
+
+impl Config {
+    /// Reads the process environment (and the optional file) and generates missing secrets.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Builds a config from explicit `PU_*` pairs; used by `from_env` and by tests.
+    pub fn from_vars(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let env: BTreeMap<String, String> = vars
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("PU_"))
+            .collect();
+        let mut merged = BTreeMap::new();
+        if let Some(path) = env.get("PU_CONFIG_FILE").filter(|p| !p.is_empty()) {
+            merged.extend(read_config_file(Path::new(path))?);
+        }
+        merged.extend(env);
+        Self::from_source(Source(merged))
+    }
+
+    fn from_source(src: Source) -> Result<Self, ConfigError> {
+        let data_dir = PathBuf::from(src.string("PU_DATA_DIR", "./data"));
+        let http_bind: SocketAddr = src.parse("PU_HTTP_BIND", "127.0.0.1:5291".parse().unwrap())?;
+        let domain = src.string("PU_DOMAIN", "localhost:5291");
+        validate_domain(&domain)?;
+        let http_type = src.string("PU_HTTP_TYPE", "http");
+        if http_type != "http" && http_type != "https" {
+            return Err(invalid("PU_HTTP_TYPE", "must be http or https"));
+        }
+        let app_prefix = src.string("PU_APP_PREFIX", "/pepeunit");
+        let api_prefix = src.string("PU_API_ACTUAL_PREFIX", "/api/v1");
+        for (key, value) in [
+            ("PU_APP_PREFIX", &app_prefix),
+            ("PU_API_ACTUAL_PREFIX", &api_prefix),
+        ] {
+            let ok = value.starts_with('/')
+                && !value.ends_with('/')
+                && value[1..].split('/').all(|s| {
+                    !s.is_empty()
+                        && s.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                });
+            if !ok {
+                return Err(invalid(
+                    if key == "PU_APP_PREFIX" {
+                        "PU_APP_PREFIX"
+                    } else {
+                        "PU_API_ACTUAL_PREFIX"
+                    },
+                    format!("{value:?} must look like /segment[/segment]"),
+                ));
+            }
+        }
+        let database_url = match src.get("PU_DATABASE_URL") {
+            Some(url) => url.to_string(),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                data_dir.join("pepeunit.sqlite").display()
+            ),
+        };
+        if !(database_url.starts_with("sqlite:")
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
+            return Err(invalid(
+                "PU_DATABASE_URL",
+                "must start with sqlite:, postgres:// or postgresql://",
+            ));
+        }
+        let default_mqtt_host = domain.split(':').next().unwrap_or("localhost").to_string();
+        let min_log_level = src.string("PU_MIN_LOG_LEVEL", "Debug");
+        if crate::domain::LogLevel::from_str(&min_log_level).is_err() {
+            return Err(invalid(
+                "PU_MIN_LOG_LEVEL",
+                "must be one of Debug, Info, Warning, Error, Critical",
+            ));
+        }
+        let positive = |key: &'static str, v: i64| {
+            if v > 0 {
+                Ok(v)
+            } else {
+                Err(invalid(key, "must be greater than 0"))
+            }
+        };
+
+        let mut config = Config {
+            http_bind,
+            domain,
+            http_type,
+            app_prefix,
+            api_prefix,
+            database_url,
+            database_max_connections: src.parse("PU_DATABASE_MAX_CONNECTIONS", 8)?,
+            secret_key: String::new(),
+            encrypt_key: [0; 32],
+            static_salt: String::new(),
+            auth_token_expiration: positive(
+                "PU_AUTH_TOKEN_EXPIRATION",
+                src.parse("PU_AUTH_TOKEN_EXPIRATION", 2_678_400)?,
+            )?,
+            mqtt_host: src.string("PU_MQTT_HOST", &default_mqtt_host),
+            mqtt_port: src.parse("PU_MQTT_PORT", 1883)?,
+            mqtt_ping_interval: positive(
+                "PU_MQTT_PING_INTERVAL",
+                src.parse("PU_MQTT_PING_INTERVAL", 20)?,
+            )?,
+            mqtt_keepalive: positive("PU_MQTT_KEEPALIVE", src.parse("PU_MQTT_KEEPALIVE", 60)?)?,
+            state_send_interval: positive(
+                "PU_STATE_SEND_INTERVAL",
+                src.parse("PU_STATE_SEND_INTERVAL", 60)?,
+            )?,
+            min_log_level,
+            max_log_length: positive("PU_MAX_LOG_LENGTH", src.parse("PU_MAX_LOG_LENGTH", 64)?)?,
+            max_repository_size: src.parse("PU_MAX_REPOSITORY_SIZE", 50 * 1024 * 1024)?,
+            git_timeout_secs: src.parse("PU_GIT_TIMEOUT", 300)?,
+            registry_sync_interval_secs: src.parse("PU_REGISTRY_SYNC_INTERVAL", 3600)?,
+            data_dir,
+        };
+        if config.database_max_connections == 0 {
+            return Err(invalid(
+                "PU_DATABASE_MAX_CONNECTIONS",
+                "must be greater than 0",
+            ));
+        }
+        config.load_secrets(&src)?;
+        Ok(config)
+    }
+
+    /// Takes secrets from the sources, else from `{data_dir}/secrets.toml`, else generates them
+    /// and writes that file (mode 0600) so the next start reuses them.
+    fn load_secrets(&mut self, src: &Source) -> Result<(), ConfigError> {
+        let path = self.data_dir.join("secrets.toml");
+        let stored: BTreeMap<String, String> = if path.exists() {
+            read_config_file(&path).map_err(|e| ConfigError::Secrets {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?
+        } else {
+            BTreeMap::new()
+        };
+        let pick = |key: &str| {
+            src.get(key)
+                .map(str::to_string)
+                .or_else(|| stored.get(key).cloned())
+        };
+        let mut generated = false;
+        let mut gen = |bytes: usize| {
+            generated = true;
+            let mut buf = vec![0u8; bytes];
+            rand::thread_rng().fill_bytes(&mut buf);
+            base64::engine::general_purpose::STANDARD.encode(buf)
+        };
+        let secret_key = pick("PU_SECRET_KEY").unwrap_or_else(|| gen(32));
+        let encrypt_key = pick("PU_ENCRYPT_KEY").unwrap_or_else(|| gen(32));
+        let static_salt = pick("PU_STATIC_SALT").unwrap_or_else(|| gen(16));
+        if secret_key.len() < 16 {
+            return Err(invalid("PU_SECRET_KEY", "must be at least 16 characters"));
+        }
+        let key_bytes = base64::engine::general_purpose::STANDARD
+            .decode(encrypt_key.trim())
+            .map_err(|_| invalid("PU_ENCRYPT_KEY", "must be base64"))?;
+        self.encrypt_key = key_bytes
+            .try_into()
+            .map_err(|_| invalid("PU_ENCRYPT_KEY", "must be base64 of exactly 32 bytes"))?;
+        self.secret_key = secret_key.clone();
+        self.static_salt = static_salt.clone();
+        if generated {
+            // base64 values need no TOML escaping
+            let text = format!(
+                "PU_SECRET_KEY = \"{secret_key}\"\nPU_ENCRYPT_KEY = \"{encrypt_key}\"\nPU_STATIC_SALT = \"{static_salt}\"\n"
+            );
+            write_secrets(&path, &text).map_err(|e| ConfigError::Secrets {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// `{http_type}://{domain}`, the public origin of this instance.
+    pub fn origin(&self) -> String {
+        format!("{}://{}", self.http_type, self.domain)
+    }
+
+    pub fn repositories_dir(&self) -> PathBuf {
+        self.data_dir.join("repositories")
+    }
+
+    pub fn is_sqlite(&self) -> bool {
+        self.database_url.starts_with("sqlite:")
+    }
+}
+
+fn validate_domain(domain: &str) -> Result<(), ConfigError> {
+    let ok = !domain.is_empty()
+        && domain.len() <= 253
+        && domain
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-.:".contains(c))
+        && !domain.starts_with(['-', '.', ':']);
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            "PU_DOMAIN",
+            format!("{domain:?} must be host[:port] with letters, digits, '-' and '.'"),
+        ))
+    }
+}
+
+fn read_config_file(path: &Path) -> Result<BTreeMap<String, String>, ConfigError> {
+    let err = |message: String| ConfigError::File {
+        path: path.display().to_string(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| err(e.to_string()))?;
+    let mut out = BTreeMap::new();
+    for (key, value) in table {
+        if !KNOWN_KEYS.contains(&key.as_str()) {
+            return Err(err(format!("unknown key {key}")));
+        }
+        let value = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => {
+                return Err(err(format!(
+                    "{key}: unsupported {} value",
+                    other.type_str()
+                )))
+            }
+        };
+        out.insert(key, value);
+    }
+    Ok(out)
+}
+
+fn write_secrets(path: &Path, text: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("toml.tmp");
+    {
+        use std::io::Write;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options.open(&tmp)?;
+        file.write_all(
+            b"# Generated on first start. Losing it invalidates every token and encrypted value.\n",
+        )?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+    }
+    std::fs::rename(tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(dir: &Path, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut v = vec![("PU_DATA_DIR".to_string(), dir.display().to_string())];
+        v.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        v
+    }
+
+    #[test]
+    fn secrets_are_generated_once_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Config::from_vars(vars(dir.path(), &[])).unwrap();
+        let b = Config::from_vars(vars(dir.path(), &[])).unwrap();
+        assert_eq!(a.secret_key, b.secret_key);
+        assert_eq!(a.encrypt_key, b.encrypt_key);
+        assert_eq!(a.domain, "localhost:5291");
+        assert!(a.database_url.starts_with("sqlite://"));
+    }
+
+    #[test]
+    fn bad_values_are_named_in_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        for (key, value) in [
+            ("PU_HTTP_BIND", "nonsense"),
+            ("PU_DOMAIN", "bad domain/with space"),
+            ("PU_MQTT_PORT", "70000"),
+            ("PU_DATABASE_URL", "mysql://x"),
+            ("PU_ENCRYPT_KEY", "c2hvcnQ="),
+            ("PU_MIN_LOG_LEVEL", "Loud"),
+            ("PU_APP_PREFIX", "noslash"),
+        ] {
+            let err = Config::from_vars(vars(dir.path(), &[(key, value)])).unwrap_err();
+            assert!(err.to_string().contains(key), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn file_values_are_overridden_by_env_and_unknown_keys_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pepeunit.toml");
+        std::fs::write(
+            &file,
+            "PU_DOMAIN = \"iot.example.com\"\nPU_MQTT_PORT = 1884\n",
+        )
+        .unwrap();
+        let f = file.display().to_string();
+        let c = Config::from_vars(vars(
+            dir.path(),
+            &[("PU_CONFIG_FILE", &f), ("PU_MQTT_PORT", "1999")],
+        ))
+        .unwrap();
+        assert_eq!(c.domain, "iot.example.com");
+        assert_eq!(c.mqtt_port, 1999);
+        std::fs::write(&file, "PU_DOMIAN = \"typo\"\n").unwrap();
+        let err = Config::from_vars(vars(dir.path(), &[("PU_CONFIG_FILE", &f)])).unwrap_err();
+        assert!(err.to_string().contains("unknown key PU_DOMIAN"));
+    }
+}

@@ -1,0 +1,192 @@
+//! The product's vocabulary: the enums of the wire contract (API.md §1), naming rules and time.
+//!
+//! Wire strings are exactly the upstream ones; each enum parses from and prints to them.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Declares a string enum whose variants are written on the wire exactly as named.
+macro_rules! wire_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => stringify!($variant)),+ }
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $(stringify!($variant) => Ok($name::$variant),)+
+                    _ => Err(format!(
+                        "{:?} is not a valid {}: expected one of {}",
+                        s,
+                        stringify!($name),
+                        [$(stringify!($variant)),+].join(", ")
+                    )),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+wire_enum!(
+    /// Who may see a Repo, Unit or UnitNode. Ordered from least to most strict.
+    VisibilityLevel { Public, Internal, Private }
+);
+wire_enum!(UserRole { User, Admin });
+wire_enum!(UserStatus {
+    Unverified,
+    Verified,
+    Blocked
+});
+wire_enum!(
+    /// The `type` claim of a token.
+    AgentType { Bot, User, Unit, Backend, Grafana, GrafanaUnitNode }
+);
+wire_enum!(UnitNodeType { Output, Input });
+wire_enum!(UnitFirmwareUpdateStatus {
+    RequestSent,
+    Error,
+    Success
+});
+wire_enum!(BackendTopicCommand {
+    Update,
+    EnvUpdate,
+    SchemaUpdate,
+    LogSync
+});
+wire_enum!(GitPlatform { Gitlab, Github });
+wire_enum!(RepositoryRegistryStatus {
+    Updated,
+    Processing,
+    Error
+});
+wire_enum!(CredentialStatus {
+    Valid,
+    NotVerified,
+    Error
+});
+wire_enum!(PermissionEntities {
+    User,
+    Unit,
+    Repo,
+    UnitNode
+});
+wire_enum!(LogLevel {
+    Debug,
+    Info,
+    Warning,
+    Error,
+    Critical
+});
+
+impl VisibilityLevel {
+    /// Public < Internal < Private.
+    pub fn strictness(self) -> u8 {
+        match self {
+            VisibilityLevel::Public => 0,
+            VisibilityLevel::Internal => 1,
+            VisibilityLevel::Private => 2,
+        }
+    }
+}
+
+/// `asc` / `desc` of the `order_by_*` query parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    Asc,
+    Desc,
+}
+
+impl Order {
+    pub fn sql(self) -> &'static str {
+        match self {
+            Order::Asc => "ASC",
+            Order::Desc => "DESC",
+        }
+    }
+}
+
+/// Names of users, repos and units: `^[A-Za-z0-9_.-]{4,20}$`.
+pub fn is_valid_name(name: &str) -> bool {
+    (4..=20).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+}
+
+/// Passwords: `^[\x21-\x7E]{8,100}$`.
+pub fn is_valid_password(password: &str) -> bool {
+    (8..=100).contains(&password.len()) && password.bytes().all(|b| (0x21..=0x7e).contains(&b))
+}
+
+/// Topic names of a schema: `[A-Za-z0-9/_-]`, non-empty, under 65,435 characters.
+pub fn is_valid_topic_name(topic: &str) -> bool {
+    !topic.is_empty()
+        && topic.len() < 65_435
+        && topic
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'/' || b == b'_' || b == b'-')
+}
+
+/// Naive UTC timestamps, stored and sent as `2025-01-25T07:39:24.312206`.
+pub fn now() -> String {
+    format_time(chrono::Utc::now().naive_utc())
+}
+
+pub fn format_time(t: chrono::NaiveDateTime) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
+}
+
+pub fn parse_time(s: &str) -> Option<chrono::NaiveDateTime> {
+    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    #[test]
+    fn names_follow_the_upstream_pattern() {
+        assert!(is_valid_name("unit_01.a-b"));
+        assert!(!is_valid_name("abc"));
+        assert!(!is_valid_name("a".repeat(21).as_str()));
+        assert!(!is_valid_name("name with space"));
+        assert!(!is_valid_name("юникод1"));
+    }
+
+    #[test]
+    fn enums_round_trip_and_reject_unknown() {
+        for v in VisibilityLevel::ALL {
+            assert_eq!(VisibilityLevel::from_str(v.as_str()).unwrap(), *v);
+        }
+        assert!(VisibilityLevel::from_str("public").is_err());
+        assert_eq!(
+            serde_json::to_string(&LogLevel::Warning).unwrap(),
+            "\"Warning\""
+        );
+    }
+
+    #[test]
+    fn time_format_round_trips() {
+        let s = now();
+        assert_eq!(s.len(), 26);
+        assert_eq!(format_time(parse_time(&s).unwrap()), s);
+    }
+}

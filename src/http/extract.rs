@@ -1,0 +1,104 @@
+//! Request extractors: the calling agent, and JSON / query / path parsing whose failures are
+//! 422 answers with a FastAPI-like `detail` list instead of axum's plain-text rejections.
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use crate::error::AppError;
+use crate::service::{Agent, Instance};
+
+/// Largest JSON body we parse (env and state storage are capped at 1M characters).
+pub const MAX_BODY: usize = 4 * 1024 * 1024;
+
+/// The agent behind `x-auth-token` (anonymous Bot without the header).
+pub struct Caller(pub Agent);
+
+impl FromRequestParts<Instance> for Caller {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Instance,
+    ) -> Result<Self, Self::Rejection> {
+        let token = match parts.headers.get("x-auth-token") {
+            None => None,
+            Some(v) => Some(
+                v.to_str()
+                    .map_err(|_| AppError::no_access("Token is invalid"))?,
+            ),
+        };
+        Ok(Caller(state.agent_from_token(token).await?))
+    }
+}
+
+/// A JSON body.
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<Instance> for Json<T> {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, _state: &Instance) -> Result<Self, Self::Rejection> {
+        // the body is parsed as JSON whatever Content-Type says: some device clients send none
+        let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY)
+            .await
+            .map_err(|_| {
+                AppError::request(
+                    "body",
+                    None,
+                    format!("Body is larger than {MAX_BODY} bytes"),
+                )
+            })?;
+        let mut de = serde_json::Deserializer::from_slice(&bytes);
+        let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            let name = (path != ".").then_some(path);
+            AppError::request("body", name.as_deref(), e.inner().to_string())
+        })?;
+        de.end()
+            .map_err(|e| AppError::request("body", None, e.to_string()))?;
+        Ok(Json(value))
+    }
+}
+
+/// Query parameters; repeated keys fill lists (`?uuids=a&uuids=b`).
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequestParts<Instance> for Query<T> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &Instance,
+    ) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or("");
+        serde_html_form::from_str(query)
+            .map(Query)
+            .map_err(|e| AppError::request("query", None, e.to_string()))
+    }
+}
+
+/// The `{uuid}` path parameter.
+pub struct PathUuid(pub Uuid);
+
+impl FromRequestParts<Instance> for PathUuid {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Instance,
+    ) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path(raw): axum::extract::Path<String> =
+            axum::extract::Path::from_request_parts(parts, state)
+                .await
+                .map_err(|e| AppError::request("path", Some("uuid"), e.body_text()))?;
+        Uuid::parse_str(&raw).map(PathUuid).map_err(|_| {
+            AppError::request(
+                "path",
+                Some("uuid"),
+                format!("Input should be a valid UUID, got {raw:?}"),
+            )
+        })
+    }
+}

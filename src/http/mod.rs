@@ -1,0 +1,178 @@
+//! The HTTP front door: REST API v1 under `{PU_APP_PREFIX}{PU_API_ACTUAL_PREFIX}`, the root
+//! document, OpenAPI and its docs page. Handlers only parse, call the service layer and encode.
+
+pub mod extract;
+mod permission;
+mod repos;
+mod repository_registry;
+mod unit_nodes;
+mod units;
+mod users;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, Uri};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router, ServiceExt};
+use serde::Serialize;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tower::Layer;
+use utoipa::openapi::OpenApi as OpenApiDoc;
+use utoipa::{OpenApi, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::service::{Instance, InstanceMetrics};
+use extract::Caller;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Pepeunit", description = "Self-hosted federated IoT platform: REST API v1"),
+    tags(
+        (name = "users"), (name = "repository_registry"), (name = "repos"),
+        (name = "units"), (name = "unit_nodes"), (name = "permission"), (name = "metrics")
+    )
+)]
+struct ApiDoc;
+
+/// Builds the API router and its OpenAPI document from the handlers' annotations.
+pub fn api() -> (Router<Instance>, OpenApiDoc) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(users::router())
+        .merge(repository_registry::router())
+        .merge(repos::router())
+        .merge(units::router())
+        .merge(unit_nodes::router())
+        .merge(permission::router())
+        .routes(routes!(metrics))
+        .split_for_parts()
+}
+
+/// The whole application: prefixed API, root document, docs, JSON 404/405.
+pub fn router(instance: Instance) -> Router {
+    let (api, mut doc) = api();
+    let c = &instance.config;
+    let api_base = format!("{}{}", c.app_prefix, c.api_prefix);
+    doc.servers = Some(vec![utoipa::openapi::server::Server::new(api_base.clone())]);
+    let doc_json = serde_json::to_value(&doc).expect("OpenAPI serializes");
+    let docs_page = docs_html(&format!("{api_base}/openapi.json"));
+    Router::new()
+        .nest(
+            &api_base,
+            api.route("/openapi.json", get(move || async move { Json(doc_json) })),
+        )
+        .route(&c.app_prefix, get(root))
+        .route(
+            &format!("{}/docs", c.app_prefix),
+            get(move || async move { Html(docs_page) }),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(instance)
+}
+
+async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, Json(json!({"detail": "Not Found"}))).into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        Json(json!({"detail": "Method Not Allowed"})),
+    )
+        .into_response()
+}
+
+/// `/a/b/` and `/a/b` are the same route (upstream needed the slash on some paths).
+fn trim_trailing_slash(mut req: Request) -> Request {
+    let path = req.uri().path();
+    if path.len() > 1 && path.ends_with('/') {
+        let trimmed = path.trim_end_matches('/');
+        let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
+        let new = match req.uri().query() {
+            Some(q) => format!("{trimmed}?{q}"),
+            None => trimmed.to_string(),
+        };
+        if let Ok(uri) = new.parse::<Uri>() {
+            *req.uri_mut() = uri;
+        }
+    }
+    req
+}
+
+/// Serves the application on `listener` until `shutdown` resolves.
+pub async fn serve(
+    instance: Instance,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = tower::util::MapRequestLayer::new(trim_trailing_slash).layer(router(instance));
+    axum::serve(
+        listener,
+        ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+#[derive(Serialize)]
+struct FeatureFlags {
+    pu_ff_telegram_bot_enable: bool,
+    pu_ff_grafana_integration_enable: bool,
+    pu_ff_datapipe_enable: bool,
+    pu_ff_datapipe_default_last_value_enable: bool,
+    pu_ff_prometheus_enable: bool,
+}
+
+/// `GET /pepeunit`: version and feature flags.
+async fn root(State(instance): State<Instance>) -> Json<serde_json::Value> {
+    let c = &instance.config;
+    let origin = c.origin();
+    Json(json!({
+        "name": "pepeunit",
+        "version": env!("CARGO_PKG_VERSION"),
+        "description": env!("CARGO_PKG_DESCRIPTION"),
+        "license": env!("CARGO_PKG_LICENSE"),
+        "authors": "Pepeunit Rust developers",
+        "swagger": format!("{origin}{}/docs", c.app_prefix),
+        "graphql": format!("{origin}{}/graphql", c.app_prefix),
+        "grafana": format!("{origin}/grafana/"),
+        "telegram_bot": null,
+        "feature_flags": FeatureFlags {
+            pu_ff_telegram_bot_enable: false,
+            pu_ff_grafana_integration_enable: false,
+            pu_ff_datapipe_enable: false,
+            pu_ff_datapipe_default_last_value_enable: false,
+            pu_ff_prometheus_enable: false,
+        },
+    }))
+}
+
+/// Entity counts of the instance.
+#[utoipa::path(get, path = "/metrics", tag = "metrics", responses((status = 200, body = InstanceMetrics)))]
+async fn metrics(
+    State(instance): State<Instance>,
+    Caller(agent): Caller,
+) -> crate::error::AppResult<Json<InstanceMetrics>> {
+    Ok(Json(instance.metrics(&agent).await?))
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct Object;
+
+fn docs_html(spec_url: &str) -> String {
+    format!(
+        r##"<!doctype html>
+<html><head><meta charset="utf-8"><title>Pepeunit API</title>
+<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<noscript>The interactive docs need JavaScript; the raw document is at <a href="{spec_url}">{spec_url}</a>.</noscript>
+<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
+<script>SwaggerUIBundle({{url: "{spec_url}", dom_id: "#swagger-ui"}});</script>
+</body></html>"##
+    )
+}

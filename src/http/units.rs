@@ -1,0 +1,310 @@
+//! `/units`: devices, their env, schema, firmware archives and state storage.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use super::extract::{Caller, Json, PathUuid, Query};
+use crate::domain::{BackendTopicCommand, Order, UnitNodeType, VisibilityLevel};
+use crate::error::{AppError, AppResult};
+use crate::firmware::ArchiveFormat;
+use crate::service::repos::TargetVersion;
+use crate::service::units::{UnitCreate, UnitNodeInclusion, UnitUpdate};
+use crate::service::{check_page, Instance};
+use crate::store::units::{Unit, UnitFilter};
+
+pub fn router() -> OpenApiRouter<Instance> {
+    OpenApiRouter::new()
+        .routes(routes!(create_unit, list_units))
+        .routes(routes!(get_unit, update_unit, delete_unit))
+        .routes(routes!(get_env, set_env, reset_env))
+        .routes(routes!(get_target_version))
+        .routes(routes!(get_current_schema))
+        .routes(routes!(firmware_zip))
+        .routes(routes!(firmware_tar))
+        .routes(routes!(firmware_tgz))
+        .routes(routes!(set_state_storage))
+        .routes(routes!(get_state_storage))
+        .routes(routes!(send_command))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UnitsResult {
+    count: i64,
+    units: Vec<Unit>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UnitListQuery {
+    #[serde(default)]
+    uuids: Vec<Uuid>,
+    creator_uuid: Option<Uuid>,
+    repo_uuid: Option<Uuid>,
+    #[serde(default)]
+    repos_uuids: Vec<Uuid>,
+    search_string: Option<String>,
+    is_auto_update_from_repo_unit: Option<bool>,
+    #[serde(default)]
+    visibility_level: Vec<VisibilityLevel>,
+    order_by_unit_name: Option<Order>,
+    order_by_create_date: Option<Order>,
+    order_by_last_update: Option<Order>,
+    #[serde(default)]
+    is_include_output_unit_nodes: bool,
+    unit_node_input_uuid: Option<Uuid>,
+    #[serde(default)]
+    unit_node_type: Vec<UnitNodeType>,
+    #[serde(default)]
+    unit_node_uuids: Vec<Uuid>,
+    offset: Option<i64>,
+    limit: Option<i64>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnvUpdate {
+    /// A JSON object, as text.
+    env_json_string: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct StateStorage {
+    /// Any text (`""` clears); other JSON values are stored as their JSON text.
+    state: Value,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TgzQuery {
+    wbits: Option<i32>,
+    level: Option<i32>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CommandQuery {
+    command: BackendTopicCommand,
+}
+
+#[utoipa::path(post, path = "/units", tag = "units", request_body = UnitCreate, responses((status = 201, body = Unit)))]
+async fn create_unit(
+    state: State<Instance>,
+    Caller(agent): Caller,
+    Json(body): Json<UnitCreate>,
+) -> AppResult<(StatusCode, axum::Json<Unit>)> {
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(state.create_unit(&agent, body).await?),
+    ))
+}
+
+#[utoipa::path(get, path = "/units/{uuid}", tag = "units", params(("uuid" = Uuid, Path)), responses((status = 200, body = Unit)))]
+async fn get_unit(
+    state: State<Instance>,
+    Caller(agent): Caller,
+    PathUuid(uuid): PathUuid,
+) -> AppResult<axum::Json<Unit>> {
+    Ok(axum::Json(state.get_unit(&agent, uuid).await?))
+}
+
+#[utoipa::path(get, path = "/units", tag = "units", params(UnitListQuery), responses((status = 200, body = UnitsResult)))]
+async fn list_units(
+    state: State<Instance>,
+    Caller(agent): Caller,
+    Query(q): Query<UnitListQuery>,
+) -> AppResult<axum::Json<UnitsResult>> {
+    let (offset, limit) = check_page(q.offset, q.limit, None)?;
+    let filter = UnitFilter {
+        uuids: q.uuids,
+        creator_uuid: q.creator_uuid,
+        repo_uuid: q.repo_uuid,
+        repos_uuids: q.repos_uuids,
+        search_string: q.search_string,
+        is_auto_update_from_repo_unit: q.is_auto_update_from_repo_unit,
+        order_by_unit_name: q.order_by_unit_name,
+        order_by_create_date: q.order_by_create_date,
+        order_by_last_update: q.order_by_last_update,
+        owning_nodes: None,
+        offset,
+        limit,
+    };
+    let nodes = UnitNodeInclusion {
+        include: q.is_include_output_unit_nodes,
+        unit_node_input_uuid: q.unit_node_input_uuid,
+        unit_node_type: q.unit_node_type,
+        unit_node_uuids: q.unit_node_uuids,
+    };
+    let (count, units) = state
+        .list_units(&agent, filter, &q.visibility_level, nodes)
+        .await?;
+    Ok(axum::Json(UnitsResult { count, units }))
+}
+
+#[utoipa::path(patch, path = "/units/{uuid}", tag = "units", params(("uuid" = Uuid, Path)), request_body = UnitUpdate, responses((status = 200, body = Unit)))]
+async fn update_unit(
+    state: State<Instance>,
+    Caller(agent): Caller,
+    PathUuid(uuid): PathUuid,
+    Json(body): Json<UnitUpdate>,
+) -> AppResult<axum::Json<Unit>> {
+    Ok(axum::Json(state.update_unit(&agent, uuid, body).await?))
+}
+
+#[utoipa::path(delete, path = "/units/{uuid}", tag = "units", params(("uuid" = Uuid, Path)), responses((status = 204)))]
+async fn delete_unit(
+    state: State<Instance>,
+    Caller(agent): Caller,
+    PathUuid(uuid): PathUuid,
+) -> AppResult<StatusCode> {
+    state.delete_unit(&agent, uuid).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The unit's `env.json` (creator or the unit itself).
+#[utoipa::path(get, path = "/units/env/{uuid}", tag = "units", params(("uuid" = Uuid, Path)), responses((status = 200, body = Object)))]
+async fn get_env(
+    state: State<Instance>,
+    Caller(agent): Caller,
+    PathUuid(uuid): PathUuid,
+) -> AppResult<axum::Json<Map<String, Value>>> {
+    Ok(axum::Json(state.get_unit_env(&agent, uuid).await?))
+}
+
+#[utoipa::path(patch, path = "/units/env/{uuid}", tag = "units", params(("uuid" = Uuid, Path)), request_body = EnvUpdate, responses((status = 204)))]
+async fn set_env(
+    state: State<Instance>,
+    Caller(agent): Caller,
+    PathUuid(uuid): PathUuid,
+    Json(body): Json<EnvUpdate>,
+) -> AppResult<StatusCode> {
+    state
+        .set_unit_env(&agent, uuid, &body.env_json_string)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(delete, path = "/units/env/{uuid}", tag = "units", params(("uuid" = Uuid, Path)), responses((status = 204)))]
+async fn reset_env(
+    state: State<Instance>,
+    Caller(agent): Caller,
+    PathUuid(uuid): PathUuid,
+) -> AppResult<StatusCode> {
+    state.reset_unit_env(&agent, uuid).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/units/get_target_version/{uuid}", tag = "units", params(("uuid" = Uuid, Path)), responses((status = 200, body = TargetVersion)))]
+async fn get_target_version(
+    state: State<Instance>,
+    Caller(agent): Caller,
+    PathUuid(uuid): PathUuid,
+) -> AppResult<axum::Json<TargetVersion>> {
+    Ok(axum::Json(
+        state.get_unit_target_version(&agent, uuid).await?,
+    ))
+}
+
+/// The unit's `schema.json`.
+#[utoipa::path(get, path = "/units/get_current_schema/{uuid}", tag = "units", params(("uuid" = Uuid, Path)), responses((status = 200, body = Object)))]
+async fn get_current_schema(
+    state: State<Instance>,
+    Caller(agent): Caller,
+    PathUuid(uuid): PathUuid,
+) -> AppResult<axum::Json<Value>> {
+    Ok(axum::Json(state.get_unit_schema(&agent, uuid).await?))
+}
+
+async fn firmware(
+    state: &Instance,
+    agent: &crate::service::Agent,
+    uuid: Uuid,
+    format: ArchiveFormat,
+) -> AppResult<Response> {
+    let bytes = state.unit_firmware(agent, uuid, format).await?;
+    let name = format!("firmware_{uuid}.{}", format.file_extension());
+    Ok((
+        [
+            (header::CONTENT_TYPE, format.content_type().to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+#[utoipa::path(get, path = "/units/firmware/zip/{uuid}", tag = "units", params(("uuid" = Uuid, Path)), responses((status = 200, content_type = "application/zip", body = Vec<u8>)))]
+async fn firmware_zip(
+    state: State<Instance>,
+    Caller(agent): Caller,
+    PathUuid(uuid): PathUuid,
+) -> AppResult<Response> {
+    firmware(&state, &agent, uuid, ArchiveFormat::Zip).await
+}
+
+#[utoipa::path(get, path = "/units/firmware/tar/{uuid}", tag = "units", params(("uuid" = Uuid, Path)), responses((status = 200, content_type = "application/x-tar", body = Vec<u8>)))]
+async fn firmware_tar(
+    state: State<Instance>,
+    Caller(agent): Caller,
+    PathUuid(uuid): PathUuid,
+) -> AppResult<Response> {
+    firmware(&state, &agent, uuid, ArchiveFormat::Tar).await
+}
+
+/// The tar compressed as one stream: zlib for `wbits` 9..15, gzip for 25..31, raw deflate for -15..-9.
+#[utoipa::path(get, path = "/units/firmware/tgz/{uuid}", tag = "units", params(("uuid" = Uuid, Path), TgzQuery), responses((status = 200, content_type = "application/x-tar", body = Vec<u8>)))]
+async fn firmware_tgz(
+    state: State<Instance>,
+    Caller(agent): Caller,
+    PathUuid(uuid): PathUuid,
+    Query(q): Query<TgzQuery>,
+) -> AppResult<Response> {
+    let format = ArchiveFormat::tgz(q.wbits.unwrap_or(9), q.level.unwrap_or(9))
+        .map_err(|e| AppError::unit(e.to_string()))?;
+    firmware(&state, &agent, uuid, format).await
+}
+
+#[utoipa::path(post, path = "/units/set_state_storage/{uuid}", tag = "units", params(("uuid" = Uuid, Path)), request_body = StateStorage, responses((status = 204)))]
+async fn set_state_storage(
+    state: State<Instance>,
+    Caller(agent): Caller,
+    PathUuid(uuid): PathUuid,
+    Json(body): Json<StateStorage>,
+) -> AppResult<StatusCode> {
+    state
+        .set_unit_state_storage(&agent, uuid, body.state)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The stored state as a JSON string (`""` when unset).
+#[utoipa::path(get, path = "/units/get_state_storage/{uuid}", tag = "units", params(("uuid" = Uuid, Path)), responses((status = 200, body = String)))]
+async fn get_state_storage(
+    state: State<Instance>,
+    Caller(agent): Caller,
+    PathUuid(uuid): PathUuid,
+) -> AppResult<axum::Json<String>> {
+    Ok(axum::Json(
+        state.get_unit_state_storage(&agent, uuid).await?,
+    ))
+}
+
+/// Publish a command to the unit's input base topic (needs the MQTT core).
+#[utoipa::path(post, path = "/units/send_command_to_input_base_topic/{uuid}", tag = "units", params(("uuid" = Uuid, Path), CommandQuery), responses((status = 204), (status = 422, description = "MQTT Error")))]
+async fn send_command(
+    state: State<Instance>,
+    Caller(agent): Caller,
+    PathUuid(uuid): PathUuid,
+    Query(q): Query<CommandQuery>,
+) -> AppResult<StatusCode> {
+    state.send_unit_command(&agent, uuid, q.command).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,108 @@
+//! The `pepeunit` command.
+
+use clap::{Parser, Subcommand};
+use pepeunit::config::Config;
+use pepeunit::server::RunningInstance;
+use pepeunit::store::Db;
+
+#[derive(Parser)]
+#[command(
+    name = "pepeunit",
+    version,
+    about = "Self-hosted federated IoT platform"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run an instance (HTTP API; configuration from PU_* variables and PU_CONFIG_FILE).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Print the effective configuration (secrets hidden) and exit.
+    Config,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PU_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pepeunit: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    match cli.command {
+        Command::Serve => {
+            let mut running = RunningInstance::start(config).await?;
+            println!(
+                "pepeunit serving http://{}{}  (API docs: {}/docs)",
+                running.addr,
+                running.instance.config.app_prefix,
+                running.instance.config.app_prefix
+            );
+            tokio::select! {
+                r = running.wait() => r?,
+                _ = shutdown_signal() => {
+                    tracing::info!("shutting down");
+                    running.stop().await?;
+                }
+            }
+        }
+        Command::Migrate => {
+            std::fs::create_dir_all(&config.data_dir)?;
+            let db = Db::connect(&config.database_url, 1).await?;
+            let n = db.migrate().await?;
+            println!("applied {n} migration(s)");
+        }
+        Command::Config => {
+            let c = &config;
+            println!("PU_DATA_DIR={}", c.data_dir.display());
+            println!("PU_HTTP_BIND={}", c.http_bind);
+            println!("PU_DOMAIN={}", c.domain);
+            println!("PU_HTTP_TYPE={}", c.http_type);
+            println!("PU_DATABASE_URL={}", redact_url(&c.database_url));
+            println!("PU_MQTT_HOST={}:{}", c.mqtt_host, c.mqtt_port);
+            println!("PU_SECRET_KEY=<{} chars>", c.secret_key.len());
+        }
+    }
+    Ok(())
+}
+
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***{}", &url[..s], &url[at..]),
+        _ => url.to_string(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,67 @@
+//! Starting and stopping a whole instance: storage, the HTTP server and the owned tasks.
+//! `pepeunit serve` and the integration tests go through the same code.
+
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::service::Instance;
+
+/// A started instance; `stop` shuts it down gracefully.
+pub struct RunningInstance {
+    pub addr: SocketAddr,
+    pub instance: Instance,
+    stop: watch::Sender<bool>,
+    http: JoinHandle<std::io::Result<()>>,
+    poller: JoinHandle<()>,
+}
+
+impl RunningInstance {
+    /// Opens storage, binds `config.http_bind` (port 0 picks a free port) and starts serving.
+    pub async fn start(config: Config) -> anyhow::Result<RunningInstance> {
+        let listener = TcpListener::bind(config.http_bind)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.http_bind))?;
+        Self::start_on(config, listener).await
+    }
+
+    pub async fn start_on(
+        config: Config,
+        listener: TcpListener,
+    ) -> anyhow::Result<RunningInstance> {
+        let addr = listener.local_addr()?;
+        let instance = Instance::open(config).await?;
+        let (stop, stop_rx) = watch::channel(false);
+        let mut http_stop = stop_rx.clone();
+        let http = tokio::spawn(crate::http::serve(instance.clone(), listener, async move {
+            let _ = http_stop.changed().await;
+        }));
+        let poller = tokio::spawn(crate::poller::run(instance.clone(), stop_rx));
+        tracing::info!(%addr, domain = %instance.config.domain, "pepeunit is serving");
+        Ok(RunningInstance {
+            addr,
+            instance,
+            stop,
+            http,
+            poller,
+        })
+    }
+
+    /// Waits until the HTTP server ends on its own (it only does on error).
+    pub async fn wait(&mut self) -> anyhow::Result<()> {
+        (&mut self.http).await??;
+        Ok(())
+    }
+
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        self.http.await??;
+        self.poller.abort();
+        let _ = self.poller.await;
+        self.instance.db.pool.close().await;
+        Ok(())
+    }
+}

@@ -1,0 +1,127 @@
+//! The service layer: every rule of the product (agents, visibility, permissions, validation)
+//! lives here. REST (and later GraphQL, Telegram, MQTT, ActivityPub) are thin front doors onto
+//! these functions; none of them writes SQL or re-implements a rule.
+
+pub mod access;
+pub mod permissions;
+pub mod registries;
+pub mod repos;
+pub mod unit_files;
+pub mod unit_nodes;
+pub mod units;
+pub mod users;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::config::Config;
+use crate::crypto::Cipher;
+use crate::error::AppResult;
+use crate::git::Git;
+use crate::store::{self, Db};
+use crate::token::TokenKey;
+
+pub use access::Agent;
+
+/// Everything a request or task needs: configuration, stores, keys. Cheap to clone.
+#[derive(Clone)]
+pub struct Instance {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub cipher: Cipher,
+    pub tokens: TokenKey,
+    pub git: Git,
+}
+
+impl Instance {
+    /// Connects to the database and applies pending migrations.
+    pub async fn open(config: Config) -> anyhow::Result<Instance> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        std::fs::create_dir_all(config.repositories_dir())?;
+        let db = Db::connect(&config.database_url, config.database_max_connections).await?;
+        db.migrate().await?;
+        Ok(Instance {
+            cipher: Cipher::new(&config.encrypt_key),
+            tokens: TokenKey::new(&config.secret_key),
+            git: Git::new(
+                config.repositories_dir(),
+                config.max_repository_size,
+                Duration::from_secs(config.git_timeout_secs),
+            ),
+            db,
+            config: Arc::new(config),
+        })
+    }
+
+    pub fn pool(&self) -> &sqlx::AnyPool {
+        &self.db.pool
+    }
+}
+
+/// Entity counts of `GET /metrics/`.
+#[derive(Serialize, ToSchema)]
+pub struct InstanceMetrics {
+    pub user_count: i64,
+    pub repository_registry_count: i64,
+    pub repo_count: i64,
+    pub unit_count: i64,
+    pub unit_node_count: i64,
+    pub unit_node_edge_count: i64,
+}
+
+impl Instance {
+    pub async fn metrics(&self, agent: &Agent) -> AppResult<InstanceMetrics> {
+        agent.require(&[
+            crate::domain::AgentType::Bot,
+            crate::domain::AgentType::User,
+            crate::domain::AgentType::Unit,
+        ])?;
+        let db = self.pool();
+        Ok(InstanceMetrics {
+            user_count: store::users::count(db).await?,
+            repository_registry_count: store::registries::count(db).await?,
+            repo_count: store::repos::count(db).await?,
+            unit_count: store::units::count(db).await?,
+            unit_node_count: store::unit_nodes::count(db).await?,
+            unit_node_edge_count: store::unit_nodes::count_all_edges(db).await?,
+        })
+    }
+}
+
+/// `offset`/`limit` checks shared by every list (`limit` 0 = unlimited, at most 500 otherwise
+/// where the endpoint caps it).
+pub fn check_page(
+    offset: Option<i64>,
+    limit: Option<i64>,
+    cap: Option<i64>,
+) -> AppResult<(i64, i64)> {
+    let offset = offset.unwrap_or(0);
+    let limit = limit.unwrap_or(0);
+    if offset < 0 {
+        return Err(crate::error::AppError::request(
+            "query",
+            Some("offset"),
+            "offset must be >= 0",
+        ));
+    }
+    if limit < 0 {
+        return Err(crate::error::AppError::request(
+            "query",
+            Some("limit"),
+            "limit must be >= 0",
+        ));
+    }
+    if let Some(cap) = cap {
+        if limit > cap {
+            return Err(crate::error::AppError::request(
+                "query",
+                Some("limit"),
+                format!("limit must be <= {cap}"),
+            ));
+        }
+    }
+    Ok((offset, limit))
+}

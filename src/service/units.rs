@@ -1,0 +1,566 @@
+//! Units: devices created from a Repo, their env, schema, firmware and state storage.
+
+use std::collections::HashSet;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::repos::TargetVersion;
+use super::unit_files::{to_json_4, SchemaExample};
+use super::{access, Agent, Instance};
+use crate::domain::{
+    self, AgentType, BackendTopicCommand, PermissionEntities, UnitNodeType, VisibilityLevel,
+};
+use crate::error::{AppError, AppResult};
+use crate::firmware::{self, ArchiveFormat};
+use crate::store::repos::Repo;
+use crate::store::unit_nodes::{UnitNode, UnitNodeFilter};
+use crate::store::units::{Unit, UnitFilter};
+use crate::store::{self};
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UnitCreate {
+    pub repo_uuid: Uuid,
+    pub visibility_level: VisibilityLevel,
+    pub name: String,
+    pub is_auto_update_from_repo_unit: bool,
+    #[serde(default)]
+    pub target_firmware_platform: Option<String>,
+    #[serde(default)]
+    pub repo_branch: Option<String>,
+    #[serde(default)]
+    pub repo_commit: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UnitUpdate {
+    pub visibility_level: Option<VisibilityLevel>,
+    pub name: Option<String>,
+    pub is_auto_update_from_repo_unit: Option<bool>,
+    pub target_firmware_platform: Option<String>,
+    pub repo_branch: Option<String>,
+    pub repo_commit: Option<String>,
+}
+
+/// List options that only apply with `is_include_output_unit_nodes=true`.
+#[derive(Default)]
+pub struct UnitNodeInclusion {
+    pub include: bool,
+    pub unit_node_input_uuid: Option<Uuid>,
+    pub unit_node_type: Vec<UnitNodeType>,
+    pub unit_node_uuids: Vec<Uuid>,
+}
+
+/// Largest state storage we keep for a unit.
+const MAX_STATE_STORAGE: usize = 1_000_000;
+
+fn check_unit_name(name: &str) -> AppResult<()> {
+    if domain::is_valid_name(name) {
+        Ok(())
+    } else {
+        Err(AppError::unit("Name is not correct"))
+    }
+}
+
+impl Instance {
+    pub async fn unit(&self, uuid: Uuid) -> AppResult<Unit> {
+        store::units::get(self.pool(), uuid)
+            .await?
+            .ok_or_else(AppError::not_found)
+    }
+
+    /// Checks a unit's version settings against its repo and returns the version it will run.
+    async fn check_unit_version(&self, unit: &Unit, repo: &Repo) -> AppResult<TargetVersion> {
+        if !unit.is_auto_update_from_repo_unit {
+            let (Some(branch), Some(commit)) = (&unit.repo_branch, &unit.repo_commit) else {
+                return Err(AppError::unit(
+                    "Unit updated manually requires branch and commit to be filled out",
+                ));
+            };
+            let registry = store::registries::get(self.pool(), repo.repository_registry_uuid)
+                .await?
+                .ok_or_else(AppError::not_found)?;
+            self.require_branch(&registry, branch).await?;
+            let on_branch = self
+                .git
+                .is_commit_on_branch(registry.uuid, commit, branch)
+                .await
+                .map_err(super::registries::git_error)?;
+            if !on_branch {
+                return Err(AppError::git_repo(format!(
+                    "Commit {commit} not found in branch {branch}"
+                )));
+            }
+        }
+        let version = self.unit_target_version(unit, repo).await?;
+        if repo.is_compilable_repo && version.tag.is_none() {
+            return Err(AppError::unit(
+                "A compilable repo can only run a tagged commit",
+            ));
+        }
+        Ok(version)
+    }
+
+    pub async fn create_unit(&self, agent: &Agent, data: UnitCreate) -> AppResult<Unit> {
+        let user = agent.user()?.clone();
+        check_unit_name(&data.name)?;
+        let repo = self.repo(data.repo_uuid).await?;
+        self.check_visibility(agent, repo.uuid, repo.visibility_level)
+            .await?;
+        access::check_child_visibility(
+            repo.visibility_level,
+            &repo.name,
+            data.visibility_level,
+            &data.name,
+        )?;
+        if store::units::name_taken(self.pool(), &data.name, None).await? {
+            return Err(AppError::unit("Name is not unique"));
+        }
+        let now = domain::now();
+        let mut unit = Unit {
+            uuid: Uuid::new_v4(),
+            visibility_level: data.visibility_level,
+            name: data.name,
+            create_datetime: now.clone(),
+            is_auto_update_from_repo_unit: data.is_auto_update_from_repo_unit,
+            target_firmware_platform: data.target_firmware_platform,
+            repo_branch: data.repo_branch,
+            repo_commit: data.repo_commit,
+            unit_state: None,
+            current_commit_version: None,
+            last_update_datetime: now,
+            creator_uuid: user.uuid,
+            repo_uuid: repo.uuid,
+            firmware_update_status: None,
+            firmware_update_error: None,
+            last_firmware_update_datetime: None,
+            unit_nodes: Vec::new(),
+            cipher_env: None,
+            cipher_state_storage: None,
+        };
+        if unit.is_auto_update_from_repo_unit {
+            unit.repo_branch = None;
+            unit.repo_commit = None;
+        }
+        let version = self.check_unit_version(&unit, &repo).await?;
+        self.check_platform(&unit, &repo, &version).await?;
+        let (_, schema) = self.repo_files(&repo, &version.commit).await?;
+
+        let mut tx = self.pool().begin().await?;
+        store::units::insert(&mut *tx, &unit).await?;
+        let grants = [
+            (
+                (user.uuid, PermissionEntities::User),
+                (unit.uuid, PermissionEntities::Unit),
+            ),
+            (
+                (unit.uuid, PermissionEntities::Unit),
+                (repo.uuid, PermissionEntities::Repo),
+            ),
+            (
+                (unit.uuid, PermissionEntities::Unit),
+                (unit.uuid, PermissionEntities::Unit),
+            ),
+        ];
+        for (agent, resource) in grants {
+            store::permissions::grant(&mut *tx, agent, resource).await?;
+        }
+        for node in self.nodes_from_schema(&unit, &schema, &HashSet::new()) {
+            store::unit_nodes::insert(&mut *tx, &node).await?;
+            self.grant_node(&mut tx, &unit, node.uuid).await?;
+        }
+        tx.commit().await?;
+        Ok(unit)
+    }
+
+    async fn grant_node(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        unit: &Unit,
+        node: Uuid,
+    ) -> AppResult<()> {
+        let resource = (node, PermissionEntities::UnitNode);
+        store::permissions::grant(
+            &mut **tx,
+            (unit.creator_uuid, PermissionEntities::User),
+            resource,
+        )
+        .await?;
+        store::permissions::grant(&mut **tx, (unit.uuid, PermissionEntities::Unit), resource).await
+    }
+
+    /// Nodes the schema declares that are not in `existing` (pairs of type and topic name).
+    fn nodes_from_schema(
+        &self,
+        unit: &Unit,
+        schema: &SchemaExample,
+        existing: &HashSet<(UnitNodeType, String)>,
+    ) -> Vec<UnitNode> {
+        let now = domain::now();
+        let declared = schema
+            .input_topic
+            .iter()
+            .map(|t| (UnitNodeType::Input, t))
+            .chain(
+                schema
+                    .output_topic
+                    .iter()
+                    .map(|t| (UnitNodeType::Output, t)),
+            );
+        declared
+            .filter(|(ty, t)| !existing.contains(&(*ty, (*t).clone())))
+            .map(|(node_type, topic)| UnitNode {
+                uuid: Uuid::new_v4(),
+                node_type,
+                visibility_level: unit.visibility_level,
+                is_rewritable_input: false,
+                max_connections: 10,
+                topic_name: topic.clone(),
+                last_update_datetime: now.clone(),
+                is_data_pipe_active: false,
+                data_pipe_yml: None,
+                data_pipe_status: None,
+                data_pipe_error: None,
+                create_datetime: now.clone(),
+                state: None,
+                unit_uuid: unit.uuid,
+                creator_uuid: unit.creator_uuid,
+            })
+            .collect()
+    }
+
+    /// For compilable repos the platform must be one of the target release's assets.
+    async fn check_platform(
+        &self,
+        unit: &Unit,
+        repo: &Repo,
+        version: &TargetVersion,
+    ) -> AppResult<()> {
+        if !repo.is_compilable_repo {
+            return Ok(());
+        }
+        let Some(platform) = &unit.target_firmware_platform else {
+            return Ok(());
+        };
+        let registry = store::registries::get(self.pool(), repo.repository_registry_uuid)
+            .await?
+            .ok_or_else(AppError::not_found)?;
+        let releases: std::collections::BTreeMap<String, Vec<(String, String)>> = registry
+            .releases_data
+            .as_deref()
+            .and_then(|r| serde_json::from_str(r).ok())
+            .unwrap_or_default();
+        let assets = version.tag.as_ref().and_then(|t| releases.get(t));
+        if assets.is_some_and(|a| a.iter().any(|(name, _)| name == platform)) {
+            Ok(())
+        } else {
+            Err(AppError::unit(format!(
+                "Platform {platform} is not among the release assets of the target version"
+            )))
+        }
+    }
+
+    pub async fn get_unit(&self, agent: &Agent, uuid: Uuid) -> AppResult<Unit> {
+        agent.require(&[
+            AgentType::Bot,
+            AgentType::User,
+            AgentType::Unit,
+            AgentType::Backend,
+        ])?;
+        let unit = self.unit(uuid).await?;
+        self.check_visibility(agent, unit.uuid, unit.visibility_level)
+            .await?;
+        Ok(unit)
+    }
+
+    pub async fn list_units(
+        &self,
+        agent: &Agent,
+        mut filter: UnitFilter,
+        levels: &[VisibilityLevel],
+        nodes: UnitNodeInclusion,
+    ) -> AppResult<(i64, Vec<Unit>)> {
+        agent.require(&[
+            AgentType::Bot,
+            AgentType::User,
+            AgentType::Unit,
+            AgentType::Backend,
+        ])?;
+        let scope = self.visibility_scope(agent, levels);
+        if !nodes.include {
+            return store::units::list(self.pool(), &filter, &scope).await;
+        }
+        // nodes visible to the agent that match the node filters; units are those owning them
+        let node_scope = self.visibility_scope(agent, &[]);
+        let node_filter = UnitNodeFilter {
+            uuids: nodes.unit_node_uuids.clone(),
+            node_type: if nodes.unit_node_input_uuid.is_some() {
+                vec![UnitNodeType::Output]
+            } else {
+                nodes.unit_node_type.clone()
+            },
+            linked_to_input: nodes.unit_node_input_uuid,
+            ..Default::default()
+        };
+        let (_, matching) = store::unit_nodes::list(self.pool(), &node_filter, &node_scope).await?;
+        filter.owning_nodes = Some(matching.iter().map(|n| n.uuid).collect());
+        let (count, mut units) = store::units::list(self.pool(), &filter, &scope).await?;
+        for unit in &mut units {
+            unit.unit_nodes = matching
+                .iter()
+                .filter(|n| n.unit_uuid == unit.uuid)
+                .cloned()
+                .collect();
+        }
+        Ok((count, units))
+    }
+
+    pub async fn update_unit(
+        &self,
+        agent: &Agent,
+        uuid: Uuid,
+        data: UnitUpdate,
+    ) -> AppResult<Unit> {
+        let mut unit = self.unit(uuid).await?;
+        agent.require_creator(Some(unit.creator_uuid))?;
+        let repo = self.repo(unit.repo_uuid).await?;
+        let old_version = self.unit_target_version(&unit, &repo).await.ok();
+        if let Some(name) = data.name {
+            check_unit_name(&name)?;
+            if store::units::name_taken(self.pool(), &name, Some(uuid)).await? {
+                return Err(AppError::unit("Name is not unique"));
+            }
+            unit.name = name;
+        }
+        if let Some(v) = data.visibility_level {
+            access::check_child_visibility(repo.visibility_level, &repo.name, v, &unit.name)?;
+            unit.visibility_level = v;
+        }
+        if let Some(a) = data.is_auto_update_from_repo_unit {
+            unit.is_auto_update_from_repo_unit = a;
+        }
+        if data.target_firmware_platform.is_some() {
+            unit.target_firmware_platform = data.target_firmware_platform;
+        }
+        if data.repo_branch.is_some() {
+            unit.repo_branch = data.repo_branch;
+        }
+        if data.repo_commit.is_some() {
+            unit.repo_commit = data.repo_commit;
+        }
+        let version = self.check_unit_version(&unit, &repo).await?;
+        self.check_platform(&unit, &repo, &version).await?;
+        let (example, schema) = self.repo_files(&repo, &version.commit).await?;
+        unit.last_update_datetime = domain::now();
+
+        let mut tx = self.pool().begin().await?;
+        store::units::update(&mut *tx, &unit).await?;
+        store::unit_nodes::raise_visibility(&mut *tx, unit.uuid, unit.visibility_level).await?;
+        if old_version.as_ref() != Some(&version) {
+            // version changed: add the nodes the new schema declares, drop the ones it no longer does
+            let nodes = store::unit_nodes::by_unit(self.pool(), unit.uuid).await?;
+            let existing: HashSet<(UnitNodeType, String)> = nodes
+                .iter()
+                .map(|n| (n.node_type, n.topic_name.clone()))
+                .collect();
+            for node in self.nodes_from_schema(&unit, &schema, &existing) {
+                store::unit_nodes::insert(&mut *tx, &node).await?;
+                self.grant_node(&mut tx, &unit, node.uuid).await?;
+            }
+            for node in nodes {
+                let declared = match node.node_type {
+                    UnitNodeType::Input => &schema.input_topic,
+                    UnitNodeType::Output => &schema.output_topic,
+                };
+                if !declared.contains(&node.topic_name) {
+                    store::permissions::purge(&mut *tx, node.uuid).await?;
+                    store::unit_nodes::delete(&mut *tx, node.uuid).await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        if old_version.as_ref() != Some(&version) && unit.cipher_env.is_some() {
+            // re-validate the stored env against the new example: keys it no longer declares go
+            match self.merge_env(&unit, &example, None) {
+                Ok(merged) => {
+                    let text = serde_json::to_string(&merged).map_err(AppError::internal)?;
+                    store::units::set_env(
+                        self.pool(),
+                        unit.uuid,
+                        Some(self.cipher.encrypt(&text)?),
+                    )
+                    .await?;
+                }
+                Err(e) => {
+                    tracing::info!(unit = %unit.uuid, error = %e, "stored env does not fit the new version")
+                }
+            }
+        }
+        self.unit(uuid).await
+    }
+
+    pub async fn delete_unit(&self, agent: &Agent, uuid: Uuid) -> AppResult<()> {
+        let unit = self.unit(uuid).await?;
+        agent.require_creator(Some(unit.creator_uuid))?;
+        let nodes = store::unit_nodes::by_unit(self.pool(), uuid).await?;
+        let mut tx = self.pool().begin().await?;
+        for node in &nodes {
+            store::permissions::purge(&mut *tx, node.uuid).await?;
+        }
+        store::permissions::purge(&mut *tx, uuid).await?;
+        store::units::delete(&mut *tx, uuid).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A unit the agent may manage as its creator, or the unit itself.
+    pub async fn unit_for_creator_or_self(&self, agent: &Agent, uuid: Uuid) -> AppResult<Unit> {
+        agent.require(&[AgentType::User, AgentType::Unit])?;
+        let unit = self.unit(uuid).await?;
+        agent.require_creator_or_self(&unit)?;
+        Ok(unit)
+    }
+
+    pub async fn get_unit_env(&self, agent: &Agent, uuid: Uuid) -> AppResult<Map<String, Value>> {
+        let unit = self.unit_for_creator_or_self(agent, uuid).await?;
+        self.build_unit_env(&unit).await
+    }
+
+    pub async fn set_unit_env(
+        &self,
+        agent: &Agent,
+        uuid: Uuid,
+        env_json_string: &str,
+    ) -> AppResult<()> {
+        let unit = self.unit(uuid).await?;
+        agent.require_creator(Some(unit.creator_uuid))?;
+        self.save_unit_env(&unit, env_json_string).await
+    }
+
+    pub async fn reset_unit_env(&self, agent: &Agent, uuid: Uuid) -> AppResult<()> {
+        let unit = self.unit(uuid).await?;
+        agent.require_creator(Some(unit.creator_uuid))?;
+        store::units::set_env(self.pool(), uuid, None).await
+    }
+
+    pub async fn get_unit_target_version(
+        &self,
+        agent: &Agent,
+        uuid: Uuid,
+    ) -> AppResult<TargetVersion> {
+        let unit = self.unit_for_creator_or_self(agent, uuid).await?;
+        let repo = self.repo(unit.repo_uuid).await?;
+        self.unit_target_version(&unit, &repo).await
+    }
+
+    pub async fn get_unit_schema(&self, agent: &Agent, uuid: Uuid) -> AppResult<Value> {
+        let unit = self.unit_for_creator_or_self(agent, uuid).await?;
+        self.build_unit_schema(&unit).await
+    }
+
+    /// The firmware archive: the target commit's files (interpreted repos) plus env.json and
+    /// schema.json, filtered by `.pepeignore`.
+    pub async fn unit_firmware(
+        &self,
+        agent: &Agent,
+        uuid: Uuid,
+        format: ArchiveFormat,
+    ) -> AppResult<Vec<u8>> {
+        let unit = self.unit_for_creator_or_self(agent, uuid).await?;
+        let repo = self.repo(unit.repo_uuid).await?;
+        let version = self.unit_target_version(&unit, &repo).await?;
+        let env = Value::Object(self.build_unit_env(&unit).await?);
+        let schema = self.build_unit_schema(&unit).await?;
+        let source = if repo.is_compilable_repo {
+            None
+        } else {
+            Some(
+                self.git
+                    .archive_tar(repo.repository_registry_uuid, &version.commit)
+                    .await
+                    .map_err(super::registries::git_error)?,
+            )
+        };
+        tokio::task::spawn_blocking(move || {
+            let env = to_json_4(&env);
+            let schema = to_json_4(&schema);
+            firmware::build_archive(
+                source.as_deref(),
+                &[("env.json", &env), ("schema.json", &schema)],
+                format,
+            )
+        })
+        .await
+        .map_err(AppError::internal)?
+        .map_err(|e| match e {
+            firmware::ArchiveError::InvalidWbits(_) | firmware::ArchiveError::InvalidLevel(_) => {
+                AppError::unit(e.to_string())
+            }
+            other => AppError::internal(other),
+        })
+    }
+
+    /// Stores a unit's free-form state (`""` clears it). Non-string JSON is kept as its text.
+    pub async fn set_unit_state_storage(
+        &self,
+        agent: &Agent,
+        uuid: Uuid,
+        state: Value,
+    ) -> AppResult<()> {
+        let unit = self.unit_for_creator_or_self(agent, uuid).await?;
+        let text = match state {
+            Value::String(s) => s,
+            Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        if text.len() > MAX_STATE_STORAGE {
+            return Err(AppError::cipher(format!(
+                "The length of the content exceeds {MAX_STATE_STORAGE} characters"
+            )));
+        }
+        let cipher = if text.is_empty() {
+            None
+        } else {
+            Some(self.cipher.encrypt(&text)?)
+        };
+        store::units::set_state_storage(self.pool(), unit.uuid, cipher).await
+    }
+
+    pub async fn get_unit_state_storage(&self, agent: &Agent, uuid: Uuid) -> AppResult<String> {
+        let unit = self.unit_for_creator_or_self(agent, uuid).await?;
+        match &unit.cipher_state_storage {
+            None => Ok(String::new()),
+            Some(c) => self.cipher.decrypt(c),
+        }
+    }
+
+    /// Commands travel over MQTT; the MQTT core is not part of this build yet, so a command the
+    /// unit's schema accepts is refused with an MQTT error rather than pretending to be sent.
+    pub async fn send_unit_command(
+        &self,
+        agent: &Agent,
+        uuid: Uuid,
+        command: BackendTopicCommand,
+    ) -> AppResult<()> {
+        let unit = self.unit_for_creator_or_self(agent, uuid).await?;
+        let repo = self.repo(unit.repo_uuid).await?;
+        let version = self.unit_target_version(&unit, &repo).await?;
+        let (_, schema) = self.repo_files(&repo, &version.commit).await?;
+        let name = match command {
+            BackendTopicCommand::Update => "update/pepeunit",
+            BackendTopicCommand::EnvUpdate => "env_update/pepeunit",
+            BackendTopicCommand::SchemaUpdate => "schema_update/pepeunit",
+            BackendTopicCommand::LogSync => "log_sync/pepeunit",
+        };
+        if !schema.input_base_topic.iter().any(|t| t == name) {
+            return Ok(());
+        }
+        Err(AppError::mqtt(
+            "MQTT publishing is not available: this instance runs without the MQTT core",
+        ))
+    }
+}

@@ -1,0 +1,440 @@
+//! The relational store: one code path for SQLite (embedded default) and PostgreSQL.
+//!
+//! Queries go through sqlx's `Any` driver with `$N` placeholders, which both SQLite and
+//! PostgreSQL accept, so every entity module holds exactly one SQL text per operation. Only this
+//! module tree knows SQL; the service layer calls typed functions.
+
+pub mod permissions;
+pub mod registries;
+pub mod repos;
+pub mod unit_nodes;
+pub mod units;
+pub mod users;
+
+use std::time::Duration;
+
+use sqlx::any::{AnyArguments, AnyPoolOptions, AnyRow};
+use sqlx::query::Query;
+use sqlx::{Any, AnyPool, Executor, Row};
+use uuid::Uuid;
+
+use crate::error::{AppError, AppResult};
+
+struct Migration {
+    version: i64,
+    name: &'static str,
+    sqlite: &'static str,
+    postgres: &'static str,
+}
+
+/// Embedded migrations; each backend has its own folder so they can diverge when needed.
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "init",
+    sqlite: include_str!("../../migrations/sqlite/0001_init.sql"),
+    postgres: include_str!("../../migrations/postgres/0001_init.sql"),
+}];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+pub struct Db {
+    pub pool: AnyPool,
+    pub backend: Backend,
+}
+
+impl Db {
+    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Db> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            Backend::Postgres
+        };
+        if backend == Backend::Sqlite {
+            if let Some(path) = url
+                .strip_prefix("sqlite://")
+                .map(|p| p.split('?').next().unwrap_or(p))
+            {
+                if let Some(dir) = std::path::Path::new(path).parent() {
+                    if !dir.as_os_str().is_empty() {
+                        std::fs::create_dir_all(dir)?;
+                    }
+                }
+            }
+        }
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        conn.execute("PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL;")
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await?;
+        if backend == Backend::Sqlite {
+            sqlx::raw_sql("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await?;
+        }
+        Ok(Db { pool, backend })
+    }
+
+    /// Applies every migration not yet recorded in `_pepeunit_migrations`, each in a transaction.
+    pub async fn migrate(&self) -> anyhow::Result<usize> {
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS _pepeunit_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_datetime TEXT NOT NULL)",
+        )
+        .execute(&self.pool)
+        .await?;
+        let applied: Vec<i64> = sqlx::query("SELECT version FROM _pepeunit_migrations")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<i64, _>(0))
+            .collect::<Result<_, _>>()?;
+        if let Some(newest) = applied.iter().max() {
+            let known = MIGRATIONS.last().map(|m| m.version).unwrap_or(0);
+            if *newest > known {
+                anyhow::bail!(
+                    "the database is at migration {newest}, newer than this binary knows ({known}); refusing to run an older version against it"
+                );
+            }
+        }
+        let mut count = 0;
+        for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+            let sql = match self.backend {
+                Backend::Sqlite => m.sqlite,
+                Backend::Postgres => m.postgres,
+            };
+            let mut tx = self.pool.begin().await?;
+            sqlx::raw_sql(sql)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| anyhow::anyhow!("migration {} ({}) failed: {e}", m.version, m.name))?;
+            sqlx::query("INSERT INTO _pepeunit_migrations (version, name, applied_datetime) VALUES ($1, $2, $3)")
+                .bind(m.version)
+                .bind(m.name)
+                .bind(crate::domain::now())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            tracing::info!(version = m.version, name = m.name, "migration applied");
+            count += 1;
+        }
+        Ok(count)
+    }
+}
+
+/// A bound value of a dynamic query.
+#[derive(Clone, Debug)]
+pub enum Value {
+    Text(String),
+    OptText(Option<String>),
+    Int(i64),
+    Bool(bool),
+}
+
+impl From<&str> for Value {
+    fn from(v: &str) -> Self {
+        Value::Text(v.to_string())
+    }
+}
+impl From<String> for Value {
+    fn from(v: String) -> Self {
+        Value::Text(v)
+    }
+}
+impl From<&String> for Value {
+    fn from(v: &String) -> Self {
+        Value::Text(v.clone())
+    }
+}
+impl From<Uuid> for Value {
+    fn from(v: Uuid) -> Self {
+        Value::Text(v.to_string())
+    }
+}
+impl From<Option<Uuid>> for Value {
+    fn from(v: Option<Uuid>) -> Self {
+        Value::OptText(v.map(|u| u.to_string()))
+    }
+}
+impl From<Option<String>> for Value {
+    fn from(v: Option<String>) -> Self {
+        Value::OptText(v)
+    }
+}
+impl From<Option<&str>> for Value {
+    fn from(v: Option<&str>) -> Self {
+        Value::OptText(v.map(str::to_string))
+    }
+}
+impl From<i64> for Value {
+    fn from(v: i64) -> Self {
+        Value::Int(v)
+    }
+}
+impl From<bool> for Value {
+    fn from(v: bool) -> Self {
+        Value::Bool(v)
+    }
+}
+
+/// A query text with `$N` placeholders numbered as values are bound.
+#[derive(Default, Debug)]
+pub struct Sql {
+    text: String,
+    args: Vec<Value>,
+}
+
+impl Sql {
+    pub fn new(text: &str) -> Self {
+        Sql {
+            text: text.to_string(),
+            args: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, text: &str) -> &mut Self {
+        self.text.push_str(text);
+        self
+    }
+
+    pub fn bind(&mut self, value: impl Into<Value>) -> &mut Self {
+        self.args.push(value.into());
+        self.text.push_str(&format!("${}", self.args.len()));
+        self
+    }
+
+    /// `(v1, v2, ...)`; callers must not pass an empty list.
+    pub fn bind_list<V: Into<Value>>(&mut self, values: impl IntoIterator<Item = V>) -> &mut Self {
+        self.text.push('(');
+        for (i, v) in values.into_iter().enumerate() {
+            if i > 0 {
+                self.text.push_str(", ");
+            }
+            self.bind(v);
+        }
+        self.text.push(')');
+        self
+    }
+
+    /// Appends another fragment, renumbering its placeholders after ours.
+    pub fn append(&mut self, other: &Sql) -> &mut Self {
+        let shift = self.args.len();
+        let mut out = String::with_capacity(other.text.len());
+        let mut chars = other.text.char_indices().peekable();
+        while let Some((_, c)) = chars.next() {
+            if c == '$' {
+                let mut n = String::new();
+                while let Some((_, d)) = chars.peek().filter(|(_, d)| d.is_ascii_digit()) {
+                    n.push(*d);
+                    chars.next();
+                }
+                if let Ok(n) = n.parse::<usize>() {
+                    out.push_str(&format!("${}", n + shift));
+                    continue;
+                }
+                out.push('$');
+                out.push_str(&n);
+                continue;
+            }
+            out.push(c);
+        }
+        self.text.push_str(&out);
+        self.args.extend(other.args.iter().cloned());
+        self
+    }
+
+    /// Appends ` LIMIT n OFFSET m` where `limit` 0 means unlimited.
+    pub fn page(&mut self, offset: i64, limit: i64) -> &mut Self {
+        if limit > 0 {
+            self.push(" LIMIT ").bind(limit);
+        } else if offset > 0 {
+            // both engines need a LIMIT before OFFSET
+            self.push(" LIMIT ").bind(i64::MAX);
+        }
+        if offset > 0 {
+            self.push(" OFFSET ").bind(offset);
+        }
+        self
+    }
+
+    fn query(&self) -> Query<'_, Any, AnyArguments<'_>> {
+        let mut q = sqlx::query(&self.text);
+        for a in &self.args {
+            q = match a {
+                Value::Text(s) => q.bind(s.as_str()),
+                Value::OptText(s) => q.bind(s.as_deref()),
+                Value::Int(i) => q.bind(*i),
+                Value::Bool(b) => q.bind(*b),
+            };
+        }
+        q
+    }
+
+    pub async fn fetch_all<'e, E: Executor<'e, Database = Any>>(
+        &self,
+        e: E,
+    ) -> AppResult<Vec<AnyRow>> {
+        Ok(self.query().fetch_all(e).await?)
+    }
+
+    pub async fn fetch_optional<'e, E: Executor<'e, Database = Any>>(
+        &self,
+        e: E,
+    ) -> AppResult<Option<AnyRow>> {
+        Ok(self.query().fetch_optional(e).await?)
+    }
+
+    pub async fn fetch_i64<'e, E: Executor<'e, Database = Any>>(&self, e: E) -> AppResult<i64> {
+        let row = self.query().fetch_one(e).await?;
+        Ok(row.try_get::<i64, _>(0)?)
+    }
+
+    /// Runs the statement and returns the number of affected rows.
+    pub async fn execute<'e, E: Executor<'e, Database = Any>>(&self, e: E) -> AppResult<u64> {
+        Ok(self.query().execute(e).await?.rows_affected())
+    }
+}
+
+/// Typed column access with errors that name the column.
+pub(crate) trait RowExt {
+    fn text(&self, col: &str) -> AppResult<String>;
+    fn opt_text(&self, col: &str) -> AppResult<Option<String>>;
+    fn uuid(&self, col: &str) -> AppResult<Uuid>;
+    fn opt_uuid(&self, col: &str) -> AppResult<Option<Uuid>>;
+    fn int(&self, col: &str) -> AppResult<i64>;
+    fn boolean(&self, col: &str) -> AppResult<bool>;
+    fn parsed<T: std::str::FromStr>(&self, col: &str) -> AppResult<T>;
+    fn opt_parsed<T: std::str::FromStr>(&self, col: &str) -> AppResult<Option<T>>;
+}
+
+fn column_error(col: &str, e: impl std::fmt::Display) -> AppError {
+    AppError::internal(format!("column {col}: {e}"))
+}
+
+impl RowExt for AnyRow {
+    fn text(&self, col: &str) -> AppResult<String> {
+        self.try_get::<String, _>(col)
+            .map_err(|e| column_error(col, e))
+    }
+    fn opt_text(&self, col: &str) -> AppResult<Option<String>> {
+        self.try_get::<Option<String>, _>(col)
+            .map_err(|e| column_error(col, e))
+    }
+    fn uuid(&self, col: &str) -> AppResult<Uuid> {
+        Uuid::parse_str(&self.text(col)?).map_err(|e| column_error(col, e))
+    }
+    fn opt_uuid(&self, col: &str) -> AppResult<Option<Uuid>> {
+        self.opt_text(col)?
+            .map(|s| Uuid::parse_str(&s).map_err(|e| column_error(col, e)))
+            .transpose()
+    }
+    fn int(&self, col: &str) -> AppResult<i64> {
+        self.try_get::<i64, _>(col)
+            .map_err(|e| column_error(col, e))
+    }
+    fn boolean(&self, col: &str) -> AppResult<bool> {
+        // PostgreSQL has BOOLEAN; SQLite stores INTEGER 0/1 (see migrations/sqlite)
+        match self.try_get::<bool, _>(col) {
+            Ok(b) => Ok(b),
+            Err(_) => self
+                .try_get::<i64, _>(col)
+                .map(|i| i != 0)
+                .map_err(|e| column_error(col, e)),
+        }
+    }
+    fn parsed<T: std::str::FromStr>(&self, col: &str) -> AppResult<T> {
+        let s = self.text(col)?;
+        s.parse()
+            .map_err(|_| column_error(col, format!("unexpected value {s:?}")))
+    }
+    fn opt_parsed<T: std::str::FromStr>(&self, col: &str) -> AppResult<Option<T>> {
+        self.opt_text(col)?
+            .map(|s| {
+                s.parse()
+                    .map_err(|_| column_error(col, format!("unexpected value {s:?}")))
+            })
+            .transpose()
+    }
+}
+
+/// `search_string`: every whitespace-separated word must match (case-insensitive substring)
+/// at least one of `columns`.
+pub(crate) fn push_search(q: &mut Sql, search: Option<&str>, columns: &[&str]) {
+    let Some(search) = search else { return };
+    for word in search.split_whitespace().take(16) {
+        let pattern = format!(
+            "%{}%",
+            word.to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        q.push(" AND (");
+        for (i, col) in columns.iter().enumerate() {
+            if i > 0 {
+                q.push(" OR ");
+            }
+            q.push("LOWER(COALESCE(")
+                .push(col)
+                .push(", '')) LIKE ")
+                .bind(pattern.clone());
+            q.push(" ESCAPE '\\'");
+        }
+        q.push(")");
+    }
+}
+
+/// Maps every row with `f`.
+pub(crate) fn map_rows<T>(
+    rows: Vec<AnyRow>,
+    f: impl Fn(&AnyRow) -> AppResult<T>,
+) -> AppResult<Vec<T>> {
+    rows.iter().map(f).collect()
+}
+
+/// Which visibility levels a list may return to an agent (API.md: lists filter by visibility).
+#[derive(Clone, Debug)]
+pub struct VisibilityScope {
+    /// Levels requested and allowed for the agent.
+    pub levels: Vec<crate::domain::VisibilityLevel>,
+    /// Private rows are restricted to resources this agent holds a permission on;
+    /// `None` means no restriction (the backend).
+    pub private_agent: Option<Uuid>,
+}
+
+pub(crate) fn push_visibility(q: &mut Sql, scope: &VisibilityScope, column_prefix: &str) {
+    if scope.levels.is_empty() {
+        q.push(" AND 1=0");
+        return;
+    }
+    q.push(" AND ")
+        .push(column_prefix)
+        .push("visibility_level IN ");
+    q.bind_list(scope.levels.iter().map(|l| l.as_str()));
+    if let Some(agent) = scope.private_agent {
+        if scope
+            .levels
+            .contains(&crate::domain::VisibilityLevel::Private)
+        {
+            q.push(" AND (")
+                .push(column_prefix)
+                .push("visibility_level <> 'Private' OR ");
+            q.push(column_prefix)
+                .push("uuid IN (SELECT resource_uuid FROM permissions WHERE agent_uuid = ");
+            q.bind(agent).push("))");
+        }
+    }
+}

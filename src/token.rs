@@ -1,0 +1,180 @@
+//! HS256 JWTs with the exact claims and byte layout of upstream (API.md §2).
+//!
+//! Written by hand over `hmac`: the payload must be compact JSON with keys in upstream order so
+//! that unit and backend tokens are byte-identical to the ones devices already hold.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use uuid::Uuid;
+
+const HEADER: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("Token is invalid")]
+    Invalid,
+    #[error("Token expired")]
+    Expired,
+}
+
+/// The decoded payload of any token we accept.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Claims {
+    pub uuid: Option<String>,
+    #[serde(rename = "type")]
+    pub agent_type: String,
+    pub exp: Option<i64>,
+    pub domain: Option<String>,
+}
+
+#[derive(Serialize)]
+struct UserClaims<'a> {
+    uuid: &'a str,
+    #[serde(rename = "type")]
+    agent_type: &'a str,
+    exp: i64,
+}
+
+#[derive(Serialize)]
+struct UnitClaims<'a> {
+    uuid: &'a str,
+    #[serde(rename = "type")]
+    agent_type: &'a str,
+}
+
+#[derive(Serialize)]
+struct BackendClaims<'a> {
+    domain: &'a str,
+    #[serde(rename = "type")]
+    agent_type: &'a str,
+}
+
+#[derive(Clone)]
+pub struct TokenKey {
+    key: Vec<u8>,
+}
+
+impl TokenKey {
+    pub fn new(secret_key: &str) -> Self {
+        TokenKey {
+            key: secret_key.as_bytes().to_vec(),
+        }
+    }
+
+    fn mac(&self) -> Hmac<Sha256> {
+        Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes keys of any length")
+    }
+
+    fn sign(&self, payload: &impl Serialize) -> String {
+        let payload = serde_json::to_vec(payload).expect("claims serialize");
+        let signing_input = format!("{}.{}", B64URL.encode(HEADER), B64URL.encode(payload));
+        let mut mac = self.mac();
+        mac.update(signing_input.as_bytes());
+        let sig = mac.finalize().into_bytes();
+        format!("{signing_input}.{}", B64URL.encode(sig))
+    }
+
+    pub fn user_token(&self, uuid: Uuid, exp: i64) -> String {
+        self.sign(&UserClaims {
+            uuid: &uuid.to_string(),
+            agent_type: "User",
+            exp,
+        })
+    }
+
+    pub fn unit_token(&self, uuid: Uuid) -> String {
+        self.sign(&UnitClaims {
+            uuid: &uuid.to_string(),
+            agent_type: "Unit",
+        })
+    }
+
+    pub fn backend_token(&self, domain: &str) -> String {
+        self.sign(&BackendClaims {
+            domain,
+            agent_type: "Backend",
+        })
+    }
+
+    /// Checks the signature (HS256 only, whatever the header claims) and `exp` when present.
+    pub fn decode(&self, token: &str, now: i64) -> Result<Claims, TokenError> {
+        if token.len() > 8192 {
+            return Err(TokenError::Invalid);
+        }
+        let mut parts = token.split('.');
+        let (Some(h), Some(p), Some(s), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(TokenError::Invalid);
+        };
+        let header: serde_json::Value = B64URL
+            .decode(h)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or(TokenError::Invalid)?;
+        if header.get("alg").and_then(|a| a.as_str()) != Some("HS256") {
+            return Err(TokenError::Invalid);
+        }
+        let sig = B64URL.decode(s).map_err(|_| TokenError::Invalid)?;
+        let mut mac = self.mac();
+        mac.update(h.as_bytes());
+        mac.update(b".");
+        mac.update(p.as_bytes());
+        mac.verify_slice(&sig).map_err(|_| TokenError::Invalid)?;
+        let claims: Claims = B64URL
+            .decode(p)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or(TokenError::Invalid)?;
+        if let Some(exp) = claims.exp {
+            if exp <= now {
+                return Err(TokenError::Expired);
+            }
+        }
+        Ok(claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_token_matches_pyjwt_layout() {
+        let key = TokenKey::new("secret");
+        let uuid = Uuid::parse_str("0b9e1ee8-1e5a-4f79-a8ee-5e7b8c1b1f00").unwrap();
+        let t = key.unit_token(uuid);
+        let payload = B64URL.decode(t.split('.').nth(1).unwrap()).unwrap();
+        assert_eq!(
+            String::from_utf8(payload).unwrap(),
+            r#"{"uuid":"0b9e1ee8-1e5a-4f79-a8ee-5e7b8c1b1f00","type":"Unit"}"#
+        );
+        assert_eq!(t, key.unit_token(uuid), "unit tokens are deterministic");
+        let c = key.decode(&t, 0).unwrap();
+        assert_eq!(c.agent_type, "Unit");
+    }
+
+    #[test]
+    fn rejects_forgeries_and_expiry() {
+        let key = TokenKey::new("secret");
+        let other = TokenKey::new("other");
+        let u = Uuid::new_v4();
+        let t = key.user_token(u, 100);
+        assert_eq!(key.decode(&t, 50).unwrap().exp, Some(100));
+        assert_eq!(key.decode(&t, 100).unwrap_err(), TokenError::Expired);
+        assert_eq!(other.decode(&t, 50).unwrap_err(), TokenError::Invalid);
+        assert_eq!(key.decode("garbage", 0).unwrap_err(), TokenError::Invalid);
+        assert_eq!(key.decode("a.b.c", 0).unwrap_err(), TokenError::Invalid);
+        // alg=none with the signature stripped
+        let none_header = B64URL.encode(r#"{"alg":"none","typ":"JWT"}"#);
+        let payload = t.split('.').nth(1).unwrap();
+        assert_eq!(
+            key.decode(&format!("{none_header}.{payload}."), 0)
+                .unwrap_err(),
+            TokenError::Invalid
+        );
+    }
+}

@@ -9,6 +9,7 @@ pub mod error;
 pub mod firmware;
 pub mod git;
 pub mod http;
+pub mod load;
 pub mod poller;
 pub mod server;
 pub mod service;

@@ -24,6 +24,15 @@ enum Command {
     Migrate,
     /// Print the effective configuration (secrets hidden) and exit.
     Config,
+    /// Generate load against a running instance and print throughput and latency.
+    #[command(subcommand)]
+    Load(LoadScenario),
+}
+
+#[derive(Subcommand)]
+enum LoadScenario {
+    /// The device REST endpoints: env, schema, state storage.
+    Rest(pepeunit::load::RestLoad),
 }
 
 #[tokio::main]
@@ -45,8 +54,12 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Load(LoadScenario::Rest(args)) = cli.command {
+        return pepeunit::load::run_rest(args).await;
+    }
     let config = Config::from_env()?;
     match cli.command {
+        Command::Load(_) => unreachable!("handled above"),
         Command::Serve => {
             let mut running = RunningInstance::start(config).await?;
             println!(

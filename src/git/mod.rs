@@ -7,6 +7,7 @@
 //! the mirror's config. User-supplied branch, tag, commit and path values are validated in Rust
 //! (see [`validate_remote_url`] and the `validate` module) before they reach a command line.
 
+mod cache;
 mod command;
 mod validate;
 
@@ -93,6 +94,7 @@ struct Inner {
     max_repository_size: u64,
     timeout: Duration,
     locks: StdMutex<HashMap<Uuid, Arc<Mutex<()>>>>,
+    cache: cache::ReadCache,
 }
 
 impl std::fmt::Debug for Git {
@@ -121,6 +123,7 @@ impl Git {
                 max_repository_size,
                 timeout,
                 locks: StdMutex::new(HashMap::new()),
+                cache: cache::ReadCache::default(),
             }),
         }
     }
@@ -169,6 +172,7 @@ impl Git {
         creds: Option<&GitCredentials>,
     ) -> Result<u64, GitError> {
         validate_remote_url(url)?;
+        let _invalidate = self.inner.cache.invalidate_on_drop(registry);
         self.locked(registry, self.sync_locked(registry, url, creds))
             .await
     }
@@ -318,6 +322,7 @@ impl Git {
 
     /// Deletes the mirror (no error when there is none).
     pub async fn remove(&self, registry: Uuid) -> Result<(), GitError> {
+        let _invalidate = self.inner.cache.invalidate_on_drop(registry);
         self.locked(registry, self.remove_locked(registry)).await
     }
 
@@ -346,7 +351,7 @@ impl Git {
     }
 
     /// Branch names of the mirror (`refs/heads`), sorted.
-    pub async fn branches(&self, registry: Uuid) -> Result<Vec<String>, GitError> {
+    async fn branches_uncached(&self, registry: Uuid) -> Result<Vec<String>, GitError> {
         let out = self
             .repo_cmd(registry)?
             .args(["for-each-ref", "--format=%(refname:strip=2)", "refs/heads/"])
@@ -382,7 +387,7 @@ impl Git {
     /// Full id of the commit that the hex `commit` abbreviates. Only objects are looked at
     /// (never a ref that happens to be named like hex); an unknown, ambiguous or non-commit id
     /// is [`GitError::CommitNotFound`].
-    async fn resolve_commit(&self, registry: Uuid, commit: &str) -> Result<String, GitError> {
+    pub async fn resolve_commit(&self, registry: Uuid, commit: &str) -> Result<String, GitError> {
         let commit = validate_commit(commit)?;
         let not_found = || GitError::CommitNotFound(commit.clone());
         let out = self
@@ -459,7 +464,7 @@ impl Git {
 
     /// Commits reachable from `branch`, newest first (`git log` order). `only_tag` keeps the
     /// tagged ones; then `offset` commits are skipped and at most `limit` returned (0: all).
-    pub async fn commits(
+    async fn commits_uncached(
         &self,
         registry: Uuid,
         branch: &str,
@@ -516,7 +521,11 @@ impl Git {
     }
 
     /// Tags pointing at a commit (annotated tags dereferenced), sorted.
-    pub async fn tags_of(&self, registry: Uuid, commit: &str) -> Result<Vec<String>, GitError> {
+    async fn tags_of_uncached(
+        &self,
+        registry: Uuid,
+        commit: &str,
+    ) -> Result<Vec<String>, GitError> {
         let commit = self.resolve_commit(registry, commit).await?;
         let mut tags = self.tag_map(registry).await?;
         Ok(tags.remove(&commit).unwrap_or_default())
@@ -537,7 +546,7 @@ impl Git {
     }
 
     /// Whether `commit` is reachable from `branch`. An unknown branch or commit is an error.
-    pub async fn is_commit_on_branch(
+    async fn is_commit_on_branch_uncached(
         &self,
         registry: Uuid,
         commit: &str,
@@ -564,7 +573,7 @@ impl Git {
 
     /// The content of the file at `path` in `commit`; `None` when there is no file there
     /// (missing, a directory or a submodule).
-    pub async fn read_file(
+    async fn read_file_uncached(
         &self,
         registry: Uuid,
         commit: &str,
@@ -601,6 +610,63 @@ impl Git {
                 stderr: "truncated output".into(),
             })?;
         Ok(Some(body.to_vec()))
+    }
+
+    /// Branch names of the mirror (`refs/heads`), sorted. Cached until the next sync.
+    pub async fn branches(&self, registry: Uuid) -> Result<Vec<String>, GitError> {
+        let key = "branches".to_string();
+        self.inner
+            .cache
+            .get_or_load(registry, key, self.branches_uncached(registry))
+            .await
+    }
+
+    /// Commits reachable from `branch`, newest first (`git log` order). `only_tag` keeps the
+    /// tagged ones; then `offset` commits are skipped and at most `limit` returned (0: all).
+    /// Cached until the next sync.
+    pub async fn commits(
+        &self,
+        registry: Uuid,
+        branch: &str,
+        only_tag: bool,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<CommitInfo>, GitError> {
+        let key = format!("commits\0{branch}\0{only_tag}\0{offset}\0{limit}");
+        let load = self.commits_uncached(registry, branch, only_tag, offset, limit);
+        self.inner.cache.get_or_load(registry, key, load).await
+    }
+
+    /// Tags pointing at a commit (annotated tags dereferenced), sorted. Cached until the next sync.
+    pub async fn tags_of(&self, registry: Uuid, commit: &str) -> Result<Vec<String>, GitError> {
+        let key = format!("tags_of\0{commit}");
+        let load = self.tags_of_uncached(registry, commit);
+        self.inner.cache.get_or_load(registry, key, load).await
+    }
+
+    /// Whether `commit` is reachable from `branch`. An unknown branch or commit is an error.
+    pub async fn is_commit_on_branch(
+        &self,
+        registry: Uuid,
+        commit: &str,
+        branch: &str,
+    ) -> Result<bool, GitError> {
+        let key = format!("on_branch\0{commit}\0{branch}");
+        let load = self.is_commit_on_branch_uncached(registry, commit, branch);
+        self.inner.cache.get_or_load(registry, key, load).await
+    }
+
+    /// The content of the file at `path` in `commit`; `None` when there is no file there
+    /// (missing, a directory or a submodule). Cached until the next sync.
+    pub async fn read_file(
+        &self,
+        registry: Uuid,
+        commit: &str,
+        path: &str,
+    ) -> Result<Option<Vec<u8>>, GitError> {
+        let key = format!("file\0{commit}\0{path}");
+        let load = self.read_file_uncached(registry, commit, path);
+        self.inner.cache.get_or_load(registry, key, load).await
     }
 
     /// `git archive --format=tar <commit>`.

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Measures the device REST endpoints (env, schema, state storage) of a release build on this
+# machine; the figures go into BENCHMARKS.md.
+#
+#   scripts/bench-rest.sh [duration-seconds]
+#
+# Starts `pepeunit serve` (SQLite, a temporary data dir, a free loopback port), serves a small
+# firmware repository over loopback HTTP, creates user, registry, repo and unit through the
+# REST API, then runs `pepeunit load rest`: closed loop (throughput) and open loop at
+# 1000 req/s (latency). Everything it starts is stopped on exit. Loopback only.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DURATION="${1:-10}"
+BIN="$ROOT/target/release/pepeunit"
+cd "$ROOT"
+cargo build --release --quiet
+
+WORK="$(mktemp -d)"
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# a firmware repository served with git's dumb HTTP protocol
+mkdir -p "$WORK/src" "$WORK/www"
+git -C "$WORK/src" init -q -b main
+cat > "$WORK/src/env_example.json" <<'JSON'
+{"WIFI_SSID": "ssid", "WIFI_PASS": "pass"}
+JSON
+cat > "$WORK/src/schema_example.json" <<'JSON'
+{"input_base_topic": ["update/pepeunit", "env_update/pepeunit", "schema_update/pepeunit", "log_sync/pepeunit"],
+ "output_base_topic": ["state/pepeunit", "log/pepeunit"],
+ "input_topic": ["set_fan_state/pepeunit"], "output_topic": ["current_temp/pepeunit"]}
+JSON
+echo "print('hello')" > "$WORK/src/main.py"
+git -C "$WORK/src" add -A
+git -C "$WORK/src" -c user.name=bench -c user.email=bench@localhost commit -q -m v1
+git -C "$WORK/src" tag v1.0.0
+git clone -q --bare "$WORK/src" "$WORK/www/firmware.git"
+git -C "$WORK/www/firmware.git" update-server-info
+GIT_PORT="$(free_port)"
+python3 -m http.server "$GIT_PORT" --bind 127.0.0.1 --directory "$WORK/www" >/dev/null 2>&1 &
+PIDS+=($!)
+
+PORT="$(free_port)"
+PU_DATA_DIR="$WORK/data" PU_HTTP_BIND="127.0.0.1:$PORT" PU_DOMAIN="localhost:$PORT" PU_LOG=warn \
+    "$BIN" serve >"$WORK/serve.log" 2>&1 &
+PIDS+=($!)
+API="http://127.0.0.1:$PORT/pepeunit/api/v1"
+for _ in $(seq 100); do curl -fs "$API/metrics" >/dev/null 2>&1 && break; sleep 0.1; done
+
+json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
+curl -fs -X POST "$API/users" -H 'content-type: application/json' -d '{"login":"bench","password":"bench-password"}' >/dev/null
+TOKEN="$(curl -fs -X POST "$API/users/auth" -H 'content-type: application/json' -d '{"credentials":"bench","password":"bench-password"}' | json "['token']")"
+REG="$(curl -fs -X POST "$API/repository_registry" -H "x-auth-token: $TOKEN" -H 'content-type: application/json' \
+    -d "{\"platform\":\"Gitlab\",\"repository_url\":\"http://127.0.0.1:$GIT_PORT/firmware.git\",\"is_public_repository\":true}" | json "['uuid']")"
+REPO="$(curl -fs -X POST "$API/repos" -H "x-auth-token: $TOKEN" -H 'content-type: application/json' \
+    -d "{\"repository_registry_uuid\":\"$REG\",\"default_branch\":\"main\",\"visibility_level\":\"Public\",\"name\":\"bench_repo\",\"is_compilable_repo\":false}" | json "['uuid']")"
+UNIT="$(curl -fs -X POST "$API/units" -H "x-auth-token: $TOKEN" -H 'content-type: application/json' \
+    -d "{\"repo_uuid\":\"$REPO\",\"visibility_level\":\"Public\",\"name\":\"bench_unit\",\"is_auto_update_from_repo_unit\":true}" | json "['uuid']")"
+UNIT_TOKEN="$(curl -fs "$API/units/env/$UNIT" -H "x-auth-token: $TOKEN" | json "['PU_AUTH_TOKEN']")"
+
+echo "machine: $(nproc) cores, $(uname -r); server and load generator share them"
+for endpoints in env,schema,get_state,set_state env schema get_state set_state; do
+    "$BIN" load rest --url "http://127.0.0.1:$PORT" --unit "$UNIT" --token "$UNIT_TOKEN" \
+        --concurrency 64 --duration "$DURATION" --endpoints "$endpoints"
+done
+"$BIN" load rest --url "http://127.0.0.1:$PORT" --unit "$UNIT" --token "$UNIT_TOKEN" \
+    --rate 1000 --duration "$DURATION"

@@ -67,7 +67,7 @@ UNIT="$(curl -fs -X POST "$API/units" -H "x-auth-token: $TOKEN" -H 'content-type
 UNIT_TOKEN="$(curl -fs "$API/units/env/$UNIT" -H "x-auth-token: $TOKEN" | json "['PU_AUTH_TOKEN']")"
 
 echo "machine: $(nproc) cores, $(uname -r); server and load generator share them"
-for endpoints in env,schema,get_state,set_state env schema get_state set_state; do
+for endpoints in ${BENCH_ENDPOINTS:-env,schema,get_state,set_state env schema get_state set_state}; do
     "$BIN" load rest --url "http://127.0.0.1:$PORT" --unit "$UNIT" --token "$UNIT_TOKEN" \
         --concurrency 64 --duration "$DURATION" --endpoints "$endpoints"
 done

@@ -14,11 +14,14 @@ pub struct AppError {
     pub code: u16,
     pub prefix: &'static str,
     pub message: String,
-    /// FastAPI-style list of field errors, for request parsing failures.
+    /// The `detail` value itself when it is not the domain string: a FastAPI-style list of
+    /// field errors (request parsing failures) or a bare message (pagination checks).
     pub fields: Option<serde_json::Value>,
 }
 
 pub type AppResult<T> = Result<T, AppError>;
+
+const ALREADY_EXISTS: &str = "The object already exists";
 
 impl AppError {
     fn new(
@@ -138,6 +141,14 @@ impl AppError {
             message,
         )
     }
+    pub fn readme(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            16,
+            "Readme Generation Error",
+            message,
+        )
+    }
     pub fn feature_disabled() -> Self {
         Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -162,6 +173,20 @@ impl AppError {
         e
     }
 
+    /// A 422 whose body is exactly `{"detail": "<message>"}`, as upstream's pagination checks
+    /// answer (`offset must be >= 0`, `limit must be <= 500`).
+    pub fn bare(message: impl Into<String>) -> Self {
+        let message = message.into();
+        let mut e = Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            0,
+            "Request Error",
+            message.clone(),
+        );
+        e.fields = Some(json!(message));
+        e
+    }
+
     /// An unexpected failure: logged here, answered without details.
     pub fn internal(err: impl std::fmt::Display) -> Self {
         tracing::error!(error = %err, "internal error");
@@ -171,6 +196,12 @@ impl AppError {
             "Internal Error",
             "Internal Server Error",
         )
+    }
+
+    /// Whether this answers a unique-constraint violation: a check-then-insert race was lost, and
+    /// the caller should answer with its own "is not unique" error.
+    pub fn is_already_exists(&self) -> bool {
+        self.code == 2 && self.message == ALREADY_EXISTS
     }
 
     /// The `detail` string of the wire format.
@@ -211,7 +242,7 @@ impl From<sqlx::Error> for AppError {
         match &err {
             sqlx::Error::RowNotFound => AppError::not_found(),
             sqlx::Error::Database(db) if db.is_unique_violation() => {
-                AppError::validation("The object already exists")
+                AppError::validation(ALREADY_EXISTS)
             }
             sqlx::Error::Database(db) if db.is_foreign_key_violation() => AppError::validation(
                 "The array was expected to be empty, but it turned out to be full",

@@ -153,9 +153,13 @@ impl Instance {
                 Ok(Agent::User(Box::new(user)))
             }
             "Unit" => {
-                let unit = store::units::get(&self.db.pool, uuid()?)
-                    .await?
-                    .ok_or_else(|| AppError::no_access("Unit not found"))?;
+                let unit = match self.unit(uuid()?).await {
+                    Ok(u) => u,
+                    Err(e) if e.status == axum::http::StatusCode::NOT_FOUND => {
+                        return Err(AppError::no_access("Unit not found"))
+                    }
+                    Err(e) => return Err(e),
+                };
                 Ok(Agent::Unit(Box::new(unit)))
             }
             "Backend" => match claims.domain {

@@ -6,6 +6,7 @@ pub mod access;
 pub mod permissions;
 pub mod registries;
 pub mod repos;
+pub mod unit_cache;
 pub mod unit_files;
 pub mod unit_nodes;
 pub mod units;
@@ -34,6 +35,7 @@ pub struct Instance {
     pub cipher: Cipher,
     pub tokens: TokenKey,
     pub git: Git,
+    pub units_cache: Arc<unit_cache::UnitCache>,
 }
 
 impl Instance {
@@ -52,6 +54,7 @@ impl Instance {
                 Duration::from_secs(config.git_timeout_secs),
             ),
             db,
+            units_cache: Arc::default(),
             config: Arc::new(config),
         })
     }
@@ -92,7 +95,7 @@ impl Instance {
 }
 
 /// `offset`/`limit` checks shared by every list (`limit` 0 = unlimited, at most 500 otherwise
-/// where the endpoint caps it).
+/// where the endpoint caps it). Failures are upstream's bare `{"detail": "limit must be >= 0"}`.
 pub fn check_page(
     offset: Option<i64>,
     limit: Option<i64>,
@@ -101,26 +104,16 @@ pub fn check_page(
     let offset = offset.unwrap_or(0);
     let limit = limit.unwrap_or(0);
     if offset < 0 {
-        return Err(crate::error::AppError::request(
-            "query",
-            Some("offset"),
-            "offset must be >= 0",
-        ));
+        return Err(crate::error::AppError::bare("offset must be >= 0"));
     }
     if limit < 0 {
-        return Err(crate::error::AppError::request(
-            "query",
-            Some("limit"),
-            "limit must be >= 0",
-        ));
+        return Err(crate::error::AppError::bare("limit must be >= 0"));
     }
     if let Some(cap) = cap {
         if limit > cap {
-            return Err(crate::error::AppError::request(
-                "query",
-                Some("limit"),
-                format!("limit must be <= {cap}"),
-            ));
+            return Err(crate::error::AppError::bare(format!(
+                "limit must be <= {cap}"
+            )));
         }
     }
     Ok((offset, limit))

@@ -76,12 +76,16 @@ impl Instance {
         if store::permissions::exists(self.pool(), data.agent_uuid, data.resource_uuid).await? {
             return Err(AppError::permission("Permission is exist"));
         }
-        store::permissions::grant(
+        let inserted = store::permissions::insert_grant(
             self.pool(),
             (data.agent_uuid, data.agent_type),
             (data.resource_uuid, data.resource_type),
         )
         .await?;
+        if !inserted {
+            // a concurrent request granted it between our check and the insert
+            return Err(AppError::permission("Permission is exist"));
+        }
         store::permissions::get(self.pool(), data.agent_uuid, data.resource_uuid)
             .await?
             .ok_or_else(|| AppError::internal("permission vanished after insert"))

@@ -100,7 +100,16 @@ impl Instance {
             creator_uuid: Some(user.uuid),
             branches: Vec::new(),
         };
-        store::registries::insert(self.pool(), &registry).await?;
+        store::registries::insert(self.pool(), &registry)
+            .await
+            .map_err(|e| {
+                // a concurrent request registered the URL between our check and the insert
+                if e.is_already_exists() {
+                    AppError::registry("Repository URL is not unique")
+                } else {
+                    e
+                }
+            })?;
         if let Some(c) = &credentials {
             self.store_credentials(&registry, user.uuid, c).await?;
         }

@@ -67,6 +67,15 @@ fn check_repo_name(name: &str) -> AppResult<()> {
     }
 }
 
+/// A concurrent request took the name between our check and the write.
+fn name_conflict(e: AppError) -> AppError {
+    if e.is_already_exists() {
+        AppError::repo("Name is not unique")
+    } else {
+        e
+    }
+}
+
 impl Instance {
     pub async fn repo(&self, uuid: Uuid) -> AppResult<Repo> {
         store::repos::get(self.pool(), uuid)
@@ -100,7 +109,9 @@ impl Instance {
             repository_registry_uuid: registry.uuid,
         };
         let mut tx = self.pool().begin().await?;
-        store::repos::insert(&mut *tx, &repo).await?;
+        store::repos::insert(&mut *tx, &repo)
+            .await
+            .map_err(name_conflict)?;
         store::permissions::grant(
             &mut *tx,
             (user.uuid, PermissionEntities::User),
@@ -216,6 +227,7 @@ impl Instance {
             }
             repo.default_branch = Some(branch);
         }
+        let commit_given = data.default_commit.is_some();
         if let Some(commit) = data.default_commit {
             repo.default_commit = Some(commit);
         }
@@ -233,10 +245,8 @@ impl Instance {
                 "A compilable repo updated automatically must be updated only by tags",
             ));
         }
-        if repo.is_auto_update_repo {
-            // must resolve, or units would have nothing to run
-            self.repo_target_version(&repo).await?;
-        } else {
+        // a commit is checked whenever it is given, not only when it is used right away
+        if !repo.is_auto_update_repo || commit_given {
             let (Some(branch), Some(commit)) = (&repo.default_branch, &repo.default_commit) else {
                 return Err(AppError::repo(
                     "Repo updated manually requires branch and commit to be filled out",
@@ -252,11 +262,21 @@ impl Instance {
                     "Commit {commit} not found in branch {branch}"
                 )));
             }
-            if repo.is_compilable_repo && self.repo_target_version(&repo).await?.tag.is_none() {
-                return Err(AppError::repo(
-                    "A compilable repo can only target a tagged commit",
-                ));
-            }
+            // store the full id: an abbreviation would reach devices as PU_COMMIT_VERSION
+            let full = self
+                .git
+                .resolve_commit(registry.uuid, commit)
+                .await
+                .map_err(git_error)?;
+            repo.default_commit = Some(full);
+        }
+        if repo.is_auto_update_repo {
+            // must resolve, or units would have nothing to run
+            self.repo_target_version(&repo).await?;
+        } else if repo.is_compilable_repo && self.repo_target_version(&repo).await?.tag.is_none() {
+            return Err(AppError::repo(
+                "A compilable repo can only target a tagged commit",
+            ));
         }
         // children may not become less strict than the repo
         for unit in store::units::by_repo(self.pool(), uuid).await? {
@@ -268,7 +288,9 @@ impl Instance {
             )?;
         }
         repo.last_update_datetime = domain::now();
-        store::repos::update(self.pool(), &repo).await?;
+        store::repos::update(self.pool(), &repo)
+            .await
+            .map_err(name_conflict)?;
         Ok(repo)
     }
 

@@ -249,7 +249,9 @@ impl Instance {
         let cipher = self
             .cipher
             .encrypt(&serde_json::to_string(&merged).map_err(AppError::internal)?)?;
-        store::units::set_env(self.pool(), unit.uuid, Some(cipher)).await
+        store::units::set_env(self.pool(), unit.uuid, Some(cipher)).await?;
+        self.units_cache.invalidate(unit.uuid);
+        Ok(())
     }
 
     /// The `schema.json` of a unit: its topics as the broker sees them.
@@ -269,12 +271,13 @@ impl Instance {
         };
         let mut input_topic = Map::new();
         let mut output_topic = Map::new();
+        let links = store::unit_nodes::linked_outputs_of_unit(self.pool(), unit.uuid).await?;
         for node in store::unit_nodes::by_unit(self.pool(), unit.uuid).await? {
             let own = self.node_topic(node.uuid, &node.topic_name);
             match node.node_type {
                 UnitNodeType::Input => {
                     let mut topics = vec![Value::from(own)];
-                    for out in store::unit_nodes::linked_outputs(self.pool(), node.uuid).await? {
+                    for (_, out) in links.iter().filter(|(input, _)| *input == node.uuid) {
                         topics.push(self.node_topic(out.uuid, &out.topic_name).into());
                     }
                     input_topic.insert(node.topic_name, Value::Array(topics));

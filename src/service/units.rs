@@ -11,7 +11,8 @@ use super::repos::TargetVersion;
 use super::unit_files::{to_json_4, SchemaExample};
 use super::{access, Agent, Instance};
 use crate::domain::{
-    self, AgentType, BackendTopicCommand, PermissionEntities, UnitNodeType, VisibilityLevel,
+    self, AgentType, BackendTopicCommand, PermissionEntities, UnitFirmwareUpdateStatus,
+    UnitNodeType, VisibilityLevel,
 };
 use crate::error::{AppError, AppResult};
 use crate::firmware::{self, ArchiveFormat};
@@ -67,14 +68,21 @@ fn check_unit_name(name: &str) -> AppResult<()> {
 }
 
 impl Instance {
+    /// A unit by uuid, through the unit cache (see `unit_cache`).
     pub async fn unit(&self, uuid: Uuid) -> AppResult<Unit> {
-        store::units::get(self.pool(), uuid)
+        if let Some(unit) = self.units_cache.get(uuid) {
+            return Ok((*unit).clone());
+        }
+        let unit = store::units::get(self.pool(), uuid)
             .await?
-            .ok_or_else(AppError::not_found)
+            .ok_or_else(AppError::not_found)?;
+        self.units_cache.put(std::sync::Arc::new(unit.clone()));
+        Ok(unit)
     }
 
     /// Checks a unit's version settings against its repo and returns the version it will run.
-    async fn check_unit_version(&self, unit: &Unit, repo: &Repo) -> AppResult<TargetVersion> {
+    /// A pinned commit given abbreviated is stored as the full id it names.
+    async fn check_unit_version(&self, unit: &mut Unit, repo: &Repo) -> AppResult<TargetVersion> {
         if !unit.is_auto_update_from_repo_unit {
             let (Some(branch), Some(commit)) = (&unit.repo_branch, &unit.repo_commit) else {
                 return Err(AppError::unit(
@@ -95,6 +103,12 @@ impl Instance {
                     "Commit {commit} not found in branch {branch}"
                 )));
             }
+            let full = self
+                .git
+                .resolve_commit(registry.uuid, commit)
+                .await
+                .map_err(super::registries::git_error)?;
+            unit.repo_commit = Some(full);
         }
         let version = self.unit_target_version(unit, repo).await?;
         if repo.is_compilable_repo && version.tag.is_none() {
@@ -146,7 +160,7 @@ impl Instance {
             unit.repo_branch = None;
             unit.repo_commit = None;
         }
-        let version = self.check_unit_version(&unit, &repo).await?;
+        let version = self.check_unit_version(&mut unit, &repo).await?;
         self.check_platform(&unit, &repo, &version).await?;
         let (_, schema) = self.repo_files(&repo, &version.commit).await?;
 
@@ -352,7 +366,7 @@ impl Instance {
         if data.repo_commit.is_some() {
             unit.repo_commit = data.repo_commit;
         }
-        let version = self.check_unit_version(&unit, &repo).await?;
+        let version = self.check_unit_version(&mut unit, &repo).await?;
         self.check_platform(&unit, &repo, &version).await?;
         let (example, schema) = self.repo_files(&repo, &version.commit).await?;
         unit.last_update_datetime = domain::now();
@@ -400,6 +414,8 @@ impl Instance {
                 }
             }
         }
+        // after the commit and the env rewrite, so no reader re-caches the old row
+        self.units_cache.invalidate(uuid);
         self.unit(uuid).await
     }
 
@@ -414,12 +430,19 @@ impl Instance {
         store::permissions::purge(&mut *tx, uuid).await?;
         store::units::delete(&mut *tx, uuid).await?;
         tx.commit().await?;
+        self.units_cache.invalidate(uuid);
         Ok(())
     }
 
     /// A unit the agent may manage as its creator, or the unit itself.
     pub async fn unit_for_creator_or_self(&self, agent: &Agent, uuid: Uuid) -> AppResult<Unit> {
         agent.require(&[AgentType::User, AgentType::Unit])?;
+        if let Agent::Unit(own) = agent {
+            if own.uuid == uuid {
+                // the device itself: its row was just loaded to authenticate it
+                return Ok((**own).clone());
+            }
+        }
         let unit = self.unit(uuid).await?;
         agent.require_creator_or_self(&unit)?;
         Ok(unit)
@@ -444,7 +467,9 @@ impl Instance {
     pub async fn reset_unit_env(&self, agent: &Agent, uuid: Uuid) -> AppResult<()> {
         let unit = self.unit(uuid).await?;
         agent.require_creator(Some(unit.creator_uuid))?;
-        store::units::set_env(self.pool(), uuid, None).await
+        store::units::set_env(self.pool(), uuid, None).await?;
+        self.units_cache.invalidate(uuid);
+        Ok(())
     }
 
     pub async fn get_unit_target_version(
@@ -527,7 +552,9 @@ impl Instance {
         } else {
             Some(self.cipher.encrypt(&text)?)
         };
-        store::units::set_state_storage(self.pool(), unit.uuid, cipher).await
+        store::units::set_state_storage(self.pool(), unit.uuid, cipher).await?;
+        self.units_cache.invalidate(unit.uuid);
+        Ok(())
     }
 
     pub async fn get_unit_state_storage(&self, agent: &Agent, uuid: Uuid) -> AppResult<String> {
@@ -559,8 +586,21 @@ impl Instance {
         if !schema.input_base_topic.iter().any(|t| t == name) {
             return Ok(());
         }
-        Err(AppError::mqtt(
+        let err = AppError::mqtt(
             "MQTT publishing is not available: this instance runs without the MQTT core",
-        ))
+        );
+        if command == BackendTopicCommand::Update {
+            // an Update that could not be sent leaves the unit in `Error` (API.md §5.3)
+            store::units::set_firmware_status(
+                self.pool(),
+                unit.uuid,
+                UnitFirmwareUpdateStatus::Error,
+                Some(err.message.clone()),
+                None,
+            )
+            .await?;
+            self.units_cache.invalidate(unit.uuid);
+        }
+        Err(err)
     }
 }

@@ -18,6 +18,7 @@ pub struct UserCreate {
 }
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct UserAuth {
     /// Login or linked Telegram chat id.
     pub credentials: String,
@@ -25,6 +26,7 @@ pub struct UserAuth {
 }
 
 #[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
 pub struct UserUpdate {
     pub login: Option<String>,
     pub password: Option<String>,
@@ -82,7 +84,7 @@ impl Instance {
         store::users::insert(self.pool(), &user)
             .await
             .map_err(|e| {
-                if e.message.contains("already exists") {
+                if e.is_already_exists() {
                     AppError::user("Login is not unique")
                 } else {
                     e
@@ -140,7 +142,15 @@ impl Instance {
             user.hashed_password = hash.hash;
             user.cipher_dynamic_salt = self.cipher.encrypt(&hash.dynamic_salt)?;
         }
-        store::users::update_credentials(self.pool(), &user).await?;
+        store::users::update_credentials(self.pool(), &user)
+            .await
+            .map_err(|e| {
+                if e.is_already_exists() {
+                    AppError::user("Login is not unique")
+                } else {
+                    e
+                }
+            })?;
         Ok(user)
     }
 

@@ -36,6 +36,15 @@ pub async fn grant<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
     agent: (Uuid, PermissionEntities),
     resource: (Uuid, PermissionEntities),
 ) -> AppResult<()> {
+    insert_grant(db, agent, resource).await.map(|_| ())
+}
+
+/// As [`grant`]; false when the agent already had a grant on the resource.
+pub async fn insert_grant<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
+    db: E,
+    agent: (Uuid, PermissionEntities),
+    resource: (Uuid, PermissionEntities),
+) -> AppResult<bool> {
     let mut q = Sql::new("INSERT INTO permissions (uuid, agent_uuid, agent_type, resource_uuid, resource_type) VALUES (");
     q.bind(Uuid::new_v4())
         .push(", ")
@@ -47,8 +56,7 @@ pub async fn grant<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
         .push(", ")
         .bind(resource.1.as_str());
     q.push(") ON CONFLICT (agent_uuid, resource_uuid) DO NOTHING");
-    q.execute(db).await?;
-    Ok(())
+    Ok(q.execute(db).await? == 1)
 }
 
 pub async fn get(db: &AnyPool, agent: Uuid, resource: Uuid) -> AppResult<Option<Permission>> {

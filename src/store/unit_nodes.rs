@@ -180,11 +180,13 @@ pub async fn count(db: &AnyPool) -> AppResult<i64> {
         .await
 }
 
-/// Output nodes linked to an input node.
-pub async fn linked_outputs(db: &AnyPool, input: Uuid) -> AppResult<Vec<UnitNode>> {
-    let mut q = Sql::new("SELECT n.* FROM unit_nodes n JOIN unit_node_edges e ON e.node_output_uuid = n.uuid WHERE e.node_input_uuid = ");
-    q.bind(input).push(" ORDER BY e.create_datetime, n.uuid");
-    map_rows(q.fetch_all(db).await?, from_row)
+/// `(input node, linked output node)` for every Input node of a unit, in link order.
+pub async fn linked_outputs_of_unit(db: &AnyPool, unit: Uuid) -> AppResult<Vec<(Uuid, UnitNode)>> {
+    let mut q = Sql::new("SELECT e.node_input_uuid AS linked_input_uuid, n.* FROM unit_node_edges e JOIN unit_nodes n ON n.uuid = e.node_output_uuid JOIN unit_nodes i ON i.uuid = e.node_input_uuid WHERE i.unit_uuid = ");
+    q.bind(unit).push(" ORDER BY e.create_datetime, n.uuid");
+    map_rows(q.fetch_all(db).await?, |r| {
+        Ok((r.uuid("linked_input_uuid")?, from_row(r)?))
+    })
 }
 
 #[derive(Default)]

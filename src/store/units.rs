@@ -162,13 +162,14 @@ pub async fn set_firmware_status(
     uuid: Uuid,
     status: UnitFirmwareUpdateStatus,
     error: Option<String>,
-    now: &str,
+    last_update: Option<&str>,
 ) -> AppResult<()> {
     let mut q = Sql::new("UPDATE units SET firmware_update_status = ");
     q.bind(status.as_str())
         .push(", firmware_update_error = ")
         .bind(error);
-    q.push(", last_firmware_update_datetime = ").bind(now);
+    q.push(", last_firmware_update_datetime = ")
+        .bind(last_update);
     q.push(" WHERE uuid = ").bind(uuid);
     q.execute(db).await?;
     Ok(())

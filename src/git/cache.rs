@@ -15,6 +15,8 @@ use uuid::Uuid;
 
 /// Entries per registry before its cache is emptied and refilled (bounds memory).
 const MAX_ENTRIES_PER_REGISTRY: usize = 512;
+/// Bytes kept over all registries; past it everything is dropped and refilled on demand.
+const MAX_TOTAL_BYTES: usize = 64 * 1024 * 1024;
 /// Cached files larger than this are not kept.
 const MAX_CACHED_VALUE_BYTES: usize = 256 * 1024;
 
@@ -29,6 +31,8 @@ struct RegistryEntries {
 #[derive(Default)]
 pub(super) struct ReadCache {
     registries: Mutex<HashMap<Uuid, RegistryEntries>>,
+    /// Sum of the weights currently stored (approximate after per-registry clears).
+    total_bytes: std::sync::atomic::AtomicUsize,
 }
 
 /// Size estimate, so that big blobs are not pinned in memory.
@@ -36,9 +40,26 @@ pub(super) trait CacheWeight {
     fn weight(&self) -> usize;
 }
 
-impl<T> CacheWeight for Vec<T> {
+impl<T: CacheWeight> CacheWeight for Vec<T> {
     fn weight(&self) -> usize {
-        self.len() * std::mem::size_of::<T>().max(1)
+        self.iter()
+            .map(|v| std::mem::size_of::<T>() + v.weight())
+            .sum()
+    }
+}
+impl CacheWeight for u8 {
+    fn weight(&self) -> usize {
+        0
+    }
+}
+impl CacheWeight for String {
+    fn weight(&self) -> usize {
+        self.len()
+    }
+}
+impl CacheWeight for super::CommitInfo {
+    fn weight(&self) -> usize {
+        self.commit.len() + self.summary.len() + self.tag.as_ref().map_or(0, String::len)
     }
 }
 impl<T: CacheWeight> CacheWeight for Option<T> {
@@ -82,14 +103,22 @@ impl ReadCache {
             }
         };
         let value = load.await?;
-        if value.weight() <= MAX_CACHED_VALUE_BYTES {
+        let weight = value.weight() + key.len();
+        if weight <= MAX_CACHED_VALUE_BYTES {
+            use std::sync::atomic::Ordering::Relaxed;
             let mut map = self.lock();
+            if self.total_bytes.load(Relaxed) + weight > MAX_TOTAL_BYTES {
+                // keep generations (they guard against stale loads), drop every entry
+                map.values_mut().for_each(|r| r.entries.clear());
+                self.total_bytes.store(0, Relaxed);
+            }
             let r = map.entry(registry).or_default();
             if r.generation == generation {
                 if r.entries.len() >= MAX_ENTRIES_PER_REGISTRY {
                     r.entries.clear();
                 }
                 r.entries.insert(key, Arc::new(value.clone()));
+                self.total_bytes.fetch_add(weight, Relaxed);
             }
         }
         Ok(value)

@@ -48,7 +48,7 @@ impl std::fmt::Debug for GitCredentials {
 pub struct CommitInfo {
     /// Full commit id.
     pub commit: String,
-    /// The commit's subject line.
+    /// The commit's subject line, up to its first `|` (as upstream).
     pub summary: String,
     /// The lexicographically smallest tag pointing at this commit, if any.
     pub tag: Option<String>,
@@ -82,6 +82,9 @@ pub enum GitError {
     #[error("git {command} failed: {stderr}")]
     Command { command: String, stderr: String },
 }
+
+/// Largest file `read_file` returns (env_example.json and schema_example.json are far smaller).
+const MAX_READ_FILE: u64 = 1024 * 1024;
 
 /// The mirror store. Cheap to clone; clones share the per-registry locks.
 #[derive(Clone)]
@@ -504,7 +507,13 @@ impl Git {
             let tag = tags.get(commit).and_then(|names| names.first().cloned());
             Some(CommitInfo {
                 commit: commit.to_string(),
-                summary: summary.to_string(),
+                // upstream's CommitRead.summary is the subject up to the first `|`
+                summary: summary
+                    .split('|')
+                    .next()
+                    .unwrap_or("")
+                    .trim_end()
+                    .to_string(),
                 tag,
             })
         });
@@ -581,6 +590,26 @@ impl Git {
     ) -> Result<Option<Vec<u8>>, GitError> {
         let path = validate_path(path)?;
         let commit = self.resolve_commit(registry, commit).await?;
+        // size first: a small repository can hold a huge, well-compressed blob
+        let check = self
+            .repo_cmd(registry)?
+            .args(["cat-file", "--batch-check"])
+            .stdin(format!("{commit}:{path}\n").into_bytes())
+            .run_ok()
+            .await?;
+        let header = check.stdout_str();
+        let mut fields = header.split_whitespace();
+        let (_id, kind, size) = (fields.next(), fields.next(), fields.next());
+        if kind != Some("blob") {
+            return Ok(None);
+        }
+        let size: u64 = size.and_then(|s| s.parse().ok()).unwrap_or(u64::MAX);
+        if size > MAX_READ_FILE {
+            return Err(GitError::TooLarge {
+                size,
+                limit: MAX_READ_FILE,
+            });
+        }
         let out = self
             .repo_cmd(registry)?
             .args(["cat-file", "--batch"])
@@ -669,9 +698,30 @@ impl Git {
         self.inner.cache.get_or_load(registry, key, load).await
     }
 
-    /// `git archive --format=tar <commit>`.
+    /// `git archive --format=tar <commit>`, refused when the files at that commit add up to
+    /// more than the repository size limit (a small pack can expand enormously).
     pub async fn archive_tar(&self, registry: Uuid, commit: &str) -> Result<Vec<u8>, GitError> {
         let commit = self.resolve_commit(registry, commit).await?;
+        let listing = self
+            .repo_cmd(registry)?
+            .args(["ls-tree", "-r", "-l", "-z", "--end-of-options"])
+            .arg(&commit)
+            .run_ok()
+            .await?;
+        let total: u64 = listing
+            .stdout
+            .split(|&b| b == 0)
+            .filter_map(|entry| {
+                // "<mode> <type> <object> <size>\t<path>"; size is "-" for submodules
+                let meta = entry.split(|&b| b == b'\t').next()?;
+                let meta = std::str::from_utf8(meta).ok()?;
+                meta.split_whitespace().nth(3)?.parse::<u64>().ok()
+            })
+            .sum();
+        let limit = self.inner.max_repository_size;
+        if total > limit {
+            return Err(GitError::TooLarge { size: total, limit });
+        }
         let out = self
             .repo_cmd(registry)?
             .args(["archive", "--format=tar", "--end-of-options"])

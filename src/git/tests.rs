@@ -784,3 +784,37 @@ fn stderr_is_trimmed_and_scrubbed() {
         GitError::Auth(_)
     ));
 }
+
+/// A blob that compresses to almost nothing must not be expanded into memory: a 3 MB file of
+/// zeros keeps the mirror tiny, but reading it or archiving its commit is refused.
+#[tokio::test]
+async fn expanding_content_is_refused() {
+    let fx = Fixture::new();
+    let zeros = commit_file(&fx.work, "zeros.bin", &"\0".repeat(3 * 1024 * 1024), "bomb");
+    fx.publish();
+    let server = TestServer::start(fx.srv(), None).await;
+    let reg = Uuid::new_v4();
+    let size = fx
+        .git(BIG)
+        .sync(reg, &server.url("repo.git"), None)
+        .await
+        .unwrap();
+    assert!(size < 1024 * 1024, "the mirror stays small: {size}");
+
+    let git = fx.git(2 * 1024 * 1024);
+    let err = git.read_file(reg, &zeros, "zeros.bin").await.unwrap_err();
+    assert!(matches!(err, GitError::TooLarge { .. }), "{err:?}");
+    let err = git.archive_tar(reg, &zeros).await.unwrap_err();
+    assert!(matches!(err, GitError::TooLarge { .. }), "{err:?}");
+    // small files of the same commit are still readable, and older commits still archive
+    assert!(git
+        .read_file(reg, &zeros, "README.md")
+        .await
+        .unwrap()
+        .is_some());
+    assert!(!git
+        .archive_tar(reg, &fx.sha("c4"))
+        .await
+        .unwrap()
+        .is_empty());
+}

@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod permissions;
+pub mod readme;
 pub mod registries;
 pub mod repos;
 pub mod unit_cache;

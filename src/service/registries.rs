@@ -111,9 +111,14 @@ impl Instance {
                 }
             })?;
         if let Some(c) = &credentials {
-            self.store_credentials(&registry, user.uuid, c).await?;
+            if let Err(e) = self.store_credentials(&registry, user.uuid, c).await {
+                // no registry without the credentials it was created with
+                let _ = store::registries::delete(self.pool(), registry.uuid).await;
+                return Err(e);
+            }
         }
-        self.sync_registry(registry.uuid, Some(user.uuid)).await?;
+        self.sync_registry_detached(registry.uuid, Some(user.uuid))
+            .await?;
         self.registry_read(registry.uuid).await
     }
 
@@ -152,6 +157,15 @@ impl Instance {
     fn decrypt_credentials(&self, row: &RegistryCredentials) -> AppResult<Credentials> {
         serde_json::from_str(&self.cipher.decrypt(&row.cipher_credentials)?)
             .map_err(AppError::internal)
+    }
+
+    /// [`Self::sync_registry`] in its own task: a client that disconnects while waiting does not
+    /// cancel the sync half-way (which would leave the status at Processing).
+    async fn sync_registry_detached(&self, uuid: Uuid, as_user: Option<Uuid>) -> AppResult<()> {
+        let instance = self.clone();
+        tokio::spawn(async move { instance.sync_registry(uuid, as_user).await })
+            .await
+            .map_err(AppError::internal)?
     }
 
     /// Clones or fetches a registry's mirror and records the outcome. A failed sync is not an
@@ -380,7 +394,8 @@ impl Instance {
 
     pub async fn update_local_repository(&self, agent: &Agent, uuid: Uuid) -> AppResult<()> {
         let registry = self.registry_with_access(agent, uuid).await?;
-        self.sync_registry(registry.uuid, agent.uuid()).await
+        self.sync_registry_detached(registry.uuid, agent.uuid())
+            .await
     }
 
     /// Backend token: clone every registry whose mirror is missing on disk.

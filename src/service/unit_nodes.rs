@@ -216,6 +216,39 @@ impl Instance {
         {
             return Err(AppError::no_access("The current user is not the creator"));
         }
-        store::unit_nodes::delete_edge(self.pool(), uuid).await
+        // Drop the grants the link created unless another link still justifies them, so an
+        // unlinked unit keeps no access to the other side. A unit's grants on its own nodes
+        // stay whatever happens.
+        use store::unit_nodes::LinkEnd::{Node, Unit};
+        let (out_unit, in_unit) = (output.unit_uuid, input.unit_uuid);
+        let mut tx = self.pool().begin().await?;
+        store::unit_nodes::delete_edge(&mut *tx, uuid).await?;
+        let grants = [
+            (
+                out_unit,
+                input.uuid,
+                in_unit,
+                Unit(out_unit),
+                Node(input.uuid),
+            ),
+            (
+                in_unit,
+                output.uuid,
+                out_unit,
+                Node(output.uuid),
+                Unit(in_unit),
+            ),
+            (out_unit, in_unit, in_unit, Unit(out_unit), Unit(in_unit)),
+        ];
+        for (agent_unit, resource, resource_owner, from, to) in grants {
+            if agent_unit == resource_owner {
+                continue;
+            }
+            if store::unit_nodes::count_links(&mut *tx, from, to).await? == 0 {
+                store::permissions::revoke(&mut *tx, agent_unit, resource).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
     }
 }

@@ -165,7 +165,13 @@ impl Instance {
         let (_, schema) = self.repo_files(&repo, &version.commit).await?;
 
         let mut tx = self.pool().begin().await?;
-        store::units::insert(&mut *tx, &unit).await?;
+        store::units::insert(&mut *tx, &unit).await.map_err(|e| {
+            if e.is_already_exists() {
+                AppError::unit("Name is not unique")
+            } else {
+                e
+            }
+        })?;
         let grants = [
             (
                 (user.uuid, PermissionEntities::User),
@@ -320,15 +326,22 @@ impl Instance {
             linked_to_input: nodes.unit_node_input_uuid,
             ..Default::default()
         };
-        let (_, matching) = store::unit_nodes::list(self.pool(), &node_filter, &node_scope).await?;
-        filter.owning_nodes = Some(matching.iter().map(|n| n.uuid).collect());
+        filter.owning_nodes = Some((node_filter.clone(), node_scope.clone()));
         let (count, mut units) = store::units::list(self.pool(), &filter, &scope).await?;
+        // the matching nodes of this page's units only, in bounded chunks
+        let mut by_unit: std::collections::HashMap<Uuid, Vec<UnitNode>> = Default::default();
+        for chunk in units.chunks(500) {
+            let f = UnitNodeFilter {
+                unit_uuids: chunk.iter().map(|u| u.uuid).collect(),
+                ..node_filter.clone()
+            };
+            let (_, nodes) = store::unit_nodes::list(self.pool(), &f, &node_scope).await?;
+            for n in nodes {
+                by_unit.entry(n.unit_uuid).or_default().push(n);
+            }
+        }
         for unit in &mut units {
-            unit.unit_nodes = matching
-                .iter()
-                .filter(|n| n.unit_uuid == unit.uuid)
-                .cloned()
-                .collect();
+            unit.unit_nodes = by_unit.remove(&unit.uuid).unwrap_or_default();
         }
         Ok((count, units))
     }
@@ -397,6 +410,7 @@ impl Instance {
             }
         }
         tx.commit().await?;
+        self.units_cache.invalidate(uuid);
         if old_version.as_ref() != Some(&version) && unit.cipher_env.is_some() {
             // re-validate the stored env against the new example: keys it no longer declares go
             match self.merge_env(&unit, &example, None) {
@@ -542,7 +556,7 @@ impl Instance {
             Value::Null => String::new(),
             other => other.to_string(),
         };
-        if text.len() > MAX_STATE_STORAGE {
+        if text.chars().count() > MAX_STATE_STORAGE {
             return Err(AppError::cipher(format!(
                 "The length of the content exceeds {MAX_STATE_STORAGE} characters"
             )));

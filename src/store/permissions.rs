@@ -97,7 +97,11 @@ pub async fn list_for_resource(
     Ok((total, map_rows(q.fetch_all(db).await?, from_row)?))
 }
 
-pub async fn revoke(db: &AnyPool, agent: Uuid, resource: Uuid) -> AppResult<u64> {
+pub async fn revoke<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
+    db: E,
+    agent: Uuid,
+    resource: Uuid,
+) -> AppResult<u64> {
     let mut q = Sql::new("DELETE FROM permissions WHERE agent_uuid = ");
     q.bind(agent).push(" AND resource_uuid = ").bind(resource);
     q.execute(db).await

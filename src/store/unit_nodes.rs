@@ -189,7 +189,7 @@ pub async fn linked_outputs_of_unit(db: &AnyPool, unit: Uuid) -> AppResult<Vec<(
     })
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct UnitNodeFilter {
     pub uuids: Vec<Uuid>,
     pub unit_uuid: Option<Uuid>,
@@ -205,12 +205,10 @@ pub struct UnitNodeFilter {
     pub limit: i64,
 }
 
-pub async fn list(
-    db: &AnyPool,
-    f: &UnitNodeFilter,
-    scope: &VisibilityScope,
-) -> AppResult<(i64, Vec<UnitNode>)> {
-    let mut cond = Sql::new(" FROM unit_nodes WHERE 1=1");
+/// `WHERE` conditions (after ` FROM unit_nodes WHERE 1=1`) of a node filter and scope; also
+/// used as a subquery by unit lists.
+pub(crate) fn conditions(f: &UnitNodeFilter, scope: &VisibilityScope) -> Sql {
+    let mut cond = Sql::new("");
     if !f.uuids.is_empty() {
         cond.push(" AND uuid IN ")
             .bind_list(f.uuids.iter().copied());
@@ -240,6 +238,16 @@ pub async fn list(
     }
     super::push_search(&mut cond, f.search_string.as_deref(), &["topic_name"]);
     push_visibility(&mut cond, scope, "");
+    cond
+}
+
+pub async fn list(
+    db: &AnyPool,
+    f: &UnitNodeFilter,
+    scope: &VisibilityScope,
+) -> AppResult<(i64, Vec<UnitNode>)> {
+    let mut cond = Sql::new(" FROM unit_nodes WHERE 1=1");
+    cond.append(&conditions(f, scope));
     let mut count = Sql::new("SELECT COUNT(*)");
     count.append(&cond);
     let total = count.fetch_i64(db).await?;
@@ -314,9 +322,38 @@ pub async fn count_all_edges(db: &AnyPool) -> AppResult<i64> {
         .await
 }
 
-pub async fn delete_edge(db: &AnyPool, uuid: Uuid) -> AppResult<()> {
+pub async fn delete_edge<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
+    db: E,
+    uuid: Uuid,
+) -> AppResult<()> {
     let mut q = Sql::new("DELETE FROM unit_node_edges WHERE uuid = ");
     q.bind(uuid);
     q.execute(db).await?;
     Ok(())
+}
+
+/// One end of a link, for counting the links that justify a permission grant.
+#[derive(Clone, Copy, Debug)]
+pub enum LinkEnd {
+    Node(Uuid),
+    /// Any node of this unit.
+    Unit(Uuid),
+}
+
+/// Edges from `output` to `input` (each a node or any node of a unit).
+pub async fn count_links<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
+    db: E,
+    output: LinkEnd,
+    input: LinkEnd,
+) -> AppResult<i64> {
+    let mut q = Sql::new("SELECT COUNT(*) FROM unit_node_edges e JOIN unit_nodes o ON o.uuid = e.node_output_uuid JOIN unit_nodes i ON i.uuid = e.node_input_uuid WHERE ");
+    match output {
+        LinkEnd::Node(n) => q.push("o.uuid = ").bind(n),
+        LinkEnd::Unit(u) => q.push("o.unit_uuid = ").bind(u),
+    };
+    match input {
+        LinkEnd::Node(n) => q.push(" AND i.uuid = ").bind(n),
+        LinkEnd::Unit(u) => q.push(" AND i.unit_uuid = ").bind(u),
+    };
+    q.fetch_i64(db).await
 }

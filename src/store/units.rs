@@ -242,8 +242,9 @@ pub struct UnitFilter {
     pub order_by_unit_name: Option<Order>,
     pub order_by_create_date: Option<Order>,
     pub order_by_last_update: Option<Order>,
-    /// Only units owning one of these nodes (used with `is_include_output_unit_nodes`).
-    pub owning_nodes: Option<Vec<Uuid>>,
+    /// Only units owning a node that matches this filter in this scope (used with
+    /// `is_include_output_unit_nodes`).
+    pub owning_nodes: Option<(super::unit_nodes::UnitNodeFilter, VisibilityScope)>,
     pub offset: i64,
     pub limit: i64,
 }
@@ -271,13 +272,10 @@ pub async fn list(
     if let Some(a) = f.is_auto_update_from_repo_unit {
         cond.push(" AND is_auto_update_from_repo_unit = ").bind(a);
     }
-    if let Some(nodes) = &f.owning_nodes {
-        if nodes.is_empty() {
-            cond.push(" AND 1=0");
-        } else {
-            cond.push(" AND uuid IN (SELECT unit_uuid FROM unit_nodes WHERE uuid IN ");
-            cond.bind_list(nodes.iter().copied()).push(")");
-        }
+    if let Some((nodes, node_scope)) = &f.owning_nodes {
+        cond.push(" AND uuid IN (SELECT unit_uuid FROM unit_nodes WHERE 1=1");
+        cond.append(&super::unit_nodes::conditions(nodes, node_scope))
+            .push(")");
     }
     super::push_search(&mut cond, f.search_string.as_deref(), &["name"]);
     push_visibility(&mut cond, scope, "");

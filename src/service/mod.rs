@@ -7,7 +7,7 @@ pub mod permissions;
 pub mod readme;
 pub mod registries;
 pub mod repos;
-pub mod unit_cache;
+pub mod row_cache;
 pub mod unit_files;
 pub mod unit_nodes;
 pub mod units;
@@ -36,7 +36,8 @@ pub struct Instance {
     pub cipher: Cipher,
     pub tokens: TokenKey,
     pub git: Git,
-    pub units_cache: Arc<unit_cache::UnitCache>,
+    pub units_cache: Arc<row_cache::RowCache<crate::store::units::Unit>>,
+    pub repos_cache: Arc<row_cache::RowCache<crate::store::repos::Repo>>,
 }
 
 impl Instance {
@@ -56,6 +57,7 @@ impl Instance {
             ),
             db,
             units_cache: Arc::default(),
+            repos_cache: Arc::default(),
             config: Arc::new(config),
         })
     }

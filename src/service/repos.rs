@@ -77,10 +77,17 @@ fn name_conflict(e: AppError) -> AppError {
 }
 
 impl Instance {
+    /// A repo by uuid, through the row cache (see `row_cache`).
     pub async fn repo(&self, uuid: Uuid) -> AppResult<Repo> {
-        store::repos::get(self.pool(), uuid)
+        if let Some(repo) = self.repos_cache.get(uuid) {
+            return Ok((*repo).clone());
+        }
+        let repo = store::repos::get(self.pool(), uuid)
             .await?
-            .ok_or_else(AppError::not_found)
+            .ok_or_else(AppError::not_found)?;
+        self.repos_cache
+            .put(uuid, std::sync::Arc::new(repo.clone()));
+        Ok(repo)
     }
 
     pub async fn create_repo(&self, agent: &Agent, data: RepoCreate) -> AppResult<Repo> {
@@ -291,6 +298,7 @@ impl Instance {
         store::repos::update(self.pool(), &repo)
             .await
             .map_err(name_conflict)?;
+        self.repos_cache.invalidate(uuid);
         Ok(repo)
     }
 
@@ -306,6 +314,7 @@ impl Instance {
         store::permissions::purge(&mut *tx, uuid).await?;
         store::repos::delete(&mut *tx, uuid).await?;
         tx.commit().await?;
+        self.repos_cache.invalidate(uuid);
         Ok(())
     }
 

@@ -68,7 +68,7 @@ fn check_unit_name(name: &str) -> AppResult<()> {
 }
 
 impl Instance {
-    /// A unit by uuid, through the unit cache (see `unit_cache`).
+    /// A unit by uuid, through the row cache (see `row_cache`).
     pub async fn unit(&self, uuid: Uuid) -> AppResult<Unit> {
         if let Some(unit) = self.units_cache.get(uuid) {
             return Ok((*unit).clone());
@@ -76,7 +76,8 @@ impl Instance {
         let unit = store::units::get(self.pool(), uuid)
             .await?
             .ok_or_else(AppError::not_found)?;
-        self.units_cache.put(std::sync::Arc::new(unit.clone()));
+        self.units_cache
+            .put(uuid, std::sync::Arc::new(unit.clone()));
         Ok(unit)
     }
 

@@ -38,6 +38,7 @@ const KNOWN_KEYS: &[&str] = &[
     "PU_MAX_REPOSITORY_SIZE",
     "PU_GIT_TIMEOUT",
     "PU_REGISTRY_SYNC_INTERVAL",
+    "PU_GITHUB_API_URL",
     "PU_CONFIG_FILE",
     "PU_LOG",
 ];
@@ -69,6 +70,8 @@ pub struct Config {
     pub max_repository_size: u64,
     pub git_timeout_secs: u64,
     pub registry_sync_interval_secs: u64,
+    /// Base of the GitHub REST API asked for releases, without a trailing `/`.
+    pub github_api_url: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -196,6 +199,18 @@ impl Config {
                 "must be one of Debug, Info, Warning, Error, Critical",
             ));
         }
+        let github_api_url = src
+            .string("PU_GITHUB_API_URL", "https://api.github.com")
+            .trim_end_matches('/')
+            .to_string();
+        crate::git::validate_remote_url(&github_api_url)
+            .map_err(|e| invalid("PU_GITHUB_API_URL", e.to_string()))?;
+        if github_api_url.contains(['?', '#']) {
+            return Err(invalid(
+                "PU_GITHUB_API_URL",
+                "must not have a query or fragment",
+            ));
+        }
         let positive = |key: &'static str, v: i64| {
             if v > 0 {
                 Ok(v)
@@ -235,6 +250,7 @@ impl Config {
             max_repository_size: src.parse("PU_MAX_REPOSITORY_SIZE", 50 * 1024 * 1024)?,
             git_timeout_secs: src.parse("PU_GIT_TIMEOUT", 300)?,
             registry_sync_interval_secs: src.parse("PU_REGISTRY_SYNC_INTERVAL", 3600)?,
+            github_api_url,
             data_dir,
         };
         if config.database_max_connections == 0 {
@@ -401,6 +417,7 @@ mod tests {
         assert_eq!(a.secret_key, b.secret_key);
         assert_eq!(a.encrypt_key, b.encrypt_key);
         assert_eq!(a.domain, "localhost:5291");
+        assert_eq!(a.github_api_url, "https://api.github.com");
         assert!(a.database_url.starts_with("sqlite://"));
     }
 
@@ -415,6 +432,9 @@ mod tests {
             ("PU_ENCRYPT_KEY", "c2hvcnQ="),
             ("PU_MIN_LOG_LEVEL", "Loud"),
             ("PU_APP_PREFIX", "noslash"),
+            ("PU_GITHUB_API_URL", "ftp://api.github.com"),
+            ("PU_GITHUB_API_URL", "https://user:pat@api.github.com"),
+            ("PU_GITHUB_API_URL", "https://api.github.com/?x=1"),
         ] {
             let err = Config::from_vars(vars(dir.path(), &[(key, value)])).unwrap_err();
             assert!(err.to_string().contains(key), "{key}: {err}");

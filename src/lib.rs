@@ -10,6 +10,7 @@ pub mod firmware;
 pub mod git;
 pub mod http;
 pub mod load;
+pub mod platform;
 pub mod poller;
 pub mod server;
 pub mod service;

@@ -164,15 +164,7 @@ async fn metrics(
 #[allow(dead_code)]
 struct Object;
 
+/// The docs page (static/docs.html): Swagger UI from a CDN, as upstream, pointed at our document.
 fn docs_html(spec_url: &str) -> String {
-    format!(
-        r##"<!doctype html>
-<html><head><meta charset="utf-8"><title>Pepeunit API</title>
-<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css"></head>
-<body><div id="swagger-ui"></div>
-<noscript>The interactive docs need JavaScript; the raw document is at <a href="{spec_url}">{spec_url}</a>.</noscript>
-<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
-<script>SwaggerUIBundle({{url: "{spec_url}", dom_id: "#swagger-ui"}});</script>
-</body></html>"##
-    )
+    include_str!("../../static/docs.html").replace("__SPEC_URL__", spec_url)
 }

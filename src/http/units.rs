@@ -32,6 +32,7 @@ pub fn router() -> OpenApiRouter<Instance> {
         .routes(routes!(set_state_storage))
         .routes(routes!(get_state_storage))
         .routes(routes!(send_command))
+        .routes(routes!(broker_auth))
         .routes(routes!(convert_toml_to_md))
 }
 
@@ -404,4 +405,49 @@ async fn read_capped(mut body: Body, keep: usize, drain: usize) -> AppResult<Opt
         }
     }
     Ok((total <= keep).then_some(kept))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct BrokerAuthRequest {
+    /// The MQTT username: the unit's (or the backend's) token.
+    token: String,
+    topic: String,
+    /// `publish` or `subscribe` when the broker sends it (EMQX: `${action}`); without it both
+    /// are judged by the same, looser rule, as upstream.
+    #[serde(default)]
+    action: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BrokerAuthResult {
+    result: crate::service::broker_access::BrokerDecision,
+}
+
+/// EMQX HTTP authorization source: may this MQTT username use this topic? Always 200.
+#[utoipa::path(post, path = "/units/auth", tag = "units", request_body = BrokerAuthRequest, responses((status = 200, body = BrokerAuthResult)))]
+async fn broker_auth(
+    state: State<Instance>,
+    Json(body): Json<BrokerAuthRequest>,
+) -> axum::Json<BrokerAuthResult> {
+    use crate::service::broker_access::{BrokerAction, BrokerDecision};
+    let action = match body
+        .action
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("") | Some("all") => Ok(None),
+        Some("publish") => Ok(Some(BrokerAction::Publish)),
+        Some("subscribe") => Ok(Some(BrokerAction::Subscribe)),
+        Some(_) => Err(()),
+    };
+    let result = match action {
+        Ok(action) => {
+            state
+                .broker_decision(&body.token, &body.topic, action)
+                .await
+        }
+        Err(()) => BrokerDecision::Deny,
+    };
+    axum::Json(BrokerAuthResult { result })
 }

@@ -3,6 +3,7 @@
 //! these functions; none of them writes SQL or re-implements a rule.
 
 pub mod access;
+pub mod broker_access;
 pub mod permissions;
 pub mod readme;
 pub mod registries;

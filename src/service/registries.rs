@@ -8,6 +8,7 @@ use super::{Agent, Instance};
 use crate::domain::{self, AgentType, CredentialStatus, GitPlatform, RepositoryRegistryStatus};
 use crate::error::{AppError, AppResult};
 use crate::git::{self, CommitInfo, GitCredentials, GitError};
+use crate::platform;
 use crate::store::registries::{RegistryCredentials, RegistryFilter, RepositoryRegistry};
 use crate::store::{self};
 
@@ -210,9 +211,10 @@ impl Instance {
                 .await
                 .map_err(|e| e.to_string())
         };
-        let done = domain::now();
         match result {
             Ok(size) => {
+                self.refresh_releases(&registry, credentials.as_ref()).await;
+                let done = domain::now();
                 store::registries::finish_sync(
                     self.pool(),
                     uuid,
@@ -224,6 +226,7 @@ impl Instance {
                 .await
             }
             Err(message) => {
+                let done = domain::now();
                 tracing::warn!(registry = %uuid, error = %message, "registry sync failed");
                 let detail = AppError::git_repo(message).detail();
                 let size = if self.git.exists(uuid) { None } else { Some(0) };
@@ -237,6 +240,44 @@ impl Instance {
                 )
                 .await
             }
+        }
+    }
+
+    /// Reads the registry's releases from its platform's API into `releases_data` (sync step
+    /// 4). A failure is logged and keeps the previous value: a platform API that is down or
+    /// rate-limited must not fail a sync whose git part worked.
+    async fn refresh_releases(
+        &self,
+        registry: &RepositoryRegistry,
+        credentials: Option<&Credentials>,
+    ) {
+        let credentials = credentials.map(GitCredentials::from);
+        let fetched = platform::fetch_releases(
+            &self.config.github_api_url,
+            registry.platform,
+            &registry.repository_url,
+            credentials.as_ref(),
+        )
+        .await;
+        match fetched {
+            Ok(releases) => {
+                let data = platform::releases_data(&releases);
+                if let Err(e) = store::registries::set_releases_data(
+                    self.pool(),
+                    registry.uuid,
+                    data.as_deref(),
+                )
+                .await
+                {
+                    tracing::warn!(registry = %registry.uuid, error = %e, "releases not stored");
+                }
+            }
+            Err(e) => tracing::warn!(
+                registry = %registry.uuid,
+                platform = registry.platform.as_str(),
+                error = %e,
+                "releases not read; keeping the previous ones"
+            ),
         }
     }
 

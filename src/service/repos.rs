@@ -346,9 +346,8 @@ impl Instance {
         })
     }
 
-    /// Release assets of compilable repos. Release metadata comes from the platform APIs of
-    /// GitHub/GitLab, which this version does not query yet, so the list is empty unless the
-    /// registry carries `releases_data`.
+    /// Release assets of compilable repos, from the registry's `releases_data` (read from the
+    /// GitHub/GitLab API at each sync); empty when the registry has none for the chosen tag.
     pub async fn available_platforms(
         &self,
         agent: &Agent,

@@ -136,6 +136,20 @@ pub async fn finish_sync(
     Ok(())
 }
 
+/// Replaces the stored release assets (`releases_data`, API.md §3) of a registry.
+pub async fn set_releases_data(
+    db: &AnyPool,
+    uuid: Uuid,
+    releases_data: Option<&str>,
+) -> AppResult<()> {
+    let mut q = Sql::new("UPDATE repository_registries SET releases_data = ");
+    q.bind(releases_data.map(str::to_string))
+        .push(" WHERE uuid = ")
+        .bind(uuid);
+    q.execute(db).await?;
+    Ok(())
+}
+
 pub async fn delete(db: &AnyPool, uuid: Uuid) -> AppResult<()> {
     let mut q = Sql::new("DELETE FROM repository_registries WHERE uuid = ");
     q.bind(uuid);

@@ -91,6 +91,8 @@ impl TestInstance {
             ("PU_HTTP_BIND".into(), addr.to_string()),
             ("PU_DOMAIN".into(), domain.clone()),
             ("PU_GIT_TIMEOUT".into(), "60".into()),
+            // never the real GitHub: a closed loopback port unless a test serves a fake one
+            ("PU_GITHUB_API_URL".into(), "http://127.0.0.1:9".into()),
         ];
         let mut pg_db = None;
         if backend == Backend::Postgres {
@@ -267,11 +269,18 @@ pub struct StaticServer {
 
 impl StaticServer {
     pub async fn start(root: PathBuf) -> StaticServer {
+        Self::start_with(root, axum::Router::new()).await
+    }
+
+    /// Serves `routes`, and the files of `root` for every other path (a fake platform API on
+    /// the same host as the git remote).
+    pub async fn start_with(root: PathBuf, routes: axum::Router) -> StaticServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let app = axum::Router::new()
+        let files = axum::Router::new()
             .fallback(serve_file)
             .with_state(Arc::new(root));
+        let app = routes.fallback_service(files);
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });

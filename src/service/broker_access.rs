@@ -1,0 +1,125 @@
+//! Which MQTT topics an agent may publish or subscribe to (API.md §5.4; SPEC §1 "Broker access
+//! control"). One rule set for every broker: the EMQX HTTP authorization endpoint
+//! (`POST /units/auth`) answers with it today, the embedded broker's ACL hooks will call it.
+//!
+//! Topic shapes:
+//! - `{domain}/{input_base_topic|output_base_topic}/{unit_uuid}/{name}/pepeunit`: a unit's base
+//!   topics. A unit may use only its own; when the action is known it may subscribe only to
+//!   its input base topics (commands) and publish only to its output base topics (state, log).
+//! - `{domain}/{node_uuid}` and `{domain}/{node_uuid}/pepeunit`: node topics. The node must
+//!   exist and be visible to the unit; publishing needs the node to be the unit's own.
+//! - The backend may use everything, including the `+` wildcard in node position.
+//!
+//! Deliberate difference from upstream: the domain must be this instance's, and publish and
+//! subscribe are told apart when the broker says which one it checks.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{Agent, Instance};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BrokerAction {
+    Publish,
+    Subscribe,
+}
+
+/// The answer EMQX's HTTP authorization source expects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BrokerDecision {
+    Allow,
+    Deny,
+}
+
+impl Instance {
+    /// Decides one topic for the agent behind `token`. Anything unexpected denies.
+    pub async fn broker_decision(
+        &self,
+        token: &str,
+        topic: &str,
+        action: Option<BrokerAction>,
+    ) -> BrokerDecision {
+        let allowed = match self.agent_from_token(Some(token)).await {
+            Ok(agent) => self.topic_allowed(&agent, topic, action).await,
+            Err(_) => false,
+        };
+        if allowed {
+            BrokerDecision::Allow
+        } else {
+            BrokerDecision::Deny
+        }
+    }
+
+    /// The rule itself, for an already authenticated agent.
+    pub async fn topic_allowed(
+        &self,
+        agent: &Agent,
+        topic: &str,
+        action: Option<BrokerAction>,
+    ) -> bool {
+        if topic.is_empty() || topic.len() > 65_535 {
+            return false;
+        }
+        let parts: Vec<&str> = topic.split('/').collect();
+        let backend = matches!(agent, Agent::Backend { .. });
+        let wildcard = parts.iter().any(|p| *p == "+" || *p == "#");
+        if parts[0] != self.config.domain {
+            // the backend's subscriptions carry our domain too; a foreign domain is never ours
+            return false;
+        }
+        match parts.as_slice() {
+            [_, dest, unit, _name, "pepeunit"] => {
+                if backend {
+                    return true;
+                }
+                let Agent::Unit(own) = agent else {
+                    return false;
+                };
+                if wildcard || Uuid::parse_str(unit).ok() != Some(own.uuid) {
+                    return false;
+                }
+                matches!(
+                    (*dest, action),
+                    ("input_base_topic", None | Some(BrokerAction::Subscribe))
+                        | ("output_base_topic", None | Some(BrokerAction::Publish))
+                )
+            }
+            [_, node] | [_, node, "pepeunit"] => {
+                if backend && (*node == "+" || *node == "#") {
+                    return true;
+                }
+                if wildcard || matches!(agent, Agent::Bot | Agent::User(_)) {
+                    return false;
+                }
+                let Ok(node) = Uuid::parse_str(node) else {
+                    return false;
+                };
+                let Ok(node) = self.unit_node(node).await else {
+                    return false;
+                };
+                // the suffix must match how the node's topic is spelled
+                if (parts.len() == 3) != node.topic_name.ends_with("/pepeunit") {
+                    return false;
+                }
+                match agent {
+                    Agent::Backend { .. } => true,
+                    Agent::Unit(own) => {
+                        if self
+                            .check_visibility(agent, node.uuid, node.visibility_level)
+                            .await
+                            .is_err()
+                        {
+                            return false;
+                        }
+                        action != Some(BrokerAction::Publish) || node.unit_uuid == own.uuid
+                    }
+                    _ => false,
+                }
+            }
+            _ => false,
+        }
+    }
+}

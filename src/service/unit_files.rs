@@ -271,14 +271,13 @@ impl Instance {
         };
         let mut input_topic = Map::new();
         let mut output_topic = Map::new();
-        let links = store::unit_nodes::linked_outputs_of_unit(self.pool(), unit.uuid).await?;
-        for node in store::unit_nodes::by_unit(self.pool(), unit.uuid).await? {
+        for (node, links) in store::unit_nodes::by_unit_with_links(self.pool(), unit.uuid).await? {
             let own = self.node_topic(node.uuid, &node.topic_name);
             match node.node_type {
                 UnitNodeType::Input => {
                     let mut topics = vec![Value::from(own)];
-                    for (_, out) in links.iter().filter(|(input, _)| *input == node.uuid) {
-                        topics.push(self.node_topic(out.uuid, &out.topic_name).into());
+                    for (out, out_topic) in links {
+                        topics.push(self.node_topic(out, &out_topic).into());
                     }
                     input_topic.insert(node.topic_name, Value::Array(topics));
                 }

@@ -180,13 +180,28 @@ pub async fn count(db: &AnyPool) -> AppResult<i64> {
         .await
 }
 
-/// `(input node, linked output node)` for every Input node of a unit, in link order.
-pub async fn linked_outputs_of_unit(db: &AnyPool, unit: Uuid) -> AppResult<Vec<(Uuid, UnitNode)>> {
-    let mut q = Sql::new("SELECT e.node_input_uuid AS linked_input_uuid, n.* FROM unit_node_edges e JOIN unit_nodes n ON n.uuid = e.node_output_uuid JOIN unit_nodes i ON i.uuid = e.node_input_uuid WHERE i.unit_uuid = ");
-    q.bind(unit).push(" ORDER BY e.create_datetime, n.uuid");
-    map_rows(q.fetch_all(db).await?, |r| {
-        Ok((r.uuid("linked_input_uuid")?, from_row(r)?))
-    })
+/// A unit's nodes, each with the `(uuid, topic_name)` of the Output nodes linked to it (for
+/// Input nodes), in one query: what schema.json needs on every device request.
+pub async fn by_unit_with_links(
+    db: &AnyPool,
+    unit: Uuid,
+) -> AppResult<Vec<(UnitNode, Vec<(Uuid, String)>)>> {
+    let mut q = Sql::new("SELECT n.*, o.uuid AS linked_output_uuid, o.topic_name AS linked_output_topic FROM unit_nodes n LEFT JOIN unit_node_edges e ON e.node_input_uuid = n.uuid LEFT JOIN unit_nodes o ON o.uuid = e.node_output_uuid WHERE n.unit_uuid = ");
+    q.bind(unit)
+        .push(" ORDER BY n.create_datetime, n.topic_name, n.uuid, e.create_datetime, o.uuid");
+    let mut out: Vec<(UnitNode, Vec<(Uuid, String)>)> = Vec::new();
+    for r in q.fetch_all(db).await? {
+        let node = from_row(&r)?;
+        let link = match r.opt_uuid("linked_output_uuid")? {
+            Some(o) => Some((o, r.text("linked_output_topic")?)),
+            None => None,
+        };
+        match out.last_mut() {
+            Some((last, links)) if last.uuid == node.uuid => links.extend(link),
+            _ => out.push((node, link.into_iter().collect())),
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Default, Clone)]

@@ -42,6 +42,8 @@ async fn main() -> std::process::ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("PU_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        // colours only for a person watching, not for log files and journald
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     let cli = Cli::parse();
     match run(cli).await {
@@ -62,11 +64,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Load(_) => unreachable!("handled above"),
         Command::Serve => {
             let mut running = RunningInstance::start(config).await?;
+            let prefix = &running.instance.config.app_prefix;
             println!(
-                "pepeunit serving http://{}{}  (API docs: {}/docs)",
-                running.addr,
-                running.instance.config.app_prefix,
-                running.instance.config.app_prefix
+                "pepeunit serving http://{addr}{prefix}  (API docs: http://{addr}{prefix}/docs)",
+                addr = running.addr,
             );
             tokio::select! {
                 r = running.wait() => r?,

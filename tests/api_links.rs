@@ -105,6 +105,21 @@ async fn link_grants_follow_the_link(backend: Backend) {
     // a unit's own nodes stay reachable after unlinking it from itself
     assert_eq!(get(a_token.clone(), a_in.clone()).await, 200);
     assert_eq!(get(a_token, a_out).await, 200);
+
+    // deleting a unit leaves no grant on or by its nodes behind
+    let (s, v) = inst.delete(&format!("/units/{b}"), Some(&owner)).await;
+    assert_eq!(s, 204, "{v}");
+    let pool = &inst.running.as_ref().unwrap().instance.db.pool;
+    for gone in [b.to_string(), b_in] {
+        let left: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM permissions WHERE resource_uuid = $1 OR agent_uuid = $1",
+        )
+        .bind(gone.clone())
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        assert_eq!(left, 0, "grants left for {gone}");
+    }
     inst.stop().await;
 }
 

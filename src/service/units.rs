@@ -390,7 +390,7 @@ impl Instance {
         store::unit_nodes::raise_visibility(&mut *tx, unit.uuid, unit.visibility_level).await?;
         if old_version.as_ref() != Some(&version) {
             // version changed: add the nodes the new schema declares, drop the ones it no longer does
-            let nodes = store::unit_nodes::by_unit(self.pool(), unit.uuid).await?;
+            let nodes = store::unit_nodes::by_unit(&mut *tx, unit.uuid).await?;
             let existing: HashSet<(UnitNodeType, String)> = nodes
                 .iter()
                 .map(|n| (n.node_type, n.topic_name.clone()))
@@ -437,11 +437,8 @@ impl Instance {
     pub async fn delete_unit(&self, agent: &Agent, uuid: Uuid) -> AppResult<()> {
         let unit = self.unit(uuid).await?;
         agent.require_creator(Some(unit.creator_uuid))?;
-        let nodes = store::unit_nodes::by_unit(self.pool(), uuid).await?;
         let mut tx = self.pool().begin().await?;
-        for node in &nodes {
-            store::permissions::purge(&mut *tx, node.uuid).await?;
-        }
+        store::permissions::purge_unit_nodes(&mut *tx, uuid).await?;
         store::permissions::purge(&mut *tx, uuid).await?;
         store::units::delete(&mut *tx, uuid).await?;
         tx.commit().await?;

@@ -117,3 +117,17 @@ pub async fn purge<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
     q.execute(db).await?;
     Ok(())
 }
+
+/// Removes every grant held by or given on any node of `unit`, in one statement (so a node
+/// added concurrently cannot be missed).
+pub async fn purge_unit_nodes<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
+    db: E,
+    unit: Uuid,
+) -> AppResult<()> {
+    let mut q = Sql::new("DELETE FROM permissions WHERE resource_uuid IN (SELECT uuid FROM unit_nodes WHERE unit_uuid = ");
+    q.bind(unit);
+    q.push(") OR agent_uuid IN (SELECT uuid FROM unit_nodes WHERE unit_uuid = ");
+    q.bind(unit).push(")");
+    q.execute(db).await?;
+    Ok(())
+}

@@ -168,7 +168,10 @@ pub async fn get(db: &AnyPool, uuid: Uuid) -> AppResult<Option<UnitNode>> {
         .transpose()
 }
 
-pub async fn by_unit(db: &AnyPool, unit: Uuid) -> AppResult<Vec<UnitNode>> {
+pub async fn by_unit<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
+    db: E,
+    unit: Uuid,
+) -> AppResult<Vec<UnitNode>> {
     let mut q = Sql::new("SELECT * FROM unit_nodes WHERE unit_uuid = ");
     q.bind(unit).push(" ORDER BY create_datetime, topic_name");
     map_rows(q.fetch_all(db).await?, from_row)

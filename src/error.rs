@@ -204,6 +204,15 @@ impl AppError {
         self.code == 2 && self.message == ALREADY_EXISTS
     }
 
+    /// This error, or `replacement` when it is a lost unique-constraint race.
+    pub fn on_conflict(self, replacement: impl FnOnce() -> AppError) -> AppError {
+        if self.is_already_exists() {
+            replacement()
+        } else {
+            self
+        }
+    }
+
     /// The `detail` string of the wire format.
     pub fn detail(&self) -> String {
         format!(

@@ -103,14 +103,7 @@ impl Instance {
         };
         store::registries::insert(self.pool(), &registry)
             .await
-            .map_err(|e| {
-                // a concurrent request registered the URL between our check and the insert
-                if e.is_already_exists() {
-                    AppError::registry("Repository URL is not unique")
-                } else {
-                    e
-                }
-            })?;
+            .map_err(|e| e.on_conflict(|| AppError::registry("Repository URL is not unique")))?;
         if let Some(c) = &credentials {
             if let Err(e) = self.store_credentials(&registry, user.uuid, c).await {
                 // no registry without the credentials it was created with

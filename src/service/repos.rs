@@ -69,11 +69,7 @@ fn check_repo_name(name: &str) -> AppResult<()> {
 
 /// A concurrent request took the name between our check and the write.
 fn name_conflict(e: AppError) -> AppError {
-    if e.is_already_exists() {
-        AppError::repo("Name is not unique")
-    } else {
-        e
-    }
+    e.on_conflict(|| AppError::repo("Name is not unique"))
 }
 
 impl Instance {

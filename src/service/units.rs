@@ -166,13 +166,9 @@ impl Instance {
         let (_, schema) = self.repo_files(&repo, &version.commit).await?;
 
         let mut tx = self.pool().begin().await?;
-        store::units::insert(&mut *tx, &unit).await.map_err(|e| {
-            if e.is_already_exists() {
-                AppError::unit("Name is not unique")
-            } else {
-                e
-            }
-        })?;
+        store::units::insert(&mut *tx, &unit)
+            .await
+            .map_err(|e| e.on_conflict(|| AppError::unit("Name is not unique")))?;
         let grants = [
             (
                 (user.uuid, PermissionEntities::User),

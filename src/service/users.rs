@@ -83,13 +83,7 @@ impl Instance {
         };
         store::users::insert(self.pool(), &user)
             .await
-            .map_err(|e| {
-                if e.is_already_exists() {
-                    AppError::user("Login is not unique")
-                } else {
-                    e
-                }
-            })?;
+            .map_err(|e| e.on_conflict(|| AppError::user("Login is not unique")))?;
         Ok(user)
     }
 
@@ -144,13 +138,7 @@ impl Instance {
         }
         store::users::update_credentials(self.pool(), &user)
             .await
-            .map_err(|e| {
-                if e.is_already_exists() {
-                    AppError::user("Login is not unique")
-                } else {
-                    e
-                }
-            })?;
+            .map_err(|e| e.on_conflict(|| AppError::user("Login is not unique")))?;
         Ok(user)
     }
 

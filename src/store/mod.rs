@@ -7,6 +7,7 @@
 pub mod permissions;
 pub mod registries;
 pub mod repos;
+pub mod unit_logs;
 pub mod unit_nodes;
 pub mod units;
 pub mod users;
@@ -28,12 +29,20 @@ struct Migration {
 }
 
 /// Embedded migrations; each backend has its own folder so they can diverge when needed.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sqlite: include_str!("../../migrations/sqlite/0001_init.sql"),
-    postgres: include_str!("../../migrations/postgres/0001_init.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sqlite: include_str!("../../migrations/sqlite/0001_init.sql"),
+        postgres: include_str!("../../migrations/postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "unit_logs",
+        sqlite: include_str!("../../migrations/sqlite/0002_unit_logs.sql"),
+        postgres: include_str!("../../migrations/postgres/0002_unit_logs.sql"),
+    },
+];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -195,6 +204,7 @@ impl From<bool> for Value {
 pub struct Sql {
     text: String,
     args: Vec<Value>,
+    one_off: bool,
 }
 
 impl Sql {
@@ -202,7 +212,15 @@ impl Sql {
         Sql {
             text: text.to_string(),
             args: Vec::new(),
+            one_off: false,
         }
+    }
+
+    /// Keeps the statement out of the connection's prepared-statement cache: for texts whose
+    /// shape follows the data (multi-row inserts), which would only evict the ones that repeat.
+    pub fn one_off(&mut self) -> &mut Self {
+        self.one_off = true;
+        self
     }
 
     pub fn push(&mut self, text: &str) -> &mut Self {
@@ -271,7 +289,7 @@ impl Sql {
     }
 
     fn query(&self) -> Query<'_, Any, AnyArguments<'_>> {
-        let mut q = sqlx::query(&self.text);
+        let mut q = sqlx::query(&self.text).persistent(!self.one_off);
         for a in &self.args {
             q = match a {
                 Value::Text(s) => q.bind(s.as_str()),

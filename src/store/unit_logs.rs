@@ -1,0 +1,134 @@
+//! SQL for unit logs: the `log` messages devices publish, each kept until it expires.
+//!
+//! Telemetry rather than an entity: rows arrive in batches from MQTT ingest, are read one unit
+//! at a time and never change. Readers skip expired rows themselves, so how often
+//! [`delete_expired`] runs only decides how much space old rows take, never what is listed.
+
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::AnyPool;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{map_rows, RowExt, Sql};
+use crate::domain::{LogLevel, Order};
+use crate::error::AppResult;
+
+/// A log line to store. Timestamps are in the format of [`crate::domain::format_time`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewUnitLog {
+    pub uuid: Uuid,
+    pub unit_uuid: Uuid,
+    pub level: LogLevel,
+    pub text: String,
+    pub create_datetime: String,
+    pub expiration_datetime: String,
+}
+
+/// A stored log line; serializes as the wire `UnitLogRead`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct UnitLog {
+    pub uuid: Uuid,
+    pub level: LogLevel,
+    pub unit_uuid: Uuid,
+    pub text: String,
+    pub create_datetime: String,
+    pub expiration_datetime: String,
+}
+
+fn from_row(r: &AnyRow) -> AppResult<UnitLog> {
+    Ok(UnitLog {
+        uuid: r.uuid("uuid")?,
+        level: r.parsed("level")?,
+        unit_uuid: r.uuid("unit_uuid")?,
+        text: r.text("text")?,
+        create_datetime: r.text("create_datetime")?,
+        expiration_datetime: r.text("expiration_datetime")?,
+    })
+}
+
+/// Bound parameters one statement may carry: SQLite's limit (32,766), the lower of the two
+/// backends (PostgreSQL's is 65,535).
+const MAX_BIND_PARAMETERS: usize = 32_766;
+const COLUMNS: usize = 6;
+const ROWS_PER_STATEMENT: usize = MAX_BIND_PARAMETERS / COLUMNS;
+
+/// Stores every row in one transaction, as few multi-row statements as the parameter limit
+/// allows. Returns the number of rows stored.
+pub async fn insert_batch(db: &AnyPool, logs: &[NewUnitLog]) -> AppResult<u64> {
+    if logs.is_empty() {
+        return Ok(0);
+    }
+    let mut tx = db.begin().await?;
+    let mut stored = 0;
+    for chunk in logs.chunks(ROWS_PER_STATEMENT) {
+        let mut q = Sql::new("INSERT INTO unit_logs (uuid, unit_uuid, level, text, create_datetime, expiration_datetime) VALUES ");
+        for (i, log) in chunk.iter().enumerate() {
+            if i > 0 {
+                q.push(", ");
+            }
+            q.push("(")
+                .bind(log.uuid)
+                .push(", ")
+                .bind(log.unit_uuid)
+                .push(", ")
+                .bind(log.level.as_str());
+            q.push(", ")
+                .bind(&log.text)
+                .push(", ")
+                .bind(&log.create_datetime)
+                .push(", ")
+                .bind(&log.expiration_datetime)
+                .push(")");
+        }
+        stored += q.one_off().execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(stored)
+}
+
+/// One unit's logs not yet expired at `now`: `(total, page)`. `levels` empty means every
+/// level; rows sharing a `create_datetime` (one batch) are ordered by uuid so pages are stable.
+pub async fn list(
+    db: &AnyPool,
+    unit_uuid: Uuid,
+    levels: &[LogLevel],
+    order: Order,
+    offset: i64,
+    limit: i64,
+    now: &str,
+) -> AppResult<(i64, Vec<UnitLog>)> {
+    let mut cond = Sql::new(" FROM unit_logs WHERE unit_uuid = ");
+    cond.bind(unit_uuid)
+        .push(" AND expiration_datetime > ")
+        .bind(now);
+    if !levels.is_empty() {
+        cond.push(" AND level IN ")
+            .bind_list(levels.iter().map(|l| l.as_str()));
+    }
+    let mut count = Sql::new("SELECT COUNT(*)");
+    count.append(&cond);
+    let total = count.fetch_i64(db).await?;
+    let mut q = Sql::new("SELECT *");
+    q.append(&cond);
+    q.push(" ORDER BY create_datetime ")
+        .push(order.sql())
+        .push(", uuid ")
+        .push(order.sql());
+    q.page(offset, limit);
+    Ok((total, map_rows(q.fetch_all(db).await?, from_row)?))
+}
+
+/// Deletes every log of a unit; returns how many there were.
+pub async fn delete_for_unit(db: &AnyPool, unit_uuid: Uuid) -> AppResult<u64> {
+    let mut q = Sql::new("DELETE FROM unit_logs WHERE unit_uuid = ");
+    q.bind(unit_uuid);
+    q.execute(db).await
+}
+
+/// Deletes the logs expired at `now` (the ones [`list`] no longer returns).
+pub async fn delete_expired(db: &AnyPool, now: &str) -> AppResult<u64> {
+    let mut q = Sql::new("DELETE FROM unit_logs WHERE expiration_datetime <= ");
+    q.bind(now);
+    q.execute(db).await
+}

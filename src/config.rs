@@ -35,6 +35,7 @@ const KNOWN_KEYS: &[&str] = &[
     "PU_STATE_SEND_INTERVAL",
     "PU_MIN_LOG_LEVEL",
     "PU_MAX_LOG_LENGTH",
+    "PU_UNIT_LOG_EXPIRATION",
     "PU_MAX_REPOSITORY_SIZE",
     "PU_GIT_TIMEOUT",
     "PU_REGISTRY_SYNC_INTERVAL",
@@ -42,6 +43,9 @@ const KNOWN_KEYS: &[&str] = &[
     "PU_CONFIG_FILE",
     "PU_LOG",
 ];
+
+/// Longest log lifetime accepted, seconds.
+const MAX_UNIT_LOG_EXPIRATION: i64 = 100 * 365 * 86_400;
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -67,6 +71,8 @@ pub struct Config {
     pub state_send_interval: i64,
     pub min_log_level: String,
     pub max_log_length: i64,
+    /// How long a unit's `log` message is kept, seconds.
+    pub unit_log_expiration_secs: i64,
     pub max_repository_size: u64,
     pub git_timeout_secs: u64,
     pub registry_sync_interval_secs: u64,
@@ -247,12 +253,23 @@ impl Config {
             )?,
             min_log_level,
             max_log_length: positive("PU_MAX_LOG_LENGTH", src.parse("PU_MAX_LOG_LENGTH", 64)?)?,
+            unit_log_expiration_secs: positive(
+                "PU_UNIT_LOG_EXPIRATION",
+                src.parse("PU_UNIT_LOG_EXPIRATION", 86_400)?,
+            )?,
             max_repository_size: src.parse("PU_MAX_REPOSITORY_SIZE", 50 * 1024 * 1024)?,
             git_timeout_secs: src.parse("PU_GIT_TIMEOUT", 300)?,
             registry_sync_interval_secs: src.parse("PU_REGISTRY_SYNC_INTERVAL", 3600)?,
             github_api_url,
             data_dir,
         };
+        if config.unit_log_expiration_secs > MAX_UNIT_LOG_EXPIRATION {
+            // expiry timestamps must stay within the four-digit years of the sortable format
+            return Err(invalid(
+                "PU_UNIT_LOG_EXPIRATION",
+                format!("must be at most {MAX_UNIT_LOG_EXPIRATION} (100 years)"),
+            ));
+        }
         if config.database_max_connections == 0 {
             return Err(invalid(
                 "PU_DATABASE_MAX_CONNECTIONS",
@@ -418,6 +435,7 @@ mod tests {
         assert_eq!(a.encrypt_key, b.encrypt_key);
         assert_eq!(a.domain, "localhost:5291");
         assert_eq!(a.github_api_url, "https://api.github.com");
+        assert_eq!(a.unit_log_expiration_secs, 86_400);
         assert!(a.database_url.starts_with("sqlite://"));
     }
 
@@ -435,6 +453,10 @@ mod tests {
             ("PU_GITHUB_API_URL", "ftp://api.github.com"),
             ("PU_GITHUB_API_URL", "https://user:pat@api.github.com"),
             ("PU_GITHUB_API_URL", "https://api.github.com/?x=1"),
+            ("PU_UNIT_LOG_EXPIRATION", "0"),
+            ("PU_UNIT_LOG_EXPIRATION", "-60"),
+            ("PU_UNIT_LOG_EXPIRATION", "a day"),
+            ("PU_UNIT_LOG_EXPIRATION", "99999999999"),
         ] {
             let err = Config::from_vars(vars(dir.path(), &[(key, value)])).unwrap_err();
             assert!(err.to_string().contains(key), "{key}: {err}");

@@ -1,4 +1,4 @@
-//! `/units`: devices, their env, schema, firmware archives and state storage.
+//! `/units`: devices, their env, schema, firmware archives, state storage and logs.
 
 use axum::body::{Body, HttpBody};
 use axum::extract::{FromRequest, Multipart, Request, State};
@@ -11,12 +11,14 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::extract::{Caller, Json, PathUuid, Query};
-use crate::domain::{BackendTopicCommand, Order, UnitNodeType, VisibilityLevel};
+use crate::domain::{BackendTopicCommand, LogLevel, Order, UnitNodeType, VisibilityLevel};
 use crate::error::{AppError, AppResult};
 use crate::firmware::ArchiveFormat;
 use crate::service::repos::TargetVersion;
+use crate::service::unit_logs::UnitLogFilter;
 use crate::service::units::{UnitCreate, UnitNodeInclusion, UnitUpdate};
 use crate::service::{check_page, Instance};
+use crate::store::unit_logs::UnitLog;
 use crate::store::units::{Unit, UnitFilter};
 
 pub fn router() -> OpenApiRouter<Instance> {
@@ -34,6 +36,7 @@ pub fn router() -> OpenApiRouter<Instance> {
         .routes(routes!(send_command))
         .routes(routes!(broker_auth))
         .routes(routes!(convert_toml_to_md))
+        .routes(routes!(unit_log_list))
 }
 
 /// The largest `convert_toml_to_md` body kept: room for 10,000 four-byte characters plus the
@@ -72,6 +75,26 @@ pub struct UnitListQuery {
     unit_node_type: Vec<UnitNodeType>,
     #[serde(default)]
     unit_node_uuids: Vec<Uuid>,
+    offset: Option<i64>,
+    limit: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UnitLogsResult {
+    count: i64,
+    unit_logs: Vec<UnitLog>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UnitLogListQuery {
+    /// The unit whose logs are listed.
+    uuid: Uuid,
+    /// Repeat for several levels; absent means every level.
+    #[serde(default)]
+    level: Vec<LogLevel>,
+    /// Default `desc` (newest first).
+    order_by_create_date: Option<Order>,
     offset: Option<i64>,
     limit: Option<i64>,
 }
@@ -317,6 +340,25 @@ async fn send_command(
 ) -> AppResult<StatusCode> {
     state.send_unit_command(&agent, uuid, q.command).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A unit's logs that have not expired (creator or the unit itself). `/units/log_list/` with the
+/// slash, as upstream, reaches the same handler.
+#[utoipa::path(get, path = "/units/log_list", tag = "units", params(UnitLogListQuery), responses((status = 200, body = UnitLogsResult)))]
+async fn unit_log_list(
+    state: State<Instance>,
+    Caller(agent): Caller,
+    Query(q): Query<UnitLogListQuery>,
+) -> AppResult<axum::Json<UnitLogsResult>> {
+    let filter = UnitLogFilter {
+        uuid: q.uuid,
+        level: q.level,
+        order_by_create_date: q.order_by_create_date,
+        offset: q.offset,
+        limit: q.limit,
+    };
+    let (count, unit_logs) = state.unit_log_list(&agent, filter).await?;
+    Ok(axum::Json(UnitLogsResult { count, unit_logs }))
 }
 
 /// The multipart form of `convert_toml_to_md`, for the OpenAPI document only (the handler

@@ -10,6 +10,7 @@ pub mod registries;
 pub mod repos;
 pub mod row_cache;
 pub mod unit_files;
+pub mod unit_logs;
 pub mod unit_nodes;
 pub mod units;
 pub mod users;

@@ -439,6 +439,11 @@ impl Instance {
         store::units::delete(&mut *tx, uuid).await?;
         tx.commit().await?;
         self.units_cache.invalidate(uuid);
+        // outside the transaction: log storage may be another database. The unit is gone
+        // either way, and logs left behind by a failure here expire on their own.
+        if let Err(e) = self.clear_unit_logs(uuid).await {
+            tracing::warn!(unit = %uuid, error = %e, "could not delete the logs of a deleted unit");
+        }
         Ok(())
     }
 

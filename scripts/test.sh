@@ -4,11 +4,13 @@
 #   scripts/test.sh [extra cargo-nextest args...]
 #
 # On a Debian 12 machine with the Rust toolchain, cargo-nextest and python3 it:
-#   1. installs git, postgresql and python3-venv with apt when they are missing;
+#   1. installs git, postgresql, python3-venv, mosquitto and mosquitto-clients with apt when
+#      they are missing (mosquitto is not started: each test starts its own broker);
 #   2. starts the PostgreSQL 15 cluster on 127.0.0.1:5432 and gives the `postgres` role a
 #      password, then exports PU_TEST_POSTGRES_URL (tests create/drop their own databases);
 #   3. creates a venv with pepeunit-client[all] 1.3.x and exports PU_TEST_PYTHON;
-#   4. exports PU_TEST_REQUIRE_ALL=1 (tests needing PostgreSQL or Python fail, not skip);
+#   4. exports PU_TEST_MOSQUITTO (the broker binary) and PU_TEST_REQUIRE_ALL=1 (tests needing
+#      PostgreSQL, Python or mosquitto fail, not skip);
 #   5. runs cargo fmt --check, cargo clippy -D warnings and cargo nextest run; every step runs
 #      even when an earlier one failed, and the script exits non-zero if any failed.
 #
@@ -30,6 +32,7 @@ PG_CLUSTER=main
 PG_PORT="${PU_TEST_PG_PORT:-5432}"
 PG_PASSWORD=pepeunit
 PEPEUNIT_CLIENT_REQ='pepeunit-client[all]>=1.3,<1.4'
+MOSQUITTO_BIN=/usr/sbin/mosquitto
 
 export DEBIAN_FRONTEND=noninteractive
 export PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -55,6 +58,10 @@ if ! command -v python3 >/dev/null 2>&1; then
 elif ! dpkg -s python3-venv >/dev/null 2>&1 && ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
     missing+=(python3-venv)
 fi
+if ! dpkg -s mosquitto >/dev/null 2>&1 || [[ ! -x $MOSQUITTO_BIN ]]; then
+    missing+=(mosquitto)
+fi
+dpkg -s mosquitto-clients >/dev/null 2>&1 || missing+=(mosquitto-clients)
 if ((${#missing[@]})); then
     note "installing: ${missing[*]}"
     [[ $(id -u) -eq 0 ]] || die "need root to apt-get install ${missing[*]}"
@@ -63,8 +70,10 @@ if ((${#missing[@]})); then
     # C.UTF-8 always exists; an unset or ungenerated locale would make initdb fail.
     LC_ALL=C.UTF-8 apt-get "${apt_opts[@]}" install -y "${missing[@]}" </dev/null
 else
-    note "git, postgresql-$PG_VERSION, python3 venv: present"
+    note "git, postgresql-$PG_VERSION, python3 venv, mosquitto: present"
 fi
+[[ -x $MOSQUITTO_BIN ]] || die "$MOSQUITTO_BIN is missing after installing mosquitto"
+export PU_TEST_MOSQUITTO="$MOSQUITTO_BIN"
 
 # ---------------------------------------------------------------------------------------------
 section "PostgreSQL"
@@ -159,6 +168,7 @@ if [[ ${PU_TEST_SETUP_ONLY:-0} == 1 ]]; then
     section "setup only (PU_TEST_SETUP_ONLY=1): not running cargo; to reuse in a shell:"
     printf 'export PU_TEST_POSTGRES_URL=%q\n' "$PU_TEST_POSTGRES_URL"
     printf 'export PU_TEST_PYTHON=%q\n' "$PU_TEST_PYTHON"
+    printf 'export PU_TEST_MOSQUITTO=%q\n' "$PU_TEST_MOSQUITTO"
     printf 'export PU_TEST_REQUIRE_ALL=%q\n' "$PU_TEST_REQUIRE_ALL"
     exit 0
 fi

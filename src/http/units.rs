@@ -35,6 +35,7 @@ pub fn router() -> OpenApiRouter<Instance> {
         .routes(routes!(get_state_storage))
         .routes(routes!(send_command))
         .routes(routes!(broker_auth))
+        .routes(routes!(broker_authn))
         .routes(routes!(convert_toml_to_md))
         .routes(routes!(unit_log_list))
 }
@@ -463,6 +464,32 @@ pub struct BrokerAuthRequest {
 #[derive(Serialize, ToSchema)]
 pub struct BrokerAuthResult {
     result: crate::service::broker_access::BrokerDecision,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct BrokerAuthnRequest {
+    /// The MQTT username: the unit's (or the backend's) token.
+    username: String,
+    /// The MQTT client id; accepted for the record, not checked.
+    #[serde(default)]
+    #[allow(dead_code)]
+    clientid: Option<String>,
+}
+
+/// EMQX HTTP authenticator: may a client with this MQTT username connect? Always 200; only a
+/// Unit token of an existing unit or this instance's Backend token is allowed.
+#[utoipa::path(post, path = "/units/mqtt_authn", tag = "units", request_body = BrokerAuthnRequest, responses((status = 200, body = BrokerAuthResult)))]
+async fn broker_authn(
+    state: State<Instance>,
+    Json(body): Json<BrokerAuthnRequest>,
+) -> axum::Json<BrokerAuthResult> {
+    use crate::service::broker_access::BrokerDecision;
+    let result = if state.broker_authenticate(&body.username).await {
+        BrokerDecision::Allow
+    } else {
+        BrokerDecision::Deny
+    };
+    axum::Json(BrokerAuthResult { result })
 }
 
 /// EMQX HTTP authorization source: may this MQTT username use this topic? Always 200.

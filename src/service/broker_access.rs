@@ -1,6 +1,10 @@
-//! Which MQTT topics an agent may publish or subscribe to (API.md §5.4; SPEC §1 "Broker access
-//! control"). One rule set for every broker: the EMQX HTTP authorization endpoint
-//! (`POST /units/auth`) answers with it today, the embedded broker's ACL hooks will call it.
+//! Who may connect to the MQTT broker, and which topics an agent may publish or subscribe to
+//! (API.md §5.4; SPEC §1 "Broker access control"). One rule set for every broker: EMQX asks
+//! through `POST /units/mqtt_authn` (CONNECT) and `POST /units/auth` (topics); the embedded
+//! broker's CONNECT and ACL hooks call the same functions.
+//!
+//! CONNECT: the MQTT username is a Unit or Backend token (password empty); see
+//! [`Instance::broker_authenticate`].
 //!
 //! Topic shapes:
 //! - `{domain}/{input_base_topic|output_base_topic}/{unit_uuid}/{name}/pepeunit`: a unit's base
@@ -35,6 +39,20 @@ pub enum BrokerDecision {
 }
 
 impl Instance {
+    /// May a client with this MQTT username connect? Only a valid Unit token whose unit still
+    /// exists, or this instance's Backend token. User tokens, garbage, an empty username and
+    /// anything that fails to resolve are refused. The client id is deliberately not checked:
+    /// a token is the credential, and the official clients' id (the unit uuid) adds nothing.
+    pub async fn broker_authenticate(&self, username: &str) -> bool {
+        if username.is_empty() {
+            return false;
+        }
+        matches!(
+            self.agent_from_token(Some(username)).await,
+            Ok(Agent::Unit(_) | Agent::Backend { .. })
+        )
+    }
+
     /// Decides one topic for the agent behind `token`. Anything unexpected denies.
     pub async fn broker_decision(
         &self,

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fixtures;
+pub mod mosquitto;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,0 +1,855 @@
+//! The EMQX broker-config worker against a fake EMQX REST API v5 (EMQX cannot run on these
+//! machines). The fake keeps EMQX's state in memory and speaks its wire format as the EMQX
+//! sources define it (see the module docs of `src/emqx.rs`): Basic auth with an API key, the
+//! `{"code","message"}` errors, POST prepending authorization sources, PUT bodies checked and
+//! filled with defaults before they are merged (so a partial body would reset an admin's
+//! settings, which the tests would notice).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use pepeunit::emqx::{run_worker, EmqxAdmin, EmqxError, EmqxHealth, EmqxSettings};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, watch};
+
+const KEY: &str = "pepeunit-key";
+const SECRET: &str = "pepeunit-secret";
+/// Bound of every wait, so that a broken worker fails the test instead of hanging it.
+const WAIT: Duration = Duration::from_secs(60);
+
+// ---------------------------------------------------------------------------------------------
+// The fake
+
+struct EmqxState {
+    authenticators: Vec<Value>,
+    sources: Vec<Value>,
+    settings: Value,
+    listeners: BTreeMap<String, Value>,
+    zone: Value,
+}
+
+impl EmqxState {
+    /// A freshly installed EMQX 5: no authenticator, the shipped `file` source ending in
+    /// `{allow, all}`, `no_match = allow`.
+    fn fresh() -> EmqxState {
+        EmqxState {
+            authenticators: vec![],
+            sources: vec![json!({
+                "type": "file",
+                "enable": true,
+                "rules": "{allow, {ipaddr, \"127.0.0.1\"}, all, [\"$SYS/#\", \"#\"]}.\n{allow, all}.\n"
+            })],
+            settings: json!({
+                "no_match": "allow",
+                "deny_action": "ignore",
+                "cache": {"enable": true, "max_size": 32, "ttl": "1m", "excludes": []}
+            }),
+            listeners: BTreeMap::from([("tcp:default".to_string(), listener_defaults())]),
+            zone: zone_defaults(),
+        }
+    }
+}
+
+fn listener_defaults() -> Value {
+    json!({
+        "id": "tcp:default", "type": "tcp", "bind": "0.0.0.0:1883", "enable": true,
+        "acceptors": 16, "max_connections": "infinity", "max_conn_rate": "infinity",
+        "proxy_protocol": false, "zone": "default", "enable_authn": true,
+        "tcp_options": {"active_n": 100, "backlog": 1024, "nodelay": true}
+    })
+}
+
+fn zone_defaults() -> Value {
+    json!({
+        "mqtt": {
+            "max_packet_size": "1MB", "max_clientid_len": 65535, "max_topic_levels": 128,
+            "max_qos_allowed": 2, "max_inflight": 32, "max_mqueue_len": 1000,
+            "retain_available": true, "idle_timeout": "15s"
+        },
+        "force_gc": {"enable": true, "count": 16000, "bytes": "16MB"},
+        "flapping_detect": {"enable": false, "max_count": 15, "window_time": "1m", "ban_time": "5m"}
+    })
+}
+
+struct Fake {
+    state: Mutex<EmqxState>,
+    /// When not 0, every request is answered with this status.
+    outage: AtomicU16,
+    requests: AtomicUsize,
+    /// Accepted writes (POST/PUT that changed the state).
+    writes: AtomicUsize,
+}
+
+struct FakeEmqx {
+    fake: Arc<Fake>,
+    api_url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeEmqx {
+    async fn start() -> FakeEmqx {
+        Self::serve(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap())
+    }
+
+    fn serve(listener: tokio::net::TcpListener) -> FakeEmqx {
+        let fake = Arc::new(Fake {
+            state: Mutex::new(EmqxState::fresh()),
+            outage: AtomicU16::new(0),
+            requests: AtomicUsize::new(0),
+            writes: AtomicUsize::new(0),
+        });
+        let addr = listener.local_addr().unwrap();
+        let api = Router::new()
+            .route("/authentication", get(authn_list).post(authn_create))
+            .route("/authentication/{id}", axum::routing::put(authn_update))
+            .route(
+                "/authorization/sources",
+                get(sources_list).post(source_create),
+            )
+            .route(
+                "/authorization/sources/{kind}",
+                axum::routing::put(source_update),
+            )
+            .route("/authorization/sources/{kind}/move", post(source_move))
+            .route(
+                "/authorization/settings",
+                get(settings_get).put(settings_put),
+            )
+            .route("/listeners/{id}", get(listener_get).put(listener_put))
+            .route("/configs/global_zone", get(zone_get).put(zone_put))
+            .layer(middleware::from_fn_with_state(fake.clone(), gate))
+            .with_state(fake.clone());
+        let app = Router::new().nest("/api/v5", api);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FakeEmqx {
+            fake,
+            api_url: format!("http://{addr}/api/v5"),
+            task,
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, EmqxState> {
+        self.fake.state.lock().unwrap()
+    }
+
+    fn writes(&self) -> usize {
+        self.fake.writes.load(Ordering::SeqCst)
+    }
+
+    fn source(&self, kind: &str) -> Option<Value> {
+        self.state()
+            .sources
+            .iter()
+            .find(|s| s["type"] == kind)
+            .cloned()
+    }
+}
+
+impl Drop for FakeEmqx {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({"code": code, "message": message.into()})),
+    )
+        .into_response()
+}
+
+fn bad(message: impl Into<String>) -> Response {
+    error(StatusCode::BAD_REQUEST, "BAD_REQUEST", message)
+}
+
+/// Outages and the API key check, before any handler.
+async fn gate(State(fake): State<Arc<Fake>>, req: Request, next: Next) -> Response {
+    fake.requests.fetch_add(1, Ordering::SeqCst);
+    let outage = fake.outage.load(Ordering::SeqCst);
+    if outage != 0 {
+        return error(
+            StatusCode::from_u16(outage).unwrap(),
+            "INTERNAL_ERROR",
+            "fake outage",
+        );
+    }
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{KEY}:{SECRET}"))
+    );
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if given != Some(expected.as_str()) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "BAD_API_KEY_OR_SECRET",
+            "Check api_key/api_secret",
+        );
+    }
+    let write = req.method() != axum::http::Method::GET;
+    let resp = next.run(req).await;
+    if write && resp.status().is_success() {
+        fake.writes.fetch_add(1, Ordering::SeqCst);
+    }
+    resp
+}
+
+fn is_http_url(v: &Value) -> bool {
+    v.as_str()
+        .is_some_and(|u| u.starts_with("http://") || u.starts_with("https://"))
+}
+
+fn is_string_map(v: &Value) -> bool {
+    v.as_object()
+        .is_some_and(|m| m.values().all(Value::is_string))
+}
+
+/// `emqx_authn_http_schema`: password_based + http, get|post, a url, a body map.
+fn check_authenticator(v: &Value) -> Result<(), String> {
+    if v["mechanism"] != "password_based" || v["backend"] != "http" {
+        return Err(String::from(
+            "mechanism must be password_based, backend http",
+        ));
+    }
+    if !matches!(v["method"].as_str(), Some("get" | "post")) {
+        return Err(String::from("unknown_http_method, expected get | post"));
+    }
+    if !is_http_url(&v["url"]) {
+        return Err(String::from("the value of the field 'url' cannot be empty"));
+    }
+    if !v["body"].is_null() && !is_string_map(&v["body"]) {
+        return Err(String::from("body must be a map of strings"));
+    }
+    if v.get("id").is_some() {
+        return Err(String::from("unknown field id"));
+    }
+    if !v["enable"].is_null() && !v["enable"].is_boolean() {
+        return Err(String::from("enable must be a boolean"));
+    }
+    Ok(())
+}
+
+/// `emqx_authz_http_schema` for http sources; other types are taken as they are.
+fn check_source(v: &Value) -> Result<(), String> {
+    let Some(kind) = v["type"].as_str() else {
+        return Err(String::from("missing_type_field"));
+    };
+    if !v["enable"].is_null() && !v["enable"].is_boolean() {
+        return Err(String::from("enable must be a boolean"));
+    }
+    if kind == "http" {
+        if !matches!(v["method"].as_str(), Some("get" | "post")) {
+            return Err(String::from("unknown_http_method, expected get | post"));
+        }
+        if !is_http_url(&v["url"]) {
+            return Err(String::from("the value of the field 'url' cannot be empty"));
+        }
+        if !v["body"].is_null() && !is_string_map(&v["body"]) {
+            return Err(String::from("body must be a map of strings"));
+        }
+    }
+    Ok(())
+}
+
+fn with_defaults(defaults: Value, given: &Value) -> Value {
+    let mut out = defaults;
+    if let (Some(o), Some(g)) = (out.as_object_mut(), given.as_object()) {
+        for (k, v) in g {
+            o.insert(k.clone(), v.clone());
+        }
+    }
+    out
+}
+
+async fn authn_list(State(f): State<Arc<Fake>>) -> Response {
+    Json(json!(f.state.lock().unwrap().authenticators)).into_response()
+}
+
+async fn authn_create(State(f): State<Arc<Fake>>, Json(body): Json<Value>) -> Response {
+    if let Err(e) = check_authenticator(&body) {
+        return bad(e);
+    }
+    let mut s = f.state.lock().unwrap();
+    if s.authenticators
+        .iter()
+        .any(|a| a["id"] == "password_based:http")
+    {
+        return error(
+            StatusCode::CONFLICT,
+            "ALREADY_EXISTS",
+            "authenticator already exists",
+        );
+    }
+    let stored = with_defaults(
+        json!({
+            "enable": true, "request_timeout": "5s", "pool_size": 8,
+            "connect_timeout": "15s", "enable_pipelining": 100, "ssl": {"enable": false},
+            "headers": {"content-type": "application/json", "accept": "application/json"}
+        }),
+        &body,
+    );
+    let mut stored = stored;
+    stored["id"] = json!("password_based:http");
+    s.authenticators.push(stored.clone());
+    Json(stored).into_response()
+}
+
+async fn authn_update(
+    State(f): State<Arc<Fake>>,
+    Path(id): Path<String>,
+    Json(body): Json<Value>,
+) -> Response {
+    if let Err(e) = check_authenticator(&body) {
+        return bad(e);
+    }
+    let mut s = f.state.lock().unwrap();
+    let Some(slot) = s.authenticators.iter_mut().find(|a| a["id"] == id.as_str()) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "authenticator not found",
+        );
+    };
+    let mut stored = body;
+    stored["id"] = json!(id);
+    *slot = stored;
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn sources_list(State(f): State<Arc<Fake>>) -> Response {
+    Json(json!({"sources": f.state.lock().unwrap().sources})).into_response()
+}
+
+async fn source_create(State(f): State<Arc<Fake>>, Json(body): Json<Value>) -> Response {
+    if let Err(e) = check_source(&body) {
+        return bad(e);
+    }
+    let mut s = f.state.lock().unwrap();
+    if s.sources.iter().any(|x| x["type"] == body["type"]) {
+        return bad("duplicated_authz_source_type");
+    }
+    let stored = with_defaults(
+        json!({"enable": true, "request_timeout": "30s", "pool_size": 8, "connect_timeout": "15s"}),
+        &body,
+    );
+    // EMQX prepends (`?CMD_PREPEND`)
+    s.sources.insert(0, stored);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn source_update(
+    State(f): State<Arc<Fake>>,
+    Path(kind): Path<String>,
+    Json(body): Json<Value>,
+) -> Response {
+    if let Err(e) = check_source(&body) {
+        return bad(e);
+    }
+    if body["type"] != kind.as_str() {
+        return bad("Type mismatch");
+    }
+    let mut s = f.state.lock().unwrap();
+    let Some(slot) = s.sources.iter_mut().find(|x| x["type"] == kind.as_str()) else {
+        return error(StatusCode::NOT_FOUND, "NOT_FOUND", "Not Found");
+    };
+    *slot = body;
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn source_move(
+    State(f): State<Arc<Fake>>,
+    Path(kind): Path<String>,
+    Json(body): Json<Value>,
+) -> Response {
+    let mut s = f.state.lock().unwrap();
+    let Some(i) = s.sources.iter().position(|x| x["type"] == kind.as_str()) else {
+        return error(StatusCode::NOT_FOUND, "NOT_FOUND", "Not Found");
+    };
+    let source = s.sources.remove(i);
+    match body["position"].as_str() {
+        Some("front") => s.sources.insert(0, source),
+        Some("rear") => s.sources.push(source),
+        other => {
+            s.sources.insert(i, source);
+            return bad(format!("invalid position {other:?}"));
+        }
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn settings_get(State(f): State<Arc<Fake>>) -> Response {
+    Json(f.state.lock().unwrap().settings.clone()).into_response()
+}
+
+async fn settings_put(State(f): State<Arc<Fake>>, Json(body): Json<Value>) -> Response {
+    // emqx_authz_api_settings: the three keys are required
+    if !matches!(body["no_match"].as_str(), Some("allow" | "deny"))
+        || !matches!(body["deny_action"].as_str(), Some("ignore" | "disconnect"))
+        || !body["cache"].is_object()
+    {
+        return bad("no_match, deny_action and cache are required");
+    }
+    let cache = &body["cache"];
+    if !cache["enable"].is_boolean()
+        || !cache["max_size"]
+            .as_u64()
+            .is_some_and(|n| (1..=1_048_576).contains(&n))
+        || !cache["ttl"].is_string()
+    {
+        return bad("cache needs enable, max_size 1..1048576 and a ttl duration");
+    }
+    let mut s = f.state.lock().unwrap();
+    // a partial cache object would be filled with defaults
+    let cache = with_defaults(
+        json!({"enable": true, "max_size": 32, "ttl": "1m", "excludes": []}),
+        cache,
+    );
+    s.settings =
+        json!({"no_match": body["no_match"], "deny_action": body["deny_action"], "cache": cache});
+    Json(s.settings.clone()).into_response()
+}
+
+async fn listener_get(State(f): State<Arc<Fake>>, Path(id): Path<String>) -> Response {
+    match f.state.lock().unwrap().listeners.get(&id) {
+        Some(l) => Json(l.clone()).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "BAD_LISTENER_ID",
+            "Listener id not found",
+        ),
+    }
+}
+
+async fn listener_put(
+    State(f): State<Arc<Fake>>,
+    Path(id): Path<String>,
+    Json(body): Json<Value>,
+) -> Response {
+    if body["type"].as_str().is_none() {
+        return bad("type is required");
+    }
+    if body["id"] != id.as_str() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "BAD_LISTENER_ID",
+            "Path and body's listener id not match",
+        );
+    }
+    let max = &body["max_connections"];
+    if !(max.is_null() || max == "infinity" || max.as_u64().is_some_and(|n| n > 0)) {
+        return bad("max_connections must be infinity or a positive integer");
+    }
+    let mut s = f.state.lock().unwrap();
+    let Some(slot) = s.listeners.get_mut(&id) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "BAD_LISTENER_ID",
+            "Listener id not found",
+        );
+    };
+    // the checked body carries defaults for what it leaves out, then is merged
+    let checked = with_defaults(listener_defaults(), &body);
+    let mut merged = slot.clone();
+    for (k, v) in checked.as_object().unwrap() {
+        if k != "running" && k != "current_connections" {
+            merged[k] = v.clone();
+        }
+    }
+    *slot = merged.clone();
+    Json(merged).into_response()
+}
+
+async fn zone_get(State(f): State<Arc<Fake>>) -> Response {
+    Json(f.state.lock().unwrap().zone.clone()).into_response()
+}
+
+/// hocon's `bytesize`: an integer, or digits with kb/mb/gb.
+fn is_bytesize(v: &Value) -> bool {
+    if v.as_u64().is_some() {
+        return true;
+    }
+    let Some(s) = v.as_str() else { return false };
+    let digits = s.trim_end_matches(char::is_alphabetic);
+    let unit = &s[digits.len()..];
+    !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && matches!(unit, "kb" | "KB" | "mb" | "MB" | "gb" | "GB")
+}
+
+async fn zone_put(State(f): State<Arc<Fake>>, Json(body): Json<Value>) -> Response {
+    let Some(roots) = body.as_object() else {
+        return bad("global zone must be an object");
+    };
+    let defaults = zone_defaults();
+    let mut s = f.state.lock().unwrap();
+    for (root, value) in roots {
+        if defaults.get(root).is_none() || !value.is_object() {
+            return bad(format!("unknown global zone root {root}"));
+        }
+        if root == "mqtt" && !is_bytesize(&value["max_packet_size"]) {
+            return bad("max_packet_size is not a byte size");
+        }
+    }
+    for (root, value) in roots {
+        // each root is replaced by the checked value, defaults filled in
+        s.zone[root] = with_defaults(defaults[root].clone(), value);
+    }
+    Json(s.zone.clone()).into_response()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+fn settings(api_url: &str) -> EmqxSettings {
+    let mut s = EmqxSettings::new(api_url, KEY, SECRET, "http://backend:5291/pepeunit/api/v1");
+    s.max_connections = Some(5000);
+    s.max_packet_size = Some(256 * 1024);
+    s
+}
+
+async fn wait_health(
+    health: &mut watch::Receiver<EmqxHealth>,
+    what: &str,
+    f: impl FnMut(&EmqxHealth) -> bool,
+) -> EmqxHealth {
+    let result = tokio::time::timeout(WAIT, health.wait_for(f))
+        .await
+        .map(|r| r.map(|h| h.clone()));
+    match result {
+        Ok(Ok(h)) => h,
+        Ok(Err(_)) => panic!("health channel closed while waiting for {what}"),
+        Err(_) => panic!("no {what} within {WAIT:?}: {:?}", *health.borrow()),
+    }
+}
+
+fn assert_configured(emqx: &FakeEmqx) {
+    let s = emqx.state();
+    let authn = &s.authenticators[0];
+    assert_eq!(authn["id"], "password_based:http");
+    assert_eq!(authn["enable"], true);
+    assert_eq!(authn["method"], "post");
+    assert_eq!(
+        authn["url"],
+        "http://backend:5291/pepeunit/api/v1/units/mqtt_authn"
+    );
+    assert_eq!(
+        authn["body"],
+        json!({"username": "${username}", "clientid": "${clientid}"})
+    );
+
+    let first = &s.sources[0];
+    assert_eq!(first["type"], "http", "{:?}", s.sources);
+    assert_eq!(first["enable"], true);
+    assert_eq!(first["method"], "post");
+    assert_eq!(
+        first["url"],
+        "http://backend:5291/pepeunit/api/v1/units/auth"
+    );
+    assert_eq!(
+        first["body"],
+        json!({"token": "${username}", "topic": "${topic}", "action": "${action}"})
+    );
+    for other in &s.sources[1..] {
+        assert_eq!(other["enable"], false, "{other}");
+    }
+
+    assert_eq!(s.settings["no_match"], "deny");
+    assert_eq!(s.settings["deny_action"], "ignore");
+    assert_eq!(s.settings["cache"]["enable"], true);
+    assert_eq!(s.settings["cache"]["max_size"], 64);
+    assert_eq!(s.settings["cache"]["ttl"], "1m");
+
+    assert_eq!(s.listeners["tcp:default"]["max_connections"], 5000);
+    assert_eq!(s.zone["mqtt"]["max_packet_size"], "256KB");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+
+#[tokio::test]
+async fn first_apply_configures_a_fresh_emqx_and_the_second_changes_nothing() {
+    let emqx = FakeEmqx::start().await;
+    {
+        // an admin's own tuning, which must survive
+        let mut s = emqx.state();
+        s.zone["mqtt"]["max_clientid_len"] = json!(1000);
+        s.zone["force_gc"]["count"] = json!(5);
+        s.listeners.get_mut("tcp:default").unwrap()["acceptors"] = json!(8);
+        s.settings["cache"]["excludes"] = json!(["$SYS/#"]);
+    }
+    let admin = EmqxAdmin::new(settings(&emqx.api_url)).unwrap();
+
+    let report = admin.apply().await.unwrap();
+    assert_eq!(
+        report.changed,
+        [
+            "authorization source http: created",
+            "authorization source file: disabled",
+            "authorization settings: updated no_match, cache.max_size",
+            "authentication password_based:http: created",
+            "listener tcp:default max_connections: set to 5000",
+            "mqtt max_packet_size: set to 262144 bytes",
+        ],
+        "{report}"
+    );
+    assert_configured(&emqx);
+    {
+        let s = emqx.state();
+        assert_eq!(s.zone["mqtt"]["max_clientid_len"], 1000);
+        assert_eq!(s.zone["force_gc"]["count"], 5);
+        assert_eq!(s.listeners["tcp:default"]["acceptors"], 8);
+        assert_eq!(s.settings["cache"]["excludes"], json!(["$SYS/#"]));
+    }
+    // the file source is kept, only switched off
+    assert!(emqx.source("file").unwrap()["rules"]
+        .as_str()
+        .unwrap()
+        .contains("{allow, all}"));
+
+    let writes = emqx.writes();
+    let again = admin.apply().await.unwrap();
+    assert!(again.is_unchanged(), "{again}");
+    assert_eq!(emqx.writes(), writes, "an idempotent apply writes nothing");
+    assert_eq!(again.unchanged.len(), 6, "{again}");
+}
+
+#[tokio::test]
+async fn drift_is_corrected() {
+    let emqx = FakeEmqx::start().await;
+    let admin = EmqxAdmin::new(settings(&emqx.api_url)).unwrap();
+    admin.apply().await.unwrap();
+    {
+        // someone edits EMQX by hand
+        let mut s = emqx.state();
+        let http = s.sources.remove(0);
+        let mut http = http;
+        http["url"] = json!("http://elsewhere/auth");
+        http["body"] = json!({"token": "${clientid}", "topic": "${topic}"});
+        http["pool_size"] = json!(32);
+        s.sources.push(http);
+        s.sources.insert(
+            0,
+            json!({"type": "built_in_database", "enable": true, "max_rules": 100}),
+        );
+        s.settings["no_match"] = json!("allow");
+        s.settings["cache"]["ttl"] = json!("30m");
+        s.authenticators[0]["enable"] = json!(false);
+        s.listeners.get_mut("tcp:default").unwrap()["max_connections"] = json!("infinity");
+        s.zone["mqtt"]["max_packet_size"] = json!("1MB");
+    }
+    let report = admin.apply().await.unwrap();
+    assert_eq!(
+        report.changed,
+        [
+            "authorization source http: updated url, body",
+            "authorization source http: moved to the front",
+            "authorization source built_in_database: disabled",
+            "authorization settings: updated no_match, cache.ttl",
+            "authentication password_based:http: updated enable",
+            "listener tcp:default max_connections: set to 5000",
+            "mqtt max_packet_size: set to 262144 bytes",
+        ],
+        "{report}"
+    );
+    assert_configured(&emqx);
+    // what Pepeunit does not manage stays as the admin set it
+    assert_eq!(emqx.source("http").unwrap()["pool_size"], 32);
+    assert_eq!(emqx.source("built_in_database").unwrap()["max_rules"], 100);
+    // equal values written differently are not drift
+    emqx.state().settings["cache"]["ttl"] = json!("60s");
+    emqx.state().zone["mqtt"]["max_packet_size"] = json!(262144);
+    assert!(admin.apply().await.unwrap().is_unchanged());
+}
+
+#[tokio::test]
+async fn wrong_credentials_are_a_clear_error() {
+    let emqx = FakeEmqx::start().await;
+    let mut s = settings(&emqx.api_url);
+    s.api_secret = "not-the-secret".into();
+    let err = EmqxAdmin::new(s).unwrap().apply().await.unwrap_err();
+    match &err {
+        EmqxError::Credentials { status, code, .. } => {
+            assert_eq!((*status, code.as_str()), (401, "BAD_API_KEY_OR_SECRET"))
+        }
+        other => panic!("expected a credentials error, got {other:?}"),
+    }
+    let text = err.to_string();
+    assert!(
+        text.contains("PU_EMQX_API_KEY") && text.contains("Check api_key/api_secret"),
+        "{text}"
+    );
+    assert_eq!(emqx.writes(), 0);
+}
+
+#[tokio::test]
+async fn an_emqx_error_is_named_with_its_request() {
+    let emqx = FakeEmqx::start().await;
+    emqx.state().listeners.clear();
+    let err = EmqxAdmin::new(settings(&emqx.api_url))
+        .unwrap()
+        .apply()
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("GET /listeners/tcp:default answered HTTP 404 BAD_LISTENER_ID"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn the_worker_retries_while_emqx_fails_and_reapplies_on_request() {
+    let emqx = FakeEmqx::start().await;
+    emqx.fake.outage.store(500, Ordering::SeqCst);
+    let admin = EmqxAdmin::new(settings(&emqx.api_url))
+        .unwrap()
+        .with_backoff(Duration::from_millis(5), Duration::from_millis(40));
+    let mut health = admin.health();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (reapply_tx, reapply_rx) = mpsc::channel(4);
+    let worker = tokio::spawn(run_worker(admin, stop_rx, reapply_rx));
+
+    let failing = wait_health(&mut health, "three failures", |h| {
+        h.consecutive_failures >= 3
+    })
+    .await;
+    let error = failing.last_error.unwrap();
+    assert!(
+        error.contains("HTTP 500 INTERNAL_ERROR: fake outage"),
+        "{error}"
+    );
+    assert!(failing.last_success.is_none());
+
+    // EMQX recovers: the next retry configures it
+    emqx.fake.outage.store(0, Ordering::SeqCst);
+    let healthy = wait_health(&mut health, "a success", EmqxHealth::is_healthy).await;
+    assert!(!healthy.last_report.unwrap().is_unchanged());
+    assert!(healthy.last_error.is_some(), "the last error is kept");
+    assert_configured(&emqx);
+
+    // drift, then a reapply request corrects it
+    let first_success = healthy.last_success.unwrap();
+    emqx.state().settings["no_match"] = json!("allow");
+    reapply_tx.send(()).await.unwrap();
+    let reapplied = wait_health(&mut health, "a second success", |h| {
+        h.last_success.is_some_and(|t| t > first_success)
+    })
+    .await;
+    assert_eq!(
+        reapplied.last_report.unwrap().changed,
+        ["authorization settings: updated no_match"]
+    );
+    assert_eq!(emqx.state().settings["no_match"], "deny");
+
+    stop_tx.send(true).unwrap();
+    tokio::time::timeout(WAIT, worker)
+        .await
+        .expect("the worker stops")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_worker_waits_for_an_unreachable_emqx() {
+    // a port nothing listens on, until the fake EMQX takes it
+    let reserved = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = reserved.local_addr().unwrap();
+    drop(reserved);
+    let admin = EmqxAdmin::new(settings(&format!("http://{addr}/api/v5")))
+        .unwrap()
+        .with_backoff(Duration::from_millis(5), Duration::from_millis(40));
+    let mut health = admin.health();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (_reapply_tx, reapply_rx) = mpsc::channel(1);
+    let worker = tokio::spawn(run_worker(admin, stop_rx, reapply_rx));
+
+    let failing = wait_health(&mut health, "two failures", |h| h.consecutive_failures >= 2).await;
+    let error = failing.last_error.unwrap();
+    assert!(error.contains("is unreachable"), "{error}");
+
+    let emqx = FakeEmqx::serve(tokio::net::TcpListener::bind(addr).await.unwrap());
+    wait_health(&mut health, "a success", EmqxHealth::is_healthy).await;
+    assert_configured(&emqx);
+
+    stop_tx.send(true).unwrap();
+    tokio::time::timeout(WAIT, worker)
+        .await
+        .expect("the worker stops")
+        .unwrap();
+}
+
+/// What EMQX does with the templates we configure: substitute the placeholders and POST the
+/// body to the URL. Against a running instance this proves URLs and field names meet our
+/// endpoints.
+#[tokio::test]
+async fn the_configured_requests_reach_our_endpoints() {
+    let inst = common::TestInstance::start(common::Backend::Sqlite).await;
+    let emqx = FakeEmqx::start().await;
+    let admin = EmqxAdmin::new(EmqxSettings::new(&emqx.api_url, KEY, SECRET, &inst.api)).unwrap();
+    admin.apply().await.unwrap();
+    let (authn, authz) = {
+        let s = emqx.state();
+        (s.authenticators[0].clone(), s.sources[0].clone())
+    };
+    let render = |template: &Value, vars: &[(&str, &str)]| -> Value {
+        let mut out = template.clone();
+        for v in out.as_object_mut().unwrap().values_mut() {
+            let mut text = v.as_str().unwrap().to_string();
+            for (name, value) in vars {
+                text = text.replace(&format!("${{{name}}}"), value);
+            }
+            *v = json!(text);
+        }
+        out
+    };
+    let ask = |source: &Value, vars: &[(&str, &str)]| {
+        let url = source["url"].as_str().unwrap().to_string();
+        let body = render(&source["body"], vars);
+        let http = inst.http.clone();
+        async move {
+            let resp = http.post(url).json(&body).send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+            resp.json::<Value>().await.unwrap()["result"].clone()
+        }
+    };
+    let backend =
+        pepeunit::token::TokenKey::new(&inst.config.secret_key).backend_token(&inst.domain);
+    let topic = format!("{}/+/+/+/pepeunit", inst.domain);
+
+    assert_eq!(
+        ask(&authn, &[("username", &backend), ("clientid", "backend")]).await,
+        "allow"
+    );
+    assert_eq!(
+        ask(&authn, &[("username", "garbage"), ("clientid", "x")]).await,
+        "deny"
+    );
+    let vars = [
+        ("username", backend.as_str()),
+        ("topic", topic.as_str()),
+        ("action", "subscribe"),
+    ];
+    assert_eq!(ask(&authz, &vars).await, "allow");
+    let vars = [
+        ("username", "garbage"),
+        ("topic", topic.as_str()),
+        ("action", "publish"),
+    ];
+    assert_eq!(ask(&authz, &vars).await, "deny");
+    inst.stop().await;
+}

@@ -42,10 +42,36 @@ const KNOWN_KEYS: &[&str] = &[
     "PU_GITHUB_API_URL",
     "PU_CONFIG_FILE",
     "PU_LOG",
+    "PU_MQTT_MODE",
+    "PU_MQTT_BIND",
+    "PU_MQTT_BACKEND_HOST",
+    "PU_MQTT_BACKEND_PORT",
+    "PU_MQTT_USERNAME",
+    "PU_MQTT_PASSWORD",
+    "PU_MQTT_CLIENT_ID",
+    "PU_MQTT_SHARDS",
+    "PU_MQTT_SHARD_QUEUE",
+    "PU_MQTT_MAX_PAYLOAD_SIZE",
+    "PU_MQTT_MAX_CONNECTIONS",
+    "PU_MQTT_MAX_PACKET_SIZE",
+    "PU_EMQX_API_URL",
+    "PU_EMQX_API_KEY",
+    "PU_EMQX_API_SECRET",
+    "PU_FIRMWARE_UPDATE_TIMEOUT",
+    "PU_EMQX_BACKEND_URL",
 ];
 
 /// Longest log lifetime accepted, seconds.
 const MAX_UNIT_LOG_EXPIRATION: i64 = 100 * 365 * 86_400;
+
+/// Where the MQTT broker runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MqttMode {
+    /// The broker runs inside this process (rmqtt), listening on `PU_MQTT_BIND`.
+    Embedded,
+    /// Any MQTT 3.1.1/5 broker (EMQX in production, mosquitto works for the data path).
+    External,
+}
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -78,6 +104,33 @@ pub struct Config {
     pub registry_sync_interval_secs: u64,
     /// Base of the GitHub REST API asked for releases, without a trailing `/`.
     pub github_api_url: String,
+    pub mqtt_mode: MqttMode,
+    /// Listener of the embedded broker.
+    pub mqtt_bind: SocketAddr,
+    /// Where the backend's own MQTT connection goes (embedded: the listener; external: the
+    /// public `PU_MQTT_HOST`/`PU_MQTT_PORT` unless set).
+    pub mqtt_backend_host: String,
+    pub mqtt_backend_port: u16,
+    /// Credentials of the backend's connection; `None` means the backend token, empty password.
+    pub mqtt_username: Option<String>,
+    pub mqtt_password: String,
+    pub mqtt_client_id: String,
+    /// Number of shard tasks of the MQTT core (default: the number of cores).
+    pub mqtt_shards: usize,
+    /// Capacity of each shard's queue, in messages.
+    pub mqtt_shard_queue: usize,
+    /// Largest payload the core processes, in bytes (`PU_MQTT_MAX_PAYLOAD_SIZE` is in KiB).
+    pub mqtt_max_payload_size: usize,
+    pub mqtt_max_connections: Option<u64>,
+    pub mqtt_max_packet_size: Option<u64>,
+    /// EMQX REST API v5 base (`http://emqx:18083/api/v5`); set only for EMQX deployments.
+    pub emqx_api_url: Option<String>,
+    pub emqx_api_key: String,
+    pub emqx_api_secret: String,
+    /// Our REST API base as EMQX reaches it (default: the public origin + prefixes).
+    pub emqx_backend_url: Option<String>,
+    /// Seconds after which an unanswered `Update` becomes an Error (default 2 x state interval).
+    pub firmware_update_timeout: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -225,7 +278,101 @@ impl Config {
             }
         };
 
+        let mqtt_mode = match src.string("PU_MQTT_MODE", "embedded").as_str() {
+            "embedded" => MqttMode::Embedded,
+            "external" => MqttMode::External,
+            other => {
+                return Err(invalid(
+                    "PU_MQTT_MODE",
+                    format!("{other:?} must be embedded or external"),
+                ))
+            }
+        };
+        let mqtt_bind: SocketAddr = src.parse("PU_MQTT_BIND", "127.0.0.1:1883".parse().unwrap())?;
+        let mqtt_host = src.string("PU_MQTT_HOST", &default_mqtt_host);
+        let mqtt_port: u16 = src.parse("PU_MQTT_PORT", 1883)?;
+        let (default_backend_host, default_backend_port) = match mqtt_mode {
+            MqttMode::Embedded => {
+                let ip = if mqtt_bind.ip().is_unspecified() {
+                    "127.0.0.1".to_string()
+                } else {
+                    mqtt_bind.ip().to_string()
+                };
+                (ip, mqtt_bind.port())
+            }
+            MqttMode::External => (mqtt_host.clone(), mqtt_port),
+        };
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let mqtt_shards: usize = src.parse("PU_MQTT_SHARDS", cores)?;
+        if !(1..=256).contains(&mqtt_shards) {
+            return Err(invalid("PU_MQTT_SHARDS", "must be between 1 and 256"));
+        }
+        let mqtt_shard_queue: usize = src.parse("PU_MQTT_SHARD_QUEUE", 8192)?;
+        if !(16..=1_000_000).contains(&mqtt_shard_queue) {
+            return Err(invalid(
+                "PU_MQTT_SHARD_QUEUE",
+                "must be between 16 and 1000000",
+            ));
+        }
+        let max_payload_kib: usize = src.parse("PU_MQTT_MAX_PAYLOAD_SIZE", 256)?;
+        if !(1..=262_144).contains(&max_payload_kib) {
+            return Err(invalid(
+                "PU_MQTT_MAX_PAYLOAD_SIZE",
+                "must be between 1 and 262144 (KiB)",
+            ));
+        }
+        let mqtt_client_id = src.string(
+            "PU_MQTT_CLIENT_ID",
+            &format!("pepeunit-backend-{}", domain.replace([':', '.'], "-")),
+        );
+        if mqtt_client_id.len() > 128 || mqtt_client_id.chars().any(|c| c.is_control()) {
+            return Err(invalid(
+                "PU_MQTT_CLIENT_ID",
+                "must be at most 128 printable characters",
+            ));
+        }
+        let emqx_api_url = src
+            .get("PU_EMQX_API_URL")
+            .map(|u| u.trim_end_matches('/').to_string());
+        if let Some(url) = &emqx_api_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid("PU_EMQX_API_URL", "must be an http(s) URL"));
+            }
+        }
+        let state_send_interval = positive(
+            "PU_STATE_SEND_INTERVAL",
+            src.parse("PU_STATE_SEND_INTERVAL", 60)?,
+        )?;
+        let firmware_update_timeout = positive(
+            "PU_FIRMWARE_UPDATE_TIMEOUT",
+            src.parse("PU_FIRMWARE_UPDATE_TIMEOUT", state_send_interval * 2)?,
+        )?;
+        let optional_positive = |key: &'static str| -> Result<Option<u64>, ConfigError> {
+            match src.parse::<u64>(key, 0)? {
+                0 if src.get(key).is_some() => Err(invalid(key, "must be greater than 0")),
+                0 => Ok(None),
+                n => Ok(Some(n)),
+            }
+        };
+
         let mut config = Config {
+            mqtt_mode,
+            mqtt_bind,
+            mqtt_backend_host: src.string("PU_MQTT_BACKEND_HOST", &default_backend_host),
+            mqtt_backend_port: src.parse("PU_MQTT_BACKEND_PORT", default_backend_port)?,
+            mqtt_username: src.get("PU_MQTT_USERNAME").map(str::to_string),
+            mqtt_password: src.string("PU_MQTT_PASSWORD", ""),
+            mqtt_client_id,
+            mqtt_shards,
+            mqtt_shard_queue,
+            mqtt_max_payload_size: max_payload_kib * 1024,
+            mqtt_max_connections: optional_positive("PU_MQTT_MAX_CONNECTIONS")?,
+            mqtt_max_packet_size: optional_positive("PU_MQTT_MAX_PACKET_SIZE")?,
+            emqx_api_url,
+            emqx_api_key: src.string("PU_EMQX_API_KEY", ""),
+            emqx_api_secret: src.string("PU_EMQX_API_SECRET", ""),
+            emqx_backend_url: src.get("PU_EMQX_BACKEND_URL").map(str::to_string),
+            firmware_update_timeout,
             http_bind,
             domain,
             http_type,
@@ -240,17 +387,14 @@ impl Config {
                 "PU_AUTH_TOKEN_EXPIRATION",
                 src.parse("PU_AUTH_TOKEN_EXPIRATION", 2_678_400)?,
             )?,
-            mqtt_host: src.string("PU_MQTT_HOST", &default_mqtt_host),
-            mqtt_port: src.parse("PU_MQTT_PORT", 1883)?,
+            mqtt_host,
+            mqtt_port,
             mqtt_ping_interval: positive(
                 "PU_MQTT_PING_INTERVAL",
                 src.parse("PU_MQTT_PING_INTERVAL", 20)?,
             )?,
             mqtt_keepalive: positive("PU_MQTT_KEEPALIVE", src.parse("PU_MQTT_KEEPALIVE", 60)?)?,
-            state_send_interval: positive(
-                "PU_STATE_SEND_INTERVAL",
-                src.parse("PU_STATE_SEND_INTERVAL", 60)?,
-            )?,
+            state_send_interval,
             min_log_level,
             max_log_length: positive("PU_MAX_LOG_LENGTH", src.parse("PU_MAX_LOG_LENGTH", 64)?)?,
             unit_log_expiration_secs: positive(

@@ -67,8 +67,22 @@ wire_enum!(BackendTopicCommand {
     Update,
     EnvUpdate,
     SchemaUpdate,
-    LogSync
+    LogSync,
+    Reset
 });
+
+impl BackendTopicCommand {
+    /// The input base topic name the command travels on (`{name}/pepeunit` in schema files).
+    pub fn topic_name(self) -> &'static str {
+        match self {
+            BackendTopicCommand::Update => "update",
+            BackendTopicCommand::EnvUpdate => "env_update",
+            BackendTopicCommand::SchemaUpdate => "schema_update",
+            BackendTopicCommand::LogSync => "log_sync",
+            BackendTopicCommand::Reset => "reset",
+        }
+    }
+}
 wire_enum!(GitPlatform { Gitlab, Github });
 wire_enum!(RepositoryRegistryStatus {
     Updated,

@@ -834,9 +834,9 @@ fn bytes(v: &Value) -> Option<u64> {
 
 /// How a byte size is written to EMQX: `"NMB"` / `"NKB"` when exact, else the bare integer.
 fn byte_size(size: u64) -> Value {
-    if size % (1 << 20) == 0 {
+    if size.is_multiple_of(1 << 20) {
         json!(format!("{}MB", size >> 20))
-    } else if size % (1 << 10) == 0 {
+    } else if size.is_multiple_of(1 << 10) {
         json!(format!("{}KB", size >> 10))
     } else {
         json!(size)

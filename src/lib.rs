@@ -11,6 +11,7 @@ pub mod firmware;
 pub mod git;
 pub mod http;
 pub mod load;
+pub mod mqtt;
 pub mod platform;
 pub mod poller;
 pub mod server;

@@ -33,6 +33,9 @@ enum Command {
 enum LoadScenario {
     /// The device REST endpoints: env, schema, state storage.
     Rest(pepeunit::load::RestLoad),
+    /// The MQTT core against a bare subscriber on the same embedded broker (self-contained:
+    /// starts its own instance on a temporary database).
+    Mqtt(pepeunit::load::mqtt::MqttLoad),
 }
 
 #[tokio::main]
@@ -56,8 +59,12 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Command::Load(LoadScenario::Rest(args)) = cli.command {
-        return pepeunit::load::run_rest(args).await;
+    match cli.command {
+        Command::Load(LoadScenario::Rest(args)) => return pepeunit::load::run_rest(args).await,
+        Command::Load(LoadScenario::Mqtt(args)) => {
+            return pepeunit::load::mqtt::run_mqtt(args).await
+        }
+        _ => {}
     }
     let config = Config::from_env()?;
     match cli.command {

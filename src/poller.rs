@@ -1,24 +1,57 @@
-//! The one task that runs periodic jobs: at start, clone registries missing on disk; then
-//! re-sync every registry each `PU_REGISTRY_SYNC_INTERVAL` seconds.
+//! The one task that runs periodic jobs (SPEC §2): at start, clone registries missing on disk;
+//! re-sync every registry each `PU_REGISTRY_SYNC_INTERVAL` seconds (a sync that moves a repo's
+//! target version sends `Update` to its auto-updating units); every hour, `Update` to
+//! auto-updating units that still run another version; every few seconds, pending `Update`s
+//! past `PU_FIRMWARE_UPDATE_TIMEOUT` become Error; every minute, expired unit logs are purged.
 
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::time::{interval_at, Instant, MissedTickBehavior};
 
 use crate::service::Instance;
+
+const AUTO_UPDATE_PERIOD: Duration = Duration::from_secs(3600);
+const LOG_PURGE_PERIOD: Duration = Duration::from_secs(60);
+
+fn every(period: Duration) -> tokio::time::Interval {
+    let mut tick = interval_at(Instant::now() + period, period);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    tick
+}
 
 /// Runs until `stop` changes.
 pub async fn run(instance: Instance, mut stop: watch::Receiver<bool>) {
     instance.sync_all_registries(true).await;
-    let period = Duration::from_secs(instance.config.registry_sync_interval_secs.max(10));
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sync = every(Duration::from_secs(
+        instance.config.registry_sync_interval_secs.max(10),
+    ));
+    let mut auto_update = every(AUTO_UPDATE_PERIOD);
+    // often enough that a timeout is noticed within a tenth of its length (at least 1 s)
+    let timeout = instance.config.firmware_update_timeout as u64;
+    let mut update_timeouts = every(Duration::from_millis((timeout * 100).clamp(1000, 30_000)));
+    let mut log_purge = every(LOG_PURGE_PERIOD);
     loop {
         tokio::select! {
-            _ = tick.tick() => {
+            _ = sync.tick() => {
                 tracing::info!("periodic registry re-sync");
                 instance.sync_all_registries(false).await;
             }
+            _ = auto_update.tick() => match instance.auto_update_all(true).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(units = n, "hourly auto-update sent"),
+                Err(e) => tracing::warn!(error = %e, "hourly auto-update failed"),
+            },
+            _ = update_timeouts.tick() => match instance.expire_update_requests().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(units = n, "firmware updates timed out"),
+                Err(e) => tracing::warn!(error = %e, "cannot expire firmware updates"),
+            },
+            _ = log_purge.tick() => match instance.purge_expired_unit_logs().await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(lines = n, "expired unit logs purged"),
+                Err(e) => tracing::warn!(error = %e, "cannot purge unit logs"),
+            },
             _ = stop.changed() => break,
         }
     }

@@ -17,6 +17,7 @@ pub struct RunningInstance {
     stop: watch::Sender<bool>,
     http: JoinHandle<std::io::Result<()>>,
     poller: JoinHandle<()>,
+    mqtt: crate::mqtt::MqttCore,
 }
 
 impl RunningInstance {
@@ -34,6 +35,7 @@ impl RunningInstance {
     ) -> anyhow::Result<RunningInstance> {
         let addr = listener.local_addr()?;
         let instance = Instance::open(config).await?;
+        let mqtt = crate::mqtt::MqttCore::start(instance.clone()).await?;
         let (stop, stop_rx) = watch::channel(false);
         let mut http_stop = stop_rx.clone();
         let http = tokio::spawn(crate::http::serve(instance.clone(), listener, async move {
@@ -47,6 +49,7 @@ impl RunningInstance {
             stop,
             http,
             poller,
+            mqtt,
         })
     }
 
@@ -61,6 +64,7 @@ impl RunningInstance {
         self.http.await??;
         self.poller.abort();
         let _ = self.poller.await;
+        self.mqtt.stop().await;
         self.instance.db.pool.close().await;
         Ok(())
     }

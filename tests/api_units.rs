@@ -24,7 +24,11 @@ struct World {
 
 impl World {
     async fn new(backend: Backend, unit_visibility: &str) -> World {
-        let inst = TestInstance::start(backend).await;
+        Self::new_with(backend, unit_visibility, &[]).await
+    }
+
+    async fn new_with(backend: Backend, unit_visibility: &str, extra: &[(&str, &str)]) -> World {
+        let inst = TestInstance::start_with(backend, extra).await;
         let firmware = FirmwareRepo::create().await;
         let (owner, token) = inst.user("owner1").await;
         let (_, repo, unit) = registry_repo_unit(&inst, &token, &firmware, "fan", "Public").await;
@@ -682,7 +686,7 @@ async fn unit_env(backend: Backend) {
     assert_eq!(env["PU_API_ACTUAL_PREFIX"], "/api/v1");
     assert!(env["PU_MQTT_HOST"].is_string(), "{env}");
     assert!(env["PU_MQTT_PORT"].is_u64(), "{env}");
-    assert_eq!(env["PU_MQTT_PORT"], 1883);
+    assert_eq!(env["PU_MQTT_PORT"], inst.config.mqtt_port);
     assert_eq!(env["PU_MQTT_PING_INTERVAL"], 20);
     assert_eq!(env["PU_MQTT_KEEPALIVE"], 60);
     assert_eq!(env["PU_STATE_SEND_INTERVAL"], 60);
@@ -768,7 +772,7 @@ async fn unit_env(backend: Backend) {
     assert_eq!(saved["SENSOR_PERIOD"], 5);
     assert!(saved.get("NOT_DECLARED").is_none(), "{saved}");
     assert_eq!(saved["PU_COMMIT_VERSION"], w.firmware.head("main").as_str());
-    assert_eq!(saved["PU_MQTT_PORT"], 1883);
+    assert_eq!(saved["PU_MQTT_PORT"], inst.config.mqtt_port);
     let (_, saved_again) = inst.get(&path, Some(token)).await;
     assert_eq!(saved_again, saved, "a saved env is stable");
 
@@ -1720,8 +1724,19 @@ async fn unit_state_storage(backend: Backend) {
 // ---------------------------------------------------------------------------------------------
 // commands
 
-async fn unit_commands(backend: Backend) {
-    let w = World::new(backend, "Public").await;
+/// Commands while the backend cannot reach its broker: refused with an MQTT error, nothing
+/// pretends to be sent (the working path is in tests/mqtt_core.rs).
+async fn unit_commands_without_broker(backend: Backend) {
+    let closed = common::free_port().to_string();
+    let w = World::new_with(
+        backend,
+        "Public",
+        &[
+            ("PU_MQTT_MODE", "external"),
+            ("PU_MQTT_BACKEND_PORT", &closed),
+        ],
+    )
+    .await;
     let inst = &w.inst;
     let uuid = w.unit_uuid();
     let unit_token = w.unit_token(&uuid).await;
@@ -1731,7 +1746,7 @@ async fn unit_commands(backend: Backend) {
     for c in ["Update", "EnvUpdate", "SchemaUpdate", "LogSync"] {
         let got = inst.call("POST", &cmd(c), Some(&w.token), None).await;
         assert_detail(&got, 422, "422: 10: MQTT Error");
-        assert_detail(&got, 422, "without the MQTT core");
+        assert_detail(&got, 422, "not connected to the MQTT broker");
     }
     let got = inst
         .call("POST", &cmd("Update"), Some(&unit_token), None)
@@ -1771,7 +1786,7 @@ async fn unit_commands(backend: Backend) {
         "403: 1: No Access",
     );
 
-    // set_state_input publishes over MQTT too: refused, and the node keeps its state
+    // set_state_input publishes first: refused, and the node keeps its state
     let input = w.node_uuid(&uuid, "set_fan_state/pepeunit").await;
     let output = w.node_uuid(&uuid, "current_temp/pepeunit").await;
     let path = format!("/unit_nodes/set_state_input/{input}");
@@ -1829,5 +1844,5 @@ both_backends!(
     unit_nodes_and_edges,
     unit_firmware,
     unit_state_storage,
-    unit_commands,
+    unit_commands_without_broker,
 );

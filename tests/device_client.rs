@@ -93,7 +93,7 @@ async fn python_client_over_rest(backend: Backend) {
 
     assert_eq!(summary["unit_uuid"], uuid.as_str());
     assert_eq!(summary["settings_commit"], head.as_str());
-    assert_eq!(summary["settings_mqtt_port"], 1883);
+    assert_eq!(summary["settings_mqtt_port"], inst.config.mqtt_port);
 
     // env.json as the unit downloaded it with its own token
     let got_env = &summary["env"];

@@ -48,6 +48,7 @@ pub fn api() -> (Router<Instance>, OpenApiDoc) {
         .merge(unit_nodes::router())
         .merge(permission::router())
         .routes(routes!(metrics))
+        .routes(routes!(mqtt_metrics))
         .split_for_parts()
 }
 
@@ -158,6 +159,16 @@ async fn metrics(
     Caller(agent): Caller,
 ) -> crate::error::AppResult<Json<InstanceMetrics>> {
     Ok(Json(instance.metrics(&agent).await?))
+}
+
+/// Admin: the MQTT core's state (connection, shard queues, counters).
+#[utoipa::path(get, path = "/metrics/mqtt", tag = "metrics", responses((status = 200, body = crate::mqtt::MqttReport)))]
+async fn mqtt_metrics(
+    State(instance): State<Instance>,
+    Caller(agent): Caller,
+) -> crate::error::AppResult<Json<crate::mqtt::MqttReport>> {
+    agent.require_admin()?;
+    Ok(Json(instance.mqtt_report()))
 }
 
 #[derive(ToSchema)]

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::extract::{Caller, Json, PathUuid, Query};
 use crate::domain::{Order, VisibilityLevel};
-use crate::error::{AppError, AppResult};
+use crate::error::AppResult;
 use crate::service::repos::{PlatformRead, RepoCreate, RepoUpdate, RepoVersions};
 use crate::service::{check_page, Instance};
 use crate::store::repos::{Repo, RepoFilter};
@@ -136,27 +136,24 @@ async fn update_repo(
     Ok(axum::Json(state.update_repo(&agent, uuid, body).await?))
 }
 
-/// Sends `Update` to the repo's units over MQTT: refused until the MQTT core exists.
-#[utoipa::path(patch, path = "/repos/update_units_firmware/{uuid}", tag = "repos", params(("uuid" = Uuid, Path)), responses((status = 422, description = "MQTT Error")))]
+/// Sends `Update` to each auto-updating unit of the repo (failures of single units are
+/// swallowed; 422 when the backend is not connected to the broker).
+#[utoipa::path(patch, path = "/repos/update_units_firmware/{uuid}", tag = "repos", params(("uuid" = Uuid, Path)), responses((status = 204), (status = 422, description = "MQTT Error")))]
 async fn update_units_firmware(
     state: State<Instance>,
     Caller(agent): Caller,
     PathUuid(uuid): PathUuid,
 ) -> AppResult<StatusCode> {
-    let repo = state.repo(uuid).await?;
-    agent.require_creator(Some(repo.creator_uuid))?;
-    Err(AppError::mqtt(
-        "MQTT publishing is not available: this instance runs without the MQTT core",
-    ))
+    state.update_units_firmware(&agent, uuid).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
-/// Admin: send `Update` to every auto-updating unit: refused until the MQTT core exists.
-#[utoipa::path(post, path = "/repos/bulk_update", tag = "repos", responses((status = 422, description = "MQTT Error")))]
-async fn bulk_update(Caller(agent): Caller) -> AppResult<StatusCode> {
-    agent.require_admin()?;
-    Err(AppError::mqtt(
-        "MQTT publishing is not available: this instance runs without the MQTT core",
-    ))
+/// Admin: send `Update` to every auto-updating unit of every auto-updating repo (runs in the
+/// background).
+#[utoipa::path(post, path = "/repos/bulk_update", tag = "repos", responses((status = 204)))]
+async fn bulk_update(state: State<Instance>, Caller(agent): Caller) -> AppResult<StatusCode> {
+    state.bulk_update(&agent).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(delete, path = "/repos/{uuid}", tag = "repos", params(("uuid" = Uuid, Path)), responses((status = 204)))]

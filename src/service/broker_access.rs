@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use super::{Agent, Instance};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum BrokerAction {
     Publish,
@@ -44,13 +44,7 @@ impl Instance {
     /// anything that fails to resolve are refused. The client id is deliberately not checked:
     /// a token is the credential, and the official clients' id (the unit uuid) adds nothing.
     pub async fn broker_authenticate(&self, username: &str) -> bool {
-        if username.is_empty() {
-            return false;
-        }
-        matches!(
-            self.agent_from_token(Some(username)).await,
-            Ok(Agent::Unit(_) | Agent::Backend { .. })
-        )
+        self.mqtt_connect_role(username).await.is_some()
     }
 
     /// Decides one topic for the agent behind `token`. Anything unexpected denies.
@@ -68,6 +62,20 @@ impl Instance {
             BrokerDecision::Allow
         } else {
             BrokerDecision::Deny
+        }
+    }
+
+    /// May this MQTT username (a token) connect? `Some(true)` for this instance's backend (a
+    /// superuser: wildcards, no per-topic checks), `Some(false)` for an existing unit, `None`
+    /// for everything else (users, bots, garbage, deleted units, other instances' backends).
+    pub async fn mqtt_connect_role(&self, token: &str) -> Option<bool> {
+        if token.is_empty() {
+            return None;
+        }
+        match self.agent_from_token(Some(token)).await {
+            Ok(Agent::Backend { .. }) => Some(true),
+            Ok(Agent::Unit(_)) => Some(false),
+            _ => None,
         }
     }
 

@@ -4,6 +4,8 @@
 
 pub mod access;
 pub mod broker_access;
+pub mod commands;
+pub mod ingest;
 pub mod permissions;
 pub mod readme;
 pub mod registries;
@@ -40,6 +42,9 @@ pub struct Instance {
     pub git: Git,
     pub units_cache: Arc<row_cache::RowCache<crate::store::units::Unit>>,
     pub repos_cache: Arc<row_cache::RowCache<crate::store::repos::Repo>>,
+    /// Publishes to devices over the backend's MQTT connection.
+    pub outbox: crate::mqtt::Outbox,
+    pub mqtt_stats: Arc<crate::mqtt::MqttStats>,
 }
 
 impl Instance {
@@ -60,6 +65,8 @@ impl Instance {
             db,
             units_cache: Arc::default(),
             repos_cache: Arc::default(),
+            outbox: crate::mqtt::Outbox::default(),
+            mqtt_stats: Arc::default(),
             config: Arc::new(config),
         })
     }

@@ -216,7 +216,14 @@ impl Instance {
                     Some(size as i64),
                     &done,
                 )
-                .await
+                .await?;
+                // units following a repo of this registry move to its new target version
+                match self.auto_update_registry(uuid).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(registry = %uuid, units = n, "auto-update sent"),
+                    Err(e) => tracing::warn!(registry = %uuid, error = %e, "auto-update failed"),
+                }
+                Ok(())
             }
             Err(message) => {
                 let done = domain::now();

@@ -295,6 +295,15 @@ impl Instance {
             .await
             .map_err(name_conflict)?;
         self.repos_cache.invalidate(uuid);
+        if !repo.is_auto_update_repo
+            && repo.default_branch.is_some()
+            && repo.default_commit.is_some()
+        {
+            // a manual repo with branch and commit pushes its version right away (API.md §5.3)
+            if let Err(e) = self.update_repo_units(&repo, false).await {
+                tracing::info!(repo = %uuid, error = %e, "Update to the repo's units not sent");
+            }
+        }
         Ok(repo)
     }
 

@@ -5,7 +5,9 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{access, Agent, Instance};
-use crate::domain::{self, AgentType, PermissionEntities, UnitNodeType, VisibilityLevel};
+use crate::domain::{
+    self, AgentType, BackendTopicCommand, PermissionEntities, UnitNodeType, VisibilityLevel,
+};
 use crate::error::{AppError, AppResult};
 use crate::store::unit_nodes::{UnitNode, UnitNodeEdge, UnitNodeFilter};
 use crate::store::{self};
@@ -108,8 +110,8 @@ impl Instance {
         Ok(node)
     }
 
-    /// Writing an input's state publishes it to the node topic; without the MQTT core this is
-    /// refused (nothing is changed) instead of storing a value no device will ever receive.
+    /// Writing an input's state publishes it to the node topic, then stores it (only `state`
+    /// and `last_update_datetime` change; API.md §7 quirk not reproduced).
     pub async fn set_unit_node_state(
         &self,
         agent: &Agent,
@@ -135,9 +137,13 @@ impl Instance {
         {
             return Err(AppError::unit_node("The state is too long"));
         }
-        Err(AppError::mqtt(
-            "MQTT publishing is not available: this instance runs without the MQTT core",
-        ))
+        // the device gets the value first; only a value that was published is stored
+        let topic = self.node_topic(node.uuid, &node.topic_name);
+        self.outbox
+            .publish(&topic, data.state.clone().unwrap_or_default())?;
+        let now = domain::now();
+        store::unit_nodes::set_state(self.pool(), node.uuid, data.state.as_deref(), &now).await?;
+        self.unit_node(uuid).await
     }
 
     pub async fn create_unit_node_edge(
@@ -198,8 +204,9 @@ impl Instance {
         store::permissions::grant(&mut *tx, (output.unit_uuid, unit), (input.unit_uuid, unit))
             .await?;
         tx.commit().await?;
-        // SchemaUpdate to the input's unit is sent by the MQTT core once it exists; the device
-        // otherwise sees the new topic on its next schema download.
+        // the input's unit now listens to one more topic
+        self.send_command_quietly(input.unit_uuid, BackendTopicCommand::SchemaUpdate)
+            .await;
         Ok(edge)
     }
 
@@ -249,6 +256,8 @@ impl Instance {
             }
         }
         tx.commit().await?;
+        self.send_command_quietly(in_unit, BackendTopicCommand::SchemaUpdate)
+            .await;
         Ok(())
     }
 }

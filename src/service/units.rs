@@ -11,8 +11,7 @@ use super::repos::TargetVersion;
 use super::unit_files::{to_json_4, SchemaExample};
 use super::{access, Agent, Instance};
 use crate::domain::{
-    self, AgentType, BackendTopicCommand, PermissionEntities, UnitFirmwareUpdateStatus,
-    UnitNodeType, VisibilityLevel,
+    self, AgentType, BackendTopicCommand, PermissionEntities, UnitNodeType, VisibilityLevel,
 };
 use crate::error::{AppError, AppResult};
 use crate::firmware::{self, ArchiveFormat};
@@ -263,16 +262,8 @@ impl Instance {
         let Some(platform) = &unit.target_firmware_platform else {
             return Ok(());
         };
-        let registry = store::registries::get(self.pool(), repo.repository_registry_uuid)
-            .await?
-            .ok_or_else(AppError::not_found)?;
-        let releases: std::collections::BTreeMap<String, Vec<(String, String)>> = registry
-            .releases_data
-            .as_deref()
-            .and_then(|r| serde_json::from_str(r).ok())
-            .unwrap_or_default();
-        let assets = version.tag.as_ref().and_then(|t| releases.get(t));
-        if assets.is_some_and(|a| a.iter().any(|(name, _)| name == platform)) {
+        let assets = self.release_assets(repo, version).await?;
+        if assets.iter().any(|(name, _)| name == platform) {
             Ok(())
         } else {
             Err(AppError::unit(format!(
@@ -427,6 +418,9 @@ impl Instance {
         }
         // after the commit and the env rewrite, so no reader re-caches the old row
         self.units_cache.invalidate(uuid);
+        // the device learns its (maybe new) version; MQTT errors are ignored (API.md §5.3)
+        self.send_command_quietly(uuid, BackendTopicCommand::Update)
+            .await;
         self.unit(uuid).await
     }
 
@@ -578,8 +572,8 @@ impl Instance {
         }
     }
 
-    /// Commands travel over MQTT; the MQTT core is not part of this build yet, so a command the
-    /// unit's schema accepts is refused with an MQTT error rather than pretending to be sent.
+    /// Publishes a command to the unit's input base topic (API.md §5.3): silently nothing
+    /// when the unit's schema does not list that topic.
     pub async fn send_unit_command(
         &self,
         agent: &Agent,
@@ -587,33 +581,6 @@ impl Instance {
         command: BackendTopicCommand,
     ) -> AppResult<()> {
         let unit = self.unit_for_creator_or_self(agent, uuid).await?;
-        let repo = self.repo(unit.repo_uuid).await?;
-        let version = self.unit_target_version(&unit, &repo).await?;
-        let (_, schema) = self.repo_files(&repo, &version.commit).await?;
-        let name = match command {
-            BackendTopicCommand::Update => "update/pepeunit",
-            BackendTopicCommand::EnvUpdate => "env_update/pepeunit",
-            BackendTopicCommand::SchemaUpdate => "schema_update/pepeunit",
-            BackendTopicCommand::LogSync => "log_sync/pepeunit",
-        };
-        if !schema.input_base_topic.iter().any(|t| t == name) {
-            return Ok(());
-        }
-        let err = AppError::mqtt(
-            "MQTT publishing is not available: this instance runs without the MQTT core",
-        );
-        if command == BackendTopicCommand::Update {
-            // an Update that could not be sent leaves the unit in `Error` (API.md §5.3)
-            store::units::set_firmware_status(
-                self.pool(),
-                unit.uuid,
-                UnitFirmwareUpdateStatus::Error,
-                Some(err.message.clone()),
-                None,
-            )
-            .await?;
-            self.units_cache.invalidate(unit.uuid);
-        }
-        Err(err)
+        self.publish_command(&unit, command).await.map(|_| ())
     }
 }

@@ -131,6 +131,13 @@ pub async fn all(db: &AnyPool) -> AppResult<Vec<Repo>> {
     )
 }
 
+/// Repos whose units follow the repo's target version automatically.
+pub async fn auto_updating(db: &AnyPool) -> AppResult<Vec<Repo>> {
+    let mut q = Sql::new("SELECT * FROM repos WHERE is_auto_update_repo = ");
+    q.bind(true).push(" ORDER BY create_datetime");
+    map_rows(q.fetch_all(db).await?, from_row)
+}
+
 pub async fn delete<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
     db: E,
     uuid: Uuid,

@@ -117,7 +117,12 @@ pub async fn update_settings(db: &AnyPool, n: &UnitNode) -> AppResult<()> {
 }
 
 /// Changes only the state (upstream reset other fields here; we deliberately do not).
-pub async fn set_state(db: &AnyPool, uuid: Uuid, state: Option<&str>, now: &str) -> AppResult<()> {
+pub async fn set_state<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
+    db: E,
+    uuid: Uuid,
+    state: Option<&str>,
+    now: &str,
+) -> AppResult<()> {
     let mut q = Sql::new("UPDATE unit_nodes SET state = ");
     q.bind(state).push(", last_update_datetime = ").bind(now);
     q.push(" WHERE uuid = ").bind(uuid);

@@ -175,6 +175,65 @@ pub async fn set_firmware_status(
     Ok(())
 }
 
+/// What a device's `state` message changes on its unit row.
+pub struct ReportedStateWrite<'a> {
+    pub unit_state: &'a str,
+    pub commit: &'a str,
+    pub at: &'a str,
+    /// A firmware status transition (status, error, last firmware update time) when one happened.
+    pub firmware: Option<(UnitFirmwareUpdateStatus, Option<&'a str>, Option<&'a str>)>,
+}
+
+pub async fn set_reported_state<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
+    db: E,
+    uuid: Uuid,
+    w: &ReportedStateWrite<'_>,
+) -> AppResult<()> {
+    let mut q = Sql::new("UPDATE units SET unit_state = ");
+    q.bind(w.unit_state)
+        .push(", current_commit_version = ")
+        .bind(w.commit);
+    q.push(", last_update_datetime = ").bind(w.at);
+    if let Some((status, error, last)) = w.firmware {
+        q.push(", firmware_update_status = ").bind(status.as_str());
+        q.push(", firmware_update_error = ").bind(error);
+        q.push(", last_firmware_update_datetime = ").bind(last);
+    }
+    q.push(" WHERE uuid = ").bind(uuid);
+    q.execute(db).await?;
+    Ok(())
+}
+
+/// Units whose `Update` was sent before `before` and never answered.
+pub async fn stale_update_requests(db: &AnyPool, before: &str) -> AppResult<Vec<Uuid>> {
+    let mut q = Sql::new("SELECT uuid FROM units WHERE firmware_update_status = ");
+    q.bind(UnitFirmwareUpdateStatus::RequestSent.as_str())
+        .push(" AND last_firmware_update_datetime < ")
+        .bind(before);
+    let rows = q.fetch_all(db).await?;
+    rows.iter().map(|r| r.uuid("uuid")).collect()
+}
+
+/// Marks one pending `Update` as failed, unless the unit answered in the meantime.
+pub async fn fail_update_request(
+    db: &AnyPool,
+    uuid: Uuid,
+    before: &str,
+    error: &str,
+) -> AppResult<bool> {
+    let mut q = Sql::new("UPDATE units SET firmware_update_status = ");
+    q.bind(UnitFirmwareUpdateStatus::Error.as_str())
+        .push(", firmware_update_error = ")
+        .bind(error)
+        .push(", last_firmware_update_datetime = NULL WHERE uuid = ")
+        .bind(uuid)
+        .push(" AND firmware_update_status = ")
+        .bind(UnitFirmwareUpdateStatus::RequestSent.as_str())
+        .push(" AND last_firmware_update_datetime < ")
+        .bind(before);
+    Ok(q.execute(db).await? > 0)
+}
+
 pub async fn get(db: &AnyPool, uuid: Uuid) -> AppResult<Option<Unit>> {
     let mut q = Sql::new("SELECT * FROM units WHERE uuid = ");
     q.bind(uuid);

@@ -5,6 +5,7 @@
 
 pub mod fixtures;
 pub mod mosquitto;
+pub mod mqtt;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,6 +17,15 @@ use pepeunit::config::Config;
 use pepeunit::server::RunningInstance;
 use serde_json::{json, Value};
 use sqlx::Executor;
+
+/// A loopback port free at the time of asking (for listeners configured by address).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
 
 /// Which relational backend a test instance uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,6 +97,7 @@ impl TestInstance {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let domain = format!("localhost:{}", addr.port());
+        let mqtt_port = free_port();
         let mut vars: Vec<(String, String)> = vec![
             ("PU_DATA_DIR".into(), data.path().display().to_string()),
             ("PU_HTTP_BIND".into(), addr.to_string()),
@@ -94,6 +105,11 @@ impl TestInstance {
             ("PU_GIT_TIMEOUT".into(), "60".into()),
             // never the real GitHub: a closed loopback port unless a test serves a fake one
             ("PU_GITHUB_API_URL".into(), "http://127.0.0.1:9".into()),
+            // the embedded broker on a free port, announced as such in env.json
+            ("PU_MQTT_BIND".into(), format!("127.0.0.1:{mqtt_port}")),
+            ("PU_MQTT_HOST".into(), "127.0.0.1".into()),
+            ("PU_MQTT_PORT".into(), mqtt_port.to_string()),
+            ("PU_MQTT_SHARDS".into(), "2".into()),
         ];
         let mut pg_db = None;
         if backend == Backend::Postgres {
@@ -125,6 +141,19 @@ impl TestInstance {
             http: reqwest::Client::new(),
             config,
         }
+    }
+
+    /// Stops the server gracefully and starts it again on the same ports, data and database.
+    pub async fn restart(&mut self, down_for: std::time::Duration) {
+        if let Some(r) = self.running.take() {
+            r.stop().await.unwrap();
+        }
+        tokio::time::sleep(down_for).await;
+        self.running = Some(
+            RunningInstance::start(self.config.clone())
+                .await
+                .expect("instance restarts"),
+        );
     }
 
     /// Stops the server and drops the PostgreSQL database.

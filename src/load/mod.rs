@@ -3,6 +3,8 @@
 //! throughput and latency percentiles. It targets whatever URL it is given; keep it on loopback
 //! or on machines you own.
 
+pub mod mqtt;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

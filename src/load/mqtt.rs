@@ -1,0 +1,319 @@
+//! `pepeunit load mqtt`: throughput of the MQTT core against the broker itself (SPEC §2).
+//!
+//! Self-contained: starts an instance with the embedded broker in-process on a temporary
+//! SQLite database, creates `--units` units (each with one Output node), then runs for
+//! `--duration` seconds: one connection per unit publishing as fast as it can, round-robin on
+//! its `state`, `log` and node topic (QoS 0), while a bare subscriber on the core's two topic
+//! filters counts what the broker delivers. Reports, for the same window on the same broker:
+//! messages published, received by the bare subscriber, and fully processed by the core
+//! (parsed, routed, throttled or stored), and their ratio. Everything is on loopback and stops
+//! by itself.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::domain::{self, GitPlatform, UnitNodeType, UserRole, UserStatus, VisibilityLevel};
+use crate::server::RunningInstance;
+use crate::service::Instance;
+use crate::store;
+
+#[derive(Args, Debug, Clone)]
+pub struct MqttLoad {
+    /// Units (= publishing connections).
+    #[arg(long, default_value_t = 32)]
+    pub units: usize,
+    /// Seconds to publish (1..=300).
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Shards of the core (default: cores).
+    #[arg(long)]
+    pub shards: Option<usize>,
+    /// Which topics to publish to, comma-separated: state, log, node.
+    #[arg(long, default_value = "state,log,node")]
+    pub topics: String,
+}
+
+pub async fn run_mqtt(args: MqttLoad) -> anyhow::Result<()> {
+    if !(1..=300).contains(&args.duration) {
+        anyhow::bail!("--duration must be between 1 and 300 seconds");
+    }
+    if !(1..=2000).contains(&args.units) {
+        anyhow::bail!("--units must be between 1 and 2000");
+    }
+    let kinds: Vec<&str> = args.topics.split(',').map(str::trim).collect();
+    if kinds.is_empty() || kinds.iter().any(|k| !["state", "log", "node"].contains(k)) {
+        anyhow::bail!("--topics takes state, log and node");
+    }
+    let data = std::env::temp_dir().join(format!("pepeunit-load-{}", Uuid::new_v4().simple()));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut vars = vec![
+        ("PU_DATA_DIR".to_string(), data.display().to_string()),
+        ("PU_HTTP_BIND".into(), "127.0.0.1:0".into()),
+        ("PU_MQTT_BIND".into(), format!("127.0.0.1:{port}")),
+        ("PU_REGISTRY_SYNC_INTERVAL".into(), "86400".into()),
+    ];
+    if let Some(n) = args.shards {
+        vars.push(("PU_MQTT_SHARDS".into(), n.to_string()));
+    }
+    let config = Config::from_vars(vars)?;
+    let running = RunningInstance::start(config).await?;
+    let result = measure(&running.instance, port, &args, &kinds).await;
+    running.stop().await?;
+    let _ = std::fs::remove_dir_all(&data);
+    result
+}
+
+/// A user, a registry row, a repo and `n` units with one Output node each, straight into the
+/// store (no git needed: the benchmark never asks for a version).
+async fn seed(instance: &Instance, n: usize) -> anyhow::Result<Vec<(Uuid, Uuid)>> {
+    let now = domain::now();
+    let pool = instance.pool();
+    let user = store::users::User {
+        uuid: Uuid::new_v4(),
+        role: UserRole::Admin,
+        status: UserStatus::Verified,
+        login: "load_admin".into(),
+        grafana_org_name: Uuid::new_v4(),
+        grafana_org_id: None,
+        create_datetime: now.clone(),
+        hashed_password: String::new(),
+        cipher_dynamic_salt: String::new(),
+        telegram_chat_id: None,
+    };
+    store::users::insert(pool, &user).await?;
+    let registry = store::registries::RepositoryRegistry {
+        uuid: Uuid::new_v4(),
+        platform: GitPlatform::Gitlab,
+        repository_url: "https://example.com/load/firmware.git".into(),
+        is_public_repository: true,
+        releases_data: None,
+        local_repository_size: 0,
+        sync_status: None,
+        sync_error: None,
+        sync_last_datetime: None,
+        create_datetime: now.clone(),
+        last_update_datetime: now.clone(),
+        creator_uuid: Some(user.uuid),
+        branches: Vec::new(),
+    };
+    store::registries::insert(pool, &registry).await?;
+    let repo = store::repos::Repo {
+        uuid: Uuid::new_v4(),
+        visibility_level: VisibilityLevel::Public,
+        name: "load_repo".into(),
+        create_datetime: now.clone(),
+        default_branch: Some("main".into()),
+        is_auto_update_repo: false,
+        default_commit: None,
+        is_only_tag_update: false,
+        is_compilable_repo: false,
+        last_update_datetime: now.clone(),
+        creator_uuid: user.uuid,
+        repository_registry_uuid: registry.uuid,
+    };
+    store::repos::insert(pool, &repo).await?;
+    let mut tx = pool.begin().await?;
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let unit = store::units::Unit {
+            uuid: Uuid::new_v4(),
+            visibility_level: VisibilityLevel::Public,
+            name: format!("load_unit_{i}"),
+            create_datetime: now.clone(),
+            is_auto_update_from_repo_unit: false,
+            target_firmware_platform: None,
+            repo_branch: Some("main".into()),
+            repo_commit: Some("0".repeat(40)),
+            unit_state: None,
+            current_commit_version: None,
+            last_update_datetime: now.clone(),
+            creator_uuid: user.uuid,
+            repo_uuid: repo.uuid,
+            firmware_update_status: None,
+            firmware_update_error: None,
+            last_firmware_update_datetime: None,
+            unit_nodes: Vec::new(),
+            cipher_env: None,
+            cipher_state_storage: None,
+        };
+        store::units::insert(&mut *tx, &unit).await?;
+        let node = store::unit_nodes::UnitNode {
+            uuid: Uuid::new_v4(),
+            node_type: UnitNodeType::Output,
+            visibility_level: VisibilityLevel::Public,
+            is_rewritable_input: false,
+            max_connections: 10,
+            topic_name: "temp/pepeunit".into(),
+            last_update_datetime: now.clone(),
+            is_data_pipe_active: false,
+            data_pipe_yml: None,
+            data_pipe_status: None,
+            data_pipe_error: None,
+            create_datetime: now.clone(),
+            state: None,
+            unit_uuid: unit.uuid,
+            creator_uuid: user.uuid,
+        };
+        store::unit_nodes::insert(&mut *tx, &node).await?;
+        out.push((unit.uuid, node.uuid));
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
+fn options(id: &str, port: u16, token: &str) -> MqttOptions {
+    let mut o = MqttOptions::new(id, "127.0.0.1", port);
+    o.set_credentials(token, "");
+    o.set_keep_alive(Duration::from_secs(60));
+    o.set_request_channel_capacity(1000);
+    o
+}
+
+async fn measure(
+    instance: &Instance,
+    port: u16,
+    args: &MqttLoad,
+    kinds: &[&str],
+) -> anyhow::Result<()> {
+    let units = seed(instance, args.units).await?;
+    let domain = instance.config.domain.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+
+    // the bare subscriber: same filters as the core, counts and does nothing else
+    let bare = Arc::new(AtomicU64::new(0));
+    let backend = instance.tokens.backend_token(&domain);
+    let (sub, mut sub_loop) =
+        AsyncClient::new(options("load-bare-subscriber", port, &backend), 100);
+    for f in crate::mqtt::link::subscriptions(&domain) {
+        sub.subscribe(f, QoS::AtMostOnce).await?;
+    }
+    let bare_count = bare.clone();
+    let sub_stop = stop.clone();
+    let sub_task = tokio::spawn(async move {
+        while !sub_stop.load(Relaxed) {
+            match tokio::time::timeout(Duration::from_millis(200), sub_loop.poll()).await {
+                Ok(Ok(Event::Incoming(Packet::Publish(_)))) => {
+                    bare_count.fetch_add(1, Relaxed);
+                }
+                Ok(Ok(_)) | Err(_) => {}
+                Ok(Err(e)) => {
+                    eprintln!("bare subscriber: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let published = Arc::new(AtomicU64::new(0));
+    let mut publishers = Vec::new();
+    for (i, (unit, node)) in units.iter().enumerate() {
+        let token = instance.tokens.unit_token(*unit);
+        let (client, mut eventloop) =
+            AsyncClient::new(options(&unit.to_string(), port, &token), 1000);
+        let topics: Vec<(String, String)> = kinds
+            .iter()
+            .map(|k| match *k {
+                "state" => (
+                    format!("{domain}/output_base_topic/{unit}/state/pepeunit"),
+                    json!({"pu_commit_version": "0".repeat(40), "millis": i, "mem_free": 1000})
+                        .to_string(),
+                ),
+                "log" => (
+                    format!("{domain}/output_base_topic/{unit}/log/pepeunit"),
+                    json!({"level": "Info", "text": format!("load line from unit {i}")})
+                        .to_string(),
+                ),
+                _ => (
+                    format!("{domain}/{node}/pepeunit"),
+                    format!("{}", 20 + i % 10),
+                ),
+            })
+            .collect();
+        let stop = stop.clone();
+        let published = published.clone();
+        publishers.push(tokio::spawn(async move {
+            // the event loop writes what the client queues
+            let driver = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+            let mut n = 0usize;
+            while !stop.load(Relaxed) {
+                let (topic, payload) = &topics[n % topics.len()];
+                if client
+                    .publish(topic, QoS::AtMostOnce, false, payload.clone())
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                published.fetch_add(1, Relaxed);
+                n += 1;
+            }
+            let _ = client.disconnect().await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            driver.abort();
+        }));
+    }
+
+    let processed = || instance.mqtt_stats.counters.processed.load(Relaxed);
+    // warm-up: connections and caches
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (p0, b0, c0, t0) = (
+        published.load(Relaxed),
+        bare.load(Relaxed),
+        processed(),
+        Instant::now(),
+    );
+    tokio::time::sleep(Duration::from_secs(args.duration)).await;
+    let secs = t0.elapsed().as_secs_f64();
+    let (p1, b1, c1) = (published.load(Relaxed), bare.load(Relaxed), processed());
+    stop.store(true, Relaxed);
+    for p in publishers {
+        let _ = p.await;
+    }
+    // how long the core needs to finish what it had queued
+    let drain = Instant::now();
+    let mut last = processed();
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = processed();
+        if now == last || drain.elapsed() > Duration::from_secs(30) {
+            break;
+        }
+        last = now;
+    }
+    let _ = sub_task.await;
+    let c = instance.mqtt_stats.counters.snapshot();
+    let rate = |n: u64| n as f64 / secs;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&json!({
+            "units": args.units,
+            "shards": instance.config.mqtt_shards,
+            "topics": kinds,
+            "seconds": (secs * 100.0).round() / 100.0,
+            "published_per_s": rate(p1 - p0).round(),
+            "bare_subscriber_per_s": rate(b1 - b0).round(),
+            "core_processed_per_s": rate(c1 - c0).round(),
+            "core_to_bare_ratio": ((c1 - c0) as f64 / (b1 - b0).max(1) as f64 * 1000.0).round() / 1000.0,
+            "core_drain_ms_after_stop": drain.elapsed().as_millis(),
+            "queue_full_events": c.queue_full,
+            "states_stored": c.states_stored,
+            "states_throttled": c.states_throttled,
+            "logs_stored": c.logs_stored,
+            "node_values_stored": c.node_values_stored,
+            "invalid": c.invalid,
+            "batches": c.batches,
+            "batch_errors": c.batch_errors,
+        }))?
+    );
+    Ok(())
+}

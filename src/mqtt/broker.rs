@@ -1,0 +1,252 @@
+//! The embedded broker (rmqtt as a library), so `pepeunit serve` works on a bare machine.
+//!
+//! rmqtt was chosen over rumqttd because it has hooks at every point the platform needs:
+//! CONNECT (authentication), SUBSCRIBE and PUBLISH (ACL, checked separately) and per-message
+//! hooks (for throttling and bridges later); rumqttd only has a connect-time hook.
+//!
+//! Every decision comes from the service layer ([`crate::service::broker_access`]): the same
+//! rules answer EMQX's HTTP authorization in external mode. Backend tokens connect as
+//! superusers (no ACL cost on the core's own subscriptions). ACL answers are cached per
+//! (username, topic, action) for [`ACL_TTL`], so a device publishing fast costs one lookup per
+//! few seconds, not one database read per message.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::num::NonZeroU16;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use rmqtt::codec::v5::SubscribeAckReason;
+use rmqtt::context::ServerContext;
+use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType, Type};
+use rmqtt::net::Builder;
+use rmqtt::server::MqttServer;
+use rmqtt::types::{AuthResult, PublishAclResult, SubscribeAclResult};
+use tokio::task::JoinHandle;
+
+use super::stats::MqttStats;
+use crate::service::broker_access::{BrokerAction, BrokerDecision};
+use crate::service::Instance;
+
+const ACL_TTL: Duration = Duration::from_secs(5);
+const ACL_SLOTS: usize = 16;
+/// Entries per slot before a slot is swept of expired answers.
+const ACL_SLOT_LIMIT: usize = 50_000;
+
+type AclKey = (String, String, BrokerAction);
+
+struct Hooks {
+    instance: Instance,
+    stats: Arc<MqttStats>,
+    acl: Vec<Mutex<HashMap<AclKey, (Instant, bool)>>>,
+}
+
+impl Hooks {
+    fn slot(&self, key: &AclKey) -> &Mutex<HashMap<AclKey, (Instant, bool)>> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut h);
+        &self.acl[(h.finish() as usize) % ACL_SLOTS]
+    }
+
+    async fn allowed(&self, username: &str, topic: &str, action: BrokerAction) -> bool {
+        let key = (username.to_string(), topic.to_string(), action);
+        if let Some((at, ok)) = self.slot(&key).lock().unwrap().get(&key) {
+            if at.elapsed() < ACL_TTL {
+                return *ok;
+            }
+        }
+        let ok = self
+            .instance
+            .broker_decision(username, topic, Some(action))
+            .await
+            == BrokerDecision::Allow;
+        let mut slot = self.slot(&key).lock().unwrap();
+        if slot.len() >= ACL_SLOT_LIMIT {
+            slot.retain(|_, (at, _)| at.elapsed() < ACL_TTL);
+        }
+        slot.insert(key, (Instant::now(), ok));
+        ok
+    }
+}
+
+#[async_trait]
+impl Handler for Hooks {
+    async fn hook(&self, param: &Parameter, acc: Option<HookResult>) -> ReturnType {
+        let c = &self.stats.counters;
+        match param {
+            Parameter::ClientAuthenticate(ci) => {
+                let result = match ci.username() {
+                    Some(token) => match self.instance.mqtt_connect_role(token).await {
+                        Some(superuser) => AuthResult::Allow(superuser, None),
+                        None => AuthResult::NotAuthorized,
+                    },
+                    None => AuthResult::NotAuthorized,
+                };
+                if matches!(result, AuthResult::NotAuthorized) {
+                    self.stats.add(&c.connects_refused, 1);
+                }
+                (false, Some(HookResult::AuthResult(result)))
+            }
+            Parameter::ClientSubscribeCheckAcl(session, sub) => {
+                let user = session.id.username_ref();
+                if self
+                    .allowed(user, &sub.topic_filter, BrokerAction::Subscribe)
+                    .await
+                {
+                    (
+                        false,
+                        Some(HookResult::SubscribeAclResult(
+                            SubscribeAclResult::new_success(sub.opts.qos(), None),
+                        )),
+                    )
+                } else {
+                    self.stats.add(&c.subscribes_denied, 1);
+                    (
+                        false,
+                        Some(HookResult::SubscribeAclResult(
+                            SubscribeAclResult::new_failure(SubscribeAckReason::NotAuthorized),
+                        )),
+                    )
+                }
+            }
+            Parameter::MessagePublishCheckAcl(session, publish) => {
+                let user = session.id.username_ref();
+                // the official device client dies on a payload that is not UTF-8 (it decodes
+                // outside its error handling), so no device may send one to another
+                if std::str::from_utf8(&publish.payload).is_ok()
+                    && self
+                        .allowed(user, &publish.topic, BrokerAction::Publish)
+                        .await
+                {
+                    (
+                        false,
+                        Some(HookResult::PublishAclResult(PublishAclResult::allow())),
+                    )
+                } else {
+                    self.stats.add(&c.publishes_denied, 1);
+                    (
+                        false,
+                        Some(HookResult::PublishAclResult(PublishAclResult::rejected(
+                            false, None,
+                        ))),
+                    )
+                }
+            }
+            _ => (true, acc),
+        }
+    }
+}
+
+/// A running embedded broker.
+pub struct EmbeddedBroker {
+    pub addr: SocketAddr,
+    scx: ServerContext,
+    /// The accept loop; taken when it is stopped.
+    task: Option<JoinHandle<()>>,
+}
+
+impl EmbeddedBroker {
+    /// Binds `PU_MQTT_BIND` and starts accepting. Fails (rather than exiting the process) when
+    /// the address is taken.
+    pub async fn start(instance: Instance, stats: Arc<MqttStats>) -> anyhow::Result<Self> {
+        let config = instance.config.clone();
+        let scx = ServerContext::new().busy_check_enable(false).build().await;
+        let register = scx.extends.hook_mgr().register();
+        let hooks = Arc::new(Hooks {
+            instance,
+            stats,
+            acl: (0..ACL_SLOTS).map(|_| Mutex::default()).collect(),
+        });
+        for t in [
+            Type::ClientAuthenticate,
+            Type::ClientSubscribeCheckAcl,
+            Type::MessagePublishCheckAcl,
+        ] {
+            register.add(t, Box::new(SharedHooks(hooks.clone()))).await;
+        }
+        register.start().await;
+        let mut builder = Builder::new()
+            .name("pepeunit/tcp")
+            .laddr(config.mqtt_bind)
+            // without this a CONNECT with no username would skip the authentication hook
+            .allow_anonymous(false)
+            .reuseaddr(Some(true))
+            .max_inflight(NonZeroU16::new(128).expect("non-zero"))
+            .max_mqueue_len(100_000)
+            .max_packet_size(
+                config
+                    .mqtt_max_packet_size
+                    .map_or(1024 * 1024, |n| n.min(u32::MAX as u64) as u32),
+            );
+        if let Some(max) = config.mqtt_max_connections {
+            builder = builder.max_connections(max as usize);
+        }
+        let listener = builder
+            .bind()
+            .map_err(|e| anyhow::anyhow!("MQTT: cannot listen on {}: {e}", config.mqtt_bind))?
+            .tcp()
+            .map_err(|e| anyhow::anyhow!("MQTT: listener on {}: {e}", config.mqtt_bind))?;
+        let server = MqttServer::new(scx.clone()).listener(listener).build();
+        let task = tokio::spawn(async move {
+            if let Err(e) = server.run().await {
+                tracing::error!(error = %e, "the embedded MQTT broker stopped");
+            }
+        });
+        tracing::info!(addr = %config.mqtt_bind, "embedded MQTT broker listening");
+        Ok(EmbeddedBroker {
+            addr: config.mqtt_bind,
+            scx,
+            task: Some(task),
+        })
+    }
+
+    /// First step of a shutdown: accept no new connections and disconnect every client except
+    /// `keep` (the backend's own connection, which must still receive what was accepted).
+    /// rmqtt has no stop API: the accept loop is aborted.
+    pub async fn disconnect_devices(&mut self, keep: &str) {
+        self.stop_accepting().await;
+        self.kick(Some(keep)).await;
+    }
+
+    /// Disconnects every remaining session.
+    pub async fn stop(mut self) {
+        self.stop_accepting().await;
+        self.kick(None).await;
+    }
+
+    async fn stop_accepting(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    async fn kick(&self, keep: Option<&str>) {
+        let ids: Vec<_> = self
+            .scx
+            .extends
+            .shared()
+            .await
+            .iter()
+            .map(|e| e.id())
+            .filter(|id| keep != Some(&*id.client_id))
+            .collect();
+        for id in ids {
+            let entry = self.scx.extends.shared().await.entry(id);
+            if let Ok(mut locked) = entry.try_lock().await {
+                let _ = locked.kick(true, true, true).await;
+            }
+        }
+    }
+}
+
+struct SharedHooks(Arc<Hooks>);
+
+#[async_trait]
+impl Handler for SharedHooks {
+    async fn hook(&self, param: &Parameter, acc: Option<HookResult>) -> ReturnType {
+        self.0.hook(param, acc).await
+    }
+}

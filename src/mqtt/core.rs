@@ -1,0 +1,443 @@
+//! The sharded core (SPEC §2): one dispatcher routes every message the backend receives to one
+//! of N shard tasks by a hash of its topic, so one topic always reaches the same shard, in
+//! order. Queues are bounded: a full queue is counted and the dispatcher waits (backpressure
+//! onto the broker connection) instead of buffering without limit or dropping.
+//!
+//! Each shard owns its per-topic state (throttle times, message counters: the place for the
+//! rate limits of SPEC §7/§8) and a small cache with a time-to-live per entry for unit and
+//! node lookups, so the hot path takes no global lock. A shard drains whatever is queued (up to
+//! [`MAX_BATCH`]) and writes the effects of the whole batch at once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use super::ingest::{self, ReportedState};
+use super::stats::MqttStats;
+use crate::domain::{self, UnitFirmwareUpdateStatus};
+use crate::service::ingest::{IngestBatch, UnitStateWrite};
+use crate::service::Instance;
+
+/// Most messages one shard handles per database batch.
+pub const MAX_BATCH: usize = 2048;
+/// How long a shard trusts a cached unit or node lookup.
+const CACHE_TTL: Duration = Duration::from_secs(5);
+/// Per-topic entries idle this long are forgotten (bounded memory for deleted units).
+const TOPIC_IDLE: Duration = Duration::from_secs(3600);
+
+/// One message as the broker delivered it.
+pub struct Message {
+    pub topic: String,
+    pub payload: Bytes,
+}
+
+/// Routes messages to shards. Cloned into the broker connection task.
+#[derive(Clone)]
+pub struct Dispatcher {
+    shards: Arc<Vec<mpsc::Sender<Message>>>,
+    stats: Arc<MqttStats>,
+    max_payload: usize,
+}
+
+/// FNV-1a: stable across runs and platforms, cheap for short topics.
+pub fn shard_of(topic: &str, shards: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in topic.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % shards as u64) as usize
+}
+
+impl Dispatcher {
+    /// Hands a message to its shard; waits while that shard's queue is full.
+    pub async fn dispatch(&self, msg: Message) {
+        let stats = Arc::clone(&self.stats);
+        let c = &stats.counters;
+        stats.add(&c.received, 1);
+        if msg.payload.len() > self.max_payload {
+            stats.add(&c.oversized, 1);
+            return;
+        }
+        let tx = &self.shards[shard_of(&msg.topic, self.shards.len())];
+        match tx.try_send(msg) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(msg)) => {
+                stats.add(&c.queue_full, 1);
+                let _ = tx.send(msg).await;
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+}
+
+/// The running shards; dropping every [`Dispatcher`] clone and awaiting [`Shards::join`]
+/// drains the queues and flushes the last batches.
+pub struct Shards {
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Shards {
+    pub async fn join(self) {
+        for h in self.handles {
+            let _ = h.await;
+        }
+    }
+}
+
+pub fn start(instance: Instance, stats: Arc<MqttStats>) -> (Dispatcher, Shards) {
+    let n = instance.config.mqtt_shards;
+    let mut senders = Vec::with_capacity(n);
+    let mut handles = Vec::with_capacity(n);
+    for id in 0..n {
+        let (tx, rx) = mpsc::channel(instance.config.mqtt_shard_queue);
+        senders.push(tx);
+        let shard = Shard::new(id, instance.clone(), stats.clone());
+        handles.push(tokio::spawn(shard.run(rx)));
+    }
+    *stats.queues.lock().unwrap_or_else(|e| e.into_inner()) =
+        senders.iter().map(|tx| tx.downgrade()).collect();
+    let dispatcher = Dispatcher {
+        shards: Arc::new(senders),
+        stats,
+        max_payload: instance.config.mqtt_max_payload_size,
+    };
+    (dispatcher, Shards { handles })
+}
+
+/// What a shard remembers about one topic.
+#[derive(Default)]
+pub struct TopicState {
+    pub messages: u64,
+    pub last_seen: Option<Instant>,
+    /// When a `state` was last accepted on this topic (the `PU_STATE_SEND_INTERVAL` throttle).
+    pub last_state: Option<Instant>,
+    /// The last value stored for a node topic (unchanged values are not rewritten).
+    pub last_value: Option<Bytes>,
+}
+
+#[derive(Clone)]
+struct CachedUnit {
+    current_commit: Option<String>,
+    status: Option<UnitFirmwareUpdateStatus>,
+}
+
+struct Shard {
+    id: usize,
+    instance: Instance,
+    stats: Arc<MqttStats>,
+    domain: String,
+    state_interval: Duration,
+    topics: HashMap<String, TopicState>,
+    units: HashMap<Uuid, (Instant, Option<CachedUnit>)>,
+    nodes: HashMap<Uuid, (Instant, bool)>,
+}
+
+enum Route<'a> {
+    State(Uuid),
+    Log(Uuid),
+    Node(Uuid),
+    Ignore(&'a str),
+}
+
+impl Shard {
+    fn new(id: usize, instance: Instance, stats: Arc<MqttStats>) -> Self {
+        Shard {
+            id,
+            domain: instance.config.domain.clone(),
+            state_interval: Duration::from_secs(instance.config.state_send_interval as u64),
+            instance,
+            stats,
+            topics: HashMap::new(),
+            units: HashMap::new(),
+            nodes: HashMap::new(),
+        }
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Message>) {
+        let mut buf = Vec::with_capacity(MAX_BATCH);
+        let mut last_sweep = Instant::now();
+        loop {
+            if rx.recv_many(&mut buf, MAX_BATCH).await == 0 {
+                break; // every sender is gone and the queue is empty
+            }
+            let mut batch = IngestBatch::default();
+            let n = buf.len() as u64;
+            for msg in buf.drain(..) {
+                self.handle(msg, &mut batch).await;
+            }
+            self.flush(batch).await;
+            self.stats.add(&self.stats.counters.processed, n);
+            if last_sweep.elapsed() > TOPIC_IDLE / 4 {
+                self.sweep();
+                last_sweep = Instant::now();
+            }
+        }
+        tracing::debug!(shard = self.id, "shard drained and stopped");
+    }
+
+    fn route<'a>(&self, topic: &'a str) -> Route<'a> {
+        let mut parts = topic.split('/');
+        if parts.next() != Some(self.domain.as_str()) {
+            return Route::Ignore("foreign domain");
+        }
+        let rest: Vec<&str> = parts.collect();
+        match rest.as_slice() {
+            ["output_base_topic", unit, name, "pepeunit"] => match Uuid::parse_str(unit) {
+                Ok(u) if *name == "state" => Route::State(u),
+                Ok(u) if *name == "log" => Route::Log(u),
+                Ok(_) => Route::Ignore("unknown output base topic"),
+                Err(_) => Route::Ignore("bad unit uuid"),
+            },
+            [node, "pepeunit"] => match Uuid::parse_str(node) {
+                Ok(n) => Route::Node(n),
+                Err(_) => Route::Ignore("bad node uuid"),
+            },
+            _ => Route::Ignore("not a topic the core processes"),
+        }
+    }
+
+    async fn handle(&mut self, msg: Message, batch: &mut IngestBatch) {
+        let stats = Arc::clone(&self.stats);
+        let c = &stats.counters;
+        let route = self.route(&msg.topic);
+        let entry = match route {
+            Route::Ignore(why) => {
+                tracing::trace!(topic = %msg.topic, why, "message ignored");
+                stats.add(&c.ignored, 1);
+                return;
+            }
+            _ => self.topics.entry(msg.topic.clone()).or_default(),
+        };
+        entry.messages += 1;
+        let now = Instant::now();
+        entry.last_seen = Some(now);
+        match route {
+            Route::State(unit) => self.handle_state(unit, &msg, now, batch).await,
+            Route::Log(unit) => self.handle_log(unit, &msg, batch).await,
+            Route::Node(node) => self.handle_node(node, msg, batch).await,
+            Route::Ignore(_) => {}
+        }
+    }
+
+    async fn handle_state(
+        &mut self,
+        unit: Uuid,
+        msg: &Message,
+        now: Instant,
+        batch: &mut IngestBatch,
+    ) {
+        let stats = Arc::clone(&self.stats);
+        let c = &stats.counters;
+        let reported: ReportedState = match ingest::parse_state(&msg.payload) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(topic = %msg.topic, error = %e, "state refused");
+                stats.add(&c.invalid, 1);
+                return;
+            }
+        };
+        let Some(cached) = self.cached_unit(unit).await else {
+            stats.add(&c.invalid, 1);
+            return;
+        };
+        let waiting = cached.status == Some(UnitFirmwareUpdateStatus::RequestSent);
+        let same_commit = cached.current_commit.as_deref() == Some(reported.commit.as_str());
+        let topic = self
+            .topics
+            .get_mut(&msg.topic)
+            .expect("entry made by handle");
+        let too_frequent = topic
+            .last_state
+            .is_some_and(|t| now.duration_since(t) < self.state_interval);
+        if same_commit && !waiting && too_frequent {
+            stats.add(&c.states_throttled, 1);
+            return;
+        }
+        topic.last_state = Some(now);
+        // a pending Update, or a new version (which may answer an Update that timed out)
+        let firmware = if waiting || !same_commit {
+            match self
+                .instance
+                .firmware_transition(unit, &reported.commit)
+                .await
+            {
+                Ok(change) => change,
+                Err(e) => {
+                    tracing::warn!(%unit, error = %e, "cannot decide the firmware update status");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let status = firmware.as_ref().map(|f| f.status).or(cached.status);
+        self.units.insert(
+            unit,
+            (
+                now,
+                Some(CachedUnit {
+                    current_commit: Some(reported.commit.clone()),
+                    status,
+                }),
+            ),
+        );
+        batch.states.insert(
+            unit,
+            UnitStateWrite {
+                unit_state: serde_json::Value::Object(reported.state).to_string(),
+                commit: reported.commit,
+                at: domain::now(),
+                firmware,
+            },
+        );
+    }
+
+    async fn handle_log(&mut self, unit: Uuid, msg: &Message, batch: &mut IngestBatch) {
+        let stats = Arc::clone(&self.stats);
+        let c = &stats.counters;
+        let (lines, refused) = match ingest::parse_log(&msg.payload) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                tracing::debug!(topic = %msg.topic, error = %e, "log refused");
+                stats.add(&c.invalid, 1);
+                return;
+            }
+        };
+        stats.add(&c.invalid, refused as u64);
+        if self.cached_unit(unit).await.is_none() {
+            stats.add(&c.invalid, 1);
+            return;
+        }
+        batch.add_logs(&self.instance, unit, lines);
+    }
+
+    async fn handle_node(&mut self, node: Uuid, msg: Message, batch: &mut IngestBatch) {
+        let stats = Arc::clone(&self.stats);
+        let c = &stats.counters;
+        if std::str::from_utf8(&msg.payload).is_err() {
+            stats.add(&c.invalid, 1);
+            return;
+        }
+        if !self.cached_node(node).await {
+            stats.add(&c.invalid, 1);
+            return;
+        }
+        let topic = self
+            .topics
+            .get_mut(&msg.topic)
+            .expect("entry made by handle");
+        if topic.last_value.as_ref() == Some(&msg.payload) {
+            return;
+        }
+        topic.last_value = Some(msg.payload.clone());
+        let value = String::from_utf8(msg.payload.to_vec()).unwrap_or_default();
+        batch.node_values.insert(node, value);
+    }
+
+    async fn cached_unit(&mut self, uuid: Uuid) -> Option<CachedUnit> {
+        if let Some((at, hit)) = self.units.get(&uuid) {
+            if at.elapsed() < CACHE_TTL {
+                return hit.clone();
+            }
+        }
+        let found = match self.instance.unit(uuid).await {
+            Ok(u) => Some(CachedUnit {
+                current_commit: u.current_commit_version,
+                status: u.firmware_update_status,
+            }),
+            Err(e) if e.status.as_u16() == 404 => None,
+            Err(e) => {
+                tracing::warn!(%uuid, error = %e, "unit lookup failed");
+                return None;
+            }
+        };
+        self.units.insert(uuid, (Instant::now(), found.clone()));
+        found
+    }
+
+    /// Only nodes whose topic ends with `/pepeunit` carry data the platform processes.
+    async fn cached_node(&mut self, uuid: Uuid) -> bool {
+        if let Some((at, hit)) = self.nodes.get(&uuid) {
+            if at.elapsed() < CACHE_TTL {
+                return *hit;
+            }
+        }
+        let found = match self.instance.unit_node(uuid).await {
+            Ok(n) => n.topic_name.ends_with("/pepeunit"),
+            Err(e) if e.status.as_u16() == 404 => false,
+            Err(e) => {
+                tracing::warn!(%uuid, error = %e, "node lookup failed");
+                return false;
+            }
+        };
+        self.nodes.insert(uuid, (Instant::now(), found));
+        found
+    }
+
+    async fn flush(&mut self, batch: IngestBatch) {
+        if batch.is_empty() {
+            return;
+        }
+        let stats = Arc::clone(&self.stats);
+        let c = &stats.counters;
+        let (states, logs, nodes) = (
+            batch.states.len() as u64,
+            batch.logs.len() as u64,
+            batch.node_values.len() as u64,
+        );
+        stats.add(&c.batches, 1);
+        match self.instance.write_ingest_batch(batch).await {
+            Ok(()) => {
+                stats.add(&c.states_stored, states);
+                stats.add(&c.logs_stored, logs);
+                stats.add(&c.node_values_stored, nodes);
+            }
+            Err(e) => {
+                stats.add(&c.batch_errors, 1);
+                tracing::error!(shard = self.id, error = %e, "ingest batch not stored");
+                // forget what we believed was stored, so the next messages are not throttled
+                self.units.clear();
+                for t in self.topics.values_mut() {
+                    t.last_value = None;
+                }
+            }
+        }
+    }
+
+    fn sweep(&mut self) {
+        let now = Instant::now();
+        self.topics.retain(|_, t| {
+            t.last_seen
+                .is_some_and(|s| now.duration_since(s) < TOPIC_IDLE)
+        });
+        self.units.retain(|_, (at, _)| at.elapsed() < CACHE_TTL);
+        self.nodes.retain(|_, (at, _)| at.elapsed() < CACHE_TTL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shard_of;
+
+    #[test]
+    fn one_topic_one_shard() {
+        for n in [1, 2, 7] {
+            let a = shard_of("example.com/output_base_topic/u/state/pepeunit", n);
+            assert!(a < n);
+            assert_eq!(
+                a,
+                shard_of("example.com/output_base_topic/u/state/pepeunit", n)
+            );
+        }
+        let spread: std::collections::HashSet<usize> = (0..100)
+            .map(|i| shard_of(&format!("d/{i}/pepeunit"), 4))
+            .collect();
+        assert_eq!(spread.len(), 4);
+    }
+}

@@ -1,0 +1,186 @@
+//! The MQTT core (SPEC §0–§2): the embedded broker or a connection to an external one, the
+//! backend's connection with the core's subscriptions, the dispatcher and its shards, and the
+//! outbox the service layer publishes commands through.
+//!
+//! Data path of a device message: broker -> [`link`] -> [`core::Dispatcher`] -> shard (by topic
+//! hash) -> [`crate::service::ingest`] -> batched store writes.
+
+pub mod broker;
+pub mod core;
+pub mod ingest;
+pub mod link;
+pub mod outbox;
+pub mod stats;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use utoipa::ToSchema;
+
+use crate::config::MqttMode;
+use crate::service::Instance;
+
+pub use outbox::Outbox;
+pub use stats::MqttStats;
+
+/// The running MQTT core; [`MqttCore::stop`] drains it.
+pub struct MqttCore {
+    broker: Option<broker::EmbeddedBroker>,
+    /// The broker-config worker (EMQX only) and its stop signal.
+    emqx: Option<(JoinHandle<()>, watch::Sender<bool>)>,
+    link: JoinHandle<()>,
+    link_stop: watch::Sender<bool>,
+    shards: core::Shards,
+    dispatcher: core::Dispatcher,
+    last_message_ms: Arc<AtomicU64>,
+    started: Instant,
+    client_id: String,
+}
+
+/// What `GET /metrics/mqtt` reports.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MqttReport {
+    pub mode: String,
+    pub backend_connected: bool,
+    pub shards: usize,
+    pub shard_queue_capacity: usize,
+    /// Messages waiting in each shard's queue now.
+    pub queue_depths: Vec<usize>,
+    pub counters: stats::CountersSnapshot,
+}
+
+impl MqttCore {
+    /// Starts the embedded broker (in embedded mode), the shards and the backend connection.
+    pub async fn start(instance: Instance) -> anyhow::Result<MqttCore> {
+        let stats = instance.mqtt_stats.clone();
+        let broker = match instance.config.mqtt_mode {
+            MqttMode::Embedded => {
+                Some(broker::EmbeddedBroker::start(instance.clone(), stats.clone()).await?)
+            }
+            MqttMode::External => None,
+        };
+        let emqx = match (&instance.config.mqtt_mode, &instance.config.emqx_api_url) {
+            (MqttMode::External, Some(_)) => Some(start_emqx_worker(&instance)?),
+            _ => None,
+        };
+        let (dispatcher, shards) = core::start(instance.clone(), stats.clone());
+        let username = instance
+            .config
+            .mqtt_username
+            .clone()
+            .unwrap_or_else(|| instance.tokens.backend_token(&instance.config.domain));
+        let started = Instant::now();
+        let last_message_ms = Arc::new(AtomicU64::new(0));
+        let (link_stop, link_stop_rx) = watch::channel(false);
+        let link = link::Link {
+            config: instance.config.clone(),
+            username,
+            outbox: instance.outbox.clone(),
+            dispatcher: dispatcher.clone(),
+            stats,
+            last_message_ms: last_message_ms.clone(),
+            started,
+        };
+        let link = tokio::spawn(link.run(link_stop_rx));
+        if broker.is_some() {
+            // the broker is ours and local: commands work from the first request on
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !instance.outbox.is_connected() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            if !instance.outbox.is_connected() {
+                tracing::warn!("the MQTT core has not connected to the embedded broker yet");
+            }
+        }
+        Ok(MqttCore {
+            broker,
+            emqx,
+            link,
+            link_stop,
+            shards,
+            dispatcher,
+            last_message_ms,
+            started,
+            client_id: instance.config.mqtt_client_id.clone(),
+        })
+    }
+
+    /// Stops in the order that loses nothing already accepted: the embedded broker stops
+    /// taking connections and drops the devices (they keep unacknowledged QoS 1 messages and
+    /// resend them on reconnect), the backend receives what the broker still holds until
+    /// messages stop arriving (bounded), disconnects, and every shard drains its queue and
+    /// writes its last batch.
+    pub async fn stop(mut self) {
+        if let Some(b) = self.broker.as_mut() {
+            b.disconnect_devices(&self.client_id).await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let last = Duration::from_millis(self.last_message_ms.load(Ordering::Relaxed));
+            let quiet = self.started.elapsed().saturating_sub(last) > Duration::from_millis(200);
+            if quiet || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = self.link_stop.send(true);
+        let _ = self.link.await;
+        drop(self.dispatcher);
+        self.shards.join().await;
+        if let Some(b) = self.broker {
+            b.stop().await;
+        }
+        if let Some((task, stop)) = self.emqx {
+            let _ = stop.send(true);
+            let _ = task.await;
+        }
+    }
+}
+
+/// The one task applying broker configuration (SPEC §2): EMQX's authentication and
+/// authorization sources and listener limits, through its REST API.
+fn start_emqx_worker(instance: &Instance) -> anyhow::Result<(JoinHandle<()>, watch::Sender<bool>)> {
+    let c = &instance.config;
+    let backend = c
+        .emqx_backend_url
+        .clone()
+        .unwrap_or_else(|| format!("{}{}{}", c.origin(), c.app_prefix, c.api_prefix));
+    let mut settings = crate::emqx::EmqxSettings::new(
+        c.emqx_api_url.as_deref().unwrap_or_default(),
+        &c.emqx_api_key,
+        &c.emqx_api_secret,
+        &backend,
+    );
+    settings.max_connections = c.mqtt_max_connections;
+    settings.max_packet_size = c.mqtt_max_packet_size;
+    let admin =
+        crate::emqx::EmqxAdmin::new(settings).map_err(|e| anyhow::anyhow!("EMQX settings: {e}"))?;
+    let (stop, stop_rx) = watch::channel(false);
+    // nothing asks for a re-apply yet (bridges will); keep the sender alive with the task
+    let (reapply, reapply_rx) = tokio::sync::mpsc::channel(4);
+    let task = tokio::spawn(async move {
+        let _reapply = reapply;
+        crate::emqx::run_worker(admin, stop_rx, reapply_rx).await
+    });
+    Ok((task, stop))
+}
+
+impl Instance {
+    pub fn mqtt_report(&self) -> MqttReport {
+        MqttReport {
+            mode: match self.config.mqtt_mode {
+                MqttMode::Embedded => "embedded".into(),
+                MqttMode::External => "external".into(),
+            },
+            backend_connected: self.outbox.is_connected(),
+            shards: self.config.mqtt_shards,
+            shard_queue_capacity: self.config.mqtt_shard_queue,
+            queue_depths: self.mqtt_stats.queue_depths(),
+            counters: self.mqtt_stats.counters.snapshot(),
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! The service side of the MQTT ingest path: the rules that decide what a device's `state`,
+//! `log` and node messages change, and the batched write of those changes. The shards of
+//! [`crate::mqtt::core`] parse and throttle; every decision about stored data is made here.
+
+use std::collections::HashMap;
+
+use chrono::Duration;
+use uuid::Uuid;
+
+use super::Instance;
+use crate::domain::{self, UnitFirmwareUpdateStatus};
+use crate::error::AppResult;
+use crate::mqtt::ingest::ReportedLog;
+use crate::store::{self, unit_logs::NewUnitLog};
+
+/// A firmware status transition caused by a reported version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FirmwareChange {
+    pub status: UnitFirmwareUpdateStatus,
+    pub error: Option<String>,
+}
+
+/// A unit's reported state, ready to store.
+#[derive(Debug, Clone)]
+pub struct UnitStateWrite {
+    pub unit_state: String,
+    pub commit: String,
+    pub at: String,
+    pub firmware: Option<FirmwareChange>,
+}
+
+/// Everything one shard batch changes; written at once by [`Instance::write_ingest_batch`].
+#[derive(Default)]
+pub struct IngestBatch {
+    /// Last reported state per unit (later messages of the batch replace earlier ones).
+    pub states: HashMap<Uuid, UnitStateWrite>,
+    /// Last value per node.
+    pub node_values: HashMap<Uuid, String>,
+    pub logs: Vec<NewUnitLog>,
+}
+
+impl IngestBatch {
+    pub fn is_empty(&self) -> bool {
+        self.states.is_empty() && self.node_values.is_empty() && self.logs.is_empty()
+    }
+
+    /// Adds a device's log lines: timestamps missing from the device become the server's time
+    /// (one microsecond apart, keeping their order), and every line expires after
+    /// `PU_UNIT_LOG_EXPIRATION`.
+    pub fn add_logs(&mut self, instance: &Instance, unit: Uuid, lines: Vec<ReportedLog>) {
+        let now = chrono::Utc::now().naive_utc();
+        let expires =
+            domain::format_time(now + Duration::seconds(instance.config.unit_log_expiration_secs));
+        for (i, line) in lines.into_iter().enumerate() {
+            let created = line
+                .create_datetime
+                .unwrap_or_else(|| now + Duration::microseconds(i as i64));
+            self.logs.push(NewUnitLog {
+                uuid: Uuid::new_v4(),
+                unit_uuid: unit,
+                level: line.level,
+                text: line.text,
+                create_datetime: domain::format_time(created),
+                expiration_datetime: expires.clone(),
+            });
+        }
+    }
+}
+
+impl Instance {
+    /// Called when a unit whose `Update` is pending reports `commit`, or when a unit reports a
+    /// new version: Success when it runs the target version (also after an Update that timed
+    /// out: the device did update, late); a pending Update becomes Error once
+    /// `PU_FIRMWARE_UPDATE_TIMEOUT` has passed without the target version.
+    pub async fn firmware_transition(
+        &self,
+        unit: Uuid,
+        commit: &str,
+    ) -> AppResult<Option<FirmwareChange>> {
+        let Some(unit) = store::units::get(self.pool(), unit).await? else {
+            return Ok(None);
+        };
+        let pending = match unit.firmware_update_status {
+            Some(UnitFirmwareUpdateStatus::RequestSent) => true,
+            Some(UnitFirmwareUpdateStatus::Error) => false,
+            _ => return Ok(None),
+        };
+        let repo = self.repo(unit.repo_uuid).await?;
+        let target = self.unit_target_version(&unit, &repo).await?;
+        if !pending {
+            return Ok((target.commit == commit).then_some(FirmwareChange {
+                status: UnitFirmwareUpdateStatus::Success,
+                error: None,
+            }));
+        }
+        if target.commit == commit {
+            return Ok(Some(FirmwareChange {
+                status: UnitFirmwareUpdateStatus::Success,
+                error: None,
+            }));
+        }
+        let sent = unit
+            .last_firmware_update_datetime
+            .as_deref()
+            .and_then(domain::parse_time);
+        let timeout = Duration::seconds(self.config.firmware_update_timeout);
+        match sent {
+            Some(sent) if chrono::Utc::now().naive_utc() - sent <= timeout => Ok(None),
+            _ => Ok(Some(self.update_timed_out())),
+        }
+    }
+
+    fn update_timed_out(&self) -> FirmwareChange {
+        FirmwareChange {
+            status: UnitFirmwareUpdateStatus::Error,
+            error: Some(format!(
+                "The device did not report the target version within {} s",
+                self.config.firmware_update_timeout
+            )),
+        }
+    }
+
+    /// Writes one shard batch: unit states and node values in one transaction, then the log
+    /// lines (their store may be a different database).
+    pub async fn write_ingest_batch(&self, batch: IngestBatch) -> AppResult<()> {
+        if !batch.states.is_empty() || !batch.node_values.is_empty() {
+            let now = domain::now();
+            let mut tx = self.pool().begin().await?;
+            for (uuid, s) in &batch.states {
+                let w = store::units::ReportedStateWrite {
+                    unit_state: &s.unit_state,
+                    commit: &s.commit,
+                    at: &s.at,
+                    firmware: s
+                        .firmware
+                        .as_ref()
+                        .map(|f| (f.status, f.error.as_deref(), None)),
+                };
+                store::units::set_reported_state(&mut *tx, *uuid, &w).await?;
+            }
+            for (uuid, value) in &batch.node_values {
+                store::unit_nodes::set_state(&mut *tx, *uuid, Some(value), &now).await?;
+            }
+            tx.commit().await?;
+            for uuid in batch.states.keys() {
+                self.units_cache.invalidate(*uuid);
+            }
+        }
+        if !batch.logs.is_empty() {
+            self.store_unit_logs(batch.logs).await?;
+        }
+        Ok(())
+    }
+
+    /// The poller's job: pending `Update`s older than `PU_FIRMWARE_UPDATE_TIMEOUT` become Error.
+    pub async fn expire_update_requests(&self) -> AppResult<usize> {
+        let before = domain::format_time(
+            chrono::Utc::now().naive_utc() - Duration::seconds(self.config.firmware_update_timeout),
+        );
+        let stale = store::units::stale_update_requests(self.pool(), &before).await?;
+        let error = self.update_timed_out().error.unwrap_or_default();
+        let mut failed = 0;
+        for uuid in &stale {
+            if store::units::fail_update_request(self.pool(), *uuid, &before, &error).await? {
+                failed += 1;
+            }
+            self.units_cache.invalidate(*uuid);
+        }
+        Ok(failed)
+    }
+}

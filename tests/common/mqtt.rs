@@ -1,0 +1,114 @@
+//! A minimal MQTT device for tests (rumqttc): connect with a token, subscribe, publish, and
+//! receive with timeouts. Tests about the official client use tests/device/*.py instead.
+
+use std::time::Duration;
+
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, Event, MqttOptions, Packet, QoS, SubscribeReasonCode,
+};
+use tokio::sync::mpsc;
+
+pub struct MqttDevice {
+    pub client: AsyncClient,
+    messages: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+    subacks: mpsc::UnboundedReceiver<Vec<bool>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for MqttDevice {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl MqttDevice {
+    /// Connects and waits for the CONNACK; `Err` carries the refusal.
+    pub async fn connect(port: u16, client_id: &str, token: &str) -> Result<MqttDevice, String> {
+        let mut o = MqttOptions::new(client_id, "127.0.0.1", port);
+        o.set_credentials(token, "");
+        o.set_keep_alive(Duration::from_secs(30));
+        o.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut eventloop) = AsyncClient::new(o, 1000);
+        let first = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(a))) => return Ok(a.code),
+                    Ok(_) => continue,
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        })
+        .await
+        .map_err(|_| "no CONNACK within 10 s".to_string())??;
+        if first != ConnectReturnCode::Success {
+            return Err(format!("{first:?}"));
+        }
+        let (mtx, messages) = mpsc::unbounded_channel();
+        let (stx, subacks) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let _ = mtx.send((p.topic, p.payload.to_vec()));
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(a))) => {
+                        let ok = a
+                            .return_codes
+                            .iter()
+                            .map(|c| !matches!(c, SubscribeReasonCode::Failure))
+                            .collect();
+                        let _ = stx.send(ok);
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        Ok(MqttDevice {
+            client,
+            messages,
+            subacks,
+            task,
+        })
+    }
+
+    /// Subscribes with QoS 1; true when the broker granted it.
+    pub async fn subscribe(&mut self, filter: &str) -> bool {
+        self.client
+            .subscribe(filter, QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        let acks = tokio::time::timeout(Duration::from_secs(10), self.subacks.recv())
+            .await
+            .expect("SUBACK within 10 s")
+            .expect("event loop alive");
+        acks.iter().all(|ok| *ok)
+    }
+
+    pub async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload.into())
+            .await
+            .unwrap();
+    }
+
+    /// The next message, or None after `wait`.
+    pub async fn recv(&mut self, wait: Duration) -> Option<(String, Vec<u8>)> {
+        tokio::time::timeout(wait, self.messages.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// The next message on `topic`, skipping others; None after `wait`.
+    pub async fn recv_on(&mut self, topic: &str, wait: Duration) -> Option<Vec<u8>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let (t, p) = self.recv(left).await?;
+            if t == topic {
+                return Some(p);
+            }
+        }
+    }
+}

@@ -38,11 +38,22 @@ pub struct MqttLoad {
     /// Which topics to publish to, comma-separated: state, log, node.
     #[arg(long, default_value = "state,log,node")]
     pub topics: String,
+    /// Total messages per second over all publishers, paced every 10 ms (default: as fast as
+    /// they can, which overloads the broker and makes it drop QoS 0 messages).
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// Instead of MQTT: store this many log lines straight through the log store (batches of
+    /// 2048) and report lines/s, the ceiling of log ingest on this database.
+    #[arg(long)]
+    pub store_only: Option<usize>,
 }
 
 pub async fn run_mqtt(args: MqttLoad) -> anyhow::Result<()> {
     if !(1..=300).contains(&args.duration) {
         anyhow::bail!("--duration must be between 1 and 300 seconds");
+    }
+    if args.rate == Some(0) {
+        anyhow::bail!("--rate must be positive");
     }
     if !(1..=2000).contains(&args.units) {
         anyhow::bail!("--units must be between 1 and 2000");
@@ -66,7 +77,10 @@ pub async fn run_mqtt(args: MqttLoad) -> anyhow::Result<()> {
     }
     let config = Config::from_vars(vars)?;
     let running = RunningInstance::start(config).await?;
-    let result = measure(&running.instance, port, &args, &kinds).await;
+    let result = match args.store_only {
+        Some(lines) => store_only(&running.instance, lines).await,
+        None => measure(&running.instance, port, &args, &kinds).await,
+    };
     running.stop().await?;
     let _ = std::fs::remove_dir_all(&data);
     result
@@ -93,7 +107,7 @@ async fn seed(instance: &Instance, n: usize) -> anyhow::Result<Vec<(Uuid, Uuid)>
     let registry = store::registries::RepositoryRegistry {
         uuid: Uuid::new_v4(),
         platform: GitPlatform::Gitlab,
-        repository_url: "https://example.com/load/firmware.git".into(),
+        repository_url: "http://127.0.0.1:9/load/firmware.git".into(),
         is_public_repository: true,
         releases_data: None,
         local_repository_size: 0,
@@ -170,6 +184,32 @@ async fn seed(instance: &Instance, n: usize) -> anyhow::Result<Vec<(Uuid, Uuid)>
     Ok(out)
 }
 
+async fn store_only(instance: &Instance, lines: usize) -> anyhow::Result<()> {
+    let units = seed(instance, 32).await?;
+    let start = Instant::now();
+    let mut stored = 0;
+    while stored < lines {
+        let n = (lines - stored).min(2048);
+        let mut batch = crate::service::ingest::IngestBatch::default();
+        for i in 0..n {
+            let line = crate::mqtt::ingest::ReportedLog {
+                level: domain::LogLevel::Info,
+                text: format!("load line {}", stored + i),
+                create_datetime: None,
+            };
+            batch.add_logs(instance, units[i % units.len()].0, vec![line]);
+        }
+        instance.store_unit_logs(batch.logs).await?;
+        stored += n;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        json!({"store_only_lines": lines, "seconds": (secs * 100.0).round() / 100.0, "lines_per_s": (lines as f64 / secs).round()})
+    );
+    Ok(())
+}
+
 fn options(id: &str, port: u16, token: &str) -> MqttOptions {
     let mut o = MqttOptions::new(id, "127.0.0.1", port);
     o.set_credentials(token, "");
@@ -241,21 +281,38 @@ async fn measure(
             .collect();
         let stop = stop.clone();
         let published = published.clone();
+        let (rate, units) = (args.rate, args.units);
         publishers.push(tokio::spawn(async move {
             // the event loop writes what the client queues
             let driver = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
             let mut n = 0usize;
-            while !stop.load(Relaxed) {
-                let (topic, payload) = &topics[n % topics.len()];
-                if client
-                    .publish(topic, QoS::AtMostOnce, false, payload.clone())
-                    .await
-                    .is_err()
-                {
-                    break;
+            // messages per 10 ms tick for this publisher (fractions carried over)
+            let per_tick = rate.map(|r| r as f64 / units as f64 / 100.0);
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            let mut credit = 0.0;
+            'run: while !stop.load(Relaxed) {
+                let burst = match per_tick {
+                    Some(p) => {
+                        tick.tick().await;
+                        credit += p;
+                        let k = credit.floor();
+                        credit -= k;
+                        k as usize
+                    }
+                    None => 1,
+                };
+                for _ in 0..burst {
+                    let (topic, payload) = &topics[n % topics.len()];
+                    if client
+                        .publish(topic, QoS::AtMostOnce, false, payload.clone())
+                        .await
+                        .is_err()
+                    {
+                        break 'run;
+                    }
+                    published.fetch_add(1, Relaxed);
+                    n += 1;
                 }
-                published.fetch_add(1, Relaxed);
-                n += 1;
             }
             let _ = client.disconnect().await;
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -299,6 +356,7 @@ async fn measure(
             "units": args.units,
             "shards": instance.config.mqtt_shards,
             "topics": kinds,
+            "rate_target_per_s": args.rate,
             "seconds": (secs * 100.0).round() / 100.0,
             "published_per_s": rate(p1 - p0).round(),
             "bare_subscriber_per_s": rate(b1 - b0).round(),

@@ -22,6 +22,7 @@ use super::stats::MqttStats;
 use crate::domain::{self, UnitFirmwareUpdateStatus};
 use crate::service::ingest::{IngestBatch, UnitStateWrite};
 use crate::service::Instance;
+use crate::store::unit_logs::NewUnitLog;
 
 /// Most messages one shard handles per database batch.
 pub const MAX_BATCH: usize = 2048;
@@ -80,12 +81,43 @@ impl Dispatcher {
 /// drains the queues and flushes the last batches.
 pub struct Shards {
     handles: Vec<JoinHandle<()>>,
+    log_writer: JoinHandle<()>,
 }
 
 impl Shards {
+    /// Waits for every shard to drain, then for the log writer to store what they sent it.
     pub async fn join(self) {
         for h in self.handles {
             let _ = h.await;
+        }
+        let _ = self.log_writer.await;
+    }
+}
+
+/// Batches of log lines in flight from the shards to the log writer.
+const LOG_WRITER_QUEUE: usize = 64;
+
+/// The one task that writes log lines: every shard sends its lines here, so the log store
+/// sees one writer with large batches instead of N writers contending for it (SQLite has a
+/// single write lock). A full queue makes the shards wait (backpressure, nothing dropped).
+async fn log_writer(
+    instance: Instance,
+    stats: Arc<MqttStats>,
+    mut rx: mpsc::Receiver<Vec<NewUnitLog>>,
+) {
+    let mut batches = Vec::with_capacity(LOG_WRITER_QUEUE);
+    loop {
+        if rx.recv_many(&mut batches, LOG_WRITER_QUEUE).await == 0 {
+            break;
+        }
+        let lines: Vec<NewUnitLog> = batches.drain(..).flatten().collect();
+        let n = lines.len() as u64;
+        match instance.store_unit_logs(lines).await {
+            Ok(_) => stats.add(&stats.counters.logs_stored, n),
+            Err(e) => {
+                stats.add(&stats.counters.batch_errors, 1);
+                tracing::error!(lines = n, error = %e, "unit log lines not stored");
+            }
         }
     }
 }
@@ -94,10 +126,12 @@ pub fn start(instance: Instance, stats: Arc<MqttStats>) -> (Dispatcher, Shards) 
     let n = instance.config.mqtt_shards;
     let mut senders = Vec::with_capacity(n);
     let mut handles = Vec::with_capacity(n);
+    let (logs_tx, logs_rx) = mpsc::channel(LOG_WRITER_QUEUE);
+    let log_writer = tokio::spawn(log_writer(instance.clone(), stats.clone(), logs_rx));
     for id in 0..n {
         let (tx, rx) = mpsc::channel(instance.config.mqtt_shard_queue);
         senders.push(tx);
-        let shard = Shard::new(id, instance.clone(), stats.clone());
+        let shard = Shard::new(id, instance.clone(), stats.clone(), logs_tx.clone());
         handles.push(tokio::spawn(shard.run(rx)));
     }
     *stats.queues.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -107,7 +141,14 @@ pub fn start(instance: Instance, stats: Arc<MqttStats>) -> (Dispatcher, Shards) 
         stats,
         max_payload: instance.config.mqtt_max_payload_size,
     };
-    (dispatcher, Shards { handles })
+    drop(logs_tx);
+    (
+        dispatcher,
+        Shards {
+            handles,
+            log_writer,
+        },
+    )
 }
 
 /// What a shard remembers about one topic.
@@ -129,6 +170,7 @@ struct CachedUnit {
 
 struct Shard {
     id: usize,
+    logs: mpsc::Sender<Vec<NewUnitLog>>,
     instance: Instance,
     stats: Arc<MqttStats>,
     domain: String,
@@ -146,9 +188,15 @@ enum Route<'a> {
 }
 
 impl Shard {
-    fn new(id: usize, instance: Instance, stats: Arc<MqttStats>) -> Self {
+    fn new(
+        id: usize,
+        instance: Instance,
+        stats: Arc<MqttStats>,
+        logs: mpsc::Sender<Vec<NewUnitLog>>,
+    ) -> Self {
         Shard {
             id,
+            logs,
             domain: instance.config.domain.clone(),
             state_interval: Duration::from_secs(instance.config.state_send_interval as u64),
             instance,
@@ -380,22 +428,21 @@ impl Shard {
         found
     }
 
-    async fn flush(&mut self, batch: IngestBatch) {
+    async fn flush(&mut self, mut batch: IngestBatch) {
+        let logs = std::mem::take(&mut batch.logs);
+        if !logs.is_empty() && self.logs.send(logs).await.is_err() {
+            tracing::error!(shard = self.id, "the log writer is gone; log lines dropped");
+        }
         if batch.is_empty() {
             return;
         }
         let stats = Arc::clone(&self.stats);
         let c = &stats.counters;
-        let (states, logs, nodes) = (
-            batch.states.len() as u64,
-            batch.logs.len() as u64,
-            batch.node_values.len() as u64,
-        );
+        let (states, nodes) = (batch.states.len() as u64, batch.node_values.len() as u64);
         stats.add(&c.batches, 1);
         match self.instance.write_ingest_batch(batch).await {
             Ok(()) => {
                 stats.add(&c.states_stored, states);
-                stats.add(&c.logs_stored, logs);
                 stats.add(&c.node_values_stored, nodes);
             }
             Err(e) => {

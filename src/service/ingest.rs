@@ -56,7 +56,8 @@ impl IngestBatch {
                 .create_datetime
                 .unwrap_or_else(|| now + Duration::microseconds(i as i64));
             self.logs.push(NewUnitLog {
-                uuid: Uuid::new_v4(),
+                // time-ordered, so the primary key index grows at its end instead of splitting pages
+                uuid: Uuid::now_v7(),
                 unit_uuid: unit,
                 level: line.level,
                 text: line.text,

@@ -53,7 +53,7 @@ impl Instance {
         // the config caps the lifetime, so this cannot overflow
         let expiration = now + chrono::Duration::seconds(self.config.unit_log_expiration_secs);
         NewUnitLog {
-            uuid: Uuid::new_v4(),
+            uuid: Uuid::now_v7(),
             unit_uuid,
             level,
             text,

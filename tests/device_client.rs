@@ -10,19 +10,11 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::fixtures::{registry_repo_unit, FirmwareRepo};
-use common::{require_all, Backend, TestInstance};
+use common::{python, Backend, TestInstance};
 use serde_json::{json, Value};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/device/client_rest.py");
 const PYTHON_TIMEOUT: Duration = Duration::from_secs(60);
-
-fn python() -> Option<String> {
-    match std::env::var("PU_TEST_PYTHON") {
-        Ok(p) if !p.is_empty() => Some(p),
-        _ if require_all() => panic!("PU_TEST_PYTHON is not set but PU_TEST_REQUIRE_ALL=1"),
-        _ => None,
-    }
-}
 
 /// Runs the client script on `work`, killing it after [`PYTHON_TIMEOUT`]; returns its summary.
 async fn run_client(python: &str, work: &std::path::Path) -> Value {

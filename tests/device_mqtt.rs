@@ -13,21 +13,14 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::fixtures::{registry_repo_unit, FirmwareRepo};
-use common::{require_all, Backend, TestInstance};
+use common::mqtt::unit_token;
+use common::{python, Backend, TestInstance};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/device/mqtt_device.py");
 const WAIT: Duration = Duration::from_secs(30);
-
-fn python() -> Option<String> {
-    match std::env::var("PU_TEST_PYTHON") {
-        Ok(p) if !p.is_empty() => Some(p),
-        _ if require_all() => panic!("PU_TEST_PYTHON is not set but PU_TEST_REQUIRE_ALL=1"),
-        _ => None,
-    }
-}
 
 /// One running device process and its event lines.
 struct Device {
@@ -133,10 +126,6 @@ async fn workdir(inst: &TestInstance, unit: &str, token: &str) -> tempfile::Temp
         .unwrap();
     }
     dir
-}
-
-fn unit_token(inst: &TestInstance, unit: &str) -> String {
-    pepeunit::token::TokenKey::new(&inst.config.secret_key).unit_token(unit.parse().unwrap())
 }
 
 async fn wait_unit(

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::fixtures::{registry_repo_unit, FirmwareRepo};
-use common::mqtt::MqttDevice;
+use common::mqtt::{base_topic, unit_token, MqttDevice};
 use common::{Backend, TestInstance};
 use serde_json::{json, Value};
 
@@ -15,19 +15,6 @@ const WAIT: Duration = Duration::from_secs(10);
 
 fn mqtt_port(inst: &TestInstance) -> u16 {
     inst.config.mqtt_bind.port()
-}
-
-fn unit_token(inst: &TestInstance, unit: &Value) -> String {
-    pepeunit::token::TokenKey::new(&inst.config.secret_key)
-        .unit_token(unit["uuid"].as_str().unwrap().parse().unwrap())
-}
-
-fn base_topic(inst: &TestInstance, unit: &Value, dest: &str, name: &str) -> String {
-    format!(
-        "{}/{dest}/{}/{name}/pepeunit",
-        inst.domain,
-        unit["uuid"].as_str().unwrap()
-    )
 }
 
 /// Polls `GET path` until `done` holds (bounded); returns the last body.

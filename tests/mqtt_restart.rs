@@ -9,24 +9,11 @@ use std::time::Duration;
 
 use common::fixtures::{registry_repo_unit, FirmwareRepo};
 use common::mosquitto::Mosquitto;
-use common::mqtt::MqttDevice;
+use common::mqtt::{base_topic as topic, unit_token, MqttDevice};
 use common::{Backend, TestInstance};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn unit_token(inst: &TestInstance, unit: &Value) -> String {
-    pepeunit::token::TokenKey::new(&inst.config.secret_key)
-        .unit_token(unit["uuid"].as_str().unwrap().parse().unwrap())
-}
-
-fn topic(inst: &TestInstance, unit: &Value, dest: &str, name: &str) -> String {
-    format!(
-        "{}/{dest}/{}/{name}/pepeunit",
-        inst.domain,
-        unit["uuid"].as_str().unwrap()
-    )
-}
 
 async fn external(backend: Backend, broker: &Mosquitto) -> TestInstance {
     let port = broker.port.to_string();

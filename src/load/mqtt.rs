@@ -52,6 +52,12 @@ pub async fn run_mqtt(args: MqttLoad) -> anyhow::Result<()> {
     if !(1..=300).contains(&args.duration) {
         anyhow::bail!("--duration must be between 1 and 300 seconds");
     }
+    if args
+        .store_only
+        .is_some_and(|n| !(1..=10_000_000).contains(&n))
+    {
+        anyhow::bail!("--store-only must be between 1 and 10000000 lines");
+    }
     if args.rate == Some(0) {
         anyhow::bail!("--rate must be positive");
     }

@@ -260,7 +260,13 @@ impl Shard {
                 stats.add(&c.ignored, 1);
                 return;
             }
-            _ => self.topics.entry(msg.topic.clone()).or_default(),
+            // the topic string is copied only the first time a topic is seen
+            _ => {
+                if !self.topics.contains_key(&msg.topic) {
+                    self.topics.insert(msg.topic.clone(), TopicState::default());
+                }
+                self.topics.get_mut(&msg.topic).expect("inserted above")
+            }
         };
         entry.messages += 1;
         let now = Instant::now();

@@ -18,6 +18,16 @@ use pepeunit::server::RunningInstance;
 use serde_json::{json, Value};
 use sqlx::Executor;
 
+/// The venv interpreter with `pepeunit-client` (`PU_TEST_PYTHON`, made by scripts/test.sh), or
+/// None (then the test skips, or fails when everything is required).
+pub fn python() -> Option<String> {
+    match std::env::var("PU_TEST_PYTHON") {
+        Ok(p) if !p.is_empty() => Some(p),
+        _ if require_all() => panic!("PU_TEST_PYTHON is not set but PU_TEST_REQUIRE_ALL=1"),
+        _ => None,
+    }
+}
+
 /// A loopback port free at the time of asking (for listeners configured by address).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -112,3 +112,46 @@ impl MqttDevice {
         }
     }
 }
+
+/// A unit as tests hold it: its JSON (`UnitRead`) or its uuid string.
+pub trait UnitId {
+    fn unit_uuid(&self) -> &str;
+}
+
+impl UnitId for serde_json::Value {
+    fn unit_uuid(&self) -> &str {
+        self["uuid"].as_str().expect("a unit object with a uuid")
+    }
+}
+
+impl UnitId for str {
+    fn unit_uuid(&self) -> &str {
+        self
+    }
+}
+
+impl UnitId for String {
+    fn unit_uuid(&self) -> &str {
+        self
+    }
+}
+
+/// The unit's MQTT username (its token, signed with the instance's key).
+pub fn unit_token(inst: &super::TestInstance, unit: &(impl UnitId + ?Sized)) -> String {
+    pepeunit::token::TokenKey::new(&inst.config.secret_key)
+        .unit_token(unit.unit_uuid().parse().expect("a unit uuid"))
+}
+
+/// `{domain}/{dest}/{unit}/{name}/pepeunit`
+pub fn base_topic(
+    inst: &super::TestInstance,
+    unit: &(impl UnitId + ?Sized),
+    dest: &str,
+    name: &str,
+) -> String {
+    format!(
+        "{}/{dest}/{}/{name}/pepeunit",
+        inst.domain,
+        unit.unit_uuid()
+    )
+}

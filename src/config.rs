@@ -59,6 +59,11 @@ const KNOWN_KEYS: &[&str] = &[
     "PU_EMQX_API_SECRET",
     "PU_FIRMWARE_UPDATE_TIMEOUT",
     "PU_EMQX_BACKEND_URL",
+    "PU_FEDERATION_ALLOW_LOCAL",
+    "PU_FEDERATION_AUTHORIZED_FETCH",
+    "PU_FEDERATION_RETRY_BASE",
+    "PU_FEDERATION_MAX_ATTEMPTS",
+    "PU_INSTANCE_NAME",
 ];
 
 /// Longest log lifetime accepted, seconds.
@@ -131,6 +136,17 @@ pub struct Config {
     pub emqx_backend_url: Option<String>,
     /// Seconds after which an unanswered `Update` becomes an Error (default 2 x state interval).
     pub firmware_update_timeout: i64,
+    /// `PU_FEDERATION_ALLOW_LOCAL`: federate with http, loopback and private addresses and
+    /// explicit ports. For tests and local trials only.
+    pub federation_allow_local: bool,
+    /// `PU_FEDERATION_AUTHORIZED_FETCH`: require signed GETs of actors and collections.
+    pub federation_authorized_fetch: bool,
+    /// `PU_FEDERATION_RETRY_BASE` (s): first retry delay of a failed delivery.
+    pub federation_retry_base_secs: u64,
+    /// `PU_FEDERATION_MAX_ATTEMPTS`: attempts before a delivery is dead-lettered.
+    pub federation_max_attempts: i64,
+    /// `PU_INSTANCE_NAME`: the instance actor's and NodeInfo's name.
+    pub instance_name: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -355,7 +371,37 @@ impl Config {
             }
         };
 
+        let federation_retry_base_secs: u64 = src.parse("PU_FEDERATION_RETRY_BASE", 30)?;
+        if !(1..=86_400).contains(&federation_retry_base_secs) {
+            return Err(invalid(
+                "PU_FEDERATION_RETRY_BASE",
+                "must be between 1 and 86400 (seconds)",
+            ));
+        }
+        let federation_max_attempts: i64 = src.parse("PU_FEDERATION_MAX_ATTEMPTS", 10)?;
+        if !(1..=100).contains(&federation_max_attempts) {
+            return Err(invalid(
+                "PU_FEDERATION_MAX_ATTEMPTS",
+                "must be between 1 and 100",
+            ));
+        }
+        let instance_name = src.string("PU_INSTANCE_NAME", &format!("Pepeunit {domain}"));
+        if instance_name.is_empty()
+            || instance_name.chars().count() > 100
+            || instance_name.chars().any(char::is_control)
+        {
+            return Err(invalid(
+                "PU_INSTANCE_NAME",
+                "must be 1 to 100 printable characters",
+            ));
+        }
+
         let mut config = Config {
+            federation_allow_local: src.parse("PU_FEDERATION_ALLOW_LOCAL", false)?,
+            federation_authorized_fetch: src.parse("PU_FEDERATION_AUTHORIZED_FETCH", false)?,
+            federation_retry_base_secs,
+            federation_max_attempts,
+            instance_name,
             mqtt_mode,
             mqtt_bind,
             mqtt_backend_host: src.string("PU_MQTT_BACKEND_HOST", &default_backend_host),

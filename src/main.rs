@@ -24,6 +24,9 @@ enum Command {
     Migrate,
     /// Print the effective configuration (secrets hidden) and exit.
     Config,
+    /// Rebuild the hub search index from the database (local public Repos and Units and the
+    /// remote ones learned through federation). Run it while the instance is stopped.
+    Reindex,
     /// Generate load against a running instance and print throughput and latency.
     #[command(subcommand)]
     Load(LoadScenario),
@@ -89,6 +92,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let db = Db::connect(&config.database_url, 1).await?;
             let n = db.migrate().await?;
             println!("applied {n} migration(s)");
+        }
+        Command::Reindex => {
+            let instance = pepeunit::service::Instance::open(config).await?;
+            let started = std::time::Instant::now();
+            let n = instance
+                .federation
+                .reindex(|done| eprint!("\rindexed {done} documents"))
+                .await?;
+            eprintln!();
+            println!(
+                "hub index rebuilt: {n} documents in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
         }
         Command::Config => {
             let c = &config;

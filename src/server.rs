@@ -17,6 +17,8 @@ pub struct RunningInstance {
     stop: watch::Sender<bool>,
     http: JoinHandle<std::io::Result<()>>,
     poller: JoinHandle<()>,
+    /// Federation's change publisher and delivery worker.
+    federation: Vec<JoinHandle<()>>,
     mqtt: crate::mqtt::MqttCore,
 }
 
@@ -41,6 +43,11 @@ impl RunningInstance {
         let http = tokio::spawn(crate::http::serve(instance.clone(), listener, async move {
             let _ = http_stop.changed().await;
         }));
+        let fed = instance.federation.clone();
+        let federation = vec![
+            tokio::spawn(fed.clone().run_changes(stop_rx.clone())),
+            tokio::spawn(fed.run_deliveries(stop_rx.clone())),
+        ];
         let poller = tokio::spawn(crate::poller::run(instance.clone(), stop_rx));
         tracing::info!(%addr, domain = %instance.config.domain, "pepeunit is serving");
         Ok(RunningInstance {
@@ -49,6 +56,7 @@ impl RunningInstance {
             stop,
             http,
             poller,
+            federation,
             mqtt,
         })
     }
@@ -64,6 +72,10 @@ impl RunningInstance {
         self.http.await??;
         self.poller.abort();
         let _ = self.poller.await;
+        for task in self.federation {
+            // Both tasks return on the stop signal; a delivery in flight stays queued.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+        }
         self.mqtt.stop().await;
         self.instance.db.pool.close().await;
         Ok(())

@@ -3,4 +3,14 @@
 //! the federated hub index. Storage is reached only through [`backend::Backend`], which the
 //! server crate implements over its database.
 
+pub mod backend;
+pub mod core;
+pub mod delivery;
+pub mod documents;
 pub mod hub;
+pub mod inbox;
+pub mod policy;
+pub mod routes;
+pub mod signing;
+
+pub use crate::core::{FedError, Federation, Settings};

@@ -2,6 +2,7 @@
 //! document, OpenAPI and its docs page. Handlers only parse, call the service layer and encode.
 
 pub mod extract;
+mod federation;
 mod permission;
 mod repos;
 mod repository_registry;
@@ -33,7 +34,8 @@ use extract::Caller;
     info(title = "Pepeunit", description = "Self-hosted federated IoT platform: REST API v1"),
     tags(
         (name = "users"), (name = "repository_registry"), (name = "repos"),
-        (name = "units"), (name = "unit_nodes"), (name = "permission"), (name = "metrics")
+        (name = "units"), (name = "unit_nodes"), (name = "permission"), (name = "metrics"),
+        (name = "federation"), (name = "hub")
     )
 )]
 struct ApiDoc;
@@ -47,6 +49,7 @@ pub fn api() -> (Router<Instance>, OpenApiDoc) {
         .merge(units::router())
         .merge(unit_nodes::router())
         .merge(permission::router())
+        .merge(federation::router())
         .routes(routes!(metrics))
         .routes(routes!(mqtt_metrics))
         .split_for_parts()
@@ -72,7 +75,10 @@ pub fn router(instance: Instance) -> Router {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(instance)
+        .with_state(instance.clone())
+        .merge(pepeunit_federation::routes::router(
+            instance.federation.clone(),
+        ))
 }
 
 async fn not_found() -> Response {

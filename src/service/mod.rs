@@ -5,6 +5,7 @@
 pub mod access;
 pub mod broker_access;
 pub mod commands;
+pub mod federation;
 pub mod ingest;
 pub mod permissions;
 pub mod readme;
@@ -45,6 +46,8 @@ pub struct Instance {
     /// Publishes to devices over the backend's MQTT connection.
     pub outbox: crate::mqtt::Outbox,
     pub mqtt_stats: Arc<crate::mqtt::MqttStats>,
+    /// This instance as an ActivityPub server (actors, deliveries, hub index).
+    pub federation: pepeunit_federation::Federation,
 }
 
 impl Instance {
@@ -54,7 +57,10 @@ impl Instance {
         std::fs::create_dir_all(config.repositories_dir())?;
         let db = Db::connect(&config.database_url, config.database_max_connections).await?;
         db.migrate().await?;
+        let config = Arc::new(config);
+        let federation = federation::start_federation(&config, &db).await?;
         Ok(Instance {
+            federation,
             cipher: Cipher::new(&config.encrypt_key),
             tokens: TokenKey::new(&config.secret_key),
             git: Git::new(
@@ -67,7 +73,7 @@ impl Instance {
             repos_cache: Arc::default(),
             outbox: crate::mqtt::Outbox::default(),
             mqtt_stats: Arc::default(),
-            config: Arc::new(config),
+            config,
         })
     }
 

@@ -74,6 +74,9 @@ impl Instance {
         if !url.ends_with(".git") {
             return Err(AppError::registry("Repository URL must end with .git"));
         }
+        self.check_git_host(&url)
+            .await
+            .map_err(|e| AppError::registry(e.message))?;
         if store::registries::url_taken(self.pool(), &url).await? {
             return Err(AppError::registry("Repository URL is not unique"));
         }

@@ -1,5 +1,6 @@
 //! Repos: named views on a registry, with version targeting (API.md §5.3).
 
+use pepeunit_federation::backend::LocalRef;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -122,6 +123,7 @@ impl Instance {
         )
         .await?;
         tx.commit().await?;
+        self.federation_changed(LocalRef::Repo(repo.uuid));
         Ok(repo)
     }
 
@@ -295,6 +297,7 @@ impl Instance {
             .await
             .map_err(name_conflict)?;
         self.repos_cache.invalidate(uuid);
+        self.federation_changed(LocalRef::Repo(uuid));
         if !repo.is_auto_update_repo
             && repo.default_branch.is_some()
             && repo.default_commit.is_some()
@@ -320,6 +323,7 @@ impl Instance {
         store::repos::delete(&mut *tx, uuid).await?;
         tx.commit().await?;
         self.repos_cache.invalidate(uuid);
+        self.federation_changed(LocalRef::Repo(uuid));
         Ok(())
     }
 

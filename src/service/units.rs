@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 
+use pepeunit_federation::backend::LocalRef;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -190,6 +191,7 @@ impl Instance {
             self.grant_node(&mut tx, &unit, node.uuid).await?;
         }
         tx.commit().await?;
+        self.federation_changed(LocalRef::Unit(unit.uuid));
         Ok(unit)
     }
 
@@ -418,6 +420,7 @@ impl Instance {
         }
         // after the commit and the env rewrite, so no reader re-caches the old row
         self.units_cache.invalidate(uuid);
+        self.federation_changed(LocalRef::Unit(uuid));
         // the device learns its (maybe new) version; MQTT errors are ignored (API.md §5.3)
         self.send_command_quietly(uuid, BackendTopicCommand::Update)
             .await;
@@ -433,6 +436,7 @@ impl Instance {
         store::units::delete(&mut *tx, uuid).await?;
         tx.commit().await?;
         self.units_cache.invalidate(uuid);
+        self.federation_changed(LocalRef::Unit(uuid));
         // outside the transaction: log storage may be another database. The unit is gone
         // either way, and logs left behind by a failure here expire on their own.
         if let Err(e) = self.clear_unit_logs(uuid).await {

@@ -4,6 +4,7 @@
 //! PostgreSQL accept, so every entity module holds exactly one SQL text per operation. Only this
 //! module tree knows SQL; the service layer calls typed functions.
 
+pub mod federation;
 pub mod permissions;
 pub mod registries;
 pub mod repos;
@@ -41,6 +42,12 @@ const MIGRATIONS: &[Migration] = &[
         name: "unit_logs",
         sqlite: include_str!("../../migrations/sqlite/0002_unit_logs.sql"),
         postgres: include_str!("../../migrations/postgres/0002_unit_logs.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "federation",
+        sqlite: include_str!("../../migrations/sqlite/0003_federation.sql"),
+        postgres: include_str!("../../migrations/postgres/0003_federation.sql"),
     },
 ];
 

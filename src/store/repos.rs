@@ -116,6 +116,21 @@ pub async fn count(db: &AnyPool) -> AppResult<i64> {
     Sql::new("SELECT COUNT(*) FROM repos").fetch_i64(db).await
 }
 
+/// Public repos (what federation publishes), in uuid order.
+pub async fn public_page(db: &AnyPool, offset: i64, limit: i64) -> AppResult<Vec<Repo>> {
+    let mut q = Sql::new("SELECT * FROM repos WHERE visibility_level = ");
+    q.bind(VisibilityLevel::Public.as_str())
+        .push(" ORDER BY uuid");
+    q.page(offset, limit);
+    map_rows(q.fetch_all(db).await?, from_row)
+}
+
+pub async fn count_public(db: &AnyPool) -> AppResult<i64> {
+    let mut q = Sql::new("SELECT COUNT(*) FROM repos WHERE visibility_level = ");
+    q.bind(VisibilityLevel::Public.as_str());
+    q.fetch_i64(db).await
+}
+
 pub async fn count_by_registry(db: &AnyPool, registry: Uuid) -> AppResult<i64> {
     let mut q = Sql::new("SELECT COUNT(*) FROM repos WHERE repository_registry_uuid = ");
     q.bind(registry);

@@ -91,6 +91,16 @@ pub async fn get_by_credentials(db: &AnyPool, credentials: &str) -> AppResult<Op
         .transpose()
 }
 
+pub async fn get_by_login(db: &AnyPool, login: &str) -> AppResult<Option<User>> {
+    let mut q = Sql::new("SELECT * FROM users WHERE login = ");
+    q.bind(login);
+    q.fetch_optional(db)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
 pub async fn login_taken(db: &AnyPool, login: &str, except: Option<Uuid>) -> AppResult<bool> {
     let mut q = Sql::new("SELECT COUNT(*) FROM users WHERE login = ");
     q.bind(login);

@@ -1,0 +1,240 @@
+//! The narrow interface through which federation reaches the server's storage. The server crate
+//! implements [`Backend`] over its database; federation never sees SQL or the server's rows.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::hub::HubKind;
+use crate::policy::{DomainList, ListKind};
+
+pub type BackendResult<T> = Result<T, BackendError>;
+
+#[derive(Debug, thiserror::Error)]
+#[error("storage: {0}")]
+pub struct BackendError(pub String);
+
+/// A local actor, named by kind and uuid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LocalRef {
+    Instance,
+    User(uuid::Uuid),
+    Repo(uuid::Uuid),
+    Unit(uuid::Uuid),
+}
+
+/// What a public Repo publishes (a ForgeFed `Repository`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RepoData {
+    pub uuid: uuid::Uuid,
+    pub name: String,
+    pub description: String,
+    pub readme: String,
+    pub clone_url: String,
+    pub platform: String,
+    pub default_branch: Option<String>,
+    pub creator: uuid::Uuid,
+    pub created: String,
+    pub updated: String,
+}
+
+/// One node topic of a Unit, as summarised on its actor.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct NodeSummary {
+    pub topic: String,
+    /// `Input` or `Output`.
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// What a public Unit publishes (a `Service` actor).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UnitData {
+    pub uuid: uuid::Uuid,
+    pub name: String,
+    pub description: String,
+    pub repo: uuid::Uuid,
+    /// The Repo's name and platform, for the hub.
+    pub repo_name: String,
+    pub platform: String,
+    pub firmware_version: Option<String>,
+    pub nodes: Vec<NodeSummary>,
+    pub creator: uuid::Uuid,
+    pub created: String,
+    pub updated: String,
+}
+
+/// Public data of a local actor. Repos and Units exist here only while they are Public.
+#[derive(Clone, Debug)]
+pub enum LocalObject {
+    Instance {
+        name: String,
+        summary: String,
+    },
+    User {
+        uuid: uuid::Uuid,
+        login: String,
+        created: String,
+    },
+    Repo(RepoData),
+    Unit(UnitData),
+}
+
+impl LocalObject {
+    pub fn hub_kind(&self) -> Option<HubKind> {
+        match self {
+            LocalObject::Repo(_) => Some(HubKind::Repo),
+            LocalObject::Unit(_) => Some(HubKind::Unit),
+            _ => None,
+        }
+    }
+
+    /// When the object last changed (Repos and Units; empty for the others).
+    pub fn updated(&self) -> &str {
+        match self {
+            LocalObject::Repo(r) => &r.updated,
+            LocalObject::Unit(u) => &u.updated,
+            _ => "",
+        }
+    }
+}
+
+/// A remote actor we fetched: the fields we use plus the whole document.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RemoteActor {
+    pub id: String,
+    pub kind: String,
+    pub domain: String,
+    pub inbox: String,
+    pub shared_inbox: Option<String>,
+    pub public_key_pem: String,
+    pub document: serde_json::Value,
+    /// RFC 3339.
+    pub fetched_at: String,
+}
+
+/// A remote public Repo or Unit known to the hub.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RemoteObject {
+    pub id: String,
+    pub kind: HubKind,
+    pub domain: String,
+    pub document: serde_json::Value,
+    pub updated_at: String,
+}
+
+/// A follow this instance (or one of its users) made.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Following {
+    pub follower: String,
+    pub target: String,
+    pub target_domain: String,
+    pub inbox: String,
+    pub follow_id: String,
+    /// `Pending`, `Accepted` or `Rejected`.
+    pub state: String,
+    pub created_at: String,
+}
+
+/// One queued delivery of an activity to an inbox.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Delivery {
+    pub id: String,
+    pub activity_id: String,
+    /// The actor whose key id signs the request.
+    pub actor: String,
+    pub inbox: String,
+    pub domain: String,
+    pub body: String,
+    pub attempts: i64,
+    pub next_attempt_at: String,
+    /// `Pending` or `Dead`.
+    pub state: String,
+    pub last_error: Option<String>,
+    pub created_at: String,
+}
+
+/// Counts behind NodeInfo.
+#[derive(Clone, Debug, Default)]
+pub struct UsageCounts {
+    pub users: i64,
+    pub public_repos: i64,
+    pub public_units: i64,
+}
+
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// The actor's public data; `None` when it does not exist or is not public.
+    async fn local_object(&self, r: LocalRef) -> BackendResult<Option<LocalObject>>;
+    async fn user_by_login(&self, login: &str) -> BackendResult<Option<uuid::Uuid>>;
+    /// Public Repos and Units in a stable order, `offset`..`offset+limit`, and their total.
+    async fn public_objects(
+        &self,
+        offset: i64,
+        limit: i64,
+    ) -> BackendResult<(i64, Vec<LocalObject>)>;
+    async fn usage(&self) -> BackendResult<UsageCounts>;
+
+    /// The instance key pair (PKCS#8 private PEM, SPKI public PEM), if one was stored.
+    async fn instance_key(&self) -> BackendResult<Option<(String, String)>>;
+    /// Stores the key pair unless one exists; returns the one that is stored.
+    async fn store_instance_key(
+        &self,
+        private: &str,
+        public: &str,
+    ) -> BackendResult<(String, String)>;
+
+    /// When a local object was last federated (its `updated` then), or `None`.
+    async fn published(&self, actor: &str) -> BackendResult<Option<String>>;
+    async fn set_published(&self, actor: &str, updated: Option<&str>) -> BackendResult<()>;
+    /// Actor ids of every published local object (for the reconcile sweep).
+    async fn published_all(&self) -> BackendResult<Vec<String>>;
+
+    async fn add_follower(&self, local: &str, follower: &str, inbox: &str) -> BackendResult<()>;
+    async fn remove_follower(&self, local: &str, follower: &str) -> BackendResult<()>;
+    async fn followers(
+        &self,
+        local: &str,
+        offset: i64,
+        limit: i64,
+    ) -> BackendResult<(i64, Vec<String>)>;
+    /// Distinct inboxes of the followers of any of `locals`.
+    async fn follower_inboxes(&self, locals: &[String]) -> BackendResult<Vec<String>>;
+    /// Removes every follower on a domain (and its subdomains); returns how many.
+    async fn remove_followers_on(&self, domain: &str) -> BackendResult<u64>;
+
+    async fn upsert_following(&self, f: &Following) -> BackendResult<()>;
+    async fn following(&self, follower: &str, target: &str) -> BackendResult<Option<Following>>;
+    async fn set_following_state(&self, follow_id: &str, state: &str) -> BackendResult<bool>;
+    async fn following_list(&self, follower: &str) -> BackendResult<Vec<Following>>;
+
+    async fn remote_actor(&self, id: &str) -> BackendResult<Option<RemoteActor>>;
+    async fn store_remote_actor(&self, actor: &RemoteActor) -> BackendResult<()>;
+
+    async fn upsert_remote_object(&self, object: &RemoteObject) -> BackendResult<()>;
+    async fn remove_remote_object(&self, id: &str) -> BackendResult<bool>;
+    async fn remove_remote_objects_on(&self, domain: &str) -> BackendResult<u64>;
+    async fn remote_objects(&self, offset: i64, limit: i64) -> BackendResult<Vec<RemoteObject>>;
+
+    /// Records an incoming activity id; `false` when it was seen before.
+    async fn first_sight(&self, activity_id: &str) -> BackendResult<bool>;
+    /// Forgets an activity id whose handling failed, so a redelivery is handled again.
+    async fn forget_sight(&self, activity_id: &str) -> BackendResult<()>;
+
+    async fn enqueue(&self, deliveries: &[Delivery]) -> BackendResult<()>;
+    /// Pending deliveries due at `now` (RFC 3339), oldest first.
+    async fn due_deliveries(&self, now: &str, limit: i64) -> BackendResult<Vec<Delivery>>;
+    async fn delivered(&self, id: &str) -> BackendResult<()>;
+    async fn retry_later(
+        &self,
+        id: &str,
+        attempts: i64,
+        next: &str,
+        error: &str,
+    ) -> BackendResult<()>;
+    async fn dead_letter(&self, id: &str, attempts: i64, error: &str) -> BackendResult<()>;
+    /// Dead-letters every pending delivery to a domain (and its subdomains).
+    async fn dead_letter_domain(&self, domain: &str, error: &str) -> BackendResult<u64>;
+    async fn deliveries(&self, state: Option<&str>, limit: i64) -> BackendResult<Vec<Delivery>>;
+
+    async fn domain_list(&self, kind: ListKind) -> BackendResult<DomainList>;
+}

@@ -1,0 +1,922 @@
+//! [`Federation`]: this instance as an ActivityPub server. It names local actors, publishes
+//! changes of public Repos and Units to followers (through the durable delivery queue), follows
+//! other instances, keeps the hub index in step, and applies the domain policy.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use activitypub_federation::config::{Data, FederationConfig, UrlVerifier};
+use activitypub_federation::error::Error as ApError;
+use activitypub_federation::fetch::object_id::ObjectId;
+use activitypub_federation::http_signatures::generate_actor_keypair;
+use activitypub_federation::traits::{Actor, Object};
+use async_trait::async_trait;
+use rsa::pkcs8::DecodePrivateKey;
+use rsa::RsaPrivateKey;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, Notify};
+use url::Url;
+
+use crate::backend::{
+    Backend, BackendError, Delivery, Following, LocalObject, LocalRef, RemoteActor,
+};
+use crate::documents::{self, domain_of, str_field, ActorUrls, PUBLIC};
+use crate::hub::{Hub, HubError, HubPage, HubQuery};
+use crate::policy::{DomainList, ListKind};
+
+/// What the server tells federation about itself.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `http(s)://host[:port]`, no trailing slash.
+    pub origin: String,
+    /// `host[:port]`.
+    pub domain: String,
+    /// Path prefix of the application (`/pepeunit`).
+    pub prefix: String,
+    /// Allow `http:`, loopback and private addresses and explicit ports (tests, local trials).
+    pub allow_local: bool,
+    /// Require signatures on GETs of actors and collections too.
+    pub authorized_fetch: bool,
+    /// First retry delay of a failed delivery; doubles per attempt, capped at six hours.
+    pub retry_base: Duration,
+    /// Attempts before a delivery is dead-lettered.
+    pub max_attempts: i64,
+    pub software_version: String,
+    pub instance_name: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FedError {
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error("hub: {0}")]
+    Hub(#[from] HubError),
+    #[error("{0}")]
+    Remote(String),
+    #[error("domain {0} is refused by this instance's federation policy")]
+    Denied(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<ApError> for FedError {
+    fn from(e: ApError) -> Self {
+        FedError::Remote(e.to_string())
+    }
+}
+
+pub type FedResult<T> = Result<T, FedError>;
+
+pub(crate) struct Inner {
+    pub settings: Settings,
+    pub backend: Arc<dyn Backend>,
+    pub hub: Hub,
+    pub key: RsaPrivateKey,
+    pub public_pem: String,
+    pub policy: Arc<RwLock<DomainList>>,
+    pub config: FederationConfig<Store>,
+    pub client: reqwest::Client,
+    pub changes: mpsc::UnboundedSender<LocalRef>,
+    pub changes_rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<LocalRef>>>,
+    pub queue_wakeup: Notify,
+}
+
+/// The app data handed to activitypub_federation's fetches.
+#[derive(Clone)]
+pub struct Store(pub Arc<dyn Backend>);
+
+/// This instance as an ActivityPub server. Cheap to clone.
+#[derive(Clone)]
+pub struct Federation(pub(crate) Arc<Inner>);
+
+/// Refuses URLs of denied domains inside activitypub_federation's fetches.
+#[derive(Clone)]
+struct PolicyVerifier(Arc<RwLock<DomainList>>);
+
+#[async_trait]
+impl UrlVerifier for PolicyVerifier {
+    async fn verify(&self, url: &Url) -> Result<(), ApError> {
+        let domain = domain_of(url).unwrap_or_default();
+        if self.0.read().expect("policy lock").permits(&domain) {
+            Ok(())
+        } else {
+            Err(ApError::UrlVerificationError("domain is denied by policy"))
+        }
+    }
+}
+
+/// The instance actor as activitypub_federation needs it for signed fetches.
+#[derive(Debug)]
+struct Signer {
+    id: Url,
+    public: String,
+    private: String,
+}
+
+#[async_trait]
+impl Object for Signer {
+    type DataType = Store;
+    type Kind = Value;
+    type Error = ApError;
+    fn id(&self) -> &Url {
+        &self.id
+    }
+    async fn read_from_id(_: Url, _: &Data<Store>) -> Result<Option<Self>, ApError> {
+        Ok(None)
+    }
+    async fn into_json(self, _: &Data<Store>) -> Result<Value, ApError> {
+        Ok(json!({"id": self.id}))
+    }
+    async fn verify(_: &Value, _: &Url, _: &Data<Store>) -> Result<(), ApError> {
+        Err(ApError::NotFound)
+    }
+    async fn from_json(_: Value, _: &Data<Store>) -> Result<Self, ApError> {
+        Err(ApError::NotFound)
+    }
+}
+
+impl Actor for Signer {
+    fn public_key_pem(&self) -> &str {
+        &self.public
+    }
+    fn private_key_pem(&self) -> Option<String> {
+        Some(self.private.clone())
+    }
+    fn inbox(&self) -> Url {
+        self.id.clone()
+    }
+}
+
+/// A remote actor fetched (signed) through activitypub_federation and cached by the backend.
+#[derive(Debug, Clone)]
+pub struct ApActor {
+    pub id: Url,
+    pub actor: RemoteActor,
+}
+
+#[async_trait]
+impl Object for ApActor {
+    type DataType = Store;
+    type Kind = Value;
+    type Error = ApError;
+
+    fn id(&self) -> &Url {
+        &self.id
+    }
+
+    fn last_refreshed_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        chrono::DateTime::parse_from_rfc3339(&self.actor.fetched_at)
+            .ok()
+            .map(|t| t.with_timezone(&chrono::Utc))
+    }
+
+    async fn read_from_id(id: Url, data: &Data<Store>) -> Result<Option<Self>, ApError> {
+        let found = data
+            .app_data()
+            .0
+            .remote_actor(id.as_str())
+            .await
+            .map_err(|e| ApError::Other(e.to_string()))?;
+        Ok(found.and_then(ApActor::new))
+    }
+
+    async fn into_json(self, _: &Data<Store>) -> Result<Value, ApError> {
+        Ok(self.actor.document)
+    }
+
+    async fn verify(json: &Value, expected_domain: &Url, _: &Data<Store>) -> Result<(), ApError> {
+        let id = Url::parse(str_field(json, "id")).map_err(|_| ApError::NotFound)?;
+        if id.host_str() != expected_domain.host_str() || id.port() != expected_domain.port() {
+            return Err(ApError::UrlVerificationError(
+                "actor id is on another domain",
+            ));
+        }
+        let key = json
+            .get("publicKey")
+            .ok_or(ApError::Other("actor has no publicKey".into()))?;
+        let owner = str_field(key, "owner");
+        if !owner.is_empty() && owner != id.as_str() {
+            return Err(ApError::Other("publicKey owner is not the actor".into()));
+        }
+        if str_field(key, "publicKeyPem").is_empty() || str_field(json, "inbox").is_empty() {
+            return Err(ApError::Other("actor lacks publicKeyPem or inbox".into()));
+        }
+        Ok(())
+    }
+
+    async fn from_json(json: Value, data: &Data<Store>) -> Result<Self, ApError> {
+        let id = Url::parse(str_field(&json, "id")).map_err(|_| ApError::NotFound)?;
+        let inbox = Url::parse(str_field(&json, "inbox"))
+            .map_err(|_| ApError::Other("inbox is not a URL".into()))?;
+        let shared_inbox = json
+            .get("endpoints")
+            .map(|e| str_field(e, "sharedInbox"))
+            .and_then(|s| Url::parse(s).ok())
+            .filter(|u| u.host_str() == id.host_str() && u.port() == id.port())
+            .map(|u| u.to_string());
+        if inbox.host_str() != id.host_str() || inbox.port() != id.port() {
+            return Err(ApError::UrlVerificationError("inbox is on another domain"));
+        }
+        let actor = RemoteActor {
+            id: id.to_string(),
+            kind: str_field(&json, "type").to_string(),
+            domain: domain_of(&id).unwrap_or_default(),
+            inbox: inbox.to_string(),
+            shared_inbox,
+            public_key_pem: json
+                .get("publicKey")
+                .map(|k| str_field(k, "publicKeyPem"))
+                .unwrap_or_default()
+                .to_string(),
+            document: json,
+            fetched_at: chrono::Utc::now().to_rfc3339(),
+        };
+        data.app_data()
+            .0
+            .store_remote_actor(&actor)
+            .await
+            .map_err(|e| ApError::Other(e.to_string()))?;
+        Ok(ApActor { id, actor })
+    }
+}
+
+impl Actor for ApActor {
+    fn public_key_pem(&self) -> &str {
+        &self.actor.public_key_pem
+    }
+    fn private_key_pem(&self) -> Option<String> {
+        None
+    }
+    fn inbox(&self) -> Url {
+        Url::parse(&self.actor.inbox).expect("checked when stored")
+    }
+}
+
+impl ApActor {
+    fn new(actor: RemoteActor) -> Option<Self> {
+        let id = Url::parse(&actor.id).ok()?;
+        Url::parse(&actor.inbox).ok()?;
+        Some(ApActor { id, actor })
+    }
+
+    /// The inbox deliveries should go to (shared if offered).
+    pub fn delivery_inbox(&self) -> &str {
+        self.actor
+            .shared_inbox
+            .as_deref()
+            .unwrap_or(&self.actor.inbox)
+    }
+}
+
+impl Federation {
+    /// Loads (or creates) the instance key, the federation policy and the HTTP client.
+    pub async fn start(
+        settings: Settings,
+        backend: Arc<dyn Backend>,
+        hub: Hub,
+    ) -> FedResult<Federation> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let (private_pem, public_pem) = match backend.instance_key().await? {
+            Some(pair) => pair,
+            None => {
+                let pair = tokio::task::spawn_blocking(generate_actor_keypair)
+                    .await
+                    .map_err(|e| FedError::Invalid(e.to_string()))?
+                    .map_err(|e| FedError::Invalid(e.to_string()))?;
+                backend
+                    .store_instance_key(&pair.private_key, &pair.public_key)
+                    .await?
+            }
+        };
+        let key = RsaPrivateKey::from_pkcs8_pem(&private_pem)
+            .map_err(|e| FedError::Invalid(format!("stored instance key: {e}")))?;
+        let policy = Arc::new(RwLock::new(
+            backend.domain_list(ListKind::Federation).await?,
+        ));
+        let client = http_client(settings.allow_local)?;
+        let instance_id = Url::parse(&format!(
+            "{}{}/ap/instance",
+            settings.origin, settings.prefix
+        ))
+        .map_err(|e| FedError::Invalid(format!("instance actor id: {e}")))?;
+        let signer = Signer {
+            id: instance_id,
+            public: public_pem.clone(),
+            private: private_pem.clone(),
+        };
+        let config = FederationConfig::builder()
+            .domain(settings.domain.clone())
+            .app_data(Store(backend.clone()))
+            .client(client.clone().into())
+            .debug(settings.allow_local)
+            .http_fetch_limit(50)
+            .request_timeout(Duration::from_secs(10))
+            .url_verifier(Box::new(PolicyVerifier(policy.clone())))
+            .http_signature_compat(true)
+            .signed_fetch_actor(&signer)
+            .build()
+            .await
+            .map_err(|e| FedError::Invalid(e.to_string()))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        Ok(Federation(Arc::new(Inner {
+            settings,
+            backend,
+            hub,
+            key,
+            public_pem,
+            policy,
+            config,
+            client,
+            changes: tx,
+            changes_rx: std::sync::Mutex::new(Some(rx)),
+            queue_wakeup: Notify::new(),
+        })))
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.0.settings
+    }
+
+    pub fn hub(&self) -> &Hub {
+        &self.0.hub
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.0.backend
+    }
+
+    pub(crate) fn data(&self) -> Data<Store> {
+        self.0.config.to_request_data()
+    }
+
+    fn base(&self) -> String {
+        format!("{}{}/ap", self.0.settings.origin, self.0.settings.prefix)
+    }
+
+    /// The id of a local actor.
+    pub fn actor_id(&self, r: LocalRef) -> Url {
+        let base = self.base();
+        let s = match r {
+            LocalRef::Instance => format!("{base}/instance"),
+            LocalRef::User(u) => format!("{base}/users/{u}"),
+            LocalRef::Repo(u) => format!("{base}/repos/{u}"),
+            LocalRef::Unit(u) => format!("{base}/units/{u}"),
+        };
+        Url::parse(&s).expect("origin was validated")
+    }
+
+    /// The local actor an id names, if it is one of ours.
+    pub fn local_ref(&self, id: &str) -> Option<LocalRef> {
+        let rest = id.strip_prefix(&self.base())?.strip_prefix('/')?;
+        if rest == "instance" {
+            return Some(LocalRef::Instance);
+        }
+        let (kind, uuid) = rest.split_once('/')?;
+        let uuid = uuid::Uuid::parse_str(uuid).ok()?;
+        match kind {
+            "users" => Some(LocalRef::User(uuid)),
+            "repos" => Some(LocalRef::Repo(uuid)),
+            "units" => Some(LocalRef::Unit(uuid)),
+            _ => None,
+        }
+    }
+
+    pub fn shared_inbox(&self) -> Url {
+        Url::parse(&format!("{}/inbox", self.base())).expect("origin was validated")
+    }
+
+    pub(crate) fn new_activity_id(&self) -> Url {
+        Url::parse(&format!(
+            "{}/activities/{}",
+            self.base(),
+            uuid::Uuid::now_v7()
+        ))
+        .expect("origin was validated")
+    }
+
+    /// The actor document of a local actor, or `None` when it is missing or not public.
+    pub async fn actor_document(&self, r: LocalRef) -> FedResult<Option<Value>> {
+        let Some(obj) = self.0.backend.local_object(r).await? else {
+            return Ok(None);
+        };
+        Ok(Some(self.document_of(r, &obj)))
+    }
+
+    fn document_of(&self, r: LocalRef, obj: &LocalObject) -> Value {
+        let id = self.actor_id(r);
+        let shared = self.shared_inbox();
+        let (owner, repo) = match obj {
+            LocalObject::Repo(repo) => (Some(self.actor_id(LocalRef::User(repo.creator))), None),
+            LocalObject::Unit(unit) => (
+                Some(self.actor_id(LocalRef::User(unit.creator))),
+                Some(self.actor_id(LocalRef::Repo(unit.repo))),
+            ),
+            _ => (None, None),
+        };
+        documents::actor_document(
+            obj,
+            ActorUrls {
+                id: &id,
+                shared_inbox: &shared,
+            },
+            &self.0.public_pem,
+            owner.as_ref(),
+            repo.as_ref(),
+            &self.0.settings.domain,
+        )
+    }
+
+    /// Whether the federation policy lets `domain` federate with us.
+    pub fn permits(&self, domain: &str) -> bool {
+        self.0.policy.read().expect("policy lock").permits(domain)
+    }
+
+    /// Re-reads the federation list after an admin changed it, and drops what a newly denied
+    /// domain left behind (hub entries, remote objects, followers, pending deliveries).
+    pub async fn reload_policy(&self) -> FedResult<()> {
+        let list = self.0.backend.domain_list(ListKind::Federation).await?;
+        *self.0.policy.write().expect("policy lock") = list;
+        let b = &self.0.backend;
+        let mut domains: Vec<String> = Vec::new();
+        for f in b
+            .following_list(self.actor_id(LocalRef::Instance).as_str())
+            .await?
+        {
+            domains.push(f.target_domain);
+        }
+        let mut offset = 0;
+        loop {
+            let page = b.remote_objects(offset, 500).await?;
+            if page.is_empty() {
+                break;
+            }
+            offset += page.len() as i64;
+            domains.extend(page.into_iter().map(|o| o.domain));
+        }
+        domains.sort();
+        domains.dedup();
+        for d in domains.into_iter().filter(|d| !self.permits(d)) {
+            self.purge_domain(&d).await?;
+        }
+        Ok(())
+    }
+
+    async fn purge_domain(&self, domain: &str) -> FedResult<()> {
+        let b = &self.0.backend;
+        b.remove_remote_objects_on(domain).await?;
+        b.remove_followers_on(domain).await?;
+        b.dead_letter_domain(domain, "domain denied by policy")
+            .await?;
+        let hub = self.0.hub.clone();
+        let d = domain.to_string();
+        tokio::task::spawn_blocking(move || hub.remove_instance(&d))
+            .await
+            .map_err(|e| FedError::Invalid(e.to_string()))??;
+        Ok(())
+    }
+
+    /// Tells federation that a local Repo, Unit or user changed (created, edited, deleted, or
+    /// its visibility changed). Handled in the background by [`Federation::run_changes`].
+    pub fn changed(&self, r: LocalRef) {
+        let _ = self.0.changes.send(r);
+    }
+
+    /// Applies the changes reported by [`Federation::changed`] until `stop` fires. On start it
+    /// first reconciles every public and every published object, so changes lost in a crash
+    /// are sent late rather than never.
+    pub async fn run_changes(self, stop: tokio::sync::watch::Receiver<bool>) {
+        let mut rx = match self.0.changes_rx.lock().expect("changes lock").take() {
+            Some(rx) => rx,
+            None => return,
+        };
+        let mut stop = stop;
+        if let Err(e) = self.sweep().await {
+            tracing::warn!("federation: reconcile sweep failed: {e}");
+        }
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                r = rx.recv() => match r {
+                    Some(r) => {
+                        if let Err(e) = self.reconcile(r).await {
+                            tracing::warn!("federation: publishing {r:?} failed: {e}");
+                        }
+                    }
+                    None => return,
+                },
+            }
+        }
+    }
+
+    /// Reconciles every public and every published object with what followers were told.
+    pub async fn sweep(&self) -> FedResult<usize> {
+        let b = &self.0.backend;
+        let mut done = 0;
+        let mut offset = 0;
+        loop {
+            let (_, page) = b.public_objects(offset, 200).await?;
+            if page.is_empty() {
+                break;
+            }
+            offset += page.len() as i64;
+            for obj in page {
+                let r = match &obj {
+                    LocalObject::Repo(x) => LocalRef::Repo(x.uuid),
+                    LocalObject::Unit(x) => LocalRef::Unit(x.uuid),
+                    _ => continue,
+                };
+                self.publish(r, Some(obj)).await?;
+                done += 1;
+            }
+        }
+        for id in b.published_all().await? {
+            if let Some(r) = self.local_ref(&id) {
+                if b.local_object(r).await?.is_none() {
+                    self.publish(r, None).await?;
+                    done += 1;
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    /// Makes followers and the hub agree with the current state of one local object.
+    pub async fn reconcile(&self, r: LocalRef) -> FedResult<()> {
+        let obj = self.0.backend.local_object(r).await?;
+        self.publish(r, obj).await
+    }
+
+    async fn publish(&self, r: LocalRef, obj: Option<LocalObject>) -> FedResult<()> {
+        if matches!(r, LocalRef::Instance | LocalRef::User(_)) {
+            return Ok(());
+        }
+        let b = &self.0.backend;
+        let id = self.actor_id(r);
+        let published = b.published(id.as_str()).await?;
+        match obj {
+            Some(obj) => {
+                if published.as_deref() == Some(obj.updated()) {
+                    return Ok(());
+                }
+                if let Some(doc) = documents::local_hub_doc(&obj, &id, &self.0.settings.domain) {
+                    let hub = self.0.hub.clone();
+                    tokio::task::spawn_blocking(move || hub.upsert(doc))
+                        .await
+                        .map_err(|e| FedError::Invalid(e.to_string()))??;
+                }
+                let kind = if published.is_some() {
+                    "Update"
+                } else {
+                    "Create"
+                };
+                let document = self.document_of(r, &obj);
+                self.send_to_followers(kind, r, document).await?;
+                b.set_published(id.as_str(), Some(obj.updated())).await?;
+            }
+            None => {
+                let hub = self.0.hub.clone();
+                let key = id.to_string();
+                tokio::task::spawn_blocking(move || hub.remove(&key))
+                    .await
+                    .map_err(|e| FedError::Invalid(e.to_string()))??;
+                if published.is_some() {
+                    let tombstone = json!({"id": id, "type": "Tombstone"});
+                    self.send_to_followers("Delete", r, tombstone).await?;
+                    b.set_published(id.as_str(), None).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `kind` about a local object from the instance actor to the instance's followers
+    /// and to the object's own followers.
+    async fn send_to_followers(&self, kind: &str, r: LocalRef, object: Value) -> FedResult<()> {
+        let instance = self.actor_id(LocalRef::Instance);
+        let object_id = self.actor_id(r);
+        let locals = [instance.to_string(), object_id.to_string()];
+        let inboxes = self.0.backend.follower_inboxes(&locals).await?;
+        if inboxes.is_empty() {
+            return Ok(());
+        }
+        let followers = format!("{instance}/followers");
+        let activity = documents::activity(
+            kind,
+            &self.new_activity_id(),
+            &instance,
+            object,
+            &[PUBLIC, &followers],
+        );
+        self.enqueue(&instance, &activity, &inboxes).await
+    }
+
+    /// Puts one activity into the durable queue for each inbox (denied domains skipped).
+    pub async fn enqueue(
+        &self,
+        actor: &Url,
+        activity: &Value,
+        inboxes: &[String],
+    ) -> FedResult<()> {
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let body = serde_json::to_string(activity).map_err(|e| FedError::Invalid(e.to_string()))?;
+        let activity_id = str_field(activity, "id").to_string();
+        let mut rows = Vec::new();
+        for inbox in inboxes {
+            let Ok(url) = Url::parse(inbox) else { continue };
+            let Some(domain) = domain_of(&url) else {
+                continue;
+            };
+            if !self.permits(&domain) || domain == self.0.settings.domain {
+                continue;
+            }
+            rows.push(Delivery {
+                id: uuid::Uuid::now_v7().to_string(),
+                activity_id: activity_id.clone(),
+                actor: actor.to_string(),
+                inbox: inbox.clone(),
+                domain,
+                body: body.clone(),
+                attempts: 0,
+                next_attempt_at: now.clone(),
+                state: "Pending".into(),
+                last_error: None,
+                created_at: now.clone(),
+            });
+        }
+        if !rows.is_empty() {
+            self.0.backend.enqueue(&rows).await?;
+            self.0.queue_wakeup.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Fetches a remote actor (signed with the instance key), from the cache when fresh.
+    pub async fn fetch_actor(&self, id: &Url) -> FedResult<ApActor> {
+        self.check_remote_url(id)?;
+        let actor = ObjectId::<ApActor>::from(id.clone())
+            .dereference(&self.data())
+            .await?;
+        Ok(actor)
+    }
+
+    /// Fetches a remote actor again, bypassing the cache (after a signature failed with a
+    /// cached key: the key may have been rotated).
+    pub async fn refetch_actor(&self, id: &Url) -> FedResult<ApActor> {
+        self.check_remote_url(id)?;
+        let actor = ObjectId::<ApActor>::from(id.clone())
+            .dereference_forced(&self.data())
+            .await?;
+        Ok(actor)
+    }
+
+    /// Scheme, host and port rules for URLs we are about to contact, plus the domain policy.
+    pub fn check_remote_url(&self, url: &Url) -> FedResult<String> {
+        let local = self.0.settings.allow_local;
+        match url.scheme() {
+            "https" => {}
+            "http" if local => {}
+            _ => {
+                return Err(FedError::Invalid(format!(
+                    "{url}: only https URLs federate (set PU_FEDERATION_ALLOW_LOCAL=true for local trials)"
+                )))
+            }
+        }
+        if url.domain().is_none() && !local {
+            return Err(FedError::Invalid(format!(
+                "{url}: an IP address is not an instance domain"
+            )));
+        }
+        if url.port().is_some() && !local {
+            return Err(FedError::Invalid(format!(
+                "{url}: explicit ports only federate locally"
+            )));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(FedError::Invalid(format!(
+                "{url}: credentials in URLs are refused"
+            )));
+        }
+        let domain = domain_of(url).ok_or_else(|| FedError::Invalid(format!("{url}: no host")))?;
+        if !self.permits(&domain) {
+            return Err(FedError::Denied(domain));
+        }
+        Ok(domain)
+    }
+
+    /// Makes this instance follow another instance's hub feed: finds its instance actor
+    /// (WebFinger `acct:{domain}@{domain}`), records the follow and queues a Follow.
+    pub async fn follow_instance(&self, domain: &str) -> FedResult<Following> {
+        if domain == self.0.settings.domain {
+            return Err(FedError::Invalid("an instance cannot follow itself".into()));
+        }
+        let actor_url = self.resolve_instance_actor(domain).await?;
+        let actor = self.fetch_actor(&actor_url).await?;
+        let me = self.actor_id(LocalRef::Instance);
+        let follow_id = self.new_activity_id();
+        let follow = documents::activity(
+            "Follow",
+            &follow_id,
+            &me,
+            json!(actor.actor.id),
+            &[&actor.actor.id],
+        );
+        let record = Following {
+            follower: me.to_string(),
+            target: actor.actor.id.clone(),
+            target_domain: actor.actor.domain.clone(),
+            inbox: actor.actor.inbox.clone(),
+            follow_id: follow_id.to_string(),
+            state: "Pending".into(),
+            created_at: chrono::Utc::now().to_rfc3339(),
+        };
+        self.0.backend.upsert_following(&record).await?;
+        self.enqueue(&me, &follow, std::slice::from_ref(&actor.actor.inbox))
+            .await?;
+        Ok(record)
+    }
+
+    /// Stops following an instance: sends Undo(Follow) and forgets the follow and what the hub
+    /// learned from it.
+    pub async fn unfollow_instance(&self, domain: &str) -> FedResult<bool> {
+        let me = self.actor_id(LocalRef::Instance);
+        let follows = self.0.backend.following_list(me.as_str()).await?;
+        let Some(f) = follows.into_iter().find(|f| f.target_domain == domain) else {
+            return Ok(false);
+        };
+        let follow = documents::activity(
+            "Follow",
+            &Url::parse(&f.follow_id).map_err(|e| FedError::Invalid(e.to_string()))?,
+            &me,
+            json!(f.target),
+            &[&f.target],
+        );
+        let undo = documents::activity("Undo", &self.new_activity_id(), &me, follow, &[&f.target]);
+        self.enqueue(&me, &undo, std::slice::from_ref(&f.inbox))
+            .await?;
+        self.0
+            .backend
+            .set_following_state(&f.follow_id, "Undone")
+            .await?;
+        self.0.backend.remove_remote_objects_on(domain).await?;
+        let hub = self.0.hub.clone();
+        let d = domain.to_string();
+        tokio::task::spawn_blocking(move || hub.remove_instance(&d))
+            .await
+            .map_err(|e| FedError::Invalid(e.to_string()))??;
+        Ok(true)
+    }
+
+    async fn resolve_instance_actor(&self, domain: &str) -> FedResult<Url> {
+        let domain = crate::policy::normalize_domain(domain)
+            .map_err(|e| FedError::Invalid(e.to_string()))?;
+        let scheme = if self.0.settings.allow_local {
+            "http"
+        } else {
+            "https"
+        };
+        let url = Url::parse(&format!(
+            "{scheme}://{domain}/.well-known/webfinger?resource=acct:{domain}@{domain}"
+        ))
+        .map_err(|e| FedError::Invalid(e.to_string()))?;
+        self.check_remote_url(&url)?;
+        let res = self
+            .0
+            .client
+            .get(url.clone())
+            .header("accept", "application/jrd+json, application/json")
+            .send()
+            .await
+            .map_err(|e| FedError::Remote(format!("{domain}: WebFinger: {e}")))?;
+        if !res.status().is_success() {
+            return Err(FedError::Remote(format!(
+                "{domain}: WebFinger answered {}",
+                res.status()
+            )));
+        }
+        let body = read_limited(res, 256 * 1024).await?;
+        let jrd: Value = serde_json::from_slice(&body)
+            .map_err(|e| FedError::Remote(format!("{domain}: WebFinger: {e}")))?;
+        let link = jrd
+            .get("links")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .find(|l| {
+                str_field(l, "rel") == "self"
+                    && str_field(l, "type").starts_with("application/activity+json")
+                    || str_field(l, "type").starts_with("application/ld+json")
+            })
+            .map(|l| str_field(l, "href"))
+            .ok_or_else(|| FedError::Remote(format!("{domain}: WebFinger has no actor link")))?;
+        let actor = Url::parse(link).map_err(|e| FedError::Remote(format!("{domain}: {e}")))?;
+        if domain_of(&actor).as_deref() != Some(domain.as_str()) {
+            return Err(FedError::Remote(format!(
+                "{domain}: actor link points to another domain"
+            )));
+        }
+        Ok(actor)
+    }
+
+    /// Searches the hub index.
+    pub async fn search(&self, q: HubQuery) -> FedResult<HubPage> {
+        let hub = self.0.hub.clone();
+        Ok(tokio::task::spawn_blocking(move || hub.search(&q))
+            .await
+            .map_err(|e| FedError::Invalid(e.to_string()))??)
+    }
+
+    /// Rebuilds the hub index from local public objects and stored remote objects.
+    pub async fn reindex(
+        &self,
+        mut progress: impl FnMut(usize) + Send + 'static,
+    ) -> FedResult<usize> {
+        let b = &self.0.backend;
+        let mut docs = Vec::new();
+        let mut offset = 0;
+        loop {
+            let (_, page) = b.public_objects(offset, 1000).await?;
+            if page.is_empty() {
+                break;
+            }
+            offset += page.len() as i64;
+            for obj in &page {
+                let r = match obj {
+                    LocalObject::Repo(x) => LocalRef::Repo(x.uuid),
+                    LocalObject::Unit(x) => LocalRef::Unit(x.uuid),
+                    _ => continue,
+                };
+                let id = self.actor_id(r);
+                docs.extend(documents::local_hub_doc(obj, &id, &self.0.settings.domain));
+            }
+        }
+        let mut offset = 0;
+        loop {
+            let page = b.remote_objects(offset, 1000).await?;
+            if page.is_empty() {
+                break;
+            }
+            offset += page.len() as i64;
+            docs.extend(
+                page.iter()
+                    .filter(|o| self.permits(&o.domain))
+                    .filter_map(|o| documents::hub_doc(&o.document)),
+            );
+        }
+        let hub = self.0.hub.clone();
+        Ok(
+            tokio::task::spawn_blocking(move || hub.rebuild(docs.into_iter(), &mut progress))
+                .await
+                .map_err(|e| FedError::Invalid(e.to_string()))??,
+        )
+    }
+
+    pub(crate) fn key(&self) -> &RsaPrivateKey {
+        &self.0.key
+    }
+
+    pub(crate) fn client(&self) -> &reqwest::Client {
+        &self.0.client
+    }
+
+    pub(crate) fn queue_wakeup(&self) -> &Notify {
+        &self.0.queue_wakeup
+    }
+}
+
+fn http_client(allow_local: bool) -> FedResult<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .connect_timeout(Duration::from_secs(5))
+        .user_agent(concat!(
+            "Pepeunit/",
+            env!("CARGO_PKG_VERSION"),
+            " (ActivityPub)"
+        ));
+    if !allow_local {
+        builder = builder.dns_resolver(Arc::new(
+            activitypub_federation::resolver::ValidatingDnsResolver::new(Vec::new(), true),
+        ));
+    }
+    builder
+        .build()
+        .map_err(|e| FedError::Invalid(format!("HTTP client: {e}")))
+}
+
+/// Reads at most `max` bytes of a response body.
+pub(crate) async fn read_limited(mut res: reqwest::Response, max: usize) -> FedResult<Vec<u8>> {
+    let mut out = Vec::new();
+    while let Some(chunk) = res
+        .chunk()
+        .await
+        .map_err(|e| FedError::Remote(e.to_string()))?
+    {
+        if out.len() + chunk.len() > max {
+            return Err(FedError::Remote(format!(
+                "response larger than {max} bytes"
+            )));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}

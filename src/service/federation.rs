@@ -1,0 +1,709 @@
+//! Federation's side of the service layer: [`DbBackend`] (the storage interface the
+//! federation crate asks for, over our database and git mirrors) and the admin operations
+//! behind `/federation/...` and `/hub/search` (follows, domain lists, deliveries, search).
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use pepeunit_federation::backend::{
+    Backend, BackendError, BackendResult, Delivery, Following, LocalObject, LocalRef, NodeSummary,
+    RemoteActor, RemoteObject, RepoData, UnitData, UsageCounts,
+};
+use pepeunit_federation::hub::{HubKind, HubPage, HubQuery};
+use pepeunit_federation::policy::{self, DomainList, ListKind, ListMode};
+use pepeunit_federation::{FedError, Federation, Settings};
+
+use super::{Agent, Instance};
+use crate::config::Config;
+use crate::domain::{UserRole, UserStatus, VisibilityLevel};
+use crate::error::{AppError, AppResult};
+use crate::store::{self, Db};
+
+const INSTANCE_KEY: &str = "instance";
+
+/// The federation crate's storage, over our database.
+pub struct DbBackend {
+    db: Db,
+    config: Arc<Config>,
+}
+
+fn backend_err(e: AppError) -> BackendError {
+    BackendError(e.to_string())
+}
+
+impl DbBackend {
+    async fn repo_data(&self, repo: store::repos::Repo) -> AppResult<RepoData> {
+        let registry = store::registries::get(&self.db.pool, repo.repository_registry_uuid).await?;
+        let (clone_url, platform) = registry
+            .map(|r| (r.repository_url, r.platform.as_str().to_string()))
+            .unwrap_or_default();
+        Ok(RepoData {
+            uuid: repo.uuid,
+            name: repo.name,
+            description: String::new(),
+            readme: String::new(),
+            clone_url,
+            platform,
+            default_branch: repo.default_branch,
+            creator: repo.creator_uuid,
+            created: repo.create_datetime,
+            updated: repo.last_update_datetime,
+        })
+    }
+
+    async fn unit_data(&self, unit: store::units::Unit) -> AppResult<UnitData> {
+        let pool = &self.db.pool;
+        let repo = store::repos::get(pool, unit.repo_uuid).await?;
+        let (repo_name, platform) = match repo {
+            Some(r) => {
+                let reg = store::registries::get(pool, r.repository_registry_uuid).await?;
+                (
+                    r.name,
+                    reg.map(|g| g.platform.as_str().to_string())
+                        .unwrap_or_default(),
+                )
+            }
+            None => (String::new(), String::new()),
+        };
+        let nodes = store::unit_nodes::by_unit(pool, unit.uuid)
+            .await?
+            .into_iter()
+            .map(|n| NodeSummary {
+                topic: n.topic_name,
+                kind: n.node_type.as_str().to_string(),
+            })
+            .collect();
+        Ok(UnitData {
+            uuid: unit.uuid,
+            name: unit.name,
+            description: String::new(),
+            repo: unit.repo_uuid,
+            repo_name,
+            platform,
+            firmware_version: unit.current_commit_version,
+            nodes,
+            creator: unit.creator_uuid,
+            created: unit.create_datetime,
+            updated: unit.last_update_datetime,
+        })
+    }
+
+    async fn object(&self, r: LocalRef) -> AppResult<Option<LocalObject>> {
+        let pool = &self.db.pool;
+        Ok(match r {
+            LocalRef::Instance => Some(LocalObject::Instance {
+                name: self.config.instance_name.clone(),
+                summary: format!(
+                    "Pepeunit instance {}: public Repos and Units of its users",
+                    self.config.domain
+                ),
+            }),
+            LocalRef::User(uuid) => store::users::get(pool, uuid)
+                .await?
+                .filter(|u| u.status != UserStatus::Blocked)
+                .map(|u| LocalObject::User {
+                    uuid: u.uuid,
+                    login: u.login,
+                    created: u.create_datetime,
+                }),
+            LocalRef::Repo(uuid) => match store::repos::get(pool, uuid).await? {
+                Some(r) if r.visibility_level == VisibilityLevel::Public => {
+                    Some(LocalObject::Repo(self.repo_data(r).await?))
+                }
+                _ => None,
+            },
+            LocalRef::Unit(uuid) => match store::units::get(pool, uuid).await? {
+                Some(u) if u.visibility_level == VisibilityLevel::Public => {
+                    Some(LocalObject::Unit(self.unit_data(u).await?))
+                }
+                _ => None,
+            },
+        })
+    }
+
+    async fn public_page(&self, offset: i64, limit: i64) -> AppResult<(i64, Vec<LocalObject>)> {
+        let pool = &self.db.pool;
+        let repos = store::repos::count_public(pool).await?;
+        let units = store::units::count_public(pool).await?;
+        let mut out = Vec::new();
+        if offset < repos {
+            for r in store::repos::public_page(pool, offset, limit).await? {
+                out.push(LocalObject::Repo(self.repo_data(r).await?));
+            }
+        }
+        let left = limit - out.len() as i64;
+        if left > 0 {
+            let unit_offset = (offset - repos).max(0);
+            for u in store::units::public_page(pool, unit_offset, left).await? {
+                out.push(LocalObject::Unit(self.unit_data(u).await?));
+            }
+        }
+        Ok((repos + units, out))
+    }
+}
+
+macro_rules! db {
+    ($e:expr) => {
+        $e.await.map_err(backend_err)
+    };
+}
+
+#[async_trait]
+impl Backend for DbBackend {
+    async fn local_object(&self, r: LocalRef) -> BackendResult<Option<LocalObject>> {
+        db!(self.object(r))
+    }
+    async fn user_by_login(&self, login: &str) -> BackendResult<Option<Uuid>> {
+        let user = db!(store::users::get_by_login(&self.db.pool, login))?;
+        Ok(user
+            .filter(|u| u.status != UserStatus::Blocked)
+            .map(|u| u.uuid))
+    }
+    async fn public_objects(
+        &self,
+        offset: i64,
+        limit: i64,
+    ) -> BackendResult<(i64, Vec<LocalObject>)> {
+        db!(self.public_page(offset, limit))
+    }
+    async fn usage(&self) -> BackendResult<UsageCounts> {
+        let pool = &self.db.pool;
+        Ok(UsageCounts {
+            users: db!(store::users::count(pool))?,
+            public_repos: db!(store::repos::count_public(pool))?,
+            public_units: db!(store::units::count_public(pool))?,
+        })
+    }
+    async fn instance_key(&self) -> BackendResult<Option<(String, String)>> {
+        db!(store::federation::key(&self.db.pool, INSTANCE_KEY))
+    }
+    async fn store_instance_key(
+        &self,
+        private: &str,
+        public: &str,
+    ) -> BackendResult<(String, String)> {
+        db!(store::federation::insert_key(
+            &self.db.pool,
+            INSTANCE_KEY,
+            private,
+            public
+        ))?;
+        db!(store::federation::key(&self.db.pool, INSTANCE_KEY))?
+            .ok_or_else(|| BackendError("instance key vanished".into()))
+    }
+    async fn published(&self, actor: &str) -> BackendResult<Option<String>> {
+        db!(store::federation::published(&self.db.pool, actor))
+    }
+    async fn set_published(&self, actor: &str, updated: Option<&str>) -> BackendResult<()> {
+        db!(store::federation::set_published(
+            &self.db.pool,
+            actor,
+            updated
+        ))
+    }
+    async fn published_all(&self) -> BackendResult<Vec<String>> {
+        db!(store::federation::published_all(&self.db.pool))
+    }
+    async fn add_follower(&self, local: &str, follower: &str, inbox: &str) -> BackendResult<()> {
+        let domain = url::Url::parse(follower)
+            .ok()
+            .and_then(|u| pepeunit_federation::documents::domain_of(&u))
+            .unwrap_or_default();
+        db!(store::federation::add_follower(
+            &self.db.pool,
+            local,
+            follower,
+            &domain,
+            inbox
+        ))
+    }
+    async fn remove_follower(&self, local: &str, follower: &str) -> BackendResult<()> {
+        db!(store::federation::remove_follower(
+            &self.db.pool,
+            local,
+            follower
+        ))
+    }
+    async fn followers(
+        &self,
+        local: &str,
+        offset: i64,
+        limit: i64,
+    ) -> BackendResult<(i64, Vec<String>)> {
+        db!(store::federation::followers(
+            &self.db.pool,
+            local,
+            offset,
+            limit
+        ))
+    }
+    async fn follower_inboxes(&self, locals: &[String]) -> BackendResult<Vec<String>> {
+        db!(store::federation::follower_inboxes(&self.db.pool, locals))
+    }
+    async fn remove_followers_on(&self, domain: &str) -> BackendResult<u64> {
+        db!(store::federation::remove_followers_on(
+            &self.db.pool,
+            domain
+        ))
+    }
+    async fn upsert_following(&self, f: &Following) -> BackendResult<()> {
+        db!(store::federation::upsert_following(&self.db.pool, f))
+    }
+    async fn following(&self, follower: &str, target: &str) -> BackendResult<Option<Following>> {
+        db!(store::federation::following(
+            &self.db.pool,
+            follower,
+            target
+        ))
+    }
+    async fn set_following_state(&self, follow_id: &str, state: &str) -> BackendResult<bool> {
+        db!(store::federation::set_following_state(
+            &self.db.pool,
+            follow_id,
+            state
+        ))
+    }
+    async fn following_list(&self, follower: &str) -> BackendResult<Vec<Following>> {
+        db!(store::federation::following_list(&self.db.pool, follower))
+    }
+    async fn remote_actor(&self, id: &str) -> BackendResult<Option<RemoteActor>> {
+        db!(store::federation::remote_actor(&self.db.pool, id))
+    }
+    async fn store_remote_actor(&self, actor: &RemoteActor) -> BackendResult<()> {
+        db!(store::federation::store_remote_actor(&self.db.pool, actor))
+    }
+    async fn upsert_remote_object(&self, object: &RemoteObject) -> BackendResult<()> {
+        db!(store::federation::upsert_remote_object(
+            &self.db.pool,
+            object
+        ))
+    }
+    async fn remove_remote_object(&self, id: &str) -> BackendResult<bool> {
+        db!(store::federation::remove_remote_object(&self.db.pool, id))
+    }
+    async fn remove_remote_objects_on(&self, domain: &str) -> BackendResult<u64> {
+        db!(store::federation::remove_remote_objects_on(
+            &self.db.pool,
+            domain
+        ))
+    }
+    async fn remote_objects(&self, offset: i64, limit: i64) -> BackendResult<Vec<RemoteObject>> {
+        db!(store::federation::remote_objects(
+            &self.db.pool,
+            offset,
+            limit
+        ))
+    }
+    async fn first_sight(&self, activity_id: &str) -> BackendResult<bool> {
+        db!(store::federation::first_sight(&self.db.pool, activity_id))
+    }
+    async fn forget_sight(&self, activity_id: &str) -> BackendResult<()> {
+        db!(store::federation::forget_sight(&self.db.pool, activity_id))
+    }
+    async fn enqueue(&self, deliveries: &[Delivery]) -> BackendResult<()> {
+        db!(store::federation::enqueue(&self.db.pool, deliveries))
+    }
+    async fn due_deliveries(&self, now: &str, limit: i64) -> BackendResult<Vec<Delivery>> {
+        db!(store::federation::due_deliveries(&self.db.pool, now, limit))
+    }
+    async fn delivered(&self, id: &str) -> BackendResult<()> {
+        db!(store::federation::delete_delivery(&self.db.pool, id))
+    }
+    async fn retry_later(
+        &self,
+        id: &str,
+        attempts: i64,
+        next: &str,
+        error: &str,
+    ) -> BackendResult<()> {
+        db!(store::federation::retry_delivery(
+            &self.db.pool,
+            id,
+            attempts,
+            next,
+            error
+        ))
+    }
+    async fn dead_letter(&self, id: &str, attempts: i64, error: &str) -> BackendResult<()> {
+        db!(store::federation::dead_letter(
+            &self.db.pool,
+            id,
+            attempts,
+            error
+        ))
+    }
+    async fn dead_letter_domain(&self, domain: &str, error: &str) -> BackendResult<u64> {
+        db!(store::federation::dead_letter_domain(
+            &self.db.pool,
+            domain,
+            error
+        ))
+    }
+    async fn deliveries(&self, state: Option<&str>, limit: i64) -> BackendResult<Vec<Delivery>> {
+        db!(store::federation::deliveries(&self.db.pool, state, limit))
+    }
+    async fn domain_list(&self, kind: ListKind) -> BackendResult<DomainList> {
+        db!(store::federation::domain_list(&self.db.pool, kind))
+    }
+}
+
+/// Starts federation over `db`: instance key, policy, hub index at `{data}/hub`.
+pub async fn start_federation(config: &Arc<Config>, db: &Db) -> anyhow::Result<Federation> {
+    let settings = Settings {
+        origin: config.origin(),
+        domain: config.domain.clone(),
+        prefix: config.app_prefix.clone(),
+        allow_local: config.federation_allow_local,
+        authorized_fetch: config.federation_authorized_fetch,
+        retry_base: std::time::Duration::from_secs(config.federation_retry_base_secs),
+        max_attempts: config.federation_max_attempts,
+        software_version: env!("CARGO_PKG_VERSION").to_string(),
+        instance_name: config.instance_name.clone(),
+    };
+    let hub_dir = config.data_dir.join("hub");
+    let hub = tokio::task::spawn_blocking(move || pepeunit_federation::hub::Hub::open(&hub_dir))
+        .await??;
+    let backend = Arc::new(DbBackend {
+        db: db.clone(),
+        config: config.clone(),
+    });
+    let fed = Federation::start(settings, backend, hub).await?;
+    if fed.hub().needs_rebuild() {
+        let n = fed.reindex(|_| {}).await?;
+        tracing::info!("hub index rebuilt: {n} documents");
+    }
+    Ok(fed)
+}
+
+fn fed_error(e: FedError) -> AppError {
+    match e {
+        FedError::Denied(d) => AppError::validation(format!(
+            "Domain {d} is refused by this instance's federation policy"
+        )),
+        FedError::Invalid(m) => AppError::validation(m),
+        FedError::Remote(m) => AppError::validation(format!("Remote instance: {m}")),
+        other => AppError::internal(other.to_string()),
+    }
+}
+
+/// Body of `POST /federation/follow`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FollowRequest {
+    /// `host[:port]` of the instance whose hub feed to follow.
+    pub domain: String,
+}
+
+/// A follow of another instance.
+#[derive(Serialize, ToSchema)]
+pub struct FollowRead {
+    pub domain: String,
+    pub actor: String,
+    /// `Pending`, `Accepted`, `Rejected` or `Undone`.
+    pub state: String,
+    pub create_datetime: String,
+}
+
+impl From<Following> for FollowRead {
+    fn from(f: Following) -> Self {
+        FollowRead {
+            domain: f.target_domain,
+            actor: f.target,
+            state: f.state,
+            create_datetime: f.created_at,
+        }
+    }
+}
+
+/// A domain list as the admin API shows it.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct DomainListRead {
+    /// `federation` or `git_hosts`.
+    pub list: String,
+    /// `deny` (everything but the listed domains) or `allow` (only the listed domains).
+    pub mode: String,
+    pub domains: Vec<String>,
+}
+
+/// A queued or dead-lettered delivery.
+#[derive(Serialize, ToSchema)]
+pub struct DeliveryRead {
+    pub id: String,
+    pub activity_id: String,
+    pub inbox: String,
+    pub domain: String,
+    pub attempts: i64,
+    pub next_attempt_at: String,
+    pub state: String,
+    pub last_error: Option<String>,
+    pub create_datetime: String,
+}
+
+impl Instance {
+    fn require_admin(&self, agent: &Agent) -> AppResult<()> {
+        match agent {
+            Agent::User(u) if u.role == UserRole::Admin => Ok(()),
+            Agent::User(_) => Err(AppError::no_access("Only admins manage federation")),
+            _ => Err(AppError::no_access("Only admins manage federation")),
+        }
+    }
+
+    /// Tells federation a local Repo or Unit changed (after its transaction committed).
+    pub fn federation_changed(&self, r: LocalRef) {
+        self.federation.changed(r);
+    }
+
+    pub async fn follow_instance(
+        &self,
+        agent: &Agent,
+        req: FollowRequest,
+    ) -> AppResult<FollowRead> {
+        self.require_admin(agent)?;
+        let domain = policy::normalize_domain(&req.domain)
+            .map_err(|e| AppError::validation(e.to_string()))?;
+        Ok(self
+            .federation
+            .follow_instance(&domain)
+            .await
+            .map_err(fed_error)?
+            .into())
+    }
+
+    pub async fn unfollow_instance(&self, agent: &Agent, domain: &str) -> AppResult<()> {
+        self.require_admin(agent)?;
+        let domain =
+            policy::normalize_domain(domain).map_err(|e| AppError::validation(e.to_string()))?;
+        if self
+            .federation
+            .unfollow_instance(&domain)
+            .await
+            .map_err(fed_error)?
+        {
+            Ok(())
+        } else {
+            Err(AppError::not_found())
+        }
+    }
+
+    pub async fn followed_instances(&self, agent: &Agent) -> AppResult<Vec<FollowRead>> {
+        self.require_admin(agent)?;
+        let me = self.federation.actor_id(LocalRef::Instance);
+        let list = store::federation::following_list(&self.db.pool, me.as_str()).await?;
+        Ok(list.into_iter().map(FollowRead::from).collect())
+    }
+
+    pub async fn deliveries(
+        &self,
+        agent: &Agent,
+        state: Option<&str>,
+        limit: i64,
+    ) -> AppResult<Vec<DeliveryRead>> {
+        self.require_admin(agent)?;
+        if let Some(s) = state {
+            if s != "Pending" && s != "Dead" {
+                return Err(AppError::validation("state must be Pending or Dead"));
+            }
+        }
+        let rows = store::federation::deliveries(&self.db.pool, state, limit).await?;
+        Ok(rows
+            .into_iter()
+            .map(|d| DeliveryRead {
+                id: d.id,
+                activity_id: d.activity_id,
+                inbox: d.inbox,
+                domain: d.domain,
+                attempts: d.attempts,
+                next_attempt_at: d.next_attempt_at,
+                state: d.state,
+                last_error: d.last_error,
+                create_datetime: d.created_at,
+            })
+            .collect())
+    }
+
+    pub async fn domain_list(&self, agent: &Agent, list: &str) -> AppResult<DomainListRead> {
+        self.require_admin(agent)?;
+        let kind = list_kind(list)?;
+        let l = store::federation::domain_list(&self.db.pool, kind).await?;
+        Ok(read_list(kind, l))
+    }
+
+    /// Replaces a list (mode and domains); every domain is checked first, nothing is stored
+    /// when one is invalid.
+    pub async fn set_domain_list(
+        &self,
+        agent: &Agent,
+        list: &str,
+        mode: &str,
+        domains: &[String],
+    ) -> AppResult<DomainListRead> {
+        self.require_admin(agent)?;
+        let kind = list_kind(list)?;
+        let mode = ListMode::from_str(mode).map_err(|e| AppError::validation(e.to_string()))?;
+        let mut normalized: Vec<String> = Vec::new();
+        for d in domains {
+            let d = policy::normalize_domain(d).map_err(|e| AppError::validation(e.to_string()))?;
+            if !normalized.contains(&d) {
+                normalized.push(d);
+            }
+        }
+        if normalized.len() > 100_000 {
+            return Err(AppError::validation("A list holds at most 100000 domains"));
+        }
+        normalized.sort();
+        let l = DomainList {
+            mode,
+            domains: normalized,
+        };
+        store::federation::set_domain_list(&self.db.pool, kind, &l).await?;
+        if kind == ListKind::Federation {
+            self.federation.reload_policy().await.map_err(fed_error)?;
+        }
+        Ok(read_list(kind, l))
+    }
+
+    pub async fn add_domain(
+        &self,
+        agent: &Agent,
+        list: &str,
+        domain: &str,
+    ) -> AppResult<DomainListRead> {
+        let current = self.domain_list(agent, list).await?;
+        let mut domains = current.domains;
+        domains.push(domain.to_string());
+        self.set_domain_list(agent, list, &current.mode, &domains)
+            .await
+    }
+
+    pub async fn remove_domain(
+        &self,
+        agent: &Agent,
+        list: &str,
+        domain: &str,
+    ) -> AppResult<DomainListRead> {
+        let current = self.domain_list(agent, list).await?;
+        let domain =
+            policy::normalize_domain(domain).map_err(|e| AppError::validation(e.to_string()))?;
+        if !current.domains.contains(&domain) {
+            return Err(AppError::not_found());
+        }
+        let domains: Vec<String> = current
+            .domains
+            .into_iter()
+            .filter(|d| *d != domain)
+            .collect();
+        self.set_domain_list(agent, list, &current.mode, &domains)
+            .await
+    }
+
+    pub async fn export_domain_csv(&self, agent: &Agent, list: &str) -> AppResult<String> {
+        let l = self.domain_list(agent, list).await?;
+        Ok(policy::to_csv(&l.domains))
+    }
+
+    /// Imports a CSV list: `replace` swaps the list's domains, otherwise they are added.
+    pub async fn import_domain_csv(
+        &self,
+        agent: &Agent,
+        list: &str,
+        csv: &str,
+        replace: bool,
+    ) -> AppResult<DomainListRead> {
+        let current = self.domain_list(agent, list).await?;
+        let parsed = policy::parse_csv(csv).map_err(|e| AppError::validation(e.to_string()))?;
+        let domains = if replace {
+            parsed
+        } else {
+            current.domains.into_iter().chain(parsed).collect()
+        };
+        self.set_domain_list(agent, list, &current.mode, &domains)
+            .await
+    }
+
+    /// Refuses a registry URL whose host the `git_hosts` list does not permit.
+    pub async fn check_git_host(&self, repository_url: &str) -> AppResult<()> {
+        let host = url::Url::parse(repository_url)
+            .ok()
+            .and_then(|u| pepeunit_federation::documents::domain_of(&u))
+            .ok_or_else(|| AppError::validation("Repository URL has no host"))?;
+        let l = store::federation::domain_list(&self.db.pool, ListKind::GitHosts).await?;
+        if l.permits(&host) {
+            Ok(())
+        } else {
+            Err(AppError::validation(format!(
+                "Git host {host} is not permitted on this instance"
+            )))
+        }
+    }
+
+    /// `GET /hub/search`: anyone may search the public hub.
+    pub async fn hub_search(&self, q: HubSearch) -> AppResult<HubPage> {
+        let kind = match q.kind.as_deref() {
+            None | Some("") => None,
+            Some(k) => Some(
+                HubKind::from_str(k)
+                    .map_err(|_| AppError::validation("kind must be Repo or Unit"))?,
+            ),
+        };
+        let limit = q.limit.unwrap_or(20);
+        if !(1..=100).contains(&limit) {
+            return Err(AppError::bare("limit must be between 1 and 100"));
+        }
+        let offset = q.offset.unwrap_or(0);
+        if !(0..=10_000).contains(&offset) {
+            return Err(AppError::bare("offset must be between 0 and 10000"));
+        }
+        let text = q.q.unwrap_or_default();
+        if text.chars().count() > 500 {
+            return Err(AppError::validation("q is at most 500 characters"));
+        }
+        let instance = match q.instance.as_deref() {
+            None | Some("") => None,
+            Some(i) => {
+                Some(policy::normalize_domain(i).map_err(|e| AppError::validation(e.to_string()))?)
+            }
+        };
+        self.federation
+            .search(HubQuery {
+                q: text,
+                kind,
+                instance,
+                offset: offset as usize,
+                limit: limit as usize,
+            })
+            .await
+            .map_err(fed_error)
+    }
+}
+
+/// Query of `GET /hub/search`.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HubSearch {
+    /// Words to look for in names, descriptions, READMEs and topics; empty lists everything.
+    pub q: Option<String>,
+    /// `Repo` or `Unit`.
+    pub kind: Option<String>,
+    /// Only results from this instance (`host[:port]`).
+    pub instance: Option<String>,
+    pub offset: Option<i64>,
+    /// 1 to 100, default 20.
+    pub limit: Option<i64>,
+}
+
+fn list_kind(list: &str) -> AppResult<ListKind> {
+    ListKind::from_str(list).map_err(|e| AppError::validation(e.to_string()))
+}
+
+fn read_list(kind: ListKind, l: DomainList) -> DomainListRead {
+    DomainListRead {
+        list: kind.as_str().to_string(),
+        mode: l.mode.as_str().to_string(),
+        domains: l.domains,
+    }
+}

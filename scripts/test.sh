@@ -8,7 +8,8 @@
 #      they are missing (mosquitto is not started: each test starts its own broker);
 #   2. starts the PostgreSQL 15 cluster on 127.0.0.1:5432 and gives the `postgres` role a
 #      password, then exports PU_TEST_POSTGRES_URL (tests create/drop their own databases);
-#   3. creates a venv with pepeunit-client[all] 1.3.x and exports PU_TEST_PYTHON;
+#   3. creates a venv with pepeunit-client[all] 1.3.x and exports PU_TEST_PYTHON, and one with
+#      bovine-herd 0.5.19 (the ActivityPub interop peer) and exports PU_TEST_BOVINE_PYTHON;
 #   4. exports PU_TEST_MOSQUITTO (the broker binary) and PU_TEST_REQUIRE_ALL=1 (tests needing
 #      PostgreSQL, Python or mosquitto fail, not skip);
 #   5. runs cargo fmt --check, cargo clippy -D warnings and cargo nextest run; every step runs
@@ -162,12 +163,34 @@ else
     "$VENV/bin/python" -c "$py_check" || die "pepeunit-client is not importable from $VENV"
 fi
 export PU_TEST_PYTHON="$VENV/bin/python"
+
+# ---------------------------------------------------------------------------------------------
+section "bovine-herd venv (ActivityPub interop peer)"
+# A separate venv: bovine-herd pins its own versions of libraries pepeunit-client also uses.
+BOVINE_VENV="${PU_TEST_BOVINE_VENV:-target/bovine-venv}"
+[[ $BOVINE_VENV == /* ]] || BOVINE_VENV="$ROOT/$BOVINE_VENV"
+bovine_check='import bovine_herd, bovine, hypercorn
+from importlib.metadata import version
+assert version("bovine-herd") == "0.5.19", version("bovine-herd")'
+if "$BOVINE_VENV/bin/python" -c "$bovine_check" >/dev/null 2>&1; then
+    note "$BOVINE_VENV has bovine-herd 0.5.19"
+else
+    if ! "$BOVINE_VENV/bin/python" -c 'import pip' >/dev/null 2>&1; then
+        note "creating venv $BOVINE_VENV"
+        python3 -m venv --clear "$BOVINE_VENV"
+    fi
+    note "installing tests/interop/requirements-bovine.txt"
+    "$BOVINE_VENV/bin/python" -m pip install --quiet -r "$ROOT/tests/interop/requirements-bovine.txt" </dev/null
+    "$BOVINE_VENV/bin/python" -c "$bovine_check" || die "bovine-herd is not importable from $BOVINE_VENV"
+fi
+export PU_TEST_BOVINE_PYTHON="$BOVINE_VENV/bin/python"
 export PU_TEST_REQUIRE_ALL="${PU_TEST_REQUIRE_ALL:-1}"
 
 if [[ ${PU_TEST_SETUP_ONLY:-0} == 1 ]]; then
     section "setup only (PU_TEST_SETUP_ONLY=1): not running cargo; to reuse in a shell:"
     printf 'export PU_TEST_POSTGRES_URL=%q\n' "$PU_TEST_POSTGRES_URL"
     printf 'export PU_TEST_PYTHON=%q\n' "$PU_TEST_PYTHON"
+    printf 'export PU_TEST_BOVINE_PYTHON=%q\n' "$PU_TEST_BOVINE_PYTHON"
     printf 'export PU_TEST_MOSQUITTO=%q\n' "$PU_TEST_MOSQUITTO"
     printf 'export PU_TEST_REQUIRE_ALL=%q\n' "$PU_TEST_REQUIRE_ALL"
     exit 0

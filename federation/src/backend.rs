@@ -189,8 +189,16 @@ pub trait Backend: Send + Sync + 'static {
     /// Actor ids of every published local object (for the reconcile sweep).
     async fn published_all(&self) -> BackendResult<Vec<String>>;
 
-    async fn add_follower(&self, local: &str, follower: &str, inbox: &str) -> BackendResult<()>;
+    async fn add_follower(
+        &self,
+        local: &str,
+        follower: &str,
+        inbox: &str,
+        follow_id: &str,
+    ) -> BackendResult<()>;
     async fn remove_follower(&self, local: &str, follower: &str) -> BackendResult<()>;
+    /// Removes the follow `follow_id` made by `follower`; `false` when there is none.
+    async fn remove_follow(&self, follower: &str, follow_id: &str) -> BackendResult<bool>;
     async fn followers(
         &self,
         local: &str,

@@ -589,25 +589,40 @@ impl Federation {
         Ok(())
     }
 
-    /// Sends `kind` about a local object from the instance actor to the instance's followers
-    /// and to the object's own followers.
+    /// Sends `kind` about a local object: from the instance actor to the instance's followers
+    /// (the hub feed) and from the object itself to the object's own followers. Deletes come
+    /// from the instance actor to both, since the object's actor is gone by then.
     async fn send_to_followers(&self, kind: &str, r: LocalRef, object: Value) -> FedResult<()> {
         let instance = self.actor_id(LocalRef::Instance);
         let object_id = self.actor_id(r);
-        let locals = [instance.to_string(), object_id.to_string()];
-        let inboxes = self.0.backend.follower_inboxes(&locals).await?;
-        if inboxes.is_empty() {
-            return Ok(());
+        let b = self.backend();
+        let hub_inboxes = b.follower_inboxes(&[instance.to_string()]).await?;
+        let own_inboxes: Vec<String> = b
+            .follower_inboxes(&[object_id.to_string()])
+            .await?
+            .into_iter()
+            .filter(|i| !hub_inboxes.contains(i))
+            .collect();
+        let senders: Vec<(&Url, Vec<String>)> = if kind == "Delete" {
+            vec![(&instance, [hub_inboxes, own_inboxes].concat())]
+        } else {
+            vec![(&instance, hub_inboxes), (&object_id, own_inboxes)]
+        };
+        for (actor, inboxes) in senders {
+            if inboxes.is_empty() {
+                continue;
+            }
+            let followers = format!("{actor}/followers");
+            let activity = documents::activity(
+                kind,
+                &self.new_activity_id(),
+                actor,
+                object.clone(),
+                &[PUBLIC, &followers],
+            );
+            self.enqueue(actor, &activity, &inboxes).await?;
         }
-        let followers = format!("{instance}/followers");
-        let activity = documents::activity(
-            kind,
-            &self.new_activity_id(),
-            &instance,
-            object,
-            &[PUBLIC, &followers],
-        );
-        self.enqueue(&instance, &activity, &inboxes).await
+        Ok(())
     }
 
     /// Puts one activity into the durable queue for each inbox (denied domains skipped).

@@ -29,6 +29,7 @@ pub fn context() -> Value {
             "repository": {"@id": "pepeunit:repository", "@type": "@id"},
             "firmwareVersion": "pepeunit:firmwareVersion",
             "nodes": "pepeunit:nodes",
+            "creator": {"@id": "pepeunit:creator", "@type": "@id"},
             "movedTo": {"@id": "as:movedTo", "@type": "@id"}
         }
     ])
@@ -85,7 +86,9 @@ pub fn actor_document(
         json!({"id": main_key_id(id), "owner": id, "publicKeyPem": public_key_pem}),
     );
     if let Some(owner) = owner {
-        doc.insert("attributedTo".into(), json!(owner));
+        // not `attributedTo`: on a Create, servers take that for the author of the object
+        // and drop the activity when it is not the activity's actor
+        doc.insert("creator".into(), json!(owner));
     }
     match obj {
         LocalObject::Repo(r) => {

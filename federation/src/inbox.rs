@@ -142,8 +142,9 @@ impl Federation {
         let follower = actor.actor.id.clone();
         let reply_to = [actor.delivery_inbox().to_string()];
         let kind = if exists && !matches!(target, LocalRef::Unit(_)) {
+            let follow_id = str_field(activity, "id");
             self.backend()
-                .add_follower(me.as_str(), &follower, actor.delivery_inbox())
+                .add_follower(me.as_str(), &follower, actor.delivery_inbox(), follow_id)
                 .await?;
             "Accept"
         } else {
@@ -198,11 +199,20 @@ impl Federation {
 
     async fn on_undo(&self, actor: &ApActor, activity: &Value) -> Result<InboxReply, FedError> {
         let object = activity.get("object").unwrap_or(&Value::Null);
+        if let Value::String(follow_id) = object {
+            // Undo naming the Follow by id (bovine does this)
+            let removed = self
+                .backend()
+                .remove_follow(&actor.actor.id, follow_id)
+                .await?;
+            return Ok(if removed {
+                InboxReply::new(202, "unfollowed")
+            } else {
+                InboxReply::new(422, "Undo of an activity we do not know")
+            });
+        }
         if str_field(object, "type") != "Follow" {
-            return Ok(InboxReply::new(
-                422,
-                "only Undo of an embedded Follow is supported",
-            ));
+            return Ok(InboxReply::new(422, "only Undo of a Follow is supported"));
         }
         if id_of(object.get("actor").unwrap_or(&Value::Null)) != Some(actor.actor.id.as_str()) {
             return Ok(InboxReply::new(403, "cannot undo another actor's Follow"));

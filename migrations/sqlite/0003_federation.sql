@@ -20,6 +20,7 @@ CREATE TABLE fed_followers (
     follower TEXT NOT NULL,
     domain TEXT NOT NULL,
     inbox TEXT NOT NULL,
+    follow_id TEXT NOT NULL,
     create_datetime TEXT NOT NULL,
     PRIMARY KEY (local_actor, follower)
 );

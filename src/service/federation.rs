@@ -209,7 +209,13 @@ impl Backend for DbBackend {
     async fn published_all(&self) -> BackendResult<Vec<String>> {
         db!(store::federation::published_all(&self.db.pool))
     }
-    async fn add_follower(&self, local: &str, follower: &str, inbox: &str) -> BackendResult<()> {
+    async fn add_follower(
+        &self,
+        local: &str,
+        follower: &str,
+        inbox: &str,
+        follow_id: &str,
+    ) -> BackendResult<()> {
         let domain = url::Url::parse(follower)
             .ok()
             .and_then(|u| pepeunit_federation::documents::domain_of(&u))
@@ -219,7 +225,15 @@ impl Backend for DbBackend {
             local,
             follower,
             &domain,
-            inbox
+            inbox,
+            follow_id
+        ))
+    }
+    async fn remove_follow(&self, follower: &str, follow_id: &str) -> BackendResult<bool> {
+        db!(store::federation::remove_follow(
+            &self.db.pool,
+            follower,
+            follow_id
         ))
     }
     async fn remove_follower(&self, local: &str, follower: &str) -> BackendResult<()> {

@@ -95,9 +95,10 @@ pub async fn add_follower(
     follower: &str,
     domain: &str,
     inbox: &str,
+    follow_id: &str,
 ) -> AppResult<()> {
     Sql::new(
-        "INSERT INTO fed_followers (local_actor, follower, domain, inbox, create_datetime) VALUES (",
+        "INSERT INTO fed_followers (local_actor, follower, domain, inbox, follow_id, create_datetime) VALUES (",
     )
     .bind(local)
     .push(", ")
@@ -107,8 +108,10 @@ pub async fn add_follower(
     .push(", ")
     .bind(inbox)
     .push(", ")
+    .bind(follow_id)
+    .push(", ")
     .bind(now())
-    .push(") ON CONFLICT (local_actor, follower) DO UPDATE SET inbox = excluded.inbox")
+    .push(") ON CONFLICT (local_actor, follower) DO UPDATE SET inbox = excluded.inbox, follow_id = excluded.follow_id")
     .execute(db)
     .await?;
     Ok(())
@@ -122,6 +125,16 @@ pub async fn remove_follower(db: &AnyPool, local: &str, follower: &str) -> AppRe
         .execute(db)
         .await?;
     Ok(())
+}
+
+pub async fn remove_follow(db: &AnyPool, follower: &str, follow_id: &str) -> AppResult<bool> {
+    let n = Sql::new("DELETE FROM fed_followers WHERE follower = ")
+        .bind(follower)
+        .push(" AND follow_id = ")
+        .bind(follow_id)
+        .execute(db)
+        .await?;
+    Ok(n > 0)
 }
 
 pub async fn followers(

@@ -200,3 +200,296 @@ async fn two_instances_share_public_repos_and_units(backend: Backend) {
 }
 
 both_backends!(two_instances_share_public_repos_and_units);
+
+// ---------------------------------------------------------------------------------------------
+// Signatures: requests are signed by hand here (not with our signing code), as another server
+// would, so the checks are tested against the draft-cavage format itself.
+
+mod signed {
+    use base64::engine::general_purpose::STANDARD as B64;
+    use base64::Engine;
+    use rsa::pkcs8::DecodePrivateKey;
+    use rsa::{Pkcs1v15Sign, RsaPrivateKey};
+    use sha2::{Digest, Sha256};
+    use std::time::SystemTime;
+
+    pub struct Signer {
+        pub key_id: String,
+        pub key: RsaPrivateKey,
+    }
+
+    impl Signer {
+        pub fn from_pem(key_id: String, pem: &str) -> Signer {
+            Signer {
+                key_id,
+                key: RsaPrivateKey::from_pkcs8_pem(pem).unwrap(),
+            }
+        }
+
+        /// Headers of a signed request to `url` (`body` None for GET).
+        pub fn headers(
+            &self,
+            method: &str,
+            url: &str,
+            body: Option<&[u8]>,
+            date: SystemTime,
+        ) -> Vec<(String, String)> {
+            let url = url::Url::parse(url).unwrap();
+            let host = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap());
+            let target = match url.query() {
+                Some(q) => format!("{} {}?{q}", method.to_lowercase(), url.path()),
+                None => format!("{} {}", method.to_lowercase(), url.path()),
+            };
+            let date = httpdate::fmt_http_date(date);
+            let mut lines = vec![
+                format!("(request-target): {target}"),
+                format!("host: {host}"),
+                format!("date: {date}"),
+            ];
+            let mut names = "(request-target) host date".to_string();
+            let mut out = vec![("host".to_string(), host), ("date".to_string(), date)];
+            if let Some(body) = body {
+                let digest = format!("SHA-256={}", B64.encode(Sha256::digest(body)));
+                lines.push(format!("digest: {digest}"));
+                names.push_str(" digest");
+                out.push(("digest".into(), digest));
+            }
+            let signature = self
+                .key
+                .sign(
+                    Pkcs1v15Sign::new::<Sha256>(),
+                    &Sha256::digest(lines.join("\n").as_bytes()),
+                )
+                .unwrap();
+            out.push((
+                "signature".into(),
+                format!(
+                    "keyId=\"{}\",algorithm=\"rsa-sha256\",headers=\"{names}\",signature=\"{}\"",
+                    self.key_id,
+                    B64.encode(signature)
+                ),
+            ));
+            out
+        }
+    }
+}
+
+async fn instance_key(inst: &TestInstance) -> String {
+    let pool = inst.running.as_ref().unwrap().instance.pool().clone();
+    pepeunit::store::federation::key(&pool, "instance")
+        .await
+        .unwrap()
+        .unwrap()
+        .0
+}
+
+fn instance_actor(inst: &TestInstance) -> String {
+    format!("http://{}/pepeunit/ap/instance", inst.domain)
+}
+
+/// POSTs `body` to A's shared inbox with the given headers; returns status and detail.
+async fn post_inbox(
+    a: &TestInstance,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+) -> (u16, String) {
+    let mut req = a
+        .http
+        .post(format!("{}/pepeunit/ap/inbox", a.base))
+        .header("content-type", "application/activity+json");
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    let res = req.body(body).send().await.unwrap();
+    let status = res.status().as_u16();
+    let v: Value = res.json().await.unwrap_or(Value::Null);
+    (status, v["detail"].as_str().unwrap_or_default().to_string())
+}
+
+fn follow_activity(from: &TestInstance, actor: &str, object: &str) -> Vec<u8> {
+    json!({
+        "@context": "https://www.w3.org/ns/activitystreams",
+        "id": format!("http://{}/pepeunit/ap/activities/{}", from.domain, uuid::Uuid::new_v4()),
+        "type": "Follow",
+        "actor": actor,
+        "object": object,
+    })
+    .to_string()
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbox_checks_signatures_before_anything_else() {
+    let a = start(Backend::Sqlite, &[]).await;
+    let b = start(Backend::Sqlite, &[]).await;
+    let (_, a_admin) = a.user("alice").await;
+    let b_actor = instance_actor(&b);
+    let a_actor = instance_actor(&a);
+    let inbox = format!("http://{}/pepeunit/ap/inbox", a.domain);
+    let signer = signed::Signer::from_pem(format!("{b_actor}#main-key"), &instance_key(&b).await);
+    let now = std::time::SystemTime::now();
+
+    // a correct Follow from B's instance actor is accepted; its redelivery is recognised
+    let body = follow_activity(&b, &b_actor, &a_actor);
+    let ok = post_inbox(
+        &a,
+        signer.headers("POST", &inbox, Some(&body), now),
+        body.clone(),
+    )
+    .await;
+    assert_eq!(ok.0, 202, "{ok:?}");
+    let again = post_inbox(&a, signer.headers("POST", &inbox, Some(&body), now), body).await;
+    assert_eq!(again, (202, "already received".to_string()));
+
+    // unsigned
+    let body = follow_activity(&b, &b_actor, &a_actor);
+    let r = post_inbox(&a, vec![], body).await;
+    assert_eq!(r.0, 401, "{r:?}");
+
+    // tampered body: signed digest of one body, another body sent
+    let body = follow_activity(&b, &b_actor, &a_actor);
+    let other = follow_activity(&b, &b_actor, &a_actor);
+    let r = post_inbox(&a, signer.headers("POST", &inbox, Some(&body), now), other).await;
+    assert_eq!(r.0, 401, "{r:?}");
+    assert!(r.1.contains("digest"), "{r:?}");
+
+    // forged: B's key id, another key
+    let forger = signed::Signer {
+        key_id: format!("{b_actor}#main-key"),
+        key: rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048).unwrap(),
+    };
+    let body = follow_activity(&b, &b_actor, &a_actor);
+    let r = post_inbox(&a, forger.headers("POST", &inbox, Some(&body), now), body).await;
+    assert_eq!(r.0, 401, "{r:?}");
+
+    // unknown key: an actor nobody serves
+    let nobody = "http://localhost:9/pepeunit/ap/instance";
+    let stranger = signed::Signer {
+        key_id: format!("{nobody}#main-key"),
+        key: forger.key.clone(),
+    };
+    let body = follow_activity(&b, nobody, &a_actor);
+    let r = post_inbox(&a, stranger.headers("POST", &inbox, Some(&body), now), body).await;
+    assert_eq!(r.0, 401, "{r:?}");
+
+    // stale and future Date
+    for date in [
+        now - Duration::from_secs(2 * 3600),
+        now + Duration::from_secs(3600),
+    ] {
+        let body = follow_activity(&b, &b_actor, &a_actor);
+        let r = post_inbox(&a, signer.headers("POST", &inbox, Some(&body), date), body).await;
+        assert_eq!(r.0, 401, "{r:?}");
+    }
+
+    // signed by B's instance, claiming another actor
+    let body = follow_activity(
+        &b,
+        &format!(
+            "http://{}/pepeunit/ap/users/{}",
+            b.domain,
+            uuid::Uuid::new_v4()
+        ),
+        &a_actor,
+    );
+    let r = post_inbox(&a, signer.headers("POST", &inbox, Some(&body), now), body).await;
+    assert_eq!(r, (401, "activity actor is not the signer".to_string()));
+
+    // after the signature: garbage and unknown types are 400, never 500
+    let garbage = b"{not json".to_vec();
+    let r = post_inbox(
+        &a,
+        signer.headers("POST", &inbox, Some(&garbage), now),
+        garbage,
+    )
+    .await;
+    assert_eq!(r.0, 400, "{r:?}");
+    let like = json!({"id": format!("http://{}/x/{}", b.domain, uuid::Uuid::new_v4()), "type": "Like", "actor": b_actor, "object": a_actor}).to_string().into_bytes();
+    let r = post_inbox(&a, signer.headers("POST", &inbox, Some(&like), now), like).await;
+    assert_eq!(r.0, 400, "{r:?}");
+    assert!(r.1.contains("Like"), "{r:?}");
+
+    // a denied domain is refused before its key is even fetched, inbox and GETs alike
+    let (s, v) = a
+        .call(
+            "PUT",
+            "/federation/domains/federation",
+            Some(&a_admin),
+            Some(json!({"mode": "deny", "domains": [b.domain]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let body = follow_activity(&b, &b_actor, &a_actor);
+    let r = post_inbox(&a, signer.headers("POST", &inbox, Some(&body), now), body).await;
+    assert_eq!(r.0, 403, "{r:?}");
+    let mut req = a
+        .http
+        .get(&a_actor)
+        .header("accept", "application/activity+json");
+    for (k, v) in signer.headers("GET", &a_actor, None, now) {
+        req = req.header(k, v);
+    }
+    assert_eq!(req.send().await.unwrap().status(), StatusCode::FORBIDDEN);
+
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorized_fetch_requires_signed_gets() {
+    let a = start(
+        Backend::Sqlite,
+        &[("PU_FEDERATION_AUTHORIZED_FETCH", "true")],
+    )
+    .await;
+    let b = start(Backend::Sqlite, &[]).await;
+    let (_, token) = a.user("alice").await;
+    let firmware = FirmwareRepo::create().await;
+    let (_, repo, _) = registry_repo_unit(&a, &token, &firmware, "fetch", "Public").await;
+    let repo_actor = format!(
+        "http://{}/pepeunit/ap/repos/{}",
+        a.domain,
+        repo["uuid"].as_str().unwrap()
+    );
+    let get = |url: String, headers: Vec<(String, String)>| {
+        let mut req = a
+            .http
+            .get(url)
+            .header("accept", "application/activity+json");
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        async move { req.send().await.unwrap().status() }
+    };
+    assert_eq!(
+        get(repo_actor.clone(), vec![]).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        get(format!("{repo_actor}/followers"), vec![]).await,
+        StatusCode::UNAUTHORIZED
+    );
+    // the instance actor, WebFinger and NodeInfo stay readable: peers need them to verify us
+    assert_eq!(get(instance_actor(&a), vec![]).await, StatusCode::OK);
+    assert_eq!(
+        get(format!("{}/.well-known/nodeinfo", a.base), vec![]).await,
+        StatusCode::OK
+    );
+    let b_actor = instance_actor(&b);
+    let signer = signed::Signer::from_pem(format!("{b_actor}#main-key"), &instance_key(&b).await);
+    let now = std::time::SystemTime::now();
+    let signed = signer.headers("GET", &repo_actor, None, now);
+    assert_eq!(get(repo_actor.clone(), signed).await, StatusCode::OK);
+    // a signature over another path does not open this one
+    let elsewhere = signer.headers("GET", &instance_actor(&a), None, now);
+    assert_eq!(
+        get(repo_actor.clone(), elsewhere).await,
+        StatusCode::UNAUTHORIZED
+    );
+    // and B itself (no authorized fetch) follows A: B's signed fetches get through
+    let (_, b_admin) = b.user("bobby").await;
+    follow_and_wait(&b, &b_admin, &a).await;
+    hub_sees(&b, "q=fetch", "fetch_repo").await;
+    a.stop().await;
+    b.stop().await;
+}

@@ -322,7 +322,7 @@ fn follow_activity(from: &TestInstance, actor: &str, object: &str) -> Vec<u8> {
 async fn inbox_checks_signatures_before_anything_else() {
     let a = start(Backend::Sqlite, &[]).await;
     let b = start(Backend::Sqlite, &[]).await;
-    let (_, a_admin) = a.user("alice").await;
+    let (alice_uuid, a_admin) = a.user("alice").await;
     let b_actor = instance_actor(&b);
     let a_actor = instance_actor(&a);
     let inbox = format!("http://{}/pepeunit/ap/inbox", a.domain);
@@ -422,11 +422,12 @@ async fn inbox_checks_signatures_before_anything_else() {
     let body = follow_activity(&b, &b_actor, &a_actor);
     let r = post_inbox(&a, signer.headers("POST", &inbox, Some(&body), now), body).await;
     assert_eq!(r.0, 403, "{r:?}");
+    let alice_actor = format!("http://{}/pepeunit/ap/users/{alice_uuid}", a.domain);
     let mut req = a
         .http
-        .get(&a_actor)
+        .get(&alice_actor)
         .header("accept", "application/activity+json");
-    for (k, v) in signer.headers("GET", &a_actor, None, now) {
+    for (k, v) in signer.headers("GET", &alice_actor, None, now) {
         req = req.header(k, v);
     }
     assert_eq!(req.send().await.unwrap().status(), StatusCode::FORBIDDEN);
@@ -492,4 +493,570 @@ async fn authorized_fetch_requires_signed_gets() {
     hub_sees(&b, "q=fetch", "fetch_repo").await;
     a.stop().await;
     b.stop().await;
+}
+
+async fn set_list(inst: &TestInstance, admin: &str, list: &str, mode: &str, domains: &[&str]) {
+    let (s, v) = inst
+        .call(
+            "PUT",
+            &format!("/federation/domains/{list}"),
+            Some(admin),
+            Some(json!({"mode": mode, "domains": domains})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+/// Waits until `inst` has a dead-lettered delivery whose error contains `needle`.
+async fn dead_letter(inst: &TestInstance, admin: &str, needle: &str) -> Value {
+    eventually(&format!("a dead letter with {needle:?}"), || async {
+        let (_, v) = inst
+            .get("/federation/deliveries?state=Dead", Some(admin))
+            .await;
+        v.as_array()?
+            .iter()
+            .find(|d| {
+                d["last_error"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains(needle)
+            })
+            .cloned()
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn domain_policy_refuses_both_ways_and_allow_list_keeps_strangers_out() {
+    let a = start(Backend::Sqlite, &[]).await;
+    let b = start(Backend::Sqlite, &[]).await;
+    let (_, a_admin) = a.user("alice").await;
+    let (_, b_admin) = b.user("bobby").await;
+    let firmware = FirmwareRepo::create().await;
+    registry_repo_unit(&a, &a_admin, &firmware, "policy", "Public").await;
+
+    // A denies B: B's Follow is refused at A's inbox (dead-lettered at B with the reason),
+    // and A cannot follow B either
+    set_list(&a, &a_admin, "federation", "deny", &[&b.domain]).await;
+    let (s, v) = b
+        .post(
+            "/federation/follow",
+            Some(&b_admin),
+            json!({"domain": a.domain}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let dead = dead_letter(&b, &b_admin, "HTTP 403").await;
+    assert_eq!(dead["domain"], a.domain, "{dead}");
+    let (s, v) = a
+        .post(
+            "/federation/follow",
+            Some(&a_admin),
+            json!({"domain": b.domain}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("policy"), "{v}");
+
+    // allow-list mode with only a friend: B is still a stranger
+    set_list(&a, &a_admin, "federation", "allow", &["friend.example"]).await;
+    let (s, _) = b
+        .post(
+            "/federation/follow",
+            Some(&b_admin),
+            json!({"domain": a.domain}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    eventually("a second 403", || async {
+        let (_, v) = b
+            .get("/federation/deliveries?state=Dead", Some(&b_admin))
+            .await;
+        (v.as_array()?.len() >= 2).then_some(())
+    })
+    .await;
+    let (_, follows) = b.get("/federation/follow", Some(&b_admin)).await;
+    assert_eq!(follows[0]["state"], "Pending", "{follows}");
+
+    // admitted: the next Follow is accepted and the hub fills
+    let (s, v) = a
+        .post(
+            "/federation/domains/federation/domains",
+            Some(&a_admin),
+            json!({"domain": b.domain}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["mode"], "allow");
+    follow_and_wait(&b, &b_admin, &a).await;
+    hub_sees(&b, "q=policy", "policy_repo").await;
+
+    // B now denies A: what came from A is dropped from B's hub and store
+    set_list(&b, &b_admin, "federation", "deny", &[&a.domain]).await;
+    hub_lacks(&b, "q=policy", "policy_repo").await;
+    let (s, v) = b
+        .get(&format!("/hub/search?instance={}", a.domain), None)
+        .await;
+    assert_eq!((s, v["count"].clone()), (StatusCode::OK, json!(0)), "{v}");
+
+    a.stop().await;
+    b.stop().await;
+}
+
+async fn new_repo(a: &TestInstance, token: &str, registry: &Value, name: &str) {
+    let (s, v) = a
+        .post(
+            "/repos",
+            Some(token),
+            json!({"repository_registry_uuid": registry["uuid"], "default_branch": "main", "visibility_level": "Public", "name": name, "is_compilable_repo": false}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_survive_restarts_and_dead_letter_after_the_last_try() {
+    let mut a = start(Backend::Sqlite, &[("PU_FEDERATION_MAX_ATTEMPTS", "4")]).await;
+    let mut b = start(Backend::Sqlite, &[]).await;
+    let (_, a_admin) = a.user("alice").await;
+    let (_, b_admin) = b.user("bobby").await;
+    let firmware = FirmwareRepo::create().await;
+    let (registry, _, _) = registry_repo_unit(&a, &a_admin, &firmware, "queue", "Public").await;
+    follow_and_wait(&b, &b_admin, &a).await;
+    hub_sees(&b, "q=queue", "queue_repo").await;
+
+    // B is down: the Create is retried, survives a restart of A, and arrives when B is back
+    b.running.take().unwrap().stop().await.unwrap();
+    new_repo(&a, &a_admin, &registry, "offline_repo").await;
+    let pending = eventually("a failed attempt", || async {
+        let (_, v) = a
+            .get("/federation/deliveries?state=Pending", Some(&a_admin))
+            .await;
+        v.as_array()?
+            .iter()
+            .find(|d| d["attempts"].as_i64() >= Some(1))
+            .cloned()
+    })
+    .await;
+    assert!(pending["last_error"].as_str().is_some(), "{pending}");
+    a.restart(Duration::from_millis(100)).await;
+    let (_, v) = a
+        .get("/federation/deliveries?state=Pending", Some(&a_admin))
+        .await;
+    assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
+    b.restart(Duration::ZERO).await;
+    hub_sees(&b, "q=offline", "offline_repo").await;
+    eventually("A's queue to drain", || async {
+        let (_, v) = a.get("/federation/deliveries", Some(&a_admin)).await;
+        (v == json!([])).then_some(())
+    })
+    .await;
+
+    // B down for good: after the fourth attempt the delivery is dead, with the reason
+    b.running.take().unwrap().stop().await.unwrap();
+    new_repo(&a, &a_admin, &registry, "lost_repo").await;
+    let dead = dead_letter(&a, &a_admin, "gave up after 4 attempts").await;
+    assert_eq!(dead["attempts"], 4, "{dead}");
+    assert_eq!(dead["domain"], b.domain);
+
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_peers_are_refused_without_allow_local() {
+    // no PU_FEDERATION_ALLOW_LOCAL: production rules
+    let a = TestInstance::start(Backend::Sqlite).await;
+    let b = start(Backend::Sqlite, &[]).await;
+    let (_, a_admin) = a.user("alice").await;
+    for domain in [b.domain.as_str(), "localhost", "127.0.0.1", "10.0.0.1"] {
+        let (s, v) = a
+            .post(
+                "/federation/follow",
+                Some(&a_admin),
+                json!({"domain": domain}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{domain}: {v}");
+    }
+    let (_, v) = a
+        .post(
+            "/federation/follow",
+            Some(&a_admin),
+            json!({"domain": b.domain}),
+        )
+        .await;
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("PU_FEDERATION_ALLOW_LOCAL"),
+        "{v}"
+    );
+    // a correctly signed Follow from a loopback peer: A will not fetch its key
+    let b_actor = instance_actor(&b);
+    let signer = signed::Signer::from_pem(format!("{b_actor}#main-key"), &instance_key(&b).await);
+    let inbox = format!("http://{}/pepeunit/ap/inbox", a.domain);
+    let body = follow_activity(&b, &b_actor, &instance_actor(&a));
+    let r = post_inbox(
+        &a,
+        signer.headers("POST", &inbox, Some(&body), std::time::SystemTime::now()),
+        body,
+    )
+    .await;
+    assert_eq!(r.0, 401, "{r:?}");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_documents_and_paged_collections() {
+    let a = start(Backend::Sqlite, &[]).await;
+    let (alice_uuid, token) = a.user("alice").await;
+    let firmware = FirmwareRepo::create().await;
+    let (_, repo, unit) = registry_repo_unit(&a, &token, &firmware, "disco", "Public").await;
+    let (_, private_repo, private_unit) = registry_repo_unit(
+        &a,
+        &token,
+        &FirmwareRepo::create().await,
+        "hidden",
+        "Internal",
+    )
+    .await;
+    let ap = |url: String| {
+        let req = a
+            .http
+            .get(url)
+            .header("accept", "application/activity+json");
+        async move {
+            let res = req.send().await.unwrap();
+            let status = res.status();
+            let ct = res
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default();
+            (status, ct, res.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let origin = format!("http://{}", a.domain);
+
+    // WebFinger: the instance actor and users
+    let (s, _, v) = ap(format!(
+        "{}/.well-known/webfinger?resource=acct:{}@{}",
+        a.base, a.domain, a.domain
+    ))
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        v["links"][0]["href"],
+        format!("{origin}/pepeunit/ap/instance")
+    );
+    let (s, _, v) = ap(format!(
+        "{}/.well-known/webfinger?resource=acct:alice@{}",
+        a.base, a.domain
+    ))
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        v["links"][0]["href"],
+        format!("{origin}/pepeunit/ap/users/{alice_uuid}")
+    );
+    for bad in ["acct:nobody@x", "acct:ghost@DOMAIN", "nonsense"] {
+        let (s, _, _) = ap(format!(
+            "{}/.well-known/webfinger?resource={}",
+            a.base,
+            bad.replace("DOMAIN", &a.domain)
+        ))
+        .await;
+        assert!(s.is_client_error(), "{bad}: {s}");
+    }
+
+    // NodeInfo 2.1
+    let (s, _, v) = ap(format!("{}/.well-known/nodeinfo", a.base)).await;
+    assert_eq!(s, StatusCode::OK);
+    let href = v["links"][0]["href"]
+        .as_str()
+        .unwrap()
+        .replace(&origin, &a.base);
+    let (s, ct, v) = ap(href).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        ct.contains("nodeinfo.diaspora.software/ns/schema/2.1"),
+        "{ct}"
+    );
+    assert_eq!(v["version"], "2.1");
+    assert_eq!(v["software"]["name"], "pepeunit");
+    assert_eq!(v["protocols"], json!(["activitypub"]));
+    assert_eq!(v["usage"]["users"]["total"], 1);
+    assert_eq!(v["metadata"]["publicRepos"], 1);
+    assert_eq!(v["metadata"]["publicUnits"], 1);
+
+    // actor documents of public objects; Internal and Private ones do not exist outside
+    let repo_id = format!(
+        "{origin}/pepeunit/ap/repos/{}",
+        repo["uuid"].as_str().unwrap()
+    );
+    let (s, ct, v) = ap(repo_id.replace(&origin, &a.base)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(ct, "application/activity+json");
+    assert_eq!(v["type"], "Repository");
+    assert_eq!(v["id"], repo_id);
+    assert_eq!(v["cloneUri"], firmware.url());
+    assert_eq!(v["platform"], "Gitlab");
+    assert_eq!(v["publicKey"]["owner"], repo_id);
+    assert_eq!(
+        v["endpoints"]["sharedInbox"],
+        format!("{origin}/pepeunit/ap/inbox")
+    );
+    let unit_id = format!(
+        "{origin}/pepeunit/ap/units/{}",
+        unit["uuid"].as_str().unwrap()
+    );
+    let (_, _, v) = ap(unit_id.replace(&origin, &a.base)).await;
+    assert_eq!(v["type"], "Service");
+    assert_eq!(v["repository"], repo_id);
+    assert!(v["nodes"].as_array().is_some(), "{v}");
+    let (_, _, v) = ap(format!("{}/pepeunit/ap/users/{alice_uuid}", a.base)).await;
+    assert_eq!(v["type"], "Person");
+    assert_eq!(v["preferredUsername"], "alice");
+    for hidden in [
+        format!(
+            "{}/pepeunit/ap/repos/{}",
+            a.base,
+            private_repo["uuid"].as_str().unwrap()
+        ),
+        format!(
+            "{}/pepeunit/ap/units/{}",
+            a.base,
+            private_unit["uuid"].as_str().unwrap()
+        ),
+        format!("{}/pepeunit/ap/repos/{}", a.base, uuid::Uuid::new_v4()),
+        format!("{}/pepeunit/ap/gadgets/{}", a.base, uuid::Uuid::new_v4()),
+        format!("{}/pepeunit/ap/repos/not-a-uuid", a.base),
+    ] {
+        let (s, _, _) = ap(hidden.clone()).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{hidden}");
+    }
+
+    // the instance outbox pages Creates of public objects only
+    let (_, _, v) = ap(format!("{}/pepeunit/ap/instance/outbox", a.base)).await;
+    assert_eq!(v["type"], "OrderedCollection");
+    assert_eq!(v["totalItems"], 2);
+    let (_, _, v) = ap(format!("{}/pepeunit/ap/instance/outbox?page=1", a.base)).await;
+    let items = v["orderedItems"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert!(items.iter().all(|i| i["type"] == "Create"), "{v}");
+    let ids: Vec<&str> = items
+        .iter()
+        .map(|i| i["object"]["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&repo_id.as_str()) && ids.contains(&unit_id.as_str()),
+        "{ids:?}"
+    );
+    let (s, _, _) = ap(format!("{}/pepeunit/ap/instance/outbox?page=0", a.base)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _, _) = ap(format!("{}/pepeunit/ap/instance/likes", a.base)).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // followers are paged 50 at a time
+    let pool = a.running.as_ref().unwrap().instance.pool().clone();
+    for i in 0..120 {
+        let follower = format!("https://f{i}.example/actor");
+        pepeunit::store::federation::add_follower(
+            &pool,
+            &repo_id,
+            &follower,
+            &format!("f{i}.example"),
+            &format!("{follower}/inbox"),
+            &format!("{follower}/follow/1"),
+        )
+        .await
+        .unwrap();
+    }
+    let followers = format!(
+        "{}/pepeunit/ap/repos/{}/followers",
+        a.base,
+        repo["uuid"].as_str().unwrap()
+    );
+    let (_, _, v) = ap(followers.clone()).await;
+    assert_eq!(v["totalItems"], 120);
+    assert_eq!(v["first"], format!("{repo_id}/followers?page=1"));
+    assert_eq!(v["last"], format!("{repo_id}/followers?page=3"));
+    let (_, _, p1) = ap(format!("{followers}?page=1")).await;
+    assert_eq!(p1["orderedItems"].as_array().unwrap().len(), 50);
+    assert_eq!(p1["next"], format!("{repo_id}/followers?page=2"));
+    let (_, _, p3) = ap(format!("{followers}?page=3")).await;
+    assert_eq!(p3["orderedItems"].as_array().unwrap().len(), 20);
+    assert!(p3.get("next").is_none(), "{p3}");
+    assert_eq!(p3["prev"], format!("{repo_id}/followers?page=2"));
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn domain_lists_are_admin_only_validated_and_csv_round_trips() {
+    let a = start(Backend::Sqlite, &[]).await;
+    let (_, admin) = a.user("alice").await;
+    let (_, user) = a.user("plainuser").await;
+    for (method, path) in [
+        ("GET", "/federation/domains/federation"),
+        ("GET", "/federation/follow"),
+        ("GET", "/federation/deliveries"),
+        ("GET", "/federation/domains/git_hosts/csv"),
+    ] {
+        let (s, _) = a.call(method, path, Some(&user), None).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{path}");
+        let (s, _) = a.call(method, path, None, None).await;
+        assert!(
+            s == StatusCode::FORBIDDEN || s == StatusCode::UNAUTHORIZED,
+            "{path}: {s}"
+        );
+    }
+    let (s, _) = a
+        .call("GET", "/federation/domains/nonsense", Some(&admin), None)
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let (s, v) = a.get("/federation/domains/federation", Some(&admin)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        v,
+        json!({"list": "federation", "mode": "deny", "domains": []})
+    );
+
+    // an invalid domain or mode changes nothing
+    set_list(
+        &a,
+        &admin,
+        "federation",
+        "deny",
+        &["spam.example", "*.bad.example"],
+    )
+    .await;
+    let (s, v) = a
+        .call(
+            "PUT",
+            "/federation/domains/federation",
+            Some(&admin),
+            Some(json!({"mode": "deny", "domains": ["ok.example", "not a domain"]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    let (s, _) = a
+        .call(
+            "PUT",
+            "/federation/domains/federation",
+            Some(&admin),
+            Some(json!({"mode": "sometimes", "domains": []})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let (_, v) = a.get("/federation/domains/federation", Some(&admin)).await;
+    assert_eq!(v["domains"], json!(["bad.example", "spam.example"]));
+
+    // CSV export, then import: a bad line is named and nothing changes
+    let (s, csv) = a
+        .call_raw(
+            "GET",
+            "/federation/domains/federation/csv",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        String::from_utf8(csv).unwrap(),
+        "domain\nbad.example\nspam.example\n"
+    );
+    let import = |body: &'static str, replace: bool| {
+        let req = a
+            .http
+            .post(a.url(&format!(
+                "/federation/domains/federation/csv?replace={replace}"
+            )))
+            .header("x-auth-token", admin.clone())
+            .header("content-type", "text/csv")
+            .body(body);
+        async move {
+            let res = req.send().await.unwrap();
+            (res.status(), res.json::<Value>().await.unwrap())
+        }
+    };
+    let (s, v) = import("domain\nfine.example\nno way\n", false).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(v["detail"].as_str().unwrap().contains("line 3"), "{v}");
+    let (_, v) = a.get("/federation/domains/federation", Some(&admin)).await;
+    assert_eq!(v["domains"], json!(["bad.example", "spam.example"]));
+    let (s, v) = import("# peers we refuse\nnew.example\n", false).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        v["domains"],
+        json!(["bad.example", "new.example", "spam.example"])
+    );
+    let (s, v) = import("domain\nonly.example\n", true).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["domains"], json!(["only.example"]));
+    let (s, v) = a
+        .delete(
+            "/federation/domains/federation/domains/only.example",
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["domains"], json!([]));
+    let (s, _) = a
+        .delete(
+            "/federation/domains/federation/domains/only.example",
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // git hosts: registries may only come from permitted hosts
+    let firmware = FirmwareRepo::create().await;
+    set_list(&a, &admin, "git_hosts", "deny", &["127.0.0.1"]).await;
+    let registry = json!({"platform": "Gitlab", "repository_url": firmware.url(), "is_public_repository": true, "credentials": null});
+    let (s, v) = a
+        .post("/repository_registry", Some(&admin), registry.clone())
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("127.0.0.1"), "{v}");
+    set_list(
+        &a,
+        &admin,
+        "git_hosts",
+        "allow",
+        &["gitlab.com", "github.com"],
+    )
+    .await;
+    let (s, _) = a
+        .post("/repository_registry", Some(&admin), registry.clone())
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    set_list(
+        &a,
+        &admin,
+        "git_hosts",
+        "allow",
+        &["github.com", "127.0.0.1"],
+    )
+    .await;
+    let (s, v) = a.post("/repository_registry", Some(&admin), registry).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+
+    // hub search input checks
+    for bad in [
+        "limit=0",
+        "limit=101",
+        "offset=-1",
+        "kind=Gadget",
+        "instance=not%20a%20domain",
+    ] {
+        let (s, v) = a.get(&format!("/hub/search?{bad}"), None).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {v}");
+    }
+    let long = "x".repeat(501);
+    let (s, _) = a.get(&format!("/hub/search?q={long}"), None).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    a.stop().await;
 }

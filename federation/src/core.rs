@@ -698,12 +698,12 @@ impl Federation {
         }
         if url.domain().is_none() && !local {
             return Err(FedError::Invalid(format!(
-                "{url}: an IP address is not an instance domain"
+                "{url}: an IP address is not an instance domain (PU_FEDERATION_ALLOW_LOCAL=true allows it for local trials)"
             )));
         }
         if url.port().is_some() && !local {
             return Err(FedError::Invalid(format!(
-                "{url}: explicit ports only federate locally"
+                "{url}: explicit ports only federate with PU_FEDERATION_ALLOW_LOCAL=true"
             )));
         }
         if !url.username().is_empty() || url.password().is_some() {

@@ -217,18 +217,9 @@ async fn nodeinfo(State(fed): State<Federation>) -> Response {
     )
 }
 
-async fn instance_actor(
-    State(fed): State<Federation>,
-    method: Method,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-) -> Response {
-    // The instance actor is always readable: others need its key to verify our signed fetches.
-    if !fed.settings().authorized_fetch {
-        if let Err(r) = guard_get(&fed, &method, &uri, &headers).await {
-            return r.into_response();
-        }
-    }
+/// The instance actor is readable by anyone, signed or not, denied or not: peers need its key
+/// to verify our signed fetches, and a denied peer learns nothing else from it.
+async fn instance_actor(State(fed): State<Federation>) -> Response {
     serve_actor(&fed, LocalRef::Instance).await
 }
 

@@ -1060,3 +1060,126 @@ async fn domain_lists_are_admin_only_validated_and_csv_round_trips() {
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_follow_remote_repos() {
+    let a = start(Backend::Sqlite, &[]).await;
+    let b = start(Backend::Sqlite, &[]).await;
+    let (_, a_admin) = a.user("alice").await;
+    let (_, _b_admin) = b.user("bobby").await;
+    let (_, b_user) = b.user("carol").await;
+    let firmware = FirmwareRepo::create().await;
+    let (_, repo, _) = registry_repo_unit(&a, &a_admin, &firmware, "sensor", "Public").await;
+    let repo_uuid = repo["uuid"].as_str().unwrap();
+    let repo_id = format!("http://{}/pepeunit/ap/repos/{repo_uuid}", a.domain);
+
+    // a plain user (not an admin) follows A's Repo by its id; it joins B's hub at once
+    let (s, v) = b
+        .post(
+            "/federation/repos/follow",
+            Some(&b_user),
+            json!({"url": repo_id}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["actor"], repo_id);
+    hub_sees(&b, "q=sensor", "sensor_repo").await;
+    eventually("the Repo to accept", || async {
+        let (_, v) = b.get("/federation/repos/follow", Some(&b_user)).await;
+        (v[0]["state"] == "Accepted").then_some(())
+    })
+    .await;
+    let followers_url = format!("{}/pepeunit/ap/repos/{repo_uuid}/followers?page=1", a.base);
+    let (_, v) = a.get(&followers_url, None).await;
+    assert_eq!(v["orderedItems"].as_array().unwrap().len(), 1, "{v}");
+
+    // the Repo's Update reaches B (from the Repo actor) without any instance follow
+    let (s, v) = a
+        .patch(
+            &format!("/repos/{repo_uuid}"),
+            Some(&a_admin),
+            json!({"name": "thermo_repo"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    hub_sees(&b, "q=thermo", "thermo_repo").await;
+
+    // bad input
+    let (s, _) = b
+        .post(
+            "/federation/repos/follow",
+            Some(&b_user),
+            json!({"url": "not a url"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let (s, _) = b
+        .post("/federation/repos/follow", None, json!({"url": repo_id}))
+        .await;
+    assert!(s.is_client_error());
+
+    // unfollow: Undo reaches A, the follower is gone
+    let (s, v) = b
+        .post(
+            "/federation/repos/unfollow",
+            Some(&b_user),
+            json!({"url": repo_id}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    eventually("the follower to leave", || async {
+        let (_, v) = a.get(&followers_url, None).await;
+        v["orderedItems"].as_array()?.is_empty().then_some(())
+    })
+    .await;
+    let (s, _) = b
+        .post(
+            "/federation/repos/unfollow",
+            Some(&b_user),
+            json!({"url": repo_id}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reindex_rebuilds_the_hub_from_the_database() {
+    let mut a = start(Backend::Sqlite, &[]).await;
+    let (_, token) = a.user("alice").await;
+    let firmware = FirmwareRepo::create().await;
+    registry_repo_unit(&a, &token, &firmware, "rebuild", "Public").await;
+    hub_sees(&a, "q=rebuild", "rebuild_repo").await;
+    a.running.take().unwrap().stop().await.unwrap();
+    // lose the index entirely, then rebuild it with the CLI
+    let hub_dir = a.data.path().join("hub");
+    if hub_dir.exists() {
+        std::fs::remove_dir_all(&hub_dir).unwrap();
+    }
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pepeunit"));
+    cmd.arg("reindex")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap());
+    for (k, v) in [
+        ("PU_DATA_DIR", a.data.path().display().to_string()),
+        ("PU_DOMAIN", a.domain.clone()),
+        ("PU_HTTP_BIND", a.config.http_bind.to_string()),
+    ] {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("hub index rebuilt: 2 documents"),
+        "{stdout}"
+    );
+    a.restart(Duration::ZERO).await;
+    hub_sees(&a, "q=rebuild&kind=Unit", "rebuild_unit").await;
+    a.stop().await;
+}

@@ -214,6 +214,8 @@ pub trait Backend: Send + Sync + 'static {
     async fn following(&self, follower: &str, target: &str) -> BackendResult<Option<Following>>;
     async fn set_following_state(&self, follow_id: &str, state: &str) -> BackendResult<bool>;
     async fn following_list(&self, follower: &str) -> BackendResult<Vec<Following>>;
+    /// Follows of a remote actor by any local actor.
+    async fn followers_of_remote(&self, target: &str) -> BackendResult<Vec<Following>>;
 
     async fn remote_actor(&self, id: &str) -> BackendResult<Option<RemoteActor>>;
     async fn store_remote_actor(&self, actor: &RemoteActor) -> BackendResult<()>;

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, Notify};
 use url::Url;
 
 use crate::backend::{
-    Backend, BackendError, Delivery, Following, LocalObject, LocalRef, RemoteActor,
+    Backend, BackendError, Delivery, Following, LocalObject, LocalRef, RemoteActor, RemoteObject,
 };
 use crate::documents::{self, domain_of, str_field, ActorUrls, PUBLIC};
 use crate::hub::{Hub, HubError, HubPage, HubQuery};
@@ -725,8 +725,17 @@ impl Federation {
             return Err(FedError::Invalid("an instance cannot follow itself".into()));
         }
         let actor_url = self.resolve_instance_actor(domain).await?;
-        let actor = self.fetch_actor(&actor_url).await?;
-        let me = self.actor_id(LocalRef::Instance);
+        self.follow_actor(LocalRef::Instance, &actor_url).await
+    }
+
+    /// Makes a local actor (the instance, or a user following a remote Repo) follow a remote
+    /// actor: fetches it, records the follow as Pending and queues a Follow.
+    pub async fn follow_actor(&self, follower: LocalRef, target: &Url) -> FedResult<Following> {
+        if self.local_ref(target.as_str()).is_some() {
+            return Err(FedError::Invalid("that actor is on this instance".into()));
+        }
+        let actor = self.fetch_actor(target).await?;
+        let me = self.actor_id(follower);
         let follow_id = self.new_activity_id();
         let follow = documents::activity(
             "Follow",
@@ -747,17 +756,33 @@ impl Federation {
         self.0.backend.upsert_following(&record).await?;
         self.enqueue(&me, &follow, std::slice::from_ref(&actor.actor.inbox))
             .await?;
+        // a followed Repo or Unit joins the hub right away; its Updates keep it current
+        if let Some(doc) = documents::hub_doc(&actor.actor.document) {
+            let remote = RemoteObject {
+                id: doc.url.clone(),
+                kind: doc.kind,
+                domain: doc.instance.clone(),
+                document: actor.actor.document.clone(),
+                updated_at: chrono::Utc::now().to_rfc3339(),
+            };
+            self.0.backend.upsert_remote_object(&remote).await?;
+            let hub = self.0.hub.clone();
+            tokio::task::spawn_blocking(move || hub.upsert(doc))
+                .await
+                .map_err(|e| FedError::Invalid(e.to_string()))??;
+        }
         Ok(record)
     }
 
-    /// Stops following an instance: sends Undo(Follow) and forgets the follow and what the hub
-    /// learned from it.
-    pub async fn unfollow_instance(&self, domain: &str) -> FedResult<bool> {
-        let me = self.actor_id(LocalRef::Instance);
-        let follows = self.0.backend.following_list(me.as_str()).await?;
-        let Some(f) = follows.into_iter().find(|f| f.target_domain == domain) else {
+    /// Undoes a follow of `target` by a local actor; `false` when there is none.
+    pub async fn unfollow_actor(&self, follower: LocalRef, target: &str) -> FedResult<bool> {
+        let me = self.actor_id(follower);
+        let Some(f) = self.0.backend.following(me.as_str(), target).await? else {
             return Ok(false);
         };
+        if f.state == "Undone" {
+            return Ok(false);
+        }
         let follow = documents::activity(
             "Follow",
             &Url::parse(&f.follow_id).map_err(|e| FedError::Invalid(e.to_string()))?,
@@ -772,6 +797,21 @@ impl Federation {
             .backend
             .set_following_state(&f.follow_id, "Undone")
             .await?;
+        Ok(true)
+    }
+
+    /// Stops following an instance: sends Undo(Follow) and forgets the follow and what the hub
+    /// learned from it.
+    pub async fn unfollow_instance(&self, domain: &str) -> FedResult<bool> {
+        let me = self.actor_id(LocalRef::Instance);
+        let follows = self.0.backend.following_list(me.as_str()).await?;
+        let Some(f) = follows
+            .into_iter()
+            .find(|f| f.target_domain == domain && f.state != "Undone")
+        else {
+            return Ok(false);
+        };
+        self.unfollow_actor(LocalRef::Instance, &f.target).await?;
         self.0.backend.remove_remote_objects_on(domain).await?;
         let hub = self.0.hub.clone();
         let d = domain.to_string();

@@ -272,6 +272,16 @@ impl Federation {
             .any(|f: &Following| f.target_domain == domain && f.state == "Accepted"))
     }
 
+    /// Whether a user of ours follows `actor` (users follow remote Repos).
+    async fn someone_follows(&self, actor: &str) -> Result<bool, FedError> {
+        Ok(self
+            .backend()
+            .followers_of_remote(actor)
+            .await?
+            .iter()
+            .any(|f| f.state == "Accepted"))
+    }
+
     async fn on_upsert(&self, actor: &ApActor, activity: &Value) -> Result<InboxReply, FedError> {
         let object = activity.get("object").unwrap_or(&Value::Null);
         let Some(doc) = documents::hub_doc(object) else {
@@ -283,10 +293,12 @@ impl Federation {
         if doc.instance != actor.actor.domain {
             return Ok(InboxReply::new(403, "object is not on the actor's domain"));
         }
-        if !self.follows_domain(&doc.instance).await? {
+        if !self.follows_domain(&doc.instance).await?
+            && !self.someone_follows(&actor.actor.id).await?
+        {
             return Ok(InboxReply::new(
                 403,
-                "this instance does not follow the sender",
+                "neither this instance nor its users follow the sender",
             ));
         }
         let remote = RemoteObject {

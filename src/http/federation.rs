@@ -12,7 +12,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::extract::{Caller, Json, Query};
 use crate::error::{AppError, AppResult};
 use crate::service::federation::{
-    DeliveryRead, DomainListRead, FollowRead, FollowRequest, HubSearch,
+    DeliveryRead, DomainListRead, FollowRead, FollowRequest, HubSearch, RepoFollowRequest,
 };
 use crate::service::Instance;
 
@@ -26,6 +26,8 @@ pub fn router() -> OpenApiRouter<Instance> {
         .routes(routes!(remove_domain))
         .routes(routes!(export_csv, import_csv))
         .routes(routes!(hub_search))
+        .routes(routes!(follow_repo, followed_repos))
+        .routes(routes!(unfollow_repo))
 }
 
 /// One search result.
@@ -242,4 +244,37 @@ async fn import_csv(
             .import_domain_csv(&agent, &list, text, q.replace.unwrap_or(false))
             .await?,
     ))
+}
+
+/// Follow a Repo on another instance (any user); its updates then reach this instance.
+#[utoipa::path(post, path = "/federation/repos/follow", tag = "federation", request_body = RepoFollowRequest, responses((status = 201, body = FollowRead)))]
+async fn follow_repo(
+    state: State<Instance>,
+    Caller(agent): Caller,
+    Json(body): Json<RepoFollowRequest>,
+) -> AppResult<(StatusCode, axum::Json<FollowRead>)> {
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(state.follow_remote_repo(&agent, body).await?),
+    ))
+}
+
+/// Remote Repos the calling user follows.
+#[utoipa::path(get, path = "/federation/repos/follow", tag = "federation", responses((status = 200, body = Vec<FollowRead>)))]
+async fn followed_repos(
+    state: State<Instance>,
+    Caller(agent): Caller,
+) -> AppResult<axum::Json<Vec<FollowRead>>> {
+    Ok(axum::Json(state.followed_repos(&agent).await?))
+}
+
+/// Stop following a remote Repo.
+#[utoipa::path(post, path = "/federation/repos/unfollow", tag = "federation", request_body = RepoFollowRequest, responses((status = 204)))]
+async fn unfollow_repo(
+    state: State<Instance>,
+    Caller(agent): Caller,
+    Json(body): Json<RepoFollowRequest>,
+) -> AppResult<StatusCode> {
+    state.unfollow_remote_repo(&agent, &body.url).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -285,6 +285,12 @@ impl Backend for DbBackend {
     async fn following_list(&self, follower: &str) -> BackendResult<Vec<Following>> {
         db!(store::federation::following_list(&self.db.pool, follower))
     }
+    async fn followers_of_remote(&self, target: &str) -> BackendResult<Vec<Following>> {
+        db!(store::federation::following_of_target(
+            &self.db.pool,
+            target
+        ))
+    }
     async fn remote_actor(&self, id: &str) -> BackendResult<Option<RemoteActor>> {
         db!(store::federation::remote_actor(&self.db.pool, id))
     }
@@ -413,7 +419,15 @@ pub struct FollowRequest {
     pub domain: String,
 }
 
-/// A follow of another instance.
+/// Body of `POST /federation/repos/follow` and `.../unfollow`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RepoFollowRequest {
+    /// The remote Repo's ActivityPub id (the `url` of a hub search result).
+    pub url: String,
+}
+
+/// A follow of another instance or of a remote Repo.
 #[derive(Serialize, ToSchema)]
 pub struct FollowRead {
     pub domain: String,
@@ -486,6 +500,49 @@ impl Instance {
             .await
             .map_err(fed_error)?
             .into())
+    }
+
+    /// A user follows a remote Repo (by its actor id); its Updates then reach this instance.
+    pub async fn follow_remote_repo(
+        &self,
+        agent: &Agent,
+        req: RepoFollowRequest,
+    ) -> AppResult<FollowRead> {
+        let user = agent.user()?;
+        let url = url::Url::parse(req.url.trim())
+            .map_err(|_| AppError::validation("url must be the Repo's ActivityPub id"))?;
+        Ok(self
+            .federation
+            .follow_actor(LocalRef::User(user.uuid), &url)
+            .await
+            .map_err(fed_error)?
+            .into())
+    }
+
+    pub async fn unfollow_remote_repo(&self, agent: &Agent, url: &str) -> AppResult<()> {
+        let user = agent.user()?;
+        if self
+            .federation
+            .unfollow_actor(LocalRef::User(user.uuid), url.trim())
+            .await
+            .map_err(fed_error)?
+        {
+            Ok(())
+        } else {
+            Err(AppError::not_found())
+        }
+    }
+
+    /// Remote Repos the calling user follows.
+    pub async fn followed_repos(&self, agent: &Agent) -> AppResult<Vec<FollowRead>> {
+        let user = agent.user()?;
+        let me = self.federation.actor_id(LocalRef::User(user.uuid));
+        let list = store::federation::following_list(&self.db.pool, me.as_str()).await?;
+        Ok(list
+            .into_iter()
+            .filter(|f| f.state != "Undone")
+            .map(FollowRead::from)
+            .collect())
     }
 
     pub async fn unfollow_instance(&self, agent: &Agent, domain: &str) -> AppResult<()> {

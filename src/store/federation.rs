@@ -240,6 +240,17 @@ pub async fn following_list(db: &AnyPool, follower: &str) -> AppResult<Vec<Follo
     map_rows(rows, following_from_row)
 }
 
+pub async fn following_of_target(db: &AnyPool, target: &str) -> AppResult<Vec<Following>> {
+    let rows = Sql::new(&format!(
+        "SELECT {FOLLOWING_COLUMNS} FROM fed_following WHERE target = "
+    ))
+    .bind(target)
+    .push(" ORDER BY create_datetime, follower")
+    .fetch_all(db)
+    .await?;
+    map_rows(rows, following_from_row)
+}
+
 pub async fn remote_actor(db: &AnyPool, id: &str) -> AppResult<Option<RemoteActor>> {
     let row = Sql::new("SELECT id, kind, domain, inbox, shared_inbox, public_key_pem, document, fetched_at FROM fed_remote_actors WHERE id = ")
         .bind(id)

@@ -20,6 +20,9 @@ fn every(period: Duration) -> tokio::time::Interval {
     tick
 }
 
+/// How often incoming ActivityPub activity ids older than a week are forgotten.
+const SEEN_PURGE_PERIOD: Duration = Duration::from_secs(3600);
+
 /// Runs until `stop` changes.
 pub async fn run(instance: Instance, mut stop: watch::Receiver<bool>) {
     instance.sync_all_registries(true).await;
@@ -31,6 +34,7 @@ pub async fn run(instance: Instance, mut stop: watch::Receiver<bool>) {
     let timeout = instance.config.firmware_update_timeout as u64;
     let mut update_timeouts = every(Duration::from_millis((timeout * 100).clamp(1000, 30_000)));
     let mut log_purge = every(LOG_PURGE_PERIOD);
+    let mut seen_purge = every(SEEN_PURGE_PERIOD);
     loop {
         tokio::select! {
             _ = sync.tick() => {
@@ -51,6 +55,11 @@ pub async fn run(instance: Instance, mut stop: watch::Receiver<bool>) {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(lines = n, "expired unit logs purged"),
                 Err(e) => tracing::warn!(error = %e, "cannot purge unit logs"),
+            },
+            _ = seen_purge.tick() => match instance.purge_seen_activities().await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(ids = n, "old incoming activity ids forgotten"),
+                Err(e) => tracing::warn!(error = %e, "cannot purge incoming activity ids"),
             },
             _ = stop.changed() => break,
         }

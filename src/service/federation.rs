@@ -481,6 +481,14 @@ impl Instance {
         }
     }
 
+    /// Forgets ids of incoming activities older than a week (kept so that redeliveries are
+    /// recognised; senders stop retrying well before).
+    pub async fn purge_seen_activities(&self) -> AppResult<u64> {
+        let before = (chrono::Utc::now() - chrono::Duration::days(7))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        store::federation::purge_seen(&self.db.pool, &before).await
+    }
+
     /// Tells federation a local Repo or Unit changed (after its transaction committed).
     pub fn federation_changed(&self, r: LocalRef) {
         self.federation.changed(r);

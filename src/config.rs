@@ -647,6 +647,13 @@ mod tests {
             ("PU_UNIT_LOG_EXPIRATION", "-60"),
             ("PU_UNIT_LOG_EXPIRATION", "a day"),
             ("PU_UNIT_LOG_EXPIRATION", "99999999999"),
+            ("PU_FEDERATION_ALLOW_LOCAL", "maybe"),
+            ("PU_FEDERATION_AUTHORIZED_FETCH", "1x"),
+            ("PU_FEDERATION_RETRY_BASE", "0"),
+            ("PU_FEDERATION_RETRY_BASE", "86401"),
+            ("PU_FEDERATION_MAX_ATTEMPTS", "0"),
+            ("PU_FEDERATION_MAX_ATTEMPTS", "101"),
+            ("PU_INSTANCE_NAME", "tab\tin name"),
         ] {
             let err = Config::from_vars(vars(dir.path(), &[(key, value)])).unwrap_err();
             assert!(err.to_string().contains(key), "{key}: {err}");

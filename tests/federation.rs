@@ -669,7 +669,13 @@ async fn local_peers_are_refused_without_allow_local() {
     let a = TestInstance::start(Backend::Sqlite).await;
     let b = start(Backend::Sqlite, &[]).await;
     let (_, a_admin) = a.user("alice").await;
-    for domain in [b.domain.as_str(), "localhost", "127.0.0.1", "10.0.0.1"] {
+    for (domain, reason) in [
+        (b.domain.as_str(), "PU_FEDERATION_ALLOW_LOCAL"),
+        // resolves to 127.0.0.1: refused by the resolver, before any connection
+        ("localhost", "resolves to internal IP"),
+        ("127.0.0.1", "IP address"),
+        ("10.0.0.1", "IP address"),
+    ] {
         let (s, v) = a
             .post(
                 "/federation/follow",
@@ -678,6 +684,10 @@ async fn local_peers_are_refused_without_allow_local() {
             )
             .await;
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{domain}: {v}");
+        assert!(
+            v["detail"].as_str().unwrap().contains(reason),
+            "{domain}: {v}"
+        );
     }
     let (_, v) = a
         .post(
@@ -1041,8 +1051,22 @@ async fn domain_lists_are_admin_only_validated_and_csv_round_trips() {
         &["github.com", "127.0.0.1"],
     )
     .await;
-    let (s, v) = a.post("/repository_registry", Some(&admin), registry).await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, created) = a.post("/repository_registry", Some(&admin), registry).await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    // denied later: no new repos from that registry
+    set_list(&a, &admin, "git_hosts", "deny", &["127.0.0.1"]).await;
+    let (s, v) = a
+        .post(
+            "/repos",
+            Some(&admin),
+            json!({"repository_registry_uuid": created["uuid"], "default_branch": "main", "visibility_level": "Public", "name": "late_repo", "is_compilable_repo": false}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(
+        v["detail"].as_str().unwrap().contains("not permitted"),
+        "{v}"
+    );
 
     // hub search input checks
     for bad in [

@@ -29,6 +29,7 @@ pub struct RepoData {
     pub name: String,
     pub description: String,
     pub readme: String,
+    /// Empty for a private registry.
     pub clone_url: String,
     pub platform: String,
     pub default_branch: Option<String>,
@@ -52,7 +53,8 @@ pub struct UnitData {
     pub uuid: uuid::Uuid,
     pub name: String,
     pub description: String,
-    pub repo: uuid::Uuid,
+    /// The Repo it runs, when that Repo is Public too.
+    pub repo: Option<uuid::Uuid>,
     /// The Repo's name and platform, for the hub.
     pub repo_name: String,
     pub platform: String,
@@ -189,13 +191,14 @@ pub trait Backend: Send + Sync + 'static {
     /// Actor ids of every published local object (for the reconcile sweep).
     async fn published_all(&self) -> BackendResult<Vec<String>>;
 
+    /// Records a follower; `true` when it was not following `local` before.
     async fn add_follower(
         &self,
         local: &str,
         follower: &str,
         inbox: &str,
         follow_id: &str,
-    ) -> BackendResult<()>;
+    ) -> BackendResult<bool>;
     async fn remove_follower(&self, local: &str, follower: &str) -> BackendResult<()>;
     /// Removes the follow `follow_id` made by `follower`; `false` when there is none.
     async fn remove_follow(&self, follower: &str, follow_id: &str) -> BackendResult<bool>;
@@ -207,12 +210,21 @@ pub trait Backend: Send + Sync + 'static {
     ) -> BackendResult<(i64, Vec<String>)>;
     /// Distinct inboxes of the followers of any of `locals`.
     async fn follower_inboxes(&self, locals: &[String]) -> BackendResult<Vec<String>>;
-    /// Removes every follower on a domain (and its subdomains); returns how many.
+    /// Removes every follower on exactly this domain; returns how many.
     async fn remove_followers_on(&self, domain: &str) -> BackendResult<u64>;
+    /// Distinct domains of all followers.
+    async fn follower_domains(&self) -> BackendResult<Vec<String>>;
 
     async fn upsert_following(&self, f: &Following) -> BackendResult<()>;
     async fn following(&self, follower: &str, target: &str) -> BackendResult<Option<Following>>;
     async fn set_following_state(&self, follow_id: &str, state: &str) -> BackendResult<bool>;
+    /// Sets the answer of a Pending follow of `target`; `false` when there is no such follow.
+    async fn answer_follow(
+        &self,
+        follow_id: &str,
+        target: &str,
+        state: &str,
+    ) -> BackendResult<bool>;
     async fn following_list(&self, follower: &str) -> BackendResult<Vec<Following>>;
     /// Follows of a remote actor by any local actor.
     async fn followers_of_remote(&self, target: &str) -> BackendResult<Vec<Following>>;
@@ -242,7 +254,7 @@ pub trait Backend: Send + Sync + 'static {
         error: &str,
     ) -> BackendResult<()>;
     async fn dead_letter(&self, id: &str, attempts: i64, error: &str) -> BackendResult<()>;
-    /// Dead-letters every pending delivery to a domain (and its subdomains).
+    /// Dead-letters every pending delivery to exactly this domain.
     async fn dead_letter_domain(&self, domain: &str, error: &str) -> BackendResult<u64>;
     async fn deliveries(&self, state: Option<&str>, limit: i64) -> BackendResult<Vec<Delivery>>;
 

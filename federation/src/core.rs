@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, Notify};
 use url::Url;
 
 use crate::backend::{
-    Backend, BackendError, Delivery, Following, LocalObject, LocalRef, RemoteActor, RemoteObject,
+    Backend, BackendError, Delivery, Following, LocalObject, LocalRef, RemoteActor,
 };
 use crate::documents::{self, domain_of, str_field, ActorUrls, PUBLIC};
 use crate::hub::{Hub, HubError, HubPage, HubQuery};
@@ -409,7 +409,7 @@ impl Federation {
             LocalObject::Repo(repo) => (Some(self.actor_id(LocalRef::User(repo.creator))), None),
             LocalObject::Unit(unit) => (
                 Some(self.actor_id(LocalRef::User(unit.creator))),
-                Some(self.actor_id(LocalRef::Repo(unit.repo))),
+                unit.repo.map(|r| self.actor_id(LocalRef::Repo(r))),
             ),
             _ => (None, None),
         };
@@ -444,6 +444,7 @@ impl Federation {
         {
             domains.push(f.target_domain);
         }
+        domains.extend(b.follower_domains().await?);
         let mut offset = 0;
         loop {
             let page = b.remote_objects(offset, 500).await?;
@@ -735,6 +736,14 @@ impl Federation {
             return Err(FedError::Invalid("that actor is on this instance".into()));
         }
         let actor = self.fetch_actor(target).await?;
+        if matches!(follower, LocalRef::User(_))
+            && !matches!(actor.actor.kind.as_str(), "Repository" | "Service")
+        {
+            return Err(FedError::Invalid(format!(
+                "{target} is a {}, not a Repo or Unit",
+                actor.actor.kind
+            )));
+        }
         let me = self.actor_id(follower);
         let follow_id = self.new_activity_id();
         let follow = documents::activity(
@@ -756,21 +765,6 @@ impl Federation {
         self.0.backend.upsert_following(&record).await?;
         self.enqueue(&me, &follow, std::slice::from_ref(&actor.actor.inbox))
             .await?;
-        // a followed Repo or Unit joins the hub right away; its Updates keep it current
-        if let Some(doc) = documents::hub_doc(&actor.actor.document) {
-            let remote = RemoteObject {
-                id: doc.url.clone(),
-                kind: doc.kind,
-                domain: doc.instance.clone(),
-                document: actor.actor.document.clone(),
-                updated_at: chrono::Utc::now().to_rfc3339(),
-            };
-            self.0.backend.upsert_remote_object(&remote).await?;
-            let hub = self.0.hub.clone();
-            tokio::task::spawn_blocking(move || hub.upsert(doc))
-                .await
-                .map_err(|e| FedError::Invalid(e.to_string()))??;
-        }
         Ok(record)
     }
 
@@ -841,7 +835,7 @@ impl Federation {
             .header("accept", "application/jrd+json, application/json")
             .send()
             .await
-            .map_err(|e| FedError::Remote(format!("{domain}: WebFinger: {e}")))?;
+            .map_err(|e| FedError::Remote(format!("{domain}: WebFinger: {}", error_chain(&e))))?;
         if !res.status().is_success() {
             return Err(FedError::Remote(format!(
                 "{domain}: WebFinger answered {}",
@@ -857,9 +851,10 @@ impl Federation {
             .into_iter()
             .flatten()
             .find(|l| {
+                let kind = str_field(l, "type");
                 str_field(l, "rel") == "self"
-                    && str_field(l, "type").starts_with("application/activity+json")
-                    || str_field(l, "type").starts_with("application/ld+json")
+                    && (kind.starts_with("application/activity+json")
+                        || kind.starts_with("application/ld+json"))
             })
             .map(|l| str_field(l, "href"))
             .ok_or_else(|| FedError::Remote(format!("{domain}: WebFinger has no actor link")))?;
@@ -949,13 +944,29 @@ fn http_client(allow_local: bool) -> FedResult<reqwest::Client> {
             " (ActivityPub)"
         ));
     if !allow_local {
-        builder = builder.dns_resolver(Arc::new(
+        // a proxy would resolve names itself, past the resolver that refuses private addresses
+        builder = builder.no_proxy().dns_resolver(Arc::new(
             activitypub_federation::resolver::ValidatingDnsResolver::new(Vec::new(), true),
         ));
     }
     builder
         .build()
         .map_err(|e| FedError::Invalid(format!("HTTP client: {e}")))
+}
+
+/// An error with its causes (reqwest's own message hides why a connection was refused).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
 }
 
 /// Reads at most `max` bytes of a response body.

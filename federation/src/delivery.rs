@@ -8,7 +8,7 @@ use std::time::Duration;
 use url::Url;
 
 use crate::backend::Delivery;
-use crate::core::{read_limited, FedError, Federation};
+use crate::core::{error_chain, read_limited, FedError, Federation};
 use crate::documents::CONTENT_TYPE;
 use crate::signing::{main_key_id, sign};
 
@@ -26,47 +26,70 @@ enum Outcome {
 impl Federation {
     /// Runs the delivery worker until `stop` fires.
     pub async fn run_deliveries(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut failures = 0u32;
         loop {
-            let sent = match self.deliver_due().await {
-                Ok(n) => n,
+            let sent = match self.deliver_due(&stop).await {
+                Ok(n) => {
+                    failures = 0;
+                    n
+                }
                 Err(e) => {
+                    failures += 1;
                     tracing::warn!("federation: delivery queue: {e}");
                     0
                 }
             };
+            if *stop.borrow() {
+                return;
+            }
             if sent > 0 {
                 continue;
             }
+            // storage trouble: back off up to a minute instead of spinning
+            let idle = Duration::from_secs(1) * 2u32.pow(failures.min(6));
             tokio::select! {
                 _ = stop.changed() => return,
                 _ = self.queue_wakeup().notified() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = tokio::time::sleep(idle) => {}
             }
         }
     }
 
-    /// Sends what is due now; returns how many rows were handled.
-    pub async fn deliver_due(&self) -> Result<usize, FedError> {
+    /// Sends what is due now, [`CONCURRENCY`] at a time (a slow inbox holds one slot, not a
+    /// batch); returns how many rows were handled.
+    pub async fn deliver_due(
+        &self,
+        stop: &tokio::sync::watch::Receiver<bool>,
+    ) -> Result<usize, FedError> {
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let mut due = self.backend().due_deliveries(&now, 64).await?;
+        let due = self.backend().due_deliveries(&now, 64).await?;
         let n = due.len();
         let mut tasks = tokio::task::JoinSet::new();
-        while !due.is_empty() {
-            let batch: Vec<Delivery> = due.drain(..CONCURRENCY.min(due.len())).collect();
-            for d in batch {
-                let fed = self.clone();
-                tasks.spawn(async move {
-                    let outcome = fed.attempt(&d).await;
-                    fed.settle(&d, outcome).await
-                });
+        let mut failed = None;
+        for d in due {
+            if *stop.borrow() {
+                break;
             }
-            while let Some(r) = tasks.join_next().await {
-                if let Ok(Err(e)) = r {
-                    tracing::warn!("federation: recording a delivery: {e}");
+            while tasks.len() >= CONCURRENCY {
+                if let Some(Ok(Err(e))) = tasks.join_next().await {
+                    failed = Some(e);
                 }
             }
+            let fed = self.clone();
+            tasks.spawn(async move {
+                let outcome = fed.attempt(&d).await;
+                fed.settle(&d, outcome).await
+            });
         }
-        Ok(n)
+        while let Some(r) = tasks.join_next().await {
+            if let Ok(Err(e)) = r {
+                failed = Some(e);
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(n),
+        }
     }
 
     async fn attempt(&self, d: &Delivery) -> Outcome {
@@ -103,7 +126,7 @@ impl Federation {
         };
         let response = match self.client().execute(request).await {
             Ok(r) => r,
-            Err(e) => return Outcome::Retry(format!("{}: {e}", d.domain)),
+            Err(e) => return Outcome::Retry(format!("{}: {}", d.domain, error_chain(&e))),
         };
         let status = response.status();
         if status.is_success() {

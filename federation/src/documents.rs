@@ -92,7 +92,9 @@ pub fn actor_document(
     }
     match obj {
         LocalObject::Repo(r) => {
-            doc.insert("cloneUri".into(), json!(r.clone_url));
+            if !r.clone_url.is_empty() {
+                doc.insert("cloneUri".into(), json!(r.clone_url));
+            }
             doc.insert("platform".into(), json!(r.platform));
             doc.insert("readme".into(), json!(r.readme));
             doc.insert("topics".into(), json!([]));

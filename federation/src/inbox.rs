@@ -57,6 +57,9 @@ impl Federation {
         if self.local_ref(owner.as_str()).is_some() {
             return Err(InboxReply::new(401, "signature claims a local key"));
         }
+        // everything that needs no key first, so that junk never makes us fetch anything
+        req.precheck(&self.settings().domain)
+            .map_err(|e| InboxReply::new(401, e.to_string()))?;
         let actor = self
             .fetch_actor(&owner)
             .await
@@ -118,15 +121,14 @@ impl Federation {
             "Create" | "Update" => self.on_upsert(&actor, &activity).await,
             _ => self.on_delete(&actor, &activity).await,
         };
-        match result {
-            Ok(reply) => reply,
-            Err(e) => {
-                if let Err(e) = self.backend().forget_sight(&activity_id).await {
-                    tracing::warn!("inbox: {e}");
-                }
-                e.into()
+        let reply = result.unwrap_or_else(InboxReply::from);
+        if reply.status >= 400 {
+            // refused or failed: a redelivery (after the cause is gone) is handled afresh
+            if let Err(e) = self.backend().forget_sight(&activity_id).await {
+                tracing::warn!("inbox: {e}");
             }
         }
+        reply
     }
 
     async fn on_follow(&self, actor: &ApActor, activity: &Value) -> Result<InboxReply, FedError> {
@@ -141,9 +143,11 @@ impl Federation {
         let exists = self.backend().local_object(target).await?.is_some();
         let follower = actor.actor.id.clone();
         let reply_to = [actor.delivery_inbox().to_string()];
+        let mut new_follower = false;
         let kind = if exists && !matches!(target, LocalRef::Unit(_)) {
             let follow_id = str_field(activity, "id");
-            self.backend()
+            new_follower = self
+                .backend()
                 .add_follower(me.as_str(), &follower, actor.delivery_inbox(), follow_id)
                 .await?;
             "Accept"
@@ -158,8 +162,16 @@ impl Federation {
             &[follower.as_str()],
         );
         self.enqueue(&me, &answer, &reply_to).await?;
-        if kind == "Accept" && target == LocalRef::Instance {
-            self.backfill(&reply_to[0]).await?;
+        if new_follower && target == LocalRef::Instance {
+            // in the background: the request must not wait for (or be able to cut short) a
+            // walk over every public object; a repeated Follow does not start another one
+            let fed = self.clone();
+            let inbox = reply_to[0].clone();
+            tokio::spawn(async move {
+                if let Err(e) = fed.backfill(&inbox).await {
+                    tracing::warn!("federation: backfill to {inbox} failed: {e}");
+                }
+            });
         }
         Ok(InboxReply::new(202, kind))
     }
@@ -243,25 +255,64 @@ impl Federation {
         } else {
             "Rejected"
         };
-        if self.backend().set_following_state(follow_id, state).await? {
+        let signer = actor.actor.id.as_str();
+        // only the followed actor may answer, and only a follow still waiting for its answer
+        if self
+            .backend()
+            .answer_follow(follow_id, signer, state)
+            .await?
+        {
+            self.after_answer(signer, state).await?;
             return Ok(InboxReply::new(202, state));
         }
         // Some servers answer with a new id for our Follow: match on who follows whom.
         let follower = id_of(object.get("actor").unwrap_or(&Value::Null)).unwrap_or_default();
         if self.local_ref(follower).is_some() {
-            if let Some(f) = self.backend().following(follower, &actor.actor.id).await? {
-                self.backend()
-                    .set_following_state(&f.follow_id, state)
-                    .await?;
-                return Ok(InboxReply::new(202, state));
+            if let Some(f) = self.backend().following(follower, signer).await? {
+                if self
+                    .backend()
+                    .answer_follow(&f.follow_id, signer, state)
+                    .await?
+                {
+                    self.after_answer(signer, state).await?;
+                    return Ok(InboxReply::new(202, state));
+                }
             }
         }
         Ok(InboxReply::new(
             422,
-            format!("{kind} of a Follow we did not send"),
+            format!("{kind} of no pending Follow of ours"),
         ))
     }
 
+    /// After a remote actor accepted a user's follow of a Repo: the Repo joins the hub.
+    async fn after_answer(&self, target: &str, state: &str) -> Result<(), FedError> {
+        if state != "Accepted" {
+            return Ok(());
+        }
+        let Some(actor) = self.backend().remote_actor(target).await? else {
+            return Ok(());
+        };
+        let Some(doc) = documents::hub_doc(&actor.document) else {
+            return Ok(());
+        };
+        let remote = RemoteObject {
+            id: doc.url.clone(),
+            kind: doc.kind,
+            domain: doc.instance.clone(),
+            document: actor.document.clone(),
+            updated_at: chrono::Utc::now().to_rfc3339(),
+        };
+        self.backend().upsert_remote_object(&remote).await?;
+        let hub = self.hub().clone();
+        tokio::task::spawn_blocking(move || hub.upsert(doc))
+            .await
+            .map_err(|e| FedError::Invalid(e.to_string()))??;
+        Ok(())
+    }
+
+    /// Whether this instance follows (or waits to follow) `domain`'s hub feed. Pending counts:
+    /// the backfill may overtake the Accept.
     async fn follows_domain(&self, domain: &str) -> Result<bool, FedError> {
         let me = self.actor_id(LocalRef::Instance);
         Ok(self
@@ -269,7 +320,9 @@ impl Federation {
             .following_list(me.as_str())
             .await?
             .iter()
-            .any(|f: &Following| f.target_domain == domain && f.state == "Accepted"))
+            .any(|f: &Following| {
+                f.target_domain == domain && (f.state == "Accepted" || f.state == "Pending")
+            }))
     }
 
     /// Whether a user of ours follows `actor` (users follow remote Repos).
@@ -293,9 +346,11 @@ impl Federation {
         if doc.instance != actor.actor.domain {
             return Ok(InboxReply::new(403, "object is not on the actor's domain"));
         }
-        if !self.follows_domain(&doc.instance).await?
-            && !self.someone_follows(&actor.actor.id).await?
-        {
+        // a user's follow of a Repo admits that Repo's own document only; an instance follow
+        // admits every object of the instance
+        let followed_object =
+            doc.url == actor.actor.id && self.someone_follows(&actor.actor.id).await?;
+        if !followed_object && !self.follows_domain(&doc.instance).await? {
             return Ok(InboxReply::new(
                 403,
                 "neither this instance nor its users follow the sender",
@@ -324,9 +379,9 @@ impl Federation {
         if domain_of(&url).as_deref() != Some(actor.actor.domain.as_str()) {
             return Ok(InboxReply::new(403, "object is not on the actor's domain"));
         }
-        self.backend().remove_remote_object(object).await?;
+        let key = url.to_string();
+        self.backend().remove_remote_object(&key).await?;
         let hub = self.hub().clone();
-        let key = object.to_string();
         tokio::task::spawn_blocking(move || hub.remove(&key))
             .await
             .map_err(|e| FedError::Invalid(e.to_string()))??;

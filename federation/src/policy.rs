@@ -138,6 +138,12 @@ pub fn normalize_domain(input: &str) -> Result<String, PolicyError> {
         s = s[pos + 1..].to_string();
     }
     let s = s.strip_prefix("*.").unwrap_or(&s).trim_end_matches('.');
+    // default ports are how URLs name hosts without a port
+    let s = s
+        .strip_suffix(":443")
+        .or_else(|| s.strip_suffix(":80"))
+        .unwrap_or(s)
+        .trim_end_matches('.');
     let (host, port) = split_port(s);
     let host_ok = !host.is_empty()
         && host.len() <= 253
@@ -243,6 +249,11 @@ mod tests {
             "git.example.com:8443"
         );
         assert_eq!(normalize_domain("*.example.com").unwrap(), "example.com");
+        assert_eq!(
+            normalize_domain("https://bad.example:443/").unwrap(),
+            "bad.example"
+        );
+        assert_eq!(normalize_domain("bad.example.:80").unwrap(), "bad.example");
         for bad in [
             "",
             "exa mple.com",

@@ -137,21 +137,39 @@ impl SignedRequest<'_> {
         Ok(url)
     }
 
-    /// Checks the signature against the owner's public key (PEM, SPKI).
-    pub fn verify(&self, public_key_pem: &str) -> Result<(), SignatureError> {
-        let mut headers = BTreeMap::new();
-        for (name, value) in self.headers {
-            if let Ok(v) = value.to_str() {
-                headers.insert(name.as_str().to_string(), v.to_string());
+    /// The checks that need no key: one Signature header naming the covered headers
+    /// (`(request-target)`, `host`, `date` or `(created)`, and `digest` with a body), the
+    /// digest matching the body, `Host` being `our_domain`, and `Date` within its window.
+    /// Run before the signer's key is fetched, so junk never makes us fetch anything.
+    pub fn precheck(&self, our_domain: &str) -> Result<(), SignatureError> {
+        let mut signatures = self.headers.get_all("signature").iter();
+        let header = signatures.next().ok_or(SignatureError::Missing)?;
+        if signatures.next().is_some() {
+            return Err(SignatureError::Malformed(
+                "more than one Signature header".into(),
+            ));
+        }
+        let header = header
+            .to_str()
+            .map_err(|_| SignatureError::Malformed("not ASCII".into()))?;
+        let mut covered = None;
+        let mut seen = Vec::new();
+        for part in header.split(',') {
+            let Some((k, v)) = part.split_once('=') else {
+                return Err(SignatureError::Malformed(
+                    "parameter without a value".into(),
+                ));
+            };
+            let k = k.trim();
+            if seen.contains(&k) {
+                return Err(SignatureError::Malformed(format!("{k} given twice")));
+            }
+            seen.push(k);
+            if k == "headers" {
+                covered = Some(v.trim().trim_matches('"').to_ascii_lowercase());
             }
         }
-        let signature_header = headers.get("signature").ok_or(SignatureError::Missing)?;
-        let covered = signature_header
-            .split(',')
-            .filter_map(|part| part.trim().split_once('='))
-            .find(|(k, _)| k.trim() == "headers")
-            .map(|(_, v)| v.trim().trim_matches('"').to_ascii_lowercase())
-            .unwrap_or_else(|| "date".to_string());
+        let covered = covered.unwrap_or_else(|| "date".to_string());
         let covered: Vec<&str> = covered.split_whitespace().collect();
         for needed in ["(request-target)", "host"] {
             if !covered.contains(&needed) {
@@ -161,17 +179,44 @@ impl SignedRequest<'_> {
         if !covered.contains(&"date") && !covered.contains(&"(created)") {
             return Err(SignatureError::Uncovered("date"));
         }
+        let host = self
+            .headers
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default();
+        if !host.eq_ignore_ascii_case(our_domain) {
+            return Err(SignatureError::Malformed(format!(
+                "signed for host {host:?}, this is {our_domain}"
+            )));
+        }
         if let Some(body) = self.body {
             if !covered.contains(&"digest") {
                 return Err(SignatureError::Uncovered("digest"));
             }
-            check_digest(headers.get("digest").map(String::as_str), body)?;
+            let digest = self.headers.get("digest").and_then(|d| d.to_str().ok());
+            check_digest(digest, body)?;
         }
-        if let Some(date) = headers.get("date") {
-            let date = httpdate::parse_http_date(date).map_err(|_| SignatureError::Expired)?;
+        if let Some(date) = self.headers.get("date") {
+            let date = date
+                .to_str()
+                .ok()
+                .and_then(|d| httpdate::parse_http_date(d).ok())
+                .ok_or(SignatureError::Expired)?;
             let now = SystemTime::now();
             if date > now + DATE_MAX_SKEW || date + SIGNATURE_MAX_AGE < now {
                 return Err(SignatureError::Expired);
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the signature against the owner's public key (PEM, SPKI). Call
+    /// [`SignedRequest::precheck`] first.
+    pub fn verify(&self, public_key_pem: &str) -> Result<(), SignatureError> {
+        let mut headers = BTreeMap::new();
+        for (name, value) in self.headers {
+            if let Ok(v) = value.to_str() {
+                headers.insert(name.as_str().to_string(), v.to_string());
             }
         }
         let config = http_signature_normalization::Config::new().set_expiration(SIGNATURE_MAX_AGE);

@@ -39,8 +39,16 @@ fn backend_err(e: AppError) -> BackendError {
 impl DbBackend {
     async fn repo_data(&self, repo: store::repos::Repo) -> AppResult<RepoData> {
         let registry = store::registries::get(&self.db.pool, repo.repository_registry_uuid).await?;
+        // the git URL of a private registry stays here, as it does for anonymous local callers
         let (clone_url, platform) = registry
-            .map(|r| (r.repository_url, r.platform.as_str().to_string()))
+            .map(|r| {
+                let url = if r.is_public_repository {
+                    r.repository_url
+                } else {
+                    String::new()
+                };
+                (url, r.platform.as_str().to_string())
+            })
             .unwrap_or_default();
         Ok(RepoData {
             uuid: repo.uuid,
@@ -59,20 +67,23 @@ impl DbBackend {
     async fn unit_data(&self, unit: store::units::Unit) -> AppResult<UnitData> {
         let pool = &self.db.pool;
         let repo = store::repos::get(pool, unit.repo_uuid).await?;
-        let (repo_name, platform) = match repo {
-            Some(r) => {
+        // a Public Unit of a non-public Repo does not reveal the Repo
+        let (repo, repo_name, platform) = match repo {
+            Some(r) if r.visibility_level == VisibilityLevel::Public => {
                 let reg = store::registries::get(pool, r.repository_registry_uuid).await?;
                 (
+                    Some(r.uuid),
                     r.name,
                     reg.map(|g| g.platform.as_str().to_string())
                         .unwrap_or_default(),
                 )
             }
-            None => (String::new(), String::new()),
+            _ => (None, String::new(), String::new()),
         };
         let nodes = store::unit_nodes::by_unit(pool, unit.uuid)
             .await?
             .into_iter()
+            .filter(|n| n.visibility_level == VisibilityLevel::Public)
             .map(|n| NodeSummary {
                 topic: n.topic_name,
                 kind: n.node_type.as_str().to_string(),
@@ -82,7 +93,7 @@ impl DbBackend {
             uuid: unit.uuid,
             name: unit.name,
             description: String::new(),
-            repo: unit.repo_uuid,
+            repo,
             repo_name,
             platform,
             firmware_version: unit.current_commit_version,
@@ -215,7 +226,7 @@ impl Backend for DbBackend {
         follower: &str,
         inbox: &str,
         follow_id: &str,
-    ) -> BackendResult<()> {
+    ) -> BackendResult<bool> {
         let domain = url::Url::parse(follower)
             .ok()
             .and_then(|u| pepeunit_federation::documents::domain_of(&u))
@@ -259,6 +270,9 @@ impl Backend for DbBackend {
     async fn follower_inboxes(&self, locals: &[String]) -> BackendResult<Vec<String>> {
         db!(store::federation::follower_inboxes(&self.db.pool, locals))
     }
+    async fn follower_domains(&self) -> BackendResult<Vec<String>> {
+        db!(store::federation::follower_domains(&self.db.pool))
+    }
     async fn remove_followers_on(&self, domain: &str) -> BackendResult<u64> {
         db!(store::federation::remove_followers_on(
             &self.db.pool,
@@ -279,6 +293,19 @@ impl Backend for DbBackend {
         db!(store::federation::set_following_state(
             &self.db.pool,
             follow_id,
+            state
+        ))
+    }
+    async fn answer_follow(
+        &self,
+        follow_id: &str,
+        target: &str,
+        state: &str,
+    ) -> BackendResult<bool> {
+        db!(store::federation::answer_follow(
+            &self.db.pool,
+            follow_id,
+            target,
             state
         ))
     }

@@ -93,6 +93,10 @@ impl Instance {
         let registry = self
             .registry_with_access(agent, data.repository_registry_uuid)
             .await?;
+        // the git host may have been denied since the registry was created
+        self.check_git_host(&registry.repository_url)
+            .await
+            .map_err(|e| AppError::repo(e.message))?;
         if store::repos::name_taken(self.pool(), &data.name, None).await? {
             return Err(AppError::repo("Name is not unique"));
         }

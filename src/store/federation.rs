@@ -13,21 +13,6 @@ fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-/// `domain = d`, any subdomain of `d`, and `d` with any port (when `d` has none): the rows a
-/// policy rule for `d` covers, matching [`pepeunit_federation::policy::matches_rule`].
-fn push_domain_match(q: &mut Sql, column: &str, domain: &str) {
-    q.push(&format!("({column} = ")).bind(domain);
-    q.push(&format!(" OR {column} LIKE "))
-        .bind(format!("%.{domain}"));
-    if !domain.contains(':') {
-        q.push(&format!(" OR {column} LIKE "))
-            .bind(format!("{domain}:%"));
-        q.push(&format!(" OR {column} LIKE "))
-            .bind(format!("%.{domain}:%"));
-    }
-    q.push(")");
-}
-
 pub async fn key(db: &AnyPool, name: &str) -> AppResult<Option<(String, String)>> {
     let row = Sql::new("SELECT private_pem, public_pem FROM fed_keys WHERE name = ")
         .bind(name)
@@ -96,8 +81,8 @@ pub async fn add_follower(
     domain: &str,
     inbox: &str,
     follow_id: &str,
-) -> AppResult<()> {
-    Sql::new(
+) -> AppResult<bool> {
+    let n = Sql::new(
         "INSERT INTO fed_followers (local_actor, follower, domain, inbox, follow_id, create_datetime) VALUES (",
     )
     .bind(local)
@@ -111,10 +96,31 @@ pub async fn add_follower(
     .bind(follow_id)
     .push(", ")
     .bind(now())
-    .push(") ON CONFLICT (local_actor, follower) DO UPDATE SET inbox = excluded.inbox, follow_id = excluded.follow_id")
+    .push(") ON CONFLICT (local_actor, follower) DO NOTHING")
     .execute(db)
     .await?;
-    Ok(())
+    if n > 0 {
+        return Ok(true);
+    }
+    // a repeated Follow (new id, maybe a new inbox) of an existing follower
+    Sql::new("UPDATE fed_followers SET inbox = ")
+        .bind(inbox)
+        .push(", follow_id = ")
+        .bind(follow_id)
+        .push(" WHERE local_actor = ")
+        .bind(local)
+        .push(" AND follower = ")
+        .bind(follower)
+        .execute(db)
+        .await?;
+    Ok(false)
+}
+
+pub async fn follower_domains(db: &AnyPool) -> AppResult<Vec<String>> {
+    let rows = Sql::new("SELECT DISTINCT domain FROM fed_followers ORDER BY domain")
+        .fetch_all(db)
+        .await?;
+    map_rows(rows, |r| r.text("domain"))
 }
 
 pub async fn remove_follower(db: &AnyPool, local: &str, follower: &str) -> AppResult<()> {
@@ -167,7 +173,7 @@ pub async fn follower_inboxes(db: &AnyPool, locals: &[String]) -> AppResult<Vec<
 
 pub async fn remove_followers_on(db: &AnyPool, domain: &str) -> AppResult<u64> {
     let mut q = Sql::new("DELETE FROM fed_followers WHERE ");
-    push_domain_match(&mut q, "domain", domain);
+    q.push("domain = ").bind(domain);
     q.execute(db).await
 }
 
@@ -224,6 +230,24 @@ pub async fn set_following_state(db: &AnyPool, follow_id: &str, state: &str) -> 
         .bind(state)
         .push(" WHERE follow_id = ")
         .bind(follow_id)
+        .execute(db)
+        .await?;
+    Ok(n > 0)
+}
+
+pub async fn answer_follow(
+    db: &AnyPool,
+    follow_id: &str,
+    target: &str,
+    state: &str,
+) -> AppResult<bool> {
+    let n = Sql::new("UPDATE fed_following SET state = ")
+        .bind(state)
+        .push(" WHERE follow_id = ")
+        .bind(follow_id)
+        .push(" AND target = ")
+        .bind(target)
+        .push(" AND state = 'Pending'")
         .execute(db)
         .await?;
     Ok(n > 0)
@@ -314,7 +338,7 @@ pub async fn remove_remote_object(db: &AnyPool, id: &str) -> AppResult<bool> {
 
 pub async fn remove_remote_objects_on(db: &AnyPool, domain: &str) -> AppResult<u64> {
     let mut q = Sql::new("DELETE FROM fed_remote_objects WHERE ");
-    push_domain_match(&mut q, "domain", domain);
+    q.push("domain = ").bind(domain);
     q.execute(db).await
 }
 
@@ -471,7 +495,7 @@ pub async fn dead_letter(db: &AnyPool, id: &str, attempts: i64, error: &str) -> 
 pub async fn dead_letter_domain(db: &AnyPool, domain: &str, error: &str) -> AppResult<u64> {
     let mut q = Sql::new("UPDATE fed_deliveries SET state = 'Dead', last_error = ");
     q.bind(error).push(" WHERE state = 'Pending' AND ");
-    push_domain_match(&mut q, "domain", domain);
+    q.push("domain = ").bind(domain);
     q.execute(db).await
 }
 

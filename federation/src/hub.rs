@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 use tantivy::collector::{Count, TopDocs};
 use tantivy::directory::MmapDirectory;
+use tantivy::indexer::{LogMergePolicy, NoMergePolicy};
 use tantivy::query::{
     AllQuery, BooleanQuery, BoostQuery, ConstScoreQuery, Occur, Query, TermQuery,
 };
@@ -188,6 +189,12 @@ fn schema() -> (Schema, Fields) {
             .set_index_option(IndexRecordOption::WithFreqs),
     );
     let stored_words = words.clone().set_stored();
+    // with frequencies, like the other fields: block-WAND only runs over unions of such terms
+    let prefixes = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer("raw")
+            .set_index_option(IndexRecordOption::WithFreqs),
+    );
     let mut b = Schema::builder();
     let fields = Fields {
         kind: b.add_text_field("kind", STRING | STORED),
@@ -195,7 +202,7 @@ fn schema() -> (Schema, Fields) {
         url: b.add_text_field("url", STRING | STORED),
         name: b.add_text_field("name", stored_words.clone()),
         name_sort: b.add_text_field("name_sort", TextOptions::default().set_fast("raw")),
-        name_prefix: b.add_text_field("name_prefix", STRING),
+        name_prefix: b.add_text_field("name_prefix", prefixes),
         description: b.add_text_field("description", stored_words.clone()),
         readme: b.add_text_field("readme", words.clone()),
         topics: b.add_text_field("topics", stored_words.clone()),
@@ -357,7 +364,9 @@ impl Hub {
         mut progress: impl FnMut(usize),
     ) -> Result<usize, HubError> {
         let f = self.inner.fields;
-        let total = self.write(|writer| {
+        // no merges while loading: they would be redone; one merge at the end instead
+        self.writer()?.set_merge_policy(Box::new(NoMergePolicy));
+        let loaded = self.write(|writer| {
             writer.delete_all_documents()?;
             let mut n = 0;
             for doc in docs {
@@ -368,9 +377,20 @@ impl Hub {
                 }
             }
             Ok(n)
-        })?;
-        self.inner.needs_rebuild.store(false, Ordering::Relaxed);
+        });
+        let mut writer = self.writer()?;
+        writer.set_merge_policy(Box::<LogMergePolicy>::default());
+        let total = loaded?;
         progress(total);
+        self.inner.needs_rebuild.store(false, Ordering::Relaxed);
+        // one segment: searches then pay no per-segment cost, and nothing is left to merge
+        let segments = self.inner.index.searchable_segment_ids()?;
+        if segments.len() > 1 {
+            match writer.merge(&segments).wait() {
+                Ok(_) => self.inner.reader.reload()?,
+                Err(e) => tracing::warn!(error = %e, "hub index: merging after rebuild failed"),
+            }
+        }
         Ok(total)
     }
 
@@ -397,13 +417,13 @@ impl Hub {
             ));
         }
         let blank = q.q.trim().is_empty();
+        let mut words = Vec::new();
         if !blank {
-            let words = query_words(&q.q);
+            words = query_words(&q.q);
             if words.is_empty() {
                 // only punctuation: nothing to look for
-                let count = 0;
                 return Ok(HubPage {
-                    count,
+                    count: 0,
                     items: Vec::new(),
                 });
             }
@@ -411,10 +431,11 @@ impl Hub {
                 clauses.push((Occur::Must, f.word_query(word)));
             }
         }
-        let query: Box<dyn Query> = if clauses.is_empty() {
-            Box::new(AllQuery)
-        } else {
-            Box::new(BooleanQuery::new(clauses))
+        let query: Box<dyn Query> = match clauses.len() {
+            0 => Box::new(AllQuery),
+            // alone, a word's union of terms is scored with block-WAND
+            1 => clauses.pop().map(|(_, q)| q).expect("one clause"),
+            _ => Box::new(BooleanQuery::new(clauses)),
         };
         // tantivy sizes its buffers by offset + limit: keep them within the index
         let total = usize::try_from(searcher.num_docs()).unwrap_or(usize::MAX);
@@ -437,6 +458,11 @@ impl Hub {
                 ),
             )?;
             (count, top.into_iter().map(|(_, a)| (0.0, a)).collect())
+        } else if words.len() == 1 && q.kind.is_none() && q.instance.is_none() {
+            // counting without scores, then the top with block-WAND (which skips most
+            // documents), beats scoring every match once
+            let count = searcher.search(&query, &Count)?;
+            (count, searcher.search(&query, &page.order_by_score())?)
         } else {
             searcher.search(&query, &(Count, page.order_by_score()))?
         };
@@ -478,6 +504,7 @@ impl Hub {
                 // a panic mid-write (e.g. in a rebuild's iterator) left changes uncommitted
                 let mut writer = poisoned.into_inner();
                 writer.rollback()?;
+                writer.set_merge_policy(Box::<LogMergePolicy>::default());
                 self.inner.writer.clear_poison();
                 Ok(writer)
             }
@@ -570,12 +597,10 @@ impl Fields {
     /// One query word: it must occur in at least one field; the name counts most.
     fn word_query(&self, word: &str) -> Box<dyn Query> {
         let term = |field: Field, boost: f32| -> (Occur, Box<dyn Query>) {
-            let record = if field == self.name_prefix {
-                IndexRecordOption::Basic
-            } else {
-                IndexRecordOption::WithFreqs
-            };
-            let q = TermQuery::new(Term::from_field_text(field, word), record);
+            let q = TermQuery::new(
+                Term::from_field_text(field, word),
+                IndexRecordOption::WithFreqs,
+            );
             (Occur::Should, Box::new(BoostQuery::new(Box::new(q), boost)))
         };
         let mut any = vec![
@@ -880,6 +905,12 @@ mod tests {
         assert_eq!(seen, [10_000, 20_000, 20_500]);
         assert!(!hub.needs_rebuild());
         assert_eq!(hub.len().unwrap(), 20_500);
+        let searcher = hub.inner.reader.searcher();
+        assert_eq!(
+            searcher.segment_readers().len(),
+            1,
+            "merged into one segment"
+        );
         assert_eq!(hub.search(&query("old")).unwrap().count, 0);
         assert_eq!(
             names(&hub.search(&query("new20499")).unwrap()),

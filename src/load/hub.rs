@@ -31,6 +31,10 @@ pub struct HubLoad {
     /// directory removed at the end.
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// With --dir: search the index an earlier run left there (same --docs and --seed)
+    /// instead of building it again.
+    #[arg(long, requires = "dir")]
+    pub reuse: bool,
 }
 
 pub async fn run_hub(args: HubLoad) -> anyhow::Result<()> {
@@ -68,40 +72,23 @@ pub async fn run_hub(args: HubLoad) -> anyhow::Result<()> {
 fn measure(args: &HubLoad, dir: &Path) -> anyhow::Result<()> {
     let catalogue = Catalogue::new(args.seed);
 
-    // what generating costs on its own, so that the indexing rate can be read
-    let started = Instant::now();
-    let generated = catalogue
-        .docs(args.docs)
-        .map(|d| d.readme.len())
-        .sum::<usize>();
-    let generating = started.elapsed();
-    std::hint::black_box(generated);
-
     let hub = Hub::open(dir)?;
-    println!(
-        "indexing {} documents into {} ({} cores)",
-        args.docs,
-        dir.join("index").display(),
-        std::thread::available_parallelism().map_or(1, |n| n.get()),
-    );
-    let started = Instant::now();
-    let total = hub.rebuild(catalogue.docs(args.docs), |n| {
-        if n % 100_000 == 0 {
-            let s = started.elapsed().as_secs_f64();
-            eprintln!("  {n} documents, {s:.1} s, {:.0} docs/s", n as f64 / s);
+    if args.reuse {
+        let found = hub.len()?;
+        if found != args.docs as u64 || hub.needs_rebuild() {
+            anyhow::bail!(
+                "--reuse: {} holds {found} documents, not {}",
+                dir.display(),
+                args.docs
+            );
         }
-    })?;
-    let indexing = started.elapsed();
-    let size = dir_size(&dir.join("index"))?;
-    println!(
-        "indexed {total} documents in {:.1} s: {:.0} docs/s (generating alone: {:.1} s); index {:.1} MiB on disk, {:.0} bytes/doc",
-        indexing.as_secs_f64(),
-        total as f64 / indexing.as_secs_f64(),
-        generating.as_secs_f64(),
-        size as f64 / (1024.0 * 1024.0),
-        size as f64 / total as f64,
-    );
-
+        println!(
+            "searching {found} documents indexed earlier in {}",
+            dir.display()
+        );
+    } else {
+        index(&hub, &catalogue, args.docs, dir)?;
+    }
     let mut rng = StdRng::seed_from_u64(args.seed ^ 0x5eed_0f_9e71e5);
     let mut per_class: Vec<(Class, Vec<Duration>, usize)> =
         Class::ALL.iter().map(|&c| (c, Vec::new(), 0)).collect();
@@ -137,6 +124,47 @@ fn measure(args: &HubLoad, dir: &Path) -> anyhow::Result<()> {
         print_row(class.name(), &mut latencies, Some(matched / n));
     }
     print_row("all", &mut all, None);
+    Ok(())
+}
+
+fn index(hub: &Hub, catalogue: &Catalogue, docs: usize, dir: &Path) -> anyhow::Result<()> {
+    // what generating costs on its own, so that the indexing rate can be read
+    let started = Instant::now();
+    let generated = catalogue.docs(docs).map(|d| d.readme.len()).sum::<usize>();
+    let generating = started.elapsed();
+    std::hint::black_box(generated);
+
+    println!(
+        "indexing {docs} documents into {} ({} cores)",
+        dir.join("index").display(),
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+    );
+    let started = Instant::now();
+    let mut loaded = None;
+    let total = hub.rebuild(catalogue.docs(docs), |n| {
+        // the last call comes after the commit, before the merge
+        loaded = Some(started.elapsed());
+        if n % 100_000 == 0 {
+            let s = started.elapsed().as_secs_f64();
+            eprintln!("  {n} documents, {s:.1} s, {:.0} docs/s", n as f64 / s);
+        }
+    })?;
+    let indexing = started.elapsed();
+    let loading = loaded.unwrap_or(indexing);
+    let size = dir_size(&dir.join("index"))?;
+    println!(
+        "indexed {total} documents in {:.1} s ({:.1} s adding and committing, {:.1} s merging into one segment): {:.0} docs/s; generating them alone takes {:.1} s",
+        indexing.as_secs_f64(),
+        loading.as_secs_f64(),
+        (indexing - loading).as_secs_f64(),
+        total as f64 / indexing.as_secs_f64(),
+        generating.as_secs_f64(),
+    );
+    println!(
+        "index {:.1} MiB on disk, {:.0} bytes/document",
+        size as f64 / (1024.0 * 1024.0),
+        size as f64 / total as f64,
+    );
     Ok(())
 }
 

@@ -39,6 +39,9 @@ enum LoadScenario {
     /// The MQTT core against a bare subscriber on the same embedded broker (self-contained:
     /// starts its own instance on a temporary database).
     Mqtt(pepeunit::load::mqtt::MqttLoad),
+    /// The federated hub index: indexing rate and search latency over a synthetic catalogue
+    /// (self-contained: builds its own index in a temporary directory).
+    Hub(pepeunit::load::hub::HubLoad),
 }
 
 #[tokio::main]
@@ -67,6 +70,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Load(LoadScenario::Mqtt(args)) => {
             return pepeunit::load::mqtt::run_mqtt(args).await
         }
+        Command::Load(LoadScenario::Hub(args)) => return pepeunit::load::hub::run_hub(args).await,
         _ => {}
     }
     let config = Config::from_env()?;

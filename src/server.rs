@@ -77,6 +77,9 @@ impl RunningInstance {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
         }
         self.mqtt.stop().await;
+        // the index's writer lock must not outlive the instance (clones of it may)
+        let hub = self.instance.federation.hub().clone();
+        let _ = tokio::task::spawn_blocking(move || hub.close()).await;
         self.instance.db.pool.close().await;
         Ok(())
     }

@@ -624,6 +624,11 @@ async fn deliveries_survive_restarts_and_dead_letter_after_the_last_try() {
     let (registry, _, _) = registry_repo_unit(&a, &a_admin, &firmware, "queue", "Public").await;
     follow_and_wait(&b, &b_admin, &a).await;
     hub_sees(&b, "q=queue", "queue_repo").await;
+    eventually("the backfill to be delivered", || async {
+        let (_, v) = a.get("/federation/deliveries", Some(&a_admin)).await;
+        (v == json!([])).then_some(())
+    })
+    .await;
 
     // B is down: the Create is retried, survives a restart of A, and arrives when B is back
     b.running.take().unwrap().stop().await.unwrap();

@@ -1,54 +1,117 @@
-//! TEMPORARY in-memory stand-in with the hub's API while the tantivy index is written on
-//! branch `hub`; replaced by that branch before federation is switched on.
+//! The hub: a full-text index (tantivy) of the public Repos and Units of this instance and of
+//! remote instances, keyed by each object's ActivityPub id (`url`).
+//!
+//! The index is derived data: the server owns the truth in its database and can always
+//! [`Hub::rebuild`] it. All methods block (call them from `spawn_blocking`). There is one
+//! `IndexWriter` behind a mutex; every write commits and reloads the reader before it returns,
+//! so a search issued after a write sees it.
+//!
+//! Queries are plain words, never a query language: the text is split into words with the
+//! same analyzer as the documents, and every word must match somewhere (name, description,
+//! README, topics, platform or instance). A word also matches the start of a word in a name
+//! ("weath" finds "weather-station").
 
+use std::collections::HashSet;
+use std::fmt;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
+use tantivy::collector::{Count, TopDocs};
+use tantivy::directory::MmapDirectory;
+use tantivy::indexer::{LogMergePolicy, NoMergePolicy};
+use tantivy::query::{
+    AllQuery, BooleanQuery, BoostQuery, ConstScoreQuery, Occur, Query, TermQuery,
+};
+use tantivy::schema::{
+    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, STORED, STRING,
+};
+use tantivy::tokenizer::{
+    AsciiFoldingFilter, LowerCaser, RemoveLongFilter, SimpleTokenizer, TextAnalyzer,
+};
+use tantivy::{
+    DocAddress, Index, IndexReader, IndexWriter, Order, ReloadPolicy, Searcher, TantivyDocument,
+    TantivyError, Term,
+};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Written as the payload of every commit; an index with another payload (or another schema)
+/// is from an older binary and is recreated. Bump it when the analyzer or the fields change.
+const FORMAT: &str = "pepeunit-hub/1";
+const TOKENIZER: &str = "hub";
+/// Shared by the indexing threads; tantivy flushes a segment when a thread's share is full.
+const WRITER_BUDGET: usize = 96 * 1024 * 1024;
+/// A query uses at most this many distinct words; the rest of a long input is ignored.
+const MAX_QUERY_WORDS: usize = 16;
+/// Name words are indexed under their prefixes of this many characters (shorter than the
+/// word itself; the whole word is in `name`).
+const PREFIX_CHARS: std::ops::RangeInclusive<usize> = 3..=16;
+/// Dropped from queries (not from documents) unless the query has nothing else, so that
+/// "a weather station" needs no "a" in the document.
+const STOP_WORDS: &[&str] = &[
+    "a", "an", "and", "are", "as", "at", "be", "by", "for", "in", "is", "it", "of", "on", "or",
+    "the", "to", "with",
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum HubKind {
     Repo,
     Unit,
 }
 
-impl std::fmt::Display for HubKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+impl HubKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
             HubKind::Repo => "Repo",
             HubKind::Unit => "Unit",
-        })
-    }
-}
-
-impl std::str::FromStr for HubKind {
-    type Err = HubError;
-    fn from_str(s: &str) -> Result<Self, HubError> {
-        match s {
-            "Repo" => Ok(HubKind::Repo),
-            "Unit" => Ok(HubKind::Unit),
-            _ => Err(HubError::Kind(s.to_string())),
         }
     }
 }
 
+impl fmt::Display for HubKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for HubKind {
+    type Err = HubError;
+
+    fn from_str(s: &str) -> Result<Self, HubError> {
+        match s {
+            "Repo" => Ok(HubKind::Repo),
+            "Unit" => Ok(HubKind::Unit),
+            other => Err(HubError::UnknownKind(other.to_string())),
+        }
+    }
+}
+
+/// One public Repo or Unit, as indexed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HubDoc {
     pub kind: HubKind,
+    /// The object's uuid on its origin instance.
     pub uuid: String,
     pub name: String,
     pub description: String,
+    /// Searchable, not returned in hits.
     pub readme: String,
     pub topics: Vec<String>,
+    /// "Gitlab", "Github" or "".
     pub platform: String,
+    /// Origin instance, "host" or "host:port"; stored lowercase.
     pub instance: String,
+    /// The object's ActivityPub id on its origin: the unique key.
     pub url: String,
 }
 
 #[derive(Clone, Debug, Default)]
 pub struct HubQuery {
+    /// Words typed by a user; any text is accepted. Blank means every document.
     pub q: String,
     pub kind: Option<HubKind>,
+    /// Exact instance, compared lowercase.
     pub instance: Option<String>,
     pub offset: usize,
     pub limit: usize,
@@ -64,103 +127,911 @@ pub struct HubHit {
     pub description: String,
     pub platform: String,
     pub topics: Vec<String>,
+    /// Relevance (BM25); 0 for a blank query, which is ordered by name.
     pub score: f32,
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct HubPage {
+    /// Matching documents in total, not only this page.
     pub count: usize,
     pub items: Vec<HubHit>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
-    #[error("unknown kind {0}")]
-    Kind(String),
+    #[error("hub index: {0}")]
+    Index(#[from] TantivyError),
+    #[error("hub index: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("hub index: unknown kind {0:?}")]
+    UnknownKind(String),
+    #[error("hub index is closed")]
+    Closed,
 }
 
-#[derive(Clone, Default)]
+/// Handle to the index; cheap to clone, `Send + Sync`.
+#[derive(Clone)]
 pub struct Hub {
-    docs: Arc<Mutex<Vec<HubDoc>>>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    index: Index,
+    reader: IndexReader,
+    /// `None` after [`Hub::close`].
+    writer: Mutex<Option<IndexWriter>>,
+    fields: Fields,
+    needs_rebuild: AtomicBool,
+}
+
+#[derive(Clone, Copy)]
+struct Fields {
+    kind: Field,
+    uuid: Field,
+    url: Field,
+    name: Field,
+    /// Fast column `lowercase(name) \u{1} url`: the order of blank queries, total and stable.
+    name_sort: Field,
+    /// Prefixes of the name's words (raw terms).
+    name_prefix: Field,
+    description: Field,
+    readme: Field,
+    topics: Field,
+    platform: Field,
+    /// Lowercase, exact: the filter.
+    instance: Field,
+    /// Words of the instance domain: the search.
+    instance_words: Field,
+}
+
+fn schema() -> (Schema, Fields) {
+    let words = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer(TOKENIZER)
+            .set_index_option(IndexRecordOption::WithFreqs),
+    );
+    let stored_words = words.clone().set_stored();
+    // with frequencies, like the other fields: block-WAND only runs over unions of such terms
+    let prefixes = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer("raw")
+            .set_index_option(IndexRecordOption::WithFreqs),
+    );
+    let mut b = Schema::builder();
+    let fields = Fields {
+        kind: b.add_text_field("kind", STRING | STORED),
+        uuid: b.add_text_field("uuid", STORED),
+        url: b.add_text_field("url", STRING | STORED),
+        name: b.add_text_field("name", stored_words.clone()),
+        name_sort: b.add_text_field("name_sort", TextOptions::default().set_fast("raw")),
+        name_prefix: b.add_text_field("name_prefix", prefixes),
+        description: b.add_text_field("description", stored_words.clone()),
+        readme: b.add_text_field("readme", words.clone()),
+        topics: b.add_text_field("topics", stored_words.clone()),
+        platform: b.add_text_field("platform", stored_words),
+        instance: b.add_text_field("instance", STRING | STORED),
+        instance_words: b.add_text_field("instance_words", words),
+    };
+    (b.build(), fields)
+}
+
+fn analyzer() -> TextAnalyzer {
+    // SimpleTokenizer splits on anything not alphanumeric: "esp32-weather_station" gives
+    // "esp32", "weather", "station".
+    TextAnalyzer::builder(SimpleTokenizer::default())
+        .filter(RemoveLongFilter::limit(64))
+        .filter(LowerCaser)
+        .filter(AsciiFoldingFilter)
+        .build()
+}
+
+fn words(text: &str) -> Vec<String> {
+    let mut analyzer = analyzer();
+    let mut stream = analyzer.token_stream(text);
+    let mut out = Vec::new();
+    while let Some(token) = stream.next() {
+        out.push(token.text.clone());
+    }
+    out
+}
+
+fn normalize_instance(instance: &str) -> String {
+    instance.trim().to_lowercase()
 }
 
 impl Hub {
-    pub fn open(_dir: &Path) -> Result<Hub, HubError> {
-        Ok(Hub::default())
+    /// Opens the index in `dir/index`, creating it if missing. An index written by another
+    /// version (schema or format differ) or that cannot be opened is deleted and created
+    /// empty; [`Hub::needs_rebuild`] then says so.
+    pub fn open(dir: &Path) -> Result<Hub, HubError> {
+        let path = dir.join("index");
+        std::fs::create_dir_all(&path)?;
+        let (expected, fields) = schema();
+        let existing = if Index::exists(&MmapDirectory::open(&path).map_err(TantivyError::from)?)
+            .map_err(TantivyError::from)?
+        {
+            match Index::open_in_dir(&path).and_then(|index| Ok((index.load_metas()?, index))) {
+                Ok((metas, index))
+                    if index.schema() == expected && metas.payload.as_deref() == Some(FORMAT) =>
+                {
+                    Some(index)
+                }
+                Ok(_) => {
+                    tracing::warn!(path = %path.display(), "hub index is from another version; recreating it");
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "hub index cannot be opened; recreating it");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let (index, created) = match existing {
+            Some(index) => (index, false),
+            None => {
+                std::fs::remove_dir_all(&path)?;
+                std::fs::create_dir_all(&path)?;
+                (Index::create_in_dir(&path, expected)?, true)
+            }
+        };
+        Hub::start(index, fields, created)
     }
+
+    /// An empty index in memory (tests, tools).
     pub fn in_memory() -> Result<Hub, HubError> {
-        Ok(Hub::default())
+        let (schema, fields) = schema();
+        Hub::start(Index::create_in_ram(schema), fields, true)
     }
+
+    fn start(index: Index, fields: Fields, created: bool) -> Result<Hub, HubError> {
+        index.tokenizers().register(TOKENIZER, analyzer());
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        let mut writer = index.writer_with_num_threads(threads, WRITER_BUDGET)?;
+        if created {
+            // stamps the format, so that reopening an empty index does not recreate it
+            commit(&mut writer)?;
+        }
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
+        Ok(Hub {
+            inner: Arc::new(Inner {
+                index,
+                reader,
+                writer: Mutex::new(Some(writer)),
+                fields,
+                needs_rebuild: AtomicBool::new(created),
+            }),
+        })
+    }
+
+    /// True when the index was created empty by [`Hub::open`] or [`Hub::in_memory`] (missing,
+    /// from another version, or unreadable) and no [`Hub::rebuild`] has completed since: the
+    /// caller should rebuild it from its database.
     pub fn needs_rebuild(&self) -> bool {
-        true
+        self.inner.needs_rebuild.load(Ordering::Relaxed)
     }
+
+    /// Adds `doc`, replacing any document with the same url.
     pub fn upsert(&self, doc: HubDoc) -> Result<(), HubError> {
         self.upsert_many(vec![doc])
     }
+
+    /// Adds `docs` in one commit, each replacing any document with its url (the last wins
+    /// within `docs`).
     pub fn upsert_many(&self, docs: Vec<HubDoc>) -> Result<(), HubError> {
-        let mut all = self.docs.lock().unwrap();
-        for d in docs {
-            all.retain(|x| x.url != d.url);
-            all.push(d);
-        }
-        Ok(())
-    }
-    pub fn remove(&self, url: &str) -> Result<(), HubError> {
-        self.docs.lock().unwrap().retain(|x| x.url != url);
-        Ok(())
-    }
-    pub fn remove_instance(&self, instance: &str) -> Result<usize, HubError> {
-        let mut all = self.docs.lock().unwrap();
-        let before = all.len();
-        all.retain(|x| x.instance != instance);
-        Ok(before - all.len())
-    }
-    pub fn search(&self, q: &HubQuery) -> Result<HubPage, HubError> {
-        let all = self.docs.lock().unwrap();
-        let needle = q.q.trim().to_lowercase();
-        let hits: Vec<HubHit> = all
-            .iter()
-            .filter(|d| q.kind.is_none_or(|k| k == d.kind))
-            .filter(|d| q.instance.as_deref().is_none_or(|i| i == d.instance))
-            .filter(|d| {
-                needle.is_empty()
-                    || d.name.to_lowercase().contains(&needle)
-                    || d.description.to_lowercase().contains(&needle)
-                    || d.readme.to_lowercase().contains(&needle)
-                    || d.topics.iter().any(|t| t.to_lowercase().contains(&needle))
-            })
-            .map(|d| HubHit {
-                kind: d.kind,
-                uuid: d.uuid.clone(),
-                name: d.name.clone(),
-                url: d.url.clone(),
-                instance: d.instance.clone(),
-                description: d.description.clone(),
-                platform: d.platform.clone(),
-                topics: d.topics.clone(),
-                score: 1.0,
-            })
-            .collect();
-        Ok(HubPage {
-            count: hits.len(),
-            items: hits.into_iter().skip(q.offset).take(q.limit).collect(),
+        let f = self.inner.fields;
+        self.write(|writer| {
+            for doc in &docs {
+                writer.delete_term(Term::from_field_text(f.url, &doc.url));
+                writer.add_document(f.document(doc))?;
+            }
+            Ok(())
         })
     }
+
+    pub fn remove(&self, url: &str) -> Result<(), HubError> {
+        let f = self.inner.fields;
+        self.write(|writer| {
+            writer.delete_term(Term::from_field_text(f.url, url));
+            Ok(())
+        })
+    }
+
+    /// Removes every document of `instance` (compared lowercase) and returns how many there
+    /// were.
+    pub fn remove_instance(&self, instance: &str) -> Result<usize, HubError> {
+        let term = Term::from_field_text(self.inner.fields.instance, &normalize_instance(instance));
+        self.write(|writer| {
+            // exact: the reader is reloaded after every commit, all of which hold this lock
+            let count = self.inner.reader.searcher().search(
+                &TermQuery::new(term.clone(), IndexRecordOption::Basic),
+                &Count,
+            )?;
+            writer.delete_term(term);
+            Ok(count)
+        })
+    }
+
+    /// Replaces the whole contents with `docs` in one commit; searches see the old contents
+    /// until it returns. `progress` gets the number of documents added so far, every 10,000
+    /// and at the end. `docs` must not repeat a url (duplicates are not detected: the caller
+    /// reads them from a table where the url is unique).
     pub fn rebuild(
         &self,
         docs: impl Iterator<Item = HubDoc>,
         mut progress: impl FnMut(usize),
     ) -> Result<usize, HubError> {
-        let docs: Vec<HubDoc> = docs.collect();
-        let n = docs.len();
-        *self.docs.lock().unwrap() = docs;
-        progress(n);
-        Ok(n)
+        let f = self.inner.fields;
+        // no merges while loading: they would be redone; one merge at the end instead
+        self.writer()?.set_merge_policy(Box::new(NoMergePolicy));
+        let loaded = self.write(|writer| {
+            writer.delete_all_documents()?;
+            let mut n = 0;
+            for doc in docs {
+                writer.add_document(f.document(&doc))?;
+                n += 1;
+                if n % 10_000 == 0 {
+                    progress(n);
+                }
+            }
+            Ok(n)
+        });
+        let mut writer = self.writer()?;
+        writer.set_merge_policy(Box::<LogMergePolicy>::default());
+        let total = loaded?;
+        progress(total);
+        self.inner.needs_rebuild.store(false, Ordering::Relaxed);
+        // one segment: searches then pay no per-segment cost, and nothing is left to merge
+        let segments = self.inner.index.searchable_segment_ids()?;
+        if segments.len() > 1 {
+            match writer.merge(&segments).wait() {
+                Ok(_) => self.inner.reader.reload()?,
+                Err(e) => tracing::warn!(error = %e, "hub index: merging after rebuild failed"),
+            }
+        }
+        Ok(total)
     }
+
+    /// Number of documents.
+    pub fn len(&self) -> Result<u64, HubError> {
+        Ok(self.inner.reader.searcher().num_docs())
+    }
+
     pub fn is_empty(&self) -> Result<bool, HubError> {
         Ok(self.len()? == 0)
     }
-    pub fn len(&self) -> Result<u64, HubError> {
-        Ok(self.docs.lock().unwrap().len() as u64)
+
+    pub fn search(&self, q: &HubQuery) -> Result<HubPage, HubError> {
+        let f = self.inner.fields;
+        let searcher = self.inner.reader.searcher();
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        if let Some(kind) = q.kind {
+            clauses.push((Occur::Must, filter(f.kind, kind.as_str())));
+        }
+        if let Some(instance) = &q.instance {
+            clauses.push((
+                Occur::Must,
+                filter(f.instance, &normalize_instance(instance)),
+            ));
+        }
+        let blank = q.q.trim().is_empty();
+        let mut words = Vec::new();
+        if !blank {
+            words = query_words(&q.q);
+            if words.is_empty() {
+                // only punctuation: nothing to look for
+                return Ok(HubPage {
+                    count: 0,
+                    items: Vec::new(),
+                });
+            }
+            for word in &words {
+                clauses.push((Occur::Must, f.word_query(word)));
+            }
+        }
+        let query: Box<dyn Query> = match clauses.len() {
+            0 => Box::new(AllQuery),
+            // alone, a word's union of terms is scored with block-WAND
+            1 => clauses.pop().map(|(_, q)| q).expect("one clause"),
+            _ => Box::new(BooleanQuery::new(clauses)),
+        };
+        // tantivy sizes its buffers by offset + limit: keep them within the index
+        let total = usize::try_from(searcher.num_docs()).unwrap_or(usize::MAX);
+        let start = q.offset.min(total);
+        let end = start.saturating_add(q.limit).min(total);
+        if start == end {
+            let count = searcher.search(&query, &Count)?;
+            return Ok(HubPage {
+                count,
+                items: Vec::new(),
+            });
+        }
+        let page = TopDocs::for_doc_range(start..end);
+        let (count, hits): (usize, Vec<(f32, DocAddress)>) = if blank {
+            let (count, top) = searcher.search(
+                &query,
+                &(
+                    Count,
+                    page.order_by_string_fast_field("name_sort", Order::Asc),
+                ),
+            )?;
+            (count, top.into_iter().map(|(_, a)| (0.0, a)).collect())
+        } else if words.len() == 1 && q.kind.is_none() && q.instance.is_none() {
+            // counting without scores, then the top with block-WAND (which skips most
+            // documents), beats scoring every match once
+            let count = searcher.search(&query, &Count)?;
+            (count, searcher.search(&query, &page.order_by_score())?)
+        } else {
+            searcher.search(&query, &(Count, page.order_by_score()))?
+        };
+        let items = hits
+            .into_iter()
+            .map(|(score, address)| f.hit(&searcher, address, score))
+            .collect::<Result<_, _>>()?;
+        Ok(HubPage { count, items })
+    }
+
+    /// Runs `change` with the writer, then commits and reloads the reader; on any error the
+    /// uncommitted changes are rolled back.
+    fn write<T>(
+        &self,
+        change: impl FnOnce(&mut IndexWriter) -> Result<T, HubError>,
+    ) -> Result<T, HubError> {
+        let mut writer = self.writer()?;
+        match change(&mut writer).and_then(|out| {
+            commit(&mut writer)?;
+            Ok(out)
+        }) {
+            Ok(out) => {
+                self.inner.reader.reload()?;
+                Ok(out)
+            }
+            Err(e) => {
+                if let Err(rollback) = writer.rollback() {
+                    tracing::error!(error = %rollback, "hub index rollback failed");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn writer(&self) -> Result<WriterGuard<'_>, HubError> {
+        let guard = match self.inner.writer.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => {
+                // a panic mid-write (e.g. in a rebuild's iterator) left changes uncommitted
+                let mut guard = poisoned.into_inner();
+                if let Some(writer) = guard.as_mut() {
+                    writer.rollback()?;
+                    writer.set_merge_policy(Box::<LogMergePolicy>::default());
+                }
+                self.inner.writer.clear_poison();
+                guard
+            }
+        };
+        if guard.is_none() {
+            return Err(HubError::Closed);
+        }
+        Ok(WriterGuard(guard))
+    }
+
+    /// Releases the index's writer (and its lock on the directory), waiting for merges; later
+    /// writes fail with [`HubError::Closed`], searches keep working. Lets the same process open
+    /// the directory again (an instance restarted in place).
+    pub fn close(&self) {
+        let writer = match self.inner.writer.lock() {
+            Ok(mut guard) => guard.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(writer) = writer {
+            if let Err(e) = writer.wait_merging_threads() {
+                tracing::warn!(error = %e, "hub index merge did not finish");
+            }
+        }
+    }
+}
+
+/// The locked writer of an open hub.
+struct WriterGuard<'a>(MutexGuard<'a, Option<IndexWriter>>);
+
+impl std::ops::Deref for WriterGuard<'_> {
+    type Target = IndexWriter;
+    fn deref(&self) -> &IndexWriter {
+        self.0.as_ref().expect("checked when the guard was made")
+    }
+}
+
+impl std::ops::DerefMut for WriterGuard<'_> {
+    fn deref_mut(&mut self) -> &mut IndexWriter {
+        self.0.as_mut().expect("checked when the guard was made")
+    }
+}
+
+impl fmt::Debug for Hub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hub")
+            .field("index", &self.inner.index)
+            .finish_non_exhaustive()
+    }
+}
+
+fn commit(writer: &mut IndexWriter) -> Result<(), HubError> {
+    let mut prepared = writer.prepare_commit()?;
+    prepared.set_payload(FORMAT);
+    prepared.commit()?;
+    Ok(())
+}
+
+/// An exact match that does not change the score.
+fn filter(field: Field, value: &str) -> Box<dyn Query> {
+    Box::new(ConstScoreQuery::new(
+        Box::new(TermQuery::new(
+            Term::from_field_text(field, value),
+            IndexRecordOption::Basic,
+        )),
+        0.0,
+    ))
+}
+
+/// The distinct words of a user query, without stop words unless there is nothing else.
+fn query_words(q: &str) -> Vec<String> {
+    let mut all = words(q);
+    let mut seen = HashSet::new();
+    all.retain(|w| seen.insert(w.clone()));
+    let content: Vec<String> = all
+        .iter()
+        .filter(|w| !STOP_WORDS.contains(&String::as_str(w)))
+        .cloned()
+        .collect();
+    let mut chosen = if content.is_empty() { all } else { content };
+    chosen.truncate(MAX_QUERY_WORDS);
+    chosen
+}
+
+/// Prefixes of each word of `name` (in characters, within [`PREFIX_CHARS`], shorter than the
+/// word).
+fn name_prefixes(name: &str) -> HashSet<String> {
+    let mut out = HashSet::new();
+    for word in words(name) {
+        let ends = word.char_indices().map(|(i, _)| i).skip(1);
+        for (chars, end) in (1..).zip(ends) {
+            if PREFIX_CHARS.contains(&chars) {
+                out.insert(word[..end].to_string());
+            }
+        }
+    }
+    out
+}
+
+impl Fields {
+    fn document(&self, doc: &HubDoc) -> TantivyDocument {
+        let mut d = TantivyDocument::default();
+        let instance = normalize_instance(&doc.instance);
+        d.add_text(self.kind, doc.kind.as_str());
+        d.add_text(self.uuid, &doc.uuid);
+        d.add_text(self.url, &doc.url);
+        d.add_text(self.name, &doc.name);
+        d.add_text(
+            self.name_sort,
+            format!("{}\u{1}{}", doc.name.to_lowercase(), doc.url),
+        );
+        for prefix in name_prefixes(&doc.name) {
+            d.add_text(self.name_prefix, prefix);
+        }
+        d.add_text(self.description, &doc.description);
+        d.add_text(self.readme, &doc.readme);
+        for topic in &doc.topics {
+            d.add_text(self.topics, topic);
+        }
+        d.add_text(self.platform, &doc.platform);
+        d.add_text(self.instance_words, &instance);
+        d.add_text(self.instance, instance);
+        d
+    }
+
+    /// One query word: it must occur in at least one field; the name counts most.
+    fn word_query(&self, word: &str) -> Box<dyn Query> {
+        let term = |field: Field, boost: f32| -> (Occur, Box<dyn Query>) {
+            let q = TermQuery::new(
+                Term::from_field_text(field, word),
+                IndexRecordOption::WithFreqs,
+            );
+            (Occur::Should, Box::new(BoostQuery::new(Box::new(q), boost)))
+        };
+        let mut any = vec![
+            term(self.name, 3.0),
+            term(self.topics, 1.5),
+            term(self.description, 1.0),
+            term(self.readme, 0.5),
+            term(self.platform, 1.0),
+            term(self.instance_words, 1.0),
+        ];
+        if PREFIX_CHARS.contains(&word.chars().count()) {
+            any.push(term(self.name_prefix, 1.5));
+        }
+        Box::new(BooleanQuery::new(any))
+    }
+
+    fn hit(
+        &self,
+        searcher: &Searcher,
+        address: DocAddress,
+        score: f32,
+    ) -> Result<HubHit, HubError> {
+        let doc: TantivyDocument = searcher.doc(address)?;
+        let text = |field: Field| {
+            doc.get_first(field)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        Ok(HubHit {
+            kind: text(self.kind).parse()?,
+            uuid: text(self.uuid),
+            name: text(self.name),
+            url: text(self.url),
+            instance: text(self.instance),
+            description: text(self.description),
+            platform: text(self.platform),
+            topics: doc
+                .get_all(self.topics)
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+            score,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(kind: HubKind, name: &str, instance: &str) -> HubDoc {
+        HubDoc {
+            kind,
+            uuid: format!("uuid-{name}"),
+            name: name.to_string(),
+            description: format!("{name} description"),
+            readme: String::new(),
+            topics: Vec::new(),
+            platform: String::new(),
+            instance: instance.to_string(),
+            url: format!("https://{instance}/{}/{name}", kind.as_str().to_lowercase()),
+        }
+    }
+
+    fn query(q: &str) -> HubQuery {
+        HubQuery {
+            q: q.to_string(),
+            limit: 100,
+            ..HubQuery::default()
+        }
+    }
+
+    fn names(page: &HubPage) -> Vec<&str> {
+        page.items.iter().map(|h| h.name.as_str()).collect()
+    }
+
+    #[test]
+    fn upsert_replaces_by_url_and_remove_deletes() {
+        let hub = Hub::in_memory().unwrap();
+        let mut d = doc(HubKind::Repo, "esp32-weather_station", "a.example");
+        d.topics = vec!["greenhouse/temperature".into()];
+        d.platform = "Gitlab".into();
+        hub.upsert(d.clone()).unwrap();
+        let page = hub.search(&query("weather")).unwrap();
+        assert_eq!(page.count, 1);
+        let hit = &page.items[0];
+        assert_eq!(
+            (hit.kind, hit.uuid.as_str(), hit.url.as_str()),
+            (HubKind::Repo, d.uuid.as_str(), d.url.as_str())
+        );
+        assert_eq!(hit.topics, d.topics);
+        assert_eq!(hit.platform, "Gitlab");
+        assert!(hit.score > 0.0);
+
+        d.name = "esp32-rain_gauge".into();
+        d.description = "measures rain".into();
+        hub.upsert(d.clone()).unwrap();
+        assert_eq!(hub.len().unwrap(), 1);
+        assert_eq!(hub.search(&query("weather")).unwrap().count, 0);
+        assert_eq!(
+            names(&hub.search(&query("rain")).unwrap()),
+            ["esp32-rain_gauge"]
+        );
+
+        hub.remove(&d.url).unwrap();
+        assert_eq!(hub.len().unwrap(), 0);
+        assert_eq!(hub.search(&query("")).unwrap().count, 0);
+        hub.remove("https://nowhere.example/x").unwrap();
+    }
+
+    #[test]
+    fn upsert_many_last_of_a_url_wins() {
+        let hub = Hub::in_memory().unwrap();
+        let first = doc(HubKind::Unit, "first", "a.example");
+        let mut second = first.clone();
+        second.name = "second".into();
+        hub.upsert_many(vec![
+            first,
+            second,
+            doc(HubKind::Unit, "other", "a.example"),
+        ])
+        .unwrap();
+        assert_eq!(names(&hub.search(&query("")).unwrap()), ["other", "second"]);
+    }
+
+    #[test]
+    fn words_of_names_topics_readme_platform_and_instance_are_found() {
+        let hub = Hub::in_memory().unwrap();
+        let mut repo = doc(
+            HubKind::Repo,
+            "esp32-weather_station",
+            "Iot.Example.org:8443",
+        );
+        repo.readme = "Flash it with Thonny and watch the barometer.".into();
+        repo.platform = "Github".into();
+        let mut unit = doc(HubKind::Unit, "kitchen", "b.example");
+        unit.topics = vec!["output_humidity".into()];
+        hub.upsert_many(vec![repo, unit]).unwrap();
+        for (q, expected) in [
+            ("weather", "esp32-weather_station"),
+            ("ESP32", "esp32-weather_station"),
+            ("weath", "esp32-weather_station"),
+            ("statio", "esp32-weather_station"),
+            ("barometer", "esp32-weather_station"),
+            ("github", "esp32-weather_station"),
+            ("iot", "esp32-weather_station"),
+            ("8443", "esp32-weather_station"),
+            ("humidity", "kitchen"),
+            ("kitchen description", "kitchen"),
+            ("the kitchen", "kitchen"),
+        ] {
+            assert_eq!(names(&hub.search(&query(q)).unwrap()), [expected], "{q:?}");
+        }
+        // every word must match
+        assert_eq!(hub.search(&query("kitchen barometer")).unwrap().count, 0);
+        // the README is searched, never returned
+        let hit = &hub.search(&query("thonny")).unwrap().items[0];
+        assert!(!format!("{hit:?}").contains("Thonny"));
+        assert_eq!(hit.instance, "iot.example.org:8443");
+    }
+
+    #[test]
+    fn name_matches_rank_first() {
+        let hub = Hub::in_memory().unwrap();
+        let mut mentions = doc(HubKind::Repo, "controller", "a.example");
+        mentions.description = "drives a pump".into();
+        hub.upsert_many(vec![mentions, doc(HubKind::Repo, "pump", "a.example")])
+            .unwrap();
+        assert_eq!(
+            names(&hub.search(&query("pump")).unwrap()),
+            ["pump", "controller"]
+        );
+    }
+
+    #[test]
+    fn kind_and_instance_filters_are_exact() {
+        let hub = Hub::in_memory().unwrap();
+        hub.upsert_many(vec![
+            doc(HubKind::Repo, "sensor-a", "a.example"),
+            doc(HubKind::Unit, "sensor-b", "a.example"),
+            doc(HubKind::Unit, "sensor-c", "A.example:8080"),
+            doc(HubKind::Unit, "sensor-d", "b.example"),
+        ])
+        .unwrap();
+        let run = |q: &str, kind, instance: Option<&str>| {
+            let page = hub
+                .search(&HubQuery {
+                    kind,
+                    instance: instance.map(str::to_string),
+                    ..query(q)
+                })
+                .unwrap();
+            let mut n: Vec<String> = page.items.iter().map(|h| h.name.clone()).collect();
+            n.sort();
+            assert_eq!(page.count, n.len());
+            n
+        };
+        assert_eq!(run("sensor", Some(HubKind::Repo), None), ["sensor-a"]);
+        assert_eq!(
+            run("", Some(HubKind::Unit), Some("A.EXAMPLE")),
+            ["sensor-b"]
+        );
+        assert_eq!(run("sensor", None, Some("a.example:8080")), ["sensor-c"]);
+        assert_eq!(run("", None, Some("example")), Vec::<String>::new());
+        assert_eq!(run("sensor", None, None).len(), 4);
+    }
+
+    #[test]
+    fn blank_query_lists_everything_by_name_in_pages() {
+        let hub = Hub::in_memory().unwrap();
+        let docs: Vec<HubDoc> = (0..25)
+            .rev()
+            .map(|i| doc(HubKind::Unit, &format!("Unit{i:02}"), "a.example"))
+            .collect();
+        hub.upsert_many(docs).unwrap();
+        let page = |offset, limit| {
+            hub.search(&HubQuery {
+                q: "   ".into(),
+                offset,
+                limit,
+                ..HubQuery::default()
+            })
+            .unwrap()
+        };
+        let first = page(0, 10);
+        assert_eq!(first.count, 25);
+        assert_eq!(names(&first)[..3], ["Unit00", "Unit01", "Unit02"]);
+        assert!(first.items.iter().all(|h| h.score == 0.0));
+        let last = page(20, 10);
+        assert_eq!(
+            (last.count, names(&last)),
+            (25, vec!["Unit20", "Unit21", "Unit22", "Unit23", "Unit24"])
+        );
+        for (offset, limit) in [(25, 10), (1000, 10), (usize::MAX, usize::MAX), (3, 0)] {
+            let p = page(offset, limit);
+            assert_eq!((p.count, p.items.len()), (25, 0), "{offset} {limit}");
+        }
+        assert_eq!(page(24, usize::MAX).items.len(), 1);
+        // scored queries page the same way
+        let scored = hub
+            .search(&HubQuery {
+                offset: 20,
+                limit: 10,
+                ..query("unit20 OR description")
+            })
+            .unwrap();
+        assert_eq!((scored.count, scored.items.len()), (1, 0));
+    }
+
+    #[test]
+    fn garbage_queries_are_answered() {
+        let hub = Hub::in_memory().unwrap();
+        hub.upsert(doc(HubKind::Repo, "and-name", "a.example"))
+            .unwrap();
+        let long_word = "x".repeat(10 * 1024);
+        let long_words = "lorem ipsum (dolor) ".repeat(512);
+        for q in [
+            "\"(((",
+            "AND",
+            "name:",
+            "name:and",
+            "*",
+            "-",
+            "+-!^~:/\\[]{}",
+            "ünïcødé 🦀 名前",
+            "\0\u{1}",
+            long_word.as_str(),
+            long_words.as_str(),
+        ] {
+            hub.search(&query(q))
+                .unwrap_or_else(|e| panic!("{q:.20?}: {e}"));
+        }
+        assert_eq!(hub.search(&query("\"(((")).unwrap().count, 0);
+        assert_eq!(
+            names(&hub.search(&query("name:and")).unwrap()),
+            ["and-name"]
+        );
+    }
+
+    #[test]
+    fn remove_instance_drops_only_that_instance() {
+        let hub = Hub::in_memory().unwrap();
+        hub.upsert_many(vec![
+            doc(HubKind::Repo, "one", "bad.example"),
+            doc(HubKind::Unit, "two", "bad.example"),
+            doc(HubKind::Unit, "three", "good.example"),
+        ])
+        .unwrap();
+        assert_eq!(hub.remove_instance("BAD.example").unwrap(), 2);
+        assert_eq!(hub.remove_instance("bad.example").unwrap(), 0);
+        assert_eq!(names(&hub.search(&query("")).unwrap()), ["three"]);
+    }
+
+    #[test]
+    fn rebuild_replaces_contents_and_reports_progress() {
+        let hub = Hub::in_memory().unwrap();
+        assert!(hub.needs_rebuild());
+        hub.upsert(doc(HubKind::Repo, "old", "a.example")).unwrap();
+        let mut seen = Vec::new();
+        let docs = (0..20_500).map(|i| doc(HubKind::Unit, &format!("new{i}"), "b.example"));
+        assert_eq!(hub.rebuild(docs, |n| seen.push(n)).unwrap(), 20_500);
+        assert_eq!(seen, [10_000, 20_000, 20_500]);
+        assert!(!hub.needs_rebuild());
+        assert_eq!(hub.len().unwrap(), 20_500);
+        let searcher = hub.inner.reader.searcher();
+        assert_eq!(
+            searcher.segment_readers().len(),
+            1,
+            "merged into one segment"
+        );
+        assert_eq!(hub.search(&query("old")).unwrap().count, 0);
+        assert_eq!(
+            names(&hub.search(&query("new20499")).unwrap()),
+            ["new20499"]
+        );
+    }
+
+    #[test]
+    fn a_panicking_rebuild_leaves_the_old_contents() {
+        let hub = Hub::in_memory().unwrap();
+        hub.upsert(doc(HubKind::Repo, "old", "a.example")).unwrap();
+        let h = hub.clone();
+        let panicked = std::thread::spawn(move || {
+            let docs = (0..3).map(|i| {
+                assert!(i < 2, "source failed");
+                doc(HubKind::Unit, &format!("new{i}"), "b.example")
+            });
+            h.rebuild(docs, |_| {})
+        })
+        .join();
+        assert!(panicked.is_err());
+        hub.upsert(doc(HubKind::Repo, "after", "a.example"))
+            .unwrap();
+        assert_eq!(names(&hub.search(&query("")).unwrap()), ["after", "old"]);
+    }
+
+    #[test]
+    fn reopening_keeps_documents_and_another_format_is_recreated() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let hub = Hub::open(dir.path()).unwrap();
+            assert!(hub.needs_rebuild());
+            assert_eq!(hub.len().unwrap(), 0);
+        }
+        {
+            let hub = Hub::open(dir.path()).unwrap();
+            assert!(
+                !hub.needs_rebuild(),
+                "an empty index of this version is kept"
+            );
+            hub.upsert(doc(HubKind::Repo, "kept", "a.example")).unwrap();
+        }
+        let hub = Hub::open(dir.path()).unwrap();
+        assert!(!hub.needs_rebuild());
+        assert_eq!(names(&hub.search(&query("kept")).unwrap()), ["kept"]);
+        drop(hub);
+
+        // an index with another schema, as an older binary would have left it
+        let path = dir.path().join("index");
+        std::fs::remove_dir_all(&path).unwrap();
+        std::fs::create_dir_all(&path).unwrap();
+        let mut b = Schema::builder();
+        let title = b.add_text_field("title", STRING | STORED);
+        let old = Index::create_in_dir(&path, b.build()).unwrap();
+        let mut w: IndexWriter = old.writer_with_num_threads(1, 15_000_000).unwrap();
+        let mut d = TantivyDocument::default();
+        d.add_text(title, "x");
+        w.add_document(d).unwrap();
+        w.commit().unwrap();
+        drop((w, old));
+        let hub = Hub::open(dir.path()).unwrap();
+        assert!(hub.needs_rebuild());
+        assert_eq!(hub.len().unwrap(), 0);
+        hub.upsert(doc(HubKind::Unit, "fresh", "a.example"))
+            .unwrap();
+        assert_eq!(hub.len().unwrap(), 1);
+        drop(hub);
+
+        // an unreadable one
+        std::fs::write(path.join("meta.json"), b"{not json").unwrap();
+        let hub = Hub::open(dir.path()).unwrap();
+        assert!(hub.needs_rebuild());
+        assert_eq!(hub.len().unwrap(), 0);
+    }
+
+    #[test]
+    fn kind_round_trips_as_text() {
+        for kind in [HubKind::Repo, HubKind::Unit] {
+            assert_eq!(kind.to_string().parse::<HubKind>().unwrap(), kind);
+            assert_eq!(serde_json::to_string(&kind).unwrap(), format!("\"{kind}\""));
+        }
+        assert!("repo".parse::<HubKind>().is_err());
     }
 }

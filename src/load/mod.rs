@@ -1,8 +1,9 @@
 //! `pepeunit load`: a load generator for a running instance (SPEC §7's console load tool).
 //! The `rest` scenario hammers the device endpoints (env, schema, state storage) and reports
 //! throughput and latency percentiles. It targets whatever URL it is given; keep it on loopback
-//! or on machines you own.
+//! or on machines you own. `mqtt` and `hub` are self-contained (see their modules).
 
+pub mod hub;
 pub mod mqtt;
 
 use std::sync::atomic::{AtomicU64, Ordering};

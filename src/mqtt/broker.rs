@@ -79,7 +79,19 @@ impl Handler for Hooks {
             Parameter::ClientAuthenticate(ci) => {
                 let result = match ci.username() {
                     Some(token) => match self.instance.mqtt_connect_role(token).await {
-                        Some(superuser) => AuthResult::Allow(superuser, None),
+                        Some(true) => AuthResult::Allow(true, None),
+                        // devices wait (their reconnect loop retries) until the core has
+                        // subscribed: before that, their QoS 1 messages would be acknowledged
+                        // and dropped for want of a subscriber (right after a restart)
+                        Some(false)
+                            if !self
+                                .stats
+                                .backend_subscribed
+                                .load(std::sync::atomic::Ordering::Relaxed) =>
+                        {
+                            AuthResult::NotAuthorized
+                        }
+                        Some(false) => AuthResult::Allow(false, None),
                         None => AuthResult::NotAuthorized,
                     },
                     None => AuthResult::NotAuthorized,

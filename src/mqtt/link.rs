@@ -96,12 +96,20 @@ impl Link {
                         .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
                     {
                         tracing::error!("MQTT: the broker refused the core's subscription");
+                    } else {
+                        self.stats.backend_subscribed.store(true, Ordering::Relaxed);
                     }
                 }
                 Ok(_) => {}
                 Err(e) => {
                     self.outbox.set_connected(false);
                     self.stats.backend_connected.store(false, Ordering::Relaxed);
+                    self.stats
+                        .backend_subscribed
+                        .store(false, Ordering::Relaxed);
+                    self.stats
+                        .backend_subscribed
+                        .store(false, Ordering::Relaxed);
                     let text = e.to_string();
                     if last_error.as_deref() != Some(text.as_str()) {
                         tracing::warn!(error = %text, retry_in = ?backoff, "MQTT core connection lost");

@@ -56,6 +56,11 @@ pub struct MqttReport {
 impl MqttCore {
     /// Starts the embedded broker (in embedded mode), the shards and the backend connection.
     pub async fn start(instance: Instance) -> anyhow::Result<MqttCore> {
+        fn stats_ready(stats: &MqttStats) -> bool {
+            stats
+                .backend_subscribed
+                .load(std::sync::atomic::Ordering::Relaxed)
+        }
         let stats = instance.mqtt_stats.clone();
         let broker = match instance.config.mqtt_mode {
             MqttMode::Embedded => {
@@ -89,10 +94,12 @@ impl MqttCore {
         if broker.is_some() {
             // the broker is ours and local: commands work from the first request on
             let deadline = Instant::now() + Duration::from_secs(10);
-            while !instance.outbox.is_connected() && Instant::now() < deadline {
+            // and devices are admitted once the core's subscriptions are acknowledged
+            let ready = || instance.outbox.is_connected() && stats_ready(&instance.mqtt_stats);
+            while !ready() && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            if !instance.outbox.is_connected() {
+            if !ready() {
                 tracing::warn!("the MQTT core has not connected to the embedded broker yet");
             }
         }
@@ -121,7 +128,7 @@ impl MqttCore {
         let deadline = Instant::now() + Duration::from_secs(3);
         loop {
             let last = Duration::from_millis(self.last_message_ms.load(Ordering::Relaxed));
-            let quiet = self.started.elapsed().saturating_sub(last) > Duration::from_millis(200);
+            let quiet = self.started.elapsed().saturating_sub(last) > Duration::from_millis(500);
             if quiet || Instant::now() > deadline {
                 break;
             }

@@ -62,6 +62,9 @@ counters! {
 pub struct MqttStats {
     pub counters: Counters,
     pub backend_connected: AtomicBool,
+    /// The broker acknowledged the core's subscriptions on the current connection: from then
+    /// on a device's message has somewhere to go.
+    pub backend_subscribed: AtomicBool,
     /// The shards' queues, held weakly so they never keep a stopping shard alive.
     pub(crate) queues: std::sync::Mutex<Vec<WeakSender<Message>>>,
 }

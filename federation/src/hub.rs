@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use tantivy::collector::{Count, TopDocs};
 use tantivy::directory::MmapDirectory;
 use tantivy::indexer::{LogMergePolicy, NoMergePolicy};
@@ -173,8 +174,8 @@ struct Fields {
     uuid: Field,
     url: Field,
     name: Field,
-    /// `lowercase(name) \u{1} url`, the order of blank queries (total and stable): a term
-    /// (walked in order) and a fast column (sorted on, with filters).
+    /// [`name_key`], the order of blank queries: a term (walked in order) and a fast column
+    /// (sorted on, with filters).
     name_sort: Field,
     description: Field,
     topics: Field,
@@ -648,6 +649,19 @@ fn name_prefixes(name: &str) -> BTreeSet<String> {
     out
 }
 
+/// Orders by lowercase name, then by a digest of the url: total, stable, and short, since
+/// tantivy's term dictionary is slow to build from long unique keys (a whole url made the
+/// rebuild twice as slow).
+fn name_key(name: &str, url: &str) -> String {
+    let digest = Sha256::digest(url.as_bytes());
+    let mut key = name.to_lowercase();
+    key.push('\u{1}');
+    for byte in &digest[..8] {
+        key.push_str(&format!("{byte:02x}"));
+    }
+    key
+}
+
 impl Fields {
     fn document(&self, doc: &HubDoc) -> TantivyDocument {
         let mut d = TantivyDocument::default();
@@ -656,10 +670,7 @@ impl Fields {
         d.add_text(self.uuid, &doc.uuid);
         d.add_text(self.url, &doc.url);
         d.add_text(self.name, &doc.name);
-        d.add_text(
-            self.name_sort,
-            format!("{}\u{1}{}", doc.name.to_lowercase(), doc.url),
-        );
+        d.add_text(self.name_sort, name_key(&doc.name, &doc.url));
         d.add_text(self.description, &doc.description);
         for topic in &doc.topics {
             d.add_text(self.topics, topic);

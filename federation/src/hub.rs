@@ -9,9 +9,14 @@
 //! Queries are plain words, never a query language: the text is split into words with the
 //! same analyzer as the documents, and every word must match somewhere (name, description,
 //! README, topics, platform or instance). A word also matches the start of a word in a name
-//! ("weath" finds "weather-station").
+//! ("weath" finds "weather-station"). Documents matching every word outside their README
+//! come first, by relevance (the name counts most); those that need the README follow.
+//!
+//! Each of those two groups is one field (`head`, `all`), so a query is always an
+//! intersection of single terms: tantivy then counts without scoring and finds the top
+//! documents with block-WAND, skipping most of them, even for words in most documents.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
@@ -19,12 +24,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use tantivy::collector::{Count, TopDocs};
 use tantivy::directory::MmapDirectory;
 use tantivy::indexer::{LogMergePolicy, NoMergePolicy};
-use tantivy::query::{
-    AllQuery, BooleanQuery, BoostQuery, ConstScoreQuery, Occur, Query, TermQuery,
-};
+use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, TermQuery};
 use tantivy::schema::{
     Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, STORED, STRING,
 };
@@ -32,8 +36,8 @@ use tantivy::tokenizer::{
     AsciiFoldingFilter, LowerCaser, RemoveLongFilter, SimpleTokenizer, TextAnalyzer,
 };
 use tantivy::{
-    DocAddress, Index, IndexReader, IndexWriter, Order, ReloadPolicy, Searcher, TantivyDocument,
-    TantivyError, Term,
+    DocAddress, DocSet, Index, IndexReader, IndexWriter, Order, ReloadPolicy, Searcher,
+    TantivyDocument, TantivyError, Term, TERMINATED,
 };
 
 /// Written as the payload of every commit; an index with another payload (or another schema)
@@ -42,10 +46,12 @@ const FORMAT: &str = "pepeunit-hub/1";
 const TOKENIZER: &str = "hub";
 /// Shared by the indexing threads; tantivy flushes a segment when a thread's share is full.
 const WRITER_BUDGET: usize = 96 * 1024 * 1024;
+/// Blank queries walk names in order for pages ending up to here, and sort every document
+/// by name beyond.
+const WALK_NAMES_UP_TO: usize = 10_000;
 /// A query uses at most this many distinct words; the rest of a long input is ignored.
 const MAX_QUERY_WORDS: usize = 16;
-/// Name words are indexed under their prefixes of this many characters (shorter than the
-/// word itself; the whole word is in `name`).
+/// Name words are also indexed as their prefixes of this many characters.
 const PREFIX_CHARS: std::ops::RangeInclusive<usize> = 3..=16;
 /// Dropped from queries (not from documents) unless the query has nothing else, so that
 /// "a weather station" needs no "a" in the document.
@@ -171,18 +177,19 @@ struct Fields {
     uuid: Field,
     url: Field,
     name: Field,
-    /// Fast column `lowercase(name) \u{1} url`: the order of blank queries, total and stable.
+    /// [`name_key`], the order of blank queries: a term (walked in order) and a fast column
+    /// (sorted on, with filters).
     name_sort: Field,
-    /// Prefixes of the name's words (raw terms).
-    name_prefix: Field,
     description: Field,
-    readme: Field,
     topics: Field,
     platform: Field,
     /// Lowercase, exact: the filter.
     instance: Field,
-    /// Words of the instance domain: the search.
-    instance_words: Field,
+    /// Searched first: name (three times, so that it weighs most) and its word prefixes,
+    /// topics (twice), description, platform, instance.
+    head: Field,
+    /// What a document matches: the words of `head` once, and the README.
+    all: Field,
 }
 
 fn schema() -> (Schema, Fields) {
@@ -191,27 +198,27 @@ fn schema() -> (Schema, Fields) {
             .set_tokenizer(TOKENIZER)
             .set_index_option(IndexRecordOption::WithFreqs),
     );
-    let stored_words = words.clone().set_stored();
-    // with frequencies, like the other fields: block-WAND only runs over unions of such terms
-    let prefixes = TextOptions::default().set_indexing_options(
-        TextFieldIndexing::default()
-            .set_tokenizer("raw")
-            .set_index_option(IndexRecordOption::WithFreqs),
-    );
+    // filters are terms of the intersection too: block-WAND needs their frequencies
+    let exact = TextOptions::default()
+        .set_indexing_options(
+            TextFieldIndexing::default()
+                .set_tokenizer("raw")
+                .set_index_option(IndexRecordOption::WithFreqs),
+        )
+        .set_stored();
     let mut b = Schema::builder();
     let fields = Fields {
-        kind: b.add_text_field("kind", STRING | STORED),
+        kind: b.add_text_field("kind", exact.clone()),
         uuid: b.add_text_field("uuid", STORED),
         url: b.add_text_field("url", STRING | STORED),
-        name: b.add_text_field("name", stored_words.clone()),
-        name_sort: b.add_text_field("name_sort", TextOptions::default().set_fast("raw")),
-        name_prefix: b.add_text_field("name_prefix", prefixes),
-        description: b.add_text_field("description", stored_words.clone()),
-        readme: b.add_text_field("readme", words.clone()),
-        topics: b.add_text_field("topics", stored_words.clone()),
-        platform: b.add_text_field("platform", stored_words),
-        instance: b.add_text_field("instance", STRING | STORED),
-        instance_words: b.add_text_field("instance_words", words),
+        name: b.add_text_field("name", STORED),
+        name_sort: b.add_text_field("name_sort", STRING.set_fast("raw")),
+        description: b.add_text_field("description", STORED),
+        topics: b.add_text_field("topics", STORED),
+        platform: b.add_text_field("platform", STORED),
+        instance: b.add_text_field("instance", exact),
+        head: b.add_text_field("head", words.clone()),
+        all: b.add_text_field("all", words),
     };
     (b.build(), fields)
 }
@@ -409,66 +416,94 @@ impl Hub {
     pub fn search(&self, q: &HubQuery) -> Result<HubPage, HubError> {
         let f = self.inner.fields;
         let searcher = self.inner.reader.searcher();
-        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        let mut filters = Vec::new();
         if let Some(kind) = q.kind {
-            clauses.push((Occur::Must, filter(f.kind, kind.as_str())));
+            filters.push(Term::from_field_text(f.kind, kind.as_str()));
         }
         if let Some(instance) = &q.instance {
-            clauses.push((
-                Occur::Must,
-                filter(f.instance, &normalize_instance(instance)),
+            filters.push(Term::from_field_text(
+                f.instance,
+                &normalize_instance(instance),
             ));
         }
-        let blank = q.q.trim().is_empty();
-        let mut words = Vec::new();
-        if !blank {
-            words = query_words(&q.q);
-            if words.is_empty() {
-                // only punctuation: nothing to look for
+        let page = |count: usize| {
+            // tantivy sizes its buffers by offset + limit: keep them within the matches
+            let start = q.offset.min(count);
+            start..start.saturating_add(q.limit).min(count)
+        };
+        if q.q.trim().is_empty() {
+            let query: Box<dyn Query> = if filters.is_empty() {
+                Box::new(AllQuery)
+            } else {
+                intersection(filters.clone())
+            };
+            let count = searcher.search(&query, &Count)?;
+            let range = page(count);
+            if range.is_empty() {
                 return Ok(HubPage {
-                    count: 0,
+                    count,
                     items: Vec::new(),
                 });
             }
-            for word in &words {
-                clauses.push((Occur::Must, f.word_query(word)));
-            }
+            let top = if filters.is_empty() && range.end <= WALK_NAMES_UP_TO {
+                let mut first = first_by_name(&searcher, f.name_sort, range.end)?;
+                first.split_off(range.start)
+            } else {
+                searcher
+                    .search(
+                        &query,
+                        &TopDocs::for_doc_range(range)
+                            .order_by_string_fast_field("name_sort", Order::Asc),
+                    )?
+                    .into_iter()
+                    .map(|(_, address)| address)
+                    .collect()
+            };
+            let items = top
+                .into_iter()
+                .map(|address| f.hit(&searcher, address, 0.0))
+                .collect::<Result<_, _>>()?;
+            return Ok(HubPage { count, items });
         }
-        let query: Box<dyn Query> = match clauses.len() {
-            0 => Box::new(AllQuery),
-            // alone, a word's union of terms is scored with block-WAND
-            1 => clauses.pop().map(|(_, q)| q).expect("one clause"),
-            _ => Box::new(BooleanQuery::new(clauses)),
+        let words = query_words(&q.q);
+        if words.is_empty() {
+            // only punctuation: nothing to look for
+            return Ok(HubPage {
+                count: 0,
+                items: Vec::new(),
+            });
+        }
+        let in_field = |field: Field| -> Box<dyn Query> {
+            let terms = words.iter().map(|w| Term::from_field_text(field, w));
+            intersection(terms.chain(filters.iter().cloned()).collect())
         };
-        // tantivy sizes its buffers by offset + limit: keep them within the index
-        let total = usize::try_from(searcher.num_docs()).unwrap_or(usize::MAX);
-        let start = q.offset.min(total);
-        let end = start.saturating_add(q.limit).min(total);
-        if start == end {
-            let count = searcher.search(&query, &Count)?;
+        let (all, head) = (in_field(f.all), in_field(f.head));
+        let count = searcher.search(&all, &Count)?;
+        let range = page(count);
+        if range.is_empty() {
             return Ok(HubPage {
                 count,
                 items: Vec::new(),
             });
         }
-        let page = TopDocs::for_doc_range(start..end);
-        let (count, hits): (usize, Vec<(f32, DocAddress)>) = if blank {
-            let (count, top) = searcher.search(
-                &query,
-                &(
-                    Count,
-                    page.order_by_string_fast_field("name_sort", Order::Asc),
-                ),
-            )?;
-            (count, top.into_iter().map(|(_, a)| (0.0, a)).collect())
-        } else if words.len() == 1 && q.kind.is_none() && q.instance.is_none() {
-            // counting without scores, then the top with block-WAND (which skips most
-            // documents), beats scoring every match once
-            let count = searcher.search(&query, &Count)?;
-            (count, searcher.search(&query, &page.order_by_score())?)
-        } else {
-            searcher.search(&query, &(Count, page.order_by_score()))?
-        };
+        // `head` matches are a subset of `all` matches and come first; their count is only
+        // needed when the page reaches past them
+        let mut hits = searcher.search(
+            &head,
+            &TopDocs::for_doc_range(range.clone()).order_by_score(),
+        )?;
+        if hits.len() < range.len() {
+            let head_count = if hits.is_empty() {
+                searcher.search(&head, &Count)?
+            } else {
+                range.start + hits.len()
+            };
+            let rest = range.start.saturating_sub(head_count)..range.end - head_count;
+            let readme_only = BooleanQuery::new(vec![(Occur::Must, all), (Occur::MustNot, head)]);
+            hits.extend(
+                searcher.search(&readme_only, &TopDocs::for_doc_range(rest).order_by_score())?,
+            );
+        }
         let items = hits
             .into_iter()
             .map(|(score, address)| f.hit(&searcher, address, score))
@@ -567,15 +602,61 @@ fn commit(writer: &mut IndexWriter) -> Result<(), HubError> {
     Ok(())
 }
 
-/// An exact match that does not change the score.
-fn filter(field: Field, value: &str) -> Box<dyn Query> {
-    Box::new(ConstScoreQuery::new(
-        Box::new(TermQuery::new(
-            Term::from_field_text(field, value),
-            IndexRecordOption::Basic,
-        )),
-        0.0,
-    ))
+/// The first `end` live documents in name order, found by walking the sorted terms of
+/// `name_sort` in every segment instead of sorting every document.
+fn first_by_name(
+    searcher: &Searcher,
+    name_sort: Field,
+    end: usize,
+) -> Result<Vec<DocAddress>, HubError> {
+    let segments = searcher.segment_readers();
+    let inverted = segments
+        .iter()
+        .map(|s| s.inverted_index(name_sort))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut terms = inverted
+        .iter()
+        .map(|i| i.terms().stream())
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut more: Vec<bool> = terms.iter_mut().map(|t| t.advance()).collect();
+    let mut out = Vec::with_capacity(end);
+    while out.len() < end {
+        // the segment whose current term is the smallest
+        let Some(next) = (0..terms.len())
+            .filter(|&i| more[i])
+            .min_by(|&a, &b| terms[a].key().cmp(terms[b].key()))
+        else {
+            break;
+        };
+        let mut postings = inverted[next]
+            .read_postings_from_terminfo(terms[next].value(), IndexRecordOption::Basic)?;
+        // the same name and url can be in several segments (replaced documents): keep the live
+        let mut doc = postings.doc();
+        while doc != TERMINATED && out.len() < end {
+            if !segments[next].is_deleted(doc) {
+                out.push(DocAddress::new(next as u32, doc));
+            }
+            doc = postings.advance();
+        }
+        more[next] = terms[next].advance();
+    }
+    Ok(out)
+}
+
+/// Documents with every term. A filter term (kind, instance) has one occurrence in every
+/// document it matches, so it adds the same amount to each score and leaves the order alone.
+fn intersection(terms: Vec<Term>) -> Box<dyn Query> {
+    let mut queries: Vec<(Occur, Box<dyn Query>)> = terms
+        .into_iter()
+        .map(|t| {
+            let q: Box<dyn Query> = Box::new(TermQuery::new(t, IndexRecordOption::WithFreqs));
+            (Occur::Must, q)
+        })
+        .collect();
+    match queries.len() {
+        1 => queries.pop().map(|(_, q)| q).expect("one term"),
+        _ => Box::new(BooleanQuery::new(queries)),
+    }
 }
 
 /// The distinct words of a user query, without stop words unless there is nothing else.
@@ -595,8 +676,8 @@ fn query_words(q: &str) -> Vec<String> {
 
 /// Prefixes of each word of `name` (in characters, within [`PREFIX_CHARS`], shorter than the
 /// word).
-fn name_prefixes(name: &str) -> HashSet<String> {
-    let mut out = HashSet::new();
+fn name_prefixes(name: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
     for word in words(name) {
         let ends = word.char_indices().map(|(i, _)| i).skip(1);
         for (chars, end) in (1..).zip(ends) {
@@ -608,6 +689,19 @@ fn name_prefixes(name: &str) -> HashSet<String> {
     out
 }
 
+/// Orders by lowercase name, then by a digest of the url: total, stable, and short, since
+/// tantivy's term dictionary is slow to build from long unique keys (a whole url made the
+/// rebuild twice as slow).
+fn name_key(name: &str, url: &str) -> String {
+    let digest = Sha256::digest(url.as_bytes());
+    let mut key = name.to_lowercase();
+    key.push('\u{1}');
+    for byte in &digest[..8] {
+        key.push_str(&format!("{byte:02x}"));
+    }
+    key
+}
+
 impl Fields {
     fn document(&self, doc: &HubDoc) -> TantivyDocument {
         let mut d = TantivyDocument::default();
@@ -616,45 +710,46 @@ impl Fields {
         d.add_text(self.uuid, &doc.uuid);
         d.add_text(self.url, &doc.url);
         d.add_text(self.name, &doc.name);
-        d.add_text(
-            self.name_sort,
-            format!("{}\u{1}{}", doc.name.to_lowercase(), doc.url),
-        );
-        for prefix in name_prefixes(&doc.name) {
-            d.add_text(self.name_prefix, prefix);
-        }
+        d.add_text(self.name_sort, name_key(&doc.name, &doc.url));
         d.add_text(self.description, &doc.description);
-        d.add_text(self.readme, &doc.readme);
         for topic in &doc.topics {
             d.add_text(self.topics, topic);
         }
         d.add_text(self.platform, &doc.platform);
-        d.add_text(self.instance_words, &instance);
-        d.add_text(self.instance, instance);
-        d
-    }
+        d.add_text(self.instance, &instance);
 
-    /// One query word: it must occur in at least one field; the name counts most.
-    fn word_query(&self, word: &str) -> Box<dyn Query> {
-        let term = |field: Field, boost: f32| -> (Occur, Box<dyn Query>) {
-            let q = TermQuery::new(
-                Term::from_field_text(field, word),
-                IndexRecordOption::WithFreqs,
-            );
-            (Occur::Should, Box::new(BoostQuery::new(Box::new(q), boost)))
-        };
-        let mut any = vec![
-            term(self.name, 3.0),
-            term(self.topics, 1.5),
-            term(self.description, 1.0),
-            term(self.readme, 0.5),
-            term(self.platform, 1.0),
-            term(self.instance_words, 1.0),
+        let prefixes = name_prefixes(&doc.name)
+            .into_iter()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let topics = doc.topics.join(" ");
+        let head = [
+            doc.name.as_str(),
+            &doc.name,
+            &doc.name,
+            &prefixes,
+            &topics,
+            &topics,
+            &doc.description,
+            &doc.platform,
+            &instance,
         ];
-        if PREFIX_CHARS.contains(&word.chars().count()) {
-            any.push(term(self.name_prefix, 1.5));
+        let all = [
+            doc.name.as_str(),
+            &prefixes,
+            &topics,
+            &doc.description,
+            &doc.platform,
+            &instance,
+            &doc.readme,
+        ];
+        for text in head {
+            d.add_text(self.head, text);
         }
-        Box::new(BooleanQuery::new(any))
+        for text in all {
+            d.add_text(self.all, text);
+        }
+        d
     }
 
     fn hit(
@@ -816,6 +911,47 @@ mod tests {
     }
 
     #[test]
+    fn readme_matches_come_after_the_others_across_pages() {
+        let hub = Hub::in_memory().unwrap();
+        let mut docs = Vec::new();
+        for i in 0..5 {
+            let mut d = doc(HubKind::Repo, &format!("readme{i}"), "a.example");
+            d.readme = "pump ".repeat(i + 1);
+            docs.push(d);
+        }
+        let mut named = doc(HubKind::Unit, "pump", "a.example");
+        named.readme = "a long readme ".repeat(50);
+        docs.push(named);
+        docs.push(doc(HubKind::Repo, "pumphouse", "a.example"));
+        let mut described = doc(HubKind::Repo, "controller", "a.example");
+        described.description = "drives a pump".into();
+        docs.push(described);
+        hub.upsert_many(docs).unwrap();
+        let mut seen = Vec::new();
+        for offset in (0..8).step_by(3) {
+            let page = hub
+                .search(&HubQuery {
+                    offset,
+                    limit: 3,
+                    ..query("pump")
+                })
+                .unwrap();
+            assert_eq!(page.count, 8);
+            seen.extend(page.items.into_iter().map(|h| h.name));
+        }
+        assert_eq!(seen[0], "pump");
+        let mut head = seen[1..3].to_vec();
+        head.sort();
+        assert_eq!(head, ["controller", "pumphouse"]);
+        let mut rest = seen[3..].to_vec();
+        rest.sort();
+        assert_eq!(
+            rest,
+            ["readme0", "readme1", "readme2", "readme3", "readme4"]
+        );
+    }
+
+    #[test]
     fn kind_and_instance_filters_are_exact() {
         let hub = Hub::in_memory().unwrap();
         hub.upsert_many(vec![
@@ -888,6 +1024,39 @@ mod tests {
             })
             .unwrap();
         assert_eq!((scored.count, scored.items.len()), (1, 0));
+    }
+
+    #[test]
+    fn blank_pages_skip_replaced_documents_in_every_segment() {
+        let hub = Hub::in_memory().unwrap();
+        // one commit each: several segments, then replacements leave deleted copies behind
+        for name in ["delta", "Alpha", "charlie", "bravo", "echo"] {
+            hub.upsert(doc(HubKind::Unit, name, "a.example")).unwrap();
+        }
+        for name in ["charlie", "Alpha"] {
+            hub.upsert(doc(HubKind::Unit, name, "a.example")).unwrap();
+        }
+        let expected = ["Alpha", "bravo", "charlie", "delta", "echo"];
+        for (offset, limit) in [(0, 5), (0, 2), (2, 2), (4, 10)] {
+            let end = (offset + limit).min(5);
+            // without a filter names are walked in order, with one every match is sorted
+            for kind in [None, Some(HubKind::Unit)] {
+                let page = hub
+                    .search(&HubQuery {
+                        offset,
+                        limit,
+                        kind,
+                        ..query("")
+                    })
+                    .unwrap();
+                assert_eq!(page.count, 5);
+                assert_eq!(
+                    names(&page),
+                    expected[offset..end],
+                    "{offset} {limit} {kind:?}"
+                );
+            }
+        }
     }
 
     #[test]

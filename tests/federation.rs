@@ -139,6 +139,9 @@ async fn two_instances_share_public_repos_and_units(backend: Backend) {
     assert!(!names(&all).contains(&"secret_repo".to_string()), "{all}");
     // A's own search sees its public objects too
     hub_sees(&a, "q=weather", "weather_repo").await;
+    // the README (fixture: "# Fan controller") is searchable and gives the description
+    let hit = hub_sees(&b, "q=fan%20controller&kind=Repo", "weather_repo").await;
+    assert_eq!(hit["description"], "Fan controller", "{hit}");
 
     // created after the follow: a Create
     let (s, later) = a

@@ -30,13 +30,38 @@ const INSTANCE_KEY: &str = "instance";
 pub struct DbBackend {
     db: Db,
     config: Arc<Config>,
+    git: crate::git::Git,
 }
+
+/// Largest README text published and indexed.
+const MAX_README: usize = 64 * 1024;
 
 fn backend_err(e: AppError) -> BackendError {
     BackendError(e.to_string())
 }
 
 impl DbBackend {
+    /// The README at the head of `branch` (from the mirror's cached reads), cut at
+    /// [`MAX_README`]; empty when there is none or the mirror is not there yet.
+    async fn readme(&self, registry: Uuid, branch: Option<&str>) -> String {
+        let Some(branch) = branch else {
+            return String::new();
+        };
+        let Ok(commits) = self.git.commits(registry, branch, false, 0, 1).await else {
+            return String::new();
+        };
+        let Some(head) = commits.first() else {
+            return String::new();
+        };
+        for name in ["README.md", "readme.md", "README", "README.txt"] {
+            if let Ok(Some(bytes)) = self.git.read_file(registry, &head.commit, name).await {
+                let text = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_README)]);
+                return text.into_owned();
+            }
+        }
+        String::new()
+    }
+
     async fn repo_data(&self, repo: store::repos::Repo) -> AppResult<RepoData> {
         let registry = store::registries::get(&self.db.pool, repo.repository_registry_uuid).await?;
         // the git URL of a private registry stays here, as it does for anonymous local callers
@@ -50,11 +75,26 @@ impl DbBackend {
                 (url, r.platform.as_str().to_string())
             })
             .unwrap_or_default();
+        let readme = self
+            .readme(
+                repo.repository_registry_uuid,
+                repo.default_branch.as_deref(),
+            )
+            .await;
+        // the README's first line (a title, usually) describes the Repo
+        let description: String = readme
+            .lines()
+            .map(|l| l.trim().trim_start_matches('#').trim())
+            .find(|l| !l.is_empty())
+            .unwrap_or_default()
+            .chars()
+            .take(300)
+            .collect();
         Ok(RepoData {
             uuid: repo.uuid,
             name: repo.name,
-            description: String::new(),
-            readme: String::new(),
+            description,
+            readme,
             clone_url,
             platform,
             default_branch: repo.default_branch,
@@ -400,7 +440,11 @@ impl Backend for DbBackend {
 }
 
 /// Starts federation over `db`: instance key, policy, hub index at `{data}/hub`.
-pub async fn start_federation(config: &Arc<Config>, db: &Db) -> anyhow::Result<Federation> {
+pub async fn start_federation(
+    config: &Arc<Config>,
+    db: &Db,
+    git: &crate::git::Git,
+) -> anyhow::Result<Federation> {
     let settings = Settings {
         origin: config.origin(),
         domain: config.domain.clone(),
@@ -418,6 +462,7 @@ pub async fn start_federation(config: &Arc<Config>, db: &Db) -> anyhow::Result<F
     let backend = Arc::new(DbBackend {
         db: db.clone(),
         config: config.clone(),
+        git: git.clone(),
     });
     let fed = Federation::start(settings, backend, hub).await?;
     if fed.hub().needs_rebuild() {

@@ -58,16 +58,17 @@ impl Instance {
         let db = Db::connect(&config.database_url, config.database_max_connections).await?;
         db.migrate().await?;
         let config = Arc::new(config);
-        let federation = federation::start_federation(&config, &db).await?;
+        let git = Git::new(
+            config.repositories_dir(),
+            config.max_repository_size,
+            Duration::from_secs(config.git_timeout_secs),
+        );
+        let federation = federation::start_federation(&config, &db, &git).await?;
         Ok(Instance {
             federation,
             cipher: Cipher::new(&config.encrypt_key),
             tokens: TokenKey::new(&config.secret_key),
-            git: Git::new(
-                config.repositories_dir(),
-                config.max_repository_size,
-                Duration::from_secs(config.git_timeout_secs),
-            ),
+            git,
             db,
             units_cache: Arc::default(),
             repos_cache: Arc::default(),

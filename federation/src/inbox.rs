@@ -9,6 +9,7 @@ use url::Url;
 use crate::backend::{Following, LocalRef, RemoteObject};
 use crate::core::{ApActor, FedError, Federation};
 use crate::documents::{self, domain_of, id_of, str_field};
+use crate::hub::HubDoc;
 use crate::signing::{SignatureError, SignedRequest};
 
 /// An inbox answer: status and a short reason.
@@ -296,11 +297,16 @@ impl Federation {
         let Some(doc) = documents::hub_doc(&actor.document) else {
             return Ok(());
         };
+        self.store_remote(doc, actor.document).await
+    }
+
+    /// Keeps a remote Repo or Unit: its document in the store, its entry in the hub.
+    async fn store_remote(&self, doc: HubDoc, document: Value) -> Result<(), FedError> {
         let remote = RemoteObject {
             id: doc.url.clone(),
             kind: doc.kind,
             domain: doc.instance.clone(),
-            document: actor.document.clone(),
+            document,
             updated_at: chrono::Utc::now().to_rfc3339(),
         };
         self.backend().upsert_remote_object(&remote).await?;
@@ -356,18 +362,7 @@ impl Federation {
                 "neither this instance nor its users follow the sender",
             ));
         }
-        let remote = RemoteObject {
-            id: doc.url.clone(),
-            kind: doc.kind,
-            domain: doc.instance.clone(),
-            document: object.clone(),
-            updated_at: chrono::Utc::now().to_rfc3339(),
-        };
-        self.backend().upsert_remote_object(&remote).await?;
-        let hub = self.hub().clone();
-        tokio::task::spawn_blocking(move || hub.upsert(doc))
-            .await
-            .map_err(|e| FedError::Invalid(e.to_string()))??;
+        self.store_remote(doc, object.clone()).await?;
         Ok(InboxReply::new(202, "stored"))
     }
 

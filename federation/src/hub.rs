@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tantivy::collector::{Count, TopDocs};
+use tantivy::columnar::Column;
 use tantivy::directory::MmapDirectory;
 use tantivy::indexer::{LogMergePolicy, NoMergePolicy};
 use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, TermQuery};
@@ -46,9 +47,10 @@ const FORMAT: &str = "pepeunit-hub/1";
 const TOKENIZER: &str = "hub";
 /// Shared by the indexing threads; tantivy flushes a segment when a thread's share is full.
 const WRITER_BUDGET: usize = 96 * 1024 * 1024;
-/// Blank queries walk names in order for pages ending up to here, and sort every document
-/// by name beyond.
+/// Blank queries walk names in order for pages ending up to here, and sort every match by
+/// name beyond (or when the walk passes [`WALK_BUDGET`] names).
 const WALK_NAMES_UP_TO: usize = 10_000;
+const WALK_BUDGET: usize = 30_000;
 /// A query uses at most this many distinct words; the rest of a long input is ignored.
 const MAX_QUERY_WORDS: usize = 16;
 /// Name words are also indexed as their prefixes of this many characters.
@@ -195,13 +197,15 @@ fn schema() -> (Schema, Fields) {
             .set_tokenizer(TOKENIZER)
             .set_index_option(IndexRecordOption::WithFreqs),
     );
-    // filters are terms of the intersection too: block-WAND needs their frequencies
+    // filters are terms of the intersection too: block-WAND needs their frequencies; the
+    // walk in name order reads them from columns
     let exact = TextOptions::default()
         .set_indexing_options(
             TextFieldIndexing::default()
                 .set_tokenizer("raw")
                 .set_index_option(IndexRecordOption::WithFreqs),
         )
+        .set_fast("raw")
         .set_stored();
     let mut b = Schema::builder();
     let fields = Fields {
@@ -442,8 +446,12 @@ impl Hub {
                     items: Vec::new(),
                 });
             }
-            let top = if filters.is_empty() && range.end <= WALK_NAMES_UP_TO {
-                let mut first = first_by_name(&searcher, f.name_sort, range.end)?;
+            let walked = if range.end <= WALK_NAMES_UP_TO {
+                first_by_name(&searcher, f.name_sort, &filters, range.end)?
+            } else {
+                None
+            };
+            let top = if let Some(mut first) = walked {
                 first.split_off(range.start)
             } else {
                 searcher
@@ -562,13 +570,15 @@ fn commit(writer: &mut IndexWriter) -> Result<(), HubError> {
     Ok(())
 }
 
-/// The first `end` live documents in name order, found by walking the sorted terms of
-/// `name_sort` in every segment instead of sorting every document.
+/// The first `end` live documents in name order that have every `filters` term, found by
+/// walking the sorted terms of `name_sort` instead of sorting every match. `None` when that
+/// takes more than [`WALK_BUDGET`] terms (a rare kind, a small instance): sort instead.
 fn first_by_name(
     searcher: &Searcher,
     name_sort: Field,
+    filters: &[Term],
     end: usize,
-) -> Result<Vec<DocAddress>, HubError> {
+) -> Result<Option<Vec<DocAddress>>, HubError> {
     let segments = searcher.segment_readers();
     let inverted = segments
         .iter()
@@ -579,7 +589,32 @@ fn first_by_name(
         .map(|i| i.terms().stream())
         .collect::<Result<Vec<_>, _>>()?;
     let mut more: Vec<bool> = terms.iter_mut().map(|t| t.advance()).collect();
+    // per segment, each filter as (column, ordinal of the wanted value); a segment without
+    // the value has nothing to give
+    let schema = searcher.schema();
+    let mut wanted: Vec<Vec<(Column<u64>, u64)>> = Vec::with_capacity(segments.len());
+    for (segment, more) in segments.iter().zip(&mut more) {
+        let mut columns = Vec::with_capacity(filters.len());
+        for term in filters {
+            let name = schema.get_field_name(term.field());
+            let value = term.value();
+            let value = value.as_str().unwrap_or_default();
+            let found = match segment.fast_fields().str(name)? {
+                Some(column) => column
+                    .dictionary()
+                    .term_ord(value)?
+                    .map(|ord| (column.ords().clone(), ord)),
+                None => None,
+            };
+            match found {
+                Some(filter) => columns.push(filter),
+                None => *more = false,
+            }
+        }
+        wanted.push(columns);
+    }
     let mut out = Vec::with_capacity(end);
+    let mut walked = 0;
     while out.len() < end {
         // the segment whose current term is the smallest
         let Some(next) = (0..terms.len())
@@ -588,19 +623,26 @@ fn first_by_name(
         else {
             break;
         };
+        walked += 1;
+        if walked > WALK_BUDGET {
+            return Ok(None);
+        }
         let mut postings = inverted[next]
             .read_postings_from_terminfo(terms[next].value(), IndexRecordOption::Basic)?;
-        // the same name and url can be in several segments (replaced documents): keep the live
+        // the same key can be in several segments (replaced documents): keep the live one
         let mut doc = postings.doc();
         while doc != TERMINATED && out.len() < end {
-            if !segments[next].is_deleted(doc) {
+            let passes = wanted[next]
+                .iter()
+                .all(|(column, ord)| column.first(doc) == Some(*ord));
+            if passes && !segments[next].is_deleted(doc) {
                 out.push(DocAddress::new(next as u32, doc));
             }
             doc = postings.advance();
         }
         more[next] = terms[next].advance();
     }
-    Ok(out)
+    Ok(Some(out))
 }
 
 /// Documents with every term. A filter term (kind, instance) has one occurrence in every
@@ -1017,6 +1059,53 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn blank_pages_agree_whether_names_are_walked_or_sorted() {
+        let hub = Hub::in_memory().unwrap();
+        // pairs of equal names (ties go by url digest), then a few Units after every Repo
+        let repos = (0..30_000).map(|i| {
+            let mut d = doc(HubKind::Repo, &format!("r{:05}", i / 2), "a.example");
+            d.url = format!("https://a.example/repo/{i}");
+            d
+        });
+        let units = (0..5).map(|i| doc(HubKind::Unit, &format!("u{i}"), "b.example"));
+        let docs: Vec<HubDoc> = repos.chain(units).collect();
+        let mut expected: Vec<&HubDoc> = docs.iter().collect();
+        expected.sort_by_key(|d| name_key(&d.name, &d.url));
+        hub.rebuild(docs.clone().into_iter(), |_| {}).unwrap();
+        let urls = |offset, limit, kind| {
+            let page = hub
+                .search(&HubQuery {
+                    offset,
+                    limit,
+                    kind,
+                    ..query("")
+                })
+                .unwrap();
+            page.items.into_iter().map(|h| h.url).collect::<Vec<_>>()
+        };
+        // this page ends at WALK_NAMES_UP_TO, the next one past it
+        let mut got = urls(WALK_NAMES_UP_TO - 20, 20, None);
+        got.extend(urls(WALK_NAMES_UP_TO, 20, None));
+        let want: Vec<&str> = expected[WALK_NAMES_UP_TO - 20..WALK_NAMES_UP_TO + 20]
+            .iter()
+            .map(|d| d.url.as_str())
+            .collect();
+        assert_eq!(got, want);
+        // the Units lie beyond WALK_BUDGET names
+        let units = hub
+            .search(&HubQuery {
+                kind: Some(HubKind::Unit),
+                limit: 3,
+                ..query("")
+            })
+            .unwrap();
+        assert_eq!((units.count, names(&units)), (5, vec!["u0", "u1", "u2"]));
+        let repos = urls(0, 4, Some(HubKind::Repo));
+        let want: Vec<&str> = expected[..4].iter().map(|d| d.url.as_str()).collect();
+        assert_eq!(repos, want);
     }
 
     #[test]

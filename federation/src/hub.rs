@@ -1,20 +1,17 @@
 //! The hub: a full-text index (tantivy) of the public Repos and Units of this instance and of
 //! remote instances, keyed by each object's ActivityPub id (`url`).
 //!
-//! The index is derived data: the server owns the truth in its database and can always
-//! [`Hub::rebuild`] it. All methods block (call them from `spawn_blocking`). There is one
-//! `IndexWriter` behind a mutex; every write commits and reloads the reader before it returns,
-//! so a search issued after a write sees it.
+//! Derived data: the server's database is the truth and [`Hub::rebuild`] restores the index
+//! from it. Methods block (call them from `spawn_blocking`). One `IndexWriter` sits behind a
+//! mutex; every write commits and reloads the reader before it returns, so searches see it.
 //!
-//! Queries are plain words, never a query language: the text is split into words with the
-//! same analyzer as the documents, and every word must match somewhere (name, description,
-//! README, topics, platform or instance). A word also matches the start of a word in a name
-//! ("weath" finds "weather-station"). Documents matching every word outside their README
-//! come first, by relevance (the name counts most); those that need the README follow.
-//!
-//! Each of those two groups is one field (`head`, `all`), so a query is always an
-//! intersection of single terms: tantivy then counts without scoring and finds the top
-//! documents with block-WAND, skipping most of them, even for words in most documents.
+//! A query is plain words, never a query language. Every word must occur in the document
+//! (name, description, README, topics, platform or instance; a name word also by its first
+//! letters: "weath" finds "weather-station"). Documents that match without their README
+//! come first, by relevance with the name weighing most; the others follow. A blank query
+//! lists everything by name. Each of the two groups is one field (`head`, `all`), so a query
+//! is an intersection of single terms, which tantivy counts without scoring and ranks with
+//! block-WAND (figures in BENCHMARKS.md).
 
 use std::collections::{BTreeSet, HashSet};
 use std::fmt;
@@ -51,6 +48,10 @@ const WRITER_BUDGET: usize = 96 * 1024 * 1024;
 /// name beyond (or when the walk passes [`WALK_BUDGET`] names).
 const WALK_NAMES_UP_TO: usize = 10_000;
 const WALK_BUDGET: usize = 30_000;
+/// Longer urls are refused (tantivy drops terms over 64 KiB, which would break replacing).
+const MAX_URL_BYTES: usize = 4096;
+/// Blank queries order by this many characters of the name, then by url digest.
+const NAME_KEY_CHARS: usize = 256;
 /// A query uses at most this many distinct words; the rest of a long input is ignored.
 const MAX_QUERY_WORDS: usize = 16;
 /// Name words are also indexed as their prefixes of this many characters.
@@ -135,7 +136,8 @@ pub struct HubHit {
     pub description: String,
     pub platform: String,
     pub topics: Vec<String>,
-    /// Relevance (BM25); 0 for a blank query, which is ordered by name.
+    /// Relevance (BM25) within its group (see the module docs); 0 for a blank query, which is
+    /// ordered by name.
     pub score: f32,
 }
 
@@ -154,6 +156,8 @@ pub enum HubError {
     Io(#[from] std::io::Error),
     #[error("hub index: unknown kind {0:?}")]
     UnknownKind(String),
+    #[error("hub index: a url must have 1 to {MAX_URL_BYTES} bytes")]
+    InvalidUrl,
 }
 
 /// Handle to the index; cheap to clone, `Send + Sync`.
@@ -330,9 +334,12 @@ impl Hub {
     }
 
     /// Adds `docs` in one commit, each replacing any document with its url (the last wins
-    /// within `docs`).
+    /// within `docs`). Nothing is written if a url is empty or too long.
     pub fn upsert_many(&self, docs: Vec<HubDoc>) -> Result<(), HubError> {
         let f = self.inner.fields;
+        if !docs.iter().all(|d| valid_url(&d.url)) {
+            return Err(HubError::InvalidUrl);
+        }
         self.write(|writer| {
             for doc in &docs {
                 writer.delete_term(Term::from_field_text(f.url, &doc.url));
@@ -365,10 +372,12 @@ impl Hub {
         })
     }
 
-    /// Replaces the whole contents with `docs` in one commit; searches see the old contents
-    /// until it returns. `progress` gets the number of documents added so far, every 10,000
-    /// and at the end. `docs` must not repeat a url (duplicates are not detected: the caller
-    /// reads them from a table where the url is unique).
+    /// Replaces the whole contents with `docs` in one commit (searches see the old contents
+    /// until then), then merges the index into one segment, holding the writer (other writes
+    /// wait). Returns how many documents were indexed: one with an empty or too long url is
+    /// skipped with a warning. `progress` gets the number added so far, every 10,000 and
+    /// after the commit. `docs` must not repeat a url (not detected: the caller reads them
+    /// from a table where the url is unique).
     pub fn rebuild(
         &self,
         docs: impl Iterator<Item = HubDoc>,
@@ -381,6 +390,10 @@ impl Hub {
             writer.delete_all_documents()?;
             let mut n = 0;
             for doc in docs {
+                if !valid_url(&doc.url) {
+                    tracing::warn!(url = %doc.url.chars().take(100).collect::<String>(), "hub index: url empty or too long; skipped");
+                    continue;
+                }
                 writer.add_document(f.document(&doc))?;
                 n += 1;
                 if n % 10_000 == 0 {
@@ -645,6 +658,10 @@ fn first_by_name(
     Ok(Some(out))
 }
 
+fn valid_url(url: &str) -> bool {
+    (1..=MAX_URL_BYTES).contains(&url.len())
+}
+
 /// Documents with every term. A filter term (kind, instance) has one occurrence in every
 /// document it matches, so it adds the same amount to each score and leaves the order alone.
 fn intersection(terms: Vec<Term>) -> Box<dyn Query> {
@@ -696,7 +713,7 @@ fn name_prefixes(name: &str) -> BTreeSet<String> {
 /// rebuild twice as slow).
 fn name_key(name: &str, url: &str) -> String {
     let digest = Sha256::digest(url.as_bytes());
-    let mut key = name.to_lowercase();
+    let mut key: String = name.to_lowercase().chars().take(NAME_KEY_CHARS).collect();
     key.push('\u{1}');
     for byte in &digest[..8] {
         key.push_str(&format!("{byte:02x}"));
@@ -846,6 +863,35 @@ mod tests {
         assert_eq!(hub.len().unwrap(), 0);
         assert_eq!(hub.search(&query("")).unwrap().count, 0);
         hub.remove("https://nowhere.example/x").unwrap();
+    }
+
+    #[test]
+    fn urls_must_be_usable_keys_and_long_texts_are_indexed() {
+        let hub = Hub::in_memory().unwrap();
+        let good = doc(HubKind::Repo, "good", "a.example");
+        let mut empty = doc(HubKind::Repo, "empty", "a.example");
+        empty.url.clear();
+        let mut long = doc(HubKind::Repo, "long", "a.example");
+        long.url = format!("https://a.example/{}", "x".repeat(MAX_URL_BYTES));
+        for bad in [&empty, &long] {
+            let err = hub
+                .upsert_many(vec![good.clone(), bad.clone()])
+                .unwrap_err();
+            assert!(matches!(err, HubError::InvalidUrl), "{err}");
+        }
+        assert_eq!(hub.len().unwrap(), 0);
+        let total = hub
+            .rebuild(vec![good, empty, long].into_iter(), |_| {})
+            .unwrap();
+        assert_eq!((total, hub.len().unwrap()), (1, 1));
+
+        let mut huge = doc(HubKind::Unit, &"sensor-".repeat(20_000), "a.example");
+        huge.url = "https://a.example/unit/huge".into();
+        huge.description = "word ".repeat(100_000);
+        huge.readme = "readme ".repeat(100_000);
+        hub.upsert(huge).unwrap();
+        assert_eq!(hub.search(&query("sensor readme")).unwrap().count, 1);
+        assert_eq!(hub.search(&query("")).unwrap().count, 2);
     }
 
     #[test]

@@ -89,7 +89,7 @@ fn measure(args: &HubLoad, dir: &Path) -> anyhow::Result<()> {
     } else {
         index(&hub, &catalogue, args.docs, dir)?;
     }
-    let mut rng = StdRng::seed_from_u64(args.seed ^ 0x5eed_0f_9e71e5);
+    let mut rng = StdRng::seed_from_u64(args.seed ^ 0x5eed_0f9e_71e5);
     let mut per_class: Vec<(Class, Vec<Duration>, usize)> =
         Class::ALL.iter().map(|&c| (c, Vec::new(), 0)).collect();
     let mut all = Vec::with_capacity(args.queries);

@@ -1291,6 +1291,12 @@ mod tests {
     }
 
     #[test]
+    fn hub_is_shared_between_threads() {
+        fn send_sync<T: Send + Sync + Clone>() {}
+        send_sync::<Hub>();
+    }
+
+    #[test]
     fn kind_round_trips_as_text() {
         for kind in [HubKind::Repo, HubKind::Unit] {
             assert_eq!(kind.to_string().parse::<HubKind>().unwrap(), kind);

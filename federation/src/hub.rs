@@ -1,20 +1,17 @@
 //! The hub: a full-text index (tantivy) of the public Repos and Units of this instance and of
 //! remote instances, keyed by each object's ActivityPub id (`url`).
 //!
-//! The index is derived data: the server owns the truth in its database and can always
-//! [`Hub::rebuild`] it. All methods block (call them from `spawn_blocking`). There is one
-//! `IndexWriter` behind a mutex; every write commits and reloads the reader before it returns,
-//! so a search issued after a write sees it.
+//! Derived data: the server's database is the truth and [`Hub::rebuild`] restores the index
+//! from it. Methods block (call them from `spawn_blocking`). One `IndexWriter` sits behind a
+//! mutex; every write commits and reloads the reader before it returns, so searches see it.
 //!
-//! Queries are plain words, never a query language: the text is split into words with the
-//! same analyzer as the documents, and every word must match somewhere (name, description,
-//! README, topics, platform or instance). A word also matches the start of a word in a name
-//! ("weath" finds "weather-station"). Documents matching every word outside their README
-//! come first, by relevance (the name counts most); those that need the README follow.
-//!
-//! Each of those two groups is one field (`head`, `all`), so a query is always an
-//! intersection of single terms: tantivy then counts without scoring and finds the top
-//! documents with block-WAND, skipping most of them, even for words in most documents.
+//! A query is plain words, never a query language. Every word must occur in the document
+//! (name, description, README, topics, platform or instance; a name word also by its first
+//! letters: "weath" finds "weather-station"). Documents that match without their README
+//! come first, by relevance with the name weighing most; the others follow. A blank query
+//! lists everything by name. Each of the two groups is one field (`head`, `all`), so a query
+//! is an intersection of single terms, which tantivy counts without scoring and ranks with
+//! block-WAND (figures in BENCHMARKS.md).
 
 use std::collections::{BTreeSet, HashSet};
 use std::fmt;
@@ -26,6 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tantivy::collector::{Count, TopDocs};
+use tantivy::columnar::Column;
 use tantivy::directory::MmapDirectory;
 use tantivy::indexer::{LogMergePolicy, NoMergePolicy};
 use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, TermQuery};
@@ -46,9 +44,14 @@ const FORMAT: &str = "pepeunit-hub/1";
 const TOKENIZER: &str = "hub";
 /// Shared by the indexing threads; tantivy flushes a segment when a thread's share is full.
 const WRITER_BUDGET: usize = 96 * 1024 * 1024;
-/// Blank queries walk names in order for pages ending up to here, and sort every document
-/// by name beyond.
+/// Blank queries walk names in order for pages ending up to here, and sort every match by
+/// name beyond (or when the walk passes [`WALK_BUDGET`] names).
 const WALK_NAMES_UP_TO: usize = 10_000;
+const WALK_BUDGET: usize = 30_000;
+/// Longer urls are refused (tantivy drops terms over 64 KiB, which would break replacing).
+const MAX_URL_BYTES: usize = 4096;
+/// Blank queries order by this many characters of the name, then by url digest.
+const NAME_KEY_CHARS: usize = 256;
 /// A query uses at most this many distinct words; the rest of a long input is ignored.
 const MAX_QUERY_WORDS: usize = 16;
 /// Name words are also indexed as their prefixes of this many characters.
@@ -133,7 +136,8 @@ pub struct HubHit {
     pub description: String,
     pub platform: String,
     pub topics: Vec<String>,
-    /// Relevance (BM25); 0 for a blank query, which is ordered by name.
+    /// Relevance (BM25) within its group (see the module docs); 0 for a blank query, which is
+    /// ordered by name.
     pub score: f32,
 }
 
@@ -154,6 +158,8 @@ pub enum HubError {
     UnknownKind(String),
     #[error("hub index is closed")]
     Closed,
+    #[error("hub index: a url must have 1 to {MAX_URL_BYTES} bytes")]
+    InvalidUrl,
 }
 
 /// Handle to the index; cheap to clone, `Send + Sync`.
@@ -198,13 +204,15 @@ fn schema() -> (Schema, Fields) {
             .set_tokenizer(TOKENIZER)
             .set_index_option(IndexRecordOption::WithFreqs),
     );
-    // filters are terms of the intersection too: block-WAND needs their frequencies
+    // filters are terms of the intersection too: block-WAND needs their frequencies; the
+    // walk in name order reads them from columns
     let exact = TextOptions::default()
         .set_indexing_options(
             TextFieldIndexing::default()
                 .set_tokenizer("raw")
                 .set_index_option(IndexRecordOption::WithFreqs),
         )
+        .set_fast("raw")
         .set_stored();
     let mut b = Schema::builder();
     let fields = Fields {
@@ -329,9 +337,12 @@ impl Hub {
     }
 
     /// Adds `docs` in one commit, each replacing any document with its url (the last wins
-    /// within `docs`).
+    /// within `docs`). Nothing is written if a url is empty or too long.
     pub fn upsert_many(&self, docs: Vec<HubDoc>) -> Result<(), HubError> {
         let f = self.inner.fields;
+        if !docs.iter().all(|d| valid_url(&d.url)) {
+            return Err(HubError::InvalidUrl);
+        }
         self.write(|writer| {
             for doc in &docs {
                 writer.delete_term(Term::from_field_text(f.url, &doc.url));
@@ -364,10 +375,12 @@ impl Hub {
         })
     }
 
-    /// Replaces the whole contents with `docs` in one commit; searches see the old contents
-    /// until it returns. `progress` gets the number of documents added so far, every 10,000
-    /// and at the end. `docs` must not repeat a url (duplicates are not detected: the caller
-    /// reads them from a table where the url is unique).
+    /// Replaces the whole contents with `docs` in one commit (searches see the old contents
+    /// until then), then merges the index into one segment, holding the writer (other writes
+    /// wait). Returns how many documents were indexed: one with an empty or too long url is
+    /// skipped with a warning. `progress` gets the number added so far, every 10,000 and
+    /// after the commit. `docs` must not repeat a url (not detected: the caller reads them
+    /// from a table where the url is unique).
     pub fn rebuild(
         &self,
         docs: impl Iterator<Item = HubDoc>,
@@ -380,6 +393,10 @@ impl Hub {
             writer.delete_all_documents()?;
             let mut n = 0;
             for doc in docs {
+                if !valid_url(&doc.url) {
+                    tracing::warn!(url = %doc.url.chars().take(100).collect::<String>(), "hub index: url empty or too long; skipped");
+                    continue;
+                }
                 writer.add_document(f.document(&doc))?;
                 n += 1;
                 if n % 10_000 == 0 {
@@ -445,8 +462,12 @@ impl Hub {
                     items: Vec::new(),
                 });
             }
-            let top = if filters.is_empty() && range.end <= WALK_NAMES_UP_TO {
-                let mut first = first_by_name(&searcher, f.name_sort, range.end)?;
+            let walked = if range.end <= WALK_NAMES_UP_TO {
+                first_by_name(&searcher, f.name_sort, &filters, range.end)?
+            } else {
+                None
+            };
+            let top = if let Some(mut first) = walked {
                 first.split_off(range.start)
             } else {
                 searcher
@@ -602,13 +623,15 @@ fn commit(writer: &mut IndexWriter) -> Result<(), HubError> {
     Ok(())
 }
 
-/// The first `end` live documents in name order, found by walking the sorted terms of
-/// `name_sort` in every segment instead of sorting every document.
+/// The first `end` live documents in name order that have every `filters` term, found by
+/// walking the sorted terms of `name_sort` instead of sorting every match. `None` when that
+/// takes more than [`WALK_BUDGET`] terms (a rare kind, a small instance): sort instead.
 fn first_by_name(
     searcher: &Searcher,
     name_sort: Field,
+    filters: &[Term],
     end: usize,
-) -> Result<Vec<DocAddress>, HubError> {
+) -> Result<Option<Vec<DocAddress>>, HubError> {
     let segments = searcher.segment_readers();
     let inverted = segments
         .iter()
@@ -619,7 +642,32 @@ fn first_by_name(
         .map(|i| i.terms().stream())
         .collect::<Result<Vec<_>, _>>()?;
     let mut more: Vec<bool> = terms.iter_mut().map(|t| t.advance()).collect();
+    // per segment, each filter as (column, ordinal of the wanted value); a segment without
+    // the value has nothing to give
+    let schema = searcher.schema();
+    let mut wanted: Vec<Vec<(Column<u64>, u64)>> = Vec::with_capacity(segments.len());
+    for (segment, more) in segments.iter().zip(&mut more) {
+        let mut columns = Vec::with_capacity(filters.len());
+        for term in filters {
+            let name = schema.get_field_name(term.field());
+            let value = term.value();
+            let value = value.as_str().unwrap_or_default();
+            let found = match segment.fast_fields().str(name)? {
+                Some(column) => column
+                    .dictionary()
+                    .term_ord(value)?
+                    .map(|ord| (column.ords().clone(), ord)),
+                None => None,
+            };
+            match found {
+                Some(filter) => columns.push(filter),
+                None => *more = false,
+            }
+        }
+        wanted.push(columns);
+    }
     let mut out = Vec::with_capacity(end);
+    let mut walked = 0;
     while out.len() < end {
         // the segment whose current term is the smallest
         let Some(next) = (0..terms.len())
@@ -628,19 +676,30 @@ fn first_by_name(
         else {
             break;
         };
+        walked += 1;
+        if walked > WALK_BUDGET {
+            return Ok(None);
+        }
         let mut postings = inverted[next]
             .read_postings_from_terminfo(terms[next].value(), IndexRecordOption::Basic)?;
-        // the same name and url can be in several segments (replaced documents): keep the live
+        // the same key can be in several segments (replaced documents): keep the live one
         let mut doc = postings.doc();
         while doc != TERMINATED && out.len() < end {
-            if !segments[next].is_deleted(doc) {
+            let passes = wanted[next]
+                .iter()
+                .all(|(column, ord)| column.first(doc) == Some(*ord));
+            if passes && !segments[next].is_deleted(doc) {
                 out.push(DocAddress::new(next as u32, doc));
             }
             doc = postings.advance();
         }
         more[next] = terms[next].advance();
     }
-    Ok(out)
+    Ok(Some(out))
+}
+
+fn valid_url(url: &str) -> bool {
+    (1..=MAX_URL_BYTES).contains(&url.len())
 }
 
 /// Documents with every term. A filter term (kind, instance) has one occurrence in every
@@ -694,7 +753,7 @@ fn name_prefixes(name: &str) -> BTreeSet<String> {
 /// rebuild twice as slow).
 fn name_key(name: &str, url: &str) -> String {
     let digest = Sha256::digest(url.as_bytes());
-    let mut key = name.to_lowercase();
+    let mut key: String = name.to_lowercase().chars().take(NAME_KEY_CHARS).collect();
     key.push('\u{1}');
     for byte in &digest[..8] {
         key.push_str(&format!("{byte:02x}"));
@@ -844,6 +903,35 @@ mod tests {
         assert_eq!(hub.len().unwrap(), 0);
         assert_eq!(hub.search(&query("")).unwrap().count, 0);
         hub.remove("https://nowhere.example/x").unwrap();
+    }
+
+    #[test]
+    fn urls_must_be_usable_keys_and_long_texts_are_indexed() {
+        let hub = Hub::in_memory().unwrap();
+        let good = doc(HubKind::Repo, "good", "a.example");
+        let mut empty = doc(HubKind::Repo, "empty", "a.example");
+        empty.url.clear();
+        let mut long = doc(HubKind::Repo, "long", "a.example");
+        long.url = format!("https://a.example/{}", "x".repeat(MAX_URL_BYTES));
+        for bad in [&empty, &long] {
+            let err = hub
+                .upsert_many(vec![good.clone(), bad.clone()])
+                .unwrap_err();
+            assert!(matches!(err, HubError::InvalidUrl), "{err}");
+        }
+        assert_eq!(hub.len().unwrap(), 0);
+        let total = hub
+            .rebuild(vec![good, empty, long].into_iter(), |_| {})
+            .unwrap();
+        assert_eq!((total, hub.len().unwrap()), (1, 1));
+
+        let mut huge = doc(HubKind::Unit, &"sensor-".repeat(20_000), "a.example");
+        huge.url = "https://a.example/unit/huge".into();
+        huge.description = "word ".repeat(100_000);
+        huge.readme = "readme ".repeat(100_000);
+        hub.upsert(huge).unwrap();
+        assert_eq!(hub.search(&query("sensor readme")).unwrap().count, 1);
+        assert_eq!(hub.search(&query("")).unwrap().count, 2);
     }
 
     #[test]
@@ -1060,6 +1148,53 @@ mod tests {
     }
 
     #[test]
+    fn blank_pages_agree_whether_names_are_walked_or_sorted() {
+        let hub = Hub::in_memory().unwrap();
+        // pairs of equal names (ties go by url digest), then a few Units after every Repo
+        let repos = (0..30_000).map(|i| {
+            let mut d = doc(HubKind::Repo, &format!("r{:05}", i / 2), "a.example");
+            d.url = format!("https://a.example/repo/{i}");
+            d
+        });
+        let units = (0..5).map(|i| doc(HubKind::Unit, &format!("u{i}"), "b.example"));
+        let docs: Vec<HubDoc> = repos.chain(units).collect();
+        let mut expected: Vec<&HubDoc> = docs.iter().collect();
+        expected.sort_by_key(|d| name_key(&d.name, &d.url));
+        hub.rebuild(docs.clone().into_iter(), |_| {}).unwrap();
+        let urls = |offset, limit, kind| {
+            let page = hub
+                .search(&HubQuery {
+                    offset,
+                    limit,
+                    kind,
+                    ..query("")
+                })
+                .unwrap();
+            page.items.into_iter().map(|h| h.url).collect::<Vec<_>>()
+        };
+        // this page ends at WALK_NAMES_UP_TO, the next one past it
+        let mut got = urls(WALK_NAMES_UP_TO - 20, 20, None);
+        got.extend(urls(WALK_NAMES_UP_TO, 20, None));
+        let want: Vec<&str> = expected[WALK_NAMES_UP_TO - 20..WALK_NAMES_UP_TO + 20]
+            .iter()
+            .map(|d| d.url.as_str())
+            .collect();
+        assert_eq!(got, want);
+        // the Units lie beyond WALK_BUDGET names
+        let units = hub
+            .search(&HubQuery {
+                kind: Some(HubKind::Unit),
+                limit: 3,
+                ..query("")
+            })
+            .unwrap();
+        assert_eq!((units.count, names(&units)), (5, vec!["u0", "u1", "u2"]));
+        let repos = urls(0, 4, Some(HubKind::Repo));
+        let want: Vec<&str> = expected[..4].iter().map(|d| d.url.as_str()).collect();
+        assert_eq!(repos, want);
+    }
+
+    #[test]
     fn garbage_queries_are_answered() {
         let hub = Hub::in_memory().unwrap();
         hub.upsert(doc(HubKind::Repo, "and-name", "a.example"))
@@ -1193,6 +1328,12 @@ mod tests {
         let hub = Hub::open(dir.path()).unwrap();
         assert!(hub.needs_rebuild());
         assert_eq!(hub.len().unwrap(), 0);
+    }
+
+    #[test]
+    fn hub_is_shared_between_threads() {
+        fn send_sync<T: Send + Sync + Clone>() {}
+        send_sync::<Hub>();
     }
 
     #[test]

@@ -113,7 +113,7 @@ fn measure(args: &HubLoad, dir: &Path) -> anyhow::Result<()> {
         args.limit,
     );
     println!(
-        "{:<10} {:>7} {:>11} {:>8} {:>8} {:>8} {:>8}",
+        "{:<11} {:>7} {:>11} {:>8} {:>8} {:>8} {:>8}",
         "class", "queries", "mean count", "p50 ms", "p95 ms", "p99 ms", "max ms"
     );
     for (class, mut latencies, matched) in per_class {
@@ -175,7 +175,7 @@ fn print_row(name: &str, latencies: &mut [Duration], mean_count: Option<usize>) 
         latencies[i].as_secs_f64() * 1000.0
     };
     println!(
-        "{:<10} {:>7} {:>11} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
+        "{:<11} {:>7} {:>11} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
         name,
         latencies.len(),
         mean_count.map_or(String::from("-"), |c| c.to_string()),
@@ -209,6 +209,8 @@ enum Class {
     Rare,
     /// Two mid-frequency words (both must match).
     TwoWords,
+    /// Two of the ten most frequent words: most documents have both.
+    CommonPair,
     /// The start of a name word, as typed ("weath").
     Prefix,
     /// A frequent word, Repos or Units only.
@@ -217,19 +219,23 @@ enum Class {
     Instance,
     /// No words: everything by name, a page at offset 0..=1000.
     Blank,
+    /// No words, Repos or Units only, by name.
+    BlankKind,
     /// Query-language fragments, punctuation, unicode, 10 KB of text.
     Garbage,
 }
 
 impl Class {
-    const ALL: [Class; 8] = [
+    const ALL: [Class; 10] = [
         Class::Common,
         Class::Rare,
         Class::TwoWords,
+        Class::CommonPair,
         Class::Prefix,
         Class::Kind,
         Class::Instance,
         Class::Blank,
+        Class::BlankKind,
         Class::Garbage,
     ];
 
@@ -238,10 +244,12 @@ impl Class {
             Class::Common => "common",
             Class::Rare => "rare",
             Class::TwoWords => "two words",
+            Class::CommonPair => "common pair",
             Class::Prefix => "prefix",
             Class::Kind => "kind",
             Class::Instance => "instance",
             Class::Blank => "blank",
+            Class::BlankKind => "blank kind",
             Class::Garbage => "garbage",
         }
     }
@@ -687,6 +695,11 @@ impl Catalogue {
                     v[rng.gen_range(10..500)]
                 )
             }
+            Class::CommonPair => {
+                let first = rng.gen_range(0..10);
+                let second = (first + rng.gen_range(1..10)) % 10;
+                query.q = format!("{} {}", v[first], v[second]);
+            }
             Class::Prefix => {
                 let word = &v[rng.gen_range(0..600)];
                 let end = word.char_indices().nth(4).map_or(word.len(), |(i, _)| i);
@@ -706,6 +719,14 @@ impl Catalogue {
                     Some(self.instances[rng.gen_range(0..self.instances.len())].clone());
             }
             Class::Blank => query.offset = rng.gen_range(0..=50) * 20,
+            Class::BlankKind => {
+                query.offset = rng.gen_range(0..=50) * 20;
+                query.kind = Some(if rng.gen_bool(0.5) {
+                    HubKind::Unit
+                } else {
+                    HubKind::Repo
+                });
+            }
             Class::Garbage => {
                 query.q = match rng.gen_range(0..=GARBAGE.len()) {
                     n if n < GARBAGE.len() => GARBAGE[n].to_string(),

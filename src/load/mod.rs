@@ -1,5 +1,5 @@
-//! `pepeunit load`: a load generator for a running instance (SPEC §7's console load tool).
-//! The `rest` scenario hammers the device endpoints (env, schema, state storage) and reports
+//! `pepeunit load`: load generators (SPEC §7's console load tool). The `rest` scenario hammers
+//! the device endpoints (env, schema, state storage) of a running instance and reports
 //! throughput and latency percentiles. It targets whatever URL it is given; keep it on loopback
 //! or on machines you own. `mqtt` and `hub` are self-contained (see their modules).
 

@@ -89,15 +89,6 @@ impl LocalObject {
             _ => None,
         }
     }
-
-    /// When the object last changed (Repos and Units; empty for the others).
-    pub fn updated(&self) -> &str {
-        match self {
-            LocalObject::Repo(r) => &r.updated,
-            LocalObject::Unit(u) => &u.updated,
-            _ => "",
-        }
-    }
 }
 
 /// A remote actor we fetched: the fields we use plus the whole document.
@@ -185,9 +176,9 @@ pub trait Backend: Send + Sync + 'static {
         public: &str,
     ) -> BackendResult<(String, String)>;
 
-    /// When a local object was last federated (its `updated` then), or `None`.
+    /// The fingerprint of a local object's document as last federated, or `None`.
     async fn published(&self, actor: &str) -> BackendResult<Option<String>>;
-    async fn set_published(&self, actor: &str, updated: Option<&str>) -> BackendResult<()>;
+    async fn set_published(&self, actor: &str, mark: Option<&str>) -> BackendResult<()>;
     /// Actor ids of every published local object (for the reconcile sweep).
     async fn published_all(&self) -> BackendResult<Vec<String>>;
 

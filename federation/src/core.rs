@@ -556,7 +556,11 @@ impl Federation {
         let published = b.published(id.as_str()).await?;
         match obj {
             Some(obj) => {
-                if published.as_deref() == Some(obj.updated()) {
+                // what followers were told is compared by content, not by the row's timestamp
+                // (which every state report of a Unit moves)
+                let document = self.document_of(r, &obj);
+                let mark = fingerprint(&document);
+                if published.as_deref() == Some(mark.as_str()) {
                     return Ok(());
                 }
                 if let Some(doc) = documents::local_hub_doc(&obj, &id, &self.0.settings.domain) {
@@ -570,9 +574,8 @@ impl Federation {
                 } else {
                     "Create"
                 };
-                let document = self.document_of(r, &obj);
                 self.send_to_followers(kind, r, document).await?;
-                b.set_published(id.as_str(), Some(obj.updated())).await?;
+                b.set_published(id.as_str(), Some(&mark)).await?;
             }
             None => {
                 let hub = self.0.hub.clone();
@@ -952,6 +955,18 @@ fn http_client(allow_local: bool) -> FedResult<reqwest::Client> {
     builder
         .build()
         .map_err(|e| FedError::Invalid(format!("HTTP client: {e}")))
+}
+
+/// A digest of an actor document without its `updated` time: equal digests mean followers
+/// have nothing new to learn.
+fn fingerprint(document: &Value) -> String {
+    use sha2::{Digest, Sha256};
+    let mut doc = document.clone();
+    if let Some(map) = doc.as_object_mut() {
+        map.remove("updated");
+    }
+    let digest = Sha256::digest(doc.to_string().as_bytes());
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
 /// An error with its causes (reqwest's own message hides why a connection was refused).

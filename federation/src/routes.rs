@@ -197,7 +197,6 @@ async fn nodeinfo(State(fed): State<Federation>) -> Response {
             "software": {
                 "name": "pepeunit",
                 "version": s.software_version,
-                "repository": "https://git.pepemoss.com/pepe/pepeunit",
                 "homepage": "https://pepeunit.com"
             },
             "protocols": ["activitypub"],

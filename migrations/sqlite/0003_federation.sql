@@ -10,9 +10,10 @@ CREATE TABLE fed_keys (
     create_datetime TEXT NOT NULL
 );
 
+-- mark: digest of the actor document followers were last sent (see core.rs fingerprint)
 CREATE TABLE fed_published (
     actor_id TEXT PRIMARY KEY,
-    updated TEXT NOT NULL
+    mark TEXT NOT NULL
 );
 
 CREATE TABLE fed_followers (

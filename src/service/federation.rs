@@ -250,12 +250,8 @@ impl Backend for DbBackend {
     async fn published(&self, actor: &str) -> BackendResult<Option<String>> {
         db!(store::federation::published(&self.db.pool, actor))
     }
-    async fn set_published(&self, actor: &str, updated: Option<&str>) -> BackendResult<()> {
-        db!(store::federation::set_published(
-            &self.db.pool,
-            actor,
-            updated
-        ))
+    async fn set_published(&self, actor: &str, mark: Option<&str>) -> BackendResult<()> {
+        db!(store::federation::set_published(&self.db.pool, actor, mark))
     }
     async fn published_all(&self) -> BackendResult<Vec<String>> {
         db!(store::federation::published_all(&self.db.pool))

@@ -39,21 +39,21 @@ pub async fn insert_key(db: &AnyPool, name: &str, private: &str, public: &str) -
 }
 
 pub async fn published(db: &AnyPool, actor: &str) -> AppResult<Option<String>> {
-    let row = Sql::new("SELECT updated FROM fed_published WHERE actor_id = ")
+    let row = Sql::new("SELECT mark FROM fed_published WHERE actor_id = ")
         .bind(actor)
         .fetch_optional(db)
         .await?;
-    row.map(|r| r.text("updated")).transpose()
+    row.map(|r| r.text("mark")).transpose()
 }
 
-pub async fn set_published(db: &AnyPool, actor: &str, updated: Option<&str>) -> AppResult<()> {
-    match updated {
+pub async fn set_published(db: &AnyPool, actor: &str, mark: Option<&str>) -> AppResult<()> {
+    match mark {
         Some(u) => {
-            Sql::new("INSERT INTO fed_published (actor_id, updated) VALUES (")
+            Sql::new("INSERT INTO fed_published (actor_id, mark) VALUES (")
                 .bind(actor)
                 .push(", ")
                 .bind(u)
-                .push(") ON CONFLICT (actor_id) DO UPDATE SET updated = excluded.updated")
+                .push(") ON CONFLICT (actor_id) DO UPDATE SET mark = excluded.mark")
                 .execute(db)
                 .await?
         }

@@ -818,7 +818,7 @@ impl Federation {
         Ok(true)
     }
 
-    async fn resolve_instance_actor(&self, domain: &str) -> FedResult<Url> {
+    pub(crate) async fn resolve_instance_actor(&self, domain: &str) -> FedResult<Url> {
         let domain = crate::policy::normalize_domain(domain)
             .map_err(|e| FedError::Invalid(e.to_string()))?;
         let scheme = if self.0.settings.allow_local {

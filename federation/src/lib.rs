@@ -9,6 +9,7 @@ pub mod delivery;
 pub mod documents;
 pub mod hub;
 pub mod inbox;
+pub mod peer;
 pub mod policy;
 pub mod routes;
 pub mod signing;

@@ -64,6 +64,7 @@ const KNOWN_KEYS: &[&str] = &[
     "PU_FEDERATION_RETRY_BASE",
     "PU_FEDERATION_MAX_ATTEMPTS",
     "PU_INSTANCE_NAME",
+    "PU_IMPORT_MAX_BYTES",
 ];
 
 /// Longest log lifetime accepted, seconds.
@@ -147,6 +148,9 @@ pub struct Config {
     pub federation_max_attempts: i64,
     /// `PU_INSTANCE_NAME`: the instance actor's and NodeInfo's name.
     pub instance_name: String,
+    /// `PU_IMPORT_MAX_BYTES`: largest account archive accepted (unpacked bytes; the upload
+    /// itself is limited to the same number).
+    pub import_max_bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -396,7 +400,16 @@ impl Config {
             ));
         }
 
+        let import_max_bytes: u64 = src.parse("PU_IMPORT_MAX_BYTES", 256 * 1024 * 1024)?;
+        if !(1024 * 1024..=16 * 1024 * 1024 * 1024).contains(&import_max_bytes) {
+            return Err(invalid(
+                "PU_IMPORT_MAX_BYTES",
+                "must be between 1048576 (1 MiB) and 17179869184 (16 GiB)",
+            ));
+        }
+
         let mut config = Config {
+            import_max_bytes,
             federation_allow_local: src.parse("PU_FEDERATION_ALLOW_LOCAL", false)?,
             federation_authorized_fetch: src.parse("PU_FEDERATION_AUTHORIZED_FETCH", false)?,
             federation_retry_base_secs,

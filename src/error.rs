@@ -149,6 +149,15 @@ impl AppError {
             message,
         )
     }
+    /// Account export/import and Unit moves (codes 17 and up are ours, not upstream's).
+    pub fn transfer(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            17,
+            "Transfer Error",
+            message,
+        )
+    }
     pub fn feature_disabled() -> Self {
         Self::new(
             StatusCode::METHOD_NOT_ALLOWED,

@@ -27,9 +27,60 @@ enum Command {
     /// Rebuild the hub search index from the database (local public Repos and Units and the
     /// remote ones learned through federation). Run it while the instance is stopped.
     Reindex,
+    /// Write one user's whole account to an archive (docs/EXPORT-FORMAT.md), with progress.
+    Export(ExportArgs),
+    /// Read an account archive into a user's account (all or nothing); prints the report.
+    Import(ImportArgs),
     /// Generate load against a running instance and print throughput and latency.
     #[command(subcommand)]
     Load(LoadScenario),
+}
+
+#[derive(clap::Args)]
+struct ExportArgs {
+    /// Login of the user whose account is exported.
+    #[arg(long)]
+    login: String,
+    /// Archive to write (`-` for stdout).
+    #[arg(long)]
+    out: std::path::PathBuf,
+    /// File holding the passphrase that seals env, state storage and credentials (first
+    /// line). Without it those are left out.
+    #[arg(long)]
+    passphrase_file: Option<std::path::PathBuf>,
+    /// Include private registry credentials (needs --passphrase-file).
+    #[arg(long)]
+    credentials: bool,
+}
+
+#[derive(clap::Args)]
+struct ImportArgs {
+    /// Login of the user who receives the data.
+    #[arg(long)]
+    login: String,
+    /// The archive.
+    archive: std::path::PathBuf,
+    /// File holding the export's passphrase (first line).
+    #[arg(long)]
+    passphrase_file: Option<std::path::PathBuf>,
+}
+
+fn read_passphrase(path: &Option<std::path::PathBuf>) -> anyhow::Result<Option<String>> {
+    let Some(path) = path else { return Ok(None) };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("--passphrase-file {}: {e}", path.display()))?;
+    Ok(Some(text.lines().next().unwrap_or_default().to_string()))
+}
+
+async fn user_by_login(
+    instance: &pepeunit::service::Instance,
+    login: &str,
+) -> anyhow::Result<uuid::Uuid> {
+    pepeunit::store::users::get_by_login(instance.pool(), login)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.detail()))?
+        .map(|u| u.uuid)
+        .ok_or_else(|| anyhow::anyhow!("no user with login {login:?}"))
 }
 
 #[derive(Subcommand)]
@@ -109,6 +160,68 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "hub index rebuilt: {n} documents in {:.1} s",
                 started.elapsed().as_secs_f64()
             );
+        }
+        Command::Export(args) => {
+            use std::io::Write;
+            let instance = pepeunit::service::Instance::open(config).await?;
+            let user = user_by_login(&instance, &args.login).await?;
+            let opts = pepeunit::service::transfer::ExportOptions {
+                passphrase: read_passphrase(&args.passphrase_file)?,
+                include_credentials: args.credentials,
+            };
+            instance
+                .check_export_options(&opts)
+                .map_err(|e| anyhow::anyhow!(e.detail()))?;
+            let mut out: Box<dyn Write + Send> = if args.out.as_os_str() == "-" {
+                Box::new(std::io::stdout())
+            } else {
+                // written next to the target and renamed, so a failed export leaves no
+                // archive that looks complete
+                Box::new(std::fs::File::create(args.out.with_extension("partial"))?)
+            };
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
+            let writer = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                while let Some(b) = rx.blocking_recv() {
+                    out.write_all(&b)?;
+                }
+                out.flush()
+            });
+            let summary = instance
+                .export_archive(
+                    pepeunit::service::transfer::ExportScope::Account(user),
+                    &opts,
+                    tx,
+                    &|p| eprint!("\r{:<22} {:>9} records", p.table, p.records),
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!(e.detail()))?;
+            writer.await??;
+            eprintln!();
+            if args.out.as_os_str() != "-" {
+                std::fs::rename(args.out.with_extension("partial"), &args.out)?;
+            }
+            eprintln!(
+                "exported {} records, {} bytes",
+                summary.records.values().sum::<usize>(),
+                summary.bytes
+            );
+        }
+        Command::Import(args) => {
+            let instance = pepeunit::service::Instance::open(config).await?;
+            let user = user_by_login(&instance, &args.login).await?;
+            let archive = std::fs::read(&args.archive)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", args.archive.display()))?;
+            let report = instance
+                .import_archive(
+                    user,
+                    archive,
+                    read_passphrase(&args.passphrase_file)?,
+                    &|p| eprint!("\r{:<22} {:>9} records", p.table, p.records),
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!(e.detail()))?;
+            eprintln!();
+            println!("{}", serde_json::to_string_pretty(&report)?);
         }
         Command::Config => {
             let c = &config;

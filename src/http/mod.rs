@@ -3,6 +3,7 @@
 
 pub mod extract;
 mod federation;
+mod transfer;
 mod permission;
 mod repos;
 mod repository_registry;
@@ -50,6 +51,7 @@ pub fn api() -> (Router<Instance>, OpenApiDoc) {
         .merge(unit_nodes::router())
         .merge(permission::router())
         .merge(federation::router())
+        .merge(transfer::router())
         .routes(routes!(metrics))
         .routes(routes!(mqtt_metrics))
         .split_for_parts()

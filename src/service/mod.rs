@@ -12,6 +12,7 @@ pub mod readme;
 pub mod registries;
 pub mod repos;
 pub mod row_cache;
+pub mod transfer;
 pub mod unit_files;
 pub mod unit_logs;
 pub mod unit_nodes;

@@ -8,6 +8,7 @@ pub mod federation;
 pub mod permissions;
 pub mod registries;
 pub mod repos;
+pub mod transfer;
 pub mod unit_logs;
 pub mod unit_nodes;
 pub mod units;

@@ -1,0 +1,329 @@
+//! Table-level access for account export and import: each exported table is described once
+//! (columns and their kinds), read into JSON records and written back from them. The kinds
+//! are what makes an archive portable between SQLite and PostgreSQL (booleans are JSON
+//! booleans, never 0/1) and what import validates every field against.
+
+use serde_json::{Map, Value as Json};
+use sqlx::any::AnyRow;
+use uuid::Uuid;
+
+use super::{RowExt, Sql};
+use crate::domain;
+use crate::error::AppResult;
+
+/// What a column holds; `Opt*` columns accept JSON null.
+#[derive(Clone, Copy, Debug)]
+pub enum Kind {
+    Text,
+    OptText,
+    Uuid,
+    OptUuid,
+    Time,
+    OptTime,
+    Int,
+    Bool,
+    /// One of the values a wire enum accepts.
+    Enum(fn(&str) -> bool),
+    OptEnum(fn(&str) -> bool),
+}
+
+/// One exported table.
+pub struct Table {
+    pub name: &'static str,
+    /// The member holding its records (`{file}.jsonl`, or numbered chunks for logs).
+    pub file: &'static str,
+    pub columns: &'static [(&'static str, Kind)],
+    /// Columns naming rows of exported tables (rewritten when uuids are remapped).
+    pub references: &'static [&'static str],
+    /// Unique name column renamed on conflict.
+    pub unique_name: Option<&'static str>,
+}
+
+fn is<T: std::str::FromStr>(s: &str) -> bool {
+    s.parse::<T>().is_ok()
+}
+
+use crate::domain::{
+    CredentialStatus, GitPlatform, LogLevel, PermissionEntities, UnitFirmwareUpdateStatus,
+    UnitNodeType, UserRole, UserStatus, VisibilityLevel,
+};
+
+pub const USERS: Table = Table {
+    name: "users",
+    file: "user",
+    columns: &[
+        ("uuid", Kind::Uuid),
+        ("role", Kind::Enum(is::<UserRole>)),
+        ("status", Kind::Enum(is::<UserStatus>)),
+        ("login", Kind::Text),
+        ("create_datetime", Kind::Time),
+    ],
+    references: &[],
+    unique_name: None,
+};
+
+pub const REGISTRIES: Table = Table {
+    name: "repository_registries",
+    file: "repository_registries",
+    columns: &[
+        ("uuid", Kind::Uuid),
+        ("platform", Kind::Enum(is::<GitPlatform>)),
+        ("repository_url", Kind::Text),
+        ("is_public_repository", Kind::Bool),
+        ("create_datetime", Kind::Time),
+        ("last_update_datetime", Kind::Time),
+        ("creator_uuid", Kind::OptUuid),
+    ],
+    references: &["creator_uuid"],
+    unique_name: None,
+};
+
+pub const CREDENTIALS: Table = Table {
+    name: "registry_credentials",
+    file: "registry_credentials",
+    columns: &[
+        ("uuid", Kind::Uuid),
+        ("user_uuid", Kind::Uuid),
+        ("repository_registry_uuid", Kind::Uuid),
+        ("cipher_credentials", Kind::Text),
+        ("status", Kind::Enum(is::<CredentialStatus>)),
+        ("create_datetime", Kind::Time),
+        ("last_update_datetime", Kind::Time),
+    ],
+    references: &["user_uuid", "repository_registry_uuid"],
+    unique_name: None,
+};
+
+pub const REPOS: Table = Table {
+    name: "repos",
+    file: "repos",
+    columns: &[
+        ("uuid", Kind::Uuid),
+        ("visibility_level", Kind::Enum(is::<VisibilityLevel>)),
+        ("name", Kind::Text),
+        ("create_datetime", Kind::Time),
+        ("last_update_datetime", Kind::Time),
+        ("default_branch", Kind::OptText),
+        ("is_auto_update_repo", Kind::Bool),
+        ("default_commit", Kind::OptText),
+        ("is_only_tag_update", Kind::Bool),
+        ("is_compilable_repo", Kind::Bool),
+        ("creator_uuid", Kind::Uuid),
+        ("repository_registry_uuid", Kind::Uuid),
+    ],
+    references: &["creator_uuid", "repository_registry_uuid"],
+    unique_name: Some("name"),
+};
+
+pub const UNITS: Table = Table {
+    name: "units",
+    file: "units",
+    columns: &[
+        ("uuid", Kind::Uuid),
+        ("visibility_level", Kind::Enum(is::<VisibilityLevel>)),
+        ("name", Kind::Text),
+        ("create_datetime", Kind::Time),
+        ("last_update_datetime", Kind::Time),
+        ("is_auto_update_from_repo_unit", Kind::Bool),
+        ("target_firmware_platform", Kind::OptText),
+        ("repo_branch", Kind::OptText),
+        ("repo_commit", Kind::OptText),
+        ("unit_state", Kind::OptText),
+        ("cipher_env", Kind::OptText),
+        ("cipher_state_storage", Kind::OptText),
+        ("current_commit_version", Kind::OptText),
+        (
+            "firmware_update_status",
+            Kind::OptEnum(is::<UnitFirmwareUpdateStatus>),
+        ),
+        ("firmware_update_error", Kind::OptText),
+        ("last_firmware_update_datetime", Kind::OptTime),
+        ("creator_uuid", Kind::Uuid),
+        ("repo_uuid", Kind::Uuid),
+    ],
+    references: &["creator_uuid", "repo_uuid"],
+    unique_name: Some("name"),
+};
+
+pub const NODES: Table = Table {
+    name: "unit_nodes",
+    file: "unit_nodes",
+    columns: &[
+        ("uuid", Kind::Uuid),
+        ("type", Kind::Enum(is::<UnitNodeType>)),
+        ("visibility_level", Kind::Enum(is::<VisibilityLevel>)),
+        ("is_rewritable_input", Kind::Bool),
+        ("max_connections", Kind::Int),
+        ("topic_name", Kind::Text),
+        ("last_update_datetime", Kind::Time),
+        ("is_data_pipe_active", Kind::Bool),
+        ("data_pipe_yml", Kind::OptText),
+        ("data_pipe_status", Kind::OptText),
+        ("data_pipe_error", Kind::OptText),
+        ("create_datetime", Kind::Time),
+        ("state", Kind::OptText),
+        ("unit_uuid", Kind::Uuid),
+        ("creator_uuid", Kind::Uuid),
+    ],
+    references: &["unit_uuid", "creator_uuid"],
+    unique_name: None,
+};
+
+pub const EDGES: Table = Table {
+    name: "unit_node_edges",
+    file: "unit_node_edges",
+    columns: &[
+        ("uuid", Kind::Uuid),
+        ("node_output_uuid", Kind::Uuid),
+        ("node_input_uuid", Kind::Uuid),
+        ("creator_uuid", Kind::Uuid),
+        ("create_datetime", Kind::Time),
+    ],
+    references: &["node_output_uuid", "node_input_uuid", "creator_uuid"],
+    unique_name: None,
+};
+
+pub const PERMISSIONS: Table = Table {
+    name: "permissions",
+    file: "permissions",
+    columns: &[
+        ("uuid", Kind::Uuid),
+        ("agent_uuid", Kind::Uuid),
+        ("agent_type", Kind::Enum(is::<PermissionEntities>)),
+        ("resource_uuid", Kind::Uuid),
+        ("resource_type", Kind::Enum(is::<PermissionEntities>)),
+    ],
+    references: &["agent_uuid", "resource_uuid"],
+    unique_name: None,
+};
+
+pub const LOGS: Table = Table {
+    name: "unit_logs",
+    file: "unit_logs",
+    columns: &[
+        ("uuid", Kind::Uuid),
+        ("unit_uuid", Kind::Uuid),
+        ("level", Kind::Enum(is::<LogLevel>)),
+        ("text", Kind::Text),
+        ("create_datetime", Kind::Time),
+        ("expiration_datetime", Kind::Time),
+    ],
+    references: &["unit_uuid"],
+    unique_name: None,
+};
+
+/// Every table in archive order: a table only references tables before it.
+pub const TABLES: &[&Table] = &[
+    &USERS,
+    &REGISTRIES,
+    &CREDENTIALS,
+    &REPOS,
+    &UNITS,
+    &NODES,
+    &EDGES,
+    &PERMISSIONS,
+    &LOGS,
+];
+
+impl Table {
+    /// `SELECT <columns> FROM <table> WHERE ` (the caller appends the condition).
+    pub fn select(&self) -> Sql {
+        let cols: Vec<&str> = self.columns.iter().map(|(c, _)| *c).collect();
+        Sql::new(&format!(
+            "SELECT {} FROM {} WHERE ",
+            cols.join(", "),
+            self.name
+        ))
+    }
+
+    /// One row as a JSON record.
+    pub fn record(&self, row: &AnyRow) -> AppResult<Map<String, Json>> {
+        let mut out = Map::new();
+        for (col, kind) in self.columns {
+            let v = match kind {
+                Kind::Int => Json::from(row.int(col)?),
+                Kind::Bool => Json::Bool(row.boolean(col)?),
+                Kind::Text | Kind::Uuid | Kind::Time | Kind::Enum(_) => Json::String(row.text(col)?),
+                Kind::OptText | Kind::OptUuid | Kind::OptTime | Kind::OptEnum(_) => {
+                    row.opt_text(col)?.map(Json::String).unwrap_or(Json::Null)
+                }
+            };
+            out.insert(col.to_string(), v);
+        }
+        Ok(out)
+    }
+
+    /// Checks a record from an archive: exactly our columns, each of its kind.
+    pub fn check(&self, rec: &Map<String, Json>) -> Result<(), String> {
+        for key in rec.keys() {
+            if !self.columns.iter().any(|(c, _)| c == key) {
+                return Err(format!("unknown field {key:?}"));
+            }
+        }
+        for (col, kind) in self.columns {
+            let v = rec.get(*col).unwrap_or(&Json::Null);
+            let ok = match (kind, v) {
+                (
+                    Kind::OptText | Kind::OptUuid | Kind::OptTime | Kind::OptEnum(_),
+                    Json::Null,
+                ) => true,
+                (Kind::Int, v) => v.as_i64().is_some(),
+                (Kind::Bool, v) => v.is_boolean(),
+                (Kind::Text | Kind::OptText, Json::String(_)) => true,
+                (Kind::Uuid | Kind::OptUuid, Json::String(s)) => Uuid::parse_str(s).is_ok(),
+                (Kind::Time | Kind::OptTime, Json::String(s)) => domain::parse_time(s).is_some(),
+                (Kind::Enum(f) | Kind::OptEnum(f), Json::String(s)) => f(s),
+                _ => false,
+            };
+            if !ok {
+                return Err(format!("field {col:?} has an invalid value {v}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// `INSERT` of a checked record.
+    pub fn insert(&self, rec: &Map<String, Json>) -> Sql {
+        let cols: Vec<&str> = self.columns.iter().map(|(c, _)| *c).collect();
+        let mut q = Sql::new(&format!(
+            "INSERT INTO {} ({}) VALUES (",
+            self.name,
+            cols.join(", ")
+        ));
+        for (i, (col, kind)) in self.columns.iter().enumerate() {
+            if i > 0 {
+                q.push(", ");
+            }
+            let v = rec.get(*col).unwrap_or(&Json::Null);
+            match kind {
+                Kind::Int => q.bind(v.as_i64().unwrap_or_default()),
+                Kind::Bool => q.bind(v.as_bool().unwrap_or_default()),
+                _ => q.bind(v.as_str().map(str::to_string)),
+            };
+        }
+        q.push(")");
+        q
+    }
+
+    /// Whether a row with this uuid exists.
+    pub fn uuid_taken(&self, uuid: &str) -> Sql {
+        let mut q = Sql::new(&format!("SELECT COUNT(*) FROM {} WHERE uuid = ", self.name));
+        q.bind(uuid);
+        q
+    }
+
+    /// Whether the unique name is taken.
+    pub fn name_taken(&self, name: &str) -> Option<Sql> {
+        let col = self.unique_name?;
+        let mut q = Sql::new(&format!("SELECT COUNT(*) FROM {} WHERE {col} = ", self.name));
+        q.bind(name);
+        Some(q)
+    }
+}
+
+/// The uuid of an existing registry with this URL.
+pub fn registry_by_url(url: &str) -> Sql {
+    let mut q = Sql::new("SELECT uuid FROM repository_registries WHERE repository_url = ");
+    q.bind(url);
+    q
+}

@@ -28,8 +28,11 @@ enum Command {
     /// remote ones learned through federation). Run it while the instance is stopped.
     Reindex,
     /// Write one user's whole account to an archive (docs/EXPORT-FORMAT.md), with progress.
+    /// Run it while the instance is stopped (it holds the hub index); a running instance
+    /// exports over REST (`POST /users/export`).
     Export(ExportArgs),
     /// Read an account archive into a user's account (all or nothing); prints the report.
+    /// Run it while the instance is stopped; new registries are cloned when it starts.
     Import(ImportArgs),
     /// Generate load against a running instance and print throughput and latency.
     #[command(subcommand)]

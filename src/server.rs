@@ -47,6 +47,8 @@ impl RunningInstance {
         let federation = vec![
             tokio::spawn(fed.clone().run_changes(stop_rx.clone())),
             tokio::spawn(fed.run_deliveries(stop_rx.clone())),
+            // outgoing Unit moves (service::moves)
+            tokio::spawn(instance.clone().run_moves(stop_rx.clone())),
         ];
         let poller = tokio::spawn(crate::poller::run(instance.clone(), stop_rx));
         tracing::info!(%addr, domain = %instance.config.domain, "pepeunit is serving");
@@ -73,7 +75,8 @@ impl RunningInstance {
         self.poller.abort();
         let _ = self.poller.await;
         for task in self.federation {
-            // Both tasks return on the stop signal; a delivery in flight stays queued.
+            // They return on the stop signal; a delivery in flight stays queued, a move
+            // step is repeated by the next start.
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
         }
         self.mqtt.stop().await;

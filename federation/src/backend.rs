@@ -63,6 +63,8 @@ pub struct UnitData {
     pub creator: uuid::Uuid,
     pub created: String,
     pub updated: String,
+    /// The Unit's actor on the instance it moved to (`movedTo`).
+    pub moved_to: Option<String>,
 }
 
 /// Public data of a local actor. Repos and Units exist here only while they are Public.

@@ -629,6 +629,30 @@ impl Federation {
         Ok(())
     }
 
+    /// Tells the followers of a local Unit (and the instance's) that it moved: a `Move` from
+    /// the Unit's actor with `target` its actor on the new instance.
+    pub async fn announce_move(&self, unit: uuid::Uuid, target: &str) -> FedResult<()> {
+        let r = LocalRef::Unit(unit);
+        let id = self.actor_id(r);
+        let instance = self.actor_id(LocalRef::Instance);
+        let inboxes = self
+            .backend()
+            .follower_inboxes(&[id.to_string(), instance.to_string()])
+            .await?;
+        if inboxes.is_empty() {
+            return Ok(());
+        }
+        let mut activity = documents::activity(
+            "Move",
+            &self.new_activity_id(),
+            &id,
+            json!(id),
+            &[PUBLIC, &format!("{id}/followers")],
+        );
+        activity["target"] = json!(target);
+        self.enqueue(&id, &activity, &inboxes).await
+    }
+
     /// Puts one activity into the durable queue for each inbox (denied domains skipped).
     pub async fn enqueue(
         &self,

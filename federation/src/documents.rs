@@ -114,6 +114,9 @@ pub fn actor_document(
             );
             doc.insert("published".into(), json!(u.created));
             doc.insert("updated".into(), json!(u.updated));
+            if let Some(to) = &u.moved_to {
+                doc.insert("movedTo".into(), json!(to));
+            }
         }
         LocalObject::User { created, .. } => {
             doc.insert("published".into(), json!(created));

@@ -3,10 +3,11 @@
 
 pub mod extract;
 mod federation;
-mod transfer;
+mod moves;
 mod permission;
 mod repos;
 mod repository_registry;
+mod transfer;
 mod unit_nodes;
 mod units;
 mod users;
@@ -52,6 +53,7 @@ pub fn api() -> (Router<Instance>, OpenApiDoc) {
         .merge(permission::router())
         .merge(federation::router())
         .merge(transfer::router())
+        .merge(moves::router())
         .routes(routes!(metrics))
         .routes(routes!(mqtt_metrics))
         .split_for_parts()

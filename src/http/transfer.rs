@@ -117,5 +117,6 @@ async fn import_account(
     let report = state
         .import_archive(user.uuid, archive, passphrase, &|_| {})
         .await?;
+    state.sync_imported(&report);
     Ok(axum::Json(report))
 }

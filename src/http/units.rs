@@ -5,7 +5,7 @@ use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
@@ -206,8 +206,19 @@ async fn get_env(
     state: State<Instance>,
     Caller(agent): Caller,
     PathUuid(uuid): PathUuid,
-) -> AppResult<axum::Json<Map<String, Value>>> {
-    Ok(axum::Json(state.get_unit_env(&agent, uuid).await?))
+) -> AppResult<Response> {
+    let env = state.get_unit_env(&agent, uuid).await?;
+    // a moving unit's device gets the env of its new instance; a moved one is sent there
+    match state.moved_env(&agent, uuid).await? {
+        Some(crate::service::moves::MovedEnv::Env(env)) => Ok(axum::Json(env).into_response()),
+        Some(crate::service::moves::MovedEnv::Redirect(url)) => Ok((
+            StatusCode::PERMANENT_REDIRECT,
+            [(header::LOCATION, url)],
+            axum::Json(serde_json::json!({"detail": "This unit has moved to another instance"})),
+        )
+            .into_response()),
+        None => Ok(axum::Json(env).into_response()),
+    }
 }
 
 #[utoipa::path(patch, path = "/units/env/{uuid}", tag = "units", params(("uuid" = Uuid, Path)), request_body = EnvUpdate, responses((status = 204)))]

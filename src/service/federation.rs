@@ -141,6 +141,10 @@ impl DbBackend {
             creator: unit.creator_uuid,
             created: unit.create_datetime,
             updated: unit.last_update_datetime,
+            moved_to: store::moves::latest_for_unit(&self.db.pool, unit.uuid, "Outgoing")
+                .await?
+                .filter(|m| m.state == "Done")
+                .and_then(|m| m.remote_actor),
         })
     }
 

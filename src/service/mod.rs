@@ -7,6 +7,7 @@ pub mod broker_access;
 pub mod commands;
 pub mod federation;
 pub mod ingest;
+pub mod moves;
 pub mod permissions;
 pub mod readme;
 pub mod registries;

@@ -97,6 +97,9 @@ pub struct ImportReport {
     /// Every old uuid to its uuid here (unchanged ones included).
     #[serde(skip)]
     pub map: HashMap<String, String>,
+    /// Registries created by the import (their mirrors still have to be cloned).
+    #[serde(skip)]
+    pub new_registries: Vec<Uuid>,
 }
 
 #[derive(Clone, Debug, Serialize, ToSchema)]
@@ -309,7 +312,9 @@ fn condition(table: &Table, scope: ExportScope, owner: Uuid, credentials: bool) 
             "unit_node_edges" => {
                 q.push("node_output_uuid IN (SELECT uuid FROM unit_nodes WHERE unit_uuid = ")
                     .bind(x)
-                    .push(") AND node_input_uuid IN (SELECT uuid FROM unit_nodes WHERE unit_uuid = ")
+                    .push(
+                        ") AND node_input_uuid IN (SELECT uuid FROM unit_nodes WHERE unit_uuid = ",
+                    )
                     .bind(x)
                     .push(")");
             }
@@ -439,7 +444,9 @@ impl Instance {
                     for field in sealed_fields(table) {
                         let stored = rec.get(*field).and_then(Value::as_str).map(str::to_string);
                         let sealed = match (&sealer, stored) {
-                            (Some(s), Some(v)) => Value::String(s.cipher.encrypt(&self.cipher.decrypt(&v)?)?),
+                            (Some(s), Some(v)) => {
+                                Value::String(s.cipher.encrypt(&self.cipher.decrypt(&v)?)?)
+                            }
                             _ => Value::Null,
                         };
                         rec.insert(field.to_string(), sealed);
@@ -606,7 +613,9 @@ impl Instance {
                         report.skipped.push(Skipped {
                             table: table.name.into(),
                             uuid: old.clone(),
-                            reason: format!("{col} {v} is not in the archive (another user's object)"),
+                            reason: format!(
+                                "{col} {v} is not in the archive (another user's object)"
+                            ),
                         });
                         continue 'rec;
                     } else {
@@ -623,8 +632,14 @@ impl Instance {
                 }
                 // registries are shared by URL
                 if table.name == "repository_registries" {
-                    let url = rec["repository_url"].as_str().unwrap_or_default().to_string();
-                    if let Some(row) = tables::registry_by_url(&url).fetch_optional(&mut *tx).await? {
+                    let url = rec["repository_url"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
+                    if let Some(row) = tables::registry_by_url(&url)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                    {
                         let existing: String = sqlx::Row::try_get(&row, 0)?;
                         map.insert(old.clone(), existing.clone());
                         report.reused.push(Reused {
@@ -652,14 +667,23 @@ impl Instance {
                                 i + 1
                             ))
                         })?;
-                        rec.insert(field.to_string(), Value::String(self.cipher.encrypt(&plain)?));
+                        rec.insert(
+                            field.to_string(),
+                            Value::String(self.cipher.encrypt(&plain)?),
+                        );
                     }
                 }
                 if table.name == "registry_credentials" {
-                    let mut q = Sql::new("SELECT COUNT(*) FROM registry_credentials WHERE user_uuid = ");
+                    let mut q =
+                        Sql::new("SELECT COUNT(*) FROM registry_credentials WHERE user_uuid = ");
                     q.bind(rec["user_uuid"].as_str().unwrap_or_default().to_string())
                         .push(" AND repository_registry_uuid = ")
-                        .bind(rec["repository_registry_uuid"].as_str().unwrap_or_default().to_string());
+                        .bind(
+                            rec["repository_registry_uuid"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_string(),
+                        );
                     if q.fetch_i64(&mut *tx).await? > 0 {
                         report.skipped.push(Skipped {
                             table: table.name.into(),
@@ -673,7 +697,12 @@ impl Instance {
                     let mut q = Sql::new("SELECT COUNT(*) FROM permissions WHERE agent_uuid = ");
                     q.bind(rec["agent_uuid"].as_str().unwrap_or_default().to_string())
                         .push(" AND resource_uuid = ")
-                        .bind(rec["resource_uuid"].as_str().unwrap_or_default().to_string());
+                        .bind(
+                            rec["resource_uuid"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_string(),
+                        );
                     if q.fetch_i64(&mut *tx).await? > 0 {
                         continue;
                     }
@@ -696,7 +725,8 @@ impl Instance {
                     let mut candidate = name.clone();
                     let mut n = 1;
                     loop {
-                        let taken = names_used.contains(&(table.name.to_string(), candidate.clone()))
+                        let taken = names_used
+                            .contains(&(table.name.to_string(), candidate.clone()))
                             || table
                                 .name_taken(&candidate)
                                 .expect("unique_name is set")
@@ -746,23 +776,35 @@ impl Instance {
             report.created.insert(table.name.to_string(), created);
         }
         tx.commit().await?;
-        for r in new_registries {
-            let inst = self.clone();
-            tokio::spawn(async move {
-                if let Err(e) = inst.sync_registry(r, Some(target)).await {
-                    tracing::warn!(registry = %r, "sync after import: {e}");
-                }
-            });
-        }
+        report.new_registries = new_registries;
         for r in new_repos {
             self.repos_cache.invalidate(r);
             self.federation_changed(pepeunit_federation::backend::LocalRef::Repo(r));
         }
         for u in new_units {
             self.units_cache.invalidate(u);
+            // the stored env still names the old instance and carries its token
+            let unit = self.unit(u).await?;
+            self.refresh_stored_env(&unit).await?;
             self.federation_changed(pepeunit_federation::backend::LocalRef::Unit(u));
         }
         Ok(report)
+    }
+}
+
+impl Instance {
+    /// Clones the mirrors of the registries an import created, in the background (a stopped
+    /// instance clones missing mirrors when it starts).
+    pub fn sync_imported(&self, report: &ImportReport) {
+        for r in report.new_registries.clone() {
+            let inst = self.clone();
+            let user = report.user_uuid;
+            tokio::spawn(async move {
+                if let Err(e) = inst.sync_registry(r, Some(user)).await {
+                    tracing::warn!(registry = %r, "sync after import: {}", e.detail());
+                }
+            });
+        }
     }
 }
 
@@ -779,7 +821,10 @@ struct CheckedArchive {
 }
 
 fn broken(msg: impl Into<String>) -> AppError {
-    AppError::transfer(format!("The archive is broken or tampered with: {}", msg.into()))
+    AppError::transfer(format!(
+        "The archive is broken or tampered with: {}",
+        msg.into()
+    ))
 }
 
 /// Reads and checks a whole archive (blocking; run it off the async threads).
@@ -855,7 +900,9 @@ fn read_archive(
                 return Err(broken("sealed.iterations is not the one this version uses"));
             }
             let sealer = Sealer::new(&p, &salt);
-            let mac = mac.as_deref().ok_or_else(|| broken("a sealed archive without its mac"))?;
+            let mac = mac
+                .as_deref()
+                .ok_or_else(|| broken("a sealed archive without its mac"))?;
             if !sealer.verify(&manifest, mac) {
                 return Err(AppError::transfer(
                     "Wrong passphrase, or the manifest was changed after export",
@@ -875,7 +922,9 @@ fn read_archive(
     let mut records: HashMap<&'static str, Vec<Map<String, Value>>> = HashMap::new();
     let mut listed = HashSet::new();
     for f in files {
-        let path = f["path"].as_str().ok_or_else(|| broken("a file without path"))?;
+        let path = f["path"]
+            .as_str()
+            .ok_or_else(|| broken("a file without path"))?;
         listed.insert(path.to_string());
         let data = members
             .get(path)
@@ -902,7 +951,10 @@ fn read_archive(
             n += 1;
         }
         if f["records"].as_u64() != Some(n) {
-            return Err(broken(format!("{path} has {n} records, the manifest says {}", f["records"])));
+            return Err(broken(format!(
+                "{path} has {n} records, the manifest says {}",
+                f["records"]
+            )));
         }
     }
     if let Some(extra) = members.keys().find(|k| !listed.contains(*k)) {
@@ -910,7 +962,9 @@ fn read_archive(
     }
     let users = records.get("users").map(Vec::len).unwrap_or(0);
     if users != 1 {
-        return Err(broken(format!("it must hold exactly one user, not {users}")));
+        return Err(broken(format!(
+            "it must hold exactly one user, not {users}"
+        )));
     }
     let source_user = records["users"][0]["uuid"]
         .as_str()
@@ -920,7 +974,10 @@ fn read_archive(
         return Err(broken("the manifest's user is not the archive's user"));
     }
     Ok(CheckedArchive {
-        source: manifest["source"]["domain"].as_str().unwrap_or_default().to_string(),
+        source: manifest["source"]["domain"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
         source_user,
         sealer,
         records,

@@ -45,6 +45,21 @@ pub struct SchemaExample {
     pub output_topic: Vec<String>,
 }
 
+/// Env keys owned by the instance (where it is, how to reach its broker, the device's
+/// token); "update env from the instance" and imports rewrite them, developer keys and the
+/// device's `PU_SECRET_KEY`/`PU_ENCRYPT_KEY` stay.
+pub const INSTANCE_ENV_KEYS: &[&str] = &[
+    "PU_DOMAIN",
+    "PU_HTTP_TYPE",
+    "PU_APP_PREFIX",
+    "PU_API_ACTUAL_PREFIX",
+    "PU_MQTT_HOST",
+    "PU_MQTT_PORT",
+    "PU_MQTT_PING_INTERVAL",
+    "PU_MQTT_KEEPALIVE",
+    "PU_AUTH_TOKEN",
+];
+
 pub fn parse_schema_example(bytes: &[u8]) -> AppResult<SchemaExample> {
     let bad = |m: String| AppError::unit(format!("schema_example.json is invalid: {m}"));
     if bytes.len() > MAX_REPO_FILE {
@@ -157,7 +172,7 @@ impl Instance {
         Ok((env, schema))
     }
 
-    fn generated_env(&self, unit: Uuid) -> Map<String, Value> {
+    pub(crate) fn generated_env(&self, unit: Uuid) -> Map<String, Value> {
         let c = &self.config;
         let mut m = Map::new();
         m.insert("PU_DOMAIN".into(), c.domain.clone().into());
@@ -224,6 +239,29 @@ impl Instance {
             )));
         }
         Ok(merged)
+    }
+
+    /// Rewrites the keys of a unit's stored env that say where this instance is and who the
+    /// device is ([`INSTANCE_ENV_KEYS`]) from the current configuration, keeping the
+    /// developer's keys and the device's own secrets. Nothing to do without a stored env (the
+    /// generated values are used anyway). Needs no git.
+    pub async fn refresh_stored_env(&self, unit: &Unit) -> AppResult<bool> {
+        if unit.cipher_env.is_none() {
+            return Ok(false);
+        }
+        let mut env = self.stored_env(unit)?;
+        let generated = self.generated_env(unit.uuid);
+        for key in INSTANCE_ENV_KEYS {
+            if let Some(v) = generated.get(*key) {
+                env.insert(key.to_string(), v.clone());
+            }
+        }
+        let cipher = self
+            .cipher
+            .encrypt(&serde_json::to_string(&env).map_err(AppError::internal)?)?;
+        store::units::set_env(self.pool(), unit.uuid, Some(cipher)).await?;
+        self.units_cache.invalidate(unit.uuid);
+        Ok(true)
     }
 
     /// The `env.json` a device downloads (generated values are fresh until an env is saved).

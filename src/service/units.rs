@@ -576,6 +576,52 @@ impl Instance {
         }
     }
 
+    /// "Update env from the instance": rewrites the instance's keys of the stored env (domain,
+    /// broker, token) and tells the device to fetch its env (`EnvUpdate`) and schema
+    /// (`SchemaUpdate`), then, with `restart`, to restart (`Reset`) so that a new broker
+    /// address takes effect. Commands the unit's schema does not list are not sent; the
+    /// answer says which were.
+    pub async fn update_env_from_instance(
+        &self,
+        agent: &Agent,
+        uuid: Uuid,
+        restart: bool,
+    ) -> AppResult<EnvRefreshRead> {
+        let unit = self.unit_for_creator_or_self(agent, uuid).await?;
+        if matches!(agent, Agent::Unit(_)) {
+            return Err(AppError::no_access(
+                "Only the creator can refresh a unit's env",
+            ));
+        }
+        self.refresh_unit_devices(&unit, restart).await
+    }
+
+    /// Stored env refreshed, then `EnvUpdate`, `SchemaUpdate` and (with `restart`) `Reset`.
+    pub async fn refresh_unit_devices(
+        &self,
+        unit: &Unit,
+        restart: bool,
+    ) -> AppResult<EnvRefreshRead> {
+        let stored_env_refreshed = self.refresh_stored_env(unit).await?;
+        let unit = self.unit(unit.uuid).await?;
+        let env_update = self
+            .publish_command(&unit, BackendTopicCommand::EnvUpdate)
+            .await?;
+        let schema_update = self
+            .publish_command(&unit, BackendTopicCommand::SchemaUpdate)
+            .await?;
+        let reset = restart
+            && self
+                .publish_command(&unit, BackendTopicCommand::Reset)
+                .await?;
+        Ok(EnvRefreshRead {
+            stored_env_refreshed,
+            env_update,
+            schema_update,
+            reset,
+        })
+    }
+
     /// Publishes a command to the unit's input base topic (API.md §5.3): silently nothing
     /// when the unit's schema does not list that topic.
     pub async fn send_unit_command(
@@ -587,4 +633,15 @@ impl Instance {
         let unit = self.unit_for_creator_or_self(agent, uuid).await?;
         self.publish_command(&unit, command).await.map(|_| ())
     }
+}
+
+/// What "update env from the instance" did.
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct EnvRefreshRead {
+    /// The stored env existed and now names this instance.
+    pub stored_env_refreshed: bool,
+    /// Commands published (the unit's schema lists their topics).
+    pub env_update: bool,
+    pub schema_update: bool,
+    pub reset: bool,
 }

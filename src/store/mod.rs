@@ -5,6 +5,7 @@
 //! module tree knows SQL; the service layer calls typed functions.
 
 pub mod federation;
+pub mod moves;
 pub mod permissions;
 pub mod registries;
 pub mod repos;
@@ -49,6 +50,12 @@ const MIGRATIONS: &[Migration] = &[
         name: "federation",
         sqlite: include_str!("../../migrations/sqlite/0003_federation.sql"),
         postgres: include_str!("../../migrations/postgres/0003_federation.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "unit_moves",
+        sqlite: include_str!("../../migrations/sqlite/0004_unit_moves.sql"),
+        postgres: include_str!("../../migrations/postgres/0004_unit_moves.sql"),
     },
 ];
 

@@ -243,7 +243,9 @@ impl Table {
             let v = match kind {
                 Kind::Int => Json::from(row.int(col)?),
                 Kind::Bool => Json::Bool(row.boolean(col)?),
-                Kind::Text | Kind::Uuid | Kind::Time | Kind::Enum(_) => Json::String(row.text(col)?),
+                Kind::Text | Kind::Uuid | Kind::Time | Kind::Enum(_) => {
+                    Json::String(row.text(col)?)
+                }
                 Kind::OptText | Kind::OptUuid | Kind::OptTime | Kind::OptEnum(_) => {
                     row.opt_text(col)?.map(Json::String).unwrap_or(Json::Null)
                 }
@@ -263,10 +265,9 @@ impl Table {
         for (col, kind) in self.columns {
             let v = rec.get(*col).unwrap_or(&Json::Null);
             let ok = match (kind, v) {
-                (
-                    Kind::OptText | Kind::OptUuid | Kind::OptTime | Kind::OptEnum(_),
-                    Json::Null,
-                ) => true,
+                (Kind::OptText | Kind::OptUuid | Kind::OptTime | Kind::OptEnum(_), Json::Null) => {
+                    true
+                }
                 (Kind::Int, v) => v.as_i64().is_some(),
                 (Kind::Bool, v) => v.is_boolean(),
                 (Kind::Text | Kind::OptText, Json::String(_)) => true,
@@ -315,7 +316,10 @@ impl Table {
     /// Whether the unique name is taken.
     pub fn name_taken(&self, name: &str) -> Option<Sql> {
         let col = self.unique_name?;
-        let mut q = Sql::new(&format!("SELECT COUNT(*) FROM {} WHERE {col} = ", self.name));
+        let mut q = Sql::new(&format!(
+            "SELECT COUNT(*) FROM {} WHERE {col} = ",
+            self.name
+        ));
         q.bind(name);
         Some(q)
     }

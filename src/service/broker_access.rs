@@ -79,6 +79,28 @@ impl Instance {
         }
     }
 
+    async fn moving_topic_allowed(
+        &self,
+        agent: &Agent,
+        parts: &[&str],
+        action: Option<BrokerAction>,
+    ) -> bool {
+        let [domain, "input_base_topic", remote, _name, "pepeunit"] = parts else {
+            return false;
+        };
+        let Ok(remote) = Uuid::parse_str(remote) else {
+            return false;
+        };
+        let Ok(Some(m)) = crate::store::moves::moving_to(self.pool(), domain, remote).await else {
+            return false;
+        };
+        match agent {
+            Agent::Backend { .. } => true,
+            Agent::Unit(own) => own.uuid == m.unit_uuid && action != Some(BrokerAction::Publish),
+            _ => false,
+        }
+    }
+
     /// The rule itself, for an already authenticated agent.
     pub async fn topic_allowed(
         &self,
@@ -93,8 +115,10 @@ impl Instance {
         let backend = matches!(agent, Agent::Backend { .. });
         let wildcard = parts.iter().any(|p| *p == "+" || *p == "#");
         if parts[0] != self.config.domain {
-            // the backend's subscriptions carry our domain too; a foreign domain is never ours
-            return false;
+            // the backend's subscriptions carry our domain too; a foreign domain is never ours,
+            // except the new instance's command topics of a unit that is moving there: the
+            // device subscribes to them after its SchemaUpdate and is told to restart on them
+            return !wildcard && self.moving_topic_allowed(agent, &parts, action).await;
         }
         match parts.as_slice() {
             [_, dest, unit, _name, "pepeunit"] => {

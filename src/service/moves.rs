@@ -382,6 +382,17 @@ impl Instance {
                 return moves::update(self.pool(), &m).await;
             }
         };
+        if m.state == "CommandsSent" && m.last_error.is_none() {
+            // once the device has its new schema it listens only to the new instance's topics
+            // (which it may subscribe to here while it moves): Reset goes there, every round
+            let topic = format!(
+                "{}/input_base_topic/{}/reset/pepeunit",
+                m.peer_domain, m.remote_unit_uuid
+            );
+            let _ = self
+                .outbox
+                .publish(&topic, json!({"COMMAND": "Reset"}).to_string());
+        }
         let due = match &m.commands_sent_datetime {
             None => true,
             Some(t) => domain::parse_time(t).is_none_or(|t| {
@@ -402,26 +413,39 @@ impl Instance {
         moves::update(self.pool(), &m).await?;
         let unit = self.unit(m.unit_uuid).await?;
         let mut missing = Vec::new();
+        // EnvUpdate then SchemaUpdate on our topics; Reset is sent on the new instance's
+        // topics (above), since after SchemaUpdate the device no longer knows ours. Without
+        // all three topics in its schema the device moves when it next restarts by itself.
+        let repo = self.repo(unit.repo_uuid).await?;
+        let version = self.unit_target_version(&unit, &repo).await?;
+        let (_, schema) = self.repo_files(&repo, &version.commit).await?;
+        for needed in [
+            "env_update/pepeunit",
+            "schema_update/pepeunit",
+            "reset/pepeunit",
+        ] {
+            if !schema.input_base_topic.iter().any(|t| t == needed) {
+                missing.push(needed);
+            }
+        }
+        if !missing.is_empty() {
+            m.last_error = Some(format!(
+                "the unit's schema has no {}: the device cannot be moved remotely; it moves when it next downloads its env and restarts",
+                missing.join(", ")
+            ));
+            return moves::update(self.pool(), &m).await;
+        }
         for cmd in [
             BackendTopicCommand::EnvUpdate,
             BackendTopicCommand::SchemaUpdate,
-            BackendTopicCommand::Reset,
         ] {
             match self.publish_command(&unit, cmd).await {
-                Ok(true) => {}
-                Ok(false) => missing.push(cmd.as_str()),
+                Ok(_) => {}
                 Err(e) => {
                     m.last_error = Some(format!("{}: {}", cmd.as_str(), e.message));
                     return moves::update(self.pool(), &m).await;
                 }
             }
-        }
-        if !missing.is_empty() {
-            m.last_error = Some(format!(
-                "the unit's schema has no topic for {}: the device moves when it next restarts",
-                missing.join(", ")
-            ));
-            moves::update(self.pool(), &m).await?;
         }
         Ok(())
     }

@@ -169,3 +169,14 @@ pub async fn clear_reported_state(db: &AnyPool, unit: Uuid) -> AppResult<()> {
     q.execute(db).await?;
     Ok(())
 }
+
+/// The outgoing move (device told, not arrived) of the unit that is `remote` on `peer`.
+pub async fn moving_to(db: &AnyPool, peer: &str, remote: Uuid) -> AppResult<Option<UnitMove>> {
+    let mut q = Sql::new("SELECT * FROM unit_moves WHERE role = 'Outgoing' AND state = 'CommandsSent' AND peer_domain = ");
+    q.bind(peer).push(" AND remote_unit_uuid = ").bind(remote);
+    q.fetch_optional(db)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}

@@ -277,8 +277,18 @@ def recording_rest_client(base, skip):
     return Recording
 
 
+REAL_RESTART = "--real-restart" in sys.argv
+
+
 class DeviceClient(PepeunitClient):
     def _restart_program(self):
+        if REAL_RESTART:
+            # the library's own restart: os.execv of this script with the same arguments, which
+            # then reads env.json and schema.json again (what a device does after Reset)
+            emit("restarting", host=self.settings.PU_MQTT_HOST, port=self.settings.PU_MQTT_PORT)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            return super()._restart_program()
         # Reset (and RESTART_* update modes) would os.execv/Popen this script: record instead.
         S.restarts_suppressed += 1
         emit("restart_suppressed")
@@ -323,6 +333,8 @@ def parse_args(argv):
     p.add_argument("--connect-timeout", type=float, default=10.0, help="seconds to wait for CONNACK")
     p.add_argument("--linger", type=float, default=0.3,
                    help="seconds to keep running after an --until-* condition (lets replies flush)")
+    p.add_argument("--real-restart", action="store_true",
+                   help="on Reset, let the library os.execv this script (a real device restart)")
     p.add_argument("--auth-token", default=None, help="override PU_AUTH_TOKEN (must still look like a JWT)")
     a = p.parse_args(argv)
 

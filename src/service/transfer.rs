@@ -762,7 +762,7 @@ impl Instance {
                         _ => {}
                     }
                 }
-                if created % 5000 == 0 {
+                if created.is_multiple_of(5000) {
                     progress(Progress {
                         table: table.name,
                         records: created,

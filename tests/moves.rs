@@ -51,6 +51,23 @@ async fn move_until(
     panic!("the move never got there; last: {last}");
 }
 
+/// Polls `inst`'s hub search for `q` until `pred` holds on the items.
+async fn hub_until(inst: &TestInstance, q: &str, pred: impl Fn(&Vec<Value>) -> bool) {
+    let mut last = Value::Null;
+    for _ in 0..300 {
+        let (s, v) = inst
+            .get(&format!("/hub/search?q={q}&kind=Unit"), None)
+            .await;
+        assert_eq!(s, 200, "{v}");
+        if pred(v["items"].as_array().unwrap()) {
+            return;
+        }
+        last = v;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("hub of {} never got there: {last}", inst.domain);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_follows_its_unit_to_another_instance() {
     let Some(python) = python() else {
@@ -92,6 +109,20 @@ async fn device_follows_its_unit_to_another_instance() {
 
     // the owner has an account on B and moves the unit there with a ticket made on B
     let (b_owner, b_token) = b.user("newhome").await;
+    // B follows A's hub feed (its first user is its admin): A's public unit is in B's hub
+    let (s, v) = b
+        .post(
+            "/federation/follow",
+            Some(&b_token),
+            json!({"domain": a.domain}),
+        )
+        .await;
+    assert!(s.is_success(), "{v}");
+    let a_unit_id = format!("http://{}/pepeunit/ap/units/{uuid}", a.domain);
+    hub_until(&b, "fan_unit", |items| {
+        items.iter().any(|i| i["url"] == a_unit_id.as_str())
+    })
+    .await;
     let t = ticket(&b, &b_token).await;
     let (s, m) = a
         .post(
@@ -186,6 +217,13 @@ async fn device_follows_its_unit_to_another_instance() {
         .unwrap();
     assert_eq!(actor["movedTo"], done["moved_to"], "{actor}");
     assert!(actor["movedTo"].as_str().unwrap().contains(remote));
+    // B's hub: A's entry left with the Move, B's own copy is there
+    let b_unit_id = format!("http://{}/pepeunit/ap/units/{remote}", b.domain);
+    hub_until(&b, "fan_unit", |items| {
+        !items.iter().any(|i| i["url"] == a_unit_id.as_str())
+            && items.iter().any(|i| i["url"] == b_unit_id.as_str())
+    })
+    .await;
     // a done move cannot be undone
     let (s, v) = a
         .delete(&format!("/units/move/{uuid}"), Some(&a_token))

@@ -563,12 +563,17 @@ impl Federation {
                 if published.as_deref() == Some(mark.as_str()) {
                     return Ok(());
                 }
-                if let Some(doc) = documents::local_hub_doc(&obj, &id, &self.0.settings.domain) {
-                    let hub = self.0.hub.clone();
-                    tokio::task::spawn_blocking(move || hub.upsert(doc))
-                        .await
-                        .map_err(|e| FedError::Invalid(e.to_string()))??;
+                let hub = self.0.hub.clone();
+                match documents::local_hub_doc(&obj, &id, &self.0.settings.domain) {
+                    Some(doc) => tokio::task::spawn_blocking(move || hub.upsert(doc)),
+                    // a moved Unit is searched for at its new instance
+                    None => {
+                        let key = id.to_string();
+                        tokio::task::spawn_blocking(move || hub.remove(&key))
+                    }
                 }
+                .await
+                .map_err(|e| FedError::Invalid(e.to_string()))??;
                 let kind = if published.is_some() {
                     "Update"
                 } else {

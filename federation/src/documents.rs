@@ -256,6 +256,7 @@ pub fn local_hub_doc(obj: &LocalObject, id: &Url, domain: &str) -> Option<HubDoc
             instance: domain.to_string(),
             url: id.to_string(),
         }),
+        LocalObject::Unit(u) if u.moved_to.is_some() => None,
         LocalObject::Unit(u) => Some(HubDoc {
             kind: HubKind::Unit,
             uuid: u.uuid.to_string(),

@@ -120,6 +120,7 @@ impl Federation {
             "Undo" => self.on_undo(&actor, &activity).await,
             "Accept" | "Reject" => self.on_answer(&actor, &activity, &kind).await,
             "Create" | "Update" => self.on_upsert(&actor, &activity).await,
+            "Move" => self.on_move(&actor, &activity).await,
             _ => self.on_delete(&actor, &activity).await,
         };
         let reply = result.unwrap_or_else(InboxReply::from);
@@ -362,6 +363,16 @@ impl Federation {
                 "neither this instance nor its users follow the sender",
             ));
         }
+        if object.get("movedTo").is_some() {
+            // a moved Unit is found at its new instance, not here
+            let key = doc.url.clone();
+            self.backend().remove_remote_object(&key).await?;
+            let hub = self.hub().clone();
+            tokio::task::spawn_blocking(move || hub.remove(&key))
+                .await
+                .map_err(|e| FedError::Invalid(e.to_string()))??;
+            return Ok(InboxReply::new(202, "moved"));
+        }
         self.store_remote(doc, object.clone()).await?;
         Ok(InboxReply::new(202, "stored"))
     }
@@ -381,6 +392,28 @@ impl Federation {
             .await
             .map_err(|e| FedError::Invalid(e.to_string()))??;
         Ok(InboxReply::new(202, "deleted"))
+    }
+
+    /// A remote Unit moved to another instance: it leaves the hub here (its new instance
+    /// publishes it from there). Only the moving actor itself may say so.
+    async fn on_move(&self, actor: &ApActor, activity: &Value) -> Result<InboxReply, FedError> {
+        let object = id_of(activity.get("object").unwrap_or(&Value::Null)).unwrap_or_default();
+        if object != actor.actor.id {
+            return Ok(InboxReply::new(403, "only an actor can move itself"));
+        }
+        if id_of(activity.get("target").unwrap_or(&Value::Null))
+            .and_then(|t| Url::parse(t).ok())
+            .is_none()
+        {
+            return Ok(InboxReply::new(400, "Move needs a target URL"));
+        }
+        let key = object.to_string();
+        self.backend().remove_remote_object(&key).await?;
+        let hub = self.hub().clone();
+        tokio::task::spawn_blocking(move || hub.remove(&key))
+            .await
+            .map_err(|e| FedError::Invalid(e.to_string()))??;
+        Ok(InboxReply::new(202, "moved"))
     }
 }
 

@@ -96,6 +96,8 @@ enum LoadScenario {
     /// The federated hub index: indexing rate and search latency over a synthetic catalogue
     /// (self-contained: builds its own index in a temporary directory).
     Hub(pepeunit::load::hub::HubLoad),
+    /// Account export and import throughput (self-contained: a temporary instance).
+    Transfer(pepeunit::load::transfer::TransferLoad),
 }
 
 #[tokio::main]
@@ -125,6 +127,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             return pepeunit::load::mqtt::run_mqtt(args).await
         }
         Command::Load(LoadScenario::Hub(args)) => return pepeunit::load::hub::run_hub(args).await,
+        Command::Load(LoadScenario::Transfer(args)) => {
+            return pepeunit::load::transfer::run_transfer(args).await
+        }
         _ => {}
     }
     let config = Config::from_env()?;

@@ -5,6 +5,7 @@
 
 pub mod hub;
 pub mod mqtt;
+pub mod transfer;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -94,7 +94,7 @@ pub async fn run_mqtt(args: MqttLoad) -> anyhow::Result<()> {
 
 /// A user, a registry row, a repo and `n` units with one Output node each, straight into the
 /// store (no git needed: the benchmark never asks for a version).
-async fn seed(instance: &Instance, n: usize) -> anyhow::Result<Vec<(Uuid, Uuid)>> {
+pub(crate) async fn seed(instance: &Instance, n: usize) -> anyhow::Result<Vec<(Uuid, Uuid)>> {
     let now = domain::now();
     let pool = instance.pool();
     let user = store::users::User {

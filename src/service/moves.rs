@@ -37,8 +37,12 @@ pub const RESEND_SECS: i64 = 30;
 const POLL: Duration = Duration::from_secs(1);
 /// Lifetime of a move ticket.
 const TICKET_SECS: i64 = 3600;
-/// Largest Unit archive carried by a move.
-const MAX_MOVE_ARCHIVE: usize = 2 * 1024 * 1024;
+/// Largest Unit archive carried by a move (base64 in a JSON body under axum's 2 MB limit).
+const MAX_MOVE_ARCHIVE: usize = 1024 * 1024;
+/// A move older than this whose device has not arrived asks the target only every
+/// [`SLOW_EVERY`] rounds.
+const SLOW_AFTER_SECS: i64 = 120;
+const SLOW_EVERY: u64 = 10;
 
 /// `POST /units/move/{uuid}` body.
 #[derive(Clone, Debug, Deserialize, ToSchema)]
@@ -184,7 +188,7 @@ impl Instance {
         let archive = collect.await.map_err(AppError::internal)?;
         if archive.len() > MAX_MOVE_ARCHIVE {
             return Err(AppError::transfer(format!(
-                "The unit's archive is {} bytes, more than a move carries ({MAX_MOVE_ARCHIVE}); clear its logs first",
+                "The unit's archive is {} bytes, more than a move carries ({MAX_MOVE_ARCHIVE})",
                 archive.len()
             )));
         }
@@ -324,10 +328,21 @@ impl Instance {
 
     /// The task that drives outgoing moves until stopped.
     pub async fn run_moves(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut round: u64 = 0;
         loop {
+            round += 1;
             match moves::active_outgoing(self.pool()).await {
                 Ok(list) => {
                     for m in list {
+                        // a device that stays away (switched off) is asked about less often
+                        let waiting_long = m.state == "CommandsSent"
+                            && domain::parse_time(&m.create_datetime).is_some_and(|t| {
+                                chrono::Utc::now().naive_utc() - t
+                                    > chrono::Duration::seconds(SLOW_AFTER_SECS)
+                            });
+                        if waiting_long && round % SLOW_EVERY != 0 {
+                            continue;
+                        }
                         let uuid = m.uuid;
                         if let Err(e) = self.advance_move(m).await {
                             tracing::warn!(%uuid, "move: {}", e.detail());

@@ -4,6 +4,7 @@
 //! PostgreSQL accept, so every entity module holds exactly one SQL text per operation. Only this
 //! module tree knows SQL; the service layer calls typed functions.
 
+pub mod bridges;
 pub mod federation;
 pub mod permissions;
 pub mod registries;
@@ -48,6 +49,13 @@ const MIGRATIONS: &[Migration] = &[
         name: "federation",
         sqlite: include_str!("../../migrations/sqlite/0003_federation.sql"),
         postgres: include_str!("../../migrations/postgres/0003_federation.sql"),
+    },
+    // 0004 is account export/import (issue 5, parts 1-3)
+    Migration {
+        version: 5,
+        name: "bridges",
+        sqlite: include_str!("../../migrations/sqlite/0005_bridges.sql"),
+        postgres: include_str!("../../migrations/postgres/0005_bridges.sql"),
     },
 ];
 

@@ -464,7 +464,9 @@ impl EmqxAdmin {
                 if status != StatusCode::NOT_FOUND {
                     ok_or_api(Method::DELETE, &path, status, body)?;
                 }
-                report.changed.push(format!("bridge {kind} {name}: removed"));
+                report
+                    .changed
+                    .push(format!("bridge {kind} {name}: removed"));
             }
         }
         Ok(())
@@ -1118,6 +1120,71 @@ fn duration_ms(v: &Value) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn bridge(host: &str) -> EmqxBridge {
+        EmqxBridge {
+            uuid: uuid::Uuid::parse_str("6f1c3a52-9d7e-4b8a-a1f0-0c2d3e4f5a6b").unwrap(),
+            peer_domain: "b.example".into(),
+            host: host.into(),
+            port: 1883,
+            credential: "eyJ.cred.sig".into(),
+            topic: "a.example/0b9e1ee8-1e5a-4f79-a8ee-5e7b8c1b1f00/pepeunit".into(),
+        }
+    }
+
+    /// What `emqx_connector_schema:api_fields("post_connector", mqtt, ...)` and the MQTT
+    /// connector's `server_configs` take (see [`EmqxBridge`]).
+    #[test]
+    fn bridge_connector_json() {
+        let b = bridge("mqtt.b.example");
+        let name = b.name();
+        assert_eq!(name, "pepeunit_bridge_6f1c3a529d7e4b8aa1f00c2d3e4f5a6b");
+        // EMQX resource names: ^[0-9a-zA-Z][_a-zA-Z0-9-]*$ (emqx_resource:validate_name)
+        assert!(name.chars().next().unwrap().is_ascii_alphanumeric());
+        assert!(name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'));
+        let c = b.connector();
+        assert_eq!(c["type"], "mqtt");
+        assert_eq!(c["name"], name.as_str());
+        assert_eq!(c["enable"], true);
+        assert_eq!(c["server"], "mqtt.b.example:1883");
+        assert_eq!(c["username"], "eyJ.cred.sig");
+        assert_eq!(c["password"], "");
+        assert_eq!(c["proto_ver"], "v4");
+        assert_eq!(c["clean_start"], true);
+        assert_eq!(c["pool_size"], 1);
+        assert_eq!(c["ssl"]["enable"], false);
+        assert_eq!(duration_ms(&c["keepalive"]), Some(30_000));
+        // an IPv6 literal is bracketed so the port stays separate
+        assert_eq!(bridge("::1").connector()["server"], "[::1]:1883");
+    }
+
+    /// `POST /actions` of type mqtt: `parameters` are the egress fields without `pool_size`
+    /// and `local` (`emqx_bridge_mqtt_pubsub_schema:fields(action_parameters)`).
+    #[test]
+    fn bridge_action_and_rule_json() {
+        let b = bridge("mqtt.b.example");
+        let a = b.action();
+        assert_eq!(a["type"], "mqtt");
+        assert_eq!(a["name"], b.name().as_str());
+        assert_eq!(a["connector"], b.name().as_str());
+        assert_eq!(a["enable"], true);
+        assert_eq!(
+            a["parameters"],
+            json!({"remote": {"topic": b.topic, "qos": 1, "retain": false, "payload": "${payload}"}})
+        );
+        assert!(a["parameters"].get("local").is_none());
+        assert!(a["parameters"].get("pool_size").is_none());
+        let r = b.rule();
+        assert_eq!(r["id"], b.name().as_str());
+        assert_eq!(
+            r["sql"],
+            "SELECT * FROM \"a.example/0b9e1ee8-1e5a-4f79-a8ee-5e7b8c1b1f00/pepeunit\""
+        );
+        assert_eq!(r["actions"], json!([format!("mqtt:{}", b.name())]));
+        assert_eq!(r["enable"], true);
+    }
 
     #[test]
     fn byte_sizes_read_and_write() {

@@ -134,10 +134,9 @@ async fn data_flows_from_a_device_on_a_to_a_device_on_b(backend: Backend) {
 
     // B's schema.json lists the bridged topic after the node's own topic
     let b_unit = p.b_unit["uuid"].as_str().unwrap();
-    let (s, schema) = p
-        .b
-        .get(&format!("/units/get_current_schema/{b_unit}"), Some(&p.bob))
-        .await;
+    let (s, schema) =
+        p.b.get(&format!("/units/get_current_schema/{b_unit}"), Some(&p.bob))
+            .await;
     assert_eq!(s, StatusCode::OK, "{schema}");
     let inputs = schema["input_topic"]["set_fan_state/pepeunit"]
         .as_array()
@@ -166,13 +165,9 @@ async fn data_flows_from_a_device_on_a_to_a_device_on_b(backend: Backend) {
         b_device.subscribe(&topic).await,
         "B's broker refused the bridged topic to the unit it is bridged to"
     );
-    let a_device = MqttDevice::connect(
-        mqtt_port(&p.a),
-        "a-device",
-        &unit_token(&p.a, &p.a_unit),
-    )
-    .await
-    .expect("A's device connects");
+    let a_device = MqttDevice::connect(mqtt_port(&p.a), "a-device", &unit_token(&p.a, &p.a_unit))
+        .await
+        .expect("A's device connects");
 
     // the carrier subscribes on A a moment after it connected to B: publish until it arrives
     let mut got = None;
@@ -197,17 +192,15 @@ async fn data_flows_from_a_device_on_a_to_a_device_on_b(backend: Backend) {
     assert!(next.is_some(), "the second message did not arrive");
 
     // delete on B: both sides forget it, B's schema drops the topic
-    let (s, v) = p
-        .b
-        .delete(&format!("/federation/bridges/{uuid}"), Some(&p.bob))
-        .await;
+    let (s, v) =
+        p.b.delete(&format!("/federation/bridges/{uuid}"), Some(&p.bob))
+            .await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
     assert!(bridges(&p.b, &p.bob).await.is_empty());
     assert!(bridges(&p.a, &p.alice).await.is_empty());
-    let (_, schema) = p
-        .b
-        .get(&format!("/units/get_current_schema/{b_unit}"), Some(&p.bob))
-        .await;
+    let (_, schema) =
+        p.b.get(&format!("/units/get_current_schema/{b_unit}"), Some(&p.bob))
+            .await;
     assert_eq!(
         schema["input_topic"]["set_fan_state/pepeunit"]
             .as_array()
@@ -229,8 +222,8 @@ async fn data_flows_from_a_device_on_a_to_a_device_on_b(backend: Backend) {
         "a message arrived after the bridge was deleted"
     );
     // and B's broker refuses the credential
-    let credential = pepeunit::token::TokenKey::new(&p.b.config.secret_key)
-        .bridge_token(uuid.parse().unwrap());
+    let credential =
+        pepeunit::token::TokenKey::new(&p.b.config.secret_key).bridge_token(uuid.parse().unwrap());
     assert!(
         MqttDevice::connect(mqtt_port(&p.b), "old-bridge", &credential)
             .await
@@ -257,13 +250,10 @@ async fn the_credential_publishes_to_its_topic_only() {
 
     let b_unit = p.b_unit["uuid"].as_str().unwrap();
     let own_input = format!("{}/{}/pepeunit", p.b.domain, p.input);
-    let mut b_device = MqttDevice::connect(
-        mqtt_port(&p.b),
-        "b-device",
-        &unit_token(&p.b, &p.b_unit),
-    )
-    .await
-    .unwrap();
+    let mut b_device =
+        MqttDevice::connect(mqtt_port(&p.b), "b-device", &unit_token(&p.b, &p.b_unit))
+            .await
+            .unwrap();
     assert!(b_device.subscribe(&topic).await);
     assert!(b_device.subscribe(&own_input).await);
     // the unit reads the bridged topic but may not publish to it
@@ -273,10 +263,16 @@ async fn the_credential_publishes_to_its_topic_only() {
         .await
         .expect("a live bridge credential connects");
     assert!(!forger.subscribe(&topic).await, "the credential subscribed");
-    assert!(!forger.subscribe("#").await, "the credential subscribed to #");
+    assert!(
+        !forger.subscribe("#").await,
+        "the credential subscribed to #"
+    );
     forger.publish(&own_input, "forged").await;
     forger
-        .publish(&format!("{}/input_base_topic/{b_unit}/update/pepeunit", p.b.domain), "{}")
+        .publish(
+            &format!("{}/input_base_topic/{b_unit}/update/pepeunit", p.b.domain),
+            "{}",
+        )
         .await;
     forger
         .publish(&format!("{}/{}", p.a.domain, uuid::Uuid::new_v4()), "x")
@@ -292,7 +288,9 @@ async fn the_credential_publishes_to_its_topic_only() {
         "{seen:?}"
     );
     assert!(
-        !seen.iter().any(|(_, m)| m == "forged" || m == "from-the-unit"),
+        !seen
+            .iter()
+            .any(|(_, m)| m == "forged" || m == "from-the-unit"),
         "{seen:?}"
     );
 
@@ -308,9 +306,8 @@ async fn the_credential_publishes_to_its_topic_only() {
         (topic.as_str(), "subscribe", "deny"),
         (own_input.as_str(), "publish", "deny"),
     ] {
-        let (s, v) = p
-            .b
-            .post(
+        let (s, v) =
+            p.b.post(
                 "/units/auth",
                 None,
                 json!({"token": credential, "topic": t, "action": action}),
@@ -319,9 +316,12 @@ async fn the_credential_publishes_to_its_topic_only() {
         assert_eq!(s, StatusCode::OK, "{v}");
         assert_eq!(v["result"], want, "{t} {action}: {v}");
     }
-    let (s, v) = p
-        .b
-        .post("/units/mqtt_authn", None, json!({"username": credential, "clientid": "x"}))
+    let (s, v) =
+        p.b.post(
+            "/units/mqtt_authn",
+            None,
+            json!({"username": credential, "clientid": "x"}),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["result"], "allow", "{v}");
@@ -334,9 +334,8 @@ async fn refusals_are_clear_and_leave_nothing_behind() {
     let (_, carol) = p.b.user("carol").await;
 
     // a stranger on B cannot bridge into bob's Input (even a Public one)
-    let (s, v) = p
-        .b
-        .patch(
+    let (s, v) =
+        p.b.patch(
             &format!("/unit_nodes/{}", p.input),
             Some(&p.bob),
             json!({"visibility_level": "Private"}),
@@ -366,9 +365,17 @@ async fn refusals_are_clear_and_leave_nothing_behind() {
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     let unknown = uuid::Uuid::new_v4().to_string();
-    assert_detail(&p.bridge(&p.bob, &p.output, &unknown).await, 404, "does not exist");
+    assert_detail(
+        &p.bridge(&p.bob, &p.output, &unknown).await,
+        404,
+        "does not exist",
+    );
     let b_output = node(&p.b, &p.bob, &p.b_unit, "current_temp/pepeunit").await;
-    assert_detail(&p.bridge(&p.bob, &p.output, &b_output).await, 422, "Input node");
+    assert_detail(
+        &p.bridge(&p.bob, &p.output, &b_output).await,
+        422,
+        "Input node",
+    );
     for bad in ["", "a b", "http://x", "x/y", "user@host"] {
         let (s, v) = p
             .b
@@ -391,9 +398,17 @@ async fn refusals_are_clear_and_leave_nothing_behind() {
     assert_detail(&(s, v), 422, "create_unit_node_edge");
 
     // A refuses: unknown node, an Input node, a node that is not Public
-    assert_detail(&p.bridge(&p.bob, &unknown, &p.input).await, 422, "does not exist");
+    assert_detail(
+        &p.bridge(&p.bob, &unknown, &p.input).await,
+        422,
+        "does not exist",
+    );
     let a_input = node(&p.a, &p.alice, &p.a_unit, "set_fan_state/pepeunit").await;
-    assert_detail(&p.bridge(&p.bob, &a_input, &p.input).await, 422, "Output node");
+    assert_detail(
+        &p.bridge(&p.bob, &a_input, &p.input).await,
+        422,
+        "Output node",
+    );
     let (s, v) = p
         .a
         .post(
@@ -429,9 +444,8 @@ async fn refusals_are_clear_and_leave_nothing_behind() {
     assert_detail(&(s, v), 422, "did not accept the bridge");
 
     // B's policy denies A
-    let (s, v) = p
-        .b
-        .call(
+    let (s, v) =
+        p.b.call(
             "PUT",
             "/federation/domains/federation",
             Some(&p.bob),
@@ -476,24 +490,22 @@ async fn peer_requests_must_be_signed_by_an_instance() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 401);
-    let r = p
-        .a
-        .http
-        .delete(format!("{url}/{}", uuid::Uuid::new_v4()))
-        .send()
-        .await
-        .unwrap();
+    let r =
+        p.a.http
+            .delete(format!("{url}/{}", uuid::Uuid::new_v4()))
+            .send()
+            .await
+            .unwrap();
     assert_eq!(r.status().as_u16(), 401);
     // and a user's token is no signature
-    let r = p
-        .a
-        .http
-        .post(&url)
-        .header("x-auth-token", &p.alice)
-        .json(&offer)
-        .send()
-        .await
-        .unwrap();
+    let r =
+        p.a.http
+            .post(&url)
+            .header("x-auth-token", &p.alice)
+            .json(&offer)
+            .send()
+            .await
+            .unwrap();
     assert_eq!(r.status().as_u16(), 401);
     assert!(bridges(&p.a, &p.alice).await.is_empty());
     p.stop().await;
@@ -507,22 +519,19 @@ async fn deleting_on_the_output_side_tells_the_input_side() {
     let uuid = bridge["uuid"].as_str().unwrap();
     // only the owner of the Output node may remove A's side
     let (_, mallory) = p.a.user("mallory").await;
-    let got = p
-        .a
-        .delete(&format!("/federation/bridges/{uuid}"), Some(&mallory))
-        .await;
+    let got =
+        p.a.delete(&format!("/federation/bridges/{uuid}"), Some(&mallory))
+            .await;
     assert_detail(&got, 403, "creator");
-    let (s, v) = p
-        .a
-        .delete(&format!("/federation/bridges/{uuid}"), Some(&p.alice))
-        .await;
+    let (s, v) =
+        p.a.delete(&format!("/federation/bridges/{uuid}"), Some(&p.alice))
+            .await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
     assert!(bridges(&p.a, &p.alice).await.is_empty());
     assert!(bridges(&p.b, &p.bob).await.is_empty());
-    let (s, _) = p
-        .b
-        .delete(&format!("/federation/bridges/{uuid}"), Some(&p.bob))
-        .await;
+    let (s, _) =
+        p.b.delete(&format!("/federation/bridges/{uuid}"), Some(&p.bob))
+            .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     p.stop().await;
 }

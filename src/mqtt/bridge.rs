@@ -208,7 +208,12 @@ fn target(b: &Bridge, cred: &str) -> (String, i64, String) {
 }
 
 /// One carrier: our broker -> the peer's broker, until `stop` changes.
-async fn carry(instance: Instance, bridge: Bridge, credential: String, stop: watch::Receiver<bool>) {
+async fn carry(
+    instance: Instance,
+    bridge: Bridge,
+    credential: String,
+    stop: watch::Receiver<bool>,
+) {
     let c = &instance.config;
     let id = bridge.uuid.simple();
     let port = u16::try_from(bridge.mqtt_port.unwrap_or_default()).unwrap_or(0);
@@ -329,7 +334,11 @@ async fn run_remote(
                 let state = Some((ERROR.to_string(), Some(reason)));
                 if state != recorded {
                     instance
-                        .set_bridge_state(bridge.uuid, ERROR, state.as_ref().and_then(|s| s.1.as_deref()))
+                        .set_bridge_state(
+                            bridge.uuid,
+                            ERROR,
+                            state.as_ref().and_then(|s| s.1.as_deref()),
+                        )
                         .await;
                     recorded = state;
                 }
@@ -367,7 +376,10 @@ fn describe(e: &ConnectionError, bridge: &Bridge) -> String {
     );
     match e {
         ConnectionError::ConnectionRefused(code) => {
-            format!("the broker of {} at {at} refused the bridge credential ({code:?})", bridge.peer_domain)
+            format!(
+                "the broker of {} at {at} refused the bridge credential ({code:?})",
+                bridge.peer_domain
+            )
         }
         other => format!("the broker of {} at {at}: {other}", bridge.peer_domain),
     }

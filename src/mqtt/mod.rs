@@ -74,10 +74,7 @@ impl MqttCore {
         let (emqx, carrier) = match (&instance.config.mqtt_mode, &instance.config.emqx_api_url) {
             (MqttMode::External, Some(_)) => {
                 let (task, stop, admin, reapply) = start_emqx_worker(&instance)?;
-                (
-                    Some((task, stop)),
-                    bridge::Carrier::Emqx { admin, reapply },
-                )
+                (Some((task, stop)), bridge::Carrier::Emqx { admin, reapply })
             }
             _ => (None, bridge::Carrier::BuiltIn),
         };

@@ -309,8 +309,12 @@ impl Instance {
         .await;
         match result {
             Ok(r) if r.ok() || r.status == 404 => {}
-            Ok(r) => tracing::warn!(bridge = %bridge.uuid, peer = %domain, "the peer did not delete its side of the bridge: {}", r.reason()),
-            Err(e) => tracing::warn!(bridge = %bridge.uuid, peer = %domain, error = %e, "the peer could not be told the bridge is deleted"),
+            Ok(r) => {
+                tracing::warn!(bridge = %bridge.uuid, peer = %domain, "the peer did not delete its side of the bridge: {}", r.reason())
+            }
+            Err(e) => {
+                tracing::warn!(bridge = %bridge.uuid, peer = %domain, error = %e, "the peer could not be told the bridge is deleted")
+            }
         }
     }
 
@@ -447,7 +451,9 @@ impl Instance {
             };
             match self.cipher.decrypt(cred) {
                 Ok(plain) => out.push((b, plain)),
-                Err(e) => tracing::error!(bridge = %b.uuid, error = %e, "bridge credential unreadable"),
+                Err(e) => {
+                    tracing::error!(bridge = %b.uuid, error = %e, "bridge credential unreadable")
+                }
             }
         }
         Ok(out)
@@ -464,7 +470,11 @@ impl Instance {
 /// `host[:port]`, lowercase, as federation names instances.
 fn peer_domain(raw: &str) -> AppResult<String> {
     let d = raw.trim().to_ascii_lowercase();
-    let bad = || AppError::validation(format!("output_domain {raw:?} is not an instance domain (host[:port])"));
+    let bad = || {
+        AppError::validation(format!(
+            "output_domain {raw:?} is not an instance domain (host[:port])"
+        ))
+    };
     if d.is_empty() || d.len() > 260 {
         return Err(bad());
     }

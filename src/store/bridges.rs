@@ -124,7 +124,11 @@ pub async fn insert(db: &AnyPool, b: &Bridge) -> AppResult<()> {
 pub async fn get(db: &AnyPool, uuid: Uuid) -> AppResult<Option<Bridge>> {
     let mut q = Sql::new("SELECT * FROM bridges WHERE uuid = ");
     q.bind(uuid);
-    q.fetch_optional(db).await?.as_ref().map(from_row).transpose()
+    q.fetch_optional(db)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
 }
 
 /// The bridges a user sees: those they created (Input side) and those carrying one of their
@@ -178,8 +182,7 @@ pub async fn count_for_node(db: &AnyPool, node: Uuid) -> AppResult<i64> {
 /// first (schema.json lists them after local links).
 pub async fn active_topics_of_unit(db: &AnyPool, unit: Uuid) -> AppResult<Vec<(Uuid, String)>> {
     let mut q = Sql::new("SELECT b.local_node_uuid, b.topic FROM bridges b JOIN unit_nodes n ON n.uuid = b.local_node_uuid WHERE b.role = 'Input' AND b.state = 'Active' AND n.unit_uuid = ");
-    q.bind(unit)
-        .push(" ORDER BY b.create_datetime, b.uuid");
+    q.bind(unit).push(" ORDER BY b.create_datetime, b.uuid");
     q.fetch_all(db)
         .await?
         .iter()

@@ -535,3 +535,75 @@ async fn deleting_on_the_output_side_tells_the_input_side() {
     assert_eq!(s, StatusCode::NOT_FOUND);
     p.stop().await;
 }
+
+async fn side(inst: &TestInstance, token: &str, uuid: &str) -> Value {
+    bridges(inst, token)
+        .await
+        .into_iter()
+        .find(|b| b["uuid"] == uuid)
+        .expect("the side is kept")
+}
+
+/// Publishes on A until B's device gets a message on `topic` (bounded), returns the payload.
+async fn carried(
+    a_device: &MqttDevice,
+    b_device: &mut MqttDevice,
+    topic: &str,
+    what: &str,
+) -> String {
+    for i in 0..60 {
+        a_device.publish(topic, format!("{what}-{i}")).await;
+        if let Some(payload) = b_device.recv_on(topic, Duration::from_millis(500)).await {
+            return String::from_utf8(payload).unwrap();
+        }
+    }
+    panic!("{what}: nothing published on A reached B within 30 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_carrier_reconnects_after_the_peer_restarts() {
+    let mut p = pair(Backend::Sqlite).await;
+    let (s, bridge) = p.bridge(&p.bob, &p.output, &p.input).await;
+    assert_eq!(s, StatusCode::CREATED, "{bridge}");
+    let topic = bridge["topic"].as_str().unwrap().to_string();
+    let uuid = bridge["uuid"].as_str().unwrap().to_string();
+    let b_token = unit_token(&p.b, &p.b_unit);
+    let a_device = MqttDevice::connect(mqtt_port(&p.a), "a-device", &unit_token(&p.a, &p.a_unit))
+        .await
+        .unwrap();
+    let mut b_device = MqttDevice::connect(mqtt_port(&p.b), "b-device", &b_token)
+        .await
+        .unwrap();
+    assert!(b_device.subscribe(&topic).await);
+    carried(&a_device, &mut b_device, &topic, "before").await;
+    drop(b_device);
+
+    // B goes away: A's side says why, then recovers by itself once B is back
+    p.b.running.take().unwrap().stop().await.unwrap();
+    let down = eventually("A's side in Error while B is down", || async {
+        let side = side(&p.a, &p.alice, &uuid).await;
+        (side["state"] == "Error").then_some(side)
+    })
+    .await;
+    let reason = down["last_error"].as_str().unwrap_or_default();
+    assert!(reason.contains(&p.b.domain), "{down}");
+    p.b.running = Some(
+        pepeunit::server::RunningInstance::start(p.b.config.clone())
+            .await
+            .expect("B restarts"),
+    );
+    let mut b_device = eventually("B's device reconnects", || async {
+        MqttDevice::connect(mqtt_port(&p.b), "b-device", &b_token)
+            .await
+            .ok()
+    })
+    .await;
+    assert!(b_device.subscribe(&topic).await);
+    let got = carried(&a_device, &mut b_device, &topic, "after").await;
+    assert!(got.starts_with("after-"), "{got}");
+    eventually("A's side Active again", || async {
+        (side(&p.a, &p.alice, &uuid).await["state"] == "Active").then_some(())
+    })
+    .await;
+    p.stop().await;
+}

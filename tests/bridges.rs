@@ -517,6 +517,17 @@ async fn deleting_on_the_output_side_tells_the_input_side() {
     let (s, bridge) = p.bridge(&p.bob, &p.output, &p.input).await;
     assert_eq!(s, StatusCode::CREATED, "{bridge}");
     let uuid = bridge["uuid"].as_str().unwrap();
+    // the same link twice is refused; the same Output node into another Input node is not
+    assert_detail(
+        &p.bridge(&p.bob, &p.output, &p.input).await,
+        422,
+        "Bridge exist",
+    );
+    let raw_input = node(&p.b, &p.bob, &p.b_unit, "raw_input").await;
+    let (s, second) = p.bridge(&p.bob, &p.output, &raw_input).await;
+    assert_eq!(s, StatusCode::CREATED, "{second}");
+    assert_eq!(second["topic"], bridge["topic"]);
+    assert_eq!(bridges(&p.a, &p.alice).await.len(), 2);
     // only the owner of the Output node may remove A's side
     let (_, mallory) = p.a.user("mallory").await;
     let got =
@@ -527,8 +538,11 @@ async fn deleting_on_the_output_side_tells_the_input_side() {
         p.a.delete(&format!("/federation/bridges/{uuid}"), Some(&p.alice))
             .await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
-    assert!(bridges(&p.a, &p.alice).await.is_empty());
-    assert!(bridges(&p.b, &p.bob).await.is_empty());
+    for (inst, token) in [(&p.a, &p.alice), (&p.b, &p.bob)] {
+        let left = bridges(inst, token).await;
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert_eq!(left[0]["uuid"], second["uuid"]);
+    }
     let (s, _) =
         p.b.delete(&format!("/federation/bridges/{uuid}"), Some(&p.bob))
             .await;

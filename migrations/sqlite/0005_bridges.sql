@@ -27,4 +27,6 @@ CREATE TABLE bridges (
 );
 CREATE INDEX bridges_local_node ON bridges (local_node_uuid);
 CREATE INDEX bridges_creator ON bridges (creator_uuid);
-CREATE UNIQUE INDEX bridges_link ON bridges (role, local_node_uuid, peer_domain, output_node_uuid);
+-- not unique: on A, bridges from one Output node to several Input nodes of the same peer
+-- share the node (and one carrier); B refuses a second bridge for the same link itself
+CREATE INDEX bridges_link ON bridges (peer_domain, output_node_uuid);

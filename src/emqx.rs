@@ -246,6 +246,8 @@ pub struct EmqxAdmin {
     http: reqwest::Client,
     backoff: Backoff,
     health: Arc<watch::Sender<EmqxHealth>>,
+    /// The bridges EMQX must carry (set by `crate::mqtt::bridge`; applied with the rest).
+    bridges: Arc<std::sync::Mutex<Option<Vec<EmqxBridge>>>>,
 }
 
 impl EmqxAdmin {
@@ -293,6 +295,7 @@ impl EmqxAdmin {
             http,
             backoff: Backoff::default(),
             health: Arc::new(watch::Sender::new(EmqxHealth::default())),
+            bridges: Arc::default(),
         })
     }
 
@@ -327,7 +330,155 @@ impl EmqxAdmin {
         if let Some(size) = self.settings.max_packet_size {
             self.apply_mqtt(size, &mut report).await?;
         }
+        let bridges = self.bridges.lock().expect("bridges lock").clone();
+        // None: the bridge supervisor has not said yet; leave EMQX's bridges alone until then
+        if let Some(bridges) = bridges {
+            self.apply_bridges(&bridges, &mut report).await?;
+        }
         Ok(report)
+    }
+
+    /// The bridges EMQX must carry from now on (the next apply makes it so).
+    pub fn set_bridges(&self, bridges: Vec<EmqxBridge>) {
+        *self.bridges.lock().expect("bridges lock") = Some(bridges);
+    }
+
+    /// Creates, updates and removes our connectors, actions and rules (all named
+    /// [`BRIDGE_PREFIX`]...). Objects without the prefix are never touched. Order: connectors
+    /// before the actions using them before the rules using those; removal the other way.
+    async fn apply_bridges(
+        &self,
+        bridges: &[EmqxBridge],
+        report: &mut ApplyReport,
+    ) -> Result<(), EmqxError> {
+        if bridges.is_empty() {
+            // nothing to carry: only old objects of ours to remove, and an EMQX before 5.4
+            // (no connectors API) cannot hold any
+            let (status, _) = self.request(Method::GET, "/connectors", None).await?;
+            if status == StatusCode::NOT_FOUND {
+                return Ok(());
+            }
+        }
+        let connectors = self.list(Method::GET, "/connectors").await?;
+        let actions = self.list(Method::GET, "/actions").await?;
+        let rules_answer = self.expect(Method::GET, "/rules?limit=1000", None).await?;
+        let rules = rules_answer
+            .get("data")
+            .and_then(Value::as_array)
+            .cloned()
+            .ok_or_else(|| invalid(Method::GET, "/rules", "no \"data\" list"))?;
+        let find = |list: &[Value], key: &str, name: &str| {
+            list.iter()
+                .find(|o| o[key] == name && (key == "id" || o["type"] == "mqtt"))
+                .cloned()
+        };
+        for b in bridges {
+            let name = b.name();
+            // compared: the fields that carry the bridge (EMQX masks the password and fills
+            // in defaults, so whole objects would always differ)
+            let kinds = [
+                (
+                    "connector",
+                    "/connectors",
+                    &connectors,
+                    "name",
+                    b.connector(),
+                    &["enable", "server", "username"][..],
+                ),
+                (
+                    "action",
+                    "/actions",
+                    &actions,
+                    "name",
+                    b.action(),
+                    &["enable", "connector", "parameters"][..],
+                ),
+                (
+                    "rule",
+                    "/rules",
+                    &rules,
+                    "id",
+                    b.rule(),
+                    &["enable", "sql", "actions"][..],
+                ),
+            ];
+            for (kind, path, list, key, ours, compared) in kinds {
+                let what = format!("bridge {kind} {name}");
+                let id = if kind == "rule" {
+                    name.clone()
+                } else {
+                    format!("mqtt:{name}")
+                };
+                match find(list, key, &name) {
+                    None => {
+                        self.expect(Method::POST, path, Some(&ours)).await?;
+                        report.changed.push(format!("{what}: created"));
+                    }
+                    Some(current) => {
+                        let owned: Map<String, Value> = compared
+                            .iter()
+                            .map(|k| (k.to_string(), ours[*k].clone()))
+                            .collect();
+                        let differs = differing(&current, &Value::Object(owned));
+                        if differs.is_empty() {
+                            report.unchanged.push(what);
+                        } else {
+                            // PUT takes the object without its identity fields
+                            let mut update = ours.clone();
+                            if let Some(o) = update.as_object_mut() {
+                                o.remove("type");
+                                o.remove("name");
+                                o.remove("id");
+                            }
+                            self.expect(Method::PUT, &format!("{path}/{id}"), Some(&update))
+                                .await?;
+                            report
+                                .changed
+                                .push(format!("{what}: updated {}", differs.join(", ")));
+                        }
+                    }
+                }
+            }
+        }
+        let wanted: Vec<String> = bridges.iter().map(EmqxBridge::name).collect();
+        let stale = |list: &[Value], key: &str| -> Vec<String> {
+            list.iter()
+                .filter_map(|o| o[key].as_str())
+                .filter(|n| n.starts_with(BRIDGE_PREFIX) && !wanted.iter().any(|w| w == n))
+                .map(str::to_string)
+                .collect()
+        };
+        for (kind, path, names) in [
+            ("rule", "/rules", stale(&rules, "id")),
+            ("action", "/actions", stale(&actions, "name")),
+            ("connector", "/connectors", stale(&connectors, "name")),
+        ] {
+            for name in names {
+                let id = if kind == "rule" {
+                    name.clone()
+                } else {
+                    format!("mqtt:{name}")
+                };
+                let path = format!("{path}/{id}");
+                let (status, body) = self.request(Method::DELETE, &path, None).await?;
+                if status != StatusCode::NOT_FOUND {
+                    ok_or_api(Method::DELETE, &path, status, body)?;
+                }
+                report
+                    .changed
+                    .push(format!("bridge {kind} {name}: removed"));
+            }
+        }
+        Ok(())
+    }
+
+    /// A GET answering a JSON list.
+    async fn list(&self, method: Method, path: &str) -> Result<Vec<Value>, EmqxError> {
+        let answer = self.expect(method.clone(), path, None).await?;
+        answer
+            .as_array()
+            .cloned()
+            .ok_or_else(|| invalid(method, path, "not a list"))
     }
 
     async fn apply_authentication(&self, report: &mut ApplyReport) -> Result<(), EmqxError> {
@@ -728,6 +879,107 @@ pub async fn run_worker(
     }
 }
 
+/// Names of the EMQX objects this worker owns for bridges: `pepeunit_bridge_<uuid simple>`.
+pub const BRIDGE_PREFIX: &str = "pepeunit_bridge_";
+
+/// One bridge as EMQX carries it: an MQTT connector to the peer's broker authenticated with
+/// the Bridge credential, an `mqtt` action publishing to the same topic there (QoS 1, not
+/// retained, payload unchanged), and a rule feeding the topic's messages to the action.
+///
+/// Shapes from emqx/emqx (5.4 and later): the connector's fields from
+/// `apps/emqx_bridge_mqtt/src/emqx_bridge_mqtt_connector_schema.erl` (`server_configs`:
+/// `server` "host:port", `username`, `password`, `proto_ver`, `clean_start`, `keepalive`,
+/// `clientid_prefix`; `pool_size`), the action's `parameters` from
+/// `emqx_bridge_mqtt_pubsub_schema.erl` (the egress fields minus `pool_size` and `local`:
+/// `remote.topic`, `remote.qos`, `remote.retain`, `remote.payload`), both addressed as
+/// `mqtt:<name>` (`/connectors/{type}:{name}`, `/actions/{type}:{name}`); the rule from
+/// `emqx_rule_engine_schema.erl` `fields("rules")` (`sql`, `actions` as `"<type>:<name>"`,
+/// `enable`, `description`) with the `id` the POST accepts in its body. Not verified against a
+/// running EMQX (none runs here); the unit tests pin the JSON.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EmqxBridge {
+    pub uuid: uuid::Uuid,
+    pub peer_domain: String,
+    pub host: String,
+    pub port: u16,
+    pub credential: String,
+    pub topic: String,
+}
+
+impl EmqxBridge {
+    /// From an Output-side bridge row and its decrypted credential; None when the row lacks the
+    /// peer's broker.
+    pub fn new(b: &crate::store::bridges::Bridge, credential: &str) -> Option<EmqxBridge> {
+        Some(EmqxBridge {
+            uuid: b.uuid,
+            peer_domain: b.peer_domain.clone(),
+            host: b.mqtt_host.clone()?,
+            port: u16::try_from(b.mqtt_port?).ok()?,
+            credential: credential.to_string(),
+            topic: b.topic.clone(),
+        })
+    }
+
+    pub fn name(&self) -> String {
+        format!("{BRIDGE_PREFIX}{}", self.uuid.simple())
+    }
+
+    /// `POST /connectors`.
+    pub fn connector(&self) -> Value {
+        let host = if self.host.contains(':') && !self.host.starts_with('[') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        json!({
+            "type": "mqtt",
+            "name": self.name(),
+            "enable": true,
+            "description": format!("Pepeunit bridge {} to {}", self.uuid, self.peer_domain),
+            "server": format!("{host}:{}", self.port),
+            "username": self.credential,
+            "password": "",
+            "proto_ver": "v4",
+            "clean_start": true,
+            "keepalive": "30s",
+            "clientid_prefix": "pepeunit-bridge",
+            "pool_size": 1,
+            "ssl": {"enable": false},
+        })
+    }
+
+    /// `POST /actions`.
+    pub fn action(&self) -> Value {
+        json!({
+            "type": "mqtt",
+            "name": self.name(),
+            "enable": true,
+            "connector": self.name(),
+            "description": format!("Pepeunit bridge {} to {}", self.uuid, self.peer_domain),
+            "parameters": {
+                "remote": {
+                    "topic": self.topic,
+                    "qos": 1,
+                    "retain": false,
+                    "payload": "${payload}",
+                }
+            },
+        })
+    }
+
+    /// `POST /rules`.
+    pub fn rule(&self) -> Value {
+        json!({
+            "id": self.name(),
+            "name": self.name(),
+            "enable": true,
+            "description": format!("Pepeunit bridge {} to {}", self.uuid, self.peer_domain),
+            "sql": format!("SELECT * FROM \"{}\"", self.topic),
+            "actions": [format!("mqtt:{}", self.name())],
+        })
+    }
+}
+
 fn invalid(method: Method, path: &str, reason: &str) -> EmqxError {
     EmqxError::Invalid {
         method: method.to_string(),
@@ -868,6 +1120,71 @@ fn duration_ms(v: &Value) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn bridge(host: &str) -> EmqxBridge {
+        EmqxBridge {
+            uuid: uuid::Uuid::parse_str("6f1c3a52-9d7e-4b8a-a1f0-0c2d3e4f5a6b").unwrap(),
+            peer_domain: "b.example".into(),
+            host: host.into(),
+            port: 1883,
+            credential: "eyJ.cred.sig".into(),
+            topic: "a.example/0b9e1ee8-1e5a-4f79-a8ee-5e7b8c1b1f00/pepeunit".into(),
+        }
+    }
+
+    /// What `emqx_connector_schema:api_fields("post_connector", mqtt, ...)` and the MQTT
+    /// connector's `server_configs` take (see [`EmqxBridge`]).
+    #[test]
+    fn bridge_connector_json() {
+        let b = bridge("mqtt.b.example");
+        let name = b.name();
+        assert_eq!(name, "pepeunit_bridge_6f1c3a529d7e4b8aa1f00c2d3e4f5a6b");
+        // EMQX resource names: ^[0-9a-zA-Z][_a-zA-Z0-9-]*$ (emqx_resource:validate_name)
+        assert!(name.chars().next().unwrap().is_ascii_alphanumeric());
+        assert!(name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'));
+        let c = b.connector();
+        assert_eq!(c["type"], "mqtt");
+        assert_eq!(c["name"], name.as_str());
+        assert_eq!(c["enable"], true);
+        assert_eq!(c["server"], "mqtt.b.example:1883");
+        assert_eq!(c["username"], "eyJ.cred.sig");
+        assert_eq!(c["password"], "");
+        assert_eq!(c["proto_ver"], "v4");
+        assert_eq!(c["clean_start"], true);
+        assert_eq!(c["pool_size"], 1);
+        assert_eq!(c["ssl"]["enable"], false);
+        assert_eq!(duration_ms(&c["keepalive"]), Some(30_000));
+        // an IPv6 literal is bracketed so the port stays separate
+        assert_eq!(bridge("::1").connector()["server"], "[::1]:1883");
+    }
+
+    /// `POST /actions` of type mqtt: `parameters` are the egress fields without `pool_size`
+    /// and `local` (`emqx_bridge_mqtt_pubsub_schema:fields(action_parameters)`).
+    #[test]
+    fn bridge_action_and_rule_json() {
+        let b = bridge("mqtt.b.example");
+        let a = b.action();
+        assert_eq!(a["type"], "mqtt");
+        assert_eq!(a["name"], b.name().as_str());
+        assert_eq!(a["connector"], b.name().as_str());
+        assert_eq!(a["enable"], true);
+        assert_eq!(
+            a["parameters"],
+            json!({"remote": {"topic": b.topic, "qos": 1, "retain": false, "payload": "${payload}"}})
+        );
+        assert!(a["parameters"].get("local").is_none());
+        assert!(a["parameters"].get("pool_size").is_none());
+        let r = b.rule();
+        assert_eq!(r["id"], b.name().as_str());
+        assert_eq!(
+            r["sql"],
+            "SELECT * FROM \"a.example/0b9e1ee8-1e5a-4f79-a8ee-5e7b8c1b1f00/pepeunit\""
+        );
+        assert_eq!(r["actions"], json!([format!("mqtt:{}", b.name())]));
+        assert_eq!(r["enable"], true);
+    }
 
     #[test]
     fn byte_sizes_read_and_write() {

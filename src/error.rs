@@ -42,6 +42,15 @@ impl AppError {
     pub fn no_access(message: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, 1, "No Access", message)
     }
+    /// A refused instance-to-instance request (bad or missing signature: 401; denied domain:
+    /// 403), with the federation layer's reason.
+    pub fn peer(status: u16, message: impl Into<String>) -> Self {
+        let status = StatusCode::from_u16(status)
+            .ok()
+            .filter(|s| s.is_client_error())
+            .unwrap_or(StatusCode::UNAUTHORIZED);
+        Self::new(status, 1, "No Access", message)
+    }
     pub fn not_found() -> Self {
         Self::new(
             StatusCode::NOT_FOUND,

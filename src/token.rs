@@ -92,6 +92,16 @@ impl TokenKey {
         })
     }
 
+    /// The MQTT credential of a bridge (`{"uuid":"<bridge uuid>","type":"Bridge"}`, no expiry):
+    /// accepted only by the broker hooks, and only while the bridge row exists. REST refuses it
+    /// (`Invalid agent type`).
+    pub fn bridge_token(&self, bridge: Uuid) -> String {
+        self.sign(&UnitClaims {
+            uuid: &bridge.to_string(),
+            agent_type: "Bridge",
+        })
+    }
+
     pub fn backend_token(&self, domain: &str) -> String {
         self.sign(&BackendClaims {
             domain,

@@ -37,6 +37,10 @@ struct EmqxState {
     settings: Value,
     listeners: BTreeMap<String, Value>,
     zone: Value,
+    /// Data integration (EMQX 5.4+): connectors and actions keyed `type:name`, rules by id.
+    connectors: BTreeMap<String, Value>,
+    actions: BTreeMap<String, Value>,
+    rules: BTreeMap<String, Value>,
 }
 
 impl EmqxState {
@@ -57,6 +61,9 @@ impl EmqxState {
             }),
             listeners: BTreeMap::from([("tcp:default".to_string(), listener_defaults())]),
             zone: zone_defaults(),
+            connectors: BTreeMap::new(),
+            actions: BTreeMap::new(),
+            rules: BTreeMap::new(),
         }
     }
 }
@@ -128,6 +135,21 @@ impl FakeEmqx {
             )
             .route("/listeners/{id}", get(listener_get).put(listener_put))
             .route("/configs/global_zone", get(zone_get).put(zone_put))
+            .route("/connectors", get(connectors_list).post(connector_create))
+            .route(
+                "/connectors/{id}",
+                axum::routing::put(connector_update).delete(connector_delete),
+            )
+            .route("/actions", get(actions_list).post(action_create))
+            .route(
+                "/actions/{id}",
+                axum::routing::put(action_update).delete(action_delete),
+            )
+            .route("/rules", get(rules_list).post(rule_create))
+            .route(
+                "/rules/{id}",
+                axum::routing::put(rule_update).delete(rule_delete),
+            )
             .layer(middleware::from_fn_with_state(fake.clone(), gate))
             .with_state(fake.clone());
         let app = Router::new().nest("/api/v5", api);
@@ -516,6 +538,225 @@ async fn zone_put(State(f): State<Arc<Fake>>, Json(body): Json<Value>) -> Respon
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
+// Data integration, as `emqx_connector_api.erl`, `emqx_bridge_v2_api.erl` and
+// `emqx_rule_engine_api.erl` answer: POST needs `type` and `name` (rules: `sql`, optional `id`)
+// and answers 201; PUT on `type:name` answers 200; DELETE 204, refused (400) while something
+// depends on the object; GET masks passwords; rules are listed as `{"data": [...]}`.
+
+fn name_ok(v: &Value) -> bool {
+    v.as_str().is_some_and(|n| {
+        n.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    })
+}
+
+fn masked(mut v: Value) -> Value {
+    if v.get("password").is_some() {
+        v["password"] = json!("******");
+    }
+    v
+}
+
+async fn connectors_list(State(f): State<Arc<Fake>>) -> Response {
+    let s = f.state.lock().unwrap();
+    Json(
+        s.connectors
+            .values()
+            .cloned()
+            .map(masked)
+            .collect::<Vec<_>>(),
+    )
+    .into_response()
+}
+
+async fn connector_create(State(f): State<Arc<Fake>>, Json(body): Json<Value>) -> Response {
+    if body["type"] != "mqtt" || !name_ok(&body["name"]) || body["server"].as_str().is_none() {
+        return bad("type mqtt, a valid name and server are required");
+    }
+    let id = format!("mqtt:{}", body["name"].as_str().unwrap());
+    let mut s = f.state.lock().unwrap();
+    if s.connectors.contains_key(&id) {
+        return bad("connector already exists");
+    }
+    let stored = with_defaults(json!({"enable": true, "status": "connected"}), &body);
+    s.connectors.insert(id, stored.clone());
+    (StatusCode::CREATED, Json(masked(stored))).into_response()
+}
+
+async fn connector_update(
+    State(f): State<Arc<Fake>>,
+    Path(id): Path<String>,
+    Json(body): Json<Value>,
+) -> Response {
+    if body.get("type").is_some() || body.get("name").is_some() {
+        return bad("type and name are not allowed in a PUT body");
+    }
+    let mut s = f.state.lock().unwrap();
+    let Some(slot) = s.connectors.get_mut(&id) else {
+        return error(StatusCode::NOT_FOUND, "NOT_FOUND", "connector not found");
+    };
+    let (kind, name) = (slot["type"].clone(), slot["name"].clone());
+    *slot = with_defaults(
+        json!({"type": kind, "name": name, "status": "connected"}),
+        &body,
+    );
+    Json(masked(slot.clone())).into_response()
+}
+
+async fn connector_delete(State(f): State<Arc<Fake>>, Path(id): Path<String>) -> Response {
+    let mut s = f.state.lock().unwrap();
+    let name = id.split_once(':').map(|(_, n)| n).unwrap_or_default();
+    if s.actions.values().any(|a| a["connector"] == name) {
+        return bad(
+            "Cannot delete connector while there are active channels defined for this connector",
+        );
+    }
+    match s.connectors.remove(&id) {
+        Some(_) => StatusCode::NO_CONTENT.into_response(),
+        None => error(StatusCode::NOT_FOUND, "NOT_FOUND", "connector not found"),
+    }
+}
+
+async fn actions_list(State(f): State<Arc<Fake>>) -> Response {
+    Json(
+        f.state
+            .lock()
+            .unwrap()
+            .actions
+            .values()
+            .cloned()
+            .collect::<Vec<_>>(),
+    )
+    .into_response()
+}
+
+fn check_action(s: &EmqxState, body: &Value) -> Result<(), String> {
+    let connector = format!("mqtt:{}", body["connector"].as_str().unwrap_or_default());
+    if !s.connectors.contains_key(&connector) {
+        return Err(format!("connector {connector} not found"));
+    }
+    let remote = &body["parameters"]["remote"];
+    if remote["topic"].as_str().is_none_or(str::is_empty) {
+        return Err("parameters.remote.topic is required".into());
+    }
+    if body["parameters"].get("local").is_some() || body["parameters"].get("pool_size").is_some() {
+        return Err("unknown field in parameters".into());
+    }
+    Ok(())
+}
+
+async fn action_create(State(f): State<Arc<Fake>>, Json(body): Json<Value>) -> Response {
+    let mut s = f.state.lock().unwrap();
+    if body["type"] != "mqtt" || !name_ok(&body["name"]) {
+        return bad("type mqtt and a valid name are required");
+    }
+    if let Err(e) = check_action(&s, &body) {
+        return bad(e);
+    }
+    let id = format!("mqtt:{}", body["name"].as_str().unwrap());
+    if s.actions.contains_key(&id) {
+        return bad("action already exists");
+    }
+    let stored = with_defaults(json!({"enable": true, "status": "connected"}), &body);
+    s.actions.insert(id, stored.clone());
+    (StatusCode::CREATED, Json(stored)).into_response()
+}
+
+async fn action_update(
+    State(f): State<Arc<Fake>>,
+    Path(id): Path<String>,
+    Json(body): Json<Value>,
+) -> Response {
+    let mut s = f.state.lock().unwrap();
+    if let Err(e) = check_action(&s, &body) {
+        return bad(e);
+    }
+    let Some(slot) = s.actions.get_mut(&id) else {
+        return error(StatusCode::NOT_FOUND, "NOT_FOUND", "action not found");
+    };
+    let (kind, name) = (slot["type"].clone(), slot["name"].clone());
+    *slot = with_defaults(
+        json!({"type": kind, "name": name, "status": "connected"}),
+        &body,
+    );
+    Json(slot.clone()).into_response()
+}
+
+async fn action_delete(State(f): State<Arc<Fake>>, Path(id): Path<String>) -> Response {
+    let mut s = f.state.lock().unwrap();
+    if s.rules.values().any(|r| {
+        r["actions"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x == id.as_str()))
+    }) {
+        return bad("Cannot delete action while rules depend on it");
+    }
+    match s.actions.remove(&id) {
+        Some(_) => StatusCode::NO_CONTENT.into_response(),
+        None => error(StatusCode::NOT_FOUND, "NOT_FOUND", "action not found"),
+    }
+}
+
+async fn rules_list(State(f): State<Arc<Fake>>) -> Response {
+    let s = f.state.lock().unwrap();
+    let data: Vec<Value> = s.rules.values().cloned().collect();
+    Json(json!({"data": data, "meta": {"page": 1, "limit": 1000, "count": data.len()}}))
+        .into_response()
+}
+
+fn check_rule(s: &EmqxState, body: &Value) -> Result<(), String> {
+    if !body["sql"]
+        .as_str()
+        .is_some_and(|q| q.starts_with("SELECT"))
+    {
+        return Err("sql is required".into());
+    }
+    for a in body["actions"].as_array().cloned().unwrap_or_default() {
+        if !a.as_str().is_some_and(|a| s.actions.contains_key(a)) {
+            return Err(format!("action {a} not found"));
+        }
+    }
+    Ok(())
+}
+
+async fn rule_create(State(f): State<Arc<Fake>>, Json(body): Json<Value>) -> Response {
+    let mut s = f.state.lock().unwrap();
+    if let Err(e) = check_rule(&s, &body) {
+        return bad(e);
+    }
+    let id = body["id"].as_str().unwrap_or("generated").to_string();
+    if s.rules.contains_key(&id) {
+        return bad("rule id already exists");
+    }
+    let stored = with_defaults(json!({"enable": true, "id": id}), &body);
+    s.rules.insert(id, stored.clone());
+    (StatusCode::CREATED, Json(stored)).into_response()
+}
+
+async fn rule_update(
+    State(f): State<Arc<Fake>>,
+    Path(id): Path<String>,
+    Json(body): Json<Value>,
+) -> Response {
+    let mut s = f.state.lock().unwrap();
+    if let Err(e) = check_rule(&s, &body) {
+        return bad(e);
+    }
+    let Some(slot) = s.rules.get_mut(&id) else {
+        return error(StatusCode::NOT_FOUND, "NOT_FOUND", "rule not found");
+    };
+    *slot = with_defaults(json!({"id": id}), &body);
+    Json(slot.clone()).into_response()
+}
+
+async fn rule_delete(State(f): State<Arc<Fake>>, Path(id): Path<String>) -> Response {
+    match f.state.lock().unwrap().rules.remove(&id) {
+        Some(_) => StatusCode::NO_CONTENT.into_response(),
+        None => error(StatusCode::NOT_FOUND, "NOT_FOUND", "rule not found"),
+    }
+}
+
 fn settings(api_url: &str) -> EmqxSettings {
     let mut s = EmqxSettings::new(api_url, KEY, SECRET, "http://backend:5291/pepeunit/api/v1");
     s.max_connections = Some(5000);
@@ -852,4 +1093,95 @@ async fn the_configured_requests_reach_our_endpoints() {
     ];
     assert_eq!(ask(&authz, &vars).await, "deny");
     inst.stop().await;
+}
+
+fn emqx_bridge(n: u128, host: &str) -> pepeunit::emqx::EmqxBridge {
+    pepeunit::emqx::EmqxBridge {
+        uuid: uuid::Uuid::from_u128(n),
+        peer_domain: "b.example".into(),
+        host: host.into(),
+        port: 1883,
+        credential: format!("cred-{n}"),
+        topic: format!("a.example/{}/pepeunit", uuid::Uuid::from_u128(n + 1000)),
+    }
+}
+
+#[tokio::test]
+async fn bridges_become_connectors_actions_and_rules_and_go_away_with_them() {
+    let emqx = FakeEmqx::start().await;
+    // an admin's own integration, which must survive
+    emqx.state().connectors.insert(
+        "mqtt:theirs".into(),
+        json!({"type": "mqtt", "name": "theirs", "server": "x:1883", "enable": true}),
+    );
+    let admin = EmqxAdmin::new(settings(&emqx.api_url)).unwrap();
+    // nothing said about bridges yet: they are left alone
+    admin.apply().await.unwrap();
+    assert_eq!(emqx.state().connectors.len(), 1);
+
+    let (one, two) = (
+        emqx_bridge(1, "mqtt.b.example"),
+        emqx_bridge(2, "mqtt.b.example"),
+    );
+    admin.set_bridges(vec![one.clone(), two.clone()]);
+    let report = admin.apply().await.unwrap();
+    let created = report
+        .changed
+        .iter()
+        .filter(|c| c.ends_with(": created"))
+        .count();
+    assert_eq!(created, 6, "{report}");
+    {
+        let s = emqx.state();
+        let name = one.name();
+        let c = &s.connectors[&format!("mqtt:{name}")];
+        assert_eq!(c["server"], "mqtt.b.example:1883");
+        assert_eq!(c["username"], "cred-1");
+        let a = &s.actions[&format!("mqtt:{name}")];
+        assert_eq!(a["connector"], name.as_str());
+        assert_eq!(a["parameters"]["remote"]["topic"], one.topic.as_str());
+        assert_eq!(a["parameters"]["remote"]["qos"], 1);
+        let r = &s.rules[&name];
+        assert_eq!(r["sql"], format!("SELECT * FROM \"{}\"", one.topic));
+        assert_eq!(r["actions"], json!([format!("mqtt:{name}")]));
+    }
+    // again: nothing to do (the masked password is not compared)
+    let again = admin.apply().await.unwrap();
+    assert!(again.is_unchanged(), "{again}");
+
+    // one goes, the other moves to another host
+    let moved = emqx_bridge(2, "mqtt2.b.example");
+    admin.set_bridges(vec![moved.clone()]);
+    let report = admin.apply().await.unwrap();
+    let changed = report.changed.join("; ");
+    assert!(
+        changed.contains(&format!(
+            "bridge connector {}: updated server",
+            moved.name()
+        )),
+        "{changed}"
+    );
+    for kind in ["rule", "action", "connector"] {
+        assert!(
+            changed.contains(&format!("bridge {kind} {}: removed", one.name())),
+            "{changed}"
+        );
+    }
+    {
+        let s = emqx.state();
+        assert_eq!(
+            s.connectors[&format!("mqtt:{}", moved.name())]["server"],
+            "mqtt2.b.example:1883"
+        );
+        assert!(!s.rules.contains_key(&one.name()));
+        assert_eq!(s.connectors.len(), 2, "{:?}", s.connectors.keys());
+    }
+    assert!(admin.apply().await.unwrap().is_unchanged());
+
+    // no bridges left: ours go, the admin's stays
+    admin.set_bridges(vec![]);
+    admin.apply().await.unwrap();
+    let s = emqx.state();
+    assert!(s.rules.is_empty() && s.actions.is_empty());
+    assert_eq!(s.connectors.keys().collect::<Vec<_>>(), vec!["mqtt:theirs"]);
 }

@@ -1,6 +1,7 @@
 //! The HTTP front door: REST API v1 under `{PU_APP_PREFIX}{PU_API_ACTUAL_PREFIX}`, the root
 //! document, OpenAPI and its docs page. Handlers only parse, call the service layer and encode.
 
+mod bridges;
 pub mod extract;
 mod federation;
 mod moves;
@@ -54,6 +55,7 @@ pub fn api() -> (Router<Instance>, OpenApiDoc) {
         .merge(federation::router())
         .merge(transfer::router())
         .merge(moves::router())
+        .merge(bridges::router())
         .routes(routes!(metrics))
         .routes(routes!(mqtt_metrics))
         .split_for_parts()

@@ -5,6 +5,7 @@
 //! Data path of a device message: broker -> [`link`] -> [`core::Dispatcher`] -> shard (by topic
 //! hash) -> [`crate::service::ingest`] -> batched store writes.
 
+pub mod bridge;
 pub mod broker;
 pub mod core;
 pub mod ingest;
@@ -32,6 +33,8 @@ pub struct MqttCore {
     broker: Option<broker::EmbeddedBroker>,
     /// The broker-config worker (EMQX only) and its stop signal.
     emqx: Option<(JoinHandle<()>, watch::Sender<bool>)>,
+    /// Carries Output-side bridges to peers' brokers (built-in, or through EMQX).
+    bridges: Option<bridge::BridgeSupervisor>,
     link: JoinHandle<()>,
     link_stop: watch::Sender<bool>,
     shards: core::Shards,
@@ -68,9 +71,12 @@ impl MqttCore {
             }
             MqttMode::External => None,
         };
-        let emqx = match (&instance.config.mqtt_mode, &instance.config.emqx_api_url) {
-            (MqttMode::External, Some(_)) => Some(start_emqx_worker(&instance)?),
-            _ => None,
+        let (emqx, carrier) = match (&instance.config.mqtt_mode, &instance.config.emqx_api_url) {
+            (MqttMode::External, Some(_)) => {
+                let (task, stop, admin, reapply) = start_emqx_worker(&instance)?;
+                (Some((task, stop)), bridge::Carrier::Emqx { admin, reapply })
+            }
+            _ => (None, bridge::Carrier::BuiltIn),
         };
         let (dispatcher, shards) = core::start(instance.clone(), stats.clone());
         let username = instance
@@ -103,9 +109,11 @@ impl MqttCore {
                 tracing::warn!("the MQTT core has not connected to the embedded broker yet");
             }
         }
+        let bridges = Some(bridge::BridgeSupervisor::start(instance.clone(), carrier));
         Ok(MqttCore {
             broker,
             emqx,
+            bridges,
             link,
             link_stop,
             shards,
@@ -122,6 +130,10 @@ impl MqttCore {
     /// messages stop arriving (bounded), disconnects, and every shard drains its queue and
     /// writes its last batch.
     pub async fn stop(mut self) {
+        // bridge carriers are clients of our broker and of peers': they go first
+        if let Some(bridges) = self.bridges.take() {
+            bridges.stop().await;
+        }
         if let Some(b) = self.broker.as_mut() {
             b.disconnect_devices(&self.client_id).await;
         }
@@ -150,7 +162,14 @@ impl MqttCore {
 
 /// The one task applying broker configuration (SPEC §2): EMQX's authentication and
 /// authorization sources and listener limits, through its REST API.
-fn start_emqx_worker(instance: &Instance) -> anyhow::Result<(JoinHandle<()>, watch::Sender<bool>)> {
+type EmqxWorker = (
+    JoinHandle<()>,
+    watch::Sender<bool>,
+    crate::emqx::EmqxAdmin,
+    tokio::sync::mpsc::Sender<()>,
+);
+
+fn start_emqx_worker(instance: &Instance) -> anyhow::Result<EmqxWorker> {
     let c = &instance.config;
     let backend = c
         .emqx_backend_url
@@ -167,13 +186,11 @@ fn start_emqx_worker(instance: &Instance) -> anyhow::Result<(JoinHandle<()>, wat
     let admin =
         crate::emqx::EmqxAdmin::new(settings).map_err(|e| anyhow::anyhow!("EMQX settings: {e}"))?;
     let (stop, stop_rx) = watch::channel(false);
-    // nothing asks for a re-apply yet (bridges will); keep the sender alive with the task
+    // the bridge supervisor asks for a re-apply whenever bridges change
     let (reapply, reapply_rx) = tokio::sync::mpsc::channel(4);
-    let task = tokio::spawn(async move {
-        let _reapply = reapply;
-        crate::emqx::run_worker(admin, stop_rx, reapply_rx).await
-    });
-    Ok((task, stop))
+    let worker_admin = admin.clone();
+    let task = tokio::spawn(crate::emqx::run_worker(worker_admin, stop_rx, reapply_rx));
+    Ok((task, stop, admin, reapply))
 }
 
 impl Instance {

@@ -13,6 +13,11 @@
 //! - `{domain}/{node_uuid}` and `{domain}/{node_uuid}/pepeunit`: node topics. The node must
 //!   exist and be visible to the unit; publishing needs the node to be the unit's own.
 //! - The backend may use everything, including the `+` wildcard in node position.
+//! - Bridges (SPEC §11): a Bridge credential (issued by this instance to the peer that holds the
+//!   Output node) may connect and publish to exactly its bridge's topic
+//!   `{peer domain}/{output_node_uuid}[/pepeunit]`, nothing else, and only while the bridge row
+//!   exists. A unit whose Input node has an Active bridge may subscribe to that topic. These
+//!   are the only topics with a foreign domain the broker lets through.
 //!
 //! Deliberate difference from upstream: the domain must be this instance's, and publish and
 //! subscribe are told apart when the broker says which one it checks.
@@ -22,6 +27,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{Agent, Instance};
+use crate::store::{self, bridges::BridgeRole};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -54,6 +60,13 @@ impl Instance {
         topic: &str,
         action: Option<BrokerAction>,
     ) -> BrokerDecision {
+        if let Some(bridge) = self.bridge_claim(token) {
+            return if self.bridge_may_publish(bridge, topic, action).await {
+                BrokerDecision::Allow
+            } else {
+                BrokerDecision::Deny
+            };
+        }
         let allowed = match self.agent_from_token(Some(token)).await {
             Ok(agent) => self.topic_allowed(&agent, topic, action).await,
             Err(_) => false,
@@ -71,6 +84,10 @@ impl Instance {
     pub async fn mqtt_connect_role(&self, token: &str) -> Option<bool> {
         if token.is_empty() {
             return None;
+        }
+        if let Some(bridge) = self.bridge_claim(token) {
+            let row = store::bridges::get(self.pool(), bridge).await.ok()??;
+            return (row.role == BridgeRole::Input).then_some(false);
         }
         match self.agent_from_token(Some(token)).await {
             Ok(Agent::Backend { .. }) => Some(true),
@@ -115,10 +132,23 @@ impl Instance {
         let backend = matches!(agent, Agent::Backend { .. });
         let wildcard = parts.iter().any(|p| *p == "+" || *p == "#");
         if parts[0] != self.config.domain {
-            // the backend's subscriptions carry our domain too; a foreign domain is never ours,
-            // except the new instance's command topics of a unit that is moving there: the
-            // device subscribes to them after its SchemaUpdate and is told to restart on them
-            return !wildcard && self.moving_topic_allowed(agent, &parts, action).await;
+            // the backend's subscriptions carry our domain too; a foreign domain is only ever
+            // a bridged topic, which a unit reading through an Active bridge may subscribe to,
+            // or the new instance's command topics of a unit that is moving there (the device
+            // subscribes to them after its SchemaUpdate and is told to restart on them)
+            if wildcard {
+                return false;
+            }
+            if let Agent::Unit(own) = agent {
+                if action != Some(BrokerAction::Publish)
+                    && store::bridges::unit_receives(self.pool(), own.uuid, topic)
+                        .await
+                        .unwrap_or(false)
+                {
+                    return true;
+                }
+            }
+            return self.moving_topic_allowed(agent, &parts, action).await;
         }
         match parts.as_slice() {
             [_, dest, unit, _name, "pepeunit"] => {
@@ -168,6 +198,37 @@ impl Instance {
                     }
                     _ => false,
                 }
+            }
+            _ => false,
+        }
+    }
+
+    /// The bridge uuid of a Bridge credential signed by this instance.
+    fn bridge_claim(&self, token: &str) -> Option<Uuid> {
+        let claims = self
+            .tokens
+            .decode(token, chrono::Utc::now().timestamp())
+            .ok()?;
+        if claims.agent_type != "Bridge" {
+            return None;
+        }
+        claims.uuid.as_deref().and_then(|u| Uuid::parse_str(u).ok())
+    }
+
+    /// A Bridge credential publishes to its own bridge's topic only (never subscribes), while
+    /// this instance holds the Input side of that bridge and it is not refused.
+    async fn bridge_may_publish(
+        &self,
+        bridge: Uuid,
+        topic: &str,
+        action: Option<BrokerAction>,
+    ) -> bool {
+        if action != Some(BrokerAction::Publish) {
+            return false;
+        }
+        match store::bridges::get(self.pool(), bridge).await {
+            Ok(Some(row)) => {
+                row.role == BridgeRole::Input && row.state == "Active" && row.topic == topic
             }
             _ => false,
         }

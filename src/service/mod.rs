@@ -3,6 +3,7 @@
 //! these functions; none of them writes SQL or re-implements a rule.
 
 pub mod access;
+pub mod bridges;
 pub mod broker_access;
 pub mod commands;
 pub mod federation;
@@ -50,6 +51,8 @@ pub struct Instance {
     pub mqtt_stats: Arc<crate::mqtt::MqttStats>,
     /// This instance as an ActivityPub server (actors, deliveries, hub index).
     pub federation: pepeunit_federation::Federation,
+    /// Tells the bridge carrier that bridges changed (SPEC §11).
+    pub bridges: crate::mqtt::bridge::BridgeSignal,
 }
 
 impl Instance {
@@ -76,6 +79,7 @@ impl Instance {
             repos_cache: Arc::default(),
             outbox: crate::mqtt::Outbox::default(),
             mqtt_stats: Arc::default(),
+            bridges: Default::default(),
             config,
         })
     }

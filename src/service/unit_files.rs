@@ -309,6 +309,7 @@ impl Instance {
         };
         let mut input_topic = Map::new();
         let mut output_topic = Map::new();
+        let bridged = self.bridged_topics(unit.uuid).await?;
         for (node, links) in store::unit_nodes::by_unit_with_links(self.pool(), unit.uuid).await? {
             let own = self.node_topic(node.uuid, &node.topic_name);
             match node.node_type {
@@ -317,6 +318,13 @@ impl Instance {
                     for (out, out_topic) in links {
                         topics.push(self.node_topic(out, &out_topic).into());
                     }
+                    // bridges from other instances come after local links (SPEC §11)
+                    topics.extend(
+                        bridged
+                            .iter()
+                            .filter(|(input, _)| *input == node.uuid)
+                            .map(|(_, topic)| Value::from(topic.as_str())),
+                    );
                     input_topic.insert(node.topic_name, Value::Array(topics));
                 }
                 UnitNodeType::Output => {

@@ -4,6 +4,7 @@
 //! PostgreSQL accept, so every entity module holds exactly one SQL text per operation. Only this
 //! module tree knows SQL; the service layer calls typed functions.
 
+pub mod bridges;
 pub mod federation;
 pub mod moves;
 pub mod permissions;
@@ -56,6 +57,12 @@ const MIGRATIONS: &[Migration] = &[
         name: "unit_moves",
         sqlite: include_str!("../../migrations/sqlite/0004_unit_moves.sql"),
         postgres: include_str!("../../migrations/postgres/0004_unit_moves.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "bridges",
+        sqlite: include_str!("../../migrations/sqlite/0005_bridges.sql"),
+        postgres: include_str!("../../migrations/postgres/0005_bridges.sql"),
     },
 ];
 

@@ -340,7 +340,7 @@ impl Instance {
                                 chrono::Utc::now().naive_utc() - t
                                     > chrono::Duration::seconds(SLOW_AFTER_SECS)
                             });
-                        if waiting_long && round % SLOW_EVERY != 0 {
+                        if waiting_long && !round.is_multiple_of(SLOW_EVERY) {
                             continue;
                         }
                         let uuid = m.uuid;

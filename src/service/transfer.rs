@@ -207,6 +207,42 @@ impl TarGz {
     }
 }
 
+/// Writes `.jsonl` members into the archive and the chunks to the receiver, recording each
+/// member for the manifest.
+struct MemberWriter {
+    tar: TarGz,
+    files: Vec<Value>,
+    out: mpsc::Sender<Bytes>,
+}
+
+impl MemberWriter {
+    /// `false` when the receiver is gone (the download was abandoned).
+    async fn write(
+        &mut self,
+        table: &Table,
+        path: &str,
+        records: &[Map<String, Value>],
+    ) -> AppResult<bool> {
+        let data = jsonl(records);
+        self.files.push(json!({
+            "path": path,
+            "table": table.name,
+            "records": records.len(),
+            "bytes": data.len(),
+            "sha256": hex(&Sha256::digest(&data)),
+        }));
+        let bytes = self.tar.add(path, &data).map_err(io_err)?;
+        Ok(self.out.send(bytes).await.is_ok())
+    }
+
+    fn summary(&self, records: BTreeMap<String, usize>) -> ExportSummary {
+        ExportSummary {
+            records,
+            bytes: self.tar.written,
+        }
+    }
+}
+
 fn io_err(e: std::io::Error) -> AppError {
     AppError::internal(format!("archive: {e}"))
 }
@@ -409,81 +445,139 @@ impl Instance {
             }
             None => (None, None),
         };
-        let mut tar = TarGz::new();
-        let mut files = Vec::new();
+        let mut w = MemberWriter {
+            tar: TarGz::new(),
+            files: Vec::new(),
+            out,
+        };
         let mut counts = BTreeMap::new();
+        let mut unit_uuids: Vec<String> = Vec::new();
+        let seal = |table: &Table, rec: &mut Map<String, Value>| -> AppResult<()> {
+            for field in sealed_fields(table) {
+                let stored = rec.get(*field).and_then(Value::as_str).map(str::to_string);
+                let sealed = match (&sealer, stored) {
+                    (Some(s), Some(v)) => {
+                        Value::String(s.cipher.encrypt(&self.cipher.decrypt(&v)?)?)
+                    }
+                    _ => Value::Null,
+                };
+                rec.insert(field.to_string(), sealed);
+            }
+            Ok(())
+        };
         for table in tables::TABLES {
             let Some(cond) = condition(table, scope, owner, opts.include_credentials) else {
                 continue;
             };
-            let mut chunk = 0usize;
-            let mut offset = 0i64;
-            let mut total = 0usize;
-            loop {
-                let mut q = table.select();
-                q.append(&cond);
-                if table.columns.iter().any(|(c, _)| *c == "create_datetime") {
-                    q.push(" ORDER BY create_datetime, uuid");
-                } else {
-                    q.push(" ORDER BY uuid");
-                }
-                let paged = table.name == "unit_logs";
-                if paged {
-                    q.push(&format!(" LIMIT {LOG_CHUNK} OFFSET {offset}"));
-                }
-                let rows = q.fetch_all(self.pool()).await?;
-                let n = rows.len();
-                let mut records = Vec::with_capacity(n);
-                for row in &rows {
-                    let mut rec = table.record(row)?;
-                    for field in sealed_fields(table) {
-                        let stored = rec.get(*field).and_then(Value::as_str).map(str::to_string);
-                        let sealed = match (&sealer, stored) {
-                            (Some(s), Some(v)) => {
-                                Value::String(s.cipher.encrypt(&self.cipher.decrypt(&v)?)?)
+            if table.name == "unit_logs" {
+                // unit by unit along the (unit_uuid, create_datetime) index, keyset-paged,
+                // written in members of LOG_CHUNK lines: constant memory, no big sorts
+                let mut buf = Vec::new();
+                let mut chunk = 0usize;
+                let mut total = 0usize;
+                for unit in &unit_uuids {
+                    let mut after: Option<(String, String)> = None;
+                    loop {
+                        let mut q = table.select();
+                        q.push("unit_uuid = ")
+                            .bind(unit.as_str())
+                            .push(" AND expiration_datetime > ")
+                            .bind(domain::now());
+                        if let Some((t, id)) = &after {
+                            q.push(" AND (create_datetime > ")
+                                .bind(t.as_str())
+                                .push(" OR (create_datetime = ")
+                                .bind(t.as_str())
+                                .push(" AND uuid > ")
+                                .bind(id.as_str())
+                                .push("))");
+                        }
+                        q.push(&format!(
+                            " ORDER BY create_datetime, uuid LIMIT {LOG_CHUNK}"
+                        ));
+                        let rows = q.fetch_all(self.pool()).await?;
+                        let n = rows.len();
+                        for row in &rows {
+                            buf.push(table.record(row)?);
+                        }
+                        if let Some(last) = buf.last() {
+                            after = Some((
+                                last["create_datetime"]
+                                    .as_str()
+                                    .unwrap_or_default()
+                                    .to_string(),
+                                last["uuid"].as_str().unwrap_or_default().to_string(),
+                            ));
+                        }
+                        while buf.len() >= LOG_CHUNK as usize {
+                            let rest = buf.split_off(LOG_CHUNK as usize);
+                            chunk += 1;
+                            total += buf.len();
+                            let path = format!("{}/{chunk:06}.jsonl", table.file);
+                            if !w
+                                .write(table, &path, &std::mem::replace(&mut buf, rest))
+                                .await?
+                            {
+                                return Ok(w.summary(counts));
                             }
-                            _ => Value::Null,
-                        };
-                        rec.insert(field.to_string(), sealed);
-                    }
-                    records.push(rec);
-                }
-                drop(rows);
-                if !(paged && n == 0 && chunk > 0) {
-                    let path = if paged {
-                        chunk += 1;
-                        format!("{}/{chunk:06}.jsonl", table.file)
-                    } else {
-                        format!("{}.jsonl", table.file)
-                    };
-                    let data = jsonl(&records);
-                    files.push(json!({
-                        "path": path,
-                        "table": table.name,
-                        "records": n,
-                        "bytes": data.len(),
-                        "sha256": hex(&Sha256::digest(&data)),
-                    }));
-                    let bytes = tar.add(&path, &data).map_err(io_err)?;
-                    if out.send(bytes).await.is_err() {
-                        return Ok(ExportSummary {
-                            records: counts,
-                            bytes: tar.written,
-                        });
+                            progress(Progress {
+                                table: table.name,
+                                records: total,
+                            });
+                        }
+                        if (n as i64) < LOG_CHUNK {
+                            break;
+                        }
                     }
                 }
-                total += n;
+                if !buf.is_empty() {
+                    chunk += 1;
+                    total += buf.len();
+                    let path = format!("{}/{chunk:06}.jsonl", table.file);
+                    if !w.write(table, &path, &buf).await? {
+                        return Ok(w.summary(counts));
+                    }
+                }
                 progress(Progress {
                     table: table.name,
                     records: total,
                 });
-                offset += n as i64;
-                if !paged || (n as i64) < LOG_CHUNK {
-                    break;
-                }
+                counts.insert(table.name.to_string(), total);
+                continue;
             }
-            counts.insert(table.name.to_string(), total);
+            let mut q = table.select();
+            q.append(&cond);
+            if table.columns.iter().any(|(c, _)| *c == "create_datetime") {
+                q.push(" ORDER BY create_datetime, uuid");
+            } else {
+                q.push(" ORDER BY uuid");
+            }
+            let rows = q.fetch_all(self.pool()).await?;
+            let mut records = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let mut rec = table.record(row)?;
+                seal(table, &mut rec)?;
+                records.push(rec);
+            }
+            drop(rows);
+            if table.name == "units" {
+                unit_uuids = records
+                    .iter()
+                    .filter_map(|r| r["uuid"].as_str().map(str::to_string))
+                    .collect();
+            }
+            let path = format!("{}.jsonl", table.file);
+            if !w.write(table, &path, &records).await? {
+                return Ok(w.summary(counts));
+            }
+            progress(Progress {
+                table: table.name,
+                records: records.len(),
+            });
+            counts.insert(table.name.to_string(), records.len());
         }
+        let files = std::mem::take(&mut w.files);
+        let MemberWriter { mut tar, out, .. } = w;
         let mut manifest = json!({
             "format": FORMAT,
             "version": VERSION,

@@ -365,12 +365,7 @@ impl Federation {
         }
         if object.get("movedTo").is_some() {
             // a moved Unit is found at its new instance, not here
-            let key = doc.url.clone();
-            self.backend().remove_remote_object(&key).await?;
-            let hub = self.hub().clone();
-            tokio::task::spawn_blocking(move || hub.remove(&key))
-                .await
-                .map_err(|e| FedError::Invalid(e.to_string()))??;
+            self.forget_remote(doc.url.clone()).await?;
             return Ok(InboxReply::new(202, "moved"));
         }
         self.store_remote(doc, object.clone()).await?;
@@ -386,12 +381,18 @@ impl Federation {
             return Ok(InboxReply::new(403, "object is not on the actor's domain"));
         }
         let key = url.to_string();
+        self.forget_remote(key).await?;
+        Ok(InboxReply::new(202, "deleted"))
+    }
+
+    /// Drops a remote object: its stored document and its hub entry.
+    async fn forget_remote(&self, key: String) -> Result<(), FedError> {
         self.backend().remove_remote_object(&key).await?;
         let hub = self.hub().clone();
         tokio::task::spawn_blocking(move || hub.remove(&key))
             .await
             .map_err(|e| FedError::Invalid(e.to_string()))??;
-        Ok(InboxReply::new(202, "deleted"))
+        Ok(())
     }
 
     /// A remote Unit moved to another instance: it leaves the hub here (its new instance
@@ -408,11 +409,7 @@ impl Federation {
             return Ok(InboxReply::new(400, "Move needs a target URL"));
         }
         let key = object.to_string();
-        self.backend().remove_remote_object(&key).await?;
-        let hub = self.hub().clone();
-        tokio::task::spawn_blocking(move || hub.remove(&key))
-            .await
-            .map_err(|e| FedError::Invalid(e.to_string()))??;
+        self.forget_remote(key).await?;
         Ok(InboxReply::new(202, "moved"))
     }
 }

@@ -39,8 +39,8 @@ const POLL: Duration = Duration::from_secs(1);
 const TICKET_SECS: i64 = 3600;
 /// Largest Unit archive carried by a move (base64 in a JSON body under axum's 2 MB limit).
 const MAX_MOVE_ARCHIVE: usize = 1024 * 1024;
-/// A move older than this whose device has not arrived asks the target only every
-/// [`SLOW_EVERY`] rounds.
+/// A move older than this that is not done asks the target only every [`SLOW_EVERY`]
+/// rounds.
 const SLOW_AFTER_SECS: i64 = 120;
 const SLOW_EVERY: u64 = 10;
 
@@ -108,10 +108,7 @@ pub enum MovedEnv {
 }
 
 fn hash_ticket(ticket: &str) -> String {
-    Sha256::digest(ticket.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    super::transfer::hex(&Sha256::digest(ticket.as_bytes()))
 }
 
 fn later(secs: i64) -> String {
@@ -334,9 +331,10 @@ impl Instance {
             match moves::active_outgoing(self.pool()).await {
                 Ok(list) => {
                     for m in list {
-                        // a device that stays away (switched off) is asked about less often
-                        let waiting_long = m.state == "CommandsSent"
-                            && domain::parse_time(&m.create_datetime).is_some_and(|t| {
+                        // a device that stays away (switched off), or a target that stays
+                        // unreachable, is asked about less often
+                        let waiting_long =
+                            domain::parse_time(&m.create_datetime).is_some_and(|t| {
                                 chrono::Utc::now().naive_utc() - t
                                     > chrono::Duration::seconds(SLOW_AFTER_SECS)
                             });

@@ -897,7 +897,8 @@ impl Instance {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lowercase hex (checksums in the manifest, ticket hashes).
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -65,6 +65,10 @@ const KNOWN_KEYS: &[&str] = &[
     "PU_FEDERATION_MAX_ATTEMPTS",
     "PU_INSTANCE_NAME",
     "PU_IMPORT_MAX_BYTES",
+    "PU_TELEGRAM_BOT_TOKEN",
+    "PU_TELEGRAM_API_URL",
+    "PU_TELEGRAM_MODE",
+    "PU_TELEGRAM_ALERT_INTERVAL",
 ];
 
 /// Longest log lifetime accepted, seconds.
@@ -151,6 +155,23 @@ pub struct Config {
     /// `PU_IMPORT_MAX_BYTES`: largest account archive accepted (unpacked bytes; the upload
     /// itself is limited to the same number).
     pub import_max_bytes: u64,
+    /// Telegram bot token (`PU_TELEGRAM_BOT_TOKEN`); unset: no bot, no Telegram alerts.
+    pub telegram_bot_token: Option<String>,
+    /// Bot API base (`PU_TELEGRAM_API_URL`), the public API by default.
+    pub telegram_api_url: String,
+    /// How updates reach the bot (`PU_TELEGRAM_MODE`).
+    pub telegram_mode: TelegramMode,
+    /// Least seconds between two alerts of one unit (`PU_TELEGRAM_ALERT_INTERVAL`).
+    pub telegram_alert_interval_secs: u64,
+}
+
+/// How the Telegram bot receives updates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TelegramMode {
+    /// `getUpdates` long polling: works behind NAT, nothing to expose.
+    Polling,
+    /// Telegram POSTs updates to `{origin}/pepeunit/api/v1/bot` (needs a public https origin).
+    Webhook,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -408,7 +429,52 @@ impl Config {
             ));
         }
 
+        let telegram_bot_token = src.get("PU_TELEGRAM_BOT_TOKEN").map(str::to_string);
+        if let Some(token) = &telegram_bot_token {
+            // `<bot id>:<secret>`; the token becomes part of every Bot API URL path
+            let well_formed = token.split_once(':').is_some_and(|(id, secret)| {
+                !id.is_empty()
+                    && id.bytes().all(|b| b.is_ascii_digit())
+                    && !secret.is_empty()
+                    && secret
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            });
+            if !well_formed {
+                return Err(invalid(
+                    "PU_TELEGRAM_BOT_TOKEN",
+                    "must look like 123456:ABC-def (the token @BotFather gives)",
+                ));
+            }
+        }
+        let telegram_api_url = src
+            .string("PU_TELEGRAM_API_URL", "https://api.telegram.org")
+            .trim_end_matches('/')
+            .to_string();
+        if url::Url::parse(&telegram_api_url)
+            .map(|u| !matches!(u.scheme(), "http" | "https") || u.host_str().is_none())
+            .unwrap_or(true)
+        {
+            return Err(invalid("PU_TELEGRAM_API_URL", "must be an http(s) URL"));
+        }
+        let telegram_mode = match src.string("PU_TELEGRAM_MODE", "polling").as_str() {
+            "polling" => TelegramMode::Polling,
+            "webhook" => TelegramMode::Webhook,
+            _ => return Err(invalid("PU_TELEGRAM_MODE", "must be polling or webhook")),
+        };
+        let telegram_alert_interval_secs: u64 = src.parse("PU_TELEGRAM_ALERT_INTERVAL", 60)?;
+        if telegram_alert_interval_secs > 86_400 {
+            return Err(invalid(
+                "PU_TELEGRAM_ALERT_INTERVAL",
+                "must be between 0 and 86400 (seconds)",
+            ));
+        }
+
         let mut config = Config {
+            telegram_bot_token,
+            telegram_api_url,
+            telegram_mode,
+            telegram_alert_interval_secs,
             import_max_bytes,
             federation_allow_local: src.parse("PU_FEDERATION_ALLOW_LOCAL", false)?,
             federation_authorized_fetch: src.parse("PU_FEDERATION_AUTHORIZED_FETCH", false)?,
@@ -667,6 +733,12 @@ mod tests {
             ("PU_FEDERATION_MAX_ATTEMPTS", "0"),
             ("PU_FEDERATION_MAX_ATTEMPTS", "101"),
             ("PU_INSTANCE_NAME", "tab\tin name"),
+            ("PU_TELEGRAM_BOT_TOKEN", "no-colon"),
+            ("PU_TELEGRAM_BOT_TOKEN", "12:secret/../x"),
+            ("PU_TELEGRAM_API_URL", "ftp://api.telegram.org"),
+            ("PU_TELEGRAM_MODE", "push"),
+            ("PU_TELEGRAM_ALERT_INTERVAL", "-1"),
+            ("PU_TELEGRAM_ALERT_INTERVAL", "86401"),
         ] {
             let err = Config::from_vars(vars(dir.path(), &[(key, value)])).unwrap_err();
             assert!(err.to_string().contains(key), "{key}: {err}");

@@ -108,6 +108,13 @@ wire_enum!(LogLevel {
     Critical
 });
 
+impl LogLevel {
+    /// Severity order: Debug 0 < Info < Warning < Error < Critical 4.
+    pub fn rank(self) -> usize {
+        self as usize
+    }
+}
+
 impl VisibilityLevel {
     /// Public < Internal < Private.
     pub fn strictness(self) -> u8 {

@@ -104,6 +104,8 @@ pub struct EmqxSettings {
     pub authn_url: String,
     pub max_connections: Option<u64>,
     pub max_packet_size: Option<u64>,
+    /// The alert forwarding rule (SPEC §4), when alerts are on; None removes ours.
+    pub alerts: Option<EmqxAlerts>,
 }
 
 impl EmqxSettings {
@@ -120,6 +122,7 @@ impl EmqxSettings {
             authn_url: format!("{backend_api}/units/mqtt_authn"),
             max_connections: None,
             max_packet_size: None,
+            alerts: None,
         }
     }
 }
@@ -134,6 +137,7 @@ impl fmt::Debug for EmqxSettings {
             .field("authn_url", &self.authn_url)
             .field("max_connections", &self.max_connections)
             .field("max_packet_size", &self.max_packet_size)
+            .field("alerts", &self.alerts.as_ref().map(|a| &a.topic))
             .finish()
     }
 }
@@ -330,6 +334,7 @@ impl EmqxAdmin {
         if let Some(size) = self.settings.max_packet_size {
             self.apply_mqtt(size, &mut report).await?;
         }
+        self.apply_alerts(&mut report).await?;
         let bridges = self.bridges.lock().expect("bridges lock").clone();
         // None: the bridge supervisor has not said yet; leave EMQX's bridges alone until then
         if let Some(bridges) = bridges {
@@ -409,35 +414,16 @@ impl EmqxAdmin {
                 } else {
                     format!("mqtt:{name}")
                 };
-                match find(list, key, &name) {
-                    None => {
-                        self.expect(Method::POST, path, Some(&ours)).await?;
-                        report.changed.push(format!("{what}: created"));
-                    }
-                    Some(current) => {
-                        let owned: Map<String, Value> = compared
-                            .iter()
-                            .map(|k| (k.to_string(), ours[*k].clone()))
-                            .collect();
-                        let differs = differing(&current, &Value::Object(owned));
-                        if differs.is_empty() {
-                            report.unchanged.push(what);
-                        } else {
-                            // PUT takes the object without its identity fields
-                            let mut update = ours.clone();
-                            if let Some(o) = update.as_object_mut() {
-                                o.remove("type");
-                                o.remove("name");
-                                o.remove("id");
-                            }
-                            self.expect(Method::PUT, &format!("{path}/{id}"), Some(&update))
-                                .await?;
-                            report
-                                .changed
-                                .push(format!("{what}: updated {}", differs.join(", ")));
-                        }
-                    }
-                }
+                let current = find(list, key, &name);
+                let object = Owned {
+                    what,
+                    path,
+                    id: &id,
+                    ours,
+                    compared,
+                };
+                self.ensure_object(object, current, |_| true, report)
+                    .await?;
             }
         }
         let wanted: Vec<String> = bridges.iter().map(EmqxBridge::name).collect();
@@ -469,6 +455,155 @@ impl EmqxAdmin {
                     .push(format!("bridge {kind} {name}: removed"));
             }
         }
+        Ok(())
+    }
+
+    /// The alert rule: an `http` connector to our REST base, an `http` action POSTing each
+    /// matching message to `/units/alerts/emqx` with the webhook secret, and a rule selecting
+    /// the devices' log topics. Without alerts, removes ours (an EMQX before 5.4 has no
+    /// connectors API and so none of ours).
+    async fn apply_alerts(&self, report: &mut ApplyReport) -> Result<(), EmqxError> {
+        let (status, _) = self.request(Method::GET, "/connectors", None).await?;
+        if status == StatusCode::NOT_FOUND {
+            if self.settings.alerts.is_some() {
+                report
+                    .changed
+                    .push("alerts rule: skipped (EMQX before 5.4 has no connectors API)".into());
+            }
+            return Ok(());
+        }
+        let connectors = self.list(Method::GET, "/connectors").await?;
+        let actions = self.list(Method::GET, "/actions").await?;
+        let rules_answer = self.expect(Method::GET, "/rules?limit=1000", None).await?;
+        let rules = rules_answer
+            .get("data")
+            .and_then(Value::as_array)
+            .cloned()
+            .ok_or_else(|| invalid(Method::GET, "/rules", "no \"data\" list"))?;
+        let find = |list: &[Value], key: &str| {
+            list.iter()
+                .find(|o| o[key] == ALERTS_NAME && (key == "id" || o["type"] == "http"))
+                .cloned()
+        };
+        let Some(alerts) = &self.settings.alerts else {
+            for (kind, path, present) in [
+                ("rule", format!("/rules/{ALERTS_NAME}"), find(&rules, "id")),
+                (
+                    "action",
+                    format!("/actions/http:{ALERTS_NAME}"),
+                    find(&actions, "name"),
+                ),
+                (
+                    "connector",
+                    format!("/connectors/http:{ALERTS_NAME}"),
+                    find(&connectors, "name"),
+                ),
+            ] {
+                if present.is_some() {
+                    let (status, body) = self.request(Method::DELETE, &path, None).await?;
+                    if status != StatusCode::NOT_FOUND {
+                        ok_or_api(Method::DELETE, &path, status, body)?;
+                    }
+                    report.changed.push(format!("alerts {kind}: removed"));
+                }
+            }
+            return Ok(());
+        };
+        let kinds = [
+            (
+                "connector",
+                "/connectors",
+                &connectors,
+                "name",
+                alerts.connector(),
+                &["enable", "url"][..],
+            ),
+            (
+                "action",
+                "/actions",
+                &actions,
+                "name",
+                alerts.action(),
+                &["enable", "connector", "parameters"][..],
+            ),
+            (
+                "rule",
+                "/rules",
+                &rules,
+                "id",
+                alerts.rule(),
+                &["enable", "sql", "actions"][..],
+            ),
+        ];
+        for (kind, path, list, key, ours, compared) in kinds {
+            let what = format!("alerts {kind}");
+            let id = if kind == "rule" {
+                ALERTS_NAME.to_string()
+            } else {
+                format!("http:{ALERTS_NAME}")
+            };
+            let object = Owned {
+                what,
+                path,
+                id: &id,
+                ours,
+                compared,
+            };
+            // EMQX masks header values it returns: the action's parameters count as different
+            // only when what it shows (path, method) differs
+            let shown = |field: &str| {
+                !field.starts_with("parameters")
+                    || alerts.shown_differs(&find(list, key).unwrap_or_default())
+            };
+            self.ensure_object(object, find(list, key), shown, report)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Creates `object` when `current` is None, else PUTs it when a compared field differs
+    /// (`counts` can discount differences EMQX's masking makes up).
+    async fn ensure_object(
+        &self,
+        object: Owned<'_>,
+        current: Option<Value>,
+        counts: impl Fn(&str) -> bool,
+        report: &mut ApplyReport,
+    ) -> Result<(), EmqxError> {
+        let Owned {
+            what,
+            path,
+            id,
+            ours,
+            compared,
+        } = object;
+        let Some(current) = current else {
+            self.expect(Method::POST, path, Some(&ours)).await?;
+            report.changed.push(format!("{what}: created"));
+            return Ok(());
+        };
+        let owned: Map<String, Value> = compared
+            .iter()
+            .map(|k| (k.to_string(), ours[*k].clone()))
+            .collect();
+        let mut differs = differing(&current, &Value::Object(owned));
+        differs.retain(|d| counts(d));
+        if differs.is_empty() {
+            report.unchanged.push(what);
+            return Ok(());
+        }
+        // PUT takes the object without its identity fields
+        let mut update = ours;
+        if let Some(o) = update.as_object_mut() {
+            o.remove("type");
+            o.remove("name");
+            o.remove("id");
+        }
+        self.expect(Method::PUT, &format!("{path}/{id}"), Some(&update))
+            .await?;
+        report
+            .changed
+            .push(format!("{what}: updated {}", differs.join(", ")));
         Ok(())
     }
 
@@ -876,6 +1011,91 @@ pub async fn run_worker(
                 None => reapply_open = false,
             },
         }
+    }
+}
+
+/// One EMQX object this worker owns: its report name, collection path, id and our version
+/// with the fields compared.
+struct Owned<'a> {
+    what: String,
+    path: &'a str,
+    id: &'a str,
+    ours: Value,
+    compared: &'a [&'a str],
+}
+
+/// Name of the connector, action and rule that forward log messages for alerts.
+pub const ALERTS_NAME: &str = "pepeunit_alerts";
+
+/// The alert forwarding EMQX carries (SPEC §4): every message on a device `log` topic of this
+/// instance is POSTed to the backend, which keeps the lines at or above the unit's alert
+/// level. Shapes from emqx/emqx 5.4+: the `http` connector
+/// (`apps/emqx_bridge_http/src/emqx_bridge_http_connector.erl`: `url`, `headers`,
+/// `connect_timeout`, `pool_size`, `enable_pipelining`), the `http` action's `parameters`
+/// (`emqx_bridge_http_schema.erl`: `path` appended to the connector's URL, `method`, `headers`;
+/// no `body`, so EMQX sends the rule's selected fields as one JSON object), and the rule
+/// selecting `id`, `topic` and `payload`. Not verified against a running EMQX (none runs
+/// here); the unit tests pin the JSON.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EmqxAlerts {
+    /// Our REST base as EMQX reaches it, e.g. `http://backend:5291/pepeunit/api/v1`.
+    pub backend_api: String,
+    /// Sent as `Authorization: Bearer <secret>`.
+    pub secret: String,
+    /// `{domain}/output_base_topic/+/log/pepeunit`.
+    pub topic: String,
+}
+
+impl EmqxAlerts {
+    pub fn connector(&self) -> Value {
+        json!({
+            "type": "http",
+            "name": ALERTS_NAME,
+            "enable": true,
+            "description": "Pepeunit: device log messages to the backend, for alerts",
+            "url": self.backend_api,
+            "connect_timeout": "15s",
+            "pool_size": 8,
+            "enable_pipelining": 100,
+            "ssl": {"enable": self.backend_api.starts_with("https://")},
+        })
+    }
+
+    pub fn action(&self) -> Value {
+        json!({
+            "type": "http",
+            "name": ALERTS_NAME,
+            "enable": true,
+            "connector": ALERTS_NAME,
+            "description": "Pepeunit: device log messages to the backend, for alerts",
+            "parameters": {
+                "path": "/units/alerts/emqx",
+                "method": "post",
+                "headers": {
+                    "content-type": "application/json",
+                    "authorization": format!("Bearer {}", self.secret),
+                },
+            },
+        })
+    }
+
+    pub fn rule(&self) -> Value {
+        json!({
+            "id": ALERTS_NAME,
+            "name": ALERTS_NAME,
+            "enable": true,
+            "description": "Pepeunit: device log messages to the backend, for alerts",
+            "sql": format!("SELECT id, topic, payload FROM \"{}\"", self.topic),
+            "actions": [format!("http:{ALERTS_NAME}")],
+        })
+    }
+
+    /// Whether the action's visible parameters (path, method) differ from ours; header values
+    /// come back masked, so a changed secret is only rewritten with another change.
+    fn shown_differs(&self, current: &Value) -> bool {
+        let ours = self.action();
+        let p = &current["parameters"];
+        p["path"] != ours["parameters"]["path"] || p["method"] != ours["parameters"]["method"]
     }
 }
 

@@ -167,6 +167,15 @@ impl AppError {
             message,
         )
     }
+    /// The Telegram Bot API could not be reached or refused (503).
+    pub fn telegram(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            18,
+            "Telegram Error",
+            message,
+        )
+    }
     pub fn feature_disabled() -> Self {
         Self::new(
             StatusCode::METHOD_NOT_ALLOWED,

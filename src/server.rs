@@ -19,6 +19,8 @@ pub struct RunningInstance {
     poller: JoinHandle<()>,
     /// Federation's change publisher and delivery worker.
     federation: Vec<JoinHandle<()>>,
+    /// The alert pipeline and the Telegram bot.
+    telegram: Vec<JoinHandle<()>>,
     mqtt: crate::mqtt::MqttCore,
 }
 
@@ -50,6 +52,17 @@ impl RunningInstance {
             // outgoing Unit moves (service::moves)
             tokio::spawn(instance.clone().run_moves(stop_rx.clone())),
         ];
+        let mut telegram = vec![tokio::spawn(crate::service::alerts::run_alerts(
+            instance.clone(),
+            stop_rx.clone(),
+        ))];
+        if let Some(t) = instance.telegram.clone() {
+            telegram.push(tokio::spawn(crate::telegram::bot::run(
+                instance.clone(),
+                t,
+                stop_rx.clone(),
+            )));
+        }
         let poller = tokio::spawn(crate::poller::run(instance.clone(), stop_rx));
         tracing::info!(%addr, domain = %instance.config.domain, "pepeunit is serving");
         Ok(RunningInstance {
@@ -59,6 +72,7 @@ impl RunningInstance {
             http,
             poller,
             federation,
+            telegram,
             mqtt,
         })
     }
@@ -80,6 +94,10 @@ impl RunningInstance {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
         }
         self.mqtt.stop().await;
+        for task in self.telegram {
+            // the bot returns on the stop signal; the alert task once its sends are done
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
+        }
         // the index's writer lock must not outlive the instance (clones of it may)
         let hub = self.instance.federation.hub().clone();
         let _ = tokio::task::spawn_blocking(move || hub.close()).await;

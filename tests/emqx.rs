@@ -551,9 +551,13 @@ fn name_ok(v: &Value) -> bool {
     })
 }
 
+/// EMQX hides secrets in what it returns: passwords and `authorization` headers.
 fn masked(mut v: Value) -> Value {
     if v.get("password").is_some() {
         v["password"] = json!("******");
+    }
+    if v["parameters"]["headers"].get("authorization").is_some() {
+        v["parameters"]["headers"]["authorization"] = json!("******");
     }
     v
 }
@@ -571,10 +575,19 @@ async fn connectors_list(State(f): State<Arc<Fake>>) -> Response {
 }
 
 async fn connector_create(State(f): State<Arc<Fake>>, Json(body): Json<Value>) -> Response {
-    if body["type"] != "mqtt" || !name_ok(&body["name"]) || body["server"].as_str().is_none() {
-        return bad("type mqtt, a valid name and server are required");
+    let valid = match body["type"].as_str() {
+        Some("mqtt") => body["server"].as_str().is_some(),
+        Some("http") => body["url"].as_str().is_some_and(|u| u.starts_with("http")),
+        _ => false,
+    };
+    if !valid || !name_ok(&body["name"]) {
+        return bad("type mqtt with a server or http with a url, and a valid name, are required");
     }
-    let id = format!("mqtt:{}", body["name"].as_str().unwrap());
+    let id = format!(
+        "{}:{}",
+        body["type"].as_str().unwrap(),
+        body["name"].as_str().unwrap()
+    );
     let mut s = f.state.lock().unwrap();
     if s.connectors.contains_key(&id) {
         return bad("connector already exists");
@@ -626,15 +639,28 @@ async fn actions_list(State(f): State<Arc<Fake>>) -> Response {
             .actions
             .values()
             .cloned()
+            .map(masked)
             .collect::<Vec<_>>(),
     )
     .into_response()
 }
 
-fn check_action(s: &EmqxState, body: &Value) -> Result<(), String> {
-    let connector = format!("mqtt:{}", body["connector"].as_str().unwrap_or_default());
+fn check_action(s: &EmqxState, kind: &str, body: &Value) -> Result<(), String> {
+    let connector = format!("{kind}:{}", body["connector"].as_str().unwrap_or_default());
     if !s.connectors.contains_key(&connector) {
         return Err(format!("connector {connector} not found"));
+    }
+    if kind == "http" {
+        let p = &body["parameters"];
+        if !p["path"].as_str().is_some_and(|p| p.starts_with('/'))
+            || !matches!(
+                p["method"].as_str(),
+                Some("post" | "put" | "get" | "delete")
+            )
+        {
+            return Err("parameters.path and parameters.method are required".into());
+        }
+        return Ok(());
     }
     let remote = &body["parameters"]["remote"];
     if remote["topic"].as_str().is_none_or(str::is_empty) {
@@ -648,13 +674,14 @@ fn check_action(s: &EmqxState, body: &Value) -> Result<(), String> {
 
 async fn action_create(State(f): State<Arc<Fake>>, Json(body): Json<Value>) -> Response {
     let mut s = f.state.lock().unwrap();
-    if body["type"] != "mqtt" || !name_ok(&body["name"]) {
-        return bad("type mqtt and a valid name are required");
+    let kind = body["type"].as_str().unwrap_or_default().to_string();
+    if !matches!(kind.as_str(), "mqtt" | "http") || !name_ok(&body["name"]) {
+        return bad("type mqtt or http and a valid name are required");
     }
-    if let Err(e) = check_action(&s, &body) {
+    if let Err(e) = check_action(&s, &kind, &body) {
         return bad(e);
     }
-    let id = format!("mqtt:{}", body["name"].as_str().unwrap());
+    let id = format!("{kind}:{}", body["name"].as_str().unwrap());
     if s.actions.contains_key(&id) {
         return bad("action already exists");
     }
@@ -669,7 +696,12 @@ async fn action_update(
     Json(body): Json<Value>,
 ) -> Response {
     let mut s = f.state.lock().unwrap();
-    if let Err(e) = check_action(&s, &body) {
+    let kind = id
+        .split_once(':')
+        .map(|(k, _)| k)
+        .unwrap_or_default()
+        .to_string();
+    if let Err(e) = check_action(&s, &kind, &body) {
         return bad(e);
     }
     let Some(slot) = s.actions.get_mut(&id) else {
@@ -1184,4 +1216,98 @@ async fn bridges_become_connectors_actions_and_rules_and_go_away_with_them() {
     let s = emqx.state();
     assert!(s.rules.is_empty() && s.actions.is_empty());
     assert_eq!(s.connectors.keys().collect::<Vec<_>>(), vec!["mqtt:theirs"]);
+}
+
+/// The alert rule: created with the rest, idempotent, and what EMQX would POST for a device's
+/// log message (the action's URL, method, headers; the rule's fields as the JSON body) reaches
+/// our webhook and becomes a Telegram alert. Without alerts the objects go away.
+#[tokio::test]
+async fn the_alert_rule_forwards_log_messages_to_our_webhook() {
+    use common::fixtures::{registry_repo_unit, FirmwareRepo};
+    use common::telegram::FakeTelegram;
+    let tg = FakeTelegram::start().await;
+    let env = tg.env();
+    let mut vars: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    vars.push(("PU_TELEGRAM_ALERT_INTERVAL", "0"));
+    let inst = common::TestInstance::start_with(common::Backend::Sqlite, &vars).await;
+    let firmware = FirmwareRepo::create().await;
+    let (_, _admin) = inst.user("admin1").await;
+    let (_, owner) = inst.user("owner1").await;
+    let (_, _, unit) = registry_repo_unit(&inst, &owner, &firmware, "pump", "Private").await;
+    common::telegram::link(&inst, &tg, &owner, 4100, "en").await;
+
+    let emqx = FakeEmqx::start().await;
+    let instance = &inst.running.as_ref().unwrap().instance;
+    let mut settings = EmqxSettings::new(&emqx.api_url, KEY, SECRET, &inst.api);
+    settings.alerts = Some(pepeunit::emqx::EmqxAlerts {
+        backend_api: inst.api.clone(),
+        secret: instance.emqx_webhook_secret(),
+        topic: format!("{}/output_base_topic/+/log/pepeunit", inst.domain),
+    });
+    let admin = EmqxAdmin::new(settings.clone()).unwrap();
+    let report = admin.apply().await.unwrap();
+    for kind in ["connector", "action", "rule"] {
+        assert!(
+            report.changed.contains(&format!("alerts {kind}: created")),
+            "{report}"
+        );
+    }
+    let again = admin.apply().await.unwrap();
+    assert!(again.is_unchanged(), "{again}");
+
+    // EMQX's side of one device message, from the objects as stored
+    let (connector, action, rule) = {
+        let s = emqx.state();
+        (
+            s.connectors["http:pepeunit_alerts"].clone(),
+            s.actions["http:pepeunit_alerts"].clone(),
+            s.rules["pepeunit_alerts"].clone(),
+        )
+    };
+    let topic = format!(
+        "{}/output_base_topic/{}/log/pepeunit",
+        inst.domain,
+        unit["uuid"].as_str().unwrap()
+    );
+    let sql = rule["sql"].as_str().unwrap();
+    let filter = sql.split('"').nth(1).unwrap();
+    let matches = filter
+        .split('/')
+        .zip(topic.split('/'))
+        .all(|(f, t)| f == "+" || f == t)
+        && filter.split('/').count() == topic.split('/').count();
+    assert!(matches, "{filter} must match {topic}");
+    assert!(sql.starts_with("SELECT id, topic, payload FROM"), "{sql}");
+    let url = format!(
+        "{}{}",
+        connector["url"].as_str().unwrap(),
+        action["parameters"]["path"].as_str().unwrap()
+    );
+    assert_eq!(action["parameters"]["method"], "post");
+    let mut req = inst.http.post(&url);
+    for (k, v) in action["parameters"]["headers"].as_object().unwrap() {
+        req = req.header(k.as_str(), v.as_str().unwrap());
+    }
+    let payload = json!({"level": "Critical", "text": "dry run protection"}).to_string();
+    // no body template: EMQX sends the rule's selected fields as one JSON object
+    let body = json!({"id": "0006123ABC", "topic": topic, "payload": payload});
+    let resp = req.body(body.to_string()).send().await.unwrap();
+    assert_eq!(resp.status(), 204);
+    tg.wait_for(4100, "dry run protection", WAIT).await;
+
+    // alerts off: our three objects are removed
+    settings.alerts = None;
+    let admin = EmqxAdmin::new(settings).unwrap();
+    let report = admin.apply().await.unwrap();
+    for kind in ["rule", "action", "connector"] {
+        assert!(
+            report.changed.contains(&format!("alerts {kind}: removed")),
+            "{report}"
+        );
+    }
+    {
+        let s = emqx.state();
+        assert!(s.connectors.is_empty() && s.actions.is_empty() && s.rules.is_empty());
+    }
+    inst.stop().await;
 }

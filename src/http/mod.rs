@@ -1,6 +1,7 @@
 //! The HTTP front door: REST API v1 under `{PU_APP_PREFIX}{PU_API_ACTUAL_PREFIX}`, the root
 //! document, OpenAPI and its docs page. Handlers only parse, call the service layer and encode.
 
+mod alerts;
 mod bridges;
 pub mod extract;
 mod federation;
@@ -56,6 +57,7 @@ pub fn api() -> (Router<Instance>, OpenApiDoc) {
         .merge(transfer::router())
         .merge(moves::router())
         .merge(bridges::router())
+        .merge(alerts::router())
         .routes(routes!(metrics))
         .routes(routes!(mqtt_metrics))
         .split_for_parts()
@@ -144,6 +146,11 @@ struct FeatureFlags {
 async fn root(State(instance): State<Instance>) -> Json<serde_json::Value> {
     let c = &instance.config;
     let origin = c.origin();
+    let telegram_bot = match &instance.telegram {
+        // known once the bot started (getMe); the root document never waits for Telegram
+        Some(t) => t.cached_username().map(|n| format!("https://t.me/{n}")),
+        None => None,
+    };
     Json(json!({
         "name": "pepeunit",
         "version": env!("CARGO_PKG_VERSION"),
@@ -153,9 +160,9 @@ async fn root(State(instance): State<Instance>) -> Json<serde_json::Value> {
         "swagger": format!("{origin}{}/docs", c.app_prefix),
         "graphql": format!("{origin}{}/graphql", c.app_prefix),
         "grafana": format!("{origin}/grafana/"),
-        "telegram_bot": null,
+        "telegram_bot": telegram_bot,
         "feature_flags": FeatureFlags {
-            pu_ff_telegram_bot_enable: false,
+            pu_ff_telegram_bot_enable: instance.telegram.is_some(),
             pu_ff_grafana_integration_enable: false,
             pu_ff_datapipe_enable: false,
             pu_ff_datapipe_default_last_value_enable: false,

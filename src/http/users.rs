@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::extract::{Caller, Json, PathUuid, Query};
 use crate::domain::{Order, UserRole, UserStatus};
-use crate::error::{AppError, AppResult};
+use crate::error::AppResult;
 use crate::service::users::{UserAuth, UserCreate, UserUpdate};
 use crate::service::{check_page, Instance};
 use crate::store::users::{User, UserFilter};
@@ -75,11 +75,14 @@ async fn auth(
     }))
 }
 
-/// Telegram account linking: the Telegram bot is not part of this release.
-#[utoipa::path(get, path = "/users/generate_verification_link", tag = "users", responses((status = 405, description = "Feature disabled")))]
-async fn generate_verification_link(Caller(agent): Caller) -> AppResult<()> {
-    agent.user()?;
-    Err(AppError::feature_disabled())
+/// A one-time link that binds a Telegram chat to the caller's account: open it (or send the
+/// bot `/start CODE`) within 5 minutes. 405 when the instance runs no Telegram bot.
+#[utoipa::path(get, path = "/users/generate_verification_link", tag = "users", responses((status = 200, body = String, description = "`https://t.me/<bot>?start=<code>`"), (status = 405, description = "No Telegram bot on this instance")))]
+async fn generate_verification_link(
+    state: axum::extract::State<Instance>,
+    Caller(agent): Caller,
+) -> AppResult<axum::Json<String>> {
+    Ok(axum::Json(state.telegram_link(&agent).await?))
 }
 
 #[utoipa::path(get, path = "/users/{uuid}", tag = "users", params(("uuid" = Uuid, Path)), responses((status = 200, body = User)))]

@@ -108,6 +108,7 @@ pub(crate) async fn seed(instance: &Instance, n: usize) -> anyhow::Result<Vec<(U
         hashed_password: String::new(),
         cipher_dynamic_salt: String::new(),
         telegram_chat_id: None,
+        telegram_language: None,
     };
     store::users::insert(pool, &user).await?;
     let registry = store::registries::RepositoryRegistry {
@@ -161,6 +162,8 @@ pub(crate) async fn seed(instance: &Instance, n: usize) -> anyhow::Result<Vec<(U
             firmware_update_status: None,
             firmware_update_error: None,
             last_firmware_update_datetime: None,
+            alert_log_level: crate::domain::LogLevel::Error,
+            alerts_muted_until: None,
             unit_nodes: Vec::new(),
             cipher_env: None,
             cipher_state_storage: None,

@@ -107,6 +107,7 @@ async fn measure(instance: &Instance, args: &TransferLoad) -> anyhow::Result<()>
         hashed_password: String::new(),
         cipher_dynamic_salt: String::new(),
         telegram_chat_id: None,
+        telegram_language: None,
     };
     store::users::insert(instance.pool(), &second).await?;
     let bytes = archive.len();

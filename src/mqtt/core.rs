@@ -19,7 +19,8 @@ use uuid::Uuid;
 
 use super::ingest::{self, ReportedState};
 use super::stats::MqttStats;
-use crate::domain::{self, UnitFirmwareUpdateStatus};
+use crate::domain::{self, LogLevel, UnitFirmwareUpdateStatus};
+use crate::service::alerts::AlertLine;
 use crate::service::ingest::{IngestBatch, UnitStateWrite};
 use crate::service::Instance;
 use crate::store::unit_logs::NewUnitLog;
@@ -166,6 +167,9 @@ pub struct TopicState {
 struct CachedUnit {
     current_commit: Option<String>,
     status: Option<UnitFirmwareUpdateStatus>,
+    /// From which level a log line is an alert (a mute is checked at delivery, on the fresh
+    /// row, so it takes effect at once; a new level here within [`CACHE_TTL`]).
+    alert_level: LogLevel,
 }
 
 struct Shard {
@@ -178,6 +182,8 @@ struct Shard {
     topics: HashMap<String, TopicState>,
     units: HashMap<Uuid, (Instant, Option<CachedUnit>)>,
     nodes: HashMap<Uuid, (Instant, bool)>,
+    /// This shard feeds the alert pipeline (not when EMQX's rule does).
+    alerts: bool,
 }
 
 enum Route<'a> {
@@ -199,6 +205,7 @@ impl Shard {
             logs,
             domain: instance.config.domain.clone(),
             state_interval: Duration::from_secs(instance.config.state_send_interval as u64),
+            alerts: instance.alerts_from_shards(),
             instance,
             stats,
             topics: HashMap::new(),
@@ -336,6 +343,7 @@ impl Shard {
             (
                 now,
                 Some(CachedUnit {
+                    alert_level: cached.alert_level,
                     current_commit: Some(reported.commit.clone()),
                     status,
                 }),
@@ -364,9 +372,21 @@ impl Shard {
             }
         };
         stats.add(&c.invalid, refused as u64);
-        if self.cached_unit(unit).await.is_none() {
+        let Some(cached) = self.cached_unit(unit).await else {
             stats.add(&c.invalid, 1);
             return;
+        };
+        if self.alerts {
+            let at = domain::now();
+            let threshold = cached.alert_level.rank();
+            for line in lines.iter().filter(|l| l.level.rank() >= threshold) {
+                self.instance.alerts.offer(AlertLine {
+                    unit,
+                    level: line.level,
+                    text: line.text.clone(),
+                    at: at.clone(),
+                });
+            }
         }
         batch.add_logs(&self.instance, unit, lines);
     }
@@ -402,6 +422,7 @@ impl Shard {
         }
         let found = match self.instance.unit(uuid).await {
             Ok(u) => Some(CachedUnit {
+                alert_level: u.alert_log_level,
                 current_commit: u.current_commit_version,
                 status: u.firmware_update_status,
             }),

@@ -183,6 +183,13 @@ fn start_emqx_worker(instance: &Instance) -> anyhow::Result<EmqxWorker> {
     );
     settings.max_connections = c.mqtt_max_connections;
     settings.max_packet_size = c.mqtt_max_packet_size;
+    if instance.alerts.is_enabled() {
+        settings.alerts = Some(crate::emqx::EmqxAlerts {
+            backend_api: backend.trim_end_matches('/').to_string(),
+            secret: instance.emqx_webhook_secret(),
+            topic: format!("{}/output_base_topic/+/log/pepeunit", c.domain),
+        });
+    }
     let admin =
         crate::emqx::EmqxAdmin::new(settings).map_err(|e| anyhow::anyhow!("EMQX settings: {e}"))?;
     let (stop, stop_rx) = watch::channel(false);

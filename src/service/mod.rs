@@ -3,6 +3,7 @@
 //! these functions; none of them writes SQL or re-implements a rule.
 
 pub mod access;
+pub mod alerts;
 pub mod bridges;
 pub mod broker_access;
 pub mod commands;
@@ -53,6 +54,10 @@ pub struct Instance {
     pub federation: pepeunit_federation::Federation,
     /// Tells the bridge carrier that bridges changed (SPEC §11).
     pub bridges: crate::mqtt::bridge::BridgeSignal,
+    /// The Telegram Bot API client, when `PU_TELEGRAM_BOT_TOKEN` is set.
+    pub telegram: Option<crate::telegram::Telegram>,
+    /// Log lines that became alerts, on their way to Telegram (SPEC §4).
+    pub alerts: alerts::Alerts,
 }
 
 impl Instance {
@@ -80,6 +85,8 @@ impl Instance {
             outbox: crate::mqtt::Outbox::default(),
             mqtt_stats: Arc::default(),
             bridges: Default::default(),
+            telegram: crate::telegram::Telegram::new(&config),
+            alerts: alerts::Alerts::new(config.telegram_bot_token.is_some()),
             config,
         })
     }

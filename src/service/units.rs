@@ -153,6 +153,8 @@ impl Instance {
             firmware_update_status: None,
             firmware_update_error: None,
             last_firmware_update_datetime: None,
+            alert_log_level: crate::domain::LogLevel::Error,
+            alerts_muted_until: None,
             unit_nodes: Vec::new(),
             cipher_env: None,
             cipher_state_storage: None,

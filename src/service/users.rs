@@ -80,6 +80,7 @@ impl Instance {
             hashed_password: hash.hash,
             cipher_dynamic_salt: self.cipher.encrypt(&hash.dynamic_salt)?,
             telegram_chat_id: None,
+            telegram_language: None,
         };
         store::users::insert(self.pool(), &user)
             .await

@@ -64,6 +64,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0005_bridges.sql"),
         postgres: include_str!("../../migrations/postgres/0005_bridges.sql"),
     },
+    Migration {
+        version: 6,
+        name: "alerts",
+        sqlite: include_str!("../../migrations/sqlite/0006_alerts.sql"),
+        postgres: include_str!("../../migrations/postgres/0006_alerts.sql"),
+    },
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::unit_nodes::UnitNode;
 use super::{map_rows, push_visibility, RowExt, Sql, VisibilityScope};
-use crate::domain::{Order, UnitFirmwareUpdateStatus, VisibilityLevel};
+use crate::domain::{LogLevel, Order, UnitFirmwareUpdateStatus, VisibilityLevel};
 use crate::error::AppResult;
 
 /// The last `state` a device reported (wire `UnitStateRead`).
@@ -44,6 +44,10 @@ pub struct Unit {
     pub firmware_update_status: Option<UnitFirmwareUpdateStatus>,
     pub firmware_update_error: Option<String>,
     pub last_firmware_update_datetime: Option<String>,
+    /// From which level a log line of this unit becomes an alert (default Error).
+    pub alert_log_level: LogLevel,
+    /// No alerts are sent before this time; None: not muted.
+    pub alerts_muted_until: Option<String>,
     /// Only filled in lists with `is_include_output_unit_nodes=true`.
     pub unit_nodes: Vec<UnitNode>,
     #[serde(skip)]
@@ -72,6 +76,8 @@ fn from_row(r: &AnyRow) -> AppResult<Unit> {
         firmware_update_status: r.opt_parsed("firmware_update_status")?,
         firmware_update_error: r.opt_text("firmware_update_error")?,
         last_firmware_update_datetime: r.opt_text("last_firmware_update_datetime")?,
+        alert_log_level: r.parsed("alert_log_level")?,
+        alerts_muted_until: r.opt_text("alerts_muted_until")?,
         unit_nodes: Vec::new(),
         cipher_env: r.opt_text("cipher_env")?,
         cipher_state_storage: r.opt_text("cipher_state_storage")?,
@@ -82,7 +88,7 @@ pub async fn insert<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
     db: E,
     u: &Unit,
 ) -> AppResult<()> {
-    let mut q = Sql::new("INSERT INTO units (uuid, visibility_level, name, create_datetime, last_update_datetime, is_auto_update_from_repo_unit, target_firmware_platform, repo_branch, repo_commit, unit_state, cipher_env, cipher_state_storage, current_commit_version, firmware_update_status, firmware_update_error, last_firmware_update_datetime, creator_uuid, repo_uuid) VALUES (");
+    let mut q = Sql::new("INSERT INTO units (uuid, visibility_level, name, create_datetime, last_update_datetime, is_auto_update_from_repo_unit, target_firmware_platform, repo_branch, repo_commit, unit_state, cipher_env, cipher_state_storage, current_commit_version, firmware_update_status, firmware_update_error, last_firmware_update_datetime, creator_uuid, repo_uuid, alert_log_level, alerts_muted_until) VALUES (");
     q.bind(u.uuid)
         .push(", ")
         .bind(u.visibility_level.as_str())
@@ -115,7 +121,11 @@ pub async fn insert<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
     q.push(", ")
         .bind(u.creator_uuid)
         .push(", ")
-        .bind(u.repo_uuid)
+        .bind(u.repo_uuid);
+    q.push(", ")
+        .bind(u.alert_log_level.as_str())
+        .push(", ")
+        .bind(u.alerts_muted_until.clone())
         .push(")");
     q.execute(db).await?;
     Ok(())
@@ -139,6 +149,23 @@ pub async fn update<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
     q.push(", repo_branch = ").bind(u.repo_branch.clone());
     q.push(", repo_commit = ").bind(u.repo_commit.clone());
     q.push(" WHERE uuid = ").bind(u.uuid);
+    q.execute(db).await?;
+    Ok(())
+}
+
+/// The unit's alert settings (threshold level and mute).
+pub async fn set_alerts(
+    db: &AnyPool,
+    uuid: Uuid,
+    level: LogLevel,
+    muted_until: Option<&str>,
+) -> AppResult<()> {
+    let mut q = Sql::new("UPDATE units SET alert_log_level = ");
+    q.bind(level.as_str())
+        .push(", alerts_muted_until = ")
+        .bind(muted_until)
+        .push(" WHERE uuid = ")
+        .bind(uuid);
     q.execute(db).await?;
     Ok(())
 }

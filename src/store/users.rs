@@ -26,6 +26,9 @@ pub struct User {
     pub cipher_dynamic_salt: String,
     #[serde(skip)]
     pub telegram_chat_id: Option<String>,
+    /// The language of the linked Telegram user (`en`, `ru`), for messages the bot pushes.
+    #[serde(skip)]
+    pub telegram_language: Option<String>,
 }
 
 fn from_row(r: &AnyRow) -> AppResult<User> {
@@ -40,6 +43,7 @@ fn from_row(r: &AnyRow) -> AppResult<User> {
         hashed_password: r.text("hashed_password")?,
         cipher_dynamic_salt: r.text("cipher_dynamic_salt")?,
         telegram_chat_id: r.opt_text("telegram_chat_id")?,
+        telegram_language: r.opt_text("telegram_language")?,
     })
 }
 
@@ -131,6 +135,57 @@ pub async fn set_status(db: &AnyPool, uuid: Uuid, status: UserStatus) -> AppResu
     q.bind(status.as_str()).push(" WHERE uuid = ").bind(uuid);
     q.execute(db).await?;
     Ok(())
+}
+
+/// Links a Telegram chat to a user: the chat leaves any other user it was linked to, and the
+/// user becomes Verified unless Blocked. One transaction.
+pub async fn link_telegram(
+    db: &AnyPool,
+    uuid: Uuid,
+    chat_id: &str,
+    language: &str,
+) -> AppResult<()> {
+    let mut tx = db.begin().await?;
+    let mut q = Sql::new("UPDATE users SET telegram_chat_id = NULL WHERE telegram_chat_id = ");
+    q.bind(chat_id).push(" AND uuid <> ").bind(uuid);
+    q.execute(&mut *tx).await?;
+    let mut q = Sql::new("UPDATE users SET telegram_chat_id = ");
+    q.bind(chat_id)
+        .push(", telegram_language = ")
+        .bind(language)
+        .push(
+            ", status = CASE WHEN status = 'Blocked' THEN status ELSE 'Verified' END WHERE uuid = ",
+        )
+        .bind(uuid);
+    q.execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The user a Telegram chat is linked to.
+pub async fn by_telegram_chat(db: &AnyPool, chat_id: &str) -> AppResult<Option<User>> {
+    let mut q = Sql::new("SELECT * FROM users WHERE telegram_chat_id = ");
+    q.bind(chat_id).push(" ORDER BY create_datetime LIMIT 1");
+    q.fetch_optional(db)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
+pub async fn set_telegram_language(db: &AnyPool, uuid: Uuid, language: &str) -> AppResult<()> {
+    let mut q = Sql::new("UPDATE users SET telegram_language = ");
+    q.bind(language).push(" WHERE uuid = ").bind(uuid);
+    q.execute(db).await?;
+    Ok(())
+}
+
+/// Admins that are not blocked and have a linked Telegram chat (receivers of crash alerts).
+pub async fn admins_with_telegram(db: &AnyPool) -> AppResult<Vec<User>> {
+    let q = Sql::new(
+        "SELECT * FROM users WHERE role = 'Admin' AND status <> 'Blocked' AND telegram_chat_id IS NOT NULL ORDER BY create_datetime",
+    );
+    map_rows(q.fetch_all(db).await?, from_row)
 }
 
 #[derive(Default)]

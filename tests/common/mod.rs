@@ -7,6 +7,7 @@ pub mod device;
 pub mod fixtures;
 pub mod mosquitto;
 pub mod mqtt;
+pub mod telegram;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

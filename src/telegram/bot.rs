@@ -1,0 +1,487 @@
+//! The bot: receives updates (long polling, or the webhook `POST /pepeunit/api/v1/bot`) and
+//! answers commands. A chat acts as the user it is linked to, through the same service
+//! functions as REST, so the bot can do nothing that user could not.
+
+use std::time::Duration;
+
+use teloxide::prelude::*;
+use teloxide::types::{Update, UpdateKind};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use super::texts::{self, InstanceInfo};
+use super::{Lang, Telegram};
+use crate::config::TelegramMode;
+use crate::domain::{BackendTopicCommand, LogLevel, Order, UserStatus, VisibilityLevel};
+use crate::error::AppResult;
+use crate::service::unit_logs::UnitLogFilter;
+use crate::service::units::UnitNodeInclusion;
+use crate::service::{Agent, Instance};
+use crate::store;
+use crate::store::units::{Unit, UnitFilter};
+use crate::store::users::User;
+
+/// Seconds one `getUpdates` call waits for news (below teloxide's 17 s client timeout).
+const POLL_TIMEOUT_SECS: u32 = 10;
+/// Units per `/units` page.
+const PAGE: i64 = 10;
+/// Most log lines one `/logs` answer shows.
+const MAX_LOG_LINES: i64 = 30;
+
+/// Runs until `stop`: long polling, or registering the webhook (updates then arrive over HTTP).
+pub async fn run(instance: Instance, telegram: Telegram, mut stop: watch::Receiver<bool>) {
+    let mut backoff = Duration::from_secs(1);
+    // the bot's name is needed for links; Telegram may be unreachable at start
+    loop {
+        match telegram.username().await {
+            Ok(name) => {
+                tracing::info!(bot = %name, mode = ?instance.config.telegram_mode, "Telegram bot ready");
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Telegram getMe failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.changed() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(60));
+            }
+        }
+    }
+    match instance.config.telegram_mode {
+        TelegramMode::Webhook => register_webhook(&instance, &telegram, &mut stop).await,
+        TelegramMode::Polling => poll(instance, telegram, stop).await,
+    }
+}
+
+async fn register_webhook(
+    instance: &Instance,
+    telegram: &Telegram,
+    stop: &mut watch::Receiver<bool>,
+) {
+    let c = &instance.config;
+    let url = format!("{}{}{}/bot", c.origin(), c.app_prefix, c.api_prefix);
+    let Ok(url) = reqwest::Url::parse(&url) else {
+        tracing::error!(%url, "the webhook URL is not a URL");
+        return;
+    };
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let set = telegram
+            .bot()
+            .set_webhook(url.clone())
+            .secret_token(telegram.webhook_secret().to_string())
+            .await;
+        match set {
+            Ok(_) => {
+                tracing::info!(%url, "Telegram webhook registered");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "setWebhook failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.changed() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(300));
+            }
+        }
+    }
+}
+
+async fn poll(instance: Instance, telegram: Telegram, mut stop: watch::Receiver<bool>) {
+    // a webhook left from webhook mode makes getUpdates fail
+    if let Err(e) = telegram.bot().delete_webhook().await {
+        tracing::warn!(error = %e, "deleteWebhook failed");
+    }
+    let mut offset: i32 = 0;
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let request = telegram
+            .bot()
+            .get_updates()
+            .offset(offset)
+            .timeout(POLL_TIMEOUT_SECS);
+        let updates = tokio::select! {
+            r = request.send() => r,
+            _ = stop.changed() => return,
+        };
+        match updates {
+            Ok(updates) => {
+                backoff = Duration::from_secs(1);
+                for update in updates {
+                    // acknowledged by the next call's offset, handled or not: a command that
+                    // fails is answered with the error, never retried in a loop
+                    offset = offset.max(update.id.0 as i32 + 1);
+                    handle_update(&instance, &telegram, update).await;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Telegram getUpdates failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.changed() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(60));
+            }
+        }
+    }
+}
+
+/// One update from polling or the webhook: text messages are commands; the rest is ignored.
+pub async fn handle_update(instance: &Instance, telegram: &Telegram, update: Update) {
+    let UpdateKind::Message(msg) = update.kind else {
+        return;
+    };
+    let Some(text) = msg.text() else {
+        return;
+    };
+    if !msg.chat.is_private() {
+        return; // accounts are personal: groups and channels get nothing
+    }
+    instance.count_telegram_request();
+    let chat = msg.chat.id.0;
+    let telegram_lang = msg.from.as_ref().and_then(|u| u.language_code.clone());
+    let answer = answer(instance, telegram, chat, telegram_lang.as_deref(), text).await;
+    if let Err(e) = telegram.send(chat, &answer).await {
+        tracing::warn!(chat, error = %e, "Telegram answer not sent");
+    }
+}
+
+/// The reply to one command.
+async fn answer(
+    instance: &Instance,
+    telegram: &Telegram,
+    chat: i64,
+    telegram_lang: Option<&str>,
+    text: &str,
+) -> String {
+    let mut words = text.split_whitespace();
+    let command = words.next().unwrap_or("");
+    // `/cmd@botname` in a chat with several bots
+    let command = command
+        .split('@')
+        .next()
+        .unwrap_or(command)
+        .to_ascii_lowercase();
+    let args: Vec<&str> = words.collect();
+    let chat_key = chat.to_string();
+    let user = match store::users::by_telegram_chat(instance.pool(), &chat_key).await {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::error!(error = %e, "telegram chat lookup failed");
+            return texts::failed(Lang::from_code(telegram_lang), "internal error");
+        }
+    };
+    let lang = Lang::from_code(
+        user.as_ref()
+            .and_then(|u| u.telegram_language.as_deref())
+            .or(telegram_lang),
+    );
+    match (command.as_str(), user) {
+        ("/start", _) if !args.is_empty() => {
+            start(instance, telegram, chat, telegram_lang, args[0]).await
+        }
+        ("/start" | "/help", Some(_)) => texts::help(lang),
+        ("/start" | "/help", None) => {
+            format!("{}\n\n{}", texts::help(lang), texts::need_link(lang))
+        }
+        ("/info", user) => info(instance, lang, user.as_ref()).await,
+        ("/lang", user) => {
+            let Some(choice) = args.first().filter(|a| matches!(**a, "en" | "ru")) else {
+                return texts::usage(lang, "/lang en|ru");
+            };
+            let new = Lang::from_code(Some(choice));
+            if let Some(u) = user {
+                if let Err(e) =
+                    store::users::set_telegram_language(instance.pool(), u.uuid, new.code()).await
+                {
+                    return texts::failed(lang, &e.to_string());
+                }
+            }
+            texts::lang_set(new)
+        }
+        (_, None) => texts::need_link(lang),
+        (_, Some(user)) if user.status == UserStatus::Blocked => texts::blocked(lang),
+        (command, Some(user)) => {
+            let agent = Agent::User(Box::new(user));
+            match linked_command(instance, &agent, lang, command, &args).await {
+                Ok(text) => text,
+                Err(e) => texts::failed(lang, &e.message),
+            }
+        }
+    }
+}
+
+async fn start(
+    instance: &Instance,
+    telegram: &Telegram,
+    chat: i64,
+    telegram_lang: Option<&str>,
+    code: &str,
+) -> String {
+    let lang = Lang::from_code(telegram_lang);
+    let Some(user_uuid) = telegram.take_link_code(code) else {
+        return texts::bad_code(lang);
+    };
+    let linked =
+        store::users::link_telegram(instance.pool(), user_uuid, &chat.to_string(), lang.code())
+            .await;
+    match (linked, store::users::get(instance.pool(), user_uuid).await) {
+        (Ok(()), Ok(Some(user))) => texts::linked(lang, &user.login),
+        (Err(e), _) | (_, Err(e)) => texts::failed(lang, &e.to_string()),
+        (Ok(()), Ok(None)) => texts::bad_code(lang),
+    }
+}
+
+async fn info(instance: &Instance, lang: Lang, user: Option<&User>) -> String {
+    let m = match instance.metrics(&Agent::Bot).await {
+        Ok(m) => m,
+        Err(e) => return texts::failed(lang, &e.message),
+    };
+    let c = &instance.config;
+    texts::info(
+        lang,
+        &InstanceInfo {
+            name: &c.instance_name,
+            domain: &c.domain,
+            version: env!("CARGO_PKG_VERSION"),
+            users: m.user_count,
+            repos: m.repo_count,
+            units: m.unit_count,
+            linked_as: user.map(|u| u.login.as_str()),
+        },
+    )
+}
+
+/// Commands of a linked chat.
+async fn linked_command(
+    instance: &Instance,
+    agent: &Agent,
+    lang: Lang,
+    command: &str,
+    args: &[&str],
+) -> AppResult<String> {
+    // a unit is "online" when its last state is younger than two state intervals
+    let stale = instance.config.state_send_interval * 2;
+    Ok(match (command, args) {
+        ("/units", _) => {
+            let page = match args.first().map(|p| p.parse::<i64>()) {
+                None => 1,
+                Some(Ok(p)) if p >= 1 => p,
+                Some(_) => return Ok(texts::usage(lang, "/units [page]")),
+            };
+            let filter = UnitFilter {
+                order_by_unit_name: Some(Order::Asc),
+                offset: (page - 1) * PAGE,
+                limit: PAGE,
+                ..UnitFilter::default()
+            };
+            let (count, units) = own_units(instance, agent, filter).await?;
+            let pages = ((count + PAGE - 1) / PAGE).max(1);
+            texts::units(lang, &units, page, pages, stale)
+        }
+        ("/unit", [name]) => match own_unit(instance, agent, name).await? {
+            Some(unit) => {
+                let logs = last_logs(instance, agent, unit.uuid, LogLevel::Debug, 5).await?;
+                texts::unit(lang, &unit, &logs, stale)
+            }
+            None => texts::no_unit(lang, name),
+        },
+        ("/unit", _) => texts::usage(lang, "/unit NAME"),
+        ("/logs", [name, rest @ ..]) if rest.len() <= 2 => {
+            let mut level = LogLevel::Debug;
+            let mut n = 10;
+            for arg in rest {
+                if let Some(l) = parse_level(arg) {
+                    level = l;
+                } else if let Ok(v) = arg.parse::<i64>() {
+                    n = v.clamp(1, MAX_LOG_LINES);
+                } else {
+                    return Ok(texts::usage(
+                        lang,
+                        "/logs NAME [Debug|Info|Warning|Error|Critical] [N]",
+                    ));
+                }
+            }
+            match own_unit(instance, agent, name).await? {
+                Some(unit) => {
+                    let logs = last_logs(instance, agent, unit.uuid, level, n).await?;
+                    texts::logs(lang, &unit.name, &logs)
+                }
+                None => texts::no_unit(lang, name),
+            }
+        }
+        ("/logs", _) => texts::usage(lang, "/logs NAME [Debug|Info|Warning|Error|Critical] [N]"),
+        ("/send", [name, command]) => {
+            let Some(cmd) = parse_command(command) else {
+                return Ok(texts::usage(
+                    lang,
+                    "/send NAME Update|EnvUpdate|SchemaUpdate|LogSync|Reset",
+                ));
+            };
+            match own_unit(instance, agent, name).await? {
+                Some(unit) => {
+                    let published = instance.publish_command(&unit, cmd).await?;
+                    texts::command_sent(lang, cmd.as_str(), &unit.name, published)
+                }
+                None => texts::no_unit(lang, name),
+            }
+        }
+        ("/send", _) => texts::usage(
+            lang,
+            "/send NAME Update|EnvUpdate|SchemaUpdate|LogSync|Reset",
+        ),
+        ("/alerts", [name, level]) => {
+            let Some(level) = parse_level(level) else {
+                return Ok(texts::usage(
+                    lang,
+                    "/alerts NAME Debug|Info|Warning|Error|Critical",
+                ));
+            };
+            match own_unit(instance, agent, name).await? {
+                Some(unit) => {
+                    let update = crate::service::alerts::UnitAlertsUpdate {
+                        alert_log_level: Some(level),
+                        mute_seconds: None,
+                    };
+                    let unit = instance.set_unit_alerts(agent, unit.uuid, update).await?;
+                    texts::alert_level(lang, &unit.name, unit.alert_log_level)
+                }
+                None => texts::no_unit(lang, name),
+            }
+        }
+        ("/alerts", _) => texts::usage(lang, "/alerts NAME Debug|Info|Warning|Error|Critical"),
+        ("/mute", [name, rest @ ..]) if rest.len() <= 1 => {
+            let hours = match rest.first().map(|h| h.parse::<i64>()) {
+                None => 24,
+                Some(Ok(h)) if (0..=24 * 365).contains(&h) => h,
+                Some(_) => return Ok(texts::usage(lang, "/mute NAME [HOURS]")),
+            };
+            mute(instance, agent, lang, name, hours * 3600).await?
+        }
+        ("/mute", _) => texts::usage(lang, "/mute NAME [HOURS]"),
+        ("/unmute", [name]) => mute(instance, agent, lang, name, 0).await?,
+        ("/unmute", _) => texts::usage(lang, "/unmute NAME"),
+        _ => texts::unknown_command(lang),
+    })
+}
+
+async fn mute(
+    instance: &Instance,
+    agent: &Agent,
+    lang: Lang,
+    name: &str,
+    secs: i64,
+) -> AppResult<String> {
+    let Some(unit) = own_unit(instance, agent, name).await? else {
+        return Ok(texts::no_unit(lang, name));
+    };
+    let update = crate::service::alerts::UnitAlertsUpdate {
+        alert_log_level: None,
+        mute_seconds: Some(secs),
+    };
+    let unit = instance.set_unit_alerts(agent, unit.uuid, update).await?;
+    Ok(texts::muted(
+        lang,
+        &unit.name,
+        unit.alerts_muted_until.as_deref(),
+    ))
+}
+
+/// The caller's own units matching `filter`: `(total, page)`.
+async fn own_units(
+    instance: &Instance,
+    agent: &Agent,
+    filter: UnitFilter,
+) -> AppResult<(i64, Vec<Unit>)> {
+    let filter = UnitFilter {
+        creator_uuid: agent.uuid(),
+        ..filter
+    };
+    instance
+        .list_units(
+            agent,
+            filter,
+            VisibilityLevel::ALL,
+            UnitNodeInclusion::default(),
+        )
+        .await
+}
+
+/// The caller's own unit of that exact name.
+async fn own_unit(instance: &Instance, agent: &Agent, name: &str) -> AppResult<Option<Unit>> {
+    let filter = UnitFilter {
+        search_string: Some(name.to_string()),
+        limit: 100,
+        ..UnitFilter::default()
+    };
+    let (_, units) = own_units(instance, agent, filter).await?;
+    Ok(units.into_iter().find(|u| u.name == name))
+}
+
+/// Newest first: the `n` latest lines at `min` or above.
+async fn last_logs(
+    instance: &Instance,
+    agent: &Agent,
+    unit: Uuid,
+    min: LogLevel,
+    n: i64,
+) -> AppResult<Vec<crate::store::unit_logs::UnitLog>> {
+    let filter = UnitLogFilter {
+        uuid: unit,
+        level: LogLevel::ALL
+            .iter()
+            .copied()
+            .filter(|l| l.rank() >= min.rank())
+            .collect(),
+        order_by_create_date: Some(Order::Desc),
+        offset: Some(0),
+        limit: Some(n),
+    };
+    Ok(instance.unit_log_list(agent, filter).await?.1)
+}
+
+fn parse_level(s: &str) -> Option<LogLevel> {
+    LogLevel::ALL
+        .iter()
+        .copied()
+        .find(|l| l.as_str().eq_ignore_ascii_case(s))
+}
+
+/// `Update`, `update`, `EnvUpdate`, `env_update`...: the commands a user may send.
+fn parse_command(s: &str) -> Option<BackendTopicCommand> {
+    let folded: String = s
+        .chars()
+        .filter(|c| *c != '_')
+        .collect::<String>()
+        .to_ascii_lowercase();
+    [
+        BackendTopicCommand::Update,
+        BackendTopicCommand::EnvUpdate,
+        BackendTopicCommand::SchemaUpdate,
+        BackendTopicCommand::LogSync,
+        BackendTopicCommand::Reset,
+    ]
+    .into_iter()
+    .find(|c| c.as_str().to_ascii_lowercase() == folded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_and_levels_parse_loosely() {
+        assert_eq!(
+            parse_command("env_update"),
+            Some(BackendTopicCommand::EnvUpdate)
+        );
+        assert_eq!(parse_command("LogSync"), Some(BackendTopicCommand::LogSync));
+        assert_eq!(parse_command("update"), Some(BackendTopicCommand::Update));
+        assert_eq!(parse_command("reset"), Some(BackendTopicCommand::Reset));
+        assert_eq!(parse_command("explode"), None);
+        assert_eq!(parse_level("error"), Some(LogLevel::Error));
+        assert_eq!(parse_level("loud"), None);
+    }
+}

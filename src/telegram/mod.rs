@@ -1,0 +1,370 @@
+//! Telegram (SPEC §5): the Bot API client the alert pipeline and the bot share, one-time codes
+//! that link a chat to an account, and the bot itself ([`bot`]).
+//!
+//! The Bot API is reached through teloxide's `Bot` (requests and types only; the update loop
+//! and command handling are ours, in [`bot`]). `PU_TELEGRAM_API_URL` points it elsewhere than
+//! `https://api.telegram.org`: a self-hosted Bot API server, or the fake the tests run.
+
+pub mod bot;
+pub mod texts;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use teloxide::prelude::*;
+use teloxide::types::{ChatId, ParseMode};
+use teloxide::RequestError;
+use uuid::Uuid;
+
+use crate::config::Config;
+
+/// How long a link code from `GET /users/generate_verification_link/` stays valid.
+pub const LINK_CODE_TTL: Duration = Duration::from_secs(300);
+/// Codes alive at once (a flood of requests cannot grow the map further).
+const MAX_LINK_CODES: usize = 10_000;
+/// Telegram's limit on a message's text.
+pub const MAX_MESSAGE_CHARS: usize = 4096;
+/// Attempts per message when Telegram asks to wait or cannot be reached.
+const SEND_ATTEMPTS: u32 = 4;
+/// Longest `retry_after` honoured; longer waits fail the message.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// The languages the bot speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lang {
+    En,
+    Ru,
+}
+
+impl Lang {
+    /// From a Telegram `language_code` (`ru`, `ru-RU`) or a stored choice; English otherwise.
+    pub fn from_code(code: Option<&str>) -> Lang {
+        match code {
+            Some(c)
+                if c.eq_ignore_ascii_case("ru") || c.to_ascii_lowercase().starts_with("ru-") =>
+            {
+                Lang::Ru
+            }
+            _ => Lang::En,
+        }
+    }
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Lang::En => "en",
+            Lang::Ru => "ru",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TelegramError {
+    #[error("Telegram answered: {0}")]
+    Api(String),
+    #[error("Telegram cannot be reached: {0}")]
+    Network(String),
+    #[error("Telegram asks to wait {0:?}, longer than we hold a message")]
+    Flood(Duration),
+}
+
+/// The Bot API client and the link codes; cheap to clone.
+#[derive(Clone)]
+pub struct Telegram {
+    bot: Bot,
+    username: Arc<Mutex<Option<String>>>,
+    codes: Arc<Mutex<HashMap<String, (Uuid, Instant)>>>,
+    webhook_secret: String,
+    /// Updates handled (messages the bot answered).
+    pub requests: Arc<std::sync::atomic::AtomicU64>,
+    /// Update ids handled from the webhook (Telegram redelivers when an answer is slow).
+    seen_updates: Arc<Mutex<std::collections::VecDeque<u32>>>,
+}
+
+impl Telegram {
+    /// None when no bot token is configured.
+    pub fn new(config: &Config) -> Option<Telegram> {
+        let token = config.telegram_bot_token.as_ref()?;
+        // the config checked the URL; teloxide joins `bot<token>/<method>` onto it
+        let url = reqwest::Url::parse(&format!("{}/", config.telegram_api_url))
+            .expect("PU_TELEGRAM_API_URL was validated");
+        Some(Telegram {
+            bot: Bot::new(token.clone()).set_api_url(url),
+            username: Arc::default(),
+            codes: Arc::default(),
+            webhook_secret: derived_secret(&config.secret_key, b"pepeunit telegram webhook v1"),
+            seen_updates: Arc::default(),
+            requests: Arc::default(),
+        })
+    }
+
+    pub fn bot(&self) -> &Bot {
+        &self.bot
+    }
+
+    /// What Telegram sends in `X-Telegram-Bot-Api-Secret-Token` with every webhook update.
+    pub fn webhook_secret(&self) -> &str {
+        &self.webhook_secret
+    }
+
+    /// True the first time an update id arrives over the webhook (the last 1000 are kept).
+    pub fn first_update(&self, id: u32) -> bool {
+        let mut seen = self.seen_updates.lock().expect("seen updates");
+        if seen.contains(&id) {
+            return false;
+        }
+        if seen.len() == 1000 {
+            seen.pop_front();
+        }
+        seen.push_back(id);
+        true
+    }
+
+    /// The bot's @username if already known (never waits for Telegram).
+    pub fn cached_username(&self) -> Option<String> {
+        self.username.lock().expect("username").clone()
+    }
+
+    /// The bot's @username, asked from Telegram once (`getMe`).
+    pub async fn username(&self) -> Result<String, TelegramError> {
+        if let Some(name) = self.username.lock().expect("username").clone() {
+            return Ok(name);
+        }
+        let me = self.bot.get_me().await.map_err(map_error)?;
+        let name =
+            me.user.username.clone().ok_or_else(|| {
+                TelegramError::Api("getMe returned a bot without a username".into())
+            })?;
+        *self.username.lock().expect("username") = Some(name.clone());
+        Ok(name)
+    }
+
+    /// A new one-time code linking a chat to `user`; valid [`LINK_CODE_TTL`].
+    pub fn new_link_code(&self, user: Uuid) -> String {
+        const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnpqrstuvwxyz23456789";
+        let mut rng = rand::thread_rng();
+        let code: String = (0..8)
+            .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+            .collect();
+        let now = Instant::now();
+        let mut codes = self.codes.lock().expect("codes");
+        codes.retain(|_, (_, at)| now.duration_since(*at) < LINK_CODE_TTL);
+        if codes.len() >= MAX_LINK_CODES {
+            // a flood: the oldest code makes room
+            if let Some(oldest) = codes
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(c, _)| c.clone())
+            {
+                codes.remove(&oldest);
+            }
+        }
+        // one live code per user: a new link replaces the previous one
+        codes.retain(|_, (u, _)| *u != user);
+        codes.insert(code.clone(), (user, now));
+        code
+    }
+
+    /// The user of a code not yet used nor expired; the code is spent.
+    pub fn take_link_code(&self, code: &str) -> Option<Uuid> {
+        let (user, at) = self.codes.lock().expect("codes").remove(code)?;
+        (at.elapsed() < LINK_CODE_TTL).then_some(user)
+    }
+
+    /// Sends an HTML message (callers escape what they did not write), cut to Telegram's
+    /// limit; waits out flood control and retries network failures a few times.
+    pub async fn send(&self, chat: i64, html: &str) -> Result<(), TelegramError> {
+        let text = truncate(html, MAX_MESSAGE_CHARS);
+        let mut delay = Duration::from_millis(500);
+        let mut attempt = 1;
+        loop {
+            let sent = self
+                .bot
+                .send_message(ChatId(chat), text.clone())
+                .parse_mode(ParseMode::Html)
+                .await;
+            let error = match sent {
+                Ok(_) => return Ok(()),
+                Err(RequestError::RetryAfter(s)) if s.duration() <= MAX_RETRY_AFTER => {
+                    if attempt >= SEND_ATTEMPTS {
+                        return Err(TelegramError::Flood(s.duration()));
+                    }
+                    tokio::time::sleep(s.duration()).await;
+                    attempt += 1;
+                    continue;
+                }
+                Err(e) => map_error(e),
+            };
+            match error {
+                TelegramError::Network(_) if attempt < SEND_ATTEMPTS => {
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                    attempt += 1;
+                }
+                e => return Err(e),
+            }
+        }
+    }
+}
+
+fn map_error(e: RequestError) -> TelegramError {
+    match e {
+        RequestError::Network(e) => TelegramError::Network(e.to_string()),
+        RequestError::RetryAfter(s) => TelegramError::Flood(s.duration()),
+        other => TelegramError::Api(other.to_string()),
+    }
+}
+
+impl crate::service::Instance {
+    /// `GET /users/generate_verification_link/`: `https://t.me/<bot>?start=<code>` for the
+    /// calling user (not Blocked).
+    pub async fn telegram_link(
+        &self,
+        agent: &crate::service::Agent,
+    ) -> crate::error::AppResult<String> {
+        use crate::error::AppError;
+        let user = agent.user()?;
+        let telegram = self
+            .telegram
+            .as_ref()
+            .ok_or_else(AppError::feature_disabled)?;
+        if user.status == crate::domain::UserStatus::Blocked {
+            return Err(AppError::no_access("Blocked users cannot link Telegram"));
+        }
+        let name = telegram
+            .username()
+            .await
+            .map_err(|e| AppError::telegram(format!("the Telegram bot is not reachable: {e}")))?;
+        Ok(format!(
+            "https://t.me/{name}?start={}",
+            telegram.new_link_code(user.uuid)
+        ))
+    }
+
+    /// Sends a message to every admin (not Blocked) with a linked chat, each in their language;
+    /// returns how many received it. Nothing when no bot is configured.
+    pub async fn notify_admins(&self, text: impl Fn(Lang) -> String) -> usize {
+        let Some(telegram) = &self.telegram else {
+            return 0;
+        };
+        let admins = match crate::store::users::admins_with_telegram(self.pool()).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "admins with Telegram not read");
+                return 0;
+            }
+        };
+        let mut sent = 0;
+        for admin in admins {
+            let Some(chat) = admin
+                .telegram_chat_id
+                .as_deref()
+                .and_then(|c| c.parse().ok())
+            else {
+                continue;
+            };
+            let lang = Lang::from_code(admin.telegram_language.as_deref());
+            match telegram.send(chat, &text(lang)).await {
+                Ok(()) => sent += 1,
+                Err(e) => tracing::warn!(admin = %admin.uuid, error = %e, "admin alert not sent"),
+            }
+        }
+        sent
+    }
+
+    /// Counts one request that came in over Telegram.
+    pub fn count_telegram_request(&self) {
+        if let Some(t) = &self.telegram {
+            t.requests
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// A hex HMAC of the instance secret: a stable secret nobody has to configure.
+pub(crate) fn derived_secret(secret_key: &str, purpose: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret_key.as_bytes())
+        .expect("HMAC takes any key length");
+    mac.update(purpose);
+    crate::service::transfer::hex(&mac.finalize().into_bytes())
+}
+
+/// Escapes text for Telegram's HTML parse mode.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// At most `max` characters; a cut text ends with an ellipsis. HTML tags the cut would break
+/// are avoided by cutting only texts we build from escaped parts line by line (see texts.rs).
+pub fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    // cut at a line end so no tag or entity is split
+    let mut out = String::new();
+    for line in text.split_inclusive('\n') {
+        if out.chars().count() + line.chars().count() > max - 1 {
+            break;
+        }
+        out.push_str(line);
+    }
+    out.push('…');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn languages_from_telegram_codes() {
+        assert_eq!(Lang::from_code(Some("ru")), Lang::Ru);
+        assert_eq!(Lang::from_code(Some("ru-RU")), Lang::Ru);
+        assert_eq!(Lang::from_code(Some("RU")), Lang::Ru);
+        assert_eq!(Lang::from_code(Some("rue")), Lang::En);
+        assert_eq!(Lang::from_code(Some("en-GB")), Lang::En);
+        assert_eq!(Lang::from_code(None), Lang::En);
+    }
+
+    #[test]
+    fn escaping_and_truncation() {
+        assert_eq!(escape("<b>&"), "&lt;b&gt;&amp;");
+        let long = "line\n".repeat(2000);
+        let cut = truncate(&long, 4096);
+        assert!(cut.chars().count() <= 4096);
+        assert!(cut.ends_with("line\n…"));
+        assert_eq!(truncate("short", 10), "short");
+    }
+
+    #[test]
+    fn link_codes_are_one_time_and_one_per_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::from_vars([
+            ("PU_DATA_DIR".to_string(), dir.path().display().to_string()),
+            ("PU_TELEGRAM_BOT_TOKEN".to_string(), "1:abc".to_string()),
+        ])
+        .unwrap();
+        let t = Telegram::new(&config).unwrap();
+        let user = Uuid::new_v4();
+        let first = t.new_link_code(user);
+        let second = t.new_link_code(user);
+        assert_eq!(second.len(), 8);
+        assert!(
+            t.take_link_code(&first).is_none(),
+            "replaced by the newer code"
+        );
+        assert_eq!(t.take_link_code(&second), Some(user));
+        assert!(t.take_link_code(&second).is_none(), "spent");
+    }
+}

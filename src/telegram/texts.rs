@@ -1,0 +1,355 @@
+//! Everything the bot says, in English and Russian. Messages are Telegram HTML: every value
+//! that comes from users or devices goes through [`escape`].
+
+use super::{escape, Lang};
+use crate::domain::LogLevel;
+use crate::service::alerts::AlertMessage;
+use crate::store::unit_logs::UnitLog;
+use crate::store::units::Unit;
+
+fn t(lang: Lang, en: &'static str, ru: &'static str) -> &'static str {
+    match lang {
+        Lang::En => en,
+        Lang::Ru => ru,
+    }
+}
+
+pub fn help(lang: Lang) -> String {
+    t(
+        lang,
+        "<b>Pepeunit bot</b>\n\
+         /units [page] - your units\n\
+         /unit NAME - state, version and last logs\n\
+         /logs NAME [LEVEL] [N] - last N log lines at LEVEL or above\n\
+         /send NAME COMMAND - send Update, EnvUpdate, SchemaUpdate, LogSync or Reset\n\
+         /alerts NAME LEVEL - alert from LEVEL (Debug..Critical)\n\
+         /mute NAME [HOURS] - mute the unit's alerts (default 24 h)\n\
+         /unmute NAME - alerts again\n\
+         /info - this instance\n\
+         /lang en|ru - language\n\
+         /start CODE - link this chat to your account (code from the web app)",
+        "<b>Бот Pepeunit</b>\n\
+         /units [страница] - ваши юниты\n\
+         /unit ИМЯ - состояние, версия и последние логи\n\
+         /logs ИМЯ [УРОВЕНЬ] [N] - последние N строк лога с уровнем не ниже УРОВНЯ\n\
+         /send ИМЯ КОМАНДА - отправить Update, EnvUpdate, SchemaUpdate, LogSync или Reset\n\
+         /alerts ИМЯ УРОВЕНЬ - оповещать начиная с УРОВНЯ (Debug..Critical)\n\
+         /mute ИМЯ [ЧАСЫ] - выключить оповещения юнита (по умолчанию 24 ч)\n\
+         /unmute ИМЯ - снова оповещать\n\
+         /info - об этом инстансе\n\
+         /lang en|ru - язык\n\
+         /start КОД - привязать этот чат к аккаунту (код из веб-приложения)",
+    )
+    .to_string()
+}
+
+pub fn need_link(lang: Lang) -> String {
+    t(
+        lang,
+        "This chat is not linked to a Pepeunit account yet. In Pepeunit, ask for a Telegram link (GET /users/generate_verification_link/) and open it, or send /start CODE.",
+        "Этот чат ещё не привязан к аккаунту Pepeunit. Получите в Pepeunit ссылку для Telegram (GET /users/generate_verification_link/) и откройте её или отправьте /start КОД.",
+    )
+    .to_string()
+}
+
+pub fn linked(lang: Lang, login: &str) -> String {
+    format!(
+        "{} <b>{}</b>. {}",
+        t(lang, "Linked to", "Чат привязан к"),
+        escape(login),
+        t(lang, "Send /help for commands.", "Команды: /help.")
+    )
+}
+
+pub fn bad_code(lang: Lang) -> String {
+    t(
+        lang,
+        "This code is unknown, used or expired: ask Pepeunit for a new link.",
+        "Код неизвестен, уже использован или истёк: получите в Pepeunit новую ссылку.",
+    )
+    .to_string()
+}
+
+pub fn blocked(lang: Lang) -> String {
+    t(
+        lang,
+        "Your account is blocked.",
+        "Ваш аккаунт заблокирован.",
+    )
+    .to_string()
+}
+
+pub fn unknown_command(lang: Lang) -> String {
+    t(
+        lang,
+        "Unknown command. /help lists them.",
+        "Неизвестная команда. Список: /help.",
+    )
+    .to_string()
+}
+
+pub fn usage(lang: Lang, syntax: &str) -> String {
+    format!("{} {}", t(lang, "Usage:", "Формат:"), escape(syntax))
+}
+
+pub fn no_unit(lang: Lang, name: &str) -> String {
+    format!(
+        "{} <b>{}</b>",
+        t(lang, "You have no unit named", "У вас нет юнита с именем"),
+        escape(name)
+    )
+}
+
+pub fn failed(lang: Lang, detail: &str) -> String {
+    format!("{} {}", t(lang, "Failed:", "Ошибка:"), escape(detail))
+}
+
+pub fn lang_set(lang: Lang) -> String {
+    t(lang, "I will write in English.", "Буду писать по-русски.").to_string()
+}
+
+fn online(lang: Lang, unit: &Unit, stale_after_secs: i64) -> &'static str {
+    let fresh = unit.unit_state.is_some()
+        && crate::domain::parse_time(&unit.last_update_datetime)
+            .map(|at| (chrono::Utc::now().naive_utc() - at).num_seconds() <= stale_after_secs)
+            .unwrap_or(false);
+    if fresh {
+        t(lang, "online", "в сети")
+    } else {
+        t(lang, "offline", "не в сети")
+    }
+}
+
+pub fn units(lang: Lang, units: &[Unit], page: i64, pages: i64, stale_after_secs: i64) -> String {
+    if units.is_empty() {
+        return t(lang, "You have no units.", "У вас нет юнитов.").to_string();
+    }
+    let mut out = format!(
+        "<b>{}</b> ({} {page}/{pages})\n",
+        t(lang, "Your units", "Ваши юниты"),
+        t(lang, "page", "стр.")
+    );
+    for u in units {
+        out.push_str(&format!(
+            "• <b>{}</b> - {}, {} {}\n",
+            escape(&u.name),
+            online(lang, u, stale_after_secs),
+            t(lang, "version", "версия"),
+            escape(short_commit(u.current_commit_version.as_deref())),
+        ));
+    }
+    out
+}
+
+fn short_commit(c: Option<&str>) -> &str {
+    match c {
+        Some(c) if c.len() > 12 => &c[..12],
+        Some(c) => c,
+        None => "-",
+    }
+}
+
+pub fn unit(lang: Lang, u: &Unit, logs: &[UnitLog], stale_after_secs: i64) -> String {
+    let mut out = format!(
+        "<b>{}</b> - {}\n{}: {}\n{}: {}\n{}: {}\n{}: {}",
+        escape(&u.name),
+        online(lang, u, stale_after_secs),
+        t(lang, "Version", "Версия"),
+        escape(short_commit(u.current_commit_version.as_deref())),
+        t(lang, "Firmware update", "Обновление прошивки"),
+        u.firmware_update_status.map(|s| s.as_str()).unwrap_or("-"),
+        t(lang, "Last state", "Последнее состояние"),
+        escape(&u.last_update_datetime),
+        t(lang, "Alerts from", "Оповещения с уровня"),
+        u.alert_log_level.as_str(),
+    );
+    if let Some(until) = &u.alerts_muted_until {
+        out.push_str(&format!(
+            ", {} {}",
+            t(lang, "muted until", "выключены до"),
+            escape(until)
+        ));
+    }
+    if let Some(state) = &u.unit_state {
+        let mut facts = Vec::new();
+        if let Some(m) = state.millis {
+            facts.push(format!("uptime {:.0} s", m / 1000.0));
+        }
+        if let Some(m) = state.mem_free {
+            facts.push(format!("mem_free {m:.0}"));
+        }
+        if let Some(f) = state.freq {
+            facts.push(format!("freq {f:.0}"));
+        }
+        if !facts.is_empty() {
+            out.push_str(&format!("\n{}", escape(&facts.join(", "))));
+        }
+    }
+    out.push('\n');
+    out.push_str(&log_lines(lang, logs));
+    out
+}
+
+pub fn logs(lang: Lang, unit_name: &str, logs: &[UnitLog]) -> String {
+    format!("<b>{}</b>\n{}", escape(unit_name), log_lines(lang, logs))
+}
+
+fn log_lines(lang: Lang, logs: &[UnitLog]) -> String {
+    if logs.is_empty() {
+        return t(lang, "No log lines.", "Строк лога нет.").to_string();
+    }
+    let mut out = String::new();
+    // newest last, as in a terminal
+    for l in logs.iter().rev() {
+        out.push_str(&format!(
+            "<code>{}</code> {} {}\n",
+            escape(l.create_datetime.get(11..19).unwrap_or(&l.create_datetime)),
+            level_mark(l.level),
+            escape(&l.text)
+        ));
+    }
+    out
+}
+
+fn level_mark(level: LogLevel) -> &'static str {
+    match level {
+        LogLevel::Debug => "⚪ Debug",
+        LogLevel::Info => "🔵 Info",
+        LogLevel::Warning => "🟡 Warning",
+        LogLevel::Error => "🔴 Error",
+        LogLevel::Critical => "🟣 Critical",
+    }
+}
+
+pub fn command_sent(lang: Lang, command: &str, unit: &str, published: bool) -> String {
+    if published {
+        format!(
+            "{} <b>{}</b> → <b>{}</b>",
+            t(lang, "Sent", "Отправлено"),
+            escape(command),
+            escape(unit)
+        )
+    } else {
+        format!(
+            "<b>{}</b>: {} {}",
+            escape(unit),
+            t(
+                lang,
+                "its schema has no topic for",
+                "в его схеме нет топика для"
+            ),
+            escape(command)
+        )
+    }
+}
+
+pub fn muted(lang: Lang, unit: &str, until: Option<&str>) -> String {
+    match until {
+        Some(until) => format!(
+            "{} <b>{}</b> {} {} UTC",
+            t(lang, "Alerts of", "Оповещения"),
+            escape(unit),
+            t(lang, "muted until", "выключены до"),
+            escape(until.get(..16).unwrap_or(until))
+        ),
+        None => format!(
+            "{} <b>{}</b> {}",
+            t(lang, "Alerts of", "Оповещения"),
+            escape(unit),
+            t(lang, "are on", "включены")
+        ),
+    }
+}
+
+pub fn alert_level(lang: Lang, unit: &str, level: LogLevel) -> String {
+    format!(
+        "<b>{}</b>: {} {}",
+        escape(unit),
+        t(lang, "alerts from", "оповещения с уровня"),
+        level.as_str()
+    )
+}
+
+pub struct InstanceInfo<'a> {
+    pub name: &'a str,
+    pub domain: &'a str,
+    pub version: &'a str,
+    pub users: i64,
+    pub repos: i64,
+    pub units: i64,
+    pub linked_as: Option<&'a str>,
+}
+
+pub fn info(lang: Lang, i: &InstanceInfo<'_>) -> String {
+    let mut out = format!(
+        "<b>{}</b>\n{}: {}\n{}: {}\n{}: {}, {}: {}, {}: {}",
+        escape(i.name),
+        t(lang, "Domain", "Домен"),
+        escape(i.domain),
+        t(lang, "Version", "Версия"),
+        escape(i.version),
+        t(lang, "users", "пользователей"),
+        i.users,
+        t(lang, "repos", "репозиториев"),
+        i.repos,
+        t(lang, "units", "юнитов"),
+        i.units,
+    );
+    if let Some(login) = i.linked_as {
+        out.push_str(&format!(
+            "\n{} <b>{}</b>",
+            t(lang, "This chat is linked to", "Чат привязан к"),
+            escape(login)
+        ));
+    }
+    out
+}
+
+/// An alert: the line that may go out now and what was held back before it, or a summary.
+pub fn alert(lang: Lang, unit: &str, msg: &AlertMessage) -> String {
+    let mut out = String::new();
+    if let Some(line) = &msg.line {
+        out.push_str(&format!(
+            "{} <b>{}</b>\n{}\n<code>{}</code> UTC",
+            level_mark(line.level),
+            escape(unit),
+            escape(&line.text),
+            escape(line.at.get(..19).unwrap_or(&line.at)),
+        ));
+    }
+    let held = &msg.held;
+    if held.count > 0 {
+        if !out.is_empty() {
+            out.push_str("\n\n");
+        } else {
+            out.push_str(&format!("<b>{}</b>\n", escape(unit)));
+        }
+        let levels: Vec<String> = LogLevel::ALL
+            .iter()
+            .filter(|l| held.by_level[l.rank()] > 0)
+            .map(|l| format!("{} {}", held.by_level[l.rank()], l.as_str()))
+            .collect();
+        out.push_str(&format!(
+            "{} {} {} {} UTC ({})",
+            t(lang, "Held back:", "Сдержано:"),
+            held.count,
+            t(lang, "more alerts since", "оповещений с"),
+            escape(
+                held.since
+                    .as_deref()
+                    .and_then(|s| s.get(..19))
+                    .unwrap_or("-")
+            ),
+            levels.join(", "),
+        ));
+        if let Some(last) = &held.last {
+            out.push_str(&format!(
+                "\n{} {} {}",
+                t(lang, "Last:", "Последнее:"),
+                level_mark(last.level),
+                escape(&last.text)
+            ));
+        }
+    }
+    out
+}

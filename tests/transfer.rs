@@ -181,6 +181,14 @@ async fn account_round_trip(backend: Backend) {
         )
         .await;
     assert_eq!(s, 204, "{v}");
+    let (s, v) = a
+        .patch(
+            &format!("/units/alerts/{fan_uuid}"),
+            Some(&a_token),
+            json!({"alert_log_level": "Warning", "mute_seconds": 3600}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
     let node = |unit: &str, ty: &str| {
         let unit = unit.to_string();
         let ty = ty.to_string();
@@ -365,6 +373,8 @@ async fn account_round_trip(backend: Backend) {
         sb["units"][&fan_uuid]["cipher_state_storage"],
         json!("{\"counter\": 41}")
     );
+    assert_eq!(sb["units"][&fan_uuid]["alert_log_level"], "Warning");
+    assert!(sb["units"][&fan_uuid]["alerts_muted_until"].is_string());
     // and B serves them once it has cloned the registry the import created
     let registry = sb["repository_registries"].keys().next().unwrap().clone();
     let mut synced = false;

@@ -140,6 +140,9 @@ pub const UNITS: Table = Table {
         ("last_firmware_update_datetime", Kind::OptTime),
         ("creator_uuid", Kind::Uuid),
         ("repo_uuid", Kind::Uuid),
+        // alert settings (migration 0006); absent in older archives
+        ("alert_log_level", Kind::OptEnum(is::<LogLevel>)),
+        ("alerts_muted_until", Kind::OptTime),
     ],
     references: &["creator_uuid", "repo_uuid"],
     unique_name: Some("name"),
@@ -283,19 +286,26 @@ impl Table {
         Ok(())
     }
 
-    /// `INSERT` of a checked record.
+    /// `INSERT` of a checked record. Optional columns the record leaves out or null are left
+    /// out of the statement, so the column's default applies (an archive from before a column
+    /// existed imports with today's default).
     pub fn insert(&self, rec: &Map<String, Json>) -> Sql {
-        let cols: Vec<&str> = self.columns.iter().map(|(c, _)| *c).collect();
+        let present: Vec<&(&str, Kind)> = self
+            .columns
+            .iter()
+            .filter(|(c, _)| !rec.get(*c).unwrap_or(&Json::Null).is_null())
+            .collect();
+        let cols: Vec<&str> = present.iter().map(|(c, _)| *c).collect();
         let mut q = Sql::new(&format!(
             "INSERT INTO {} ({}) VALUES (",
             self.name,
             cols.join(", ")
         ));
-        for (i, (col, kind)) in self.columns.iter().enumerate() {
+        for (i, (col, kind)) in present.into_iter().enumerate() {
             if i > 0 {
                 q.push(", ");
             }
-            let v = rec.get(*col).unwrap_or(&Json::Null);
+            let v = &rec[*col];
             match kind {
                 Kind::Int => q.bind(v.as_i64().unwrap_or_default()),
                 Kind::Bool => q.bind(v.as_bool().unwrap_or_default()),

@@ -53,6 +53,8 @@ pub struct Instance {
     pub federation: pepeunit_federation::Federation,
     /// Tells the bridge carrier that bridges changed (SPEC §11).
     pub bridges: crate::mqtt::bridge::BridgeSignal,
+    /// Where unit log lines live (the embedded table or ClickHouse).
+    pub logs: crate::telemetry::LogStore,
 }
 
 impl Instance {
@@ -62,6 +64,7 @@ impl Instance {
         std::fs::create_dir_all(config.repositories_dir())?;
         let db = Db::connect(&config.database_url, config.database_max_connections).await?;
         db.migrate().await?;
+        let logs = crate::telemetry::LogStore::open(&config, &db).await?;
         let config = Arc::new(config);
         let git = Git::new(
             config.repositories_dir(),
@@ -80,6 +83,7 @@ impl Instance {
             outbox: crate::mqtt::Outbox::default(),
             mqtt_stats: Arc::default(),
             bridges: Default::default(),
+            logs,
             config,
         })
     }

@@ -5,6 +5,7 @@
 
 pub mod device;
 pub mod fixtures;
+pub mod clickhouse;
 pub mod mosquitto;
 pub mod mqtt;
 

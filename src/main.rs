@@ -133,7 +133,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Load(LoadScenario::Transfer(args)) => {
             return pepeunit::load::transfer::run_transfer(args).await
         }
-        Command::Load(LoadScenario::Logs(args)) => return pepeunit::load::logs::run_logs(args).await,
+        Command::Load(LoadScenario::Logs(args)) => {
+            return pepeunit::load::logs::run_logs(args).await
+        }
         _ => {}
     }
     let config = Config::from_env()?;

@@ -463,9 +463,19 @@ async fn store_batch_insert(backend: Backend) {
         page.iter().map(|l| l.text.as_str()).collect::<Vec<_>>(),
         ["bulk 4998", "bulk 4999"]
     );
-    let (count, _) = unit_logs::list(&pool, unit, &[LogLevel::Critical], None, None, Order::Desc, 0, 1, &now)
-        .await
-        .unwrap();
+    let (count, _) = unit_logs::list(
+        &pool,
+        unit,
+        &[LogLevel::Critical],
+        None,
+        None,
+        Order::Desc,
+        0,
+        1,
+        &now,
+    )
+    .await
+    .unwrap();
     assert_eq!(count, 1_000);
     assert_eq!(unit_logs::insert_batch(&pool, &[]).await.unwrap(), 0);
 

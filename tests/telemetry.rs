@@ -190,7 +190,9 @@ fn lines(prefix: &str, indexes: impl IntoIterator<Item = usize>) -> Vec<String> 
 }
 
 fn enc(s: &str) -> String {
-    s.replace(':', "%3A").replace('/', "%2F").replace('+', "%2B")
+    s.replace(':', "%3A")
+        .replace('/', "%2F")
+        .replace('+', "%2B")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -243,14 +245,19 @@ async fn ingest_and_query(store: Store) {
     let t0 = now() - chrono::Duration::hours(1);
     let expires = now() + chrono::Duration::hours(2);
     let mine = batch(unit, 20, "line", t0, expires);
-    assert_eq!(w.instance().store_unit_logs(mine.clone()).await.unwrap(), 20);
+    assert_eq!(
+        w.instance().store_unit_logs(mine.clone()).await.unwrap(),
+        20
+    );
     w.instance()
         .store_unit_logs(batch(other, 5, "other", t0, expires))
         .await
         .unwrap();
     // exact wire fields, microseconds kept
     let (_, got) = w
-        .list(&format!("uuid={unit}&level=Critical&order_by_create_date=asc&limit=1"))
+        .list(&format!(
+            "uuid={unit}&level=Critical&order_by_create_date=asc&limit=1"
+        ))
         .await;
     let l4 = &mine[4];
     assert_eq!(
@@ -275,7 +282,14 @@ async fn ingest_and_query(store: Store) {
         .await;
     assert_eq!(
         (count, t),
-        (9, [lines("line", [0, 3, 5, 8, 10, 13, 15, 18]), vec!["sensor failed".into()]].concat())
+        (
+            9,
+            [
+                lines("line", [0, 3, 5, 8, 10, 13, 15, 18]),
+                vec!["sensor failed".into()]
+            ]
+            .concat()
+        )
     );
     // time range, both ends inclusive, microsecond precision
     let from = &mine[5].create_datetime;
@@ -319,11 +333,14 @@ async fn ingest_and_query(store: Store) {
         all.extend(t);
     }
     assert_eq!(all.len(), 23);
-    assert_eq!(all[2..23], {
-        let mut l = lines("line", (0..20).rev());
-        l.push("boot".into());
-        l
-    }[..]);
+    assert_eq!(
+        all[2..23],
+        {
+            let mut l = lines("line", (0..20).rev());
+            l.push("boot".into());
+            l
+        }[..]
+    );
 
     // refusals: clear 422s
     let foreign = topic.replacen(&w.inst.domain, "other.example.com", 1);
@@ -475,17 +492,6 @@ async fn expiry_and_janitor(store: Store) {
         .await
         .unwrap();
     assert_eq!(w.texts(&format!("uuid={unit}")).await.0, 4);
-    let partitions = |ch: &ClickHouse| {
-        let ch = ch.sql(
-            "SELECT DISTINCT partition FROM system.parts WHERE database = 'pepeunit' AND table = 'unit_logs' AND active ORDER BY partition FORMAT TSV",
-        );
-        async move {
-            ch.await
-                .lines()
-                .map(|l| l.trim_matches('\'').to_string())
-                .collect::<Vec<_>>()
-        }
-    };
     let day_of = |t: NaiveDateTime| t.format("%Y%m%d").to_string();
     if let Some(ch) = &w.ch {
         let before = partitions(ch).await;
@@ -528,7 +534,9 @@ async fn export_import_roundtrip(store: Store) {
     let Some(a) = World::new(store, &[]).await else {
         return;
     };
-    let b = start(store, a.ch.as_ref(), "pepeunit_b", &[]).await.unwrap();
+    let b = start(store, a.ch.as_ref(), "pepeunit_b", &[])
+        .await
+        .unwrap();
     let unit = a.uuid;
     let t0 = now() - chrono::Duration::hours(3);
     let expires = now() + chrono::Duration::hours(3);
@@ -615,6 +623,17 @@ async fn export_import_roundtrip(store: Store) {
     assert_eq!(sorted(&lc), sorted(&la));
     b.stop().await;
     a.stop().await;
+}
+
+/// The active partitions (expiry days) of the log table.
+async fn partitions(ch: &ClickHouse) -> Vec<String> {
+    ch.sql(
+        "SELECT DISTINCT partition FROM system.parts WHERE database = 'pepeunit' AND table = 'unit_logs' AND active ORDER BY partition FORMAT TSV",
+    )
+    .await
+    .lines()
+    .map(|l| l.trim_matches('\'').to_string())
+    .collect()
 }
 
 fn all_time(t: NaiveDateTime) -> String {

@@ -3,9 +3,9 @@
 //! and a small HTTP client speaking the API's conventions.
 #![allow(dead_code)]
 
+pub mod clickhouse;
 pub mod device;
 pub mod fixtures;
-pub mod clickhouse;
 pub mod mosquitto;
 pub mod mqtt;
 

@@ -49,7 +49,8 @@ pub type LogCursor = (String, Uuid);
 #[derive(Clone)]
 pub enum LogStore {
     Sql(sql::SqlLogs),
-    ClickHouse(clickhouse::ClickHouseLogs),
+    /// Boxed: the client is a few hundred bytes, the SQL store a pool handle.
+    ClickHouse(Box<clickhouse::ClickHouseLogs>),
 }
 
 impl LogStore {
@@ -58,7 +59,7 @@ impl LogStore {
     pub async fn open(config: &Config, db: &crate::store::Db) -> anyhow::Result<LogStore> {
         Ok(match &config.clickhouse {
             None => LogStore::Sql(sql::SqlLogs::new(db.pool.clone())),
-            Some(ch) => LogStore::ClickHouse(clickhouse::ClickHouseLogs::open(ch).await?),
+            Some(ch) => LogStore::ClickHouse(Box::new(clickhouse::ClickHouseLogs::open(ch).await?)),
         })
     }
 

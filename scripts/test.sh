@@ -4,14 +4,16 @@
 #   scripts/test.sh [extra cargo-nextest args...]
 #
 # On a Debian 12 machine with the Rust toolchain, cargo-nextest and python3 it:
-#   1. installs git, postgresql, python3-venv, mosquitto and mosquitto-clients with apt when
-#      they are missing (mosquitto is not started: each test starts its own broker);
+#   1. installs git, postgresql, python3-venv, mosquitto, mosquitto-clients and
+#      clickhouse-server with apt when they are missing (mosquitto and ClickHouse are not
+#      started: each test starts its own broker or server, tests/common/clickhouse.rs);
 #   2. starts the PostgreSQL 15 cluster on 127.0.0.1:5432 and gives the `postgres` role a
 #      password, then exports PU_TEST_POSTGRES_URL (tests create/drop their own databases);
 #   3. creates a venv with pepeunit-client[all] 1.3.x and exports PU_TEST_PYTHON, and one with
 #      bovine-herd 0.5.19 (the ActivityPub interop peer) and exports PU_TEST_BOVINE_PYTHON;
-#   4. exports PU_TEST_MOSQUITTO (the broker binary) and PU_TEST_REQUIRE_ALL=1 (tests needing
-#      PostgreSQL, Python or mosquitto fail, not skip);
+#   4. exports PU_TEST_MOSQUITTO (the broker binary), PU_TEST_CLICKHOUSE (the
+#      clickhouse-server binary, 18.16 on Debian 12) and PU_TEST_REQUIRE_ALL=1 (tests needing
+#      PostgreSQL, Python, mosquitto or ClickHouse fail, not skip);
 #   5. runs cargo fmt --check, cargo clippy -D warnings and cargo nextest run; every step runs
 #      even when an earlier one failed, and the script exits non-zero if any failed.
 #
@@ -34,6 +36,7 @@ PG_PORT="${PU_TEST_PG_PORT:-5432}"
 PG_PASSWORD=pepeunit
 PEPEUNIT_CLIENT_REQ='pepeunit-client[all]>=1.3,<1.4'
 MOSQUITTO_BIN=/usr/sbin/mosquitto
+CLICKHOUSE_BIN=/usr/sbin/clickhouse-server
 
 export DEBIAN_FRONTEND=noninteractive
 export PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -63,6 +66,9 @@ if ! dpkg -s mosquitto >/dev/null 2>&1 || [[ ! -x $MOSQUITTO_BIN ]]; then
     missing+=(mosquitto)
 fi
 dpkg -s mosquitto-clients >/dev/null 2>&1 || missing+=(mosquitto-clients)
+if ! dpkg -s clickhouse-server >/dev/null 2>&1 || [[ ! -x $CLICKHOUSE_BIN ]]; then
+    missing+=(clickhouse-server)
+fi
 if ((${#missing[@]})); then
     note "installing: ${missing[*]}"
     [[ $(id -u) -eq 0 ]] || die "need root to apt-get install ${missing[*]}"
@@ -71,10 +77,12 @@ if ((${#missing[@]})); then
     # C.UTF-8 always exists; an unset or ungenerated locale would make initdb fail.
     LC_ALL=C.UTF-8 apt-get "${apt_opts[@]}" install -y "${missing[@]}" </dev/null
 else
-    note "git, postgresql-$PG_VERSION, python3 venv, mosquitto: present"
+    note "git, postgresql-$PG_VERSION, python3 venv, mosquitto, clickhouse-server: present"
 fi
 [[ -x $MOSQUITTO_BIN ]] || die "$MOSQUITTO_BIN is missing after installing mosquitto"
 export PU_TEST_MOSQUITTO="$MOSQUITTO_BIN"
+[[ -x $CLICKHOUSE_BIN ]] || die "$CLICKHOUSE_BIN is missing after installing clickhouse-server"
+export PU_TEST_CLICKHOUSE="$CLICKHOUSE_BIN"
 
 # ---------------------------------------------------------------------------------------------
 section "PostgreSQL"
@@ -192,6 +200,7 @@ if [[ ${PU_TEST_SETUP_ONLY:-0} == 1 ]]; then
     printf 'export PU_TEST_PYTHON=%q\n' "$PU_TEST_PYTHON"
     printf 'export PU_TEST_BOVINE_PYTHON=%q\n' "$PU_TEST_BOVINE_PYTHON"
     printf 'export PU_TEST_MOSQUITTO=%q\n' "$PU_TEST_MOSQUITTO"
+    printf 'export PU_TEST_CLICKHOUSE=%q\n' "$PU_TEST_CLICKHOUSE"
     printf 'export PU_TEST_REQUIRE_ALL=%q\n' "$PU_TEST_REQUIRE_ALL"
     exit 0
 fi

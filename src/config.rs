@@ -69,6 +69,10 @@ const KNOWN_KEYS: &[&str] = &[
     "PU_TELEGRAM_API_URL",
     "PU_TELEGRAM_MODE",
     "PU_TELEGRAM_ALERT_INTERVAL",
+    "PU_CLICKHOUSE_URL",
+    "PU_CLICKHOUSE_DATABASE",
+    "PU_CLICKHOUSE_USER",
+    "PU_CLICKHOUSE_PASSWORD",
 ];
 
 /// Longest log lifetime accepted, seconds.
@@ -163,6 +167,9 @@ pub struct Config {
     pub telegram_mode: TelegramMode,
     /// Least seconds between two alerts of one unit (`PU_TELEGRAM_ALERT_INTERVAL`).
     pub telegram_alert_interval_secs: u64,
+    /// Where unit logs live: `None` is the embedded store (the `unit_logs` table of
+    /// `PU_DATABASE_URL`), `Some` a ClickHouse server (`PU_CLICKHOUSE_*`).
+    pub clickhouse: Option<ClickHouseConfig>,
 }
 
 /// How the Telegram bot receives updates.
@@ -172,6 +179,19 @@ pub enum TelegramMode {
     Polling,
     /// Telegram POSTs updates to `{origin}/pepeunit/api/v1/bot` (needs a public https origin).
     Webhook,
+}
+
+/// The ClickHouse server holding unit logs, reached over HTTP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClickHouseConfig {
+    /// `PU_CLICKHOUSE_URL`: `http://host:port`, without a trailing `/`.
+    pub url: String,
+    /// `PU_CLICKHOUSE_DATABASE` (default `pepeunit`), created at start when missing.
+    pub database: String,
+    /// `PU_CLICKHOUSE_USER`; `None` is the server's `default` user.
+    pub user: Option<String>,
+    /// `PU_CLICKHOUSE_PASSWORD`.
+    pub password: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -470,11 +490,14 @@ impl Config {
             ));
         }
 
+        let clickhouse = clickhouse_config(&src)?;
+
         let mut config = Config {
             telegram_bot_token,
             telegram_api_url,
             telegram_mode,
             telegram_alert_interval_secs,
+            clickhouse,
             import_max_bytes,
             federation_allow_local: src.parse("PU_FEDERATION_ALLOW_LOCAL", false)?,
             federation_authorized_fetch: src.parse("PU_FEDERATION_AUTHORIZED_FETCH", false)?,
@@ -614,6 +637,59 @@ impl Config {
     }
 }
 
+/// `PU_CLICKHOUSE_*`; the other variables are refused without `PU_CLICKHOUSE_URL`, so a
+/// half-configured ClickHouse never silently falls back to the embedded store.
+fn clickhouse_config(src: &Source) -> Result<Option<ClickHouseConfig>, ConfigError> {
+    let Some(url) = src.get("PU_CLICKHOUSE_URL") else {
+        for key in [
+            "PU_CLICKHOUSE_DATABASE",
+            "PU_CLICKHOUSE_USER",
+            "PU_CLICKHOUSE_PASSWORD",
+        ] {
+            if src.get(key).is_some() {
+                return Err(invalid(key, "is set but PU_CLICKHOUSE_URL is not"));
+            }
+        }
+        return Ok(None);
+    };
+    let url = url.trim().trim_end_matches('/').to_string();
+    // plain HTTP only: the clickhouse crate is built without TLS (ClickHouse sits next to the
+    // backend, as in docker-compose.yml)
+    match url.strip_prefix("http://") {
+        Some(host) if !host.is_empty() && !host.contains(['/', '?', '#', '@', ' ']) => {}
+        _ => {
+            return Err(invalid(
+                "PU_CLICKHOUSE_URL",
+                "must be http://host[:port], without path or credentials \
+                 (those go in PU_CLICKHOUSE_USER / PU_CLICKHOUSE_PASSWORD; https is not built in)",
+            ))
+        }
+    }
+    let database = src.string("PU_CLICKHOUSE_DATABASE", "pepeunit");
+    // the name is spliced into DDL: identifiers only
+    let first_ok = database
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if !first_ok
+        || database.len() > 64
+        || !database
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return Err(invalid(
+            "PU_CLICKHOUSE_DATABASE",
+            "must be 1 to 64 ASCII letters, digits or _, not starting with a digit",
+        ));
+    }
+    Ok(Some(ClickHouseConfig {
+        url,
+        database,
+        user: src.get("PU_CLICKHOUSE_USER").map(str::to_string),
+        password: src.get("PU_CLICKHOUSE_PASSWORD").map(str::to_string),
+    }))
+}
+
 fn validate_domain(domain: &str) -> Result<(), ConfigError> {
     let ok = !domain.is_empty()
         && domain.len() <= 253
@@ -739,6 +815,13 @@ mod tests {
             ("PU_TELEGRAM_MODE", "push"),
             ("PU_TELEGRAM_ALERT_INTERVAL", "-1"),
             ("PU_TELEGRAM_ALERT_INTERVAL", "86401"),
+            ("PU_CLICKHOUSE_URL", "clickhouse:8123"),
+            ("PU_CLICKHOUSE_URL", "http://user:pw@clickhouse:8123"),
+            ("PU_CLICKHOUSE_URL", "http://clickhouse:8123/db"),
+            ("PU_CLICKHOUSE_URL", "http://"),
+            ("PU_CLICKHOUSE_URL", "https://clickhouse:8443"),
+            ("PU_CLICKHOUSE_DATABASE", "pepeunit"),
+            ("PU_CLICKHOUSE_PASSWORD", "secret"),
         ] {
             let err = Config::from_vars(vars(dir.path(), &[(key, value)])).unwrap_err();
             assert!(err.to_string().contains(key), "{key}: {err}");
@@ -765,5 +848,45 @@ mod tests {
         std::fs::write(&file, "PU_DOMIAN = \"typo\"\n").unwrap();
         let err = Config::from_vars(vars(dir.path(), &[("PU_CONFIG_FILE", &f)])).unwrap_err();
         assert!(err.to_string().contains("unknown key PU_DOMIAN"));
+    }
+
+    #[test]
+    fn clickhouse_is_optional_and_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Config::from_vars(vars(dir.path(), &[])).unwrap();
+        assert_eq!(c.clickhouse, None);
+        let c = Config::from_vars(vars(
+            dir.path(),
+            &[
+                ("PU_CLICKHOUSE_URL", "http://clickhouse:8123/"),
+                ("PU_CLICKHOUSE_USER", "pepe"),
+            ],
+        ))
+        .unwrap();
+        assert_eq!(
+            c.clickhouse,
+            Some(ClickHouseConfig {
+                url: "http://clickhouse:8123".into(),
+                database: "pepeunit".into(),
+                user: Some("pepe".into()),
+                password: None,
+            })
+        );
+        for db in ["1logs", "logs;DROP", "a-b", ""] {
+            let r = Config::from_vars(vars(
+                dir.path(),
+                &[
+                    ("PU_CLICKHOUSE_URL", "http://localhost:8123"),
+                    ("PU_CLICKHOUSE_DATABASE", db),
+                ],
+            ));
+            // an empty value means unset (the default), like every other variable
+            if db.is_empty() {
+                assert_eq!(r.unwrap().clickhouse.unwrap().database, "pepeunit");
+            } else {
+                let err = r.unwrap_err().to_string();
+                assert!(err.contains("PU_CLICKHOUSE_DATABASE"), "{db}: {err}");
+            }
+        }
     }
 }

@@ -98,6 +98,9 @@ enum LoadScenario {
     Hub(pepeunit::load::hub::HubLoad),
     /// Account export and import throughput (self-contained: a temporary instance).
     Transfer(pepeunit::load::transfer::TransferLoad),
+    /// Log ingest into the telemetry store: embedded, and ClickHouse with --clickhouse-url
+    /// (self-contained: a temporary instance).
+    Logs(pepeunit::load::logs::LogsLoad),
 }
 
 #[tokio::main]
@@ -129,6 +132,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Load(LoadScenario::Hub(args)) => return pepeunit::load::hub::run_hub(args).await,
         Command::Load(LoadScenario::Transfer(args)) => {
             return pepeunit::load::transfer::run_transfer(args).await
+        }
+        Command::Load(LoadScenario::Logs(args)) => {
+            return pepeunit::load::logs::run_logs(args).await
         }
         _ => {}
     }
@@ -240,6 +246,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("PU_DATABASE_URL={}", redact_url(&c.database_url));
             println!("PU_MQTT_HOST={}:{}", c.mqtt_host, c.mqtt_port);
             println!("PU_SECRET_KEY=<{} chars>", c.secret_key.len());
+            match &c.clickhouse {
+                None => println!("PU_CLICKHOUSE_URL= (unit logs in PU_DATABASE_URL)"),
+                Some(ch) => {
+                    println!("PU_CLICKHOUSE_URL={}", ch.url);
+                    println!("PU_CLICKHOUSE_DATABASE={}", ch.database);
+                }
+            }
         }
     }
     Ok(())

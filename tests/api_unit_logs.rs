@@ -258,7 +258,16 @@ async fn list_fields_levels_order_and_paging(backend: Backend) {
         .collect();
     assert_eq!(
         params,
-        ["uuid", "level", "order_by_create_date", "offset", "limit"]
+        [
+            "uuid",
+            "topic",
+            "level",
+            "start_create_datetime",
+            "end_create_datetime",
+            "order_by_create_date",
+            "offset",
+            "limit"
+        ]
     );
     assert!(doc["components"]["schemas"]["UnitLog"].is_object());
     w.stop().await;
@@ -400,6 +409,8 @@ async fn deleting_a_unit_clears_its_logs(backend: Backend) {
             inst.pool(),
             unit,
             &[],
+            None,
+            None,
             Order::Desc,
             0,
             0,
@@ -444,7 +455,7 @@ async fn store_batch_insert(backend: Backend) {
     let batch = logs(unit, 5_000, "bulk", 86_400);
     assert_eq!(unit_logs::insert_batch(&pool, &batch).await.unwrap(), 5_000);
     let now = pepeunit::domain::now();
-    let (count, page) = unit_logs::list(&pool, unit, &[], Order::Asc, 4_998, 10, &now)
+    let (count, page) = unit_logs::list(&pool, unit, &[], None, None, Order::Asc, 4_998, 10, &now)
         .await
         .unwrap();
     assert_eq!(count, 5_000);
@@ -452,9 +463,19 @@ async fn store_batch_insert(backend: Backend) {
         page.iter().map(|l| l.text.as_str()).collect::<Vec<_>>(),
         ["bulk 4998", "bulk 4999"]
     );
-    let (count, _) = unit_logs::list(&pool, unit, &[LogLevel::Critical], Order::Desc, 0, 1, &now)
-        .await
-        .unwrap();
+    let (count, _) = unit_logs::list(
+        &pool,
+        unit,
+        &[LogLevel::Critical],
+        None,
+        None,
+        Order::Desc,
+        0,
+        1,
+        &now,
+    )
+    .await
+    .unwrap();
     assert_eq!(count, 1_000);
     assert_eq!(unit_logs::insert_batch(&pool, &[]).await.unwrap(), 0);
 
@@ -464,7 +485,7 @@ async fn store_batch_insert(backend: Backend) {
     failing[5_049].uuid = failing[0].uuid;
     let err = unit_logs::insert_batch(&pool, &failing).await.unwrap_err();
     assert!(err.is_already_exists(), "{err}");
-    let (count, _) = unit_logs::list(&pool, other, &[], Order::Asc, 0, 1, &now)
+    let (count, _) = unit_logs::list(&pool, other, &[], None, None, Order::Asc, 0, 1, &now)
         .await
         .unwrap();
     assert_eq!(count, 0);

@@ -89,11 +89,19 @@ pub struct UnitLogsResult {
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct UnitLogListQuery {
-    /// The unit whose logs are listed.
-    uuid: Uuid,
+    /// The unit whose logs are listed (or give `topic`).
+    uuid: Option<Uuid>,
+    /// The unit's log topic instead of `uuid`:
+    /// `{domain}/output_base_topic/{unit_uuid}/log/pepeunit` of this instance.
+    topic: Option<String>,
     /// Repeat for several levels; absent means every level.
     #[serde(default)]
     level: Vec<LogLevel>,
+    /// Lines created at or after this UTC instant (`2026-11-28T12:00:00.000000`; RFC 3339
+    /// with an offset is accepted too).
+    start_create_datetime: Option<String>,
+    /// Lines created at or before this UTC instant.
+    end_create_datetime: Option<String>,
     /// Default `desc` (newest first).
     order_by_create_date: Option<Order>,
     offset: Option<i64>,
@@ -354,8 +362,9 @@ async fn send_command(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// A unit's logs that have not expired (creator or the unit itself). `/units/log_list/` with the
-/// slash, as upstream, reaches the same handler.
+/// A unit's logs that have not expired (creator or the unit itself), by `uuid` or by its log
+/// `topic`, with level and creation-time filters. `/units/log_list/` with the slash, as
+/// upstream, reaches the same handler.
 #[utoipa::path(get, path = "/units/log_list", tag = "units", params(UnitLogListQuery), responses((status = 200, body = UnitLogsResult)))]
 async fn unit_log_list(
     state: State<Instance>,
@@ -364,7 +373,10 @@ async fn unit_log_list(
 ) -> AppResult<axum::Json<UnitLogsResult>> {
     let filter = UnitLogFilter {
         uuid: q.uuid,
+        topic: q.topic,
         level: q.level,
+        start_create_datetime: q.start_create_datetime,
+        end_create_datetime: q.end_create_datetime,
         order_by_create_date: q.order_by_create_date,
         offset: q.offset,
         limit: q.limit,

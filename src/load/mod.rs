@@ -1,9 +1,11 @@
 //! `pepeunit load`: load generators (SPEC §7's console load tool). The `rest` scenario hammers
 //! the device endpoints (env, schema, state storage) of a running instance and reports
 //! throughput and latency percentiles. It targets whatever URL it is given; keep it on loopback
-//! or on machines you own. `mqtt` and `hub` are self-contained (see their modules).
+//! or on machines you own. `mqtt`, `hub`, `transfer` and `logs` are self-contained (see their
+//! modules).
 
 pub mod hub;
+pub mod logs;
 pub mod mqtt;
 pub mod transfer;
 

@@ -97,6 +97,8 @@ impl Shards {
 
 /// Batches of log lines in flight from the shards to the log writer.
 const LOG_WRITER_QUEUE: usize = 64;
+/// Pause before the one retry of a batch the log store refused.
+const LOG_RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 /// The one task that writes log lines: every shard sends its lines here, so the log store
 /// sees one writer with large batches instead of N writers contending for it (SQLite has a
@@ -113,7 +115,17 @@ async fn log_writer(
         }
         let lines: Vec<NewUnitLog> = batches.drain(..).flatten().collect();
         let n = lines.len() as u64;
-        match instance.store_unit_logs(lines).await {
+        // one retry after a pause, for a store that restarts or a dropped connection; a batch
+        // that fails twice is logged and counted, and lost. A failed INSERT stores nothing
+        // (one transaction, or one ClickHouse block), so the retry does not duplicate lines,
+        // unless the first answer was lost after the store had committed.
+        let mut result = instance.store_unit_log_batch(&lines).await;
+        if let Err(e) = &result {
+            tracing::warn!(lines = n, error = %e, "unit log lines not stored, retrying once");
+            tokio::time::sleep(LOG_RETRY_PAUSE).await;
+            result = instance.store_unit_log_batch(&lines).await;
+        }
+        match result {
             Ok(_) => stats.add(&stats.counters.logs_stored, n),
             Err(e) => {
                 stats.add(&stats.counters.batch_errors, 1);

@@ -58,6 +58,8 @@ pub struct Instance {
     pub telegram: Option<crate::telegram::Telegram>,
     /// Log lines that became alerts, on their way to Telegram (SPEC §4).
     pub alerts: alerts::Alerts,
+    /// Where unit log lines live (the embedded table or ClickHouse).
+    pub logs: crate::telemetry::LogStore,
 }
 
 impl Instance {
@@ -67,6 +69,7 @@ impl Instance {
         std::fs::create_dir_all(config.repositories_dir())?;
         let db = Db::connect(&config.database_url, config.database_max_connections).await?;
         db.migrate().await?;
+        let logs = crate::telemetry::LogStore::open(&config, &db).await?;
         let config = Arc::new(config);
         let git = Git::new(
             config.repositories_dir(),
@@ -87,6 +90,7 @@ impl Instance {
             bridges: Default::default(),
             telegram: crate::telegram::Telegram::new(&config),
             alerts: alerts::Alerts::new(config.telegram_bot_token.is_some()),
+            logs,
             config,
         })
     }

@@ -29,6 +29,7 @@ use crate::crypto::Cipher;
 use crate::domain;
 use crate::error::{AppError, AppResult};
 use crate::store::transfer::{self as tables, Table};
+use crate::store::unit_logs::{NewUnitLog, UnitLog};
 use crate::store::Sql;
 
 /// `format` of the manifest.
@@ -309,11 +310,8 @@ fn condition(table: &Table, scope: ExportScope, owner: Uuid, credentials: bool) 
                         .bind(u)
                         .push(")");
                 }
-                "unit_logs" => {
-                    q.push("unit_uuid IN ");
-                    units(&mut q);
-                    q.push(" AND expiration_datetime > ").bind(domain::now());
-                }
+                // read unit by unit through the telemetry store, not with this condition
+                "unit_logs" => {}
                 _ => return None,
             }
         }
@@ -381,6 +379,43 @@ fn sealed_fields(table: &Table) -> &'static [&'static str] {
         "registry_credentials" => &["cipher_credentials"],
         _ => &[],
     }
+}
+
+/// A log line as an archive record (the columns of `tables::LOGS`).
+fn log_record(l: &UnitLog) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("uuid".into(), Value::String(l.uuid.to_string()));
+    m.insert("unit_uuid".into(), Value::String(l.unit_uuid.to_string()));
+    m.insert("level".into(), Value::String(l.level.as_str().into()));
+    m.insert("text".into(), Value::String(l.text.clone()));
+    m.insert(
+        "create_datetime".into(),
+        Value::String(l.create_datetime.clone()),
+    );
+    m.insert(
+        "expiration_datetime".into(),
+        Value::String(l.expiration_datetime.clone()),
+    );
+    m
+}
+
+/// An archive record (checked against `tables::LOGS`) as a line to store.
+fn new_log(rec: &Map<String, Value>) -> AppResult<NewUnitLog> {
+    let text = |k: &str| rec.get(k).and_then(Value::as_str).unwrap_or_default();
+    let bad = |k: &str| AppError::transfer(format!("unit_logs: invalid {k}"));
+    Ok(NewUnitLog {
+        uuid: text("uuid").parse().map_err(|_| bad("uuid"))?,
+        unit_uuid: text("unit_uuid").parse().map_err(|_| bad("unit_uuid"))?,
+        level: text("level").parse().map_err(|_| bad("level"))?,
+        text: text("text").to_string(),
+        // normalised to the stored format (archives may carry fewer fraction digits)
+        create_datetime: domain::parse_time(text("create_datetime"))
+            .map(domain::format_time)
+            .ok_or_else(|| bad("create_datetime"))?,
+        expiration_datetime: domain::parse_time(text("expiration_datetime"))
+            .map(domain::format_time)
+            .ok_or_else(|| bad("expiration_datetime"))?,
+    })
 }
 
 fn jsonl(records: &[Map<String, Value>]) -> Vec<u8> {
@@ -470,45 +505,28 @@ impl Instance {
                 continue;
             };
             if table.name == "unit_logs" {
-                // unit by unit along the (unit_uuid, create_datetime) index, keyset-paged,
-                // written in members of LOG_CHUNK lines: constant memory, no big sorts
+                // unit by unit through the telemetry store (SQL table or ClickHouse),
+                // keyset-paged along its (unit, create_datetime, uuid) order, written in
+                // members of LOG_CHUNK lines: constant memory, no big sorts
                 let mut buf = Vec::new();
                 let mut chunk = 0usize;
                 let mut total = 0usize;
+                let now = chrono::Utc::now().naive_utc();
                 for unit in &unit_uuids {
-                    let mut after: Option<(String, String)> = None;
+                    let Ok(unit) = Uuid::parse_str(unit) else {
+                        continue;
+                    };
+                    let mut after: Option<crate::telemetry::LogCursor> = None;
                     loop {
-                        let mut q = table.select();
-                        q.push("unit_uuid = ")
-                            .bind(unit.as_str())
-                            .push(" AND expiration_datetime > ")
-                            .bind(domain::now());
-                        if let Some((t, id)) = &after {
-                            q.push(" AND (create_datetime > ")
-                                .bind(t.as_str())
-                                .push(" OR (create_datetime = ")
-                                .bind(t.as_str())
-                                .push(" AND uuid > ")
-                                .bind(id.as_str())
-                                .push("))");
+                        let page = self
+                            .logs
+                            .page_after(unit, after.as_ref(), LOG_CHUNK, now)
+                            .await?;
+                        let n = page.len();
+                        if let Some(last) = page.last() {
+                            after = Some((last.create_datetime.clone(), last.uuid));
                         }
-                        q.push(&format!(
-                            " ORDER BY create_datetime, uuid LIMIT {LOG_CHUNK}"
-                        ));
-                        let rows = q.fetch_all(self.pool()).await?;
-                        let n = rows.len();
-                        for row in &rows {
-                            buf.push(table.record(row)?);
-                        }
-                        if let Some(last) = buf.last() {
-                            after = Some((
-                                last["create_datetime"]
-                                    .as_str()
-                                    .unwrap_or_default()
-                                    .to_string(),
-                                last["uuid"].as_str().unwrap_or_default().to_string(),
-                            ));
-                        }
+                        buf.extend(page.iter().map(log_record));
                         while buf.len() >= LOG_CHUNK as usize {
                             let rest = buf.split_off(LOG_CHUNK as usize);
                             chunk += 1;
@@ -662,6 +680,8 @@ impl Instance {
         let mut new_registries = Vec::new();
         let mut new_repos = Vec::new();
         let mut new_units = Vec::new();
+        // (index among the archive's log records, unit uuid here)
+        let mut pending_logs: Vec<(usize, String)> = Vec::new();
         for table in tables::TABLES {
             if table.name == "users" {
                 continue;
@@ -718,6 +738,12 @@ impl Instance {
                         col.to_string(),
                         mapped.map(Value::String).unwrap_or(Value::Null),
                     );
+                }
+                // log lines go to the telemetry store after the commit (below)
+                if table.name == "unit_logs" {
+                    let unit = rec["unit_uuid"].as_str().unwrap_or_default().to_string();
+                    pending_logs.push((i, unit));
+                    continue;
                 }
                 // registries are shared by URL
                 if table.name == "repository_registries" {
@@ -862,9 +888,17 @@ impl Instance {
                 table: table.name,
                 records: created,
             });
-            report.created.insert(table.name.to_string(), created);
+            if table.name != "unit_logs" {
+                report.created.insert(table.name.to_string(), created);
+            }
         }
         tx.commit().await?;
+        let created = self
+            .import_logs(&a, &pending_logs, &mut report.remapped, progress)
+            .await?;
+        report
+            .created
+            .insert(tables::LOGS.name.to_string(), created);
         report.new_registries = new_registries;
         for r in new_repos {
             self.repos_cache.invalidate(r);
@@ -882,6 +916,53 @@ impl Instance {
 }
 
 impl Instance {
+    /// Writes the checked log lines of an archive into the telemetry store, `LOG_CHUNK` at a
+    /// time (one INSERT each), a line whose uuid is taken here getting a new one. Runs after
+    /// the relational data committed, because the store may be ClickHouse, outside that
+    /// transaction: if the store fails now, the import answers with the error and the account
+    /// is there with part of its logs.
+    async fn import_logs(
+        &self,
+        a: &CheckedArchive,
+        pending: &[(usize, String)],
+        remapped: &mut Vec<Remapped>,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> AppResult<usize> {
+        let Some(recs) = a.records.get(tables::LOGS.name) else {
+            return Ok(0);
+        };
+        let mut created = 0;
+        for chunk in pending.chunks(LOG_CHUNK as usize) {
+            let mut lines = Vec::with_capacity(chunk.len());
+            for (i, unit) in chunk {
+                let mut line = new_log(&recs[*i])?;
+                line.unit_uuid = unit
+                    .parse()
+                    .map_err(|_| AppError::transfer("unit_logs: invalid unit_uuid"))?;
+                lines.push(line);
+            }
+            let uuids: Vec<Uuid> = lines.iter().map(|l| l.uuid).collect();
+            let taken = self.logs.taken_uuids(&uuids).await?;
+            for line in &mut lines {
+                if taken.contains(&line.uuid) {
+                    let new = Uuid::now_v7();
+                    remapped.push(Remapped {
+                        table: tables::LOGS.name.into(),
+                        from: line.uuid.to_string(),
+                        to: new.to_string(),
+                    });
+                    line.uuid = new;
+                }
+            }
+            created += self.logs.insert(&lines).await? as usize;
+            progress(Progress {
+                table: tables::LOGS.name,
+                records: created,
+            });
+        }
+        Ok(created)
+    }
+
     /// Clones the mirrors of the registries an import created, in the background (a stopped
     /// instance clones missing mirrors when it starts).
     pub fn sync_imported(&self, report: &ImportReport) {

@@ -1,32 +1,86 @@
 //! Unit logs: what devices report on their `log` topic, kept `PU_UNIT_LOG_EXPIRATION` seconds.
 //!
 //! The one interface to log storage for every front door: MQTT ingest writes through
-//! [`Instance::store_unit_logs`], REST reads through [`Instance::unit_log_list`]. Signatures
-//! carry only plain data, so the store behind them can change (ClickHouse) without callers
-//! noticing.
+//! [`Instance::store_unit_logs`], REST reads through [`Instance::unit_log_list`], the Telegram
+//! bot through [`Instance::query_unit_logs`]. The lines live in the telemetry store
+//! (`src/telemetry`: the embedded SQL table or ClickHouse); signatures carry only plain data,
+//! so callers never know which one runs.
 
+use chrono::NaiveDateTime;
 use uuid::Uuid;
 
 use super::{check_page, Agent, Instance};
 use crate::domain::{self, LogLevel, Order};
-use crate::error::AppResult;
+use crate::error::{AppError, AppResult};
 use crate::store::unit_logs::{NewUnitLog, UnitLog};
-use crate::store::{self};
+use crate::telemetry::LogQuery;
 
-/// The query of `GET /units/log_list/`.
-#[derive(Clone, Debug)]
+/// The query of `GET /units/log_list/`: exactly one of `uuid` and `topic` names the unit.
+#[derive(Clone, Debug, Default)]
 pub struct UnitLogFilter {
     /// The unit whose logs are listed.
-    pub uuid: Uuid,
+    pub uuid: Option<Uuid>,
+    /// Or its log topic, `{PU_DOMAIN}/output_base_topic/{unit_uuid}/log/pepeunit`.
+    pub topic: Option<String>,
     /// Empty means every level.
     pub level: Vec<LogLevel>,
+    /// Lines created at or after this instant (naive UTC, `2026-11-28T12:00:00[.ffffff]`, or
+    /// RFC 3339 with an offset).
+    pub start_create_datetime: Option<String>,
+    /// Lines created at or before this instant.
+    pub end_create_datetime: Option<String>,
     /// Default `desc`: newest first.
     pub order_by_create_date: Option<Order>,
     pub offset: Option<i64>,
     pub limit: Option<i64>,
 }
 
+/// A query timestamp in the stored format; `name` is the parameter named in the error.
+fn query_time(name: &str, s: &str) -> AppResult<String> {
+    let s = s.trim();
+    let t = domain::parse_time(s)
+        .or_else(|| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .ok()
+                .map(|t| t.naive_utc())
+        })
+        .ok_or_else(|| {
+            AppError::request(
+                "query",
+                Some(name),
+                format!("{name} must be a UTC time like 2026-11-28T12:00:00.000000, not {s:?}"),
+            )
+        })?;
+    Ok(domain::format_time(t))
+}
+
 impl Instance {
+    /// The unit a log topic belongs to: `{PU_DOMAIN}/output_base_topic/{unit_uuid}/log/pepeunit`
+    /// of this instance, nothing else.
+    pub fn unit_of_log_topic(&self, topic: &str) -> AppResult<Uuid> {
+        let bad = |why: &str| {
+            AppError::request(
+                "query",
+                Some("topic"),
+                format!(
+                    "topic must be {}/output_base_topic/<unit_uuid>/log/pepeunit: {why}",
+                    self.config.domain
+                ),
+            )
+        };
+        let parts: Vec<&str> = topic.split('/').collect();
+        match parts.as_slice() {
+            [domain, "output_base_topic", unit, "log", "pepeunit"] => {
+                if *domain != self.config.domain {
+                    return Err(bad("another instance's domain"));
+                }
+                Uuid::parse_str(unit).map_err(|_| bad("the unit is not a uuid"))
+            }
+            [_, "output_base_topic", _, _, "pepeunit"] => Err(bad("not the log topic")),
+            _ => Err(bad("not a unit's output base topic")),
+        }
+    }
+
     /// A unit's unexpired logs, for its creator or the unit itself: `(total, page)`.
     pub async fn unit_log_list(
         &self,
@@ -34,17 +88,52 @@ impl Instance {
         filter: UnitLogFilter,
     ) -> AppResult<(i64, Vec<UnitLog>)> {
         let (offset, limit) = check_page(filter.offset, filter.limit, None)?;
-        let unit = self.unit_for_creator_or_self(agent, filter.uuid).await?;
-        store::unit_logs::list(
-            self.pool(),
-            unit.uuid,
-            &filter.level,
-            filter.order_by_create_date.unwrap_or(Order::Desc),
+        let uuid = match (filter.uuid, &filter.topic) {
+            (Some(u), None) => u,
+            (None, Some(t)) => self.unit_of_log_topic(t)?,
+            (Some(_), Some(_)) => {
+                return Err(AppError::request(
+                    "query",
+                    Some("topic"),
+                    "give either uuid or topic, not both",
+                ))
+            }
+            (None, None) => {
+                return Err(AppError::request(
+                    "query",
+                    Some("uuid"),
+                    "uuid or topic is required",
+                ))
+            }
+        };
+        let since = filter
+            .start_create_datetime
+            .as_deref()
+            .map(|s| query_time("start_create_datetime", s))
+            .transpose()?;
+        let until = filter
+            .end_create_datetime
+            .as_deref()
+            .map(|s| query_time("end_create_datetime", s))
+            .transpose()?;
+        let unit = self.unit_for_creator_or_self(agent, uuid).await?;
+        self.query_unit_logs(LogQuery {
+            unit_uuid: unit.uuid,
+            levels: filter.level,
+            since,
+            until,
+            order: filter.order_by_create_date.unwrap_or(Order::Desc),
             offset,
             limit,
-            &domain::now(),
-        )
+        })
         .await
+    }
+
+    /// A unit's unexpired logs without any access check: for callers that checked access
+    /// themselves (REST above, the Telegram bot). Timestamps of `q` are in
+    /// [`domain::format_time`]'s format.
+    pub(crate) async fn query_unit_logs(&self, q: LogQuery) -> AppResult<(i64, Vec<UnitLog>)> {
+        self.logs.query(&q, chrono::Utc::now().naive_utc()).await
     }
 
     /// A log line received now, expiring after `PU_UNIT_LOG_EXPIRATION`.
@@ -62,18 +151,33 @@ impl Instance {
         }
     }
 
-    /// Stores a batch of log lines at once (one transaction); returns how many were stored.
+    /// Stores a batch of log lines at once; returns how many were stored.
     pub async fn store_unit_logs(&self, logs: Vec<NewUnitLog>) -> AppResult<u64> {
-        store::unit_logs::insert_batch(self.pool(), &logs).await
+        self.logs.insert(&logs).await
     }
 
-    /// Deletes every log of a unit (unit deletion, the `LogSync` command); returns how many.
+    /// [`Instance::store_unit_logs`] without giving the batch away, so a caller can retry it.
+    pub async fn store_unit_log_batch(&self, logs: &[NewUnitLog]) -> AppResult<u64> {
+        self.logs.insert(logs).await
+    }
+
+    /// Deletes every log of a unit (unit deletion, the `LogSync` command): readers stop
+    /// seeing them when this returns. Returns how many were visible.
     pub async fn clear_unit_logs(&self, unit_uuid: Uuid) -> AppResult<u64> {
-        store::unit_logs::delete_for_unit(self.pool(), unit_uuid).await
+        self.logs
+            .clear_unit(unit_uuid, chrono::Utc::now().naive_utc())
+            .await
     }
 
-    /// Deletes the logs whose lifetime is over; returns how many.
+    /// Frees the space of logs whose lifetime is over; returns how many lines were removed.
     pub async fn purge_expired_unit_logs(&self) -> AppResult<u64> {
-        store::unit_logs::delete_expired(self.pool(), &domain::now()).await
+        self.purge_expired_unit_logs_at(chrono::Utc::now().naive_utc())
+            .await
+    }
+
+    /// [`Instance::purge_expired_unit_logs`] as of `now` (tests run the janitor as of a later
+    /// day). ClickHouse drops whole partitions whose expiry day is over.
+    pub async fn purge_expired_unit_logs_at(&self, now: NaiveDateTime) -> AppResult<u64> {
+        self.logs.purge_expired(now).await
     }
 }

@@ -97,11 +97,15 @@ pub async fn insert_batch(db: &AnyPool, logs: &[NewUnitLog]) -> AppResult<u64> {
 }
 
 /// One unit's logs not yet expired at `now`: `(total, page)`. `levels` empty means every
-/// level; rows sharing a `create_datetime` (one batch) are ordered by uuid so pages are stable.
+/// level; `since`/`until` bound `create_datetime` (both inclusive); rows sharing a
+/// `create_datetime` (one batch) are ordered by uuid so pages are stable.
+#[allow(clippy::too_many_arguments)]
 pub async fn list(
     db: &AnyPool,
     unit_uuid: Uuid,
     levels: &[LogLevel],
+    since: Option<&str>,
+    until: Option<&str>,
     order: Order,
     offset: i64,
     limit: i64,
@@ -115,6 +119,12 @@ pub async fn list(
         cond.push(" AND level IN ")
             .bind_list(levels.iter().map(|l| l.as_str()));
     }
+    if let Some(t) = since {
+        cond.push(" AND create_datetime >= ").bind(t);
+    }
+    if let Some(t) = until {
+        cond.push(" AND create_datetime <= ").bind(t);
+    }
     let mut count = Sql::new("SELECT COUNT(*)");
     count.append(&cond);
     let total = count.fetch_i64(db).await?;
@@ -126,6 +136,47 @@ pub async fn list(
         .push(order.sql());
     q.page(offset, limit);
     Ok((total, map_rows(q.fetch_all(db).await?, from_row)?))
+}
+
+/// Up to `limit` of a unit's logs not expired at `now`, oldest first, strictly after
+/// `(create_datetime, uuid)` of `after`: keyset paging along `unit_logs_unit_create`.
+pub async fn page_after(
+    db: &AnyPool,
+    unit_uuid: Uuid,
+    after: Option<(&str, Uuid)>,
+    limit: i64,
+    now: &str,
+) -> AppResult<Vec<UnitLog>> {
+    let mut q = Sql::new("SELECT * FROM unit_logs WHERE unit_uuid = ");
+    q.bind(unit_uuid)
+        .push(" AND expiration_datetime > ")
+        .bind(now);
+    if let Some((t, id)) = after {
+        q.push(" AND (create_datetime > ")
+            .bind(t)
+            .push(" OR (create_datetime = ")
+            .bind(t)
+            .push(" AND uuid > ")
+            .bind(id)
+            .push("))");
+    }
+    q.push(" ORDER BY create_datetime, uuid");
+    q.page(0, limit);
+    map_rows(q.fetch_all(db).await?, from_row)
+}
+
+/// Which of `uuids` are stored (any unit).
+pub async fn taken_uuids(db: &AnyPool, uuids: &[Uuid]) -> AppResult<Vec<Uuid>> {
+    let mut out = Vec::new();
+    // far below the bind limit of both backends
+    for chunk in uuids.chunks(1000) {
+        let mut q = Sql::new("SELECT uuid FROM unit_logs WHERE uuid IN ");
+        q.bind_list(chunk.iter().copied());
+        for row in q.fetch_all(db).await? {
+            out.push(row.uuid("uuid")?);
+        }
+    }
+    Ok(out)
 }
 
 /// Deletes every log of a unit; returns how many there were.

@@ -429,7 +429,10 @@ async fn last_logs(
     n: i64,
 ) -> AppResult<Vec<crate::store::unit_logs::UnitLog>> {
     let filter = UnitLogFilter {
-        uuid: unit,
+        uuid: Some(unit),
+        topic: None,
+        start_create_datetime: None,
+        end_create_datetime: None,
         level: LogLevel::ALL
             .iter()
             .copied()

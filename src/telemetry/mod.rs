@@ -1,0 +1,130 @@
+//! The telemetry store: where unit log lines (the `log` topic of devices) live.
+//!
+//! Two implementations, chosen once at start-up by `PU_CLICKHOUSE_URL`:
+//! - [`sql`]: the embedded default, the `unit_logs` table of `PU_DATABASE_URL` (SQLite or
+//!   PostgreSQL), SQL in `src/store/unit_logs.rs`;
+//! - [`clickhouse`]: a ClickHouse server over HTTP (18.16 and current versions).
+//!
+//! Only the service layer (`src/service/unit_logs.rs`, `src/service/transfer.rs`) talks to it;
+//! everything it takes and returns is plain data, so callers never know which store runs.
+//! Invariants both keep: readers never return a line expired at `now` or cleared by
+//! [`LogStore::clear_unit`]; lines of one unit are ordered by `(create_datetime, uuid)`, stable
+//! across pages.
+
+pub mod clickhouse;
+pub mod sql;
+
+use std::collections::HashSet;
+
+use chrono::NaiveDateTime;
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::domain::{LogLevel, Order};
+use crate::error::AppResult;
+use crate::store::unit_logs::{NewUnitLog, UnitLog};
+
+/// One query of a unit's log lines. Timestamps are in [`crate::domain::format_time`]'s
+/// format, naive UTC.
+#[derive(Clone, Debug)]
+pub struct LogQuery {
+    pub unit_uuid: Uuid,
+    /// Empty means every level.
+    pub levels: Vec<LogLevel>,
+    /// Lines created at or after this instant.
+    pub since: Option<String>,
+    /// Lines created at or before this instant.
+    pub until: Option<String>,
+    pub order: Order,
+    pub offset: i64,
+    /// 0 means no limit.
+    pub limit: i64,
+}
+
+/// Where the lines after which an export page starts: `(create_datetime, uuid)` of the last
+/// line of the previous page.
+pub type LogCursor = (String, Uuid);
+
+/// The log store of an instance. Cheap to clone.
+#[derive(Clone)]
+pub enum LogStore {
+    Sql(sql::SqlLogs),
+    /// Boxed: the client is a few hundred bytes, the SQL store a pool handle.
+    ClickHouse(Box<clickhouse::ClickHouseLogs>),
+}
+
+impl LogStore {
+    /// The store the configuration names; ClickHouse is prepared (database, tables) here and
+    /// an unreachable server fails start-up.
+    pub async fn open(config: &Config, db: &crate::store::Db) -> anyhow::Result<LogStore> {
+        Ok(match &config.clickhouse {
+            None => LogStore::Sql(sql::SqlLogs::new(db.pool.clone())),
+            Some(ch) => LogStore::ClickHouse(Box::new(clickhouse::ClickHouseLogs::open(ch).await?)),
+        })
+    }
+
+    /// A short name for logs and benchmarks.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LogStore::Sql(_) => "sql",
+            LogStore::ClickHouse(_) => "clickhouse",
+        }
+    }
+
+    /// Stores a batch (one transaction, or one ClickHouse INSERT); returns how many lines.
+    pub async fn insert(&self, logs: &[NewUnitLog]) -> AppResult<u64> {
+        match self {
+            LogStore::Sql(s) => s.insert(logs).await,
+            LogStore::ClickHouse(c) => c.insert(logs).await,
+        }
+    }
+
+    /// `(total, page)` of a unit's lines visible at `now`.
+    pub async fn query(&self, q: &LogQuery, now: NaiveDateTime) -> AppResult<(i64, Vec<UnitLog>)> {
+        match self {
+            LogStore::Sql(s) => s.query(q, now).await,
+            LogStore::ClickHouse(c) => c.query(q, now).await,
+        }
+    }
+
+    /// Up to `limit` lines of a unit visible at `now`, oldest first, strictly after `after`
+    /// (keyset paging for export: no OFFSET, no sort of the remaining lines).
+    pub async fn page_after(
+        &self,
+        unit_uuid: Uuid,
+        after: Option<&LogCursor>,
+        limit: i64,
+        now: NaiveDateTime,
+    ) -> AppResult<Vec<UnitLog>> {
+        match self {
+            LogStore::Sql(s) => s.page_after(unit_uuid, after, limit, now).await,
+            LogStore::ClickHouse(c) => c.page_after(unit_uuid, after, limit, now).await,
+        }
+    }
+
+    /// Which of these line uuids are stored already (import remaps them).
+    pub async fn taken_uuids(&self, uuids: &[Uuid]) -> AppResult<HashSet<Uuid>> {
+        match self {
+            LogStore::Sql(s) => s.taken_uuids(uuids).await,
+            LogStore::ClickHouse(c) => c.taken_uuids(uuids).await,
+        }
+    }
+
+    /// Removes every line of a unit; readers stop seeing them when this returns. Returns how
+    /// many lines were visible.
+    pub async fn clear_unit(&self, unit_uuid: Uuid, now: NaiveDateTime) -> AppResult<u64> {
+        match self {
+            LogStore::Sql(s) => s.clear_unit(unit_uuid).await,
+            LogStore::ClickHouse(c) => c.clear_unit(unit_uuid, now).await,
+        }
+    }
+
+    /// Frees the space of lines expired at `now`; returns how many lines were removed. Never
+    /// changes what readers see (they skip expired lines themselves).
+    pub async fn purge_expired(&self, now: NaiveDateTime) -> AppResult<u64> {
+        match self {
+            LogStore::Sql(s) => s.purge_expired(now).await,
+            LogStore::ClickHouse(c) => c.purge_expired(now).await,
+        }
+    }
+}

@@ -65,6 +65,8 @@ const KNOWN_KEYS: &[&str] = &[
     "PU_FEDERATION_MAX_ATTEMPTS",
     "PU_INSTANCE_NAME",
     "PU_IMPORT_MAX_BYTES",
+    "PU_CRASH_ALERT_INTERVAL",
+    "PU_METRICS_TOKEN",
 ];
 
 /// Longest log lifetime accepted, seconds.
@@ -151,6 +153,12 @@ pub struct Config {
     /// `PU_IMPORT_MAX_BYTES`: largest account archive accepted (unpacked bytes; the upload
     /// itself is limited to the same number).
     pub import_max_bytes: u64,
+    /// `PU_CRASH_ALERT_INTERVAL` (s): crash alerts of one kind are sent at most once per
+    /// interval; later occurrences are summed up in one alert when it has passed.
+    pub crash_alert_interval_secs: u64,
+    /// `PU_METRICS_TOKEN`: a bearer token accepted by `GET {prefix}/metrics` (Prometheus)
+    /// besides an admin's `x-auth-token`.
+    pub metrics_token: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -408,7 +416,26 @@ impl Config {
             ));
         }
 
+        let crash_alert_interval_secs: u64 = src.parse("PU_CRASH_ALERT_INTERVAL", 300)?;
+        if !(1..=604_800).contains(&crash_alert_interval_secs) {
+            return Err(invalid(
+                "PU_CRASH_ALERT_INTERVAL",
+                "must be between 1 and 604800 (seconds)",
+            ));
+        }
+        let metrics_token = src.get("PU_METRICS_TOKEN").map(str::to_string);
+        if let Some(t) = &metrics_token {
+            if t.len() < 16 || !t.chars().all(|c| c.is_ascii_graphic()) {
+                return Err(invalid(
+                    "PU_METRICS_TOKEN",
+                    "must be at least 16 printable characters without spaces",
+                ));
+            }
+        }
+
         let mut config = Config {
+            crash_alert_interval_secs,
+            metrics_token,
             import_max_bytes,
             federation_allow_local: src.parse("PU_FEDERATION_ALLOW_LOCAL", false)?,
             federation_authorized_fetch: src.parse("PU_FEDERATION_AUTHORIZED_FETCH", false)?,
@@ -639,6 +666,8 @@ mod tests {
         assert_eq!(a.domain, "localhost:5291");
         assert_eq!(a.github_api_url, "https://api.github.com");
         assert_eq!(a.unit_log_expiration_secs, 86_400);
+        assert_eq!(a.crash_alert_interval_secs, 300);
+        assert_eq!(a.metrics_token, None);
         assert!(a.database_url.starts_with("sqlite://"));
     }
 
@@ -667,10 +696,31 @@ mod tests {
             ("PU_FEDERATION_MAX_ATTEMPTS", "0"),
             ("PU_FEDERATION_MAX_ATTEMPTS", "101"),
             ("PU_INSTANCE_NAME", "tab\tin name"),
+            ("PU_CRASH_ALERT_INTERVAL", "0"),
+            ("PU_CRASH_ALERT_INTERVAL", "-5"),
+            ("PU_CRASH_ALERT_INTERVAL", "604801"),
+            ("PU_CRASH_ALERT_INTERVAL", "5m"),
+            ("PU_METRICS_TOKEN", "short"),
+            ("PU_METRICS_TOKEN", "a token with spaces in it"),
         ] {
             let err = Config::from_vars(vars(dir.path(), &[(key, value)])).unwrap_err();
             assert!(err.to_string().contains(key), "{key}: {err}");
         }
+    }
+
+    #[test]
+    fn node_state_settings_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Config::from_vars(vars(
+            dir.path(),
+            &[
+                ("PU_CRASH_ALERT_INTERVAL", "60"),
+                ("PU_METRICS_TOKEN", "scrape-token-0123456789"),
+            ],
+        ))
+        .unwrap();
+        assert_eq!(c.crash_alert_interval_secs, 60);
+        assert_eq!(c.metrics_token.as_deref(), Some("scrape-token-0123456789"));
     }
 
     #[test]

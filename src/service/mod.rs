@@ -9,6 +9,7 @@ pub mod commands;
 pub mod federation;
 pub mod ingest;
 pub mod moves;
+pub mod node;
 pub mod permissions;
 pub mod readme;
 pub mod registries;
@@ -53,6 +54,8 @@ pub struct Instance {
     pub federation: pepeunit_federation::Federation,
     /// Tells the bridge carrier that bridges changed (SPEC §11).
     pub bridges: crate::mqtt::bridge::BridgeSignal,
+    /// Self-observation: request counters, CPU and memory, errors, crash alerts (SPEC §6).
+    pub node: crate::observe::Node,
 }
 
 impl Instance {
@@ -69,6 +72,11 @@ impl Instance {
             Duration::from_secs(config.git_timeout_secs),
         );
         let federation = federation::start_federation(&config, &db, &git).await?;
+        let mqtt_stats: Arc<crate::mqtt::MqttStats> = Arc::default();
+        let node = crate::observe::Node::new(
+            mqtt_stats.clone(),
+            Duration::from_secs(config.crash_alert_interval_secs),
+        );
         Ok(Instance {
             federation,
             cipher: Cipher::new(&config.encrypt_key),
@@ -78,7 +86,8 @@ impl Instance {
             units_cache: Arc::default(),
             repos_cache: Arc::default(),
             outbox: crate::mqtt::Outbox::default(),
-            mqtt_stats: Arc::default(),
+            mqtt_stats,
+            node,
             bridges: Default::default(),
             config,
         })

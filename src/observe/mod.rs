@@ -213,7 +213,8 @@ impl Node {
         let sent = self.0.alerts_sent.load(Relaxed);
         lock(&self.0.first_receiver)
             .as_ref()
-            .map_or(0, |r| sent.saturating_sub(r.len() as u64))
+            // `len` counts every unreceived alert, also those already overwritten
+            .map_or(0, |r| sent.saturating_sub(r.len().min(ALERT_BUFFER) as u64))
     }
 
     /// Runs `task`; a panic becomes a crash alert ("task <name> panicked") and then continues

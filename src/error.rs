@@ -15,10 +15,9 @@ pub struct AppError {
     pub prefix: &'static str,
     pub message: String,
     /// The `detail` value itself when it is not the domain string: a FastAPI-style list of
-    /// field errors (request parsing failures) or a bare message (pagination checks).
+    /// field errors (request parsing failures) or a bare message (pagination checks). For an
+    /// internal error, the cause as a string: logged and tracked, never answered.
     pub fields: Option<serde_json::Value>,
-    /// What went wrong inside, for internal errors: logged and tracked, never answered.
-    pub cause: Option<String>,
 }
 
 pub type AppResult<T> = Result<T, AppError>;
@@ -38,7 +37,6 @@ impl AppError {
             prefix,
             message: message.into(),
             fields: None,
-            cause: None,
         }
     }
 
@@ -220,7 +218,7 @@ impl AppError {
             "Internal Error",
             "Internal Server Error",
         );
-        e.cause = Some(cause);
+        e.fields = Some(serde_json::Value::String(cause));
         e
     }
 
@@ -267,7 +265,10 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         if self.status == StatusCode::INTERNAL_SERVER_ERROR {
             let mut response = (self.status, "Internal Server Error").into_response();
-            let cause = self.cause.unwrap_or(self.message);
+            let cause = match self.fields {
+                Some(serde_json::Value::String(cause)) => cause,
+                _ => self.message,
+            };
             response.extensions_mut().insert(InternalError(cause));
             return response;
         }

@@ -71,6 +71,11 @@ async fn admin_report_counts_requests_and_refuses_others() {
     assert_eq!(s, StatusCode::OK, "{v}");
     let (s, _) = inst.get("/metrics/node?order=sideways", Some(&admin)).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let (_, doc) = inst.get("/openapi.json", None).await;
+    assert!(
+        doc["paths"]["/metrics/node"]["get"].is_object(),
+        "generated from the handler"
+    );
     inst.stop().await;
 }
 

@@ -73,6 +73,8 @@ const KNOWN_KEYS: &[&str] = &[
     "PU_CLICKHOUSE_DATABASE",
     "PU_CLICKHOUSE_USER",
     "PU_CLICKHOUSE_PASSWORD",
+    "PU_CRASH_ALERT_INTERVAL",
+    "PU_METRICS_TOKEN",
 ];
 
 /// Longest log lifetime accepted, seconds.
@@ -170,6 +172,12 @@ pub struct Config {
     /// Where unit logs live: `None` is the embedded store (the `unit_logs` table of
     /// `PU_DATABASE_URL`), `Some` a ClickHouse server (`PU_CLICKHOUSE_*`).
     pub clickhouse: Option<ClickHouseConfig>,
+    /// `PU_CRASH_ALERT_INTERVAL` (s): crash alerts of one kind are sent at most once per
+    /// interval; later occurrences are summed up in one alert when it has passed.
+    pub crash_alert_interval_secs: u64,
+    /// `PU_METRICS_TOKEN`: a bearer token accepted by `GET {prefix}/metrics` (Prometheus)
+    /// besides an admin's `x-auth-token`.
+    pub metrics_token: Option<String>,
 }
 
 /// How the Telegram bot receives updates.
@@ -492,12 +500,31 @@ impl Config {
 
         let clickhouse = clickhouse_config(&src)?;
 
+        let crash_alert_interval_secs: u64 = src.parse("PU_CRASH_ALERT_INTERVAL", 300)?;
+        if !(1..=604_800).contains(&crash_alert_interval_secs) {
+            return Err(invalid(
+                "PU_CRASH_ALERT_INTERVAL",
+                "must be between 1 and 604800 (seconds)",
+            ));
+        }
+        let metrics_token = src.get("PU_METRICS_TOKEN").map(str::to_string);
+        if let Some(t) = &metrics_token {
+            if t.len() < 16 || !t.chars().all(|c| c.is_ascii_graphic()) {
+                return Err(invalid(
+                    "PU_METRICS_TOKEN",
+                    "must be at least 16 printable characters without spaces",
+                ));
+            }
+        }
+
         let mut config = Config {
             telegram_bot_token,
             telegram_api_url,
             telegram_mode,
             telegram_alert_interval_secs,
             clickhouse,
+            crash_alert_interval_secs,
+            metrics_token,
             import_max_bytes,
             federation_allow_local: src.parse("PU_FEDERATION_ALLOW_LOCAL", false)?,
             federation_authorized_fetch: src.parse("PU_FEDERATION_AUTHORIZED_FETCH", false)?,
@@ -781,6 +808,8 @@ mod tests {
         assert_eq!(a.domain, "localhost:5291");
         assert_eq!(a.github_api_url, "https://api.github.com");
         assert_eq!(a.unit_log_expiration_secs, 86_400);
+        assert_eq!(a.crash_alert_interval_secs, 300);
+        assert_eq!(a.metrics_token, None);
         assert!(a.database_url.starts_with("sqlite://"));
     }
 
@@ -822,10 +851,31 @@ mod tests {
             ("PU_CLICKHOUSE_URL", "https://clickhouse:8443"),
             ("PU_CLICKHOUSE_DATABASE", "pepeunit"),
             ("PU_CLICKHOUSE_PASSWORD", "secret"),
+            ("PU_CRASH_ALERT_INTERVAL", "0"),
+            ("PU_CRASH_ALERT_INTERVAL", "-5"),
+            ("PU_CRASH_ALERT_INTERVAL", "604801"),
+            ("PU_CRASH_ALERT_INTERVAL", "5m"),
+            ("PU_METRICS_TOKEN", "short"),
+            ("PU_METRICS_TOKEN", "a token with spaces in it"),
         ] {
             let err = Config::from_vars(vars(dir.path(), &[(key, value)])).unwrap_err();
             assert!(err.to_string().contains(key), "{key}: {err}");
         }
+    }
+
+    #[test]
+    fn node_state_settings_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Config::from_vars(vars(
+            dir.path(),
+            &[
+                ("PU_CRASH_ALERT_INTERVAL", "60"),
+                ("PU_METRICS_TOKEN", "scrape-token-0123456789"),
+            ],
+        ))
+        .unwrap();
+        assert_eq!(c.crash_alert_interval_secs, 60);
+        assert_eq!(c.metrics_token.as_deref(), Some("scrape-token-0123456789"));
     }
 
     #[test]

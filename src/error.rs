@@ -15,7 +15,8 @@ pub struct AppError {
     pub prefix: &'static str,
     pub message: String,
     /// The `detail` value itself when it is not the domain string: a FastAPI-style list of
-    /// field errors (request parsing failures) or a bare message (pagination checks).
+    /// field errors (request parsing failures) or a bare message (pagination checks). For an
+    /// internal error, the cause as a string: logged and tracked, never answered.
     pub fields: Option<serde_json::Value>,
 }
 
@@ -214,15 +215,20 @@ impl AppError {
         e
     }
 
-    /// An unexpected failure: logged here, answered without details.
+    /// An unexpected failure: logged here, answered without details. The cause travels with
+    /// the 500 response as an [`InternalError`] extension, which the HTTP layer records in the
+    /// instance's error tracker (hence `tracked`: the log feed skips this event).
     pub fn internal(err: impl std::fmt::Display) -> Self {
-        tracing::error!(error = %err, "internal error");
-        Self::new(
+        let cause = err.to_string();
+        tracing::error!(error = %cause, tracked = true, "internal error");
+        let mut e = Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             0,
             "Internal Error",
             "Internal Server Error",
-        )
+        );
+        e.fields = Some(serde_json::Value::String(cause));
+        e
     }
 
     /// Whether this answers a unique-constraint violation: a check-then-insert race was lost, and
@@ -252,6 +258,10 @@ impl AppError {
     }
 }
 
+/// The cause of a 500, kept on the response for the error tracker; never sent to the client.
+#[derive(Clone, Debug)]
+pub struct InternalError(pub String);
+
 impl std::fmt::Display for AppError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.detail())
@@ -263,7 +273,13 @@ impl std::error::Error for AppError {}
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         if self.status == StatusCode::INTERNAL_SERVER_ERROR {
-            return (self.status, "Internal Server Error").into_response();
+            let mut response = (self.status, "Internal Server Error").into_response();
+            let cause = match self.fields {
+                Some(serde_json::Value::String(cause)) => cause,
+                _ => self.message,
+            };
+            response.extensions_mut().insert(InternalError(cause));
+            return response;
         }
         let body = match self.fields {
             Some(fields) => json!({ "detail": fields }),

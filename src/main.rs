@@ -105,16 +105,26 @@ enum LoadScenario {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PU_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    // ERROR events and panics feed the served instance's error tracker and crash alerts
+    let feed = pepeunit::observe::ProcessFeed::default();
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                // colours only for a person watching, not for log files and journald
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+                .with_filter(
+                    tracing_subscriber::EnvFilter::try_from_env("PU_LOG")
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                ),
         )
-        // colours only for a person watching, not for log files and journald
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .with(feed.layer())
         .init();
+    feed.install_panic_hook();
     let cli = Cli::parse();
-    match run(cli).await {
+    match run(cli, feed).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("pepeunit: {e:#}");
@@ -123,7 +133,7 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli, feed: pepeunit::observe::ProcessFeed) -> anyhow::Result<()> {
     match cli.command {
         Command::Load(LoadScenario::Rest(args)) => return pepeunit::load::run_rest(args).await,
         Command::Load(LoadScenario::Mqtt(args)) => {
@@ -143,6 +153,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Load(_) => unreachable!("handled above"),
         Command::Serve => {
             let mut running = RunningInstance::start(config).await?;
+            feed.attach(running.instance.node.clone());
             let prefix = &running.instance.config.app_prefix;
             println!(
                 "pepeunit serving http://{addr}{prefix}  (API docs: http://{addr}{prefix}/docs)",

@@ -17,7 +17,7 @@ pub struct RunningInstance {
     stop: watch::Sender<bool>,
     http: JoinHandle<std::io::Result<()>>,
     poller: JoinHandle<()>,
-    /// Federation's change publisher and delivery worker.
+    /// Federation's change publisher and delivery worker, and the node state sampler.
     federation: Vec<JoinHandle<()>>,
     /// The alert pipeline and the Telegram bot.
     telegram: Vec<JoinHandle<()>>,
@@ -42,28 +42,51 @@ impl RunningInstance {
         let mqtt = crate::mqtt::MqttCore::start(instance.clone()).await?;
         let (stop, stop_rx) = watch::channel(false);
         let mut http_stop = stop_rx.clone();
-        let http = tokio::spawn(crate::http::serve(instance.clone(), listener, async move {
-            let _ = http_stop.changed().await;
-        }));
+        // owned tasks run under the node's supervision: a panic becomes a crash alert
+        let node = &instance.node;
+        let http = tokio::spawn(node.clone().supervise(
+            "http",
+            crate::http::serve(instance.clone(), listener, async move {
+                let _ = http_stop.changed().await;
+            }),
+        ));
         let fed = instance.federation.clone();
         let federation = vec![
-            tokio::spawn(fed.clone().run_changes(stop_rx.clone())),
-            tokio::spawn(fed.run_deliveries(stop_rx.clone())),
+            tokio::spawn(node.clone().supervise(
+                "federation changes",
+                fed.clone().run_changes(stop_rx.clone()),
+            )),
+            tokio::spawn(
+                node.clone()
+                    .supervise("federation deliveries", fed.run_deliveries(stop_rx.clone())),
+            ),
             // outgoing Unit moves (service::moves)
-            tokio::spawn(instance.clone().run_moves(stop_rx.clone())),
+            tokio::spawn(
+                node.clone()
+                    .supervise("moves", instance.clone().run_moves(stop_rx.clone())),
+            ),
+            tokio::spawn(node.clone().run_sampler(stop_rx.clone())),
         ];
-        let mut telegram = vec![tokio::spawn(crate::service::alerts::run_alerts(
-            instance.clone(),
-            stop_rx.clone(),
-        ))];
+        let mut telegram = vec![
+            tokio::spawn(node.clone().supervise(
+                "alerts",
+                crate::service::alerts::run_alerts(instance.clone(), stop_rx.clone()),
+            )),
+            tokio::spawn(node.clone().supervise(
+                "admin alerts",
+                crate::telegram::run_admin_alerts(instance.clone(), stop_rx.clone()),
+            )),
+        ];
         if let Some(t) = instance.telegram.clone() {
-            telegram.push(tokio::spawn(crate::telegram::bot::run(
-                instance.clone(),
-                t,
-                stop_rx.clone(),
+            telegram.push(tokio::spawn(node.clone().supervise(
+                "telegram bot",
+                crate::telegram::bot::run(instance.clone(), t, stop_rx.clone()),
             )));
         }
-        let poller = tokio::spawn(crate::poller::run(instance.clone(), stop_rx));
+        let poller = tokio::spawn(
+            node.clone()
+                .supervise("poller", crate::poller::run(instance.clone(), stop_rx)),
+        );
         tracing::info!(%addr, domain = %instance.config.domain, "pepeunit is serving");
         Ok(RunningInstance {
             addr,
@@ -79,13 +102,13 @@ impl RunningInstance {
 
     /// Waits until the HTTP server ends on its own (it only does on error).
     pub async fn wait(&mut self) -> anyhow::Result<()> {
-        (&mut self.http).await??;
-        Ok(())
+        let ended = (&mut self.http).await?;
+        http_ended(&self.instance.node, ended)
     }
 
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
-        self.http.await??;
+        http_ended(&self.instance.node, self.http.await?)?;
         self.poller.abort();
         let _ = self.poller.await;
         for task in self.federation {
@@ -104,4 +127,12 @@ impl RunningInstance {
         self.instance.db.pool.close().await;
         Ok(())
     }
+}
+
+/// A failed HTTP server is a crash (a panic was already reported by `supervise`).
+fn http_ended(node: &crate::observe::Node, ended: std::io::Result<()>) -> anyhow::Result<()> {
+    if let Err(e) = &ended {
+        node.crash("task http failed", &e.to_string());
+    }
+    Ok(ended?)
 }

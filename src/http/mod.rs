@@ -6,6 +6,7 @@ mod bridges;
 pub mod extract;
 mod federation;
 mod moves;
+mod node;
 mod permission;
 mod repos;
 mod repository_registry;
@@ -19,6 +20,7 @@ use std::net::SocketAddr;
 
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, Uri};
+use axum::middleware::{from_fn_with_state, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router, ServiceExt};
@@ -30,6 +32,7 @@ use utoipa::openapi::OpenApi as OpenApiDoc;
 use utoipa::{OpenApi, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::observe::{Channel, Node};
 use crate::service::{Instance, InstanceMetrics};
 use extract::Caller;
 
@@ -58,12 +61,14 @@ pub fn api() -> (Router<Instance>, OpenApiDoc) {
         .merge(moves::router())
         .merge(bridges::router())
         .merge(alerts::router())
+        .merge(node::router())
         .routes(routes!(metrics))
         .routes(routes!(mqtt_metrics))
         .split_for_parts()
 }
 
-/// The whole application: prefixed API, root document, docs, JSON 404/405.
+/// The whole application: prefixed API, root document, docs, Prometheus text, JSON 404/405.
+/// Every request is counted: ActivityPub's routes as `activitypub`, all others as `rest`.
 pub fn router(instance: Instance) -> Router {
     let (api, mut doc) = api();
     let c = &instance.config;
@@ -81,12 +86,37 @@ pub fn router(instance: Instance) -> Router {
             &format!("{}/docs", c.app_prefix),
             get(move || async move { Html(docs_page) }),
         )
+        .route(
+            &format!("{}/metrics", c.app_prefix),
+            get(node::prometheus_metrics),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(instance.clone())
-        .merge(pepeunit_federation::routes::router(
-            instance.federation.clone(),
-        ))
+        .layer(from_fn_with_state(instance.node.clone(), count_rest))
+        .merge(
+            pepeunit_federation::routes::router(instance.federation.clone())
+                .layer(from_fn_with_state(instance.node.clone(), count_activitypub)),
+        )
+}
+
+async fn count_rest(State(node): State<Node>, req: Request, next: Next) -> Response {
+    counted(node, Channel::Rest, req, next).await
+}
+
+async fn count_activitypub(State(node): State<Node>, req: Request, next: Next) -> Response {
+    counted(node, Channel::Activitypub, req, next).await
+}
+
+/// Counts the request; a 500's cause (left on the response by `AppError`) goes to the tracker.
+async fn counted(node: Node, channel: Channel, req: Request, next: Next) -> Response {
+    node.count(channel);
+    let response = next.run(req).await;
+    if let Some(crate::error::InternalError(cause)) = response.extensions().get() {
+        let kind = format!("internal: {}", crate::observe::errors::normalize(cause));
+        node.error(&kind, cause);
+    }
+    response
 }
 
 async fn not_found() -> Response {
@@ -166,7 +196,7 @@ async fn root(State(instance): State<Instance>) -> Json<serde_json::Value> {
             pu_ff_grafana_integration_enable: false,
             pu_ff_datapipe_enable: false,
             pu_ff_datapipe_default_last_value_enable: false,
-            pu_ff_prometheus_enable: false,
+            pu_ff_prometheus_enable: true,
         },
     }))
 }

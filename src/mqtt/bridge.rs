@@ -94,7 +94,8 @@ pub struct BridgeSupervisor {
 impl BridgeSupervisor {
     pub fn start(instance: Instance, carrier: Carrier) -> BridgeSupervisor {
         let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(supervise(instance, carrier, stop_rx));
+        let node = instance.node.clone();
+        let task = tokio::spawn(node.supervise("bridges", supervise(instance, carrier, stop_rx)));
         BridgeSupervisor { task, stop }
     }
 
@@ -185,7 +186,10 @@ async fn reconcile(
             continue;
         }
         let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(carry(instance.clone(), b.clone(), cred.clone(), stop_rx));
+        let task = tokio::spawn(instance.node.clone().supervise(
+            "bridge carrier",
+            carry(instance.clone(), b.clone(), cred.clone(), stop_rx),
+        ));
         tracing::info!(bridge = %b.uuid, peer = %key.0, topic = %key.1, "bridge carrier started");
         running.insert(
             key.clone(),

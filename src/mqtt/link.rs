@@ -29,6 +29,8 @@ pub struct Link {
     pub outbox: Outbox,
     pub dispatcher: Dispatcher,
     pub stats: Arc<MqttStats>,
+    /// Where a lost connection is reported (a crash alert for the admins).
+    pub node: crate::observe::Node,
     /// Milliseconds since `started` of the last message received (for a quiet shutdown).
     pub last_message_ms: Arc<AtomicU64>,
     pub started: Instant,
@@ -113,6 +115,8 @@ impl Link {
                     let text = e.to_string();
                     if last_error.as_deref() != Some(text.as_str()) {
                         tracing::warn!(error = %text, retry_in = ?backoff, "MQTT core connection lost");
+                        // once per new error, not per retry: the alert counts incidents
+                        self.node.crash("mqtt connection lost", &text);
                         last_error = Some(text);
                     }
                     tokio::select! {

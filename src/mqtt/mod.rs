@@ -45,7 +45,7 @@ pub struct MqttCore {
 }
 
 /// What `GET /metrics/mqtt` reports.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
 pub struct MqttReport {
     pub mode: String,
     pub backend_connected: bool,
@@ -93,10 +93,16 @@ impl MqttCore {
             outbox: instance.outbox.clone(),
             dispatcher: dispatcher.clone(),
             stats,
+            node: instance.node.clone(),
             last_message_ms: last_message_ms.clone(),
             started,
         };
-        let link = tokio::spawn(link.run(link_stop_rx));
+        let link = tokio::spawn(
+            instance
+                .node
+                .clone()
+                .supervise("mqtt link", link.run(link_stop_rx)),
+        );
         if broker.is_some() {
             // the broker is ours and local: commands work from the first request on
             let deadline = Instant::now() + Duration::from_secs(10);

@@ -10,6 +10,7 @@ pub mod commands;
 pub mod federation;
 pub mod ingest;
 pub mod moves;
+pub mod node;
 pub mod permissions;
 pub mod readme;
 pub mod registries;
@@ -60,6 +61,8 @@ pub struct Instance {
     pub alerts: alerts::Alerts,
     /// Where unit log lines live (the embedded table or ClickHouse).
     pub logs: crate::telemetry::LogStore,
+    /// Self-observation: request counters, CPU and memory, errors, crash alerts (SPEC §6).
+    pub node: crate::observe::Node,
 }
 
 impl Instance {
@@ -77,6 +80,11 @@ impl Instance {
             Duration::from_secs(config.git_timeout_secs),
         );
         let federation = federation::start_federation(&config, &db, &git).await?;
+        let mqtt_stats: Arc<crate::mqtt::MqttStats> = Arc::default();
+        let node = crate::observe::Node::new(
+            mqtt_stats.clone(),
+            Duration::from_secs(config.crash_alert_interval_secs),
+        );
         Ok(Instance {
             federation,
             cipher: Cipher::new(&config.encrypt_key),
@@ -86,7 +94,8 @@ impl Instance {
             units_cache: Arc::default(),
             repos_cache: Arc::default(),
             outbox: crate::mqtt::Outbox::default(),
-            mqtt_stats: Arc::default(),
+            mqtt_stats,
+            node,
             bridges: Default::default(),
             telegram: crate::telegram::Telegram::new(&config),
             alerts: alerts::Alerts::new(config.telegram_bot_token.is_some()),

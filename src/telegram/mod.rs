@@ -76,8 +76,6 @@ pub struct Telegram {
     username: Arc<Mutex<Option<String>>>,
     codes: Arc<Mutex<HashMap<String, (Uuid, Instant)>>>,
     webhook_secret: String,
-    /// Updates handled (messages the bot answered).
-    pub requests: Arc<std::sync::atomic::AtomicU64>,
     /// Update ids handled from the webhook (Telegram redelivers when an answer is slow).
     seen_updates: Arc<Mutex<std::collections::VecDeque<u32>>>,
 }
@@ -95,7 +93,6 @@ impl Telegram {
             codes: Arc::default(),
             webhook_secret: derived_secret(&config.secret_key, b"pepeunit telegram webhook v1"),
             seen_updates: Arc::default(),
-            requests: Arc::default(),
         })
     }
 
@@ -275,9 +272,38 @@ impl crate::service::Instance {
 
     /// Counts one request that came in over Telegram.
     pub fn count_telegram_request(&self) {
-        if let Some(t) = &self.telegram {
-            t.requests
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.node.count(crate::observe::Channel::Telegram);
+    }
+}
+
+/// Forwards the node's crash alerts (SPEC §6) to every admin with a linked chat until `stop`.
+/// Without a bot the alerts stay in `GET /metrics/node`'s error tracker only.
+pub async fn run_admin_alerts(
+    instance: crate::service::Instance,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    if instance.telegram.is_none() {
+        return;
+    }
+    let mut alerts = instance.node.admin_alerts();
+    loop {
+        let alert = tokio::select! {
+            a = alerts.recv() => a,
+            _ = stop.changed() => return,
+        };
+        match alert {
+            Ok(alert) => {
+                instance
+                    .notify_admins(|lang| texts::crash(lang, &alert.text, alert.count))
+                    .await;
+            }
+            Err(RecvError::Lagged(n)) => {
+                instance
+                    .notify_admins(|lang| texts::crash_lagged(lang, n))
+                    .await;
+            }
+            Err(RecvError::Closed) => return,
         }
     }
 }

@@ -353,3 +353,24 @@ pub fn alert(lang: Lang, unit: &str, msg: &AlertMessage) -> String {
     }
     out
 }
+
+/// A crash alert for admins (the node's throttled summary text).
+pub fn crash(lang: Lang, text: &str, count: u64) -> String {
+    format!(
+        "⚠️ <b>{}</b> ({} {count})\n{}",
+        t(lang, "Pepeunit node problem", "Проблема узла Pepeunit"),
+        t(lang, "occurrences:", "случаев:"),
+        escape(text)
+    )
+}
+
+pub fn crash_lagged(lang: Lang, n: u64) -> String {
+    format!(
+        "⚠️ {} {n}",
+        t(
+            lang,
+            "Crash alerts dropped (too many at once):",
+            "Оповещения о сбоях пропущены (слишком много сразу):"
+        )
+    )
+}

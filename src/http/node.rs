@@ -1,0 +1,71 @@
+//! The node's state (SPEC §6): `GET /metrics/node` (admin JSON) and the Prometheus text at
+//! `GET {PU_APP_PREFIX}/metrics`, outside the API prefix where upstream serves it.
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::extract::{Caller, Query};
+use crate::error::{AppError, AppResult};
+use crate::observe::{prometheus, NodeReport};
+use crate::service::Instance;
+
+pub fn router() -> OpenApiRouter<Instance> {
+    OpenApiRouter::new().routes(routes!(node_metrics))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct NodeQuery {
+    /// `desc` (default): most frequent errors first; `asc`: least frequent first.
+    order: Option<String>,
+    /// Errors listed at most (0 or absent: all).
+    limit: Option<usize>,
+}
+
+/// Admin: requests by channel with rates, CPU and memory of the process and the machine,
+/// tracked errors and the MQTT core's state.
+#[utoipa::path(get, path = "/metrics/node", tag = "metrics", params(NodeQuery), responses((status = 200, body = NodeReport), (status = 403)))]
+async fn node_metrics(
+    State(instance): State<Instance>,
+    Caller(agent): Caller,
+    Query(q): Query<NodeQuery>,
+) -> AppResult<Json<NodeReport>> {
+    let ascending = match q.order.as_deref() {
+        None | Some("desc") => false,
+        Some("asc") => true,
+        Some(_) => {
+            return Err(AppError::request(
+                "query",
+                Some("order"),
+                "must be asc or desc",
+            ))
+        }
+    };
+    Ok(Json(instance.node_report(
+        &agent,
+        ascending,
+        q.limit.unwrap_or(0),
+    )?))
+}
+
+/// Prometheus text exposition: `Authorization: Bearer <PU_METRICS_TOKEN>` or an admin's
+/// `x-auth-token`.
+pub async fn prometheus_metrics(
+    State(instance): State<Instance>,
+    headers: HeaderMap,
+) -> AppResult<Response> {
+    let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    let bearer = text(header::AUTHORIZATION).and_then(|v| v.strip_prefix("Bearer "));
+    let body = instance
+        .prometheus_text(
+            bearer,
+            text(header::HeaderName::from_static("x-auth-token")),
+        )
+        .await?;
+    Ok(([(header::CONTENT_TYPE, prometheus::CONTENT_TYPE)], body).into_response())
+}

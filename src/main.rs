@@ -257,6 +257,39 @@ async fn run(cli: Cli, feed: pepeunit::observe::ProcessFeed) -> anyhow::Result<(
             println!("PU_DATABASE_URL={}", redact_url(&c.database_url));
             println!("PU_MQTT_HOST={}:{}", c.mqtt_host, c.mqtt_port);
             println!("PU_SECRET_KEY=<{} chars>", c.secret_key.len());
+            println!(
+                "PU_MQTT_MODE={}",
+                format!("{:?}", c.mqtt_mode).to_lowercase()
+            );
+            if let Some(url) = &c.emqx_api_url {
+                println!("PU_EMQX_API_URL={url}");
+            }
+            println!("PU_MIN_LOG_LEVEL={}", c.min_log_level);
+            println!("PU_UNIT_LOG_EXPIRATION={}", c.unit_log_expiration_secs);
+            match &c.telegram_bot_token {
+                None => println!("PU_TELEGRAM_BOT_TOKEN= (no bot, no Telegram alerts)"),
+                Some(_) => {
+                    println!("PU_TELEGRAM_BOT_TOKEN=<set>");
+                    println!("PU_TELEGRAM_API_URL={}", c.telegram_api_url);
+                    println!(
+                        "PU_TELEGRAM_MODE={}",
+                        format!("{:?}", c.telegram_mode).to_lowercase()
+                    );
+                }
+            }
+            println!(
+                "PU_TELEGRAM_ALERT_INTERVAL={}",
+                c.telegram_alert_interval_secs
+            );
+            println!("PU_CRASH_ALERT_INTERVAL={}", c.crash_alert_interval_secs);
+            println!(
+                "PU_METRICS_TOKEN={}",
+                if c.metrics_token.is_some() {
+                    "<set>"
+                } else {
+                    "(unset: admins only)"
+                }
+            );
             match &c.clickhouse {
                 None => println!("PU_CLICKHOUSE_URL= (unit logs in PU_DATABASE_URL)"),
                 Some(ch) => {

@@ -463,3 +463,80 @@ async fn no_bot_configured() {
     assert_eq!(c["enabled"], false);
     inst.stop().await;
 }
+
+/// A lost broker connection is a crash alert: it reaches every linked admin's chat (once per
+/// incident, in the admin's language) and shows in the node's error tracker; a linked user
+/// who is not an admin hears nothing of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_loss_reaches_the_admins() {
+    const ADMIN_CHAT: i64 = 5_550_009;
+    let Some(broker) = common::mosquitto::Mosquitto::start().await else {
+        eprintln!("skipped: no mosquitto (scripts/test.sh installs it)");
+        return;
+    };
+    let tg = FakeTelegram::start().await;
+    let port = broker.port.to_string();
+    let inst = start(
+        Backend::Sqlite,
+        &tg,
+        &[
+            ("PU_MQTT_MODE", "external"),
+            ("PU_MQTT_BACKEND_HOST", "127.0.0.1"),
+            ("PU_MQTT_BACKEND_PORT", &port),
+            ("PU_MQTT_PORT", &port),
+        ],
+    )
+    .await;
+    let (_, admin) = inst.user("admin1").await;
+    let (_, owner) = inst.user("owner1").await;
+    link(&inst, &tg, &admin, ADMIN_CHAT, "ru").await;
+    link(&inst, &tg, &owner, OWNER_CHAT, "en").await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, mqtt) = inst.get("/metrics/mqtt", Some(&admin)).await;
+        if mqtt["backend_connected"] == true {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never connected: {mqtt}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    drop(broker); // kills mosquitto
+    let alert = tg
+        .wait_for(ADMIN_CHAT, "mqtt connection lost", Duration::from_secs(30))
+        .await;
+    assert!(
+        alert.text.contains("Проблема узла Pepeunit"),
+        "{}",
+        alert.text
+    );
+    assert!(alert.text.contains("случаев: 1"), "{}", alert.text);
+
+    let (s, node) = inst.get("/metrics/node", Some(&admin)).await;
+    assert_eq!(s.as_u16(), 200, "{node}");
+    let lost = node["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "mqtt connection lost")
+        .unwrap_or_else(|| panic!("not tracked: {node}"));
+    assert!(lost["count"].as_u64().unwrap() >= 1, "{lost}");
+    // the core keeps retrying; the same failure is not announced again
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let admin_alerts = tg
+        .sent_to(ADMIN_CHAT)
+        .iter()
+        .filter(|m| m.text.contains("mqtt connection lost"))
+        .count();
+    assert_eq!(admin_alerts, 1, "{:?}", tg.sent_to(ADMIN_CHAT));
+    assert!(
+        !tg.sent_to(OWNER_CHAT)
+            .iter()
+            .any(|m| m.text.contains("mqtt connection lost")),
+        "only admins get crash alerts"
+    );
+    inst.stop().await;
+}

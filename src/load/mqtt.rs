@@ -46,6 +46,10 @@ pub struct MqttLoad {
     /// 2048) and report lines/s, the ceiling of log ingest on this database.
     #[arg(long)]
     pub store_only: Option<usize>,
+    /// Store unit logs in ClickHouse at this URL (http://host:8123; a fresh database, dropped
+    /// at the end) instead of the temporary SQLite database.
+    #[arg(long)]
+    pub clickhouse_url: Option<String>,
 }
 
 pub async fn run_mqtt(args: MqttLoad) -> anyhow::Result<()> {
@@ -81,13 +85,26 @@ pub async fn run_mqtt(args: MqttLoad) -> anyhow::Result<()> {
     if let Some(n) = args.shards {
         vars.push(("PU_MQTT_SHARDS".into(), n.to_string()));
     }
+    if let Some(url) = &args.clickhouse_url {
+        vars.push(("PU_CLICKHOUSE_URL".into(), url.clone()));
+        vars.push((
+            "PU_CLICKHOUSE_DATABASE".into(),
+            format!("pepeunit_load_{}", Uuid::new_v4().simple()),
+        ));
+    }
     let config = Config::from_vars(vars)?;
     let running = RunningInstance::start(config).await?;
     let result = match args.store_only {
         Some(lines) => store_only(&running.instance, lines).await,
         None => measure(&running.instance, port, &args, &kinds).await,
     };
+    let logs = running.instance.logs.clone();
     running.stop().await?;
+    if let crate::telemetry::LogStore::ClickHouse(c) = &logs {
+        if let Err(e) = c.drop_database().await {
+            eprintln!("could not drop the load database: {}", e.detail());
+        }
+    }
     let _ = std::fs::remove_dir_all(&data);
     result
 }

@@ -140,12 +140,19 @@ pub fn start(instance: Instance, stats: Arc<MqttStats>) -> (Dispatcher, Shards) 
     let mut senders = Vec::with_capacity(n);
     let mut handles = Vec::with_capacity(n);
     let (logs_tx, logs_rx) = mpsc::channel(LOG_WRITER_QUEUE);
-    let log_writer = tokio::spawn(log_writer(instance.clone(), stats.clone(), logs_rx));
+    // supervised: a panic is a crash alert for the admins (the task is not restarted)
+    let node = instance.node.clone();
+    let log_writer = tokio::spawn(node.clone().supervise(
+        "mqtt log writer",
+        log_writer(instance.clone(), stats.clone(), logs_rx),
+    ));
     for id in 0..n {
         let (tx, rx) = mpsc::channel(instance.config.mqtt_shard_queue);
         senders.push(tx);
         let shard = Shard::new(id, instance.clone(), stats.clone(), logs_tx.clone());
-        handles.push(tokio::spawn(shard.run(rx)));
+        handles.push(tokio::spawn(
+            node.clone().supervise("mqtt shard", shard.run(rx)),
+        ));
     }
     *stats.queues.lock().unwrap_or_else(|e| e.into_inner()) =
         senders.iter().map(|tx| tx.downgrade()).collect();

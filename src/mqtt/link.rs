@@ -109,9 +109,6 @@ impl Link {
                     self.stats
                         .backend_subscribed
                         .store(false, Ordering::Relaxed);
-                    self.stats
-                        .backend_subscribed
-                        .store(false, Ordering::Relaxed);
                     let text = e.to_string();
                     if last_error.as_deref() != Some(text.as_str()) {
                         tracing::warn!(error = %text, retry_in = ?backoff, "MQTT core connection lost");

@@ -9,6 +9,7 @@
 //! that must be tracked without this feed record into their own instance's `Node` explicitly
 //! and mark their log event with a `tracked` field, which the layer skips.
 
+use std::cell::Cell;
 use std::sync::{Arc, OnceLock};
 
 use tracing::field::{Field, Visit};
@@ -49,10 +50,24 @@ impl ProcessFeed {
                     .unwrap_or_default();
                 let message = super::panic_message(info.payload());
                 node.panicked(&format!("panic{place}"), &message);
+                // the panic unwinds on this thread: a supervising task that catches it
+                // learns here that the alert is already out
+                HOOK_REPORTED.with(|r| r.set(true));
             }
             previous(info)
         }));
     }
+}
+
+thread_local! {
+    /// Set by the panic hook when it has reported a panic on this thread, taken by
+    /// [`Node::supervise`](super::Node::supervise) when it catches one.
+    static HOOK_REPORTED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the panic hook has reported the panic being caught on this thread (and clears it).
+pub(crate) fn take_hook_reported() -> bool {
+    HOOK_REPORTED.with(|r| r.replace(false))
 }
 
 struct ErrorLayer(ProcessFeed);
@@ -137,5 +152,36 @@ mod tests {
         );
         assert_eq!(e.count, 2);
         assert_eq!(e.last_detail, "peer=c.example");
+    }
+
+    #[tokio::test]
+    async fn a_supervised_panic_is_one_alert_when_the_hook_reports_it() {
+        let node = Node::new(Default::default(), std::time::Duration::from_secs(300));
+        let feed = ProcessFeed::default();
+        feed.attach(node.clone());
+        // process-global: other tests' panics reach this node too, hence the unique text
+        feed.install_panic_hook();
+        let task = tokio::spawn(
+            node.clone()
+                .supervise("hooked", async { panic!("hooked-boom-7f3a") }),
+        );
+        assert!(task.await.unwrap_err().is_panic());
+        let mut rx = node.admin_alerts();
+        let mut ours = Vec::new();
+        while let Ok(a) = rx.try_recv() {
+            if a.text.contains("hooked-boom-7f3a") {
+                ours.push(a);
+            }
+        }
+        assert_eq!(ours.len(), 1, "{ours:?}");
+        assert!(
+            ours[0].kind.starts_with("panic at src/observe/feed.rs:"),
+            "{:?}",
+            ours[0]
+        );
+        let errors = node.errors(false, 0);
+        let task = errors.iter().find(|e| e.kind == "task hooked panicked");
+        assert_eq!(task.map(|e| e.count), Some(1), "{errors:?}");
+        assert!(!take_hook_reported(), "the flag was taken by supervise");
     }
 }

@@ -218,12 +218,20 @@ impl Node {
     }
 
     /// Runs `task`; a panic becomes a crash alert ("task <name> panicked") and then continues
-    /// unwinding, so the task's `JoinHandle` still reports it.
+    /// unwinding, so the task's `JoinHandle` still reports it. When the process's panic hook
+    /// (see [`feed`]) has already alerted about this panic, the task's name is only recorded in
+    /// the error tracker: one panic, one alert.
     pub async fn supervise<F: Future>(self, name: &'static str, task: F) -> F::Output {
         match AssertUnwindSafe(task).catch_unwind().await {
             Ok(out) => out,
             Err(payload) => {
-                self.crash(&format!("task {name} panicked"), &panic_message(&*payload));
+                let kind = format!("task {name} panicked");
+                let message = panic_message(&*payload);
+                if feed::take_hook_reported() {
+                    self.error(&kind, &message);
+                } else {
+                    self.crash(&kind, &message);
+                }
                 std::panic::resume_unwind(payload)
             }
         }

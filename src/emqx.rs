@@ -58,6 +58,7 @@
 //!   for a key without the rights (`emqx_dashboard`'s minirest authorization).
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -106,6 +107,9 @@ pub struct EmqxSettings {
     pub max_packet_size: Option<u64>,
     /// The alert forwarding rule (SPEC §4), when alerts are on; None removes ours.
     pub alerts: Option<EmqxAlerts>,
+    /// Set after each apply: whether EMQX now carries our alert rule. Until it does (an EMQX
+    /// before 5.4, or a failed apply) the MQTT core's shards feed the alerts instead.
+    pub alerts_rule: Arc<AtomicBool>,
 }
 
 impl EmqxSettings {
@@ -123,6 +127,7 @@ impl EmqxSettings {
             max_connections: None,
             max_packet_size: None,
             alerts: None,
+            alerts_rule: Arc::default(),
         }
     }
 }
@@ -463,12 +468,15 @@ impl EmqxAdmin {
     /// the devices' log topics. Without alerts, removes ours (an EMQX before 5.4 has no
     /// connectors API and so none of ours).
     async fn apply_alerts(&self, report: &mut ApplyReport) -> Result<(), EmqxError> {
+        let installed = &self.settings.alerts_rule;
         let (status, _) = self.request(Method::GET, "/connectors", None).await?;
         if status == StatusCode::NOT_FOUND {
+            installed.store(false, Ordering::Relaxed);
             if self.settings.alerts.is_some() {
-                report
-                    .changed
-                    .push("alerts rule: skipped (EMQX before 5.4 has no connectors API)".into());
+                report.changed.push(
+                    "alerts rule: skipped (EMQX before 5.4 has no connectors API; the MQTT core feeds alerts)"
+                        .into(),
+                );
             }
             return Ok(());
         }
@@ -486,6 +494,7 @@ impl EmqxAdmin {
                 .cloned()
         };
         let Some(alerts) = &self.settings.alerts else {
+            installed.store(false, Ordering::Relaxed);
             for (kind, path, present) in [
                 ("rule", format!("/rules/{ALERTS_NAME}"), find(&rules, "id")),
                 (
@@ -524,7 +533,7 @@ impl EmqxAdmin {
                 &actions,
                 "name",
                 alerts.action(),
-                &["enable", "connector", "parameters"][..],
+                &["enable", "connector", "description", "parameters"][..],
             ),
             (
                 "rule",
@@ -555,9 +564,15 @@ impl EmqxAdmin {
                 !field.starts_with("parameters")
                     || alerts.shown_differs(&find(list, key).unwrap_or_default())
             };
-            self.ensure_object(object, find(list, key), shown, report)
-                .await?;
+            if let Err(e) = self
+                .ensure_object(object, find(list, key), shown, report)
+                .await
+            {
+                installed.store(false, Ordering::Relaxed);
+                return Err(e);
+            }
         }
+        installed.store(true, Ordering::Relaxed);
         Ok(())
     }
 
@@ -1067,7 +1082,12 @@ impl EmqxAlerts {
             "name": ALERTS_NAME,
             "enable": true,
             "connector": ALERTS_NAME,
-            "description": "Pepeunit: device log messages to the backend, for alerts",
+            // EMQX masks the authorization header it returns: a fingerprint of the secret in
+            // a compared field makes a changed secret (new PU_SECRET_KEY) rewrite the action
+            "description": format!(
+                "Pepeunit: device log messages to the backend, for alerts (key {})",
+                self.secret_fingerprint()
+            ),
             "parameters": {
                 "path": "/units/alerts/emqx",
                 "method": "post",
@@ -1090,8 +1110,15 @@ impl EmqxAlerts {
         })
     }
 
+    /// The first 8 hex digits of the secret's SHA-256: tells secrets apart, reveals nothing.
+    fn secret_fingerprint(&self) -> String {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(self.secret.as_bytes());
+        digest[..4].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// Whether the action's visible parameters (path, method) differ from ours; header values
-    /// come back masked, so a changed secret is only rewritten with another change.
+    /// come back masked (a changed secret shows in the compared `description` instead).
     fn shown_differs(&self, current: &Value) -> bool {
         let ours = self.action();
         let p = &current["parameters"];

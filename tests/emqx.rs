@@ -41,6 +41,8 @@ struct EmqxState {
     connectors: BTreeMap<String, Value>,
     actions: BTreeMap<String, Value>,
     rules: BTreeMap<String, Value>,
+    /// false: an EMQX before 5.4, without the connectors API (404).
+    data_integration: bool,
 }
 
 impl EmqxState {
@@ -64,6 +66,7 @@ impl EmqxState {
             connectors: BTreeMap::new(),
             actions: BTreeMap::new(),
             rules: BTreeMap::new(),
+            data_integration: true,
         }
     }
 }
@@ -564,6 +567,13 @@ fn masked(mut v: Value) -> Value {
 
 async fn connectors_list(State(f): State<Arc<Fake>>) -> Response {
     let s = f.state.lock().unwrap();
+    if !s.data_integration {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"code": "NOT_FOUND", "message": "Request Path Not Found"})),
+        )
+            .into_response();
+    }
     Json(
         s.connectors
             .values()
@@ -1254,6 +1264,30 @@ async fn the_alert_rule_forwards_log_messages_to_our_webhook() {
     }
     let again = admin.apply().await.unwrap();
     assert!(again.is_unchanged(), "{again}");
+    assert!(
+        settings
+            .alerts_rule
+            .load(std::sync::atomic::Ordering::Relaxed),
+        "the worker tells the shards that EMQX carries the rule"
+    );
+
+    // a new secret (another PU_SECRET_KEY) is written although EMQX masks the header
+    let mut rotated = settings.clone();
+    rotated.alerts.as_mut().unwrap().secret = "another-secret".into();
+    let report = EmqxAdmin::new(rotated).unwrap().apply().await.unwrap();
+    assert!(
+        report
+            .changed
+            .iter()
+            .any(|c| c.starts_with("alerts action: updated")),
+        "{report}"
+    );
+    assert_eq!(
+        emqx.state().actions["http:pepeunit_alerts"]["parameters"]["headers"]["authorization"],
+        "Bearer another-secret"
+    );
+    let back = admin.apply().await.unwrap();
+    assert!(!back.is_unchanged(), "{back}");
 
     // EMQX's side of one device message, from the objects as stored
     let (connector, action, rule) = {
@@ -1296,7 +1330,9 @@ async fn the_alert_rule_forwards_log_messages_to_our_webhook() {
     tg.wait_for(4100, "dry run protection", WAIT).await;
 
     // alerts off: our three objects are removed
+    let with_alerts = settings.clone();
     settings.alerts = None;
+    let flag = settings.alerts_rule.clone();
     let admin = EmqxAdmin::new(settings).unwrap();
     let report = admin.apply().await.unwrap();
     for kind in ["rule", "action", "connector"] {
@@ -1309,5 +1345,23 @@ async fn the_alert_rule_forwards_log_messages_to_our_webhook() {
         let s = emqx.state();
         assert!(s.connectors.is_empty() && s.actions.is_empty() && s.rules.is_empty());
     }
+    assert!(
+        !flag.load(std::sync::atomic::Ordering::Relaxed),
+        "without our rule the shards feed alerts again"
+    );
+
+    // an EMQX before 5.4 cannot carry the rule: skipped, and the shards keep feeding alerts
+    emqx.state().data_integration = false;
+    // (shared with `flag`: as if a rule had been carried before the downgrade)
+    flag.store(true, std::sync::atomic::Ordering::Relaxed);
+    let report = EmqxAdmin::new(with_alerts).unwrap().apply().await.unwrap();
+    assert!(
+        report
+            .changed
+            .iter()
+            .any(|c| c.starts_with("alerts rule: skipped")),
+        "{report}"
+    );
+    assert!(!flag.load(std::sync::atomic::Ordering::Relaxed));
     inst.stop().await;
 }

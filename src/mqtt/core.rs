@@ -201,8 +201,6 @@ struct Shard {
     topics: HashMap<String, TopicState>,
     units: HashMap<Uuid, (Instant, Option<CachedUnit>)>,
     nodes: HashMap<Uuid, (Instant, bool)>,
-    /// This shard feeds the alert pipeline (not when EMQX's rule does).
-    alerts: bool,
 }
 
 enum Route<'a> {
@@ -224,7 +222,6 @@ impl Shard {
             logs,
             domain: instance.config.domain.clone(),
             state_interval: Duration::from_secs(instance.config.state_send_interval as u64),
-            alerts: instance.alerts_from_shards(),
             instance,
             stats,
             topics: HashMap::new(),
@@ -395,7 +392,9 @@ impl Shard {
             stats.add(&c.invalid, 1);
             return;
         };
-        if self.alerts {
+        // the shards feed the alert pipeline unless EMQX's rule does (read per message: the
+        // rule comes and goes with the broker-config worker's applies)
+        if self.instance.alerts_from_shards() {
             let at = domain::now();
             let threshold = cached.alert_level.rank();
             for line in lines.iter().filter(|l| l.level.rank() >= threshold) {
@@ -447,8 +446,9 @@ impl Shard {
             }),
             Err(e) if e.status.as_u16() == 404 => None,
             Err(e) => {
+                // a database hiccup: what was known a moment ago beats dropping the message
                 tracing::warn!(%uuid, error = %e, "unit lookup failed");
-                return None;
+                return self.units.get(&uuid).and_then(|(_, known)| known.clone());
             }
         };
         self.units.insert(uuid, (Instant::now(), found.clone()));
@@ -467,7 +467,7 @@ impl Shard {
             Err(e) if e.status.as_u16() == 404 => false,
             Err(e) => {
                 tracing::warn!(%uuid, error = %e, "node lookup failed");
-                return false;
+                return self.nodes.get(&uuid).is_some_and(|(_, hit)| *hit);
             }
         };
         self.nodes.insert(uuid, (Instant::now(), found));

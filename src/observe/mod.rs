@@ -225,15 +225,20 @@ impl Node {
         match AssertUnwindSafe(task).catch_unwind().await {
             Ok(out) => out,
             Err(payload) => {
-                let kind = format!("task {name} panicked");
-                let message = panic_message(&*payload);
-                if feed::take_hook_reported() {
-                    self.error(&kind, &message);
-                } else {
-                    self.crash(&kind, &message);
-                }
+                self.caught_panic(&format!("task {name} panicked"), &*payload);
                 std::panic::resume_unwind(payload)
             }
+        }
+    }
+
+    /// A panic caught with `catch_unwind` on this thread: a crash alert of `kind`, or only an
+    /// error-tracker entry when the panic hook has alerted about it already.
+    pub fn caught_panic(&self, kind: &str, payload: &(dyn std::any::Any + Send)) {
+        let message = panic_message(payload);
+        if feed::take_hook_reported() {
+            self.error(kind, &message);
+        } else {
+            self.crash(kind, &message);
         }
     }
 

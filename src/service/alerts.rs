@@ -11,7 +11,7 @@
 //! (the log store keeps every line).
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -83,6 +83,8 @@ pub struct Alerts {
     tx: mpsc::Sender<AlertLine>,
     rx: Arc<Mutex<Option<mpsc::Receiver<AlertLine>>>>,
     seen: Arc<Mutex<SeenIds>>,
+    /// Whether EMQX carries our alert rule (set by the broker-config worker).
+    emqx_rule: Arc<AtomicBool>,
     pub counters: Arc<AlertCounters>,
 }
 
@@ -95,12 +97,18 @@ impl Alerts {
             tx,
             rx: Arc::new(Mutex::new(Some(rx))),
             seen: Arc::default(),
+            emqx_rule: Arc::default(),
             counters: Arc::default(),
         }
     }
 
     pub fn is_enabled(&self) -> bool {
         self.enabled
+    }
+
+    /// The flag the EMQX worker sets while EMQX carries our alert rule.
+    pub fn emqx_rule_flag(&self) -> Arc<AtomicBool> {
+        self.emqx_rule.clone()
     }
 
     /// Hands a line to the alert task without waiting.
@@ -312,9 +320,12 @@ impl Instance {
         self.unit(uuid).await
     }
 
-    /// Whether the MQTT core's shards feed alerts (not when EMQX's rule does).
+    /// Whether the MQTT core's shards feed alerts: not while EMQX carries our rule (which
+    /// needs EMQX 5.4+ and a successful apply; until then the shards do).
     pub fn alerts_from_shards(&self) -> bool {
-        self.alerts.is_enabled() && self.config.emqx_api_url.is_none()
+        self.alerts.is_enabled()
+            && (self.config.emqx_api_url.is_none()
+                || !self.alerts.emqx_rule.load(Ordering::Relaxed))
     }
 
     /// The secret EMQX's HTTP action presents (`Authorization: Bearer ...`): derived from the
@@ -329,7 +340,7 @@ impl Instance {
         let unit_uuid = self
             .log_topic_unit(&msg.topic)
             .ok_or_else(|| AppError::unit("topic is not a log topic of this instance"))?;
-        if !self.alerts.is_enabled() || !self.alerts.first_delivery(&msg.id) {
+        if !self.alerts.is_enabled() {
             return Ok(0);
         }
         let (lines, _) =
@@ -337,8 +348,13 @@ impl Instance {
         let unit = match self.unit(unit_uuid).await {
             Ok(u) => u,
             Err(e) if e.status.as_u16() == 404 => return Ok(0),
+            // not remembered as seen: EMQX's retry of this message gets its chance
             Err(e) => return Err(e),
         };
+        // remembered only now that nothing can fail before the lines are offered
+        if !self.alerts.first_delivery(&msg.id) {
+            return Ok(0);
+        }
         let at = domain::now();
         let mut offered = 0;
         for line in lines {
@@ -411,7 +427,8 @@ impl Instance {
             return;
         }
         let owner = match store::users::get(self.pool(), unit.creator_uuid).await {
-            Ok(Some(u)) => u,
+            // a blocked account hears nothing, as over REST and the bot
+            Ok(Some(u)) if u.status != domain::UserStatus::Blocked => u,
             _ => {
                 c.undeliverable.fetch_add(1, Ordering::Relaxed);
                 return;

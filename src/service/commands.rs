@@ -80,16 +80,16 @@ impl Instance {
             }
         }
         let topic = self.command_topic(unit.uuid, command);
+        // LogSync: the device answers with its whole log file at once, so the stored lines
+        // are cleared before the command goes out (clearing after could remove or hide lines
+        // of the answer); not while the broker is unreachable, when the command cannot go
+        if command == BackendTopicCommand::LogSync && self.outbox.is_connected() {
+            self.clear_unit_logs(unit.uuid).await?;
+        }
         let sent = self.outbox.publish(&topic, payload.to_string());
-        match command {
-            BackendTopicCommand::Update => {
-                self.set_update_status(unit.uuid, sent.as_ref().map(|_| ()))
-                    .await?
-            }
-            BackendTopicCommand::LogSync if sent.is_ok() => {
-                self.clear_unit_logs(unit.uuid).await?;
-            }
-            _ => {}
+        if command == BackendTopicCommand::Update {
+            self.set_update_status(unit.uuid, sent.as_ref().map(|_| ()))
+                .await?
         }
         sent.map(|_| true)
     }

@@ -271,6 +271,17 @@ pub async fn get(db: &AnyPool, uuid: Uuid) -> AppResult<Option<Unit>> {
         .transpose()
 }
 
+/// The unit of that name (names are unique).
+pub async fn by_name(db: &AnyPool, name: &str) -> AppResult<Option<Unit>> {
+    let mut q = Sql::new("SELECT * FROM units WHERE name = ");
+    q.bind(name);
+    q.fetch_optional(db)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
 pub async fn name_taken(db: &AnyPool, name: &str, except: Option<Uuid>) -> AppResult<bool> {
     let mut q = Sql::new("SELECT COUNT(*) FROM units WHERE name = ");
     q.bind(name);

@@ -129,7 +129,22 @@ async fn poll(instance: Instance, telegram: Telegram, mut stop: watch::Receiver<
 }
 
 /// One update from polling or the webhook: text messages are commands; the rest is ignored.
+/// A panic while handling it is a crash alert for the admins, and the bot goes on with the
+/// next update (one bad update never stops the bot, nor comes back after a restart: it was
+/// acknowledged).
 pub async fn handle_update(instance: &Instance, telegram: &Telegram, update: Update) {
+    use futures_util::FutureExt;
+    let handled = std::panic::AssertUnwindSafe(handle_update_inner(instance, telegram, update))
+        .catch_unwind()
+        .await;
+    if let Err(payload) = handled {
+        instance
+            .node
+            .caught_panic("telegram update panicked", &*payload);
+    }
+}
+
+async fn handle_update_inner(instance: &Instance, telegram: &Telegram, update: Update) {
     let UpdateKind::Message(msg) = update.kind else {
         return;
     };
@@ -268,7 +283,8 @@ async fn linked_command(
         ("/units", _) => {
             let page = match args.first().map(|p| p.parse::<i64>()) {
                 None => 1,
-                Some(Ok(p)) if p >= 1 => p,
+                // beyond any real page count, and (page - 1) * PAGE cannot overflow
+                Some(Ok(p)) if (1..=1_000_000).contains(&p) => p,
                 Some(_) => return Ok(texts::usage(lang, "/units [page]")),
             };
             let filter = UnitFilter {
@@ -409,15 +425,10 @@ async fn own_units(
         .await
 }
 
-/// The caller's own unit of that exact name.
+/// The caller's own unit of that exact name (unit names are unique on an instance).
 async fn own_unit(instance: &Instance, agent: &Agent, name: &str) -> AppResult<Option<Unit>> {
-    let filter = UnitFilter {
-        search_string: Some(name.to_string()),
-        limit: 100,
-        ..UnitFilter::default()
-    };
-    let (_, units) = own_units(instance, agent, filter).await?;
-    Ok(units.into_iter().find(|u| u.name == name))
+    let unit = crate::store::units::by_name(instance.pool(), name).await?;
+    Ok(unit.filter(|u| Some(u.creator_uuid) == agent.uuid()))
 }
 
 /// Newest first: the `n` latest lines at `min` or above.

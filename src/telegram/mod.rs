@@ -331,22 +331,48 @@ pub fn escape(text: &str) -> String {
     out
 }
 
-/// At most `max` characters; a cut text ends with an ellipsis. HTML tags the cut would break
-/// are avoided by cutting only texts we build from escaped parts line by line (see texts.rs).
+/// Length as Telegram counts it (UTF-16 code units).
+fn utf16_len(text: &str) -> usize {
+    text.encode_utf16().count()
+}
+
+/// At most `max` UTF-16 units (Telegram's measure); a cut text ends with an ellipsis. HTML
+/// tags the cut would break are avoided by cutting only texts we build from escaped parts
+/// line by line (see texts.rs), where each device text was [`clip`]ped first.
 pub fn truncate(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
+    if utf16_len(text) <= max {
         return text.to_string();
     }
     // cut at a line end so no tag or entity is split
     let mut out = String::new();
+    let mut len = 0;
     for line in text.split_inclusive('\n') {
-        if out.chars().count() + line.chars().count() > max - 1 {
+        let n = utf16_len(line);
+        if len + n > max - 1 {
             break;
         }
         out.push_str(line);
+        len += n;
     }
     out.push('…');
     out
+}
+
+/// A device's text cut to at most `max` UTF-16 units (with an ellipsis), before escaping: one
+/// long log line must not push the rest of a message out.
+pub fn clip(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if utf16_len(text) <= max {
+        return text.into();
+    }
+    let mut len = 0;
+    let end = text
+        .char_indices()
+        .find(|(_, c)| {
+            len += c.len_utf16();
+            len > max - 1
+        })
+        .map_or(text.len(), |(i, _)| i);
+    format!("{}…", &text[..end]).into()
 }
 
 #[cfg(test)]
@@ -371,6 +397,16 @@ mod tests {
         assert!(cut.chars().count() <= 4096);
         assert!(cut.ends_with("line\n…"));
         assert_eq!(truncate("short", 10), "short");
+        // emoji are two UTF-16 units, as Telegram counts them
+        let emoji = "😀\n".repeat(2000);
+        assert!(utf16_len(&truncate(&emoji, 4096)) <= 4096);
+        assert_eq!(clip("abcdef", 4), "abc…");
+        assert_eq!(clip("ab😀cd", 4), "ab…");
+        let accents = "é".repeat(10);
+        assert_eq!(clip(&accents, 20), accents.as_str());
+        let smileys = "😀".repeat(3000);
+        let clipped = clip(&smileys, 1000);
+        assert!(utf16_len(&clipped) <= 1000, "{}", utf16_len(&clipped));
     }
 
     #[test]

@@ -1,11 +1,16 @@
 //! Everything the bot says, in English and Russian. Messages are Telegram HTML: every value
 //! that comes from users or devices goes through [`escape`].
 
-use super::{escape, Lang};
+use super::{clip, escape, Lang};
 use crate::domain::LogLevel;
 use crate::service::alerts::AlertMessage;
 use crate::store::unit_logs::UnitLog;
 use crate::store::units::Unit;
+
+/// Most UTF-16 units of one device log line in a list (`/unit`, `/logs`, an alert's "last").
+const LINE_CLIP: usize = 300;
+/// Most UTF-16 units of the line an alert is about (messages hold at most 4096).
+const ALERT_CLIP: usize = 2000;
 
 fn t(lang: Lang, en: &'static str, ru: &'static str) -> &'static str {
     match lang {
@@ -141,10 +146,10 @@ pub fn units(lang: Lang, units: &[Unit], page: i64, pages: i64, stale_after_secs
     out
 }
 
+/// The first 12 characters of a version the device reported (any text, not always a hash).
 fn short_commit(c: Option<&str>) -> &str {
     match c {
-        Some(c) if c.len() > 12 => &c[..12],
-        Some(c) => c,
+        Some(c) => c.char_indices().nth(12).map_or(c, |(i, _)| &c[..i]),
         None => "-",
     }
 }
@@ -205,7 +210,7 @@ fn log_lines(lang: Lang, logs: &[UnitLog]) -> String {
             "<code>{}</code> {} {}\n",
             escape(l.create_datetime.get(11..19).unwrap_or(&l.create_datetime)),
             level_mark(l.level),
-            escape(&l.text)
+            escape(&clip(&l.text, LINE_CLIP))
         ));
     }
     out
@@ -313,7 +318,7 @@ pub fn alert(lang: Lang, unit: &str, msg: &AlertMessage) -> String {
             "{} <b>{}</b>\n{}\n<code>{}</code> UTC",
             level_mark(line.level),
             escape(unit),
-            escape(&line.text),
+            escape(&clip(&line.text, ALERT_CLIP)),
             escape(line.at.get(..19).unwrap_or(&line.at)),
         ));
     }
@@ -347,7 +352,7 @@ pub fn alert(lang: Lang, unit: &str, msg: &AlertMessage) -> String {
                 "\n{} {} {}",
                 t(lang, "Last:", "Последнее:"),
                 level_mark(last.level),
-                escape(&last.text)
+                escape(&clip(&last.text, LINE_CLIP))
             ));
         }
     }

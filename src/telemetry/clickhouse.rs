@@ -418,16 +418,19 @@ impl ClickHouseLogs {
             .await
             .map_err(ch_err)?;
         // rows written up to this instant are hidden; `now` is only for the count above
+        let watermark = micros_now();
         self.client
             .query("INSERT INTO unit_log_clears VALUES (toUUID(?), ?)")
             .bind(unit_uuid.to_string())
-            .bind(micros_now())
+            .bind(watermark)
             .execute()
             .await
             .map_err(ch_err)?;
+        // only what the watermark hides: lines stored meanwhile (a LogSync answer) stay
         self.client
-            .query("ALTER TABLE unit_logs DELETE WHERE unit_uuid = toUUID(?)")
+            .query("ALTER TABLE unit_logs DELETE WHERE unit_uuid = toUUID(?) AND inserted_us <= ?")
             .bind(unit_uuid.to_string())
+            .bind(watermark)
             .execute()
             .await
             .map_err(ch_err)?;

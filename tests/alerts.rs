@@ -156,6 +156,37 @@ async fn device_errors_reach_the_owner(backend: Backend) {
     tg.wait_for(OWNER_CHAT, "after unmute", WAIT).await;
     assert!(tg.sent().iter().all(|s| !s.text.contains("while muted")));
 
+    // a blocked owner hears nothing; unblocked, the next line reaches the chat again
+    let block = |path: &'static str| {
+        let (inst, admin, owner_uuid) = (&inst, &admin, &owner_uuid);
+        async move {
+            let (s, v) = inst
+                .call("PATCH", &format!("{path}{owner_uuid}"), Some(admin), None)
+                .await;
+            assert_eq!(s.as_u16(), 204, "{path}: {v}");
+        }
+    };
+    block("/users/block/").await;
+    let before = alert_counters(&inst, &admin).await["undeliverable"]
+        .as_u64()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    dev.publish(
+        &log,
+        json!({"level": "Error", "text": "while blocked"}).to_string(),
+    )
+    .await;
+    wait_counter(&inst, &admin, "undeliverable", before + 1).await;
+    block("/users/unblock/").await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    dev.publish(
+        &log,
+        json!({"level": "Error", "text": "after unblock"}).to_string(),
+    )
+    .await;
+    tg.wait_for(OWNER_CHAT, "after unblock", WAIT).await;
+    assert!(tg.sent().iter().all(|s| !s.text.contains("while blocked")));
+
     // settings: only the creator, only known levels, bounded mutes
     let (_, stranger) = inst.user("stranger").await;
     let (s, _) = set_alerts(&inst, &stranger, &uuid, json!({"alert_log_level": "Debug"})).await;

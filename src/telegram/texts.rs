@@ -379,3 +379,18 @@ pub fn crash_lagged(lang: Lang, n: u64) -> String {
         )
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reported_version_is_cut_on_a_character_boundary() {
+        assert_eq!(short_commit(None), "-");
+        assert_eq!(short_commit(Some("v1.2")), "v1.2");
+        assert_eq!(short_commit(Some("0123456789abcdef0123")), "0123456789ab");
+        // any text a device reports: byte 12 falls inside the 'é'
+        assert_eq!(short_commit(Some("version-1.2éé")), "version-1.2é");
+        assert_eq!(short_commit(Some("версия-прошивки")), "версия-проши");
+    }
+}

@@ -106,7 +106,7 @@ const LOG_RETRY_PAUSE: Duration = Duration::from_secs(1);
 async fn log_writer(
     instance: Instance,
     stats: Arc<MqttStats>,
-    mut rx: mpsc::Receiver<Vec<NewUnitLog>>,
+    rx: &mut mpsc::Receiver<Vec<NewUnitLog>>,
 ) {
     let mut batches = Vec::with_capacity(LOG_WRITER_QUEUE);
     loop {
@@ -140,19 +140,34 @@ pub fn start(instance: Instance, stats: Arc<MqttStats>) -> (Dispatcher, Shards) 
     let mut senders = Vec::with_capacity(n);
     let mut handles = Vec::with_capacity(n);
     let (logs_tx, logs_rx) = mpsc::channel(LOG_WRITER_QUEUE);
-    // supervised: a panic is a crash alert for the admins (the task is not restarted)
+    // supervised and restarted: a panic is a crash alert for the admins and loses what the
+    // task held in hand (one batch), never the queue (the receiver outlives each run)
     let node = instance.node.clone();
-    let log_writer = tokio::spawn(node.clone().supervise(
-        "mqtt log writer",
-        log_writer(instance.clone(), stats.clone(), logs_rx),
-    ));
+    let log_writer = {
+        let (instance, stats) = (instance.clone(), stats.clone());
+        let rx = Arc::new(tokio::sync::Mutex::new(logs_rx));
+        tokio::spawn(
+            node.clone()
+                .supervise_restarting("mqtt log writer", move || {
+                    let (instance, stats, rx) = (instance.clone(), stats.clone(), rx.clone());
+                    async move { log_writer(instance, stats, &mut *rx.lock().await).await }
+                }),
+        )
+    };
     for id in 0..n {
         let (tx, rx) = mpsc::channel(instance.config.mqtt_shard_queue);
         senders.push(tx);
-        let shard = Shard::new(id, instance.clone(), stats.clone(), logs_tx.clone());
-        handles.push(tokio::spawn(
-            node.clone().supervise("mqtt shard", shard.run(rx)),
-        ));
+        let (instance, stats, logs_tx) = (instance.clone(), stats.clone(), logs_tx.clone());
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        // a restarted shard starts with empty caches
+        handles.push(tokio::spawn(node.clone().supervise_restarting(
+            "mqtt shard",
+            move || {
+                let shard = Shard::new(id, instance.clone(), stats.clone(), logs_tx.clone());
+                let rx = rx.clone();
+                async move { shard.run(&mut *rx.lock().await).await }
+            },
+        )));
     }
     *stats.queues.lock().unwrap_or_else(|e| e.into_inner()) =
         senders.iter().map(|tx| tx.downgrade()).collect();
@@ -230,7 +245,7 @@ impl Shard {
         }
     }
 
-    async fn run(mut self, mut rx: mpsc::Receiver<Message>) {
+    async fn run(mut self, rx: &mut mpsc::Receiver<Message>) {
         let mut buf = Vec::with_capacity(MAX_BATCH);
         let mut last_sweep = Instant::now();
         loop {

@@ -35,6 +35,8 @@ use crate::mqtt::MqttStats;
 const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 /// Error kinds kept by the tracker.
 const MAX_ERROR_KINDS: usize = 500;
+/// Pause before a panicked worker is started again.
+const RESTART_PAUSE: Duration = Duration::from_millis(100);
 /// Alerts kept for a slow (or absent) consumer; older ones are dropped first.
 const ALERT_BUFFER: usize = 64;
 
@@ -231,6 +233,27 @@ impl Node {
         }
     }
 
+    /// Runs the future `make` returns; after a panic (a crash alert, "task <name> panicked
+    /// (restarted)") runs a new one from `make`, until one returns. For long-lived workers
+    /// whose state can be rebuilt (the MQTT shards, the log writer): what the panicking one
+    /// held in hand is lost, the rest carries on.
+    pub async fn supervise_restarting<F, Fut>(self, name: &'static str, mut make: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        loop {
+            match AssertUnwindSafe(make()).catch_unwind().await {
+                Ok(()) => return,
+                Err(payload) => {
+                    self.caught_panic(&format!("task {name} panicked (restarted)"), &*payload)
+                }
+            }
+            // a fault that repeats at once must not spin a core
+            tokio::time::sleep(RESTART_PAUSE).await;
+        }
+    }
+
     /// A panic caught with `catch_unwind` on this thread: a crash alert of `kind`, or only an
     /// error-tracker entry when the panic hook has alerted about it already.
     pub fn caught_panic(&self, kind: &str, payload: &(dyn std::any::Any + Send)) {
@@ -356,6 +379,33 @@ mod tests {
         let errors = n.errors(false, 0);
         assert_eq!(errors[0].kind, "mqtt connection lost");
         assert_eq!(errors[0].count, 2);
+    }
+
+    #[tokio::test]
+    async fn a_restarting_worker_runs_again_after_a_panic() {
+        let n = node();
+        let runs = Arc::new(AtomicU64::new(0));
+        let r = runs.clone();
+        n.clone()
+            .supervise_restarting("shard", move || {
+                let r = r.clone();
+                async move {
+                    if r.fetch_add(1, Relaxed) < 2 {
+                        panic!("poison message");
+                    }
+                }
+            })
+            .await;
+        assert_eq!(runs.load(Relaxed), 3, "two panics, then a normal return");
+        let mut rx = n.admin_alerts();
+        let a = rx.try_recv().unwrap();
+        assert_eq!(a.text, "task shard panicked (restarted): poison message");
+        assert!(
+            rx.try_recv().is_err(),
+            "the second panic is held by the throttle"
+        );
+        let errors = n.errors(false, 0);
+        assert_eq!(errors[0].count, 2, "{errors:?}");
     }
 
     #[test]

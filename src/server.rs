@@ -21,6 +21,8 @@ pub struct RunningInstance {
     federation: Vec<JoinHandle<()>>,
     /// The alert pipeline and the Telegram bot.
     telegram: Vec<JoinHandle<()>>,
+    /// Stops the alert task, after the MQTT core has drained (its last lines may be alerts).
+    alerts_stop: watch::Sender<bool>,
     mqtt: crate::mqtt::MqttCore,
 }
 
@@ -67,10 +69,11 @@ impl RunningInstance {
             ),
             tokio::spawn(node.clone().run_sampler(stop_rx.clone())),
         ];
+        let (alerts_stop, alerts_stop_rx) = watch::channel(false);
         let mut telegram = vec![
             tokio::spawn(node.clone().supervise(
                 "alerts",
-                crate::service::alerts::run_alerts(instance.clone(), stop_rx.clone()),
+                crate::service::alerts::run_alerts(instance.clone(), alerts_stop_rx),
             )),
             tokio::spawn(node.clone().supervise(
                 "admin alerts",
@@ -96,6 +99,7 @@ impl RunningInstance {
             poller,
             federation,
             telegram,
+            alerts_stop,
             mqtt,
         })
     }
@@ -117,6 +121,7 @@ impl RunningInstance {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
         }
         self.mqtt.stop().await;
+        let _ = self.alerts_stop.send(true);
         for task in self.telegram {
             // the bot returns on the stop signal; the alert task once its sends are done
             let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;

@@ -571,3 +571,55 @@ async fn broker_loss_reaches_the_admins() {
     );
     inst.stop().await;
 }
+
+/// Lines held back by the throttle are not swallowed by a restart: stopping the instance
+/// sends their summary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_lines_are_summarised_when_the_instance_stops() {
+    let tg = FakeTelegram::start().await;
+    let inst = start(
+        Backend::Sqlite,
+        &tg,
+        &[("PU_TELEGRAM_ALERT_INTERVAL", "3600")],
+    )
+    .await;
+    let firmware = FirmwareRepo::create().await;
+    let (_, admin) = inst.user("admin1").await;
+    let (_, owner) = inst.user("owner1").await;
+    let (_, _, unit) = registry_repo_unit(&inst, &owner, &firmware, "kiln", "Private").await;
+    let uuid = unit["uuid"].as_str().unwrap().to_string();
+    link(&inst, &tg, &owner, OWNER_CHAT, "en").await;
+    let dev = MqttDevice::connect(
+        inst.config.mqtt_bind.port(),
+        &uuid,
+        &unit_token(&inst, &unit),
+    )
+    .await
+    .unwrap();
+    let log = base_topic(&inst, &unit, "output_base_topic", "log");
+    dev.publish(
+        &log,
+        json!({"level": "Error", "text": "door open"}).to_string(),
+    )
+    .await;
+    tg.wait_for(OWNER_CHAT, "door open", WAIT).await;
+    for text in ["too hot", "much too hot"] {
+        dev.publish(&log, json!({"level": "Critical", "text": text}).to_string())
+            .await;
+    }
+    wait_counter(&inst, &admin, "held", 2).await;
+    assert!(
+        !tg.sent_to(OWNER_CHAT)
+            .iter()
+            .any(|m| m.text.contains("much too hot")),
+        "held within the hour"
+    );
+    drop(dev);
+    inst.stop().await;
+    let summary = tg
+        .sent_to(OWNER_CHAT)
+        .into_iter()
+        .find(|m| m.text.contains("Held back: 2"))
+        .unwrap_or_else(|| panic!("no summary at stop: {:?}", tg.sent_to(OWNER_CHAT)));
+    assert!(summary.text.contains("much too hot"), "{}", summary.text);
+}

@@ -7,8 +7,9 @@
 //! stay silent; EMQX retries are recognised by message id). One task ([`run_alerts`]) applies
 //! the per-unit [`Throttle`] and sends: a line that may go out now goes out with a summary of
 //! what was held back before it; held lines are summarised once the interval has passed even
-//! when no new line comes. Alerts live in memory: a crash loses at most the lines still held
-//! (the log store keeps every line).
+//! when no new line comes. Alerts live in memory: a normal stop sends every held summary at
+//! once (the task stops after the MQTT core has drained); a crash loses the summary of the
+//! lines still held (the log store keeps every line).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -262,6 +263,23 @@ impl Throttle {
         out
     }
 
+    /// Summaries of every unit with held lines, interval or not (the instance is stopping:
+    /// better early than never).
+    pub fn flush(&mut self) -> Vec<AlertMessage> {
+        let mut out: Vec<AlertMessage> = self
+            .units
+            .iter_mut()
+            .filter(|(_, t)| t.held.count > 0)
+            .map(|(unit, t)| AlertMessage {
+                unit: *unit,
+                line: None,
+                held: std::mem::take(&mut t.held),
+            })
+            .collect();
+        out.sort_by_key(|m| m.unit);
+        out
+    }
+
     /// When the next [`Throttle::due`] call can return something.
     pub fn next_due(&self) -> Option<Instant> {
         self.units
@@ -502,6 +520,19 @@ pub async fn run_alerts(instance: Instance, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => break,
         }
     }
+    // stopping (after the MQTT core has drained): what is queued and what is held goes out
+    // now as summaries, so a restart does not swallow alerts
+    while let Ok(line) = rx.try_recv() {
+        match throttle.offer(Instant::now(), line) {
+            Some(msg) => send(msg).await,
+            None => {
+                counters.held.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    for msg in throttle.flush() {
+        send(msg).await;
+    }
     // wait for sends in flight (bounded by their own timeouts)
     let _ = sends.acquire_many(CONCURRENT_SENDS as u32).await;
 }
@@ -566,6 +597,25 @@ mod tests {
         assert!(t.due(t0 + Duration::from_secs(11)).is_empty());
         assert!(t.units.is_empty(), "idle units are dropped");
         assert!(t.next_due().is_none());
+    }
+
+    #[test]
+    fn flush_summarises_every_unit_with_held_lines_at_once() {
+        let t0 = Instant::now();
+        let mut t = Throttle::new(Duration::from_secs(3600));
+        let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        for u in [a, b, c] {
+            assert!(t.offer(t0, line(u, LogLevel::Error, "first")).is_some());
+        }
+        assert!(t.offer(t0, line(a, LogLevel::Error, "a2")).is_none());
+        assert!(t.offer(t0, line(a, LogLevel::Critical, "a3")).is_none());
+        assert!(t.offer(t0, line(b, LogLevel::Error, "b2")).is_none());
+        let mut flushed = t.flush();
+        flushed.sort_by_key(|m| m.held.count);
+        let counts: Vec<(Uuid, u64)> = flushed.iter().map(|m| (m.unit, m.held.count)).collect();
+        assert_eq!(counts, [(b, 1), (a, 2)], "c held nothing");
+        assert!(flushed.iter().all(|m| m.line.is_none()));
+        assert!(t.flush().is_empty(), "flushed once");
     }
 
     #[test]

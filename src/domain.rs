@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use uuid::Uuid;
 
 /// Declares a string enum whose variants are written on the wire exactly as named.
 macro_rules! wire_enum {
@@ -143,6 +144,14 @@ impl Order {
     }
 }
 
+/// A uuid in the one spelling topics use (lowercase, hyphenated). `Uuid::parse_str` also
+/// takes upper case, braces and `urn:uuid:`, which would give one unit many topic names
+/// (each with its own throttle and cache entry).
+pub fn parse_topic_uuid(s: &str) -> Option<Uuid> {
+    let u = Uuid::parse_str(s).ok()?;
+    (s.len() == 36 && u.hyphenated().to_string() == s).then_some(u)
+}
+
 /// Names of users, repos and units: `^[A-Za-z0-9_.-]{4,20}$`.
 pub fn is_valid_name(name: &str) -> bool {
     (4..=20).contains(&name.len())
@@ -182,6 +191,21 @@ pub fn parse_time(s: &str) -> Option<chrono::NaiveDateTime> {
 mod tests {
     use super::*;
     use std::str::FromStr;
+
+    #[test]
+    fn topic_uuids_have_one_spelling() {
+        let u = "0193a5c4-7e2b-7c3d-9f00-1234567890ab";
+        assert_eq!(parse_topic_uuid(u).unwrap().to_string(), u);
+        for other in [
+            "0193A5C4-7E2B-7C3D-9F00-1234567890AB",
+            "0193a5c47e2b7c3d9f001234567890ab",
+            "{0193a5c4-7e2b-7c3d-9f00-1234567890ab}",
+            "urn:uuid:0193a5c4-7e2b-7c3d-9f00-1234567890ab",
+            "not a uuid",
+        ] {
+            assert!(parse_topic_uuid(other).is_none(), "{other}");
+        }
+    }
 
     #[test]
     fn names_follow_the_upstream_pattern() {

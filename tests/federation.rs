@@ -221,6 +221,11 @@ mod signed {
         pub key: RsaPrivateKey,
     }
 
+    /// The `Digest` header value of a body.
+    pub fn digest(body: &[u8]) -> String {
+        format!("SHA-256={}", B64.encode(Sha256::digest(body)))
+    }
+
     impl Signer {
         pub fn from_pem(key_id: String, pem: &str) -> Signer {
             Signer {
@@ -252,7 +257,7 @@ mod signed {
             let mut names = "(request-target) host date".to_string();
             let mut out = vec![("host".to_string(), host), ("date".to_string(), date)];
             if let Some(body) = body {
-                let digest = format!("SHA-256={}", B64.encode(Sha256::digest(body)));
+                let digest = digest(body);
                 lines.push(format!("digest: {digest}"));
                 names.push_str(" digest");
                 out.push(("digest".into(), digest));
@@ -355,6 +360,16 @@ async fn inbox_checks_signatures_before_anything_else() {
     let r = post_inbox(&a, signer.headers("POST", &inbox, Some(&body), now), other).await;
     assert_eq!(r.0, 401, "{r:?}");
     assert!(r.1.contains("digest"), "{r:?}");
+
+    // a second Digest header in front: the first matches the body sent, the signed one is
+    // another body's (a replayed signature); one value per covered header or nothing
+    let body = follow_activity(&b, &b_actor, &a_actor);
+    let other = follow_activity(&b, &b_actor, &a_actor);
+    let mut headers = vec![("digest".to_string(), signed::digest(&other))];
+    headers.extend(signer.headers("POST", &inbox, Some(&body), now));
+    let r = post_inbox(&a, headers, other).await;
+    assert_eq!(r.0, 401, "{r:?}");
+    assert!(r.1.contains("more than one digest"), "{r:?}");
 
     // forged: B's key id, another key
     let forger = signed::Signer {

@@ -438,6 +438,7 @@ async fn account_round_trip(backend: Backend) {
         .1;
     assert!(!String::from_utf8_lossy(&units).contains("cipher_env\":\""));
     // a consistent edit of an unsealed archive still has to be valid data
+    let before_bad = snapshot(instance(&b)).await;
     let bad = tamper(
         &plain,
         "units.jsonl",
@@ -449,6 +450,41 @@ async fn account_round_trip(backend: Backend) {
     assert!(
         v["detail"].as_str().unwrap().contains("visibility_level"),
         "{v}"
+    );
+    // names follow the rules of the REST API (a non-ASCII name once panicked the renaming)
+    let bad = tamper(
+        &plain,
+        "units.jsonl",
+        |t| t.replace("lamp_unit", "lamp_unité"),
+        true,
+    );
+    let (s, v) = import(&b, &b_token, bad, None).await;
+    assert_eq!(s, 422, "{v}");
+    assert!(
+        v["detail"].as_str().unwrap().contains("not a valid name"),
+        "{v}"
+    );
+    // one member listed twice in the manifest (parsed twice: a cheap memory bomb)
+    let mut members = unpack(&plain);
+    for (p, d) in members.iter_mut() {
+        if p == "manifest.json" {
+            let mut m: Value = serde_json::from_slice(d).unwrap();
+            let files = m["files"].as_array_mut().unwrap();
+            let first = files[0].clone();
+            files.push(first);
+            *d = serde_json::to_vec(&m).unwrap();
+        }
+    }
+    let (s, v) = import(&b, &b_token, pack(&members), None).await;
+    assert_eq!(s, 422, "{v}");
+    assert!(
+        v["detail"].as_str().unwrap().contains("listed twice"),
+        "{v}"
+    );
+    assert_eq!(
+        counts(&snapshot(instance(&b)).await),
+        counts(&before_bad),
+        "refused archives leave nothing"
     );
 
     a.stop().await;

@@ -106,7 +106,7 @@ impl Federation {
         let kind = str_field(&activity, "type").to_string();
         if !matches!(
             kind.as_str(),
-            "Follow" | "Accept" | "Reject" | "Undo" | "Create" | "Update" | "Delete"
+            "Follow" | "Accept" | "Reject" | "Undo" | "Create" | "Update" | "Delete" | "Move"
         ) {
             return InboxReply::new(400, format!("unsupported activity type {kind:?}"));
         }
@@ -146,6 +146,18 @@ impl Federation {
         let follower = actor.actor.id.clone();
         let reply_to = [actor.delivery_inbox().to_string()];
         let mut new_follower = false;
+        // one backfill per receiving server: a domain whose inbox already follows the
+        // instance has had it (N actors of one server must not cost N walks over everything)
+        let inbox_host = |i: &str| Url::parse(i).ok().and_then(|u| domain_of(&u));
+        let served_before = target == LocalRef::Instance
+            && self
+                .backend()
+                .follower_inboxes(&[me.to_string()])
+                .await?
+                .iter()
+                .any(|i| {
+                    inbox_host(i).is_some() && inbox_host(i) == inbox_host(actor.delivery_inbox())
+                });
         let kind = if exists && !matches!(target, LocalRef::Unit(_)) {
             let follow_id = str_field(activity, "id");
             new_follower = self
@@ -164,7 +176,7 @@ impl Federation {
             &[follower.as_str()],
         );
         self.enqueue(&me, &answer, &reply_to).await?;
-        if new_follower && target == LocalRef::Instance {
+        if new_follower && target == LocalRef::Instance && !served_before {
             // in the background: the request must not wait for (or be able to cut short) a
             // walk over every public object; a repeated Follow does not start another one
             let fed = self.clone();

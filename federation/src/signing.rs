@@ -152,6 +152,21 @@ impl SignedRequest<'_> {
         let header = header
             .to_str()
             .map_err(|_| SignatureError::Malformed("not ASCII".into()))?;
+        // `verify` hands the library one value per header: every header it may read must
+        // have exactly the one value checked here (a second Host or Digest would otherwise
+        // be what the signature covers while the first is what was checked)
+        if self.headers.contains_key("authorization") {
+            return Err(SignatureError::Malformed(
+                "an Authorization header beside the Signature".into(),
+            ));
+        }
+        for name in ["host", "date", "digest"] {
+            if self.headers.get_all(name).iter().count() > 1 {
+                return Err(SignatureError::Malformed(format!(
+                    "more than one {name} header"
+                )));
+            }
+        }
         let mut covered = None;
         let mut seen = Vec::new();
         for part in header.split(',') {
@@ -171,6 +186,13 @@ impl SignedRequest<'_> {
         }
         let covered = covered.unwrap_or_else(|| "date".to_string());
         let covered: Vec<&str> = covered.split_whitespace().collect();
+        for name in covered.iter().filter(|n| !n.starts_with('(')) {
+            if self.headers.get_all(*name).iter().count() > 1 {
+                return Err(SignatureError::Malformed(format!(
+                    "more than one {name} header"
+                )));
+            }
+        }
         for needed in ["(request-target)", "host"] {
             if !covered.contains(&needed) {
                 return Err(SignatureError::Uncovered(needed));

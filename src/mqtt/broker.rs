@@ -31,8 +31,12 @@ use crate::service::Instance;
 
 const ACL_TTL: Duration = Duration::from_secs(5);
 const ACL_SLOTS: usize = 16;
-/// Entries per slot before a slot is swept of expired answers.
-const ACL_SLOT_LIMIT: usize = 50_000;
+/// Entries per slot before a slot is swept of expired answers (and cleared when the sweep
+/// frees nothing): at most 16 x 20k short keys.
+const ACL_SLOT_LIMIT: usize = 20_000;
+/// Topics longer than this are not cached (a device could otherwise fill the cache with
+/// distinct 64 KiB names within the TTL).
+const ACL_MAX_CACHED_TOPIC: usize = 512;
 
 type AclKey = (String, String, BrokerAction);
 
@@ -62,9 +66,17 @@ impl Hooks {
             .broker_decision(username, topic, Some(action))
             .await
             == BrokerDecision::Allow;
+        // long topic names are decided every time: the cache holds short keys only
+        if topic.len() > ACL_MAX_CACHED_TOPIC {
+            return ok;
+        }
         let mut slot = self.slot(&key).lock().unwrap();
         if slot.len() >= ACL_SLOT_LIMIT {
             slot.retain(|_, (at, _)| at.elapsed() < ACL_TTL);
+            if slot.len() >= ACL_SLOT_LIMIT {
+                // a burst of distinct topics within the TTL: start the slot afresh
+                slot.clear();
+            }
         }
         slot.insert(key, (Instant::now(), ok));
         ok

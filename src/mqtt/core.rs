@@ -274,15 +274,15 @@ impl Shard {
         }
         let rest: Vec<&str> = parts.collect();
         match rest.as_slice() {
-            ["output_base_topic", unit, name, "pepeunit"] => match Uuid::parse_str(unit) {
-                Ok(u) if *name == "state" => Route::State(u),
-                Ok(u) if *name == "log" => Route::Log(u),
-                Ok(_) => Route::Ignore("unknown output base topic"),
-                Err(_) => Route::Ignore("bad unit uuid"),
+            ["output_base_topic", unit, name, "pepeunit"] => match domain::parse_topic_uuid(unit) {
+                Some(u) if *name == "state" => Route::State(u),
+                Some(u) if *name == "log" => Route::Log(u),
+                Some(_) => Route::Ignore("unknown output base topic"),
+                None => Route::Ignore("bad unit uuid"),
             },
-            [node, "pepeunit"] => match Uuid::parse_str(node) {
-                Ok(n) => Route::Node(n),
-                Err(_) => Route::Ignore("bad node uuid"),
+            [node, "pepeunit"] => match domain::parse_topic_uuid(node) {
+                Some(n) => Route::Node(n),
+                None => Route::Ignore("bad node uuid"),
             },
             _ => Route::Ignore("not a topic the core processes"),
         }
@@ -443,7 +443,8 @@ impl Shard {
             return;
         }
         topic.last_value = Some(msg.payload.clone());
-        let value = String::from_utf8(msg.payload.to_vec()).unwrap_or_default();
+        let mut value = String::from_utf8(msg.payload.to_vec()).unwrap_or_default();
+        ingest::without_nul(&mut value);
         batch.node_values.insert(node, value);
     }
 

@@ -38,6 +38,10 @@ pub fn parse_state(payload: &[u8]) -> Result<ReportedState, String> {
         .filter(|(k, _)| RESERVED_STATE_KEYS.contains(&k.as_str()))
         .collect();
     let commit = match state.get("pu_commit_version") {
+        // NUL: PostgreSQL's TEXT cannot hold it, and one bad row would fail a whole batch
+        Some(Value::String(c)) if c.contains('\0') => {
+            return Err("pu_commit_version contains a NUL character".into())
+        }
         Some(Value::String(c)) if !c.is_empty() && c.len() <= MAX_COMMIT_LEN => c.clone(),
         Some(Value::String(_)) => return Err("pu_commit_version is empty or too long".into()),
         _ => return Err("State dict has no pu_commit_version key".into()),
@@ -91,6 +95,7 @@ fn parse_log_item(item: Value) -> Option<ReportedLog> {
         Some(Value::Null) | None => return None,
         Some(other) => other.to_string(),
     };
+    without_nul(&mut text);
     if text.len() > MAX_LOG_TEXT {
         let mut cut = MAX_LOG_TEXT;
         while !text.is_char_boundary(cut) {
@@ -107,6 +112,14 @@ fn parse_log_item(item: Value) -> Option<ReportedLog> {
         text,
         create_datetime,
     })
+}
+
+/// Replaces NUL characters with U+FFFD: PostgreSQL's TEXT cannot store them, and one such
+/// row would fail the whole batch it is written in (other units' lines included).
+pub fn without_nul(text: &mut String) {
+    if text.contains('\0') {
+        *text = text.replace('\0', "\u{FFFD}");
+    }
 }
 
 fn capitalized(s: &str) -> String {
@@ -144,6 +157,19 @@ mod tests {
     }
 
     #[test]
+    fn nul_characters_never_reach_the_database() {
+        let (lines, refused) =
+            parse_log(br#"[{"level":"Error","text":"a\u0000b"},{"level":"Info","text":"ok"}]"#)
+                .unwrap();
+        assert_eq!(refused, 0);
+        assert_eq!(lines[0].text, "a\u{FFFD}b");
+        assert_eq!(lines[1].text, "ok");
+        let mut v = String::from("x\0y\0");
+        without_nul(&mut v);
+        assert_eq!(v, "x\u{FFFD}y\u{FFFD}");
+    }
+
+    #[test]
     fn state_refuses_garbage() {
         for bad in [
             &b"not json"[..],
@@ -151,6 +177,7 @@ mod tests {
             b"{}",
             br#"{"pu_commit_version":5}"#,
             br#"{"pu_commit_version":""}"#,
+            br#"{"pu_commit_version":"a\u0000b"}"#,
             b"\xff\xfe",
         ] {
             assert!(parse_state(bad).is_err(), "{bad:?}");

@@ -105,7 +105,7 @@ impl Instance {
         let [domain, "input_base_topic", remote, _name, "pepeunit"] = parts else {
             return false;
         };
-        let Ok(remote) = Uuid::parse_str(remote) else {
+        let Some(remote) = crate::domain::parse_topic_uuid(remote) else {
             return false;
         };
         let Ok(Some(m)) = crate::store::moves::moving_to(self.pool(), domain, remote).await else {
@@ -158,7 +158,7 @@ impl Instance {
                 let Agent::Unit(own) = agent else {
                     return false;
                 };
-                if wildcard || Uuid::parse_str(unit).ok() != Some(own.uuid) {
+                if wildcard || crate::domain::parse_topic_uuid(unit) != Some(own.uuid) {
                     return false;
                 }
                 matches!(
@@ -174,7 +174,7 @@ impl Instance {
                 if wildcard || matches!(agent, Agent::Bot | Agent::User(_)) {
                     return false;
                 }
-                let Ok(node) = Uuid::parse_str(node) else {
+                let Some(node) = crate::domain::parse_topic_uuid(node) else {
                     return false;
                 };
                 let Ok(node) = self.unit_node(node).await else {

@@ -151,6 +151,23 @@ impl Instance {
         Ok(status)
     }
 
+    /// Checks a user's stored credentials for `registry` against the remote again and stores
+    /// the outcome (an account import brings credentials unchecked, as `Error`).
+    pub(crate) async fn recheck_credentials(
+        &self,
+        user: Uuid,
+        registry: Uuid,
+    ) -> AppResult<CredentialStatus> {
+        let registry = store::registries::get(self.pool(), registry)
+            .await?
+            .ok_or_else(AppError::not_found)?;
+        let row = store::registries::get_credentials(self.pool(), user, registry.uuid)
+            .await?
+            .ok_or_else(AppError::not_found)?;
+        let c = self.decrypt_credentials(&row)?;
+        self.store_credentials(&registry, user, &c).await
+    }
+
     fn decrypt_credentials(&self, row: &RegistryCredentials) -> AppResult<Credentials> {
         serde_json::from_str(&self.cipher.decrypt(&row.cipher_credentials)?)
             .map_err(AppError::internal)

@@ -26,8 +26,9 @@ use uuid::Uuid;
 
 use super::{Agent, Instance};
 use crate::crypto::Cipher;
-use crate::domain;
+use crate::domain::{self, CredentialStatus};
 use crate::error::{AppError, AppResult};
+use crate::store;
 use crate::store::transfer::{self as tables, Table};
 use crate::store::unit_logs::{NewUnitLog, UnitLog};
 use crate::store::Sql;
@@ -101,6 +102,9 @@ pub struct ImportReport {
     /// Registries created by the import (their mirrors still have to be cloned).
     #[serde(skip)]
     pub new_registries: Vec<Uuid>,
+    /// Registries whose imported credentials wait for their check against the remote.
+    #[serde(skip)]
+    pub credentials_to_check: Vec<Uuid>,
 }
 
 #[derive(Clone, Debug, Serialize, ToSchema)]
@@ -678,10 +682,19 @@ impl Instance {
         map.insert(source_user.clone(), target.to_string());
         let mut names_used: HashSet<(String, String)> = HashSet::new();
         let mut new_registries = Vec::new();
+        // private registries that already exist here (uuid here -> URL): the archive cannot
+        // grant access to them, only the importer's own valid credentials here can
+        let mut reused_private: HashMap<String, String> = HashMap::new();
+        let importer = Agent::User(Box::new(
+            store::users::get(self.pool(), target)
+                .await?
+                .ok_or_else(|| AppError::transfer("the target account does not exist"))?,
+        ));
         let mut new_repos = Vec::new();
         let mut new_units = Vec::new();
         // (index among the archive's log records, unit uuid here)
         let mut pending_logs: Vec<(usize, String)> = Vec::new();
+        let mut credentials_to_check = Vec::new();
         for table in tables::TABLES {
             if table.name == "users" {
                 continue;
@@ -745,6 +758,44 @@ impl Instance {
                     pending_logs.push((i, unit));
                     continue;
                 }
+                // credentials are the archive's word: checked against the remote after the
+                // commit (`sync_imported`); one the importer has here already stays
+                if table.name == "registry_credentials" {
+                    let registry = rec["repository_registry_uuid"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
+                    let registry_uuid: Uuid = registry.parse().map_err(AppError::internal)?;
+                    if store::registries::get_credentials(self.pool(), target, registry_uuid)
+                        .await?
+                        .is_some()
+                    {
+                        report.skipped.push(Skipped {
+                            table: table.name.into(),
+                            uuid: old.clone(),
+                            reason: "credentials for this registry are already set here".into(),
+                        });
+                        continue 'rec;
+                    }
+                    rec.insert(
+                        "status".into(),
+                        Value::String(CredentialStatus::Error.as_str().into()),
+                    );
+                    credentials_to_check.push(registry_uuid);
+                }
+                // a Repo on a private registry that exists here needs the importer's access
+                if table.name == "repos" {
+                    let registry = rec["repository_registry_uuid"].as_str().unwrap_or_default();
+                    if let Some(url) = reused_private.get(registry) {
+                        let uuid = registry.parse().map_err(AppError::internal)?;
+                        if self.registry_with_access(&importer, uuid).await.is_err() {
+                            return Err(AppError::transfer(format!(
+                                "repo {}: the registry {url} is private here and this account has no valid credentials for it; set them on this instance and import again",
+                                rec["name"].as_str().unwrap_or_default()
+                            )));
+                        }
+                    }
+                }
                 // registries are shared by URL
                 if table.name == "repository_registries" {
                     let url = rec["repository_url"]
@@ -756,6 +807,13 @@ impl Instance {
                         .await?
                     {
                         let existing: String = sqlx::Row::try_get(&row, 0)?;
+                        let existing_uuid: Uuid = existing.parse().map_err(AppError::internal)?;
+                        let is_public = store::registries::get(self.pool(), existing_uuid)
+                            .await?
+                            .is_some_and(|r| r.is_public_repository);
+                        if !is_public {
+                            reused_private.insert(existing.clone(), url.clone());
+                        }
                         map.insert(old.clone(), existing.clone());
                         report.reused.push(Reused {
                             table: table.name.into(),
@@ -853,8 +911,9 @@ impl Instance {
                         }
                         n += 1;
                         let suffix = format!("-{n}");
-                        let keep = name.len().min(20 - suffix.len());
-                        candidate = format!("{}{suffix}", &name[..keep]);
+                        let keep = name.chars().count().min(20 - suffix.len());
+                        let head: String = name.chars().take(keep).collect();
+                        candidate = format!("{head}{suffix}");
                     }
                     if candidate != name {
                         report.renamed.push(Renamed {
@@ -900,6 +959,7 @@ impl Instance {
             .created
             .insert(tables::LOGS.name.to_string(), created);
         report.new_registries = new_registries;
+        report.credentials_to_check = credentials_to_check;
         for r in new_repos {
             self.repos_cache.invalidate(r);
             self.federation_changed(pepeunit_federation::backend::LocalRef::Repo(r));
@@ -966,15 +1026,25 @@ impl Instance {
     /// Clones the mirrors of the registries an import created, in the background (a stopped
     /// instance clones missing mirrors when it starts).
     pub fn sync_imported(&self, report: &ImportReport) {
-        for r in report.new_registries.clone() {
-            let inst = self.clone();
-            let user = report.user_uuid;
-            tokio::spawn(async move {
+        let inst = self.clone();
+        let user = report.user_uuid;
+        let (check, sync) = (
+            report.credentials_to_check.clone(),
+            report.new_registries.clone(),
+        );
+        tokio::spawn(async move {
+            // imported credentials first: a private mirror is cloned with them once valid
+            for r in check {
+                if let Err(e) = inst.recheck_credentials(user, r).await {
+                    tracing::warn!(registry = %r, "credentials check after import: {}", e.detail());
+                }
+            }
+            for r in sync {
                 if let Err(e) = inst.sync_registry(r, Some(user)).await {
                     tracing::warn!(registry = %r, "sync after import: {}", e.detail());
                 }
-            });
-        }
+            }
+        });
     }
 }
 
@@ -999,6 +1069,12 @@ fn broken(msg: impl Into<String>) -> AppError {
 }
 
 /// Reads and checks a whole archive (blocking; run it off the async threads).
+fn too_large(max_bytes: u64) -> AppError {
+    AppError::transfer(format!(
+        "The archive is larger than PU_IMPORT_MAX_BYTES ({max_bytes} bytes unpacked)"
+    ))
+}
+
 fn read_archive(
     bytes: &[u8],
     max_bytes: u64,
@@ -1006,7 +1082,11 @@ fn read_archive(
 ) -> AppResult<CheckedArchive> {
     let mut members: HashMap<String, Vec<u8>> = HashMap::new();
     let mut total = 0u64;
-    let mut archive = tar::Archive::new(GzDecoder::new(bytes));
+    // every byte read out of the gzip stream counts, tar headers and PAX/GNU extensions
+    // included (their sizes are not in `header().size()`): a small upload cannot unpack into
+    // more than the cap
+    let limit = max_bytes.saturating_add(MAX_MEMBERS as u64 * 2048 + 1024 * 1024);
+    let mut archive = tar::Archive::new(GzDecoder::new(bytes).take(limit));
     let entries = archive
         .entries()
         .map_err(|e| broken(format!("not a tar.gz archive ({e})")))?;
@@ -1023,15 +1103,15 @@ fn read_archive(
         if members.len() >= MAX_MEMBERS {
             return Err(broken(format!("more than {MAX_MEMBERS} members")));
         }
-        let size = entry.header().size().map_err(|e| broken(e.to_string()))?;
-        total += size;
+        // `Entry::size` honours a PAX size override, which the header's field does not show
+        let size = entry.size();
+        total = total.saturating_add(size);
         if total > max_bytes {
-            return Err(AppError::transfer(format!(
-                "The archive is larger than PU_IMPORT_MAX_BYTES ({max_bytes} bytes unpacked)"
-            )));
+            return Err(too_large(max_bytes));
         }
-        let mut data = Vec::with_capacity(size as usize);
-        entry
+        let mut data = Vec::with_capacity(size.min(1024 * 1024) as usize);
+        (&mut entry)
+            .take(size)
             .read_to_end(&mut data)
             .map_err(|e| broken(format!("member {path} cannot be read ({e})")))?;
         if members.insert(path.clone(), data).is_some() {
@@ -1096,7 +1176,9 @@ fn read_archive(
         let path = f["path"]
             .as_str()
             .ok_or_else(|| broken("a file without path"))?;
-        listed.insert(path.to_string());
+        if !listed.insert(path.to_string()) {
+            return Err(broken(format!("{path} is listed twice in the manifest")));
+        }
         let data = members
             .get(path)
             .ok_or_else(|| broken(format!("{path} is listed but missing")))?;

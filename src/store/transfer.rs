@@ -283,6 +283,22 @@ impl Table {
                 return Err(format!("field {col:?} has an invalid value {v}"));
             }
         }
+        // the rules the REST API applies to the same fields
+        if let Some(col) = self.unique_name {
+            let name = rec.get(col).and_then(Json::as_str).unwrap_or_default();
+            if !domain::is_valid_name(name) {
+                return Err(format!(
+                    "field {col:?}: {name:?} is not a valid name (4 to 20 of A-Z a-z 0-9 _ . -)"
+                ));
+            }
+        }
+        if let Some(topic) = rec.get("topic_name").and_then(Json::as_str) {
+            if !domain::is_valid_topic_name(topic) {
+                return Err(format!(
+                    "field \"topic_name\": {topic:?} is not a valid topic name"
+                ));
+            }
+        }
         Ok(())
     }
 

@@ -246,6 +246,10 @@ async fn run(cli: Cli, feed: pepeunit::observe::ProcessFeed) -> anyhow::Result<(
                 .await
                 .map_err(|e| anyhow::anyhow!(e.detail()))?;
             eprintln!();
+            // imported credentials are stored unchecked; the mirrors are cloned at next start
+            instance
+                .check_imported_credentials(report.user_uuid, &report.credentials_to_check)
+                .await;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
         Command::Config => {

@@ -562,3 +562,65 @@ async fn cli_export_import() {
     assert_eq!(units["count"], 2, "{units}");
     a.stop().await;
 }
+
+/// An archive cannot give access to a private registry that already exists here: the import
+/// is refused until the importing account has its own valid credentials for it. Credentials
+/// that come with an archive are checked against the remote, not taken on its word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archive_cannot_grant_a_private_registry() {
+    let inst = TestInstance::start(Backend::Sqlite).await;
+    let firmware = FirmwareRepo::create().await;
+    let (_, alice) = inst.user("alice1").await;
+    let (s, registry) = inst
+        .post(
+            "/repository_registry",
+            Some(&alice),
+            json!({"platform": "Gitlab", "repository_url": firmware.url(), "is_public_repository": false,
+                   "credentials": {"username": "alice", "pat_token": "token-of-alice"}}),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 201, "{registry}");
+    let registry_uuid = registry["uuid"].as_str().unwrap().to_string();
+    let (s, repo) = inst
+        .post(
+            "/repos",
+            Some(&alice),
+            json!({"repository_registry_uuid": registry_uuid, "default_branch": "main", "visibility_level": "Public", "name": "secret_repo", "is_compilable_repo": false}),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 201, "{repo}");
+    let (s, archive) = export(&inst, &alice, json!({})).await;
+    assert_eq!(s, 200);
+
+    // carol has no credentials for alice's private registry: refused, nothing written
+    let (_, carol) = inst.user("carol1").await;
+    let (s, v) = import(&inst, &carol, archive.clone(), None).await;
+    assert_eq!(s, 422, "{v}");
+    let detail = v["detail"].as_str().unwrap();
+    assert!(detail.contains("is private here"), "{v}");
+    assert!(detail.contains(&firmware.url()), "{v}");
+    let (_, repos) = inst
+        .get("/repos?search_string=secret_repo", Some(&carol))
+        .await;
+    assert_eq!(repos["count"], 1, "only alice's: {repos}");
+
+    // with her own credentials (checked against the remote) the same archive imports
+    let (s, v) = inst
+        .call(
+            "PATCH",
+            &format!("/repository_registry/set_credentials/{registry_uuid}"),
+            Some(&carol),
+            Some(json!({"username": "carol", "pat_token": "token-of-carol"})),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 204, "{v}");
+    let (s, report) = import(&inst, &carol, archive, None).await;
+    assert_eq!(s, 200, "{report}");
+    assert_eq!(
+        report["reused"][0]["repository_url"],
+        firmware.url(),
+        "{report}"
+    );
+    assert_eq!(report["renamed"][0]["to"], "secret_repo-2", "{report}");
+    inst.stop().await;
+}

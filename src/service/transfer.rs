@@ -1025,6 +1025,16 @@ impl Instance {
 
     /// Clones the mirrors of the registries an import created, in the background (a stopped
     /// instance clones missing mirrors when it starts).
+    /// Checks the credentials an import brought (stored as `Error` until then) against their
+    /// remotes. `sync_imported` runs it in the background; the CLI awaits it.
+    pub async fn check_imported_credentials(&self, user: Uuid, registries: &[Uuid]) {
+        for r in registries {
+            if let Err(e) = self.recheck_credentials(user, *r).await {
+                tracing::warn!(registry = %r, "credentials check after import: {}", e.detail());
+            }
+        }
+    }
+
     pub fn sync_imported(&self, report: &ImportReport) {
         let inst = self.clone();
         let user = report.user_uuid;
@@ -1034,11 +1044,7 @@ impl Instance {
         );
         tokio::spawn(async move {
             // imported credentials first: a private mirror is cloned with them once valid
-            for r in check {
-                if let Err(e) = inst.recheck_credentials(user, r).await {
-                    tracing::warn!(registry = %r, "credentials check after import: {}", e.detail());
-                }
-            }
+            inst.check_imported_credentials(user, &check).await;
             for r in sync {
                 if let Err(e) = inst.sync_registry(r, Some(user)).await {
                     tracing::warn!(registry = %r, "sync after import: {}", e.detail());

@@ -376,6 +376,7 @@ impl Instance {
         let (example, schema) = self.repo_files(&repo, &version.commit).await?;
         unit.last_update_datetime = domain::now();
 
+        let mut nodes_removed = false;
         let mut tx = self.pool().begin().await?;
         store::units::update(&mut *tx, &unit).await?;
         store::unit_nodes::raise_visibility(&mut *tx, unit.uuid, unit.visibility_level).await?;
@@ -398,10 +399,15 @@ impl Instance {
                 if !declared.contains(&node.topic_name) {
                     store::permissions::purge(&mut *tx, node.uuid).await?;
                     store::unit_nodes::delete(&mut *tx, node.uuid).await?;
+                    nodes_removed = true;
                 }
             }
         }
         tx.commit().await?;
+        if nodes_removed {
+            // their bridges went with them (ON DELETE CASCADE)
+            self.bridges_changed();
+        }
         self.units_cache.invalidate(uuid);
         if old_version.as_ref() != Some(&version) && unit.cipher_env.is_some() {
             // re-validate the stored env against the new example: keys it no longer declares go
@@ -439,6 +445,8 @@ impl Instance {
         tx.commit().await?;
         self.units_cache.invalidate(uuid);
         self.federation_changed(LocalRef::Unit(uuid));
+        // its nodes' bridges went with them (ON DELETE CASCADE): the carrier drops theirs
+        self.bridges_changed();
         // outside the transaction: log storage may be another database. The unit is gone
         // either way, and logs left behind by a failure here expire on their own.
         if let Err(e) = self.clear_unit_logs(uuid).await {

@@ -23,6 +23,15 @@ async fn start(backend: Backend, tg: &FakeTelegram, extra: &[(&str, &str)]) -> T
     TestInstance::start_with(backend, &vars).await
 }
 
+/// The unit's device connected over the embedded broker, and its `log` topic.
+async fn log_device(inst: &TestInstance, unit: &Value) -> (MqttDevice, String) {
+    let uuid = unit["uuid"].as_str().unwrap();
+    let dev = MqttDevice::connect(inst.config.mqtt_bind.port(), uuid, &unit_token(inst, unit))
+        .await
+        .unwrap();
+    (dev, base_topic(inst, unit, "output_base_topic", "log"))
+}
+
 /// `PATCH /units/alerts/{uuid}` as `token`.
 async fn set_alerts(inst: &TestInstance, token: &str, uuid: &str, body: Value) -> (u16, Value) {
     let (s, v) = inst
@@ -72,14 +81,7 @@ async fn device_errors_reach_the_owner(backend: Backend) {
         "linking verifies the account: {me}"
     );
 
-    let dev = MqttDevice::connect(
-        inst.config.mqtt_bind.port(),
-        &uuid,
-        &unit_token(&inst, &unit),
-    )
-    .await
-    .unwrap();
-    let log = base_topic(&inst, &unit, "output_base_topic", "log");
+    let (dev, log) = log_device(&inst, &unit).await;
     dev.publish(
         &log,
         json!({"level": "Info", "text": "boot ok"}).to_string(),
@@ -313,14 +315,7 @@ async fn bot_commands() {
     tg.say(888, &format!("/start {code}"), "en");
     tg.wait_for(888, "unknown, used or expired", WAIT).await;
 
-    let dev = MqttDevice::connect(
-        inst.config.mqtt_bind.port(),
-        &uuid,
-        &unit_token(&inst, &unit),
-    )
-    .await
-    .unwrap();
-    let log = base_topic(&inst, &unit, "output_base_topic", "log");
+    let (dev, log) = log_device(&inst, &unit).await;
     dev.publish(
         &log,
         json!([{"level":"Info","text":"fan on"},{"level":"Error","text":"soil sensor lost"}])
@@ -587,16 +582,8 @@ async fn held_lines_are_summarised_when_the_instance_stops() {
     let (_, admin) = inst.user("admin1").await;
     let (_, owner) = inst.user("owner1").await;
     let (_, _, unit) = registry_repo_unit(&inst, &owner, &firmware, "kiln", "Private").await;
-    let uuid = unit["uuid"].as_str().unwrap().to_string();
     link(&inst, &tg, &owner, OWNER_CHAT, "en").await;
-    let dev = MqttDevice::connect(
-        inst.config.mqtt_bind.port(),
-        &uuid,
-        &unit_token(&inst, &unit),
-    )
-    .await
-    .unwrap();
-    let log = base_topic(&inst, &unit, "output_base_topic", "log");
+    let (dev, log) = log_device(&inst, &unit).await;
     dev.publish(
         &log,
         json!({"level": "Error", "text": "door open"}).to_string(),

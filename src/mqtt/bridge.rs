@@ -224,28 +224,29 @@ async fn carry(
     let name = bridge.mqtt_host.clone().unwrap_or_default();
     // the name was checked when the bridge was offered; what it resolves to now is checked
     // again and pinned for this carrier (a name re-pointed into our network is refused)
-    let host = loop {
-        if c.federation_allow_local {
-            break name.clone(); // local trials: any address goes, nothing to pin
-        }
-        let reason = match crate::service::bridges::resolve_broker(&name, port).await {
-            Ok(addrs)
-                if !addrs
-                    .iter()
-                    .any(|a| crate::service::bridges::is_local_ip(a.ip())) =>
-            {
-                break addrs[0].ip().to_string();
+    let host = if c.federation_allow_local {
+        name // local trials: any address goes, nothing to pin
+    } else {
+        loop {
+            let reason = match crate::service::bridges::resolve_broker(&name, port).await {
+                Ok(addrs)
+                    if !addrs
+                        .iter()
+                        .any(|a| crate::service::bridges::is_local_ip(a.ip())) =>
+                {
+                    break addrs[0].ip().to_string();
+                }
+                Ok(_) => format!("the MQTT host {name} resolves to a local address"),
+                Err(e) => format!("the MQTT host {name} cannot be resolved ({e})"),
+            };
+            tracing::warn!(bridge = %bridge.uuid, error = %reason, "bridge: not connecting");
+            instance
+                .set_bridge_state(bridge.uuid, ERROR, Some(&reason))
+                .await;
+            tokio::select! {
+                _ = tokio::time::sleep(MAX_BACKOFF) => {}
+                _ = stop.changed() => return,
             }
-            Ok(_) => format!("the MQTT host {name} resolves to a local address"),
-            Err(e) => format!("the MQTT host {name} cannot be resolved ({e})"),
-        };
-        tracing::warn!(bridge = %bridge.uuid, error = %reason, "bridge: not connecting");
-        instance
-            .set_bridge_state(bridge.uuid, ERROR, Some(&reason))
-            .await;
-        tokio::select! {
-            _ = tokio::time::sleep(MAX_BACKOFF) => {}
-            _ = stop.changed() => return,
         }
     };
     let mut remote = MqttOptions::new(format!("pepeunit-bridge-{id}"), host, port);

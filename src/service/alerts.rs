@@ -266,8 +266,7 @@ impl Throttle {
     /// Summaries of every unit with held lines, interval or not (the instance is stopping:
     /// better early than never).
     pub fn flush(&mut self) -> Vec<AlertMessage> {
-        let mut out: Vec<AlertMessage> = self
-            .units
+        self.units
             .iter_mut()
             .filter(|(_, t)| t.held.count > 0)
             .map(|(unit, t)| AlertMessage {
@@ -275,9 +274,7 @@ impl Throttle {
                 line: None,
                 held: std::mem::take(&mut t.held),
             })
-            .collect();
-        out.sort_by_key(|m| m.unit);
-        out
+            .collect()
     }
 
     /// When the next [`Throttle::due`] call can return something.
@@ -395,7 +392,7 @@ impl Instance {
         let unit = rest
             .strip_prefix("/output_base_topic/")?
             .strip_suffix("/log/pepeunit")?;
-        Uuid::parse_str(unit).ok()
+        domain::parse_topic_uuid(unit)
     }
 
     pub fn alert_report(&self) -> AlertReport {

@@ -761,11 +761,11 @@ impl Instance {
                 // credentials are the archive's word: checked against the remote after the
                 // commit (`sync_imported`); one the importer has here already stays
                 if table.name == "registry_credentials" {
-                    let registry = rec["repository_registry_uuid"]
+                    let registry_uuid: Uuid = rec["repository_registry_uuid"]
                         .as_str()
                         .unwrap_or_default()
-                        .to_string();
-                    let registry_uuid: Uuid = registry.parse().map_err(AppError::internal)?;
+                        .parse()
+                        .map_err(AppError::internal)?;
                     if store::registries::get_credentials(self.pool(), target, registry_uuid)
                         .await?
                         .is_some()

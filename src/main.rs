@@ -81,7 +81,7 @@ async fn user_by_login(
 ) -> anyhow::Result<uuid::Uuid> {
     pepeunit::store::users::get_by_login(instance.pool(), login)
         .await
-        .map_err(|e| anyhow::anyhow!(e.detail()))?
+        .map_err(|e| anyhow::anyhow!(e))?
         .map(|u| u.uuid)
         .ok_or_else(|| anyhow::anyhow!("no user with login {login:?}"))
 }

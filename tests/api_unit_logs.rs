@@ -9,6 +9,7 @@ use common::{assert_detail, Backend, TestInstance};
 use pepeunit::domain::{format_time, parse_time, LogLevel, Order};
 use pepeunit::service::Instance;
 use pepeunit::store::unit_logs::{self, NewUnitLog};
+use pepeunit::store::StoreError;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -484,7 +485,7 @@ async fn store_batch_insert(backend: Backend) {
     let mut failing = logs(other, 5_050, "failing", 86_400);
     failing[5_049].uuid = failing[0].uuid;
     let err = unit_logs::insert_batch(&pool, &failing).await.unwrap_err();
-    assert!(err.is_already_exists(), "{err}");
+    assert!(matches!(err, StoreError::AlreadyExists), "{err}");
     let (count, _) = unit_logs::list(&pool, other, &[], None, None, Order::Asc, 0, 1, &now)
         .await
         .unwrap();

@@ -96,7 +96,7 @@ async fn measure_in(args: &LogsLoad, extra: Vec<(String, String)>) -> anyhow::Re
     let result = measure(&instance, args).await;
     if let LogStore::ClickHouse(c) = &instance.logs {
         if let Err(e) = c.drop_database().await {
-            eprintln!("could not drop the load database: {}", e.detail());
+            eprintln!("could not drop the load database: {}", e);
         }
     }
     let hub = instance.federation.hub().clone();

@@ -102,7 +102,7 @@ pub async fn run_mqtt(args: MqttLoad) -> anyhow::Result<()> {
     running.stop().await?;
     if let crate::telemetry::LogStore::ClickHouse(c) = &logs {
         if let Err(e) = c.drop_database().await {
-            eprintln!("could not drop the load database: {}", e.detail());
+            eprintln!("could not drop the load database: {}", e);
         }
     }
     let _ = std::fs::remove_dir_all(&data);

@@ -20,6 +20,7 @@ use uuid::Uuid;
 use super::ingest::{self, ReportedState};
 use super::stats::MqttStats;
 use crate::domain::{self, LogLevel, UnitFirmwareUpdateStatus};
+use crate::error::AppError;
 use crate::service::alerts::AlertLine;
 use crate::service::ingest::{IngestBatch, UnitStateWrite};
 use crate::service::Instance;
@@ -460,7 +461,7 @@ impl Shard {
                 current_commit: u.current_commit_version,
                 status: u.firmware_update_status,
             }),
-            Err(e) if e.status.as_u16() == 404 => None,
+            Err(AppError::NotFound) => None,
             Err(e) => {
                 // a database hiccup: what was known a moment ago beats dropping the message
                 tracing::warn!(%uuid, error = %e, "unit lookup failed");
@@ -480,7 +481,7 @@ impl Shard {
         }
         let found = match self.instance.unit_node(uuid).await {
             Ok(n) => n.topic_name.ends_with("/pepeunit"),
-            Err(e) if e.status.as_u16() == 404 => false,
+            Err(AppError::NotFound) => false,
             Err(e) => {
                 tracing::warn!(%uuid, error = %e, "node lookup failed");
                 return self.nodes.get(&uuid).is_some_and(|(_, hit)| *hit);

@@ -155,9 +155,7 @@ impl Instance {
             "Unit" => {
                 let unit = match self.unit(uuid()?).await {
                     Ok(u) => u,
-                    Err(e) if e.status == axum::http::StatusCode::NOT_FOUND => {
-                        return Err(AppError::no_access("Unit not found"))
-                    }
+                    Err(AppError::NotFound) => return Err(AppError::no_access("Unit not found")),
                     Err(e) => return Err(e),
                 };
                 Ok(Agent::Unit(Box::new(unit)))

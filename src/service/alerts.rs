@@ -362,7 +362,7 @@ impl Instance {
             crate::mqtt::ingest::parse_log(msg.payload.as_bytes()).map_err(AppError::unit)?;
         let unit = match self.unit(unit_uuid).await {
             Ok(u) => u,
-            Err(e) if e.status.as_u16() == 404 => return Ok(0),
+            Err(AppError::NotFound) => return Ok(0),
             // not remembered as seen: EMQX's retry of this message gets its chance
             Err(e) => return Err(e),
         };

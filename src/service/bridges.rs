@@ -380,7 +380,7 @@ impl Instance {
         };
         store::bridges::insert(self.pool(), &bridge)
             .await
-            .map_err(|e| e.on_conflict(|| AppError::unit_node("Bridge exist")))?;
+            .map_err(|e| AppError::from(e).on_conflict(|| AppError::unit_node("Bridge exist")))?;
         self.bridges_changed();
         Ok(PeerBridgeAccepted {
             uuid: bridge.uuid,
@@ -438,7 +438,7 @@ impl Instance {
 
     /// The bridged topics of a unit's Input nodes: `(input node, topic)`, for schema.json.
     pub async fn bridged_topics(&self, unit: Uuid) -> AppResult<Vec<(Uuid, String)>> {
-        store::bridges::active_topics_of_unit(self.pool(), unit).await
+        Ok(store::bridges::active_topics_of_unit(self.pool(), unit).await?)
     }
 
     /// The Output-side bridges the carrier runs, with their credentials decrypted.

@@ -103,7 +103,7 @@ impl Instance {
             ),
             Err(e) => (
                 UnitFirmwareUpdateStatus::Error,
-                Some(e.message.clone()),
+                Some(e.message().to_string()),
                 None,
             ),
         };

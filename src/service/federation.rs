@@ -36,7 +36,7 @@ pub struct DbBackend {
 /// Largest README text published and indexed.
 const MAX_README: usize = 64 * 1024;
 
-fn backend_err(e: AppError) -> BackendError {
+fn backend_err(e: impl std::fmt::Display) -> BackendError {
     BackendError(e.to_string())
 }
 
@@ -558,7 +558,7 @@ impl Instance {
     pub async fn purge_seen_activities(&self) -> AppResult<u64> {
         let before = (chrono::Utc::now() - chrono::Duration::days(7))
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        store::federation::purge_seen(&self.db.pool, &before).await
+        Ok(store::federation::purge_seen(&self.db.pool, &before).await?)
     }
 
     /// Tells federation a local Repo or Unit changed (after its transaction committed).

@@ -347,7 +347,7 @@ impl Instance {
                         }
                     }
                 }
-                Err(e) => tracing::warn!("moves: {}", e.detail()),
+                Err(e) => tracing::warn!("moves: {}", e),
             }
             tokio::select! {
                 _ = tokio::time::sleep(POLL) => {}
@@ -361,7 +361,7 @@ impl Instance {
             Ok(r) => r,
             Err(e) => {
                 m.last_error = Some(e);
-                return moves::update(self.pool(), &m).await;
+                return Ok(moves::update(self.pool(), &m).await?);
             }
         };
         if !reply.ok() {
@@ -371,7 +371,7 @@ impl Instance {
                 m.state = "Cancelled".into();
                 m.cipher_env = None;
             }
-            return moves::update(self.pool(), &m).await;
+            return Ok(moves::update(self.pool(), &m).await?);
         }
         let state = reply.body["state"].as_str().unwrap_or_default();
         if state == "Arrived" {
@@ -392,7 +392,7 @@ impl Instance {
             Some(Value::Object(env)) if state == "Ready" => env.clone(),
             _ => {
                 m.last_error = None;
-                return moves::update(self.pool(), &m).await;
+                return Ok(moves::update(self.pool(), &m).await?);
             }
         };
         if m.state == "CommandsSent" && m.last_error.is_none() {
@@ -446,7 +446,7 @@ impl Instance {
                 "the unit's schema has no {}: the device cannot be moved remotely; it moves when it next downloads its env and restarts",
                 missing.join(", ")
             ));
-            return moves::update(self.pool(), &m).await;
+            return Ok(moves::update(self.pool(), &m).await?);
         }
         for cmd in [
             BackendTopicCommand::EnvUpdate,
@@ -455,8 +455,8 @@ impl Instance {
             match self.publish_command(&unit, cmd).await {
                 Ok(_) => {}
                 Err(e) => {
-                    m.last_error = Some(format!("{}: {}", cmd.as_str(), e.message));
-                    return moves::update(self.pool(), &m).await;
+                    m.last_error = Some(format!("{}: {}", cmd.as_str(), e.message()));
+                    return Ok(moves::update(self.pool(), &m).await?);
                 }
             }
         }
@@ -546,7 +546,9 @@ impl Instance {
         }
         match self.build_unit_env(&unit).await {
             Ok(env) => Ok(json!({"state": "Ready", "unit_uuid": unit.uuid, "env": env})),
-            Err(e) => Ok(json!({"state": "Syncing", "unit_uuid": unit.uuid, "detail": e.message})),
+            Err(e) => {
+                Ok(json!({"state": "Syncing", "unit_uuid": unit.uuid, "detail": e.message()}))
+            }
         }
     }
 

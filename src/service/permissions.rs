@@ -107,8 +107,10 @@ impl Instance {
                 "Only the creator of the resource can list its agents",
             ));
         }
-        store::permissions::list_for_resource(self.pool(), resource, agent_type, offset, limit)
-            .await
+        Ok(
+            store::permissions::list_for_resource(self.pool(), resource, agent_type, offset, limit)
+                .await?,
+        )
     }
 
     pub async fn delete_permission(

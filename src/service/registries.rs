@@ -76,7 +76,7 @@ impl Instance {
         }
         self.check_git_host(&url)
             .await
-            .map_err(|e| AppError::registry(e.message))?;
+            .map_err(|e| AppError::registry(e.message()))?;
         if store::registries::url_taken(self.pool(), &url).await? {
             return Err(AppError::registry("Repository URL is not unique"));
         }
@@ -106,7 +106,9 @@ impl Instance {
         };
         store::registries::insert(self.pool(), &registry)
             .await
-            .map_err(|e| e.on_conflict(|| AppError::registry("Repository URL is not unique")))?;
+            .map_err(|e| {
+                AppError::from(e).on_conflict(|| AppError::registry("Repository URL is not unique"))
+            })?;
         if let Some(c) = &credentials {
             if let Err(e) = self.store_credentials(&registry, user.uuid, c).await {
                 // no registry without the credentials it was created with
@@ -250,7 +252,7 @@ impl Instance {
                 tracing::warn!(registry = %uuid, error = %message, "registry sync failed");
                 let detail = AppError::git_repo(message).detail();
                 let size = if self.git.exists(uuid) { None } else { Some(0) };
-                store::registries::finish_sync(
+                Ok(store::registries::finish_sync(
                     self.pool(),
                     uuid,
                     RepositoryRegistryStatus::Error,
@@ -258,7 +260,7 @@ impl Instance {
                     size,
                     &done,
                 )
-                .await
+                .await?)
             }
         }
     }

@@ -69,8 +69,9 @@ fn check_repo_name(name: &str) -> AppResult<()> {
 }
 
 /// A concurrent request took the name between our check and the write.
-fn name_conflict(e: AppError) -> AppError {
-    e.on_conflict(|| AppError::repo("Name is not unique"))
+fn name_conflict(e: impl Into<AppError>) -> AppError {
+    e.into()
+        .on_conflict(|| AppError::repo("Name is not unique"))
 }
 
 impl Instance {
@@ -96,7 +97,7 @@ impl Instance {
         // the git host may have been denied since the registry was created
         self.check_git_host(&registry.repository_url)
             .await
-            .map_err(|e| AppError::repo(e.message))?;
+            .map_err(|e| AppError::repo(e.message()))?;
         if store::repos::name_taken(self.pool(), &data.name, None).await? {
             return Err(AppError::repo("Name is not unique"));
         }
@@ -157,7 +158,7 @@ impl Instance {
             AgentType::Backend,
         ])?;
         let scope = self.visibility_scope(agent, levels);
-        store::repos::list(self.pool(), &filter, &scope).await
+        Ok(store::repos::list(self.pool(), &filter, &scope).await?)
     }
 
     /// The version units following this repo should run (API.md §5.3 "Target version").

@@ -824,7 +824,7 @@ impl Instance {
                         continue;
                     }
                     self.check_git_host(&url).await.map_err(|e| {
-                        AppError::transfer(format!("registry {url}: {}", e.message))
+                        AppError::transfer(format!("registry {url}: {}", e.message()))
                     })?;
                 }
                 // secrets: from the passphrase to this instance's key

@@ -133,7 +133,7 @@ impl Instance {
     /// themselves (REST above, the Telegram bot). Timestamps of `q` are in
     /// [`domain::format_time`]'s format.
     pub(crate) async fn query_unit_logs(&self, q: LogQuery) -> AppResult<(i64, Vec<UnitLog>)> {
-        self.logs.query(&q, chrono::Utc::now().naive_utc()).await
+        Ok(self.logs.query(&q, chrono::Utc::now().naive_utc()).await?)
     }
 
     /// A log line received now, expiring after `PU_UNIT_LOG_EXPIRATION`.
@@ -153,20 +153,21 @@ impl Instance {
 
     /// Stores a batch of log lines at once; returns how many were stored.
     pub async fn store_unit_logs(&self, logs: Vec<NewUnitLog>) -> AppResult<u64> {
-        self.logs.insert(&logs).await
+        Ok(self.logs.insert(&logs).await?)
     }
 
     /// [`Instance::store_unit_logs`] without giving the batch away, so a caller can retry it.
     pub async fn store_unit_log_batch(&self, logs: &[NewUnitLog]) -> AppResult<u64> {
-        self.logs.insert(logs).await
+        Ok(self.logs.insert(logs).await?)
     }
 
     /// Deletes every log of a unit (unit deletion, the `LogSync` command): readers stop
     /// seeing them when this returns. Returns how many were visible.
     pub async fn clear_unit_logs(&self, unit_uuid: Uuid) -> AppResult<u64> {
-        self.logs
+        Ok(self
+            .logs
             .clear_unit(unit_uuid, chrono::Utc::now().naive_utc())
-            .await
+            .await?)
     }
 
     /// Frees the space of logs whose lifetime is over; returns how many lines were removed.
@@ -178,6 +179,6 @@ impl Instance {
     /// [`Instance::purge_expired_unit_logs`] as of `now` (tests run the janitor as of a later
     /// day). ClickHouse drops whole partitions whose expiry day is over.
     pub async fn purge_expired_unit_logs_at(&self, now: NaiveDateTime) -> AppResult<u64> {
-        self.logs.purge_expired(now).await
+        Ok(self.logs.purge_expired(now).await?)
     }
 }

@@ -67,7 +67,7 @@ impl Instance {
             AgentType::Backend,
         ])?;
         let scope = self.visibility_scope(agent, levels);
-        store::unit_nodes::list(self.pool(), &filter, &scope).await
+        Ok(store::unit_nodes::list(self.pool(), &filter, &scope).await?)
     }
 
     pub async fn update_unit_node(

@@ -170,7 +170,7 @@ impl Instance {
         let mut tx = self.pool().begin().await?;
         store::units::insert(&mut *tx, &unit)
             .await
-            .map_err(|e| e.on_conflict(|| AppError::unit("Name is not unique")))?;
+            .map_err(|e| AppError::from(e).on_conflict(|| AppError::unit("Name is not unique")))?;
         let grants = [
             (
                 (user.uuid, PermissionEntities::User),
@@ -210,7 +210,10 @@ impl Instance {
             resource,
         )
         .await?;
-        store::permissions::grant(&mut **tx, (unit.uuid, PermissionEntities::Unit), resource).await
+        Ok(
+            store::permissions::grant(&mut **tx, (unit.uuid, PermissionEntities::Unit), resource)
+                .await?,
+        )
     }
 
     /// Nodes the schema declares that are not in `existing` (pairs of type and topic name).
@@ -304,7 +307,7 @@ impl Instance {
         ])?;
         let scope = self.visibility_scope(agent, levels);
         if !nodes.include {
-            return store::units::list(self.pool(), &filter, &scope).await;
+            return Ok(store::units::list(self.pool(), &filter, &scope).await?);
         }
         // nodes visible to the agent that match the node filters; units are those owning them
         let node_scope = self.visibility_scope(agent, &[]);

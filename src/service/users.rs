@@ -84,7 +84,7 @@ impl Instance {
         };
         store::users::insert(self.pool(), &user)
             .await
-            .map_err(|e| e.on_conflict(|| AppError::user("Login is not unique")))?;
+            .map_err(|e| AppError::from(e).on_conflict(|| AppError::user("Login is not unique")))?;
         Ok(user)
     }
 
@@ -139,7 +139,7 @@ impl Instance {
         }
         store::users::update_credentials(self.pool(), &user)
             .await
-            .map_err(|e| e.on_conflict(|| AppError::user("Login is not unique")))?;
+            .map_err(|e| AppError::from(e).on_conflict(|| AppError::user("Login is not unique")))?;
         Ok(user)
     }
 
@@ -163,7 +163,7 @@ impl Instance {
         } else {
             UserStatus::Unverified
         };
-        store::users::set_status(self.pool(), uuid, status).await
+        Ok(store::users::set_status(self.pool(), uuid, status).await?)
     }
 
     pub async fn list_users(
@@ -172,6 +172,6 @@ impl Instance {
         filter: UserFilter,
     ) -> AppResult<(i64, Vec<User>)> {
         agent.require(&[AgentType::User])?;
-        store::users::list(self.pool(), &filter).await
+        Ok(store::users::list(self.pool(), &filter).await?)
     }
 }

@@ -6,7 +6,7 @@ use sqlx::AnyPool;
 use uuid::Uuid;
 
 use super::{map_rows, RowExt, Sql};
-use crate::error::AppResult;
+use crate::store::{StoreError, StoreResult};
 
 /// Which end of a bridge this instance holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,7 +57,7 @@ pub struct Bridge {
     pub last_update_datetime: String,
 }
 
-fn from_row(r: &AnyRow) -> AppResult<Bridge> {
+fn from_row(r: &AnyRow) -> StoreResult<Bridge> {
     Ok(Bridge {
         uuid: r.uuid("uuid")?,
         role: r.parsed("role")?,
@@ -77,13 +77,13 @@ fn from_row(r: &AnyRow) -> AppResult<Bridge> {
     })
 }
 
-fn opt_int(r: &AnyRow, col: &str) -> AppResult<Option<i64>> {
+fn opt_int(r: &AnyRow, col: &str) -> StoreResult<Option<i64>> {
     use sqlx::Row;
     r.try_get::<Option<i64>, _>(col)
-        .map_err(|e| crate::error::AppError::internal(format!("column {col}: {e}")))
+        .map_err(|e| StoreError::column(col, e))
 }
 
-pub async fn insert(db: &AnyPool, b: &Bridge) -> AppResult<()> {
+pub async fn insert(db: &AnyPool, b: &Bridge) -> StoreResult<()> {
     let mut q = Sql::new("INSERT INTO bridges (uuid, role, local_node_uuid, peer_domain, output_domain, output_node_uuid, topic, creator_uuid, mqtt_host, mqtt_port, credential, state, last_error, create_datetime, last_update_datetime) VALUES (");
     q.bind(b.uuid)
         .push(", ")
@@ -121,7 +121,7 @@ pub async fn insert(db: &AnyPool, b: &Bridge) -> AppResult<()> {
     Ok(())
 }
 
-pub async fn get(db: &AnyPool, uuid: Uuid) -> AppResult<Option<Bridge>> {
+pub async fn get(db: &AnyPool, uuid: Uuid) -> StoreResult<Option<Bridge>> {
     let mut q = Sql::new("SELECT * FROM bridges WHERE uuid = ");
     q.bind(uuid);
     q.fetch_optional(db)
@@ -133,7 +133,7 @@ pub async fn get(db: &AnyPool, uuid: Uuid) -> AppResult<Option<Bridge>> {
 
 /// The bridges a user sees: those they created (Input side) and those carrying one of their
 /// Output nodes (Output side), newest first.
-pub async fn by_user(db: &AnyPool, user: Uuid) -> AppResult<Vec<Bridge>> {
+pub async fn by_user(db: &AnyPool, user: Uuid) -> StoreResult<Vec<Bridge>> {
     let mut q = Sql::new("SELECT b.* FROM bridges b JOIN unit_nodes n ON n.uuid = b.local_node_uuid WHERE (b.role = 'Input' AND (b.creator_uuid = ");
     q.bind(user)
         .push(" OR n.creator_uuid = ")
@@ -145,7 +145,7 @@ pub async fn by_user(db: &AnyPool, user: Uuid) -> AppResult<Vec<Bridge>> {
 }
 
 /// Every bridge of one role, oldest first (the carrier reads the Output ones).
-pub async fn by_role(db: &AnyPool, role: BridgeRole) -> AppResult<Vec<Bridge>> {
+pub async fn by_role(db: &AnyPool, role: BridgeRole) -> StoreResult<Vec<Bridge>> {
     let mut q = Sql::new("SELECT * FROM bridges WHERE role = ");
     q.bind(role.as_str())
         .push(" ORDER BY create_datetime, uuid");
@@ -159,7 +159,7 @@ pub async fn link_exists(
     local_node: Uuid,
     peer_domain: &str,
     output_node: Uuid,
-) -> AppResult<bool> {
+) -> StoreResult<bool> {
     let mut q = Sql::new("SELECT COUNT(*) FROM bridges WHERE role = ");
     q.bind(role.as_str())
         .push(" AND local_node_uuid = ")
@@ -172,7 +172,7 @@ pub async fn link_exists(
 }
 
 /// Bridges ending at or starting from a local node (counted against `max_connections`).
-pub async fn count_for_node(db: &AnyPool, node: Uuid) -> AppResult<i64> {
+pub async fn count_for_node(db: &AnyPool, node: Uuid) -> StoreResult<i64> {
     let mut q = Sql::new("SELECT COUNT(*) FROM bridges WHERE local_node_uuid = ");
     q.bind(node);
     q.fetch_i64(db).await
@@ -180,7 +180,7 @@ pub async fn count_for_node(db: &AnyPool, node: Uuid) -> AppResult<i64> {
 
 /// `(input node uuid, bridged topic)` of the Active Input-side bridges of a unit's nodes, oldest
 /// first (schema.json lists them after local links).
-pub async fn active_topics_of_unit(db: &AnyPool, unit: Uuid) -> AppResult<Vec<(Uuid, String)>> {
+pub async fn active_topics_of_unit(db: &AnyPool, unit: Uuid) -> StoreResult<Vec<(Uuid, String)>> {
     let mut q = Sql::new("SELECT b.local_node_uuid, b.topic FROM bridges b JOIN unit_nodes n ON n.uuid = b.local_node_uuid WHERE b.role = 'Input' AND b.state = 'Active' AND n.unit_uuid = ");
     q.bind(unit).push(" ORDER BY b.create_datetime, b.uuid");
     q.fetch_all(db)
@@ -191,7 +191,7 @@ pub async fn active_topics_of_unit(db: &AnyPool, unit: Uuid) -> AppResult<Vec<(U
 }
 
 /// Whether a unit has an Active Input-side bridge delivering `topic` to one of its nodes.
-pub async fn unit_receives(db: &AnyPool, unit: Uuid, topic: &str) -> AppResult<bool> {
+pub async fn unit_receives(db: &AnyPool, unit: Uuid, topic: &str) -> StoreResult<bool> {
     let mut q = Sql::new("SELECT COUNT(*) FROM bridges b JOIN unit_nodes n ON n.uuid = b.local_node_uuid WHERE b.role = 'Input' AND b.state = 'Active' AND b.topic = ");
     q.bind(topic).push(" AND n.unit_uuid = ").bind(unit);
     Ok(q.fetch_i64(db).await? > 0)
@@ -202,7 +202,7 @@ pub async fn set_state(
     uuid: Uuid,
     state: &str,
     last_error: Option<&str>,
-) -> AppResult<()> {
+) -> StoreResult<()> {
     let mut q = Sql::new("UPDATE bridges SET state = ");
     q.bind(state)
         .push(", last_error = ")
@@ -216,7 +216,7 @@ pub async fn set_state(
 }
 
 /// Marks an Input-side bridge Active with the topic its Output side announced.
-pub async fn activate(db: &AnyPool, uuid: Uuid, topic: &str) -> AppResult<()> {
+pub async fn activate(db: &AnyPool, uuid: Uuid, topic: &str) -> StoreResult<()> {
     let mut q = Sql::new("UPDATE bridges SET state = 'Active', last_error = NULL, topic = ");
     q.bind(topic)
         .push(", last_update_datetime = ")
@@ -228,7 +228,7 @@ pub async fn activate(db: &AnyPool, uuid: Uuid, topic: &str) -> AppResult<()> {
 }
 
 /// Returns whether a row was deleted.
-pub async fn delete(db: &AnyPool, uuid: Uuid) -> AppResult<bool> {
+pub async fn delete(db: &AnyPool, uuid: Uuid) -> StoreResult<bool> {
     let mut q = Sql::new("DELETE FROM bridges WHERE uuid = ");
     q.bind(uuid);
     Ok(q.execute(db).await? > 0)

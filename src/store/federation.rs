@@ -5,7 +5,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 
 use super::{map_rows, RowExt, Sql};
-use crate::error::AppResult;
+use crate::store::StoreResult;
 use pepeunit_federation::backend::{Delivery, Following, RemoteActor, RemoteObject};
 use pepeunit_federation::policy::{DomainList, ListKind, ListMode};
 
@@ -13,7 +13,7 @@ fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-pub async fn key(db: &AnyPool, name: &str) -> AppResult<Option<(String, String)>> {
+pub async fn key(db: &AnyPool, name: &str) -> StoreResult<Option<(String, String)>> {
     let row = Sql::new("SELECT private_pem, public_pem FROM fed_keys WHERE name = ")
         .bind(name)
         .fetch_optional(db)
@@ -23,7 +23,7 @@ pub async fn key(db: &AnyPool, name: &str) -> AppResult<Option<(String, String)>
 }
 
 /// Inserts the key unless one exists (two instances starting at once keep the first).
-pub async fn insert_key(db: &AnyPool, name: &str, private: &str, public: &str) -> AppResult<()> {
+pub async fn insert_key(db: &AnyPool, name: &str, private: &str, public: &str) -> StoreResult<()> {
     Sql::new("INSERT INTO fed_keys (name, private_pem, public_pem, create_datetime) VALUES (")
         .bind(name)
         .push(", ")
@@ -38,7 +38,7 @@ pub async fn insert_key(db: &AnyPool, name: &str, private: &str, public: &str) -
     Ok(())
 }
 
-pub async fn published(db: &AnyPool, actor: &str) -> AppResult<Option<String>> {
+pub async fn published(db: &AnyPool, actor: &str) -> StoreResult<Option<String>> {
     let row = Sql::new("SELECT mark FROM fed_published WHERE actor_id = ")
         .bind(actor)
         .fetch_optional(db)
@@ -46,7 +46,7 @@ pub async fn published(db: &AnyPool, actor: &str) -> AppResult<Option<String>> {
     row.map(|r| r.text("mark")).transpose()
 }
 
-pub async fn set_published(db: &AnyPool, actor: &str, mark: Option<&str>) -> AppResult<()> {
+pub async fn set_published(db: &AnyPool, actor: &str, mark: Option<&str>) -> StoreResult<()> {
     match mark {
         Some(u) => {
             Sql::new("INSERT INTO fed_published (actor_id, mark) VALUES (")
@@ -67,7 +67,7 @@ pub async fn set_published(db: &AnyPool, actor: &str, mark: Option<&str>) -> App
     Ok(())
 }
 
-pub async fn published_all(db: &AnyPool) -> AppResult<Vec<String>> {
+pub async fn published_all(db: &AnyPool) -> StoreResult<Vec<String>> {
     let rows = Sql::new("SELECT actor_id FROM fed_published ORDER BY actor_id")
         .fetch_all(db)
         .await?;
@@ -81,7 +81,7 @@ pub async fn add_follower(
     domain: &str,
     inbox: &str,
     follow_id: &str,
-) -> AppResult<bool> {
+) -> StoreResult<bool> {
     let n = Sql::new(
         "INSERT INTO fed_followers (local_actor, follower, domain, inbox, follow_id, create_datetime) VALUES (",
     )
@@ -116,14 +116,14 @@ pub async fn add_follower(
     Ok(false)
 }
 
-pub async fn follower_domains(db: &AnyPool) -> AppResult<Vec<String>> {
+pub async fn follower_domains(db: &AnyPool) -> StoreResult<Vec<String>> {
     let rows = Sql::new("SELECT DISTINCT domain FROM fed_followers ORDER BY domain")
         .fetch_all(db)
         .await?;
     map_rows(rows, |r| r.text("domain"))
 }
 
-pub async fn remove_follower(db: &AnyPool, local: &str, follower: &str) -> AppResult<()> {
+pub async fn remove_follower(db: &AnyPool, local: &str, follower: &str) -> StoreResult<()> {
     Sql::new("DELETE FROM fed_followers WHERE local_actor = ")
         .bind(local)
         .push(" AND follower = ")
@@ -133,7 +133,7 @@ pub async fn remove_follower(db: &AnyPool, local: &str, follower: &str) -> AppRe
     Ok(())
 }
 
-pub async fn remove_follow(db: &AnyPool, follower: &str, follow_id: &str) -> AppResult<bool> {
+pub async fn remove_follow(db: &AnyPool, follower: &str, follow_id: &str) -> StoreResult<bool> {
     let n = Sql::new("DELETE FROM fed_followers WHERE follower = ")
         .bind(follower)
         .push(" AND follow_id = ")
@@ -148,7 +148,7 @@ pub async fn followers(
     local: &str,
     offset: i64,
     limit: i64,
-) -> AppResult<(i64, Vec<String>)> {
+) -> StoreResult<(i64, Vec<String>)> {
     let total = Sql::new("SELECT COUNT(*) FROM fed_followers WHERE local_actor = ")
         .bind(local)
         .fetch_i64(db)
@@ -160,7 +160,7 @@ pub async fn followers(
     Ok((total, map_rows(rows, |r| r.text("follower"))?))
 }
 
-pub async fn follower_inboxes(db: &AnyPool, locals: &[String]) -> AppResult<Vec<String>> {
+pub async fn follower_inboxes(db: &AnyPool, locals: &[String]) -> StoreResult<Vec<String>> {
     if locals.is_empty() {
         return Ok(Vec::new());
     }
@@ -171,13 +171,13 @@ pub async fn follower_inboxes(db: &AnyPool, locals: &[String]) -> AppResult<Vec<
     map_rows(rows, |r| r.text("inbox"))
 }
 
-pub async fn remove_followers_on(db: &AnyPool, domain: &str) -> AppResult<u64> {
+pub async fn remove_followers_on(db: &AnyPool, domain: &str) -> StoreResult<u64> {
     let mut q = Sql::new("DELETE FROM fed_followers WHERE ");
     q.push("domain = ").bind(domain);
     q.execute(db).await
 }
 
-fn following_from_row(r: &AnyRow) -> AppResult<Following> {
+fn following_from_row(r: &AnyRow) -> StoreResult<Following> {
     Ok(Following {
         follower: r.text("follower")?,
         target: r.text("target")?,
@@ -192,7 +192,7 @@ fn following_from_row(r: &AnyRow) -> AppResult<Following> {
 const FOLLOWING_COLUMNS: &str =
     "follower, target, target_domain, inbox, follow_id, state, create_datetime";
 
-pub async fn upsert_following(db: &AnyPool, f: &Following) -> AppResult<()> {
+pub async fn upsert_following(db: &AnyPool, f: &Following) -> StoreResult<()> {
     Sql::new(&format!("INSERT INTO fed_following ({FOLLOWING_COLUMNS}) VALUES ("))
         .bind(f.follower.as_str())
         .push(", ")
@@ -213,7 +213,11 @@ pub async fn upsert_following(db: &AnyPool, f: &Following) -> AppResult<()> {
     Ok(())
 }
 
-pub async fn following(db: &AnyPool, follower: &str, target: &str) -> AppResult<Option<Following>> {
+pub async fn following(
+    db: &AnyPool,
+    follower: &str,
+    target: &str,
+) -> StoreResult<Option<Following>> {
     let row = Sql::new(&format!(
         "SELECT {FOLLOWING_COLUMNS} FROM fed_following WHERE follower = "
     ))
@@ -225,7 +229,7 @@ pub async fn following(db: &AnyPool, follower: &str, target: &str) -> AppResult<
     row.as_ref().map(following_from_row).transpose()
 }
 
-pub async fn set_following_state(db: &AnyPool, follow_id: &str, state: &str) -> AppResult<bool> {
+pub async fn set_following_state(db: &AnyPool, follow_id: &str, state: &str) -> StoreResult<bool> {
     let n = Sql::new("UPDATE fed_following SET state = ")
         .bind(state)
         .push(" WHERE follow_id = ")
@@ -240,7 +244,7 @@ pub async fn answer_follow(
     follow_id: &str,
     target: &str,
     state: &str,
-) -> AppResult<bool> {
+) -> StoreResult<bool> {
     let n = Sql::new("UPDATE fed_following SET state = ")
         .bind(state)
         .push(" WHERE follow_id = ")
@@ -253,7 +257,7 @@ pub async fn answer_follow(
     Ok(n > 0)
 }
 
-pub async fn following_list(db: &AnyPool, follower: &str) -> AppResult<Vec<Following>> {
+pub async fn following_list(db: &AnyPool, follower: &str) -> StoreResult<Vec<Following>> {
     let rows = Sql::new(&format!(
         "SELECT {FOLLOWING_COLUMNS} FROM fed_following WHERE follower = "
     ))
@@ -264,7 +268,7 @@ pub async fn following_list(db: &AnyPool, follower: &str) -> AppResult<Vec<Follo
     map_rows(rows, following_from_row)
 }
 
-pub async fn following_of_target(db: &AnyPool, target: &str) -> AppResult<Vec<Following>> {
+pub async fn following_of_target(db: &AnyPool, target: &str) -> StoreResult<Vec<Following>> {
     let rows = Sql::new(&format!(
         "SELECT {FOLLOWING_COLUMNS} FROM fed_following WHERE target = "
     ))
@@ -275,7 +279,7 @@ pub async fn following_of_target(db: &AnyPool, target: &str) -> AppResult<Vec<Fo
     map_rows(rows, following_from_row)
 }
 
-pub async fn remote_actor(db: &AnyPool, id: &str) -> AppResult<Option<RemoteActor>> {
+pub async fn remote_actor(db: &AnyPool, id: &str) -> StoreResult<Option<RemoteActor>> {
     let row = Sql::new("SELECT id, kind, domain, inbox, shared_inbox, public_key_pem, document, fetched_at FROM fed_remote_actors WHERE id = ")
         .bind(id)
         .fetch_optional(db)
@@ -295,7 +299,7 @@ pub async fn remote_actor(db: &AnyPool, id: &str) -> AppResult<Option<RemoteActo
     .transpose()
 }
 
-pub async fn store_remote_actor(db: &AnyPool, a: &RemoteActor) -> AppResult<()> {
+pub async fn store_remote_actor(db: &AnyPool, a: &RemoteActor) -> StoreResult<()> {
     Sql::new("INSERT INTO fed_remote_actors (id, kind, domain, inbox, shared_inbox, public_key_pem, document, fetched_at) VALUES (")
         .bind(a.id.as_str()).push(", ")
         .bind(a.kind.as_str()).push(", ")
@@ -311,7 +315,7 @@ pub async fn store_remote_actor(db: &AnyPool, a: &RemoteActor) -> AppResult<()> 
     Ok(())
 }
 
-pub async fn upsert_remote_object(db: &AnyPool, o: &RemoteObject) -> AppResult<()> {
+pub async fn upsert_remote_object(db: &AnyPool, o: &RemoteObject) -> StoreResult<()> {
     Sql::new("INSERT INTO fed_remote_objects (id, kind, domain, document, updated_at) VALUES (")
         .bind(o.id.as_str())
         .push(", ")
@@ -328,7 +332,7 @@ pub async fn upsert_remote_object(db: &AnyPool, o: &RemoteObject) -> AppResult<(
     Ok(())
 }
 
-pub async fn remove_remote_object(db: &AnyPool, id: &str) -> AppResult<bool> {
+pub async fn remove_remote_object(db: &AnyPool, id: &str) -> StoreResult<bool> {
     let n = Sql::new("DELETE FROM fed_remote_objects WHERE id = ")
         .bind(id)
         .execute(db)
@@ -336,13 +340,17 @@ pub async fn remove_remote_object(db: &AnyPool, id: &str) -> AppResult<bool> {
     Ok(n > 0)
 }
 
-pub async fn remove_remote_objects_on(db: &AnyPool, domain: &str) -> AppResult<u64> {
+pub async fn remove_remote_objects_on(db: &AnyPool, domain: &str) -> StoreResult<u64> {
     let mut q = Sql::new("DELETE FROM fed_remote_objects WHERE ");
     q.push("domain = ").bind(domain);
     q.execute(db).await
 }
 
-pub async fn remote_objects(db: &AnyPool, offset: i64, limit: i64) -> AppResult<Vec<RemoteObject>> {
+pub async fn remote_objects(
+    db: &AnyPool,
+    offset: i64,
+    limit: i64,
+) -> StoreResult<Vec<RemoteObject>> {
     let mut q = Sql::new(
         "SELECT id, kind, domain, document, updated_at FROM fed_remote_objects ORDER BY id",
     );
@@ -360,7 +368,7 @@ pub async fn remote_objects(db: &AnyPool, offset: i64, limit: i64) -> AppResult<
 }
 
 /// Records an activity id; `false` when it was recorded before.
-pub async fn first_sight(db: &AnyPool, activity_id: &str) -> AppResult<bool> {
+pub async fn first_sight(db: &AnyPool, activity_id: &str) -> StoreResult<bool> {
     let n = Sql::new("INSERT INTO fed_seen (activity_id, seen_at) VALUES (")
         .bind(activity_id)
         .push(", ")
@@ -371,7 +379,7 @@ pub async fn first_sight(db: &AnyPool, activity_id: &str) -> AppResult<bool> {
     Ok(n > 0)
 }
 
-pub async fn forget_sight(db: &AnyPool, activity_id: &str) -> AppResult<()> {
+pub async fn forget_sight(db: &AnyPool, activity_id: &str) -> StoreResult<()> {
     Sql::new("DELETE FROM fed_seen WHERE activity_id = ")
         .bind(activity_id)
         .execute(db)
@@ -380,7 +388,7 @@ pub async fn forget_sight(db: &AnyPool, activity_id: &str) -> AppResult<()> {
 }
 
 /// Forgets activity ids seen before `before` (RFC 3339).
-pub async fn purge_seen(db: &AnyPool, before: &str) -> AppResult<u64> {
+pub async fn purge_seen(db: &AnyPool, before: &str) -> StoreResult<u64> {
     Sql::new("DELETE FROM fed_seen WHERE seen_at < ")
         .bind(before)
         .execute(db)
@@ -389,7 +397,7 @@ pub async fn purge_seen(db: &AnyPool, before: &str) -> AppResult<u64> {
 
 const DELIVERY_COLUMNS: &str = "id, activity_id, actor, inbox, domain, body, attempts, next_attempt_at, state, last_error, create_datetime";
 
-fn delivery_from_row(r: &AnyRow) -> AppResult<Delivery> {
+fn delivery_from_row(r: &AnyRow) -> StoreResult<Delivery> {
     Ok(Delivery {
         id: r.text("id")?,
         activity_id: r.text("activity_id")?,
@@ -405,7 +413,7 @@ fn delivery_from_row(r: &AnyRow) -> AppResult<Delivery> {
     })
 }
 
-pub async fn enqueue(db: &AnyPool, rows: &[Delivery]) -> AppResult<()> {
+pub async fn enqueue(db: &AnyPool, rows: &[Delivery]) -> StoreResult<()> {
     let mut tx = db.begin().await?;
     for d in rows {
         Sql::new(&format!(
@@ -440,7 +448,7 @@ pub async fn enqueue(db: &AnyPool, rows: &[Delivery]) -> AppResult<()> {
     Ok(())
 }
 
-pub async fn due_deliveries(db: &AnyPool, now: &str, limit: i64) -> AppResult<Vec<Delivery>> {
+pub async fn due_deliveries(db: &AnyPool, now: &str, limit: i64) -> StoreResult<Vec<Delivery>> {
     let rows = Sql::new(&format!(
         "SELECT {DELIVERY_COLUMNS} FROM fed_deliveries WHERE state = 'Pending' AND next_attempt_at <= "
     ))
@@ -452,7 +460,7 @@ pub async fn due_deliveries(db: &AnyPool, now: &str, limit: i64) -> AppResult<Ve
     map_rows(rows, delivery_from_row)
 }
 
-pub async fn delete_delivery(db: &AnyPool, id: &str) -> AppResult<()> {
+pub async fn delete_delivery(db: &AnyPool, id: &str) -> StoreResult<()> {
     Sql::new("DELETE FROM fed_deliveries WHERE id = ")
         .bind(id)
         .execute(db)
@@ -466,7 +474,7 @@ pub async fn retry_delivery(
     attempts: i64,
     next: &str,
     error: &str,
-) -> AppResult<()> {
+) -> StoreResult<()> {
     Sql::new("UPDATE fed_deliveries SET attempts = ")
         .bind(attempts)
         .push(", next_attempt_at = ")
@@ -480,7 +488,7 @@ pub async fn retry_delivery(
     Ok(())
 }
 
-pub async fn dead_letter(db: &AnyPool, id: &str, attempts: i64, error: &str) -> AppResult<()> {
+pub async fn dead_letter(db: &AnyPool, id: &str, attempts: i64, error: &str) -> StoreResult<()> {
     Sql::new("UPDATE fed_deliveries SET state = 'Dead', attempts = ")
         .bind(attempts)
         .push(", last_error = ")
@@ -492,14 +500,18 @@ pub async fn dead_letter(db: &AnyPool, id: &str, attempts: i64, error: &str) -> 
     Ok(())
 }
 
-pub async fn dead_letter_domain(db: &AnyPool, domain: &str, error: &str) -> AppResult<u64> {
+pub async fn dead_letter_domain(db: &AnyPool, domain: &str, error: &str) -> StoreResult<u64> {
     let mut q = Sql::new("UPDATE fed_deliveries SET state = 'Dead', last_error = ");
     q.bind(error).push(" WHERE state = 'Pending' AND ");
     q.push("domain = ").bind(domain);
     q.execute(db).await
 }
 
-pub async fn deliveries(db: &AnyPool, state: Option<&str>, limit: i64) -> AppResult<Vec<Delivery>> {
+pub async fn deliveries(
+    db: &AnyPool,
+    state: Option<&str>,
+    limit: i64,
+) -> StoreResult<Vec<Delivery>> {
     let mut q = Sql::new(&format!("SELECT {DELIVERY_COLUMNS} FROM fed_deliveries"));
     if let Some(s) = state {
         q.push(" WHERE state = ").bind(s);
@@ -510,7 +522,7 @@ pub async fn deliveries(db: &AnyPool, state: Option<&str>, limit: i64) -> AppRes
     map_rows(rows, delivery_from_row)
 }
 
-pub async fn domain_list(db: &AnyPool, kind: ListKind) -> AppResult<DomainList> {
+pub async fn domain_list(db: &AnyPool, kind: ListKind) -> StoreResult<DomainList> {
     let mode = Sql::new("SELECT mode FROM domain_list_modes WHERE list = ")
         .bind(kind.as_str())
         .fetch_optional(db)
@@ -531,7 +543,7 @@ pub async fn domain_list(db: &AnyPool, kind: ListKind) -> AppResult<DomainList> 
 }
 
 /// Replaces a list's mode and domains in one transaction.
-pub async fn set_domain_list(db: &AnyPool, kind: ListKind, list: &DomainList) -> AppResult<()> {
+pub async fn set_domain_list(db: &AnyPool, kind: ListKind, list: &DomainList) -> StoreResult<()> {
     let mut tx = db.begin().await?;
     Sql::new("INSERT INTO domain_list_modes (list, mode) VALUES (")
         .bind(kind.as_str())

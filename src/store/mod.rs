@@ -23,7 +23,51 @@ use sqlx::query::Query;
 use sqlx::{Any, AnyPool, Executor, Row};
 use uuid::Uuid;
 
-use crate::error::{AppError, AppResult};
+/// What went wrong in a store (relational or telemetry). The service layer turns it into an
+/// `AppError`: the first three are answers about the data, the rest internal failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the row does not exist")]
+    NotFound,
+    /// A unique constraint refused the write.
+    #[error("the object already exists")]
+    AlreadyExists,
+    /// A foreign key refused the write or delete.
+    #[error("the row is still referenced")]
+    StillReferenced,
+    /// A stored value that does not read back as its type.
+    #[error("column {column}: {reason}")]
+    Column { column: String, reason: String },
+    #[error("database: {0}")]
+    Database(sqlx::Error),
+    /// The telemetry engine (ClickHouse) failed or answered something unexpected.
+    #[error("clickhouse: {0}")]
+    Telemetry(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+impl StoreError {
+    pub fn column(column: &str, reason: impl std::fmt::Display) -> Self {
+        StoreError::Column {
+            column: column.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::RowNotFound => StoreError::NotFound,
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::AlreadyExists,
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+                StoreError::StillReferenced
+            }
+            _ => StoreError::Database(err),
+        }
+    }
+}
 
 struct Migration {
     version: i64,
@@ -332,66 +376,66 @@ impl Sql {
     pub async fn fetch_all<'e, E: Executor<'e, Database = Any>>(
         &self,
         e: E,
-    ) -> AppResult<Vec<AnyRow>> {
+    ) -> StoreResult<Vec<AnyRow>> {
         Ok(self.query().fetch_all(e).await?)
     }
 
     pub async fn fetch_optional<'e, E: Executor<'e, Database = Any>>(
         &self,
         e: E,
-    ) -> AppResult<Option<AnyRow>> {
+    ) -> StoreResult<Option<AnyRow>> {
         Ok(self.query().fetch_optional(e).await?)
     }
 
-    pub async fn fetch_i64<'e, E: Executor<'e, Database = Any>>(&self, e: E) -> AppResult<i64> {
+    pub async fn fetch_i64<'e, E: Executor<'e, Database = Any>>(&self, e: E) -> StoreResult<i64> {
         let row = self.query().fetch_one(e).await?;
         Ok(row.try_get::<i64, _>(0)?)
     }
 
     /// Runs the statement and returns the number of affected rows.
-    pub async fn execute<'e, E: Executor<'e, Database = Any>>(&self, e: E) -> AppResult<u64> {
+    pub async fn execute<'e, E: Executor<'e, Database = Any>>(&self, e: E) -> StoreResult<u64> {
         Ok(self.query().execute(e).await?.rows_affected())
     }
 }
 
 /// Typed column access with errors that name the column.
 pub(crate) trait RowExt {
-    fn text(&self, col: &str) -> AppResult<String>;
-    fn opt_text(&self, col: &str) -> AppResult<Option<String>>;
-    fn uuid(&self, col: &str) -> AppResult<Uuid>;
-    fn opt_uuid(&self, col: &str) -> AppResult<Option<Uuid>>;
-    fn int(&self, col: &str) -> AppResult<i64>;
-    fn boolean(&self, col: &str) -> AppResult<bool>;
-    fn parsed<T: std::str::FromStr>(&self, col: &str) -> AppResult<T>;
-    fn opt_parsed<T: std::str::FromStr>(&self, col: &str) -> AppResult<Option<T>>;
+    fn text(&self, col: &str) -> StoreResult<String>;
+    fn opt_text(&self, col: &str) -> StoreResult<Option<String>>;
+    fn uuid(&self, col: &str) -> StoreResult<Uuid>;
+    fn opt_uuid(&self, col: &str) -> StoreResult<Option<Uuid>>;
+    fn int(&self, col: &str) -> StoreResult<i64>;
+    fn boolean(&self, col: &str) -> StoreResult<bool>;
+    fn parsed<T: std::str::FromStr>(&self, col: &str) -> StoreResult<T>;
+    fn opt_parsed<T: std::str::FromStr>(&self, col: &str) -> StoreResult<Option<T>>;
 }
 
-fn column_error(col: &str, e: impl std::fmt::Display) -> AppError {
-    AppError::internal(format!("column {col}: {e}"))
+fn column_error(col: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::column(col, e)
 }
 
 impl RowExt for AnyRow {
-    fn text(&self, col: &str) -> AppResult<String> {
+    fn text(&self, col: &str) -> StoreResult<String> {
         self.try_get::<String, _>(col)
             .map_err(|e| column_error(col, e))
     }
-    fn opt_text(&self, col: &str) -> AppResult<Option<String>> {
+    fn opt_text(&self, col: &str) -> StoreResult<Option<String>> {
         self.try_get::<Option<String>, _>(col)
             .map_err(|e| column_error(col, e))
     }
-    fn uuid(&self, col: &str) -> AppResult<Uuid> {
+    fn uuid(&self, col: &str) -> StoreResult<Uuid> {
         Uuid::parse_str(&self.text(col)?).map_err(|e| column_error(col, e))
     }
-    fn opt_uuid(&self, col: &str) -> AppResult<Option<Uuid>> {
+    fn opt_uuid(&self, col: &str) -> StoreResult<Option<Uuid>> {
         self.opt_text(col)?
             .map(|s| Uuid::parse_str(&s).map_err(|e| column_error(col, e)))
             .transpose()
     }
-    fn int(&self, col: &str) -> AppResult<i64> {
+    fn int(&self, col: &str) -> StoreResult<i64> {
         self.try_get::<i64, _>(col)
             .map_err(|e| column_error(col, e))
     }
-    fn boolean(&self, col: &str) -> AppResult<bool> {
+    fn boolean(&self, col: &str) -> StoreResult<bool> {
         // PostgreSQL has BOOLEAN; SQLite stores INTEGER 0/1 (see migrations/sqlite)
         match self.try_get::<bool, _>(col) {
             Ok(b) => Ok(b),
@@ -401,12 +445,12 @@ impl RowExt for AnyRow {
                 .map_err(|e| column_error(col, e)),
         }
     }
-    fn parsed<T: std::str::FromStr>(&self, col: &str) -> AppResult<T> {
+    fn parsed<T: std::str::FromStr>(&self, col: &str) -> StoreResult<T> {
         let s = self.text(col)?;
         s.parse()
             .map_err(|_| column_error(col, format!("unexpected value {s:?}")))
     }
-    fn opt_parsed<T: std::str::FromStr>(&self, col: &str) -> AppResult<Option<T>> {
+    fn opt_parsed<T: std::str::FromStr>(&self, col: &str) -> StoreResult<Option<T>> {
         self.opt_text(col)?
             .map(|s| {
                 s.parse()
@@ -446,8 +490,8 @@ pub(crate) fn push_search(q: &mut Sql, search: Option<&str>, columns: &[&str]) {
 /// Maps every row with `f`.
 pub(crate) fn map_rows<T>(
     rows: Vec<AnyRow>,
-    f: impl Fn(&AnyRow) -> AppResult<T>,
-) -> AppResult<Vec<T>> {
+    f: impl Fn(&AnyRow) -> StoreResult<T>,
+) -> StoreResult<Vec<T>> {
     rows.iter().map(f).collect()
 }
 

@@ -5,7 +5,7 @@ use sqlx::AnyPool;
 use uuid::Uuid;
 
 use super::{map_rows, RowExt, Sql};
-use crate::error::AppResult;
+use crate::store::StoreResult;
 
 #[derive(Clone, Debug)]
 pub struct UnitMove {
@@ -25,7 +25,7 @@ pub struct UnitMove {
     pub last_update_datetime: String,
 }
 
-fn from_row(r: &AnyRow) -> AppResult<UnitMove> {
+fn from_row(r: &AnyRow) -> StoreResult<UnitMove> {
     Ok(UnitMove {
         uuid: r.uuid("uuid")?,
         role: r.text("role")?,
@@ -44,7 +44,7 @@ fn from_row(r: &AnyRow) -> AppResult<UnitMove> {
     })
 }
 
-pub async fn insert(db: &AnyPool, m: &UnitMove) -> AppResult<()> {
+pub async fn insert(db: &AnyPool, m: &UnitMove) -> StoreResult<()> {
     let mut q = Sql::new("INSERT INTO unit_moves (uuid, role, unit_uuid, remote_unit_uuid, peer_domain, user_uuid, state, cipher_env, remote_actor, remote_api, last_error, commands_sent_datetime, create_datetime, last_update_datetime) VALUES (");
     q.bind(m.uuid).push(", ").bind(&m.role).push(", ");
     q.bind(m.unit_uuid)
@@ -76,7 +76,7 @@ pub async fn insert(db: &AnyPool, m: &UnitMove) -> AppResult<()> {
 }
 
 /// Saves state, env, error and command time.
-pub async fn update(db: &AnyPool, m: &UnitMove) -> AppResult<()> {
+pub async fn update(db: &AnyPool, m: &UnitMove) -> StoreResult<()> {
     let mut q = Sql::new("UPDATE unit_moves SET state = ");
     q.bind(&m.state)
         .push(", cipher_env = ")
@@ -94,7 +94,11 @@ pub async fn update(db: &AnyPool, m: &UnitMove) -> AppResult<()> {
 }
 
 /// The newest move of a local unit in a role.
-pub async fn latest_for_unit(db: &AnyPool, unit: Uuid, role: &str) -> AppResult<Option<UnitMove>> {
+pub async fn latest_for_unit(
+    db: &AnyPool,
+    unit: Uuid,
+    role: &str,
+) -> StoreResult<Option<UnitMove>> {
     let mut q = Sql::new("SELECT * FROM unit_moves WHERE unit_uuid = ");
     q.bind(unit)
         .push(" AND role = ")
@@ -108,7 +112,7 @@ pub async fn latest_for_unit(db: &AnyPool, unit: Uuid, role: &str) -> AppResult<
 }
 
 /// B's record of a move from `peer` of its unit `remote`.
-pub async fn incoming(db: &AnyPool, peer: &str, remote: Uuid) -> AppResult<Option<UnitMove>> {
+pub async fn incoming(db: &AnyPool, peer: &str, remote: Uuid) -> StoreResult<Option<UnitMove>> {
     let mut q = Sql::new("SELECT * FROM unit_moves WHERE role = 'Incoming' AND peer_domain = ");
     q.bind(peer)
         .push(" AND remote_unit_uuid = ")
@@ -122,14 +126,14 @@ pub async fn incoming(db: &AnyPool, peer: &str, remote: Uuid) -> AppResult<Optio
 }
 
 /// Outgoing moves still in progress.
-pub async fn active_outgoing(db: &AnyPool) -> AppResult<Vec<UnitMove>> {
+pub async fn active_outgoing(db: &AnyPool) -> StoreResult<Vec<UnitMove>> {
     let q = Sql::new(
         "SELECT * FROM unit_moves WHERE role = 'Outgoing' AND state IN ('Requested', 'CommandsSent') ORDER BY create_datetime",
     );
     map_rows(q.fetch_all(db).await?, from_row)
 }
 
-pub async fn insert_ticket(db: &AnyPool, hash: &str, user: Uuid, expires: &str) -> AppResult<()> {
+pub async fn insert_ticket(db: &AnyPool, hash: &str, user: Uuid, expires: &str) -> StoreResult<()> {
     let mut q =
         Sql::new("INSERT INTO move_tickets (ticket_hash, user_uuid, expires_datetime) VALUES (");
     q.bind(hash)
@@ -143,7 +147,7 @@ pub async fn insert_ticket(db: &AnyPool, hash: &str, user: Uuid, expires: &str) 
 }
 
 /// Uses up a ticket: its user when it exists and has not expired.
-pub async fn take_ticket(db: &AnyPool, hash: &str, now: &str) -> AppResult<Option<Uuid>> {
+pub async fn take_ticket(db: &AnyPool, hash: &str, now: &str) -> StoreResult<Option<Uuid>> {
     let mut q =
         Sql::new("SELECT user_uuid, expires_datetime FROM move_tickets WHERE ticket_hash = ");
     q.bind(hash);
@@ -163,7 +167,7 @@ pub async fn take_ticket(db: &AnyPool, hash: &str, now: &str) -> AppResult<Optio
 }
 
 /// Forgets what a device reported before it moved here (arrival is its first report).
-pub async fn clear_reported_state(db: &AnyPool, unit: Uuid) -> AppResult<()> {
+pub async fn clear_reported_state(db: &AnyPool, unit: Uuid) -> StoreResult<()> {
     let mut q = Sql::new("UPDATE units SET unit_state = NULL WHERE uuid = ");
     q.bind(unit);
     q.execute(db).await?;
@@ -171,7 +175,7 @@ pub async fn clear_reported_state(db: &AnyPool, unit: Uuid) -> AppResult<()> {
 }
 
 /// The outgoing move (device told, not arrived) of the unit that is `remote` on `peer`.
-pub async fn moving_to(db: &AnyPool, peer: &str, remote: Uuid) -> AppResult<Option<UnitMove>> {
+pub async fn moving_to(db: &AnyPool, peer: &str, remote: Uuid) -> StoreResult<Option<UnitMove>> {
     let mut q = Sql::new("SELECT * FROM unit_moves WHERE role = 'Outgoing' AND state = 'CommandsSent' AND peer_domain = ");
     q.bind(peer).push(" AND remote_unit_uuid = ").bind(remote);
     q.fetch_optional(db)

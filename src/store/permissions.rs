@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::{map_rows, RowExt, Sql};
 use crate::domain::PermissionEntities;
-use crate::error::AppResult;
+use crate::store::StoreResult;
 
 /// A grant; serializes as the wire `PermissionRead`.
 #[derive(Clone, Debug, Serialize, ToSchema)]
@@ -20,7 +20,7 @@ pub struct Permission {
     pub resource_type: PermissionEntities,
 }
 
-fn from_row(r: &AnyRow) -> AppResult<Permission> {
+fn from_row(r: &AnyRow) -> StoreResult<Permission> {
     Ok(Permission {
         uuid: r.uuid("uuid")?,
         agent_uuid: r.uuid("agent_uuid")?,
@@ -35,7 +35,7 @@ pub async fn grant<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
     db: E,
     agent: (Uuid, PermissionEntities),
     resource: (Uuid, PermissionEntities),
-) -> AppResult<()> {
+) -> StoreResult<()> {
     insert_grant(db, agent, resource).await.map(|_| ())
 }
 
@@ -44,7 +44,7 @@ pub async fn insert_grant<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
     db: E,
     agent: (Uuid, PermissionEntities),
     resource: (Uuid, PermissionEntities),
-) -> AppResult<bool> {
+) -> StoreResult<bool> {
     let mut q = Sql::new("INSERT INTO permissions (uuid, agent_uuid, agent_type, resource_uuid, resource_type) VALUES (");
     q.bind(Uuid::new_v4())
         .push(", ")
@@ -59,7 +59,7 @@ pub async fn insert_grant<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
     Ok(q.execute(db).await? == 1)
 }
 
-pub async fn get(db: &AnyPool, agent: Uuid, resource: Uuid) -> AppResult<Option<Permission>> {
+pub async fn get(db: &AnyPool, agent: Uuid, resource: Uuid) -> StoreResult<Option<Permission>> {
     let mut q = Sql::new("SELECT * FROM permissions WHERE agent_uuid = ");
     q.bind(agent).push(" AND resource_uuid = ").bind(resource);
     q.fetch_optional(db)
@@ -69,7 +69,7 @@ pub async fn get(db: &AnyPool, agent: Uuid, resource: Uuid) -> AppResult<Option<
         .transpose()
 }
 
-pub async fn exists(db: &AnyPool, agent: Uuid, resource: Uuid) -> AppResult<bool> {
+pub async fn exists(db: &AnyPool, agent: Uuid, resource: Uuid) -> StoreResult<bool> {
     let mut q = Sql::new("SELECT COUNT(*) FROM permissions WHERE agent_uuid = ");
     q.bind(agent).push(" AND resource_uuid = ").bind(resource);
     Ok(q.fetch_i64(db).await? > 0)
@@ -81,7 +81,7 @@ pub async fn list_for_resource(
     agent_type: Option<PermissionEntities>,
     offset: i64,
     limit: i64,
-) -> AppResult<(i64, Vec<Permission>)> {
+) -> StoreResult<(i64, Vec<Permission>)> {
     let mut cond = Sql::new(" FROM permissions WHERE resource_uuid = ");
     cond.bind(resource);
     if let Some(t) = agent_type {
@@ -101,7 +101,7 @@ pub async fn revoke<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
     db: E,
     agent: Uuid,
     resource: Uuid,
-) -> AppResult<u64> {
+) -> StoreResult<u64> {
     let mut q = Sql::new("DELETE FROM permissions WHERE agent_uuid = ");
     q.bind(agent).push(" AND resource_uuid = ").bind(resource);
     q.execute(db).await
@@ -111,7 +111,7 @@ pub async fn revoke<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
 pub async fn purge<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
     db: E,
     uuid: Uuid,
-) -> AppResult<()> {
+) -> StoreResult<()> {
     let mut q = Sql::new("DELETE FROM permissions WHERE agent_uuid = ");
     q.bind(uuid).push(" OR resource_uuid = ").bind(uuid);
     q.execute(db).await?;
@@ -123,7 +123,7 @@ pub async fn purge<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
 pub async fn purge_unit_nodes<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
     db: E,
     unit: Uuid,
-) -> AppResult<()> {
+) -> StoreResult<()> {
     let mut q = Sql::new("DELETE FROM permissions WHERE resource_uuid IN (SELECT uuid FROM unit_nodes WHERE unit_uuid = ");
     q.bind(unit);
     q.push(") OR agent_uuid IN (SELECT uuid FROM unit_nodes WHERE unit_uuid = ");

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::{map_rows, RowExt, Sql};
 use crate::domain::{CredentialStatus, GitPlatform, Order, RepositoryRegistryStatus};
-use crate::error::AppResult;
+use crate::store::StoreResult;
 
 /// A registry; serializes as the wire `RepositoryRegistryRead` once `branches` is filled in.
 #[derive(Clone, Debug, Serialize, ToSchema)]
@@ -29,7 +29,7 @@ pub struct RepositoryRegistry {
     pub branches: Vec<String>,
 }
 
-fn from_row(r: &AnyRow) -> AppResult<RepositoryRegistry> {
+fn from_row(r: &AnyRow) -> StoreResult<RepositoryRegistry> {
     Ok(RepositoryRegistry {
         uuid: r.uuid("uuid")?,
         platform: r.parsed("platform")?,
@@ -47,7 +47,7 @@ fn from_row(r: &AnyRow) -> AppResult<RepositoryRegistry> {
     })
 }
 
-pub async fn insert(db: &AnyPool, r: &RepositoryRegistry) -> AppResult<()> {
+pub async fn insert(db: &AnyPool, r: &RepositoryRegistry) -> StoreResult<()> {
     let mut q = Sql::new("INSERT INTO repository_registries (uuid, platform, repository_url, is_public_repository, releases_data, local_repository_size, sync_status, sync_error, sync_last_datetime, create_datetime, last_update_datetime, creator_uuid) VALUES (");
     q.bind(r.uuid)
         .push(", ")
@@ -75,7 +75,7 @@ pub async fn insert(db: &AnyPool, r: &RepositoryRegistry) -> AppResult<()> {
     Ok(())
 }
 
-pub async fn get(db: &AnyPool, uuid: Uuid) -> AppResult<Option<RepositoryRegistry>> {
+pub async fn get(db: &AnyPool, uuid: Uuid) -> StoreResult<Option<RepositoryRegistry>> {
     let mut q = Sql::new("SELECT * FROM repository_registries WHERE uuid = ");
     q.bind(uuid);
     q.fetch_optional(db)
@@ -85,20 +85,20 @@ pub async fn get(db: &AnyPool, uuid: Uuid) -> AppResult<Option<RepositoryRegistr
         .transpose()
 }
 
-pub async fn url_taken(db: &AnyPool, url: &str) -> AppResult<bool> {
+pub async fn url_taken(db: &AnyPool, url: &str) -> StoreResult<bool> {
     let mut q = Sql::new("SELECT COUNT(*) FROM repository_registries WHERE repository_url = ");
     q.bind(url);
     Ok(q.fetch_i64(db).await? > 0)
 }
 
-pub async fn all_uuids(db: &AnyPool) -> AppResult<Vec<Uuid>> {
+pub async fn all_uuids(db: &AnyPool) -> StoreResult<Vec<Uuid>> {
     let rows = Sql::new("SELECT uuid FROM repository_registries ORDER BY create_datetime")
         .fetch_all(db)
         .await?;
     map_rows(rows, |r| r.uuid("uuid"))
 }
 
-pub async fn count(db: &AnyPool) -> AppResult<i64> {
+pub async fn count(db: &AnyPool) -> StoreResult<i64> {
     Sql::new("SELECT COUNT(*) FROM repository_registries")
         .fetch_i64(db)
         .await
@@ -106,7 +106,12 @@ pub async fn count(db: &AnyPool) -> AppResult<i64> {
 
 /// Marks a sync as started unless one started less than `guard_after` (a timestamp) ago.
 /// Returns false when another sync holds the registry.
-pub async fn begin_sync(db: &AnyPool, uuid: Uuid, now: &str, guard_after: &str) -> AppResult<bool> {
+pub async fn begin_sync(
+    db: &AnyPool,
+    uuid: Uuid,
+    now: &str,
+    guard_after: &str,
+) -> StoreResult<bool> {
     let mut q = Sql::new("UPDATE repository_registries SET sync_status = 'Processing', sync_error = NULL, sync_last_datetime = ");
     q.bind(now).push(" WHERE uuid = ").bind(uuid);
     q.push(" AND NOT (COALESCE(sync_status, '') = 'Processing' AND COALESCE(sync_last_datetime, '') > ").bind(guard_after);
@@ -121,7 +126,7 @@ pub async fn finish_sync(
     error: Option<String>,
     size: Option<i64>,
     now: &str,
-) -> AppResult<()> {
+) -> StoreResult<()> {
     let mut q = Sql::new("UPDATE repository_registries SET sync_status = ");
     q.bind(status.as_str()).push(", sync_error = ").bind(error);
     q.push(", sync_last_datetime = ")
@@ -141,7 +146,7 @@ pub async fn set_releases_data(
     db: &AnyPool,
     uuid: Uuid,
     releases_data: Option<&str>,
-) -> AppResult<()> {
+) -> StoreResult<()> {
     let mut q = Sql::new("UPDATE repository_registries SET releases_data = ");
     q.bind(releases_data.map(str::to_string))
         .push(" WHERE uuid = ")
@@ -150,7 +155,7 @@ pub async fn set_releases_data(
     Ok(())
 }
 
-pub async fn delete(db: &AnyPool, uuid: Uuid) -> AppResult<()> {
+pub async fn delete(db: &AnyPool, uuid: Uuid) -> StoreResult<()> {
     let mut q = Sql::new("DELETE FROM repository_registries WHERE uuid = ");
     q.bind(uuid);
     q.execute(db).await?;
@@ -169,7 +174,7 @@ pub struct RegistryFilter {
     pub limit: i64,
 }
 
-pub async fn list(db: &AnyPool, f: &RegistryFilter) -> AppResult<(i64, Vec<RepositoryRegistry>)> {
+pub async fn list(db: &AnyPool, f: &RegistryFilter) -> StoreResult<(i64, Vec<RepositoryRegistry>)> {
     let mut cond = Sql::new(" FROM repository_registries WHERE 1=1");
     if !f.uuids.is_empty() {
         cond.push(" AND uuid IN ")
@@ -205,7 +210,7 @@ pub struct RegistryCredentials {
     pub status: CredentialStatus,
 }
 
-fn cred_from_row(r: &AnyRow) -> AppResult<RegistryCredentials> {
+fn cred_from_row(r: &AnyRow) -> StoreResult<RegistryCredentials> {
     Ok(RegistryCredentials {
         uuid: r.uuid("uuid")?,
         user_uuid: r.uuid("user_uuid")?,
@@ -216,7 +221,11 @@ fn cred_from_row(r: &AnyRow) -> AppResult<RegistryCredentials> {
 }
 
 /// Inserts or replaces the caller's credentials for a registry.
-pub async fn upsert_credentials(db: &AnyPool, c: &RegistryCredentials, now: &str) -> AppResult<()> {
+pub async fn upsert_credentials(
+    db: &AnyPool,
+    c: &RegistryCredentials,
+    now: &str,
+) -> StoreResult<()> {
     let mut q = Sql::new("INSERT INTO registry_credentials (uuid, user_uuid, repository_registry_uuid, cipher_credentials, status, create_datetime, last_update_datetime) VALUES (");
     q.bind(c.uuid)
         .push(", ")
@@ -237,7 +246,7 @@ pub async fn get_credentials(
     db: &AnyPool,
     user: Uuid,
     registry: Uuid,
-) -> AppResult<Option<RegistryCredentials>> {
+) -> StoreResult<Option<RegistryCredentials>> {
     let mut q = Sql::new("SELECT * FROM registry_credentials WHERE user_uuid = ");
     q.bind(user)
         .push(" AND repository_registry_uuid = ")
@@ -253,7 +262,7 @@ pub async fn get_credentials(
 pub async fn first_valid_credentials(
     db: &AnyPool,
     registry: Uuid,
-) -> AppResult<Option<RegistryCredentials>> {
+) -> StoreResult<Option<RegistryCredentials>> {
     let mut q = Sql::new("SELECT * FROM registry_credentials WHERE repository_registry_uuid = ");
     q.bind(registry)
         .push(" AND status = 'Valid' ORDER BY create_datetime LIMIT 1");

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::{map_rows, push_visibility, RowExt, Sql, VisibilityScope};
 use crate::domain::{Order, VisibilityLevel};
-use crate::error::AppResult;
+use crate::store::StoreResult;
 
 /// A repo; serializes as the wire `RepoRead`.
 #[derive(Clone, Debug, Serialize, ToSchema)]
@@ -27,7 +27,7 @@ pub struct Repo {
     pub repository_registry_uuid: Uuid,
 }
 
-fn from_row(r: &AnyRow) -> AppResult<Repo> {
+fn from_row(r: &AnyRow) -> StoreResult<Repo> {
     Ok(Repo {
         uuid: r.uuid("uuid")?,
         visibility_level: r.parsed("visibility_level")?,
@@ -47,7 +47,7 @@ fn from_row(r: &AnyRow) -> AppResult<Repo> {
 pub async fn insert<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
     db: E,
     r: &Repo,
-) -> AppResult<()> {
+) -> StoreResult<()> {
     let mut q = Sql::new("INSERT INTO repos (uuid, visibility_level, name, create_datetime, last_update_datetime, default_branch, is_auto_update_repo, default_commit, is_only_tag_update, is_compilable_repo, creator_uuid, repository_registry_uuid) VALUES (");
     q.bind(r.uuid)
         .push(", ")
@@ -75,7 +75,7 @@ pub async fn insert<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
     Ok(())
 }
 
-pub async fn update(db: &AnyPool, r: &Repo) -> AppResult<()> {
+pub async fn update(db: &AnyPool, r: &Repo) -> StoreResult<()> {
     let mut q = Sql::new("UPDATE repos SET visibility_level = ");
     q.bind(r.visibility_level.as_str())
         .push(", name = ")
@@ -93,7 +93,7 @@ pub async fn update(db: &AnyPool, r: &Repo) -> AppResult<()> {
     Ok(())
 }
 
-pub async fn get(db: &AnyPool, uuid: Uuid) -> AppResult<Option<Repo>> {
+pub async fn get(db: &AnyPool, uuid: Uuid) -> StoreResult<Option<Repo>> {
     let mut q = Sql::new("SELECT * FROM repos WHERE uuid = ");
     q.bind(uuid);
     q.fetch_optional(db)
@@ -103,7 +103,7 @@ pub async fn get(db: &AnyPool, uuid: Uuid) -> AppResult<Option<Repo>> {
         .transpose()
 }
 
-pub async fn name_taken(db: &AnyPool, name: &str, except: Option<Uuid>) -> AppResult<bool> {
+pub async fn name_taken(db: &AnyPool, name: &str, except: Option<Uuid>) -> StoreResult<bool> {
     let mut q = Sql::new("SELECT COUNT(*) FROM repos WHERE name = ");
     q.bind(name);
     if let Some(u) = except {
@@ -112,12 +112,12 @@ pub async fn name_taken(db: &AnyPool, name: &str, except: Option<Uuid>) -> AppRe
     Ok(q.fetch_i64(db).await? > 0)
 }
 
-pub async fn count(db: &AnyPool) -> AppResult<i64> {
+pub async fn count(db: &AnyPool) -> StoreResult<i64> {
     Sql::new("SELECT COUNT(*) FROM repos").fetch_i64(db).await
 }
 
 /// Public repos (what federation publishes), in uuid order.
-pub async fn public_page(db: &AnyPool, offset: i64, limit: i64) -> AppResult<Vec<Repo>> {
+pub async fn public_page(db: &AnyPool, offset: i64, limit: i64) -> StoreResult<Vec<Repo>> {
     let mut q = Sql::new("SELECT * FROM repos WHERE visibility_level = ");
     q.bind(VisibilityLevel::Public.as_str())
         .push(" ORDER BY uuid");
@@ -125,19 +125,19 @@ pub async fn public_page(db: &AnyPool, offset: i64, limit: i64) -> AppResult<Vec
     map_rows(q.fetch_all(db).await?, from_row)
 }
 
-pub async fn count_public(db: &AnyPool) -> AppResult<i64> {
+pub async fn count_public(db: &AnyPool) -> StoreResult<i64> {
     let mut q = Sql::new("SELECT COUNT(*) FROM repos WHERE visibility_level = ");
     q.bind(VisibilityLevel::Public.as_str());
     q.fetch_i64(db).await
 }
 
-pub async fn count_by_registry(db: &AnyPool, registry: Uuid) -> AppResult<i64> {
+pub async fn count_by_registry(db: &AnyPool, registry: Uuid) -> StoreResult<i64> {
     let mut q = Sql::new("SELECT COUNT(*) FROM repos WHERE repository_registry_uuid = ");
     q.bind(registry);
     q.fetch_i64(db).await
 }
 
-pub async fn all(db: &AnyPool) -> AppResult<Vec<Repo>> {
+pub async fn all(db: &AnyPool) -> StoreResult<Vec<Repo>> {
     map_rows(
         Sql::new("SELECT * FROM repos ORDER BY create_datetime")
             .fetch_all(db)
@@ -147,7 +147,7 @@ pub async fn all(db: &AnyPool) -> AppResult<Vec<Repo>> {
 }
 
 /// Repos whose units follow the repo's target version automatically.
-pub async fn auto_updating(db: &AnyPool) -> AppResult<Vec<Repo>> {
+pub async fn auto_updating(db: &AnyPool) -> StoreResult<Vec<Repo>> {
     let mut q = Sql::new("SELECT * FROM repos WHERE is_auto_update_repo = ");
     q.bind(true).push(" ORDER BY create_datetime");
     map_rows(q.fetch_all(db).await?, from_row)
@@ -156,7 +156,7 @@ pub async fn auto_updating(db: &AnyPool) -> AppResult<Vec<Repo>> {
 pub async fn delete<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
     db: E,
     uuid: Uuid,
-) -> AppResult<()> {
+) -> StoreResult<()> {
     let mut q = Sql::new("DELETE FROM repos WHERE uuid = ");
     q.bind(uuid);
     q.execute(db).await?;
@@ -181,7 +181,7 @@ pub async fn list(
     db: &AnyPool,
     f: &RepoFilter,
     scope: &VisibilityScope,
-) -> AppResult<(i64, Vec<Repo>)> {
+) -> StoreResult<(i64, Vec<Repo>)> {
     let mut cond = Sql::new(" FROM repos r JOIN repository_registries g ON g.uuid = r.repository_registry_uuid WHERE 1=1");
     if let Some(g) = f.repository_registry_uuid {
         cond.push(" AND r.repository_registry_uuid = ").bind(g);

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::{RowExt, Sql};
 use crate::domain;
-use crate::error::AppResult;
+use crate::store::StoreResult;
 
 /// What a column holds; `Opt*` columns accept JSON null.
 #[derive(Clone, Copy, Debug)]
@@ -240,7 +240,7 @@ impl Table {
     }
 
     /// One row as a JSON record.
-    pub fn record(&self, row: &AnyRow) -> AppResult<Map<String, Json>> {
+    pub fn record(&self, row: &AnyRow) -> StoreResult<Map<String, Json>> {
         let mut out = Map::new();
         for (col, kind) in self.columns {
             let v = match kind {

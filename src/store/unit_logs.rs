@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::{map_rows, RowExt, Sql};
 use crate::domain::{LogLevel, Order};
-use crate::error::AppResult;
+use crate::store::StoreResult;
 
 /// A log line to store. Timestamps are in the format of [`crate::domain::format_time`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,7 +36,7 @@ pub struct UnitLog {
     pub expiration_datetime: String,
 }
 
-fn from_row(r: &AnyRow) -> AppResult<UnitLog> {
+fn from_row(r: &AnyRow) -> StoreResult<UnitLog> {
     Ok(UnitLog {
         uuid: r.uuid("uuid")?,
         level: r.parsed("level")?,
@@ -60,7 +60,7 @@ const _: () = assert!(ROWS_PER_STATEMENT * COLUMNS <= MAX_BIND_PARAMETERS);
 
 /// Stores every row in one transaction, [`ROWS_PER_STATEMENT`] rows per statement. Returns the
 /// number of rows stored.
-pub async fn insert_batch(db: &AnyPool, logs: &[NewUnitLog]) -> AppResult<u64> {
+pub async fn insert_batch(db: &AnyPool, logs: &[NewUnitLog]) -> StoreResult<u64> {
     if logs.is_empty() {
         return Ok(0);
     }
@@ -110,7 +110,7 @@ pub async fn list(
     offset: i64,
     limit: i64,
     now: &str,
-) -> AppResult<(i64, Vec<UnitLog>)> {
+) -> StoreResult<(i64, Vec<UnitLog>)> {
     let mut cond = Sql::new(" FROM unit_logs WHERE unit_uuid = ");
     cond.bind(unit_uuid)
         .push(" AND expiration_datetime > ")
@@ -146,7 +146,7 @@ pub async fn page_after(
     after: Option<(&str, Uuid)>,
     limit: i64,
     now: &str,
-) -> AppResult<Vec<UnitLog>> {
+) -> StoreResult<Vec<UnitLog>> {
     let mut q = Sql::new("SELECT * FROM unit_logs WHERE unit_uuid = ");
     q.bind(unit_uuid)
         .push(" AND expiration_datetime > ")
@@ -166,7 +166,7 @@ pub async fn page_after(
 }
 
 /// Which of `uuids` are stored (any unit).
-pub async fn taken_uuids(db: &AnyPool, uuids: &[Uuid]) -> AppResult<Vec<Uuid>> {
+pub async fn taken_uuids(db: &AnyPool, uuids: &[Uuid]) -> StoreResult<Vec<Uuid>> {
     let mut out = Vec::new();
     // far below the bind limit of both backends
     for chunk in uuids.chunks(1000) {
@@ -180,14 +180,14 @@ pub async fn taken_uuids(db: &AnyPool, uuids: &[Uuid]) -> AppResult<Vec<Uuid>> {
 }
 
 /// Deletes every log of a unit; returns how many there were.
-pub async fn delete_for_unit(db: &AnyPool, unit_uuid: Uuid) -> AppResult<u64> {
+pub async fn delete_for_unit(db: &AnyPool, unit_uuid: Uuid) -> StoreResult<u64> {
     let mut q = Sql::new("DELETE FROM unit_logs WHERE unit_uuid = ");
     q.bind(unit_uuid);
     q.execute(db).await
 }
 
 /// Deletes the logs expired at `now` (the ones [`list`] no longer returns).
-pub async fn delete_expired(db: &AnyPool, now: &str) -> AppResult<u64> {
+pub async fn delete_expired(db: &AnyPool, now: &str) -> StoreResult<u64> {
     let mut q = Sql::new("DELETE FROM unit_logs WHERE expiration_datetime <= ");
     q.bind(now);
     q.execute(db).await

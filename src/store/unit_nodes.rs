@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::{map_rows, push_visibility, RowExt, Sql, VisibilityScope};
 use crate::domain::{Order, UnitNodeType, VisibilityLevel};
-use crate::error::AppResult;
+use crate::store::StoreResult;
 
 /// A node; serializes as the wire `UnitNodeRead`.
 #[derive(Clone, Debug, Serialize, ToSchema)]
@@ -41,7 +41,7 @@ pub struct UnitNodeEdge {
     pub creator_uuid: Uuid,
 }
 
-fn from_row(r: &AnyRow) -> AppResult<UnitNode> {
+fn from_row(r: &AnyRow) -> StoreResult<UnitNode> {
     Ok(UnitNode {
         uuid: r.uuid("uuid")?,
         node_type: r.parsed("type")?,
@@ -64,7 +64,7 @@ fn from_row(r: &AnyRow) -> AppResult<UnitNode> {
 pub async fn insert<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
     db: E,
     n: &UnitNode,
-) -> AppResult<()> {
+) -> StoreResult<()> {
     let mut q = Sql::new("INSERT INTO unit_nodes (uuid, type, visibility_level, is_rewritable_input, max_connections, topic_name, last_update_datetime, is_data_pipe_active, data_pipe_yml, data_pipe_status, data_pipe_error, create_datetime, state, unit_uuid, creator_uuid) VALUES (");
     q.bind(n.uuid)
         .push(", ")
@@ -101,7 +101,7 @@ pub async fn insert<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
 }
 
 /// Saves the user-editable settings of a node.
-pub async fn update_settings(db: &AnyPool, n: &UnitNode) -> AppResult<()> {
+pub async fn update_settings(db: &AnyPool, n: &UnitNode) -> StoreResult<()> {
     let mut q = Sql::new("UPDATE unit_nodes SET visibility_level = ");
     q.bind(n.visibility_level.as_str());
     q.push(", is_rewritable_input = ")
@@ -122,7 +122,7 @@ pub async fn set_state<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
     uuid: Uuid,
     state: Option<&str>,
     now: &str,
-) -> AppResult<()> {
+) -> StoreResult<()> {
     let mut q = Sql::new("UPDATE unit_nodes SET state = ");
     q.bind(state).push(", last_update_datetime = ").bind(now);
     q.push(" WHERE uuid = ").bind(uuid);
@@ -135,7 +135,7 @@ pub async fn raise_visibility<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
     db: E,
     unit: Uuid,
     level: VisibilityLevel,
-) -> AppResult<()> {
+) -> StoreResult<()> {
     let weaker: Vec<&str> = VisibilityLevel::ALL
         .iter()
         .filter(|l| l.strictness() < level.strictness())
@@ -156,14 +156,14 @@ pub async fn raise_visibility<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
 pub async fn delete<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
     db: E,
     uuid: Uuid,
-) -> AppResult<()> {
+) -> StoreResult<()> {
     let mut q = Sql::new("DELETE FROM unit_nodes WHERE uuid = ");
     q.bind(uuid);
     q.execute(db).await?;
     Ok(())
 }
 
-pub async fn get(db: &AnyPool, uuid: Uuid) -> AppResult<Option<UnitNode>> {
+pub async fn get(db: &AnyPool, uuid: Uuid) -> StoreResult<Option<UnitNode>> {
     let mut q = Sql::new("SELECT * FROM unit_nodes WHERE uuid = ");
     q.bind(uuid);
     q.fetch_optional(db)
@@ -176,13 +176,13 @@ pub async fn get(db: &AnyPool, uuid: Uuid) -> AppResult<Option<UnitNode>> {
 pub async fn by_unit<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
     db: E,
     unit: Uuid,
-) -> AppResult<Vec<UnitNode>> {
+) -> StoreResult<Vec<UnitNode>> {
     let mut q = Sql::new("SELECT * FROM unit_nodes WHERE unit_uuid = ");
     q.bind(unit).push(" ORDER BY create_datetime, topic_name");
     map_rows(q.fetch_all(db).await?, from_row)
 }
 
-pub async fn count(db: &AnyPool) -> AppResult<i64> {
+pub async fn count(db: &AnyPool) -> StoreResult<i64> {
     Sql::new("SELECT COUNT(*) FROM unit_nodes")
         .fetch_i64(db)
         .await
@@ -193,7 +193,7 @@ pub async fn count(db: &AnyPool) -> AppResult<i64> {
 pub async fn by_unit_with_links(
     db: &AnyPool,
     unit: Uuid,
-) -> AppResult<Vec<(UnitNode, Vec<(Uuid, String)>)>> {
+) -> StoreResult<Vec<(UnitNode, Vec<(Uuid, String)>)>> {
     let mut q = Sql::new("SELECT n.*, o.uuid AS linked_output_uuid, o.topic_name AS linked_output_topic FROM unit_nodes n LEFT JOIN unit_node_edges e ON e.node_input_uuid = n.uuid LEFT JOIN unit_nodes o ON o.uuid = e.node_output_uuid WHERE n.unit_uuid = ");
     q.bind(unit)
         .push(" ORDER BY n.create_datetime, n.topic_name, n.uuid, e.create_datetime, o.uuid");
@@ -268,7 +268,7 @@ pub async fn list(
     db: &AnyPool,
     f: &UnitNodeFilter,
     scope: &VisibilityScope,
-) -> AppResult<(i64, Vec<UnitNode>)> {
+) -> StoreResult<(i64, Vec<UnitNode>)> {
     let mut cond = Sql::new(" FROM unit_nodes WHERE 1=1");
     cond.append(&conditions(f, scope));
     let mut count = Sql::new("SELECT COUNT(*)");
@@ -283,7 +283,7 @@ pub async fn list(
     Ok((total, map_rows(q.fetch_all(db).await?, from_row)?))
 }
 
-fn edge_from_row(r: &AnyRow) -> AppResult<UnitNodeEdge> {
+fn edge_from_row(r: &AnyRow) -> StoreResult<UnitNodeEdge> {
     Ok(UnitNodeEdge {
         uuid: r.uuid("uuid")?,
         node_output_uuid: r.uuid("node_output_uuid")?,
@@ -295,7 +295,7 @@ fn edge_from_row(r: &AnyRow) -> AppResult<UnitNodeEdge> {
 pub async fn insert_edge<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
     db: E,
     e: &UnitNodeEdge,
-) -> AppResult<()> {
+) -> StoreResult<()> {
     let mut q = Sql::new("INSERT INTO unit_node_edges (uuid, node_output_uuid, node_input_uuid, creator_uuid, create_datetime) VALUES (");
     q.bind(e.uuid)
         .push(", ")
@@ -311,7 +311,7 @@ pub async fn insert_edge<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
     Ok(())
 }
 
-pub async fn get_edge(db: &AnyPool, uuid: Uuid) -> AppResult<Option<UnitNodeEdge>> {
+pub async fn get_edge(db: &AnyPool, uuid: Uuid) -> StoreResult<Option<UnitNodeEdge>> {
     let mut q = Sql::new("SELECT * FROM unit_node_edges WHERE uuid = ");
     q.bind(uuid);
     q.fetch_optional(db)
@@ -321,14 +321,14 @@ pub async fn get_edge(db: &AnyPool, uuid: Uuid) -> AppResult<Option<UnitNodeEdge
         .transpose()
 }
 
-pub async fn edge_exists(db: &AnyPool, output: Uuid, input: Uuid) -> AppResult<bool> {
+pub async fn edge_exists(db: &AnyPool, output: Uuid, input: Uuid) -> StoreResult<bool> {
     let mut q = Sql::new("SELECT COUNT(*) FROM unit_node_edges WHERE node_output_uuid = ");
     q.bind(output).push(" AND node_input_uuid = ").bind(input);
     Ok(q.fetch_i64(db).await? > 0)
 }
 
 /// Edges touching a node as output or as input.
-pub async fn count_edges(db: &AnyPool, node: Uuid, as_output: bool) -> AppResult<i64> {
+pub async fn count_edges(db: &AnyPool, node: Uuid, as_output: bool) -> StoreResult<i64> {
     let col = if as_output {
         "node_output_uuid"
     } else {
@@ -339,7 +339,7 @@ pub async fn count_edges(db: &AnyPool, node: Uuid, as_output: bool) -> AppResult
     q.fetch_i64(db).await
 }
 
-pub async fn count_all_edges(db: &AnyPool) -> AppResult<i64> {
+pub async fn count_all_edges(db: &AnyPool) -> StoreResult<i64> {
     Sql::new("SELECT COUNT(*) FROM unit_node_edges")
         .fetch_i64(db)
         .await
@@ -348,7 +348,7 @@ pub async fn count_all_edges(db: &AnyPool) -> AppResult<i64> {
 pub async fn delete_edge<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
     db: E,
     uuid: Uuid,
-) -> AppResult<()> {
+) -> StoreResult<()> {
     let mut q = Sql::new("DELETE FROM unit_node_edges WHERE uuid = ");
     q.bind(uuid);
     q.execute(db).await?;
@@ -368,7 +368,7 @@ pub async fn count_links<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
     db: E,
     output: LinkEnd,
     input: LinkEnd,
-) -> AppResult<i64> {
+) -> StoreResult<i64> {
     let mut q = Sql::new("SELECT COUNT(*) FROM unit_node_edges e JOIN unit_nodes o ON o.uuid = e.node_output_uuid JOIN unit_nodes i ON i.uuid = e.node_input_uuid WHERE ");
     match output {
         LinkEnd::Node(n) => q.push("o.uuid = ").bind(n),

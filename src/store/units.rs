@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::unit_nodes::UnitNode;
 use super::{map_rows, push_visibility, RowExt, Sql, VisibilityScope};
 use crate::domain::{LogLevel, Order, UnitFirmwareUpdateStatus, VisibilityLevel};
-use crate::error::AppResult;
+use crate::store::StoreResult;
 
 /// The last `state` a device reported (wire `UnitStateRead`).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
@@ -56,7 +56,7 @@ pub struct Unit {
     pub cipher_state_storage: Option<String>,
 }
 
-fn from_row(r: &AnyRow) -> AppResult<Unit> {
+fn from_row(r: &AnyRow) -> StoreResult<Unit> {
     Ok(Unit {
         uuid: r.uuid("uuid")?,
         visibility_level: r.parsed("visibility_level")?,
@@ -87,7 +87,7 @@ fn from_row(r: &AnyRow) -> AppResult<Unit> {
 pub async fn insert<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
     db: E,
     u: &Unit,
-) -> AppResult<()> {
+) -> StoreResult<()> {
     let mut q = Sql::new("INSERT INTO units (uuid, visibility_level, name, create_datetime, last_update_datetime, is_auto_update_from_repo_unit, target_firmware_platform, repo_branch, repo_commit, unit_state, cipher_env, cipher_state_storage, current_commit_version, firmware_update_status, firmware_update_error, last_firmware_update_datetime, creator_uuid, repo_uuid, alert_log_level, alerts_muted_until) VALUES (");
     q.bind(u.uuid)
         .push(", ")
@@ -135,7 +135,7 @@ pub async fn insert<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
 pub async fn update<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
     db: E,
     u: &Unit,
-) -> AppResult<()> {
+) -> StoreResult<()> {
     let mut q = Sql::new("UPDATE units SET visibility_level = ");
     q.bind(u.visibility_level.as_str())
         .push(", name = ")
@@ -159,7 +159,7 @@ pub async fn set_alerts(
     uuid: Uuid,
     level: LogLevel,
     muted_until: Option<&str>,
-) -> AppResult<()> {
+) -> StoreResult<()> {
     let mut q = Sql::new("UPDATE units SET alert_log_level = ");
     q.bind(level.as_str())
         .push(", alerts_muted_until = ")
@@ -170,14 +170,18 @@ pub async fn set_alerts(
     Ok(())
 }
 
-pub async fn set_env(db: &AnyPool, uuid: Uuid, cipher_env: Option<String>) -> AppResult<()> {
+pub async fn set_env(db: &AnyPool, uuid: Uuid, cipher_env: Option<String>) -> StoreResult<()> {
     let mut q = Sql::new("UPDATE units SET cipher_env = ");
     q.bind(cipher_env).push(" WHERE uuid = ").bind(uuid);
     q.execute(db).await?;
     Ok(())
 }
 
-pub async fn set_state_storage(db: &AnyPool, uuid: Uuid, cipher: Option<String>) -> AppResult<()> {
+pub async fn set_state_storage(
+    db: &AnyPool,
+    uuid: Uuid,
+    cipher: Option<String>,
+) -> StoreResult<()> {
     let mut q = Sql::new("UPDATE units SET cipher_state_storage = ");
     q.bind(cipher).push(" WHERE uuid = ").bind(uuid);
     q.execute(db).await?;
@@ -190,7 +194,7 @@ pub async fn set_firmware_status(
     status: UnitFirmwareUpdateStatus,
     error: Option<String>,
     last_update: Option<&str>,
-) -> AppResult<()> {
+) -> StoreResult<()> {
     let mut q = Sql::new("UPDATE units SET firmware_update_status = ");
     q.bind(status.as_str())
         .push(", firmware_update_error = ")
@@ -215,7 +219,7 @@ pub async fn set_reported_state<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>
     db: E,
     uuid: Uuid,
     w: &ReportedStateWrite<'_>,
-) -> AppResult<()> {
+) -> StoreResult<()> {
     let mut q = Sql::new("UPDATE units SET unit_state = ");
     q.bind(w.unit_state)
         .push(", current_commit_version = ")
@@ -232,7 +236,7 @@ pub async fn set_reported_state<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>
 }
 
 /// Units whose `Update` was sent before `before` and never answered.
-pub async fn stale_update_requests(db: &AnyPool, before: &str) -> AppResult<Vec<Uuid>> {
+pub async fn stale_update_requests(db: &AnyPool, before: &str) -> StoreResult<Vec<Uuid>> {
     let mut q = Sql::new("SELECT uuid FROM units WHERE firmware_update_status = ");
     q.bind(UnitFirmwareUpdateStatus::RequestSent.as_str())
         .push(" AND last_firmware_update_datetime < ")
@@ -247,7 +251,7 @@ pub async fn fail_update_request(
     uuid: Uuid,
     before: &str,
     error: &str,
-) -> AppResult<bool> {
+) -> StoreResult<bool> {
     let mut q = Sql::new("UPDATE units SET firmware_update_status = ");
     q.bind(UnitFirmwareUpdateStatus::Error.as_str())
         .push(", firmware_update_error = ")
@@ -261,7 +265,7 @@ pub async fn fail_update_request(
     Ok(q.execute(db).await? > 0)
 }
 
-pub async fn get(db: &AnyPool, uuid: Uuid) -> AppResult<Option<Unit>> {
+pub async fn get(db: &AnyPool, uuid: Uuid) -> StoreResult<Option<Unit>> {
     let mut q = Sql::new("SELECT * FROM units WHERE uuid = ");
     q.bind(uuid);
     q.fetch_optional(db)
@@ -272,7 +276,7 @@ pub async fn get(db: &AnyPool, uuid: Uuid) -> AppResult<Option<Unit>> {
 }
 
 /// The unit of that name (names are unique).
-pub async fn by_name(db: &AnyPool, name: &str) -> AppResult<Option<Unit>> {
+pub async fn by_name(db: &AnyPool, name: &str) -> StoreResult<Option<Unit>> {
     let mut q = Sql::new("SELECT * FROM units WHERE name = ");
     q.bind(name);
     q.fetch_optional(db)
@@ -282,7 +286,7 @@ pub async fn by_name(db: &AnyPool, name: &str) -> AppResult<Option<Unit>> {
         .transpose()
 }
 
-pub async fn name_taken(db: &AnyPool, name: &str, except: Option<Uuid>) -> AppResult<bool> {
+pub async fn name_taken(db: &AnyPool, name: &str, except: Option<Uuid>) -> StoreResult<bool> {
     let mut q = Sql::new("SELECT COUNT(*) FROM units WHERE name = ");
     q.bind(name);
     if let Some(u) = except {
@@ -291,12 +295,12 @@ pub async fn name_taken(db: &AnyPool, name: &str, except: Option<Uuid>) -> AppRe
     Ok(q.fetch_i64(db).await? > 0)
 }
 
-pub async fn count(db: &AnyPool) -> AppResult<i64> {
+pub async fn count(db: &AnyPool) -> StoreResult<i64> {
     Sql::new("SELECT COUNT(*) FROM units").fetch_i64(db).await
 }
 
 /// Public units (what federation publishes), in uuid order.
-pub async fn public_page(db: &AnyPool, offset: i64, limit: i64) -> AppResult<Vec<Unit>> {
+pub async fn public_page(db: &AnyPool, offset: i64, limit: i64) -> StoreResult<Vec<Unit>> {
     let mut q = Sql::new("SELECT * FROM units WHERE visibility_level = ");
     q.bind(VisibilityLevel::Public.as_str())
         .push(" ORDER BY uuid");
@@ -304,26 +308,26 @@ pub async fn public_page(db: &AnyPool, offset: i64, limit: i64) -> AppResult<Vec
     map_rows(q.fetch_all(db).await?, from_row)
 }
 
-pub async fn count_public(db: &AnyPool) -> AppResult<i64> {
+pub async fn count_public(db: &AnyPool) -> StoreResult<i64> {
     let mut q = Sql::new("SELECT COUNT(*) FROM units WHERE visibility_level = ");
     q.bind(VisibilityLevel::Public.as_str());
     q.fetch_i64(db).await
 }
 
-pub async fn count_by_repo(db: &AnyPool, repo: Uuid) -> AppResult<i64> {
+pub async fn count_by_repo(db: &AnyPool, repo: Uuid) -> StoreResult<i64> {
     let mut q = Sql::new("SELECT COUNT(*) FROM units WHERE repo_uuid = ");
     q.bind(repo);
     q.fetch_i64(db).await
 }
 
-pub async fn by_repo(db: &AnyPool, repo: Uuid) -> AppResult<Vec<Unit>> {
+pub async fn by_repo(db: &AnyPool, repo: Uuid) -> StoreResult<Vec<Unit>> {
     let mut q = Sql::new("SELECT * FROM units WHERE repo_uuid = ");
     q.bind(repo).push(" ORDER BY create_datetime");
     map_rows(q.fetch_all(db).await?, from_row)
 }
 
 /// `(current_commit_version, count)` of a repo's units, largest group first.
-pub async fn versions_of_repo(db: &AnyPool, repo: Uuid) -> AppResult<Vec<(Option<String>, i64)>> {
+pub async fn versions_of_repo(db: &AnyPool, repo: Uuid) -> StoreResult<Vec<(Option<String>, i64)>> {
     let mut q =
         Sql::new("SELECT current_commit_version AS v, COUNT(*) AS n FROM units WHERE repo_uuid = ");
     q.bind(repo)
@@ -336,7 +340,7 @@ pub async fn versions_of_repo(db: &AnyPool, repo: Uuid) -> AppResult<Vec<(Option
 pub async fn delete<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
     db: E,
     uuid: Uuid,
-) -> AppResult<()> {
+) -> StoreResult<()> {
     let mut q = Sql::new("DELETE FROM units WHERE uuid = ");
     q.bind(uuid);
     q.execute(db).await?;
@@ -365,7 +369,7 @@ pub async fn list(
     db: &AnyPool,
     f: &UnitFilter,
     scope: &VisibilityScope,
-) -> AppResult<(i64, Vec<Unit>)> {
+) -> StoreResult<(i64, Vec<Unit>)> {
     let mut cond = Sql::new(" FROM units WHERE 1=1");
     if !f.uuids.is_empty() {
         cond.push(" AND uuid IN ")

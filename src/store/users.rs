@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::{map_rows, RowExt, Sql};
 use crate::domain::{Order, UserRole, UserStatus};
-use crate::error::AppResult;
+use crate::store::StoreResult;
 
 /// A user; serializes as the wire `UserRead`.
 #[derive(Clone, Debug, Serialize, ToSchema)]
@@ -31,7 +31,7 @@ pub struct User {
     pub telegram_language: Option<String>,
 }
 
-fn from_row(r: &AnyRow) -> AppResult<User> {
+fn from_row(r: &AnyRow) -> StoreResult<User> {
     Ok(User {
         uuid: r.uuid("uuid")?,
         role: r.parsed("role")?,
@@ -47,7 +47,7 @@ fn from_row(r: &AnyRow) -> AppResult<User> {
     })
 }
 
-pub async fn insert(db: &AnyPool, u: &User) -> AppResult<()> {
+pub async fn insert(db: &AnyPool, u: &User) -> StoreResult<()> {
     let mut q = Sql::new("INSERT INTO users (uuid, role, status, login, hashed_password, cipher_dynamic_salt, telegram_chat_id, grafana_org_name, grafana_org_id, create_datetime) VALUES (");
     q.bind(u.uuid)
         .push(", ")
@@ -71,7 +71,7 @@ pub async fn insert(db: &AnyPool, u: &User) -> AppResult<()> {
     Ok(())
 }
 
-pub async fn get(db: &AnyPool, uuid: Uuid) -> AppResult<Option<User>> {
+pub async fn get(db: &AnyPool, uuid: Uuid) -> StoreResult<Option<User>> {
     let mut q = Sql::new("SELECT * FROM users WHERE uuid = ");
     q.bind(uuid);
     q.fetch_optional(db)
@@ -82,7 +82,7 @@ pub async fn get(db: &AnyPool, uuid: Uuid) -> AppResult<Option<User>> {
 }
 
 /// By login, or by linked telegram chat id (as upstream's `credentials`).
-pub async fn get_by_credentials(db: &AnyPool, credentials: &str) -> AppResult<Option<User>> {
+pub async fn get_by_credentials(db: &AnyPool, credentials: &str) -> StoreResult<Option<User>> {
     let mut q = Sql::new("SELECT * FROM users WHERE login = ");
     q.bind(credentials)
         .push(" OR telegram_chat_id = ")
@@ -95,7 +95,7 @@ pub async fn get_by_credentials(db: &AnyPool, credentials: &str) -> AppResult<Op
         .transpose()
 }
 
-pub async fn get_by_login(db: &AnyPool, login: &str) -> AppResult<Option<User>> {
+pub async fn get_by_login(db: &AnyPool, login: &str) -> StoreResult<Option<User>> {
     let mut q = Sql::new("SELECT * FROM users WHERE login = ");
     q.bind(login);
     q.fetch_optional(db)
@@ -105,7 +105,7 @@ pub async fn get_by_login(db: &AnyPool, login: &str) -> AppResult<Option<User>> 
         .transpose()
 }
 
-pub async fn login_taken(db: &AnyPool, login: &str, except: Option<Uuid>) -> AppResult<bool> {
+pub async fn login_taken(db: &AnyPool, login: &str, except: Option<Uuid>) -> StoreResult<bool> {
     let mut q = Sql::new("SELECT COUNT(*) FROM users WHERE login = ");
     q.bind(login);
     if let Some(u) = except {
@@ -114,11 +114,11 @@ pub async fn login_taken(db: &AnyPool, login: &str, except: Option<Uuid>) -> App
     Ok(q.fetch_i64(db).await? > 0)
 }
 
-pub async fn count(db: &AnyPool) -> AppResult<i64> {
+pub async fn count(db: &AnyPool) -> StoreResult<i64> {
     Sql::new("SELECT COUNT(*) FROM users").fetch_i64(db).await
 }
 
-pub async fn update_credentials(db: &AnyPool, u: &User) -> AppResult<()> {
+pub async fn update_credentials(db: &AnyPool, u: &User) -> StoreResult<()> {
     let mut q = Sql::new("UPDATE users SET login = ");
     q.bind(&u.login)
         .push(", hashed_password = ")
@@ -130,7 +130,7 @@ pub async fn update_credentials(db: &AnyPool, u: &User) -> AppResult<()> {
     Ok(())
 }
 
-pub async fn set_status(db: &AnyPool, uuid: Uuid, status: UserStatus) -> AppResult<()> {
+pub async fn set_status(db: &AnyPool, uuid: Uuid, status: UserStatus) -> StoreResult<()> {
     let mut q = Sql::new("UPDATE users SET status = ");
     q.bind(status.as_str()).push(" WHERE uuid = ").bind(uuid);
     q.execute(db).await?;
@@ -144,7 +144,7 @@ pub async fn link_telegram(
     uuid: Uuid,
     chat_id: &str,
     language: &str,
-) -> AppResult<()> {
+) -> StoreResult<()> {
     let mut tx = db.begin().await?;
     let mut q = Sql::new("UPDATE users SET telegram_chat_id = NULL WHERE telegram_chat_id = ");
     q.bind(chat_id).push(" AND uuid <> ").bind(uuid);
@@ -163,7 +163,7 @@ pub async fn link_telegram(
 }
 
 /// The user a Telegram chat is linked to.
-pub async fn by_telegram_chat(db: &AnyPool, chat_id: &str) -> AppResult<Option<User>> {
+pub async fn by_telegram_chat(db: &AnyPool, chat_id: &str) -> StoreResult<Option<User>> {
     let mut q = Sql::new("SELECT * FROM users WHERE telegram_chat_id = ");
     q.bind(chat_id).push(" ORDER BY create_datetime LIMIT 1");
     q.fetch_optional(db)
@@ -173,7 +173,7 @@ pub async fn by_telegram_chat(db: &AnyPool, chat_id: &str) -> AppResult<Option<U
         .transpose()
 }
 
-pub async fn set_telegram_language(db: &AnyPool, uuid: Uuid, language: &str) -> AppResult<()> {
+pub async fn set_telegram_language(db: &AnyPool, uuid: Uuid, language: &str) -> StoreResult<()> {
     let mut q = Sql::new("UPDATE users SET telegram_language = ");
     q.bind(language).push(" WHERE uuid = ").bind(uuid);
     q.execute(db).await?;
@@ -181,7 +181,7 @@ pub async fn set_telegram_language(db: &AnyPool, uuid: Uuid, language: &str) -> 
 }
 
 /// Admins that are not blocked and have a linked Telegram chat (receivers of crash alerts).
-pub async fn admins_with_telegram(db: &AnyPool) -> AppResult<Vec<User>> {
+pub async fn admins_with_telegram(db: &AnyPool) -> StoreResult<Vec<User>> {
     let q = Sql::new(
         "SELECT * FROM users WHERE role = 'Admin' AND status <> 'Blocked' AND telegram_chat_id IS NOT NULL ORDER BY create_datetime",
     );
@@ -199,7 +199,7 @@ pub struct UserFilter {
     pub limit: i64,
 }
 
-pub async fn list(db: &AnyPool, f: &UserFilter) -> AppResult<(i64, Vec<User>)> {
+pub async fn list(db: &AnyPool, f: &UserFilter) -> StoreResult<(i64, Vec<User>)> {
     let mut cond = Sql::new(" FROM users WHERE 1=1");
     if !f.uuids.is_empty() {
         cond.push(" AND uuid IN ")

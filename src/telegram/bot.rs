@@ -222,7 +222,7 @@ async fn answer(
             let agent = Agent::User(Box::new(user));
             match linked_command(instance, &agent, lang, command, &args).await {
                 Ok(text) => text,
-                Err(e) => texts::failed(lang, &e.message),
+                Err(e) => texts::failed(lang, e.message()),
             }
         }
     }
@@ -252,7 +252,7 @@ async fn start(
 async fn info(instance: &Instance, lang: Lang, user: Option<&User>) -> String {
     let m = match instance.metrics(&Agent::Bot).await {
         Ok(m) => m,
-        Err(e) => return texts::failed(lang, &e.message),
+        Err(e) => return texts::failed(lang, e.message()),
     };
     let c = &instance.config;
     texts::info(

@@ -32,8 +32,8 @@ use uuid::Uuid;
 use super::{LogCursor, LogQuery};
 use crate::config::ClickHouseConfig;
 use crate::domain::{format_time, parse_time, LogLevel, Order};
-use crate::error::{AppError, AppResult};
 use crate::store::unit_logs::{NewUnitLog, UnitLog};
+use crate::store::{StoreError, StoreResult};
 
 /// The first version with `TTL` clauses on MergeTree tables.
 const TTL_SINCE: (u32, u32) = (19, 6);
@@ -71,19 +71,19 @@ pub struct ClickHouseLogs {
     pub native_ttl: bool,
 }
 
-fn ch_err(e: clickhouse::error::Error) -> AppError {
-    AppError::internal(format!("clickhouse: {e}"))
+fn ch_err(e: clickhouse::error::Error) -> StoreError {
+    StoreError::Telemetry(e.to_string())
 }
 
 fn level_code(l: LogLevel) -> i8 {
     LogLevel::ALL.iter().position(|x| *x == l).unwrap_or(0) as i8 + 1
 }
 
-fn level_of(code: i8) -> AppResult<LogLevel> {
+fn level_of(code: i8) -> StoreResult<LogLevel> {
     usize::try_from(code - 1)
         .ok()
         .and_then(|i| LogLevel::ALL.get(i).copied())
-        .ok_or_else(|| AppError::internal(format!("clickhouse: unknown level code {code}")))
+        .ok_or_else(|| StoreError::Telemetry(format!("unknown level code {code}")))
 }
 
 /// `(seconds, microseconds)` of a naive UTC instant, clamped to what `DateTime` holds.
@@ -98,10 +98,10 @@ fn split(t: NaiveDateTime) -> (u32, u32) {
     (secs as u32, t.and_utc().timestamp_subsec_micros())
 }
 
-fn split_text(s: &str) -> AppResult<(u32, u32)> {
+fn split_text(s: &str) -> StoreResult<(u32, u32)> {
     parse_time(s)
         .map(split)
-        .ok_or_else(|| AppError::internal(format!("clickhouse: bad timestamp {s:?}")))
+        .ok_or_else(|| StoreError::Telemetry(format!("bad timestamp {s:?}")))
 }
 
 fn join(secs: u32, micros: u32) -> String {
@@ -245,7 +245,7 @@ impl ClickHouseLogs {
     /// One INSERT (RowBinary, lz4) for the whole batch. A failed INSERT stores nothing of the
     /// batch when it has fewer rows than the server's `max_insert_block_size` (1M), which
     /// ingest batches always have; the caller may retry it.
-    pub async fn insert(&self, logs: &[NewUnitLog]) -> AppResult<u64> {
+    pub async fn insert(&self, logs: &[NewUnitLog]) -> StoreResult<u64> {
         if logs.is_empty() {
             return Ok(0);
         }
@@ -276,7 +276,7 @@ impl ClickHouseLogs {
     }
 
     /// The latest clear watermark of a unit (0: never cleared).
-    async fn watermark(&self, unit_uuid: Uuid) -> AppResult<u64> {
+    async fn watermark(&self, unit_uuid: Uuid) -> StoreResult<u64> {
         self.client
             .query("SELECT max(cleared_us) FROM unit_log_clears WHERE unit_uuid = toUUID(?)")
             .bind(unit_uuid.to_string())
@@ -286,7 +286,7 @@ impl ClickHouseLogs {
     }
 
     /// `unit_uuid = ... AND` visible at `now` (not expired, not cleared).
-    async fn visible(&self, unit_uuid: Uuid, now: NaiveDateTime) -> AppResult<Filter> {
+    async fn visible(&self, unit_uuid: Uuid, now: NaiveDateTime) -> StoreResult<Filter> {
         let (ns, nu) = split(now);
         let mut f = Filter::new();
         f.push(" WHERE unit_uuid = toUUID(")
@@ -306,7 +306,7 @@ impl ClickHouseLogs {
         Ok(f)
     }
 
-    fn to_log(r: LogRow) -> AppResult<UnitLog> {
+    fn to_log(r: LogRow) -> StoreResult<UnitLog> {
         Ok(UnitLog {
             uuid: r.uuid,
             level: level_of(r.level)?,
@@ -317,7 +317,7 @@ impl ClickHouseLogs {
         })
     }
 
-    async fn fetch(&self, f: &Filter, tail: &str) -> AppResult<Vec<UnitLog>> {
+    async fn fetch(&self, f: &Filter, tail: &str) -> StoreResult<Vec<UnitLog>> {
         let head = format!("SELECT {COLUMNS} FROM unit_logs");
         let rows: Vec<LogRow> = f
             .query(&self.client, &head, tail)
@@ -327,7 +327,11 @@ impl ClickHouseLogs {
         rows.into_iter().map(Self::to_log).collect()
     }
 
-    pub async fn query(&self, q: &LogQuery, now: NaiveDateTime) -> AppResult<(i64, Vec<UnitLog>)> {
+    pub async fn query(
+        &self,
+        q: &LogQuery,
+        now: NaiveDateTime,
+    ) -> StoreResult<(i64, Vec<UnitLog>)> {
         let mut f = self.visible(q.unit_uuid, now).await?;
         if !q.levels.is_empty() {
             // names of our own enum, never user text
@@ -364,7 +368,7 @@ impl ClickHouseLogs {
         after: Option<&LogCursor>,
         limit: i64,
         now: NaiveDateTime,
-    ) -> AppResult<Vec<UnitLog>> {
+    ) -> StoreResult<Vec<UnitLog>> {
         let mut f = self.visible(unit_uuid, now).await?;
         if let Some((t, id)) = after {
             let (s, us) = split_text(t)?;
@@ -385,7 +389,7 @@ impl ClickHouseLogs {
 
     /// A scan of the `uuid` column (not the sort key): only import calls it, once per chunk
     /// of lines.
-    pub async fn taken_uuids(&self, uuids: &[Uuid]) -> AppResult<HashSet<Uuid>> {
+    pub async fn taken_uuids(&self, uuids: &[Uuid]) -> StoreResult<HashSet<Uuid>> {
         let mut out = HashSet::new();
         // 4,000 quoted uuids stay under 18.16's 256 KiB max_query_size
         for chunk in uuids.chunks(4_000) {
@@ -410,7 +414,7 @@ impl ClickHouseLogs {
 
     /// Records the watermark (readers hide the lines at once), then starts the mutation that
     /// frees their space. Returns how many lines were visible.
-    pub async fn clear_unit(&self, unit_uuid: Uuid, now: NaiveDateTime) -> AppResult<u64> {
+    pub async fn clear_unit(&self, unit_uuid: Uuid, now: NaiveDateTime) -> StoreResult<u64> {
         let f = self.visible(unit_uuid, now).await?;
         let visible: u64 = f
             .query(&self.client, "SELECT count() FROM unit_logs", "")
@@ -440,7 +444,7 @@ impl ClickHouseLogs {
     /// The janitor: drops every partition whose expiry day ended before `now`'s day began
     /// (all its lines expired). Returns how many lines the dropped partitions held. Lines
     /// expiring later today stay until tomorrow's first run (readers skip them meanwhile).
-    pub async fn purge_expired(&self, now: NaiveDateTime) -> AppResult<u64> {
+    pub async fn purge_expired(&self, now: NaiveDateTime) -> StoreResult<u64> {
         let today: u32 = now.format("%Y%m%d").to_string().parse().unwrap_or(u32::MAX);
         let parts: Vec<(String, u64)> = self
             .client
@@ -474,7 +478,7 @@ impl ClickHouseLogs {
 
 impl ClickHouseLogs {
     /// Drops the whole database (`pepeunit load logs` cleans up after itself with it).
-    pub async fn drop_database(&self) -> AppResult<()> {
+    pub async fn drop_database(&self) -> StoreResult<()> {
         self.client
             .query(&format!("DROP DATABASE IF EXISTS {}", self.database))
             .execute()

@@ -21,8 +21,8 @@ use uuid::Uuid;
 
 use crate::config::Config;
 use crate::domain::{LogLevel, Order};
-use crate::error::AppResult;
 use crate::store::unit_logs::{NewUnitLog, UnitLog};
+use crate::store::StoreResult;
 
 /// One query of a unit's log lines. Timestamps are in [`crate::domain::format_time`]'s
 /// format, naive UTC.
@@ -72,7 +72,7 @@ impl LogStore {
     }
 
     /// Stores a batch (one transaction, or one ClickHouse INSERT); returns how many lines.
-    pub async fn insert(&self, logs: &[NewUnitLog]) -> AppResult<u64> {
+    pub async fn insert(&self, logs: &[NewUnitLog]) -> StoreResult<u64> {
         match self {
             LogStore::Sql(s) => s.insert(logs).await,
             LogStore::ClickHouse(c) => c.insert(logs).await,
@@ -80,7 +80,11 @@ impl LogStore {
     }
 
     /// `(total, page)` of a unit's lines visible at `now`.
-    pub async fn query(&self, q: &LogQuery, now: NaiveDateTime) -> AppResult<(i64, Vec<UnitLog>)> {
+    pub async fn query(
+        &self,
+        q: &LogQuery,
+        now: NaiveDateTime,
+    ) -> StoreResult<(i64, Vec<UnitLog>)> {
         match self {
             LogStore::Sql(s) => s.query(q, now).await,
             LogStore::ClickHouse(c) => c.query(q, now).await,
@@ -95,7 +99,7 @@ impl LogStore {
         after: Option<&LogCursor>,
         limit: i64,
         now: NaiveDateTime,
-    ) -> AppResult<Vec<UnitLog>> {
+    ) -> StoreResult<Vec<UnitLog>> {
         match self {
             LogStore::Sql(s) => s.page_after(unit_uuid, after, limit, now).await,
             LogStore::ClickHouse(c) => c.page_after(unit_uuid, after, limit, now).await,
@@ -103,7 +107,7 @@ impl LogStore {
     }
 
     /// Which of these line uuids are stored already (import remaps them).
-    pub async fn taken_uuids(&self, uuids: &[Uuid]) -> AppResult<HashSet<Uuid>> {
+    pub async fn taken_uuids(&self, uuids: &[Uuid]) -> StoreResult<HashSet<Uuid>> {
         match self {
             LogStore::Sql(s) => s.taken_uuids(uuids).await,
             LogStore::ClickHouse(c) => c.taken_uuids(uuids).await,
@@ -112,7 +116,7 @@ impl LogStore {
 
     /// Removes every line of a unit; readers stop seeing them when this returns. Returns how
     /// many lines were visible.
-    pub async fn clear_unit(&self, unit_uuid: Uuid, now: NaiveDateTime) -> AppResult<u64> {
+    pub async fn clear_unit(&self, unit_uuid: Uuid, now: NaiveDateTime) -> StoreResult<u64> {
         match self {
             LogStore::Sql(s) => s.clear_unit(unit_uuid).await,
             LogStore::ClickHouse(c) => c.clear_unit(unit_uuid, now).await,
@@ -121,7 +125,7 @@ impl LogStore {
 
     /// Frees the space of lines expired at `now`; returns how many lines were removed. Never
     /// changes what readers see (they skip expired lines themselves).
-    pub async fn purge_expired(&self, now: NaiveDateTime) -> AppResult<u64> {
+    pub async fn purge_expired(&self, now: NaiveDateTime) -> StoreResult<u64> {
         match self {
             LogStore::Sql(s) => s.purge_expired(now).await,
             LogStore::ClickHouse(c) => c.purge_expired(now).await,

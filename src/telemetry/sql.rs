@@ -11,8 +11,8 @@ use uuid::Uuid;
 
 use super::{LogCursor, LogQuery};
 use crate::domain::format_time;
-use crate::error::AppResult;
 use crate::store::unit_logs::{self as table, NewUnitLog, UnitLog};
+use crate::store::StoreResult;
 
 #[derive(Clone)]
 pub struct SqlLogs {
@@ -24,11 +24,15 @@ impl SqlLogs {
         SqlLogs { db }
     }
 
-    pub async fn insert(&self, logs: &[NewUnitLog]) -> AppResult<u64> {
+    pub async fn insert(&self, logs: &[NewUnitLog]) -> StoreResult<u64> {
         table::insert_batch(&self.db, logs).await
     }
 
-    pub async fn query(&self, q: &LogQuery, now: NaiveDateTime) -> AppResult<(i64, Vec<UnitLog>)> {
+    pub async fn query(
+        &self,
+        q: &LogQuery,
+        now: NaiveDateTime,
+    ) -> StoreResult<(i64, Vec<UnitLog>)> {
         table::list(
             &self.db,
             q.unit_uuid,
@@ -49,12 +53,12 @@ impl SqlLogs {
         after: Option<&LogCursor>,
         limit: i64,
         now: NaiveDateTime,
-    ) -> AppResult<Vec<UnitLog>> {
+    ) -> StoreResult<Vec<UnitLog>> {
         let after = after.map(|(t, id)| (t.as_str(), *id));
         table::page_after(&self.db, unit_uuid, after, limit, &format_time(now)).await
     }
 
-    pub async fn taken_uuids(&self, uuids: &[Uuid]) -> AppResult<HashSet<Uuid>> {
+    pub async fn taken_uuids(&self, uuids: &[Uuid]) -> StoreResult<HashSet<Uuid>> {
         Ok(table::taken_uuids(&self.db, uuids)
             .await?
             .into_iter()
@@ -62,11 +66,11 @@ impl SqlLogs {
     }
 
     /// Deleted in one statement: gone for readers at once.
-    pub async fn clear_unit(&self, unit_uuid: Uuid) -> AppResult<u64> {
+    pub async fn clear_unit(&self, unit_uuid: Uuid) -> StoreResult<u64> {
         table::delete_for_unit(&self.db, unit_uuid).await
     }
 
-    pub async fn purge_expired(&self, now: NaiveDateTime) -> AppResult<u64> {
+    pub async fn purge_expired(&self, now: NaiveDateTime) -> StoreResult<u64> {
         table::delete_expired(&self.db, &format_time(now)).await
     }
 }

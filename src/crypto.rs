@@ -104,6 +104,21 @@ fn pbkdf2_b64(password: &str, dynamic_salt: &str, static_salt: &str) -> String {
     B64.encode(out)
 }
 
+/// Lowercase hex (checksums in archives, ticket hashes, fingerprints).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A hex HMAC of the instance secret for one purpose: a stable secret nobody has to configure
+/// (the Telegram webhook's, the EMQX alert webhook's).
+pub fn derived_secret(secret_key: &str, purpose: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret_key.as_bytes())
+        .expect("HMAC takes any key length");
+    mac.update(purpose);
+    hex(&mac.finalize().into_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1113,7 +1113,7 @@ impl EmqxAlerts {
     /// The first 8 hex digits of the secret's SHA-256: tells secrets apart, reveals nothing.
     fn secret_fingerprint(&self) -> String {
         use sha2::Digest;
-        crate::service::transfer::hex(&sha2::Sha256::digest(self.secret.as_bytes())[..4])
+        crate::crypto::hex(&sha2::Sha256::digest(self.secret.as_bytes())[..4])
     }
 
     /// Whether the action's visible parameters (path, method) differ from ours; header values

@@ -19,7 +19,9 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::config::Config;
-use crate::domain::{self, GitPlatform, UnitNodeType, UserRole, UserStatus, VisibilityLevel};
+use crate::domain::{
+    self, GitPlatform, Topic, UnitNodeType, UserRole, UserStatus, VisibilityLevel,
+};
 use crate::server::RunningInstance;
 use crate::service::Instance;
 use crate::store;
@@ -218,7 +220,7 @@ async fn store_only(instance: &Instance, lines: usize) -> anyhow::Result<()> {
         let n = (lines - stored).min(2048);
         let mut batch = crate::service::ingest::IngestBatch::default();
         for i in 0..n {
-            let line = crate::mqtt::ingest::ReportedLog {
+            let line = crate::domain::payload::ReportedLog {
                 level: domain::LogLevel::Info,
                 text: format!("load line {}", stored + i),
                 create_datetime: None,
@@ -259,7 +261,7 @@ async fn measure(
     let backend = instance.tokens.backend_token(&domain);
     let (sub, mut sub_loop) =
         AsyncClient::new(options("load-bare-subscriber", port, &backend), 100);
-    for f in crate::mqtt::link::subscriptions(&domain) {
+    for f in crate::domain::topic::core_filters(&domain) {
         sub.subscribe(f, QoS::AtMostOnce).await?;
     }
     let bare_count = bare.clone();
@@ -290,17 +292,17 @@ async fn measure(
             .iter()
             .map(|k| match *k {
                 "state" => (
-                    format!("{domain}/output_base_topic/{unit}/state/pepeunit"),
+                    Topic::state(&domain, *unit).to_string(),
                     json!({"pu_commit_version": "0".repeat(40), "millis": i, "mem_free": 1000})
                         .to_string(),
                 ),
                 "log" => (
-                    format!("{domain}/output_base_topic/{unit}/log/pepeunit"),
+                    Topic::log(&domain, *unit).to_string(),
                     json!({"level": "Info", "text": format!("load line from unit {i}")})
                         .to_string(),
                 ),
                 _ => (
-                    format!("{domain}/{node}/pepeunit"),
+                    Topic::node(&domain, *node, "temp/pepeunit").to_string(),
                     format!("{}", 20 + i % 10),
                 ),
             })

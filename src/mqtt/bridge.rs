@@ -28,7 +28,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::service::bridges::{ACTIVE, ERROR};
+use crate::domain::BridgeState;
 use crate::service::Instance;
 use crate::store::bridges::Bridge;
 
@@ -241,7 +241,7 @@ async fn carry(
             };
             tracing::warn!(bridge = %bridge.uuid, error = %reason, "bridge: not connecting");
             instance
-                .set_bridge_state(bridge.uuid, ERROR, Some(&reason))
+                .set_bridge_state(bridge.uuid, BridgeState::Error, Some(&reason))
                 .await;
             tokio::select! {
                 _ = tokio::time::sleep(MAX_BACKOFF) => {}
@@ -343,8 +343,8 @@ async fn run_remote(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut backoff = Duration::from_secs(1);
-    let mut recorded: Option<(String, Option<String>)> =
-        Some((bridge.state.clone(), bridge.last_error.clone()));
+    let mut recorded: Option<(BridgeState, Option<String>)> =
+        Some((bridge.state, bridge.last_error.clone()));
     loop {
         let event = tokio::select! {
             e = eventloop.poll() => e,
@@ -353,18 +353,18 @@ async fn run_remote(
         let now = match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 backoff = Duration::from_secs(1);
-                Some((ACTIVE.to_string(), None))
+                Some((BridgeState::Active, None))
             }
             Ok(_) => None,
             Err(e) => {
                 let reason = describe(&e, &bridge);
                 tracing::warn!(bridge = %bridge.uuid, error = %reason, retry_in = ?backoff, "bridge: the peer's broker is not reachable");
-                let state = Some((ERROR.to_string(), Some(reason)));
+                let state = Some((BridgeState::Error, Some(reason)));
                 if state != recorded {
                     instance
                         .set_bridge_state(
                             bridge.uuid,
-                            ERROR,
+                            BridgeState::Error,
                             state.as_ref().and_then(|s| s.1.as_deref()),
                         )
                         .await;
@@ -380,7 +380,7 @@ async fn run_remote(
         };
         if let Some(state) = now {
             if Some(&state) != recorded.as_ref() {
-                instance.set_bridge_state(bridge.uuid, &state.0, None).await;
+                instance.set_bridge_state(bridge.uuid, state.0, None).await;
                 recorded = Some(state);
             }
         }

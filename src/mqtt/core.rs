@@ -17,8 +17,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::ingest::{self, ReportedState};
 use super::stats::MqttStats;
+use crate::domain::payload::{self, ReportedState};
+use crate::domain::topic::{Base, Topic, TopicError};
 use crate::domain::{self, LogLevel, UnitFirmwareUpdateStatus};
 use crate::error::AppError;
 use crate::service::alerts::AlertLine;
@@ -269,22 +270,28 @@ impl Shard {
     }
 
     fn route<'a>(&self, topic: &'a str) -> Route<'a> {
-        let mut parts = topic.split('/');
-        if parts.next() != Some(self.domain.as_str()) {
-            return Route::Ignore("foreign domain");
-        }
-        let rest: Vec<&str> = parts.collect();
-        match rest.as_slice() {
-            ["output_base_topic", unit, name, "pepeunit"] => match domain::parse_topic_uuid(unit) {
-                Some(u) if *name == "state" => Route::State(u),
-                Some(u) if *name == "log" => Route::Log(u),
-                Some(_) => Route::Ignore("unknown output base topic"),
-                None => Route::Ignore("bad unit uuid"),
+        let parsed = match Topic::parse(topic) {
+            Ok(t) if t.domain() != self.domain => return Route::Ignore("foreign domain"),
+            Ok(t) => t,
+            Err(TopicError::Uuid) => return Route::Ignore("bad uuid"),
+            Err(_) => return Route::Ignore("not a topic the core processes"),
+        };
+        match parsed {
+            Topic::UnitBase {
+                base: Base::Output,
+                unit,
+                name,
+                ..
+            } => match name {
+                "state" => Route::State(unit),
+                "log" => Route::Log(unit),
+                _ => Route::Ignore("unknown output base topic"),
             },
-            [node, "pepeunit"] => match domain::parse_topic_uuid(node) {
-                Some(n) => Route::Node(n),
-                None => Route::Ignore("bad node uuid"),
-            },
+            Topic::Node {
+                node,
+                pepeunit: true,
+                ..
+            } => Route::Node(node),
             _ => Route::Ignore("not a topic the core processes"),
         }
     }
@@ -327,7 +334,7 @@ impl Shard {
     ) {
         let stats = Arc::clone(&self.stats);
         let c = &stats.counters;
-        let reported: ReportedState = match ingest::parse_state(&msg.payload) {
+        let reported: ReportedState = match payload::parse_state(&msg.payload) {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!(topic = %msg.topic, error = %e, "state refused");
@@ -395,7 +402,7 @@ impl Shard {
     async fn handle_log(&mut self, unit: Uuid, msg: &Message, batch: &mut IngestBatch) {
         let stats = Arc::clone(&self.stats);
         let c = &stats.counters;
-        let (lines, refused) = match ingest::parse_log(&msg.payload) {
+        let (lines, refused) = match payload::parse_log(&msg.payload) {
             Ok(parsed) => parsed,
             Err(e) => {
                 tracing::debug!(topic = %msg.topic, error = %e, "log refused");
@@ -445,7 +452,7 @@ impl Shard {
         }
         topic.last_value = Some(msg.payload.clone());
         let mut value = String::from_utf8(msg.payload.to_vec()).unwrap_or_default();
-        ingest::without_nul(&mut value);
+        payload::without_nul(&mut value);
         batch.node_values.insert(node, value);
     }
 

@@ -15,14 +15,6 @@ use super::outbox::Outbox;
 use super::stats::MqttStats;
 use crate::config::Config;
 
-/// The two topic filters of the core.
-pub fn subscriptions(domain: &str) -> [String; 2] {
-    [
-        format!("{domain}/+/+/+/pepeunit"),
-        format!("{domain}/+/pepeunit"),
-    ]
-}
-
 pub struct Link {
     pub config: Arc<Config>,
     pub username: String,
@@ -77,7 +69,7 @@ impl Link {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     backoff = Duration::from_millis(250);
                     last_error = None;
-                    for filter in subscriptions(&self.config.domain) {
+                    for filter in crate::domain::topic::core_filters(&self.config.domain) {
                         if let Err(e) = client.try_subscribe(filter, QoS::AtLeastOnce) {
                             tracing::error!(error = %e, "MQTT: cannot queue the core's subscription");
                         }

@@ -8,7 +8,7 @@
 pub mod bridge;
 pub mod broker;
 pub mod core;
-pub mod ingest;
+
 pub mod link;
 pub mod outbox;
 pub mod stats;
@@ -194,7 +194,7 @@ fn start_emqx_worker(instance: &Instance) -> anyhow::Result<EmqxWorker> {
         settings.alerts = Some(crate::emqx::EmqxAlerts {
             backend_api: backend.trim_end_matches('/').to_string(),
             secret: instance.emqx_webhook_secret(),
-            topic: format!("{}/output_base_topic/+/log/pepeunit", c.domain),
+            topic: crate::domain::topic::log_filter(&c.domain),
         });
     }
     let admin =

@@ -22,7 +22,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{Agent, Instance};
-use crate::domain::{self, LogLevel};
+use crate::domain::{self, LogLevel, Topic};
 use crate::error::{AppError, AppResult};
 use crate::store;
 use crate::store::units::Unit;
@@ -346,7 +346,7 @@ impl Instance {
     /// The secret EMQX's HTTP action presents (`Authorization: Bearer ...`): derived from the
     /// instance secret, so nothing more to configure or store.
     pub fn emqx_webhook_secret(&self) -> String {
-        crate::telegram::derived_secret(&self.config.secret_key, b"pepeunit emqx alert webhook v1")
+        crate::crypto::derived_secret(&self.config.secret_key, b"pepeunit emqx alert webhook v1")
     }
 
     /// A log message forwarded by EMQX's rule: the lines at or above the unit's alert level
@@ -359,7 +359,7 @@ impl Instance {
             return Ok(0);
         }
         let (lines, _) =
-            crate::mqtt::ingest::parse_log(msg.payload.as_bytes()).map_err(AppError::unit)?;
+            crate::domain::payload::parse_log(msg.payload.as_bytes()).map_err(AppError::unit)?;
         let unit = match self.unit(unit_uuid).await {
             Ok(u) => u,
             Err(AppError::NotFound) => return Ok(0),
@@ -388,11 +388,10 @@ impl Instance {
 
     /// The unit of `{domain}/output_base_topic/{unit}/log/pepeunit`.
     pub fn log_topic_unit(&self, topic: &str) -> Option<Uuid> {
-        let rest = topic.strip_prefix(self.config.domain.as_str())?;
-        let unit = rest
-            .strip_prefix("/output_base_topic/")?
-            .strip_suffix("/log/pepeunit")?;
-        domain::parse_topic_uuid(unit)
+        let topic = Topic::parse(topic).ok()?;
+        (topic.domain() == self.config.domain)
+            .then(|| topic.log_unit())
+            .flatten()
     }
 
     pub fn alert_report(&self) -> AlertReport {

@@ -30,17 +30,10 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{Agent, Instance};
-use crate::domain::{self, BackendTopicCommand, UnitNodeType, VisibilityLevel};
+use crate::domain::{self, BackendTopicCommand, Topic, UnitNodeType, VisibilityLevel};
 use crate::error::{AppError, AppResult};
-use crate::store::bridges::{Bridge, BridgeRole};
+use crate::store::bridges::{Bridge, BridgeRole, BridgeState};
 use crate::store::{self};
-
-/// Pending: B has not heard back from A yet (or, on A, the carrier has not reached B yet).
-pub const PENDING: &str = "Pending";
-/// Agreed by both sides (B); carrying (A).
-pub const ACTIVE: &str = "Active";
-/// The carrier cannot reach B's broker or B refuses it (A); see `last_error`.
-pub const ERROR: &str = "Error";
 
 /// How long a peer-side delete waits for the carrier to stop using the credential.
 const CARRIER_STOP_WAIT: Duration = Duration::from_secs(5);
@@ -62,9 +55,8 @@ pub struct BridgeCreate {
 pub struct BridgeRead {
     pub uuid: Uuid,
     /// `Input` when this instance receives (it holds the Input node), `Output` when it sends.
-    pub role: String,
-    /// `Pending`, `Active` or `Error`.
-    pub state: String,
+    pub role: BridgeRole,
+    pub state: BridgeState,
     pub last_error: Option<String>,
     /// The other instance.
     pub peer_domain: String,
@@ -82,7 +74,7 @@ impl From<Bridge> for BridgeRead {
     fn from(b: Bridge) -> Self {
         BridgeRead {
             uuid: b.uuid,
-            role: b.role.as_str().to_string(),
+            role: b.role,
             state: b.state,
             last_error: b.last_error,
             peer_domain: b.peer_domain,
@@ -181,7 +173,7 @@ impl Instance {
             mqtt_host: None,
             mqtt_port: None,
             credential: None,
-            state: PENDING.into(),
+            state: BridgeState::Pending,
             last_error: None,
             create_datetime: now.clone(),
             last_update_datetime: now,
@@ -197,7 +189,7 @@ impl Instance {
         };
         store::bridges::activate(self.pool(), bridge.uuid, &topic).await?;
         bridge.topic = topic;
-        bridge.state = ACTIVE.into();
+        bridge.state = BridgeState::Active;
         self.send_command_quietly(input.unit_uuid, BackendTopicCommand::SchemaUpdate)
             .await;
         Ok(store::bridges::get(self.pool(), bridge.uuid)
@@ -232,14 +224,13 @@ impl Instance {
             return Err(bridge_refused(domain, &reply.reason()));
         }
         let accepted: Option<PeerBridgeAccepted> = serde_json::from_value(reply.body).ok();
-        let expected = format!("{domain}/{}", bridge.output_node_uuid);
+        // the Output node's topic on this side's domain, with or without the suffix
+        let is_output_topic = |topic: &str| {
+            matches!(Topic::parse(topic), Ok(Topic::Node { domain: d, node, .. })
+                if d == domain && node == bridge.output_node_uuid)
+        };
         match accepted {
-            Some(a)
-                if a.uuid == bridge.uuid
-                    && (a.topic == expected || a.topic == format!("{expected}/pepeunit")) =>
-            {
-                Ok(a.topic)
-            }
+            Some(a) if a.uuid == bridge.uuid && is_output_topic(&a.topic) => Ok(a.topic),
             _ => {
                 // it may have stored something: tell it to forget the bridge
                 self.tell_peer_deleted(bridge).await;
@@ -373,7 +364,7 @@ impl Instance {
             mqtt_host: Some(offer.mqtt_host),
             mqtt_port: Some(offer.mqtt_port.into()),
             credential: Some(self.cipher.encrypt(&offer.credential)?),
-            state: PENDING.into(),
+            state: BridgeState::Pending,
             last_error: None,
             create_datetime: now.clone(),
             last_update_datetime: now,
@@ -459,7 +450,7 @@ impl Instance {
     }
 
     /// Records what the carrier sees (Output side), when it changed.
-    pub async fn set_bridge_state(&self, uuid: Uuid, state: &str, last_error: Option<&str>) {
+    pub async fn set_bridge_state(&self, uuid: Uuid, state: BridgeState, last_error: Option<&str>) {
         if let Err(e) = store::bridges::set_state(self.pool(), uuid, state, last_error).await {
             tracing::warn!(bridge = %uuid, error = %e, "bridge state not recorded");
         }

@@ -27,7 +27,8 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{Agent, Instance};
-use crate::store::{self, bridges::BridgeRole};
+use crate::domain::topic::{self, Base, Shape, Topic};
+use crate::store::{self, bridges::BridgeRole, bridges::BridgeState};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -99,13 +100,16 @@ impl Instance {
     async fn moving_topic_allowed(
         &self,
         agent: &Agent,
-        parts: &[&str],
+        topic: &str,
         action: Option<BrokerAction>,
     ) -> bool {
-        let [domain, "input_base_topic", remote, _name, "pepeunit"] = parts else {
-            return false;
-        };
-        let Some(remote) = crate::domain::parse_topic_uuid(remote) else {
+        let Ok(Topic::UnitBase {
+            domain,
+            base: Base::Input,
+            unit: remote,
+            ..
+        }) = Topic::parse(topic)
+        else {
             return false;
         };
         let Ok(Some(m)) = crate::store::moves::moving_to(self.pool(), domain, remote).await else {
@@ -128,10 +132,10 @@ impl Instance {
         if topic.is_empty() || topic.len() > 65_535 {
             return false;
         }
-        let parts: Vec<&str> = topic.split('/').collect();
+        let shape = Shape::of(topic);
         let backend = matches!(agent, Agent::Backend { .. });
-        let wildcard = parts.iter().any(|p| *p == "+" || *p == "#");
-        if parts[0] != self.config.domain {
+        let wildcard = topic::is_filter(topic);
+        if topic.split('/').next() != Some(self.config.domain.as_str()) {
             // the backend's subscriptions carry our domain too; a foreign domain is only ever
             // a bridged topic, which a unit reading through an Active bridge may subscribe to,
             // or the new instance's command topics of a unit that is moving there (the device
@@ -148,40 +152,49 @@ impl Instance {
                     return true;
                 }
             }
-            return self.moving_topic_allowed(agent, &parts, action).await;
+            return self.moving_topic_allowed(agent, topic, action).await;
         }
-        match parts.as_slice() {
-            [_, dest, unit, _name, "pepeunit"] => {
+        match shape {
+            Shape::UnitBase { .. } => {
                 if backend {
                     return true;
                 }
                 let Agent::Unit(own) = agent else {
                     return false;
                 };
-                if wildcard || crate::domain::parse_topic_uuid(unit) != Some(own.uuid) {
+                let Ok(Topic::UnitBase { base, unit, .. }) = Topic::parse(topic) else {
+                    return false;
+                };
+                if wildcard || unit != own.uuid {
                     return false;
                 }
                 matches!(
-                    (*dest, action),
-                    ("input_base_topic", None | Some(BrokerAction::Subscribe))
-                        | ("output_base_topic", None | Some(BrokerAction::Publish))
+                    (base, action),
+                    (Base::Input, None | Some(BrokerAction::Subscribe))
+                        | (Base::Output, None | Some(BrokerAction::Publish))
                 )
             }
-            [_, node] | [_, node, "pepeunit"] => {
-                if backend && (*node == "+" || *node == "#") {
+            Shape::Node { node, .. } => {
+                if backend && (node == "+" || node == "#") {
                     return true;
                 }
                 if wildcard || matches!(agent, Agent::Bot | Agent::User(_)) {
                     return false;
                 }
-                let Some(node) = crate::domain::parse_topic_uuid(node) else {
+                let Ok(Topic::Node { node, pepeunit, .. }) = Topic::parse(topic) else {
                     return false;
                 };
                 let Ok(node) = self.unit_node(node).await else {
                     return false;
                 };
                 // the suffix must match how the node's topic is spelled
-                if (parts.len() == 3) != node.topic_name.ends_with("/pepeunit") {
+                if Topic::node(&self.config.domain, node.uuid, &node.topic_name)
+                    != (Topic::Node {
+                        domain: &self.config.domain,
+                        node: node.uuid,
+                        pepeunit,
+                    })
+                {
                     return false;
                 }
                 match agent {
@@ -199,7 +212,7 @@ impl Instance {
                     _ => false,
                 }
             }
-            _ => false,
+            Shape::Other => false,
         }
     }
 
@@ -228,7 +241,9 @@ impl Instance {
         }
         match store::bridges::get(self.pool(), bridge).await {
             Ok(Some(row)) => {
-                row.role == BridgeRole::Input && row.state == "Active" && row.topic == topic
+                row.role == BridgeRole::Input
+                    && row.state == BridgeState::Active
+                    && row.topic == topic
             }
             _ => false,
         }

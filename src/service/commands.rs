@@ -6,18 +6,14 @@ use uuid::Uuid;
 
 use super::repos::TargetVersion;
 use super::{Agent, Instance};
-use crate::domain::{self, BackendTopicCommand, UnitFirmwareUpdateStatus};
+use crate::domain::{self, BackendTopicCommand, Topic, UnitFirmwareUpdateStatus};
 use crate::error::{AppError, AppResult};
 use crate::store::{self, repos::Repo, units::Unit};
 
 impl Instance {
     /// `{domain}/input_base_topic/{unit}/{name}/pepeunit`
     pub fn command_topic(&self, unit: Uuid, command: BackendTopicCommand) -> String {
-        format!(
-            "{}/input_base_topic/{unit}/{}/pepeunit",
-            self.config.domain,
-            command.topic_name()
-        )
+        Topic::command(&self.config.domain, unit, command).to_string()
     }
 
     /// The assets `[(name, url)]` of the release tagged with the version's tag.

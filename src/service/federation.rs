@@ -141,10 +141,14 @@ impl DbBackend {
             creator: unit.creator_uuid,
             created: unit.create_datetime,
             updated: unit.last_update_datetime,
-            moved_to: store::moves::latest_for_unit(&self.db.pool, unit.uuid, "Outgoing")
-                .await?
-                .filter(|m| m.state == "Done")
-                .and_then(|m| m.remote_actor),
+            moved_to: store::moves::latest_for_unit(
+                &self.db.pool,
+                unit.uuid,
+                crate::domain::MoveRole::Outgoing,
+            )
+            .await?
+            .filter(|m| m.state == crate::domain::MoveState::Done)
+            .and_then(|m| m.remote_actor),
         })
     }
 

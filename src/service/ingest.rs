@@ -8,9 +8,9 @@ use chrono::Duration;
 use uuid::Uuid;
 
 use super::Instance;
+use crate::domain::payload::ReportedLog;
 use crate::domain::{self, UnitFirmwareUpdateStatus};
 use crate::error::AppResult;
-use crate::mqtt::ingest::ReportedLog;
 use crate::store::{self, unit_logs::NewUnitLog};
 
 /// A firmware status transition caused by a reported version.

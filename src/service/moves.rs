@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use super::transfer::{ExportOptions, ExportScope};
 use super::{Agent, Instance};
-use crate::domain::BackendTopicCommand;
+use crate::domain::{BackendTopicCommand, MoveRole, MoveState, Topic};
 use crate::error::{AppError, AppResult};
 use crate::store::moves::{self, UnitMove};
 use crate::store::units::Unit;
@@ -66,7 +66,7 @@ pub struct MoveRead {
     /// `Requested` (the target is preparing the device's env), `CommandsSent` (the device was
     /// told to fetch it and restart; waiting for it to report to the target), `Done`,
     /// `Cancelled`.
-    pub state: String,
+    pub state: MoveState,
     /// The Unit's actor on the target (`movedTo` once done).
     pub moved_to: Option<String>,
     pub last_error: Option<String>,
@@ -108,7 +108,7 @@ pub enum MovedEnv {
 }
 
 fn hash_ticket(ticket: &str) -> String {
-    super::transfer::hex(&Sha256::digest(ticket.as_bytes()))
+    crate::crypto::hex(&Sha256::digest(ticket.as_bytes()))
 }
 
 fn later(secs: i64) -> String {
@@ -153,11 +153,18 @@ impl Instance {
         req: MoveRequest,
     ) -> AppResult<MoveRead> {
         let unit = self.own_unit(agent, uuid).await?;
-        if let Some(m) = moves::latest_for_unit(self.pool(), uuid, "Outgoing").await? {
-            if matches!(m.state.as_str(), "Requested" | "CommandsSent" | "Done") {
+        if let Some(m) = moves::latest_for_unit(self.pool(), uuid, MoveRole::Outgoing).await? {
+            if matches!(
+                m.state,
+                MoveState::Requested | MoveState::CommandsSent | MoveState::Done
+            ) {
                 return Err(AppError::transfer(format!(
                     "The unit is already {} to {}",
-                    if m.state == "Done" { "moved" } else { "moving" },
+                    if m.state == MoveState::Done {
+                        "moved"
+                    } else {
+                        "moving"
+                    },
                     m.peer_domain
                 )));
             }
@@ -220,12 +227,12 @@ impl Instance {
         let now = domain::now();
         let m = UnitMove {
             uuid: Uuid::new_v4(),
-            role: "Outgoing".into(),
+            role: MoveRole::Outgoing,
             unit_uuid: unit.uuid,
             remote_unit_uuid: remote_unit,
             peer_domain: domain,
             user_uuid: unit.creator_uuid,
-            state: "Requested".into(),
+            state: MoveState::Requested,
             cipher_env: None,
             remote_actor: reply.body["actor"].as_str().map(str::to_string),
             remote_api: Some(api.to_string()),
@@ -241,7 +248,7 @@ impl Instance {
     /// The Unit's latest move.
     pub async fn get_move(&self, agent: &Agent, uuid: Uuid) -> AppResult<MoveRead> {
         self.own_unit(agent, uuid).await?;
-        moves::latest_for_unit(self.pool(), uuid, "Outgoing")
+        moves::latest_for_unit(self.pool(), uuid, MoveRole::Outgoing)
             .await?
             .map(MoveRead::from)
             .ok_or_else(AppError::not_found)
@@ -250,7 +257,7 @@ impl Instance {
     /// Cancels a move that is not done: A keeps the Unit and B drops its copy.
     pub async fn cancel_move(&self, agent: &Agent, uuid: Uuid) -> AppResult<MoveRead> {
         self.own_unit(agent, uuid).await?;
-        let mut m = moves::latest_for_unit(self.pool(), uuid, "Outgoing")
+        let mut m = moves::latest_for_unit(self.pool(), uuid, MoveRole::Outgoing)
             .await?
             .ok_or_else(AppError::not_found)?;
         match m.state.as_str() {
@@ -277,7 +284,7 @@ impl Instance {
             Err(e) => m.last_error = Some(format!("target kept its copy: {e}")),
             _ => {}
         }
-        m.state = "Cancelled".into();
+        m.state = MoveState::Cancelled;
         m.cipher_env = None;
         moves::update(self.pool(), &m).await?;
         self.units_cache.invalidate(uuid);
@@ -300,7 +307,7 @@ impl Instance {
 
     /// What the env endpoint answers for a moving or moved Unit, if anything special.
     pub async fn moved_env(&self, agent: &Agent, uuid: Uuid) -> AppResult<Option<MovedEnv>> {
-        let Some(m) = moves::latest_for_unit(self.pool(), uuid, "Outgoing").await? else {
+        let Some(m) = moves::latest_for_unit(self.pool(), uuid, MoveRole::Outgoing).await? else {
             return Ok(None);
         };
         match m.state.as_str() {
@@ -368,14 +375,14 @@ impl Instance {
             m.last_error = Some(reply.reason());
             if reply.status == 404 || reply.status == 410 {
                 // the target dropped its copy: the unit stays here
-                m.state = "Cancelled".into();
+                m.state = MoveState::Cancelled;
                 m.cipher_env = None;
             }
             return Ok(moves::update(self.pool(), &m).await?);
         }
         let state = reply.body["state"].as_str().unwrap_or_default();
         if state == "Arrived" {
-            m.state = "Done".into();
+            m.state = MoveState::Done;
             m.last_error = None;
             moves::update(self.pool(), &m).await?;
             self.units_cache.invalidate(m.unit_uuid);
@@ -395,13 +402,15 @@ impl Instance {
                 return Ok(moves::update(self.pool(), &m).await?);
             }
         };
-        if m.state == "CommandsSent" && m.last_error.is_none() {
+        if m.state == MoveState::CommandsSent && m.last_error.is_none() {
             // once the device has its new schema it listens only to the new instance's topics
             // (which it may subscribe to here while it moves): Reset goes there, every round
-            let topic = format!(
-                "{}/input_base_topic/{}/reset/pepeunit",
-                m.peer_domain, m.remote_unit_uuid
-            );
+            let topic = Topic::command(
+                &m.peer_domain,
+                m.remote_unit_uuid,
+                BackendTopicCommand::Reset,
+            )
+            .to_string();
             let _ = self
                 .outbox
                 .publish(&topic, json!({"COMMAND": "Reset"}).to_string());
@@ -419,7 +428,7 @@ impl Instance {
             self.cipher
                 .encrypt(&serde_json::to_string(&env).map_err(AppError::internal)?)?,
         );
-        m.state = "CommandsSent".into();
+        m.state = MoveState::CommandsSent;
         m.commands_sent_datetime = Some(domain::now());
         m.last_error = None;
         // the env must be in place before the device asks for it
@@ -478,7 +487,7 @@ impl Instance {
             .ok_or_else(|| AppError::transfer("archive is missing or not base64"))?;
         let passphrase = body["passphrase"].as_str().map(str::to_string);
         if let Some(existing) = moves::incoming(self.pool(), &peer.domain, remote).await? {
-            if existing.state != "Cancelled" {
+            if existing.state != MoveState::Cancelled {
                 return Err(AppError::transfer(
                     "This unit is already moving here; cancel that move first",
                 ));
@@ -502,12 +511,12 @@ impl Instance {
         let now = domain::now();
         let m = UnitMove {
             uuid: Uuid::new_v4(),
-            role: "Incoming".into(),
+            role: MoveRole::Incoming,
             unit_uuid: local,
             remote_unit_uuid: remote,
             peer_domain: peer.domain.clone(),
             user_uuid: user,
-            state: "Imported".into(),
+            state: MoveState::Imported,
             cipher_env: None,
             remote_actor: body["actor"].as_str().map(str::to_string),
             remote_api: None,
@@ -528,7 +537,7 @@ impl Instance {
     async fn incoming_of(&self, peer: &Peer, remote: Uuid) -> AppResult<UnitMove> {
         moves::incoming(self.pool(), &peer.domain, remote)
             .await?
-            .filter(|m| m.state != "Cancelled")
+            .filter(|m| m.state != MoveState::Cancelled)
             .ok_or_else(AppError::not_found)
     }
 
@@ -537,11 +546,11 @@ impl Instance {
     pub async fn peer_move_status(&self, peer: &Peer, remote: Uuid) -> AppResult<Value> {
         let mut m = self.incoming_of(peer, remote).await?;
         let unit = self.unit(m.unit_uuid).await?;
-        if unit.unit_state.is_some() && m.state != "Arrived" {
-            m.state = "Arrived".into();
+        if unit.unit_state.is_some() && m.state != MoveState::Arrived {
+            m.state = MoveState::Arrived;
             moves::update(self.pool(), &m).await?;
         }
-        if m.state == "Arrived" {
+        if m.state == MoveState::Arrived {
             return Ok(json!({"state": "Arrived", "unit_uuid": unit.uuid}));
         }
         match self.build_unit_env(&unit).await {
@@ -556,7 +565,7 @@ impl Instance {
     pub async fn peer_move_cancel(&self, peer: &Peer, remote: Uuid) -> AppResult<bool> {
         let mut m = self.incoming_of(peer, remote).await?;
         let unit = self.unit(m.unit_uuid).await?;
-        if m.state == "Arrived" || unit.unit_state.is_some() {
+        if m.state == MoveState::Arrived || unit.unit_state.is_some() {
             return Ok(false);
         }
         let owner = store::users::get(self.pool(), m.user_uuid)
@@ -564,7 +573,7 @@ impl Instance {
             .ok_or_else(AppError::not_found)?;
         self.delete_unit(&Agent::User(Box::new(owner)), unit.uuid)
             .await?;
-        m.state = "Cancelled".into();
+        m.state = MoveState::Cancelled;
         moves::update(self.pool(), &m).await?;
         Ok(true)
     }

@@ -234,7 +234,7 @@ impl MemberWriter {
             "table": table.name,
             "records": records.len(),
             "bytes": data.len(),
-            "sha256": hex(&Sha256::digest(&data)),
+            "sha256": crate::crypto::hex(&Sha256::digest(&data)),
         }));
         let bytes = self.tar.add(path, &data).map_err(io_err)?;
         Ok(self.out.send(bytes).await.is_ok())
@@ -1054,11 +1054,6 @@ impl Instance {
     }
 }
 
-/// Lowercase hex (checksums in the manifest, ticket hashes).
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// An archive whose members, checksums, MAC and records all checked out.
 struct CheckedArchive {
     source: String,
@@ -1188,7 +1183,7 @@ fn read_archive(
         let data = members
             .get(path)
             .ok_or_else(|| broken(format!("{path} is listed but missing")))?;
-        if f["sha256"].as_str() != Some(hex(&Sha256::digest(data)).as_str()) {
+        if f["sha256"].as_str() != Some(crate::crypto::hex(&Sha256::digest(data)).as_str()) {
             return Err(broken(format!("{path} does not match its sha256")));
         }
         let table = tables::TABLES

@@ -9,6 +9,7 @@ use super::registries::git_error;
 use super::repos::TargetVersion;
 use super::Instance;
 use crate::crypto;
+use crate::domain::topic::{self, Base, Topic};
 use crate::domain::{self, UnitNodeType};
 use crate::error::{AppError, AppResult};
 use crate::store::repos::Repo;
@@ -298,11 +299,11 @@ impl Instance {
         let version = self.unit_target_version(unit, &repo).await?;
         let (_, schema) = self.repo_files(&repo, &version.commit).await?;
         let domain = &self.config.domain;
-        let base = |dest: &str, names: &[String]| -> Map<String, Value> {
+        let base = |base: Base, names: &[String]| -> Map<String, Value> {
             names
                 .iter()
                 .map(|n| {
-                    let topic = format!("{domain}/{dest}/{}/{n}", unit.uuid);
+                    let topic = topic::schema_base_topic(domain, base, unit.uuid, n);
                     (n.clone(), Value::Array(vec![topic.into()]))
                 })
                 .collect()
@@ -335,11 +336,11 @@ impl Instance {
         let mut out = Map::new();
         out.insert(
             "input_base_topic".into(),
-            base("input_base_topic", &schema.input_base_topic).into(),
+            base(Base::Input, &schema.input_base_topic).into(),
         );
         out.insert(
             "output_base_topic".into(),
-            base("output_base_topic", &schema.output_base_topic).into(),
+            base(Base::Output, &schema.output_base_topic).into(),
         );
         out.insert("input_topic".into(), input_topic.into());
         out.insert("output_topic".into(), output_topic.into());
@@ -348,11 +349,7 @@ impl Instance {
 
     /// `{domain}/{node_uuid}`, with `/pepeunit` when the topic name ends with it.
     pub fn node_topic(&self, node: Uuid, topic_name: &str) -> String {
-        if topic_name.ends_with("/pepeunit") {
-            format!("{}/{node}/pepeunit", self.config.domain)
-        } else {
-            format!("{}/{node}", self.config.domain)
-        }
+        Topic::node(&self.config.domain, node, topic_name).to_string()
     }
 }
 

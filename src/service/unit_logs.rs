@@ -10,6 +10,7 @@ use chrono::NaiveDateTime;
 use uuid::Uuid;
 
 use super::{check_page, Agent, Instance};
+use crate::domain::topic::{Topic, TopicError};
 use crate::domain::{self, LogLevel, Order};
 use crate::error::{AppError, AppResult};
 use crate::store::unit_logs::{NewUnitLog, UnitLog};
@@ -68,16 +69,12 @@ impl Instance {
                 ),
             )
         };
-        let parts: Vec<&str> = topic.split('/').collect();
-        match parts.as_slice() {
-            [domain, "output_base_topic", unit, "log", "pepeunit"] => {
-                if *domain != self.config.domain {
-                    return Err(bad("another instance's domain"));
-                }
-                Uuid::parse_str(unit).map_err(|_| bad("the unit is not a uuid"))
-            }
-            [_, "output_base_topic", _, _, "pepeunit"] => Err(bad("not the log topic")),
-            _ => Err(bad("not a unit's output base topic")),
+        match Topic::parse(topic) {
+            Ok(t) if t.domain() != self.config.domain => Err(bad("another instance's domain")),
+            Ok(t @ Topic::UnitBase { .. }) => t.log_unit().ok_or_else(|| bad("not the log topic")),
+            Ok(Topic::Node { .. }) => Err(bad("not a unit's output base topic")),
+            Err(TopicError::Uuid) => Err(bad("the unit is not a uuid")),
+            Err(_) => Err(bad("not a unit's output base topic")),
         }
     }
 

@@ -8,34 +8,7 @@ use uuid::Uuid;
 use super::{map_rows, RowExt, Sql};
 use crate::store::{StoreError, StoreResult};
 
-/// Which end of a bridge this instance holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BridgeRole {
-    /// This instance holds the Input node and issued the credential.
-    Input,
-    /// This instance holds the Output node and carries its messages to the peer.
-    Output,
-}
-
-impl BridgeRole {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BridgeRole::Input => "Input",
-            BridgeRole::Output => "Output",
-        }
-    }
-}
-
-impl std::str::FromStr for BridgeRole {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
-        match s {
-            "Input" => Ok(BridgeRole::Input),
-            "Output" => Ok(BridgeRole::Output),
-            _ => Err(()),
-        }
-    }
-}
+pub use crate::domain::{BridgeRole, BridgeState};
 
 /// A stored bridge. `credential` is the AES-GCM ciphertext (Output side only).
 #[derive(Clone, Debug)]
@@ -51,7 +24,7 @@ pub struct Bridge {
     pub mqtt_host: Option<String>,
     pub mqtt_port: Option<i64>,
     pub credential: Option<String>,
-    pub state: String,
+    pub state: BridgeState,
     pub last_error: Option<String>,
     pub create_datetime: String,
     pub last_update_datetime: String,
@@ -70,7 +43,7 @@ fn from_row(r: &AnyRow) -> StoreResult<Bridge> {
         mqtt_host: r.opt_text("mqtt_host")?,
         mqtt_port: opt_int(r, "mqtt_port")?,
         credential: r.opt_text("credential")?,
-        state: r.text("state")?,
+        state: r.parsed("state")?,
         last_error: r.opt_text("last_error")?,
         create_datetime: r.text("create_datetime")?,
         last_update_datetime: r.text("last_update_datetime")?,
@@ -109,7 +82,7 @@ pub async fn insert(db: &AnyPool, b: &Bridge) -> StoreResult<()> {
     q.push(", ")
         .bind(b.credential.clone())
         .push(", ")
-        .bind(&b.state)
+        .bind(b.state.as_str())
         .push(", ")
         .bind(b.last_error.clone())
         .push(", ")
@@ -200,11 +173,11 @@ pub async fn unit_receives(db: &AnyPool, unit: Uuid, topic: &str) -> StoreResult
 pub async fn set_state(
     db: &AnyPool,
     uuid: Uuid,
-    state: &str,
+    state: BridgeState,
     last_error: Option<&str>,
 ) -> StoreResult<()> {
     let mut q = Sql::new("UPDATE bridges SET state = ");
-    q.bind(state)
+    q.bind(state.as_str())
         .push(", last_error = ")
         .bind(last_error)
         .push(", last_update_datetime = ")

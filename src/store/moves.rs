@@ -5,17 +5,18 @@ use sqlx::AnyPool;
 use uuid::Uuid;
 
 use super::{map_rows, RowExt, Sql};
+use crate::domain::{MoveRole, MoveState};
 use crate::store::StoreResult;
 
 #[derive(Clone, Debug)]
 pub struct UnitMove {
     pub uuid: Uuid,
-    pub role: String,
+    pub role: MoveRole,
     pub unit_uuid: Uuid,
     pub remote_unit_uuid: Uuid,
     pub peer_domain: String,
     pub user_uuid: Uuid,
-    pub state: String,
+    pub state: MoveState,
     pub cipher_env: Option<String>,
     pub remote_actor: Option<String>,
     pub remote_api: Option<String>,
@@ -28,12 +29,12 @@ pub struct UnitMove {
 fn from_row(r: &AnyRow) -> StoreResult<UnitMove> {
     Ok(UnitMove {
         uuid: r.uuid("uuid")?,
-        role: r.text("role")?,
+        role: r.parsed("role")?,
         unit_uuid: r.uuid("unit_uuid")?,
         remote_unit_uuid: r.uuid("remote_unit_uuid")?,
         peer_domain: r.text("peer_domain")?,
         user_uuid: r.uuid("user_uuid")?,
-        state: r.text("state")?,
+        state: r.parsed("state")?,
         cipher_env: r.opt_text("cipher_env")?,
         remote_actor: r.opt_text("remote_actor")?,
         remote_api: r.opt_text("remote_api")?,
@@ -46,7 +47,7 @@ fn from_row(r: &AnyRow) -> StoreResult<UnitMove> {
 
 pub async fn insert(db: &AnyPool, m: &UnitMove) -> StoreResult<()> {
     let mut q = Sql::new("INSERT INTO unit_moves (uuid, role, unit_uuid, remote_unit_uuid, peer_domain, user_uuid, state, cipher_env, remote_actor, remote_api, last_error, commands_sent_datetime, create_datetime, last_update_datetime) VALUES (");
-    q.bind(m.uuid).push(", ").bind(&m.role).push(", ");
+    q.bind(m.uuid).push(", ").bind(m.role.as_str()).push(", ");
     q.bind(m.unit_uuid)
         .push(", ")
         .bind(m.remote_unit_uuid)
@@ -55,7 +56,7 @@ pub async fn insert(db: &AnyPool, m: &UnitMove) -> StoreResult<()> {
         .push(", ")
         .bind(m.user_uuid)
         .push(", ");
-    q.bind(&m.state)
+    q.bind(m.state.as_str())
         .push(", ")
         .bind(m.cipher_env.clone())
         .push(", ");
@@ -78,7 +79,7 @@ pub async fn insert(db: &AnyPool, m: &UnitMove) -> StoreResult<()> {
 /// Saves state, env, error and command time.
 pub async fn update(db: &AnyPool, m: &UnitMove) -> StoreResult<()> {
     let mut q = Sql::new("UPDATE unit_moves SET state = ");
-    q.bind(&m.state)
+    q.bind(m.state.as_str())
         .push(", cipher_env = ")
         .bind(m.cipher_env.clone())
         .push(", last_error = ")
@@ -97,12 +98,12 @@ pub async fn update(db: &AnyPool, m: &UnitMove) -> StoreResult<()> {
 pub async fn latest_for_unit(
     db: &AnyPool,
     unit: Uuid,
-    role: &str,
+    role: MoveRole,
 ) -> StoreResult<Option<UnitMove>> {
     let mut q = Sql::new("SELECT * FROM unit_moves WHERE unit_uuid = ");
     q.bind(unit)
         .push(" AND role = ")
-        .bind(role)
+        .bind(role.as_str())
         .push(" ORDER BY create_datetime DESC LIMIT 1");
     q.fetch_optional(db)
         .await?

@@ -91,7 +91,10 @@ impl Telegram {
             bot: Bot::new(token.clone()).set_api_url(url),
             username: Arc::default(),
             codes: Arc::default(),
-            webhook_secret: derived_secret(&config.secret_key, b"pepeunit telegram webhook v1"),
+            webhook_secret: crate::crypto::derived_secret(
+                &config.secret_key,
+                b"pepeunit telegram webhook v1",
+            ),
             seen_updates: Arc::default(),
         })
     }
@@ -306,15 +309,6 @@ pub async fn run_admin_alerts(
             Err(RecvError::Closed) => return,
         }
     }
-}
-
-/// A hex HMAC of the instance secret: a stable secret nobody has to configure.
-pub(crate) fn derived_secret(secret_key: &str, purpose: &[u8]) -> String {
-    use hmac::{Hmac, Mac};
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret_key.as_bytes())
-        .expect("HMAC takes any key length");
-    mac.update(purpose);
-    crate::service::transfer::hex(&mac.finalize().into_bytes())
 }
 
 /// Escapes text for Telegram's HTML parse mode.

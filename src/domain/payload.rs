@@ -1,10 +1,11 @@
 //! Parsing of what devices send on their output base topics: `state` and `log` payloads
-//! (SPEC §0). Pure functions; the shards call them and the service layer decides the effects.
+//! (SPEC §0). Pure functions below the service layer: the MQTT core and the EMQX alert webhook
+//! parse with them, and the service layer decides the effects.
 
 use chrono::{DateTime, NaiveDateTime};
 use serde_json::{Map, Value};
 
-use crate::domain::LogLevel;
+use super::LogLevel;
 
 /// The keys of a `state` message the platform keeps (wire `ReservedStateKey`).
 pub const RESERVED_STATE_KEYS: [&str; 7] = [

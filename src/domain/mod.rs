@@ -4,7 +4,11 @@
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use uuid::Uuid;
+
+pub mod payload;
+pub mod topic;
+
+pub use topic::{is_valid_topic_name, parse_topic_uuid, Topic};
 
 /// Declares a string enum whose variants are written on the wire exactly as named.
 macro_rules! wire_enum {
@@ -85,6 +89,34 @@ impl BackendTopicCommand {
     }
 }
 wire_enum!(GitPlatform { Gitlab, Github });
+wire_enum!(
+    /// Which end of an MQTT bridge this instance holds: `Input` (the Input node; it issued the
+    /// credential) or `Output` (the Output node; it carries the messages to the peer).
+    BridgeRole { Input, Output }
+);
+wire_enum!(
+    /// `Pending`: the Input side has not heard back yet (or, on the Output side, the carrier has
+    /// not reached the peer's broker yet); `Active`: agreed (Input), carrying (Output); `Error`:
+    /// the carrier cannot reach the peer's broker or is refused (see `last_error`).
+    BridgeState { Pending, Active, Error }
+);
+wire_enum!(
+    /// Which end of a Unit move this instance holds.
+    MoveRole { Outgoing, Incoming }
+);
+wire_enum!(
+    /// Outgoing: `Requested` (the target prepares the device's env), `CommandsSent` (the device
+    /// was told to fetch it and restart), `Done`, `Cancelled`. Incoming: `Imported` (the Unit
+    /// waits for its device), `Arrived` (the device reported here), `Cancelled`.
+    MoveState {
+        Requested,
+        CommandsSent,
+        Done,
+        Cancelled,
+        Imported,
+        Arrived
+    }
+);
 wire_enum!(RepositoryRegistryStatus {
     Updated,
     Processing,
@@ -144,14 +176,6 @@ impl Order {
     }
 }
 
-/// A uuid in the one spelling topics use (lowercase, hyphenated). `Uuid::parse_str` also
-/// takes upper case, braces and `urn:uuid:`, which would give one unit many topic names
-/// (each with its own throttle and cache entry).
-pub fn parse_topic_uuid(s: &str) -> Option<Uuid> {
-    let u = Uuid::parse_str(s).ok()?;
-    (s.len() == 36 && u.hyphenated().to_string() == s).then_some(u)
-}
-
 /// Names of users, repos and units: `^[A-Za-z0-9_.-]{4,20}$`.
 pub fn is_valid_name(name: &str) -> bool {
     (4..=20).contains(&name.len())
@@ -163,15 +187,6 @@ pub fn is_valid_name(name: &str) -> bool {
 /// Passwords: `^[\x21-\x7E]{8,100}$`.
 pub fn is_valid_password(password: &str) -> bool {
     (8..=100).contains(&password.len()) && password.bytes().all(|b| (0x21..=0x7e).contains(&b))
-}
-
-/// Topic names of a schema: `[A-Za-z0-9/_-]`, non-empty, under 65,435 characters.
-pub fn is_valid_topic_name(topic: &str) -> bool {
-    !topic.is_empty()
-        && topic.len() < 65_435
-        && topic
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'/' || b == b'_' || b == b'-')
 }
 
 /// Naive UTC timestamps, stored and sent as `2025-01-25T07:39:24.312206`.
@@ -191,21 +206,6 @@ pub fn parse_time(s: &str) -> Option<chrono::NaiveDateTime> {
 mod tests {
     use super::*;
     use std::str::FromStr;
-
-    #[test]
-    fn topic_uuids_have_one_spelling() {
-        let u = "0193a5c4-7e2b-7c3d-9f00-1234567890ab";
-        assert_eq!(parse_topic_uuid(u).unwrap().to_string(), u);
-        for other in [
-            "0193A5C4-7E2B-7C3D-9F00-1234567890AB",
-            "0193a5c47e2b7c3d9f001234567890ab",
-            "{0193a5c4-7e2b-7c3d-9f00-1234567890ab}",
-            "urn:uuid:0193a5c4-7e2b-7c3d-9f00-1234567890ab",
-            "not a uuid",
-        ] {
-            assert!(parse_topic_uuid(other).is_none(), "{other}");
-        }
-    }
 
     #[test]
     fn names_follow_the_upstream_pattern() {

@@ -104,6 +104,11 @@ fn pbkdf2_b64(password: &str, dynamic_salt: &str, static_salt: &str) -> String {
     B64.encode(out)
 }
 
+/// Compares secrets in time independent of where the first difference is.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Lowercase hex (checksums in archives, ticket hashes, fingerprints).
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -40,7 +40,12 @@ impl RunningInstance {
         listener: TcpListener,
     ) -> anyhow::Result<RunningInstance> {
         let addr = listener.local_addr()?;
-        let instance = Instance::open(config).await?;
+        let mut instance = Instance::open(config).await?;
+        // the chat bot is a front door: the service layer knows it only as its port
+        let telegram = crate::telegram::Telegram::new(&instance.config);
+        instance.chat_bot = telegram
+            .clone()
+            .map(|t| std::sync::Arc::new(t) as std::sync::Arc<dyn crate::service::ports::ChatBot>);
         let mqtt = crate::mqtt::MqttCore::start(instance.clone()).await?;
         let (stop, stop_rx) = watch::channel(false);
         let mut http_stop = stop_rx.clone();
@@ -70,18 +75,16 @@ impl RunningInstance {
             tokio::spawn(node.clone().run_sampler(stop_rx.clone())),
         ];
         let (alerts_stop, alerts_stop_rx) = watch::channel(false);
-        let mut telegram = vec![
-            tokio::spawn(node.clone().supervise(
-                "alerts",
-                crate::service::alerts::run_alerts(instance.clone(), alerts_stop_rx),
-            )),
-            tokio::spawn(node.clone().supervise(
+        let mut tasks = vec![tokio::spawn(node.clone().supervise(
+            "alerts",
+            crate::service::alerts::run_alerts(instance.clone(), alerts_stop_rx),
+        ))];
+        if let Some(t) = telegram {
+            tasks.push(tokio::spawn(node.clone().supervise(
                 "admin alerts",
-                crate::telegram::run_admin_alerts(instance.clone(), stop_rx.clone()),
-            )),
-        ];
-        if let Some(t) = instance.telegram.clone() {
-            telegram.push(tokio::spawn(node.clone().supervise(
+                crate::telegram::run_admin_alerts(instance.clone(), t.clone(), stop_rx.clone()),
+            )));
+            tasks.push(tokio::spawn(node.clone().supervise(
                 "telegram bot",
                 crate::telegram::bot::run(instance.clone(), t, stop_rx.clone()),
             )));
@@ -98,7 +101,7 @@ impl RunningInstance {
             http,
             poller,
             federation,
-            telegram,
+            telegram: tasks,
             alerts_stop,
             mqtt,
         })

@@ -9,8 +9,8 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::extract::{Caller, Json, PathUuid};
 use crate::error::{AppError, AppResult};
 use crate::service::alerts::{AlertReport, EmqxLogMessage, UnitAlertsUpdate};
+use crate::service::units::Unit;
 use crate::service::Instance;
-use crate::store::units::Unit;
 
 pub fn router() -> OpenApiRouter<Instance> {
     OpenApiRouter::new()
@@ -48,7 +48,7 @@ async fn emqx_log_message(
         .get(axum::http::header::AUTHORIZATION)
         .map(|v| v.as_bytes())
         .unwrap_or_default();
-    if !constant_time_eq(given, expected.as_bytes()) {
+    if !crate::crypto::constant_time_eq(given, expected.as_bytes()) {
         return Err(AppError::no_access("Bad alert webhook credentials"));
     }
     instance.alert_from_emqx(body).await?;
@@ -74,31 +74,14 @@ async fn telegram_webhook(
     headers: HeaderMap,
     body: Bytes,
 ) -> AppResult<StatusCode> {
-    let telegram = instance
-        .telegram
+    let bot = instance
+        .chat_bot
         .clone()
         .ok_or_else(AppError::feature_disabled)?;
     let given = headers
         .get("x-telegram-bot-api-secret-token")
         .map(|v| v.as_bytes())
         .unwrap_or_default();
-    if !constant_time_eq(given, telegram.webhook_secret().as_bytes()) {
-        return Err(AppError::no_access("Bad Telegram secret token"));
-    }
-    let update: teloxide::types::Update = serde_json::from_slice(&body)
-        .map_err(|e| AppError::json(format!("not a Telegram Update: {e}")))?;
-    if telegram.first_update(update.id.0) {
-        tokio::spawn(async move {
-            crate::telegram::bot::handle_update(&instance, &telegram, update).await;
-        });
-    }
+    bot.receive_webhook(&instance, given, &body).await?;
     Ok(StatusCode::OK)
 }
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-struct Object;

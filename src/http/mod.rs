@@ -176,7 +176,7 @@ struct FeatureFlags {
 async fn root(State(instance): State<Instance>) -> Json<serde_json::Value> {
     let c = &instance.config;
     let origin = c.origin();
-    let telegram_bot = match &instance.telegram {
+    let telegram_bot = match &instance.chat_bot {
         // known once the bot started (getMe); the root document never waits for Telegram
         Some(t) => t.cached_username().map(|n| format!("https://t.me/{n}")),
         None => None,
@@ -192,7 +192,7 @@ async fn root(State(instance): State<Instance>) -> Json<serde_json::Value> {
         "grafana": format!("{origin}/grafana/"),
         "telegram_bot": telegram_bot,
         "feature_flags": FeatureFlags {
-            pu_ff_telegram_bot_enable: instance.telegram.is_some(),
+            pu_ff_telegram_bot_enable: instance.chat_bot.is_some(),
             pu_ff_grafana_integration_enable: false,
             pu_ff_datapipe_enable: false,
             pu_ff_datapipe_default_last_value_enable: false,
@@ -211,11 +211,11 @@ async fn metrics(
 }
 
 /// Admin: the MQTT core's state (connection, shard queues, counters).
-#[utoipa::path(get, path = "/metrics/mqtt", tag = "metrics", responses((status = 200, body = crate::mqtt::MqttReport)))]
+#[utoipa::path(get, path = "/metrics/mqtt", tag = "metrics", responses((status = 200, body = crate::observe::mqtt::MqttReport)))]
 async fn mqtt_metrics(
     State(instance): State<Instance>,
     Caller(agent): Caller,
-) -> crate::error::AppResult<Json<crate::mqtt::MqttReport>> {
+) -> crate::error::AppResult<Json<crate::observe::mqtt::MqttReport>> {
     agent.require_admin()?;
     Ok(Json(instance.mqtt_report()))
 }

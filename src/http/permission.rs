@@ -10,9 +10,9 @@ use uuid::Uuid;
 use super::extract::{Caller, Json, Query};
 use crate::domain::PermissionEntities;
 use crate::error::AppResult;
+use crate::service::permissions::Permission;
 use crate::service::permissions::PermissionCreate;
 use crate::service::{check_page, Instance};
-use crate::store::permissions::Permission;
 
 pub fn router() -> OpenApiRouter<Instance> {
     OpenApiRouter::new()

@@ -11,8 +11,8 @@ use super::extract::{Caller, Json, PathUuid, Query};
 use crate::domain::{Order, VisibilityLevel};
 use crate::error::AppResult;
 use crate::service::repos::{PlatformRead, RepoCreate, RepoUpdate, RepoVersions};
+use crate::service::repos::{Repo, RepoFilter};
 use crate::service::{check_page, Instance};
-use crate::store::repos::{Repo, RepoFilter};
 
 pub fn router() -> OpenApiRouter<Instance> {
     OpenApiRouter::new()

@@ -12,8 +12,8 @@ use crate::domain::Order;
 use crate::error::AppResult;
 use crate::git::CommitInfo;
 use crate::service::registries::{Credentials, CredentialsRead, RegistryCreate};
+use crate::service::registries::{RegistryFilter, RepositoryRegistry};
 use crate::service::{check_page, Instance};
-use crate::store::registries::{RegistryFilter, RepositoryRegistry};
 
 pub fn router() -> OpenApiRouter<Instance> {
     OpenApiRouter::new()

@@ -10,9 +10,9 @@ use uuid::Uuid;
 use super::extract::{Caller, Json, PathUuid, Query};
 use crate::domain::{Order, UnitNodeType, VisibilityLevel};
 use crate::error::AppResult;
+use crate::service::unit_nodes::{UnitNode, UnitNodeEdge, UnitNodeFilter};
 use crate::service::unit_nodes::{UnitNodeEdgeCreate, UnitNodeSetState, UnitNodeUpdate};
 use crate::service::{check_page, Instance};
-use crate::store::unit_nodes::{UnitNode, UnitNodeEdge, UnitNodeFilter};
 
 pub fn router() -> OpenApiRouter<Instance> {
     OpenApiRouter::new()

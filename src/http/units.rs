@@ -15,11 +15,11 @@ use crate::domain::{BackendTopicCommand, LogLevel, Order, UnitNodeType, Visibili
 use crate::error::{AppError, AppResult};
 use crate::firmware::ArchiveFormat;
 use crate::service::repos::TargetVersion;
+use crate::service::unit_logs::UnitLog;
 use crate::service::unit_logs::UnitLogFilter;
+use crate::service::units::{Unit, UnitFilter};
 use crate::service::units::{UnitCreate, UnitNodeInclusion, UnitUpdate};
 use crate::service::{check_page, Instance};
-use crate::store::unit_logs::UnitLog;
-use crate::store::units::{Unit, UnitFilter};
 
 pub fn router() -> OpenApiRouter<Instance> {
     OpenApiRouter::new()

@@ -9,9 +9,9 @@ use uuid::Uuid;
 use super::extract::{Caller, Json, PathUuid, Query};
 use crate::domain::{Order, UserRole, UserStatus};
 use crate::error::AppResult;
+use crate::service::users::{User, UserFilter};
 use crate::service::users::{UserAuth, UserCreate, UserUpdate};
 use crate::service::{check_page, Instance};
-use crate::store::users::{User, UserFilter};
 
 pub fn router() -> OpenApiRouter<Instance> {
     OpenApiRouter::new()

@@ -20,17 +20,16 @@
 //! minute, and stops every carrier when the instance stops (before the MQTT core).
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, ConnectionError, Event, MqttOptions, Packet, QoS};
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::domain::BridgeState;
+use crate::service::bridges::Bridge;
 use crate::service::Instance;
-use crate::store::bridges::Bridge;
 
 /// Messages waiting for the peer's broker, per carrier.
 pub const BUFFER: usize = 1000;
@@ -38,41 +37,6 @@ pub const BUFFER: usize = 1000;
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// How often the supervisor re-reads the bridges without being told.
 const RESCAN: Duration = Duration::from_secs(60);
-
-/// How the service layer tells the carrier that bridges changed, and learns which bridges'
-/// credentials are in use. Cheap to clone.
-#[derive(Clone)]
-pub struct BridgeSignal(Arc<SignalInner>);
-
-struct SignalInner {
-    changed: Notify,
-    running: watch::Sender<HashSet<Uuid>>,
-}
-
-impl Default for BridgeSignal {
-    fn default() -> Self {
-        BridgeSignal(Arc::new(SignalInner {
-            changed: Notify::new(),
-            running: watch::Sender::new(HashSet::new()),
-        }))
-    }
-}
-
-impl BridgeSignal {
-    pub fn changed(&self) {
-        self.0.changed.notify_one();
-    }
-
-    /// Waits (at most `wait`) until no carrier uses this bridge's credential.
-    pub async fn wait_stopped(&self, bridge: Uuid, wait: Duration) {
-        let mut rx = self.0.running.subscribe();
-        let _ = tokio::time::timeout(wait, rx.wait_for(|set| !set.contains(&bridge))).await;
-    }
-
-    fn set_running(&self, set: HashSet<Uuid>) {
-        self.0.running.send_replace(set);
-    }
-}
 
 /// What carries the bridges.
 pub enum Carrier {
@@ -149,7 +113,7 @@ async fn supervise(instance: Instance, carrier: Carrier, mut stop: watch::Receiv
             Err(e) => tracing::warn!(error = %e, "bridges not read"),
         }
         tokio::select! {
-            _ = signal.0.changed.notified() => {}
+            _ = signal.notified() => {}
             _ = tokio::time::sleep(RESCAN) => {}
             _ = stop.changed() => break,
         }

@@ -25,7 +25,7 @@ use rmqtt::server::MqttServer;
 use rmqtt::types::{AuthResult, PublishAclResult, SubscribeAclResult};
 use tokio::task::JoinHandle;
 
-use super::stats::MqttStats;
+use crate::observe::mqtt::MqttStats;
 use crate::service::broker_access::{BrokerAction, BrokerDecision};
 use crate::service::Instance;
 

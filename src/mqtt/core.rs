@@ -17,15 +17,15 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::stats::MqttStats;
 use crate::domain::payload::{self, ReportedState};
 use crate::domain::topic::{Base, Topic, TopicError};
 use crate::domain::{self, LogLevel, UnitFirmwareUpdateStatus};
 use crate::error::AppError;
+use crate::observe::mqtt::MqttStats;
 use crate::service::alerts::AlertLine;
 use crate::service::ingest::{IngestBatch, UnitStateWrite};
+use crate::service::unit_logs::NewUnitLog;
 use crate::service::Instance;
-use crate::store::unit_logs::NewUnitLog;
 
 /// Most messages one shard handles per database batch.
 pub const MAX_BATCH: usize = 2048;
@@ -171,8 +171,18 @@ pub fn start(instance: Instance, stats: Arc<MqttStats>) -> (Dispatcher, Shards) 
             },
         )));
     }
-    *stats.queues.lock().unwrap_or_else(|e| e.into_inner()) =
-        senders.iter().map(|tx| tx.downgrade()).collect();
+    stats.set_queues(
+        senders
+            .iter()
+            .map(|tx| {
+                let weak = tx.downgrade();
+                Box::new(move || {
+                    weak.upgrade()
+                        .map_or(0, |tx| tx.max_capacity() - tx.capacity())
+                }) as crate::observe::mqtt::QueueDepth
+            })
+            .collect(),
+    );
     let dispatcher = Dispatcher {
         shards: Arc::new(senders),
         stats,

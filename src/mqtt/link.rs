@@ -11,9 +11,9 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::watch;
 
 use super::core::{Dispatcher, Message};
-use super::outbox::Outbox;
-use super::stats::MqttStats;
 use crate::config::Config;
+use crate::observe::mqtt::MqttStats;
+use crate::service::ports::{Outbox, Publisher};
 
 pub struct Link {
     pub config: Arc<Config>,
@@ -47,7 +47,7 @@ impl Link {
     /// Runs until `stop` changes; then disconnects cleanly.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let (client, mut eventloop) = AsyncClient::new(self.options(), 10_000);
-        self.outbox.install(Some(client.clone()));
+        self.outbox.install(Some(Arc::new(client.clone())));
         let mut backoff = Duration::from_millis(250);
         let mut last_error: Option<String> = None;
         loop {
@@ -139,5 +139,13 @@ impl Link {
             }
         })
         .await;
+    }
+}
+
+/// The service layer publishes through the backend's client.
+impl Publisher for AsyncClient {
+    fn try_publish(&self, topic: &str, payload: Vec<u8>) -> Result<(), String> {
+        AsyncClient::try_publish(self, topic, QoS::AtLeastOnce, false, payload)
+            .map_err(|e| e.to_string())
     }
 }

@@ -10,23 +10,17 @@ pub mod broker;
 pub mod core;
 
 pub mod link;
-pub mod outbox;
-pub mod stats;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use crate::observe::mqtt::MqttStats;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use utoipa::ToSchema;
 
 use crate::config::MqttMode;
 use crate::service::Instance;
-
-pub use outbox::Outbox;
-pub use stats::MqttStats;
 
 /// The running MQTT core; [`MqttCore::stop`] drains it.
 pub struct MqttCore {
@@ -42,18 +36,6 @@ pub struct MqttCore {
     last_message_ms: Arc<AtomicU64>,
     started: Instant,
     client_id: String,
-}
-
-/// What `GET /metrics/mqtt` reports.
-#[derive(Debug, Clone, Default, Serialize, ToSchema)]
-pub struct MqttReport {
-    pub mode: String,
-    pub backend_connected: bool,
-    pub shards: usize,
-    pub shard_queue_capacity: usize,
-    /// Messages waiting in each shard's queue now.
-    pub queue_depths: Vec<usize>,
-    pub counters: stats::CountersSnapshot,
 }
 
 impl MqttCore {
@@ -205,20 +187,4 @@ fn start_emqx_worker(instance: &Instance) -> anyhow::Result<EmqxWorker> {
     let worker_admin = admin.clone();
     let task = tokio::spawn(crate::emqx::run_worker(worker_admin, stop_rx, reapply_rx));
     Ok((task, stop, admin, reapply))
-}
-
-impl Instance {
-    pub fn mqtt_report(&self) -> MqttReport {
-        MqttReport {
-            mode: match self.config.mqtt_mode {
-                MqttMode::Embedded => "embedded".into(),
-                MqttMode::External => "external".into(),
-            },
-            backend_connected: self.outbox.is_connected(),
-            shards: self.config.mqtt_shards,
-            shard_queue_capacity: self.config.mqtt_shard_queue,
-            queue_depths: self.mqtt_stats.queue_depths(),
-            counters: self.mqtt_stats.counters.snapshot(),
-        }
-    }
 }

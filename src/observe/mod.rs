@@ -8,6 +8,7 @@
 pub mod alerts;
 pub mod errors;
 pub mod feed;
+pub mod mqtt;
 pub mod prometheus;
 pub mod rates;
 pub mod system;
@@ -29,7 +30,7 @@ pub use errors::ErrorReport;
 pub use feed::ProcessFeed;
 use system::{CpuSampler, MachineReport, ProcTexts, ProcessReport};
 
-use crate::mqtt::MqttStats;
+use mqtt::MqttStats;
 
 /// How often the sampler runs.
 const SAMPLE_EVERY: Duration = Duration::from_secs(5);
@@ -99,7 +100,7 @@ pub struct NodeReport {
     /// Crash alerts produced, and those dropped because nobody took them in time.
     pub alerts_sent: u64,
     pub alerts_dropped: u64,
-    pub mqtt: crate::mqtt::MqttReport,
+    pub mqtt: mqtt::MqttReport,
 }
 
 /// This instance's self-observation. Cheap to clone.
@@ -289,12 +290,7 @@ impl Node {
     }
 
     /// Everything but the MQTT part of the report; errors as in [`Node::errors`].
-    pub fn report(
-        &self,
-        mqtt: crate::mqtt::MqttReport,
-        ascending: bool,
-        limit: usize,
-    ) -> NodeReport {
+    pub fn report(&self, mqtt: mqtt::MqttReport, ascending: bool, limit: usize) -> NodeReport {
         let totals = self.totals();
         let channels = {
             let rates = lock(&self.0.rates);
@@ -414,7 +410,7 @@ mod tests {
         for i in 0..200 {
             n.crash(&format!("kind {i}"), "x");
         }
-        let report = n.report(crate::mqtt::MqttReport::default(), false, 3);
+        let report = n.report(mqtt::MqttReport::default(), false, 3);
         assert_eq!(report.alerts_sent, 200);
         assert_eq!(report.alerts_dropped, 200 - ALERT_BUFFER as u64);
         assert_eq!(report.errors.len(), 3);

@@ -3,7 +3,7 @@
 use uuid::Uuid;
 
 use super::Instance;
-use crate::domain::{AgentType, PermissionEntities, UserRole, UserStatus, VisibilityLevel};
+use crate::domain::{AgentType, PermissionEntities, UserRole, VisibilityLevel};
 use crate::error::{AppError, AppResult};
 use crate::store::units::Unit;
 use crate::store::users::User;
@@ -147,10 +147,7 @@ impl Instance {
                 let user = store::users::get(&self.db.pool, uuid()?)
                     .await?
                     .ok_or_else(|| AppError::no_access("User not found"))?;
-                if user.status == UserStatus::Blocked {
-                    return Err(AppError::no_access("Agent is blocked or not found"));
-                }
-                Ok(Agent::User(Box::new(user)))
+                super::chat::user_agent(user)
             }
             "Unit" => {
                 let unit = match self.unit(uuid()?).await {

@@ -421,7 +421,7 @@ impl Instance {
     /// muted and its owner linked Telegram.
     async fn deliver_alert(&self, msg: AlertMessage) {
         let c = &self.alerts.counters;
-        let Some(telegram) = self.telegram.clone() else {
+        let Some(bot) = self.chat_bot.clone() else {
             return;
         };
         let unit = match self.unit(msg.unit).await {
@@ -440,25 +440,16 @@ impl Instance {
             c.undeliverable.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let owner = match store::users::get(self.pool(), unit.creator_uuid).await {
-            // a blocked account hears nothing, as over REST and the bot
-            Ok(Some(u)) if u.status != domain::UserStatus::Blocked => u,
-            _ => {
-                c.undeliverable.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
+        // a blocked account hears nothing, as over REST and the bot
+        let to = match store::users::get(self.pool(), unit.creator_uuid).await {
+            Ok(Some(owner)) => self.chat_of(&owner),
+            _ => None,
         };
-        let Some(chat) = owner
-            .telegram_chat_id
-            .as_deref()
-            .and_then(|c| c.parse::<i64>().ok())
-        else {
+        let Some(to) = to else {
             c.undeliverable.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        let lang = crate::telegram::Lang::from_code(owner.telegram_language.as_deref());
-        let text = crate::telegram::texts::alert(lang, &unit.name, &msg);
-        match telegram.send(chat, &text).await {
+        match bot.send_alert(&to, &unit.name, &msg).await {
             Ok(()) => {
                 c.sent.fetch_add(1, Ordering::Relaxed);
             }

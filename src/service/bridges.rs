@@ -32,7 +32,8 @@ use uuid::Uuid;
 use super::{Agent, Instance};
 use crate::domain::{self, BackendTopicCommand, Topic, UnitNodeType, VisibilityLevel};
 use crate::error::{AppError, AppResult};
-use crate::store::bridges::{Bridge, BridgeRole, BridgeState};
+pub use crate::store::bridges::Bridge;
+use crate::store::bridges::{BridgeRole, BridgeState};
 use crate::store::{self};
 
 /// How long a peer-side delete waits for the carrier to stop using the credential.

@@ -6,12 +6,14 @@ pub mod access;
 pub mod alerts;
 pub mod bridges;
 pub mod broker_access;
+pub mod chat;
 pub mod commands;
 pub mod federation;
 pub mod ingest;
 pub mod moves;
 pub mod node;
 pub mod permissions;
+pub mod ports;
 pub mod readme;
 pub mod registries;
 pub mod repos;
@@ -49,14 +51,16 @@ pub struct Instance {
     pub units_cache: Arc<row_cache::RowCache<crate::store::units::Unit>>,
     pub repos_cache: Arc<row_cache::RowCache<crate::store::repos::Repo>>,
     /// Publishes to devices over the backend's MQTT connection.
-    pub outbox: crate::mqtt::Outbox,
-    pub mqtt_stats: Arc<crate::mqtt::MqttStats>,
+    pub outbox: ports::Outbox,
+    pub mqtt_stats: Arc<crate::observe::mqtt::MqttStats>,
     /// This instance as an ActivityPub server (actors, deliveries, hub index).
     pub federation: pepeunit_federation::Federation,
     /// Tells the bridge carrier that bridges changed (SPEC §11).
-    pub bridges: crate::mqtt::bridge::BridgeSignal,
-    /// The Telegram Bot API client, when `PU_TELEGRAM_BOT_TOKEN` is set.
-    pub telegram: Option<crate::telegram::Telegram>,
+    pub bridges: ports::BridgeSignal,
+    /// The chat bot (Telegram), when `PU_TELEGRAM_BOT_TOKEN` is set and the instance serves:
+    /// installed by whoever starts the instance (`server.rs`), since the service never names
+    /// the bot.
+    pub chat_bot: Option<Arc<dyn ports::ChatBot>>,
     /// Log lines that became alerts, on their way to Telegram (SPEC §4).
     pub alerts: alerts::Alerts,
     /// Where unit log lines live (the embedded table or ClickHouse).
@@ -80,7 +84,7 @@ impl Instance {
             Duration::from_secs(config.git_timeout_secs),
         );
         let federation = federation::start_federation(&config, &db, &git).await?;
-        let mqtt_stats: Arc<crate::mqtt::MqttStats> = Arc::default();
+        let mqtt_stats: Arc<crate::observe::mqtt::MqttStats> = Arc::default();
         let node = crate::observe::Node::new(
             mqtt_stats.clone(),
             Duration::from_secs(config.crash_alert_interval_secs),
@@ -93,11 +97,11 @@ impl Instance {
             db,
             units_cache: Arc::default(),
             repos_cache: Arc::default(),
-            outbox: crate::mqtt::Outbox::default(),
+            outbox: ports::Outbox::default(),
             mqtt_stats,
             node,
             bridges: Default::default(),
-            telegram: crate::telegram::Telegram::new(&config),
+            chat_bot: None,
             alerts: alerts::Alerts::new(config.telegram_bot_token.is_some()),
             logs,
             config,

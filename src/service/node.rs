@@ -25,7 +25,9 @@ impl Instance {
         auth_token: Option<&str>,
     ) -> AppResult<String> {
         let by_bearer = match (bearer, &self.config.metrics_token) {
-            (Some(given), Some(token)) => same_secret(given.as_bytes(), token.as_bytes()),
+            (Some(given), Some(token)) => {
+                crate::crypto::constant_time_eq(given.as_bytes(), token.as_bytes())
+            }
             _ => false,
         };
         if !by_bearer {
@@ -39,7 +41,18 @@ impl Instance {
     }
 }
 
-/// Compares in time independent of where the first difference is.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+impl Instance {
+    pub fn mqtt_report(&self) -> crate::observe::mqtt::MqttReport {
+        crate::observe::mqtt::MqttReport {
+            mode: match self.config.mqtt_mode {
+                crate::config::MqttMode::Embedded => "embedded".into(),
+                crate::config::MqttMode::External => "external".into(),
+            },
+            backend_connected: self.outbox.is_connected(),
+            shards: self.config.mqtt_shards,
+            shard_queue_capacity: self.config.mqtt_shard_queue,
+            queue_depths: self.mqtt_stats.queue_depths(),
+            counters: self.mqtt_stats.counters.snapshot(),
+        }
+    }
 }

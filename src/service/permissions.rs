@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::{Agent, Instance};
 use crate::domain::PermissionEntities;
 use crate::error::{AppError, AppResult};
-use crate::store::permissions::Permission;
+pub use crate::store::permissions::Permission;
 use crate::store::{self};
 
 #[derive(Deserialize, ToSchema)]

@@ -9,7 +9,8 @@ use crate::domain::{self, AgentType, CredentialStatus, GitPlatform, RepositoryRe
 use crate::error::{AppError, AppResult};
 use crate::git::{self, CommitInfo, GitCredentials, GitError};
 use crate::platform;
-use crate::store::registries::{RegistryCredentials, RegistryFilter, RepositoryRegistry};
+use crate::store::registries::RegistryCredentials;
+pub use crate::store::registries::{RegistryFilter, RepositoryRegistry};
 use crate::store::{self};
 
 /// A re-sync within this many seconds of a running one is refused.

@@ -9,7 +9,7 @@ use super::registries::git_error;
 use super::{access, Agent, Instance};
 use crate::domain::{self, AgentType, PermissionEntities, VisibilityLevel};
 use crate::error::{AppError, AppResult};
-use crate::store::repos::{Repo, RepoFilter};
+pub use crate::store::repos::{Repo, RepoFilter};
 use crate::store::{self};
 
 #[derive(Deserialize, ToSchema)]

@@ -13,7 +13,7 @@ use super::{check_page, Agent, Instance};
 use crate::domain::topic::{Topic, TopicError};
 use crate::domain::{self, LogLevel, Order};
 use crate::error::{AppError, AppResult};
-use crate::store::unit_logs::{NewUnitLog, UnitLog};
+pub use crate::store::unit_logs::{NewUnitLog, UnitLog};
 use crate::telemetry::LogQuery;
 
 /// The query of `GET /units/log_list/`: exactly one of `uuid` and `topic` names the unit.

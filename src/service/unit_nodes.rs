@@ -9,7 +9,7 @@ use crate::domain::{
     self, AgentType, BackendTopicCommand, PermissionEntities, UnitNodeType, VisibilityLevel,
 };
 use crate::error::{AppError, AppResult};
-use crate::store::unit_nodes::{UnitNode, UnitNodeEdge, UnitNodeFilter};
+pub use crate::store::unit_nodes::{UnitNode, UnitNodeEdge, UnitNodeFilter};
 use crate::store::{self};
 
 #[derive(Deserialize, ToSchema, Default)]

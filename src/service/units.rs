@@ -18,7 +18,7 @@ use crate::error::{AppError, AppResult};
 use crate::firmware::{self, ArchiveFormat};
 use crate::store::repos::Repo;
 use crate::store::unit_nodes::{UnitNode, UnitNodeFilter};
-use crate::store::units::{Unit, UnitFilter};
+pub use crate::store::units::{Unit, UnitFilter};
 use crate::store::{self};
 
 #[derive(Deserialize, ToSchema)]

@@ -8,7 +8,8 @@ use super::{Agent, Instance};
 use crate::crypto;
 use crate::domain::{self, AgentType, UserRole, UserStatus};
 use crate::error::{AppError, AppResult};
-use crate::store::{self, users::User, users::UserFilter};
+use crate::store;
+pub use crate::store::users::{User, UserFilter};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

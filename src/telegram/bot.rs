@@ -12,14 +12,15 @@ use uuid::Uuid;
 use super::texts::{self, InstanceInfo};
 use super::{Lang, Telegram};
 use crate::config::TelegramMode;
-use crate::domain::{BackendTopicCommand, LogLevel, Order, UserStatus, VisibilityLevel};
+use crate::domain::{BackendTopicCommand, LogLevel, Order, VisibilityLevel};
 use crate::error::AppResult;
+use crate::service::chat::ChatAccount;
+use crate::service::unit_logs::UnitLog;
 use crate::service::unit_logs::UnitLogFilter;
 use crate::service::units::UnitNodeInclusion;
+use crate::service::units::{Unit, UnitFilter};
+use crate::service::users::User;
 use crate::service::{Agent, Instance};
-use crate::store;
-use crate::store::units::{Unit, UnitFilter};
-use crate::store::users::User;
 
 /// Seconds one `getUpdates` call waits for news (below teloxide's 17 s client timeout).
 const POLL_TIMEOUT_SECS: u32 = 10;
@@ -180,46 +181,44 @@ async fn answer(
         .unwrap_or(command)
         .to_ascii_lowercase();
     let args: Vec<&str> = words.collect();
-    let chat_key = chat.to_string();
-    let user = match store::users::by_telegram_chat(instance.pool(), &chat_key).await {
-        Ok(u) => u,
+    let account = match instance.chat_account(chat).await {
+        Ok(a) => a,
         Err(e) => {
             tracing::error!(error = %e, "telegram chat lookup failed");
             return texts::failed(Lang::from_code(telegram_lang), "internal error");
         }
     };
     let lang = Lang::from_code(
-        user.as_ref()
+        account
+            .user()
             .and_then(|u| u.telegram_language.as_deref())
             .or(telegram_lang),
     );
-    match (command.as_str(), user) {
+    let linked = account.user().map(|u| u.uuid);
+    match (command.as_str(), account) {
         ("/start", _) if !args.is_empty() => {
             start(instance, telegram, chat, telegram_lang, args[0]).await
         }
-        ("/start" | "/help", Some(_)) => texts::help(lang),
-        ("/start" | "/help", None) => {
+        ("/start" | "/help", ChatAccount::Unlinked) => {
             format!("{}\n\n{}", texts::help(lang), texts::need_link(lang))
         }
-        ("/info", user) => info(instance, lang, user.as_ref()).await,
-        ("/lang", user) => {
+        ("/start" | "/help", _) => texts::help(lang),
+        ("/info", account) => info(instance, lang, account.user()).await,
+        ("/lang", _) => {
             let Some(choice) = args.first().filter(|a| matches!(**a, "en" | "ru")) else {
                 return texts::usage(lang, "/lang en|ru");
             };
             let new = Lang::from_code(Some(choice));
-            if let Some(u) = user {
-                if let Err(e) =
-                    store::users::set_telegram_language(instance.pool(), u.uuid, new.code()).await
-                {
-                    return texts::failed(lang, &e.to_string());
+            if let Some(user) = linked {
+                if let Err(e) = instance.set_chat_language(user, new.code()).await {
+                    return texts::failed(lang, e.message());
                 }
             }
             texts::lang_set(new)
         }
-        (_, None) => texts::need_link(lang),
-        (_, Some(user)) if user.status == UserStatus::Blocked => texts::blocked(lang),
-        (command, Some(user)) => {
-            let agent = Agent::User(Box::new(user));
+        (_, ChatAccount::Unlinked) => texts::need_link(lang),
+        (_, ChatAccount::Blocked(_)) => texts::blocked(lang),
+        (command, ChatAccount::Linked(agent)) => {
             match linked_command(instance, &agent, lang, command, &args).await {
                 Ok(text) => text,
                 Err(e) => texts::failed(lang, e.message()),
@@ -239,13 +238,10 @@ async fn start(
     let Some(user_uuid) = telegram.take_link_code(code) else {
         return texts::bad_code(lang);
     };
-    let linked =
-        store::users::link_telegram(instance.pool(), user_uuid, &chat.to_string(), lang.code())
-            .await;
-    match (linked, store::users::get(instance.pool(), user_uuid).await) {
-        (Ok(()), Ok(Some(user))) => texts::linked(lang, &user.login),
-        (Err(e), _) | (_, Err(e)) => texts::failed(lang, &e.to_string()),
-        (Ok(()), Ok(None)) => texts::bad_code(lang),
+    match instance.link_chat(user_uuid, chat, lang.code()).await {
+        Ok(Some(user)) => texts::linked(lang, &user.login),
+        Ok(None) => texts::bad_code(lang),
+        Err(e) => texts::failed(lang, e.message()),
     }
 }
 
@@ -297,7 +293,7 @@ async fn linked_command(
             let pages = ((count + PAGE - 1) / PAGE).max(1);
             texts::units(lang, &units, page, pages, stale)
         }
-        ("/unit", [name]) => match own_unit(instance, agent, name).await? {
+        ("/unit", [name]) => match instance.own_unit_by_name(agent, name).await? {
             Some(unit) => {
                 let logs = last_logs(instance, agent, unit.uuid, LogLevel::Debug, 5).await?;
                 texts::unit(lang, &unit, &logs, stale)
@@ -320,7 +316,7 @@ async fn linked_command(
                     ));
                 }
             }
-            match own_unit(instance, agent, name).await? {
+            match instance.own_unit_by_name(agent, name).await? {
                 Some(unit) => {
                     let logs = last_logs(instance, agent, unit.uuid, level, n).await?;
                     texts::logs(lang, &unit.name, &logs)
@@ -336,7 +332,7 @@ async fn linked_command(
                     "/send NAME Update|EnvUpdate|SchemaUpdate|LogSync|Reset",
                 ));
             };
-            match own_unit(instance, agent, name).await? {
+            match instance.own_unit_by_name(agent, name).await? {
                 Some(unit) => {
                     let published = instance.publish_command(&unit, cmd).await?;
                     texts::command_sent(lang, cmd.as_str(), &unit.name, published)
@@ -355,7 +351,7 @@ async fn linked_command(
                     "/alerts NAME Debug|Info|Warning|Error|Critical",
                 ));
             };
-            match own_unit(instance, agent, name).await? {
+            match instance.own_unit_by_name(agent, name).await? {
                 Some(unit) => {
                     let update = crate::service::alerts::UnitAlertsUpdate {
                         alert_log_level: Some(level),
@@ -390,7 +386,7 @@ async fn mute(
     name: &str,
     secs: i64,
 ) -> AppResult<String> {
-    let Some(unit) = own_unit(instance, agent, name).await? else {
+    let Some(unit) = instance.own_unit_by_name(agent, name).await? else {
         return Ok(texts::no_unit(lang, name));
     };
     let update = crate::service::alerts::UnitAlertsUpdate {
@@ -425,12 +421,6 @@ async fn own_units(
         .await
 }
 
-/// The caller's own unit of that exact name (unit names are unique on an instance).
-async fn own_unit(instance: &Instance, agent: &Agent, name: &str) -> AppResult<Option<Unit>> {
-    let unit = crate::store::units::by_name(instance.pool(), name).await?;
-    Ok(unit.filter(|u| Some(u.creator_uuid) == agent.uuid()))
-}
-
 /// Newest first: the `n` latest lines at `min` or above.
 async fn last_logs(
     instance: &Instance,
@@ -438,7 +428,7 @@ async fn last_logs(
     unit: Uuid,
     min: LogLevel,
     n: i64,
-) -> AppResult<Vec<crate::store::unit_logs::UnitLog>> {
+) -> AppResult<Vec<UnitLog>> {
     let filter = UnitLogFilter {
         uuid: Some(unit),
         topic: None,

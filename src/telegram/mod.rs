@@ -1,5 +1,7 @@
-//! Telegram (SPEC §5): the Bot API client the alert pipeline and the bot share, one-time codes
-//! that link a chat to an account, and the bot itself ([`bot`]).
+//! Telegram (SPEC §5), a front door: the Bot API client, one-time codes that link a chat to an
+//! account, the bot itself ([`bot`]), and the delivery of alerts: [`Telegram`] implements the
+//! service layer's `ChatBot` port (link codes, unit alerts, webhook updates), and
+//! [`run_admin_alerts`] forwards crash alerts to the admins.
 //!
 //! The Bot API is reached through teloxide's `Bot` (requests and types only; the update loop
 //! and command handling are ours, in [`bot`]). `PU_TELEGRAM_API_URL` points it elsewhere than
@@ -19,6 +21,10 @@ use teloxide::RequestError;
 use uuid::Uuid;
 
 use crate::config::Config;
+use crate::error::{AppError, AppResult};
+use crate::service::alerts::AlertMessage;
+use crate::service::ports::{ChatBot, ChatUser};
+use crate::service::Instance;
 
 /// How long a link code from `GET /users/generate_verification_link/` stays valid.
 pub const LINK_CODE_TTL: Duration = Duration::from_secs(300);
@@ -216,79 +222,87 @@ fn map_error(e: RequestError) -> TelegramError {
     }
 }
 
-impl crate::service::Instance {
-    /// `GET /users/generate_verification_link/`: `https://t.me/<bot>?start=<code>` for the
-    /// calling user (not Blocked).
-    pub async fn telegram_link(
+/// The service layer's chat bot port: link codes and alert delivery, rendered in the
+/// recipient's language here.
+#[async_trait::async_trait]
+impl ChatBot for Telegram {
+    fn cached_username(&self) -> Option<String> {
+        Telegram::cached_username(self)
+    }
+
+    async fn username(&self) -> Result<String, String> {
+        Telegram::username(self).await.map_err(|e| e.to_string())
+    }
+
+    fn new_link_code(&self, user: Uuid) -> String {
+        Telegram::new_link_code(self, user)
+    }
+
+    async fn send_alert(
         &self,
-        agent: &crate::service::Agent,
-    ) -> crate::error::AppResult<String> {
-        use crate::error::AppError;
-        let user = agent.user()?;
-        let telegram = self
-            .telegram
-            .as_ref()
-            .ok_or_else(AppError::feature_disabled)?;
-        if user.status == crate::domain::UserStatus::Blocked {
-            return Err(AppError::no_access("Blocked users cannot link Telegram"));
-        }
-        let name = telegram
-            .username()
-            .await
-            .map_err(|e| AppError::telegram(format!("the Telegram bot is not reachable: {e}")))?;
-        Ok(format!(
-            "https://t.me/{name}?start={}",
-            telegram.new_link_code(user.uuid)
-        ))
+        to: &ChatUser,
+        unit_name: &str,
+        alert: &AlertMessage,
+    ) -> Result<(), String> {
+        let lang = Lang::from_code(to.language.as_deref());
+        let text = texts::alert(lang, unit_name, alert);
+        self.send(to.chat, &text).await.map_err(|e| e.to_string())
     }
 
-    /// Sends a message to every admin (not Blocked) with a linked chat, each in their language;
-    /// returns how many received it. Nothing when no bot is configured.
-    pub async fn notify_admins(&self, text: impl Fn(Lang) -> String) -> usize {
-        let Some(telegram) = &self.telegram else {
+    async fn receive_webhook(
+        &self,
+        instance: &Instance,
+        secret_token: &[u8],
+        body: &[u8],
+    ) -> AppResult<()> {
+        if !crate::crypto::constant_time_eq(secret_token, self.webhook_secret().as_bytes()) {
+            return Err(AppError::no_access("Bad Telegram secret token"));
+        }
+        let update: teloxide::types::Update = serde_json::from_slice(body)
+            .map_err(|e| AppError::json(format!("not a Telegram Update: {e}")))?;
+        if self.first_update(update.id.0) {
+            let (instance, telegram) = (instance.clone(), self.clone());
+            tokio::spawn(async move {
+                bot::handle_update(&instance, &telegram, update).await;
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Sends a message to every admin (not Blocked) with a linked chat, each in their language;
+/// returns how many received it.
+pub async fn notify_admins(
+    instance: &Instance,
+    telegram: &Telegram,
+    text: impl Fn(Lang) -> String,
+) -> usize {
+    let admins = match instance.admin_chats().await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(error = %e, "admins with Telegram not read");
             return 0;
-        };
-        let admins = match crate::store::users::admins_with_telegram(self.pool()).await {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "admins with Telegram not read");
-                return 0;
-            }
-        };
-        let mut sent = 0;
-        for admin in admins {
-            let Some(chat) = admin
-                .telegram_chat_id
-                .as_deref()
-                .and_then(|c| c.parse().ok())
-            else {
-                continue;
-            };
-            let lang = Lang::from_code(admin.telegram_language.as_deref());
-            match telegram.send(chat, &text(lang)).await {
-                Ok(()) => sent += 1,
-                Err(e) => tracing::warn!(admin = %admin.uuid, error = %e, "admin alert not sent"),
-            }
         }
-        sent
+    };
+    let mut sent = 0;
+    for admin in admins {
+        let lang = Lang::from_code(admin.language.as_deref());
+        match telegram.send(admin.chat, &text(lang)).await {
+            Ok(()) => sent += 1,
+            Err(e) => tracing::warn!(admin = %admin.user, error = %e, "admin alert not sent"),
+        }
     }
-
-    /// Counts one request that came in over Telegram.
-    pub fn count_telegram_request(&self) {
-        self.node.count(crate::observe::Channel::Telegram);
-    }
+    sent
 }
 
 /// Forwards the node's crash alerts (SPEC §6) to every admin with a linked chat until `stop`.
 /// Without a bot the alerts stay in `GET /metrics/node`'s error tracker only.
 pub async fn run_admin_alerts(
-    instance: crate::service::Instance,
+    instance: Instance,
+    telegram: Telegram,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     use tokio::sync::broadcast::error::RecvError;
-    if instance.telegram.is_none() {
-        return;
-    }
     let mut alerts = instance.node.admin_alerts();
     loop {
         let alert = tokio::select! {
@@ -297,14 +311,13 @@ pub async fn run_admin_alerts(
         };
         match alert {
             Ok(alert) => {
-                instance
-                    .notify_admins(|lang| texts::crash(lang, &alert.text, alert.count))
-                    .await;
+                notify_admins(&instance, &telegram, |lang| {
+                    texts::crash(lang, &alert.text, alert.count)
+                })
+                .await;
             }
             Err(RecvError::Lagged(n)) => {
-                instance
-                    .notify_admins(|lang| texts::crash_lagged(lang, n))
-                    .await;
+                notify_admins(&instance, &telegram, |lang| texts::crash_lagged(lang, n)).await;
             }
             Err(RecvError::Closed) => return,
         }

@@ -4,8 +4,8 @@
 use super::{clip, escape, Lang};
 use crate::domain::LogLevel;
 use crate::service::alerts::AlertMessage;
-use crate::store::unit_logs::UnitLog;
-use crate::store::units::Unit;
+use crate::service::unit_logs::UnitLog;
+use crate::service::units::Unit;
 
 /// Most UTF-16 units of one device log line in a list (`/unit`, `/logs`, an alert's "last").
 const LINE_CLIP: usize = 300;

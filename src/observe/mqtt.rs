@@ -1,13 +1,15 @@
-//! Counters of the MQTT core, shared by the broker hooks, the dispatcher and the shards.
-//! Plain relaxed atomics: they are read for reports, never used for decisions.
+//! Counters of the MQTT core, shared by the broker hooks, the dispatcher and the shards, and
+//! the report `GET /metrics/mqtt` answers with. Plain relaxed atomics: they are read for
+//! reports, never used for decisions. Nothing here knows the core's types: the shards'
+//! queues are seen through depth probes the core registers.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use serde::Serialize;
-use tokio::sync::mpsc::WeakSender;
-
-use super::core::Message;
 use utoipa::ToSchema;
+
+/// How full one queue is now.
+pub type QueueDepth = Box<dyn Fn() -> usize + Send + Sync>;
 
 macro_rules! counters {
     ($($(#[$doc:meta])* $name:ident),+ $(,)?) => {
@@ -65,8 +67,21 @@ pub struct MqttStats {
     /// The broker acknowledged the core's subscriptions on the current connection: from then
     /// on a device's message has somewhere to go.
     pub backend_subscribed: AtomicBool,
-    /// The shards' queues, held weakly so they never keep a stopping shard alive.
-    pub(crate) queues: std::sync::Mutex<Vec<WeakSender<Message>>>,
+    /// The shards' queue depths (the core's probes hold its queues weakly, so they never
+    /// keep a stopping shard alive).
+    queues: std::sync::Mutex<Vec<QueueDepth>>,
+}
+
+/// What `GET /metrics/mqtt` reports.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct MqttReport {
+    pub mode: String,
+    pub backend_connected: bool,
+    pub shards: usize,
+    pub shard_queue_capacity: usize,
+    /// Messages waiting in each shard's queue now.
+    pub queue_depths: Vec<usize>,
+    pub counters: CountersSnapshot,
 }
 
 impl MqttStats {
@@ -76,11 +91,13 @@ impl MqttStats {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .map(|w| {
-                w.upgrade()
-                    .map_or(0, |tx| tx.max_capacity() - tx.capacity())
-            })
+            .map(|depth| depth())
             .collect()
+    }
+
+    /// Replaces the queues whose depths are reported (the core calls it when it starts).
+    pub fn set_queues(&self, queues: Vec<QueueDepth>) {
+        *self.queues.lock().unwrap_or_else(|e| e.into_inner()) = queues;
     }
 
     pub fn add(&self, counter: &AtomicU64, n: u64) {

@@ -293,6 +293,10 @@ fn meta_schema_problems(python: &str, doc: &Value) -> Option<Vec<String>> {
         }
         Some(1) => Some(stdout.lines().map(str::to_string).collect()),
         Some(3) if !common::require_all() => None,
+        Some(3) => panic!(
+            "PU_TEST_REQUIRE_ALL=1 but {python} lacks openapi-spec-validator \
+             (scripts/test.sh installs it): {stdout}"
+        ),
         _ => panic!(
             "{python} {script}: {}\n{stdout}{}",
             out.status,

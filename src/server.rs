@@ -40,8 +40,14 @@ impl RunningInstance {
         listener: TcpListener,
     ) -> anyhow::Result<RunningInstance> {
         let addr = listener.local_addr()?;
+        let mut config = config;
+        // bound first: with `PU_MQTT_BIND` port 0 the config learns the port the broker took
+        let broker_listener = match config.mqtt_mode {
+            crate::config::MqttMode::Embedded => Some(crate::mqtt::broker::bind(&mut config)?),
+            crate::config::MqttMode::External => None,
+        };
         let instance = Instance::open(config).await?;
-        let mqtt = crate::mqtt::MqttCore::start(instance.clone()).await?;
+        let mqtt = crate::mqtt::MqttCore::start(instance.clone(), broker_listener).await?;
         let (stop, stop_rx) = watch::channel(false);
         let mut http_stop = stop_rx.clone();
         // owned tasks run under the node's supervision: a panic becomes a crash alert

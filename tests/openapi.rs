@@ -95,7 +95,7 @@ fn check_schema(doc: &Value, s: &Value, at: &str, problems: &mut Vec<String>) {
         Some(t) => problems.push(format!("{at}: bad type {t}")),
     }
     if let Some(e) = map.get("enum") {
-        if !e.as_array().is_some_and(|e| !e.is_empty()) {
+        if e.as_array().is_none_or(|e| e.is_empty()) {
             problems.push(format!("{at}: enum must be a non-empty array"));
         }
     }
@@ -580,30 +580,64 @@ impl Probe {
     }
 }
 
-/// Sends `field: value` in an otherwise valid JSON body and compares the answer with what
-/// the document says about the value.
-#[allow(clippy::too_many_arguments)]
-async fn body_value(
-    inst: &TestInstance,
-    token: Option<&str>,
-    method: &str,
-    path: &str,
-    base: &Value,
-    field: &str,
-    value: Value,
-    allowed: bool,
+/// A JSON endpoint whose request body is probed, and its status of success.
+struct BodyProbe<'a> {
+    method: &'static str,
+    path: String,
+    token: Option<&'a str>,
     ok: u16,
-    found: &mut Findings,
-) {
-    let mut body = base.clone();
-    body[field] = value.clone();
-    let (st, answer) = inst.call(method, path, token, Some(body)).await;
-    let want = if allowed { ok } else { 422 };
-    if st.as_u16() != want {
-        found.mismatches.push(format!(
-            "{method} {path} {field}={value}: the document {} it, the server answered {st} {answer}",
-            if allowed { "allows" } else { "forbids" }
-        ));
+}
+
+impl BodyProbe<'_> {
+    /// Sends `base` with `field` set to `value` and compares the answer with what the document
+    /// says of the value.
+    async fn value(
+        &self,
+        inst: &TestInstance,
+        base: Value,
+        field: &str,
+        value: Value,
+        allowed: bool,
+        found: &mut Findings,
+    ) {
+        let mut body = base;
+        body[field] = value.clone();
+        let (st, answer) = inst
+            .call(self.method, &self.path, self.token, Some(body))
+            .await;
+        let want = if allowed { self.ok } else { 422 };
+        if st.as_u16() != want {
+            found.mismatches.push(format!(
+                "{} {} {field}={value}: the document {} it, the server answered {st} {answer}",
+                self.method,
+                self.path,
+                if allowed { "allows" } else { "forbids" }
+            ));
+        }
+    }
+
+    /// Probes the lengths `minLength - 1`, `minLength`, `maxLength` and `maxLength + 1` of a
+    /// documented string property with names from `name_of`.
+    #[allow(clippy::too_many_arguments)]
+    async fn lengths(
+        &self,
+        inst: &TestInstance,
+        doc: &Value,
+        component: &str,
+        field: &str,
+        base: impl Fn(&mut u32) -> Value,
+        seed: &mut u32,
+        found: &mut Findings,
+    ) {
+        let s = property_schema(doc, component, field);
+        let lo = s["minLength"].as_u64().expect("a minLength") as usize;
+        let hi = s["maxLength"].as_u64().expect("a maxLength") as usize;
+        assert!(s["pattern"].is_string(), "{component}.{field}: {s}");
+        for (len, allowed) in [(lo - 1, false), (lo, true), (hi, true), (hi + 1, false)] {
+            let body = base(seed);
+            let value = json!(name_of(len, seed));
+            self.value(inst, body, field, value, allowed, found).await;
+        }
     }
 }
 
@@ -842,157 +876,95 @@ async fn constraints_match_the_server(backend: Backend) {
     // Request bodies: lengths and patterns of names and passwords, enums, ranges, required
     // fields and unknown fields.
     let mut seed = 0u32;
-    let login = property_schema(&doc, "UserCreate", "login");
-    let password = property_schema(&doc, "UserCreate", "password");
-    let (lo, hi) = (
-        login["minLength"].as_u64().expect("login minLength") as usize,
-        login["maxLength"].as_u64().expect("login maxLength") as usize,
-    );
-    assert!(login["pattern"].is_string(), "{login}");
-    for (len, allowed) in [(lo - 1, false), (lo, true), (hi, true), (hi + 1, false)] {
-        let base = json!({"password": "password-1"});
-        let v = json!(name_of(len, &mut seed));
-        body_value(
-            &inst, None, "POST", "/users", &base, "login", v, allowed, 201, &mut found,
+    let users = BodyProbe {
+        method: "POST",
+        path: "/users".into(),
+        token: None,
+        ok: 201,
+    };
+    let with_password = |_: &mut u32| json!({"password": "password-1"});
+    users
+        .lengths(
+            &inst,
+            &doc,
+            "UserCreate",
+            "login",
+            with_password,
+            &mut seed,
+            &mut found,
         )
         .await;
-    }
-    let base = json!({"password": "password-1"});
-    body_value(
-        &inst,
-        None,
-        "POST",
-        "/users",
-        &base,
-        "login",
-        json!("with space"),
-        false,
-        201,
-        &mut found,
-    )
-    .await;
-    let (lo, hi) = (
-        password["minLength"].as_u64().expect("password minLength") as usize,
-        password["maxLength"].as_u64().expect("password maxLength") as usize,
-    );
+    let (body, bad) = (json!({"password": "password-1"}), json!("with space"));
+    users
+        .value(&inst, body, "login", bad, false, &mut found)
+        .await;
+    let password = property_schema(&doc, "UserCreate", "password");
+    let lo = password["minLength"].as_u64().expect("a minLength") as usize;
+    let hi = password["maxLength"].as_u64().expect("a maxLength") as usize;
     assert!(password["pattern"].is_string(), "{password}");
     for (len, allowed) in [(lo - 1, false), (lo, true), (hi, true), (hi + 1, false)] {
-        let base = json!({"login": name_of(10, &mut seed)});
-        body_value(
-            &inst,
-            None,
-            "POST",
-            "/users",
-            &base,
-            "password",
-            json!("p".repeat(len)),
-            allowed,
-            201,
-            &mut found,
-        )
-        .await;
+        let body = json!({"login": name_of(10, &mut seed)});
+        let value = json!("p".repeat(len));
+        users
+            .value(&inst, body, "password", value, allowed, &mut found)
+            .await;
     }
-    let base = json!({"login": name_of(10, &mut seed)});
-    body_value(
-        &inst,
-        None,
-        "POST",
-        "/users",
-        &base,
-        "password",
+    let (body, bad) = (
+        json!({"login": name_of(10, &mut seed)}),
         json!("pass word 1"),
-        false,
-        201,
-        &mut found,
-    )
-    .await;
+    );
+    users
+        .value(&inst, body, "password", bad, false, &mut found)
+        .await;
 
-    // units: name, visibility, required fields, unknown fields
-    let unit_name = property_schema(&doc, "UnitCreate", "name");
-    let (lo, hi) = (
-        unit_name["minLength"]
-            .as_u64()
-            .expect("unit name minLength") as usize,
-        unit_name["maxLength"]
-            .as_u64()
-            .expect("unit name maxLength") as usize,
-    );
-    let unit_body = |seed: &mut u32| json!({"repo_uuid": repo["uuid"], "visibility_level": "Public", "name": name_of(12, seed), "is_auto_update_from_repo_unit": true});
-    for (len, allowed) in [(lo - 1, false), (lo, true), (hi, true), (hi + 1, false)] {
-        let base = unit_body(&mut seed);
-        body_value(
+    let units = BodyProbe {
+        method: "POST",
+        path: "/units".into(),
+        token: Some(&token),
+        ok: 201,
+    };
+    let unit_body = |seed: &mut u32| {
+        json!({"repo_uuid": repo["uuid"], "visibility_level": "Public",
+            "name": name_of(12, seed), "is_auto_update_from_repo_unit": true})
+    };
+    units
+        .lengths(
             &inst,
-            Some(&token),
-            "POST",
-            "/units",
-            &base,
+            &doc,
+            "UnitCreate",
             "name",
-            json!(name_of(len, &mut seed)),
-            allowed,
-            201,
+            unit_body,
+            &mut seed,
             &mut found,
         )
         .await;
+    let visibility = property_schema(&doc, "UnitCreate", "visibility_level");
+    for v in enum_values(&doc, visibility).expect("an enum") {
+        let body = unit_body(&mut seed);
+        units
+            .value(&inst, body, "visibility_level", json!(v), true, &mut found)
+            .await;
     }
-    let visibility = enum_values(
-        &doc,
-        property_schema(&doc, "UnitCreate", "visibility_level"),
-    )
-    .unwrap();
-    for v in visibility {
-        let base = unit_body(&mut seed);
-        body_value(
+    let body = unit_body(&mut seed);
+    units
+        .value(
             &inst,
-            Some(&token),
-            "POST",
-            "/units",
-            &base,
+            body,
             "visibility_level",
-            json!(v),
-            true,
-            201,
+            json!("Secret"),
+            false,
             &mut found,
         )
         .await;
-    }
-    let base = unit_body(&mut seed);
-    body_value(
-        &inst,
-        Some(&token),
-        "POST",
-        "/units",
-        &base,
-        "visibility_level",
-        json!("Secret"),
-        false,
-        201,
-        &mut found,
-    )
-    .await;
-    let base = unit_body(&mut seed);
-    body_value(
-        &inst,
-        Some(&token),
-        "POST",
-        "/units",
-        &base,
-        "no_such_field",
-        json!(1),
-        false,
-        201,
-        &mut found,
-    )
-    .await;
-    assert_eq!(
-        doc["components"]["schemas"]["UnitCreate"]["additionalProperties"],
-        false
-    );
-    let required = doc["components"]["schemas"]["UnitCreate"]["required"]
-        .as_array()
-        .unwrap()
-        .clone();
+    let unit_create = &doc["components"]["schemas"]["UnitCreate"];
+    assert_eq!(unit_create["additionalProperties"], false);
+    let body = unit_body(&mut seed);
+    units
+        .value(&inst, body, "no_such_field", json!(1), false, &mut found)
+        .await;
+    let required = unit_create["required"].as_array().expect("required fields");
     assert!(!required.is_empty());
-    for field in &required {
+    for field in required {
         let mut body = unit_body(&mut seed);
         body.as_object_mut()
             .unwrap()
@@ -1011,38 +983,31 @@ async fn constraints_match_the_server(backend: Backend) {
         .await;
     let node = nodes["unit_nodes"][0]["uuid"]
         .as_str()
-        .expect("a unit node")
-        .to_string();
-    for (method, path, component, field) in [
+        .expect("a unit node");
+    for (path, component, field) in [
         (
-            "PATCH",
             format!("/unit_nodes/{node}"),
             "UnitNodeUpdate",
             "max_connections",
         ),
         (
-            "PATCH",
             format!("/units/alerts/{unit_uuid}"),
             "UnitAlertsUpdate",
             "mute_seconds",
         ),
     ] {
+        let target = BodyProbe {
+            method: "PATCH",
+            path,
+            token: Some(&token),
+            ok: 200,
+        };
         let ranges = int_ranges(property_schema(&doc, component, field));
         assert!(!ranges.is_empty(), "{component}.{field} has no range");
         for (v, allowed) in boundary_values(&ranges) {
-            body_value(
-                &inst,
-                Some(&token),
-                method,
-                &path,
-                &json!({}),
-                field,
-                json!(v),
-                allowed,
-                200,
-                &mut found,
-            )
-            .await;
+            target
+                .value(&inst, json!({}), field, json!(v), allowed, &mut found)
+                .await;
         }
     }
 

@@ -9,7 +9,8 @@
 #      started: each test starts its own broker or server, tests/common/clickhouse.rs);
 #   2. starts the PostgreSQL 15 cluster on 127.0.0.1:5432 and gives the `postgres` role a
 #      password, then exports PU_TEST_POSTGRES_URL (tests create/drop their own databases);
-#   3. creates a venv with pepeunit-client[all] 1.3.x and exports PU_TEST_PYTHON, and one with
+#   3. creates a venv with pepeunit-client[all] 1.3.x and openapi-spec-validator 0.9.0 (the
+#      OpenAPI 3.1 check of tests/openapi.rs) and exports PU_TEST_PYTHON, and one with
 #      bovine-herd 0.5.19 (the ActivityPub interop peer) and exports PU_TEST_BOVINE_PYTHON;
 #   4. exports PU_TEST_MOSQUITTO (the broker binary), PU_TEST_CLICKHOUSE (the
 #      clickhouse-server binary, 18.16 on Debian 12) and PU_TEST_REQUIRE_ALL=1 (tests needing
@@ -35,6 +36,7 @@ PG_CLUSTER=main
 PG_PORT="${PU_TEST_PG_PORT:-5432}"
 PG_PASSWORD=pepeunit
 PEPEUNIT_CLIENT_REQ='pepeunit-client[all]>=1.3,<1.4'
+OPENAPI_VALIDATOR_REQ='openapi-spec-validator==0.9.0'
 MOSQUITTO_BIN=/usr/sbin/mosquitto
 CLICKHOUSE_BIN=/usr/sbin/clickhouse-server
 
@@ -155,20 +157,21 @@ note "ready: $PU_TEST_POSTGRES_URL"
 section "Python venv"
 VENV="${PU_TEST_VENV:-target/test-venv}"
 [[ $VENV == /* ]] || VENV="$ROOT/$VENV"
-py_check='import pepeunit_client, httpx, paho.mqtt
+py_check='import pepeunit_client, httpx, paho.mqtt, openapi_spec_validator
 from importlib.metadata import version
 v = version("pepeunit-client")
-assert tuple(int(p) for p in v.split(".")[:2]) == (1, 3), "pepeunit-client " + v + " is not 1.3.x"'
+assert tuple(int(p) for p in v.split(".")[:2]) == (1, 3), "pepeunit-client " + v + " is not 1.3.x"
+assert version("openapi-spec-validator") == "0.9.0", version("openapi-spec-validator")'
 if "$VENV/bin/python" -c "$py_check" >/dev/null 2>&1; then
-    note "$VENV has pepeunit-client 1.3.x"
+    note "$VENV has pepeunit-client 1.3.x and openapi-spec-validator 0.9.0"
 else
     if ! "$VENV/bin/python" -c 'import pip' >/dev/null 2>&1; then
         note "creating venv $VENV"
         python3 -m venv --clear "$VENV"
     fi
-    note "installing $PEPEUNIT_CLIENT_REQ"
-    "$VENV/bin/python" -m pip install --quiet "$PEPEUNIT_CLIENT_REQ" </dev/null
-    "$VENV/bin/python" -c "$py_check" || die "pepeunit-client is not importable from $VENV"
+    note "installing $PEPEUNIT_CLIENT_REQ $OPENAPI_VALIDATOR_REQ"
+    "$VENV/bin/python" -m pip install --quiet "$PEPEUNIT_CLIENT_REQ" "$OPENAPI_VALIDATOR_REQ" </dev/null
+    "$VENV/bin/python" -c "$py_check" || die "pepeunit-client or openapi-spec-validator is not importable from $VENV"
 fi
 export PU_TEST_PYTHON="$VENV/bin/python"
 

@@ -106,7 +106,11 @@ pub struct Config {
     pub encrypt_key: [u8; 32],
     pub static_salt: String,
     pub auth_token_expiration: i64,
+    /// The broker as devices reach it (env.json): `PU_MQTT_HOST`, else the domain's host;
+    /// `PU_MQTT_PORT`, else the embedded broker's listening port (1883 for an external one).
     pub mqtt_host: String,
+    /// 0 only until the embedded broker has bound a `PU_MQTT_BIND` with port 0
+    /// ([`Config::set_mqtt_listener_port`]).
     pub mqtt_port: u16,
     pub mqtt_ping_interval: i64,
     pub mqtt_keepalive: i64,
@@ -359,7 +363,10 @@ impl Config {
         };
         let mqtt_bind: SocketAddr = src.parse("PU_MQTT_BIND", "127.0.0.1:1883".parse().unwrap())?;
         let mqtt_host = src.string("PU_MQTT_HOST", &default_mqtt_host);
-        let mqtt_port: u16 = src.parse("PU_MQTT_PORT", 1883)?;
+        let mqtt_port = match src.get("PU_MQTT_PORT") {
+            Some(_) => nonzero_port("PU_MQTT_PORT", src.parse("PU_MQTT_PORT", 1883)?)?,
+            None => default_mqtt_port(mqtt_mode, mqtt_bind),
+        };
         let (default_backend_host, default_backend_port) = match mqtt_mode {
             MqttMode::Embedded => {
                 let ip = if mqtt_bind.ip().is_unspecified() {
@@ -534,7 +541,13 @@ impl Config {
             mqtt_mode,
             mqtt_bind,
             mqtt_backend_host: src.string("PU_MQTT_BACKEND_HOST", &default_backend_host),
-            mqtt_backend_port: src.parse("PU_MQTT_BACKEND_PORT", default_backend_port)?,
+            mqtt_backend_port: match src.get("PU_MQTT_BACKEND_PORT") {
+                Some(_) => nonzero_port(
+                    "PU_MQTT_BACKEND_PORT",
+                    src.parse("PU_MQTT_BACKEND_PORT", 1883)?,
+                )?,
+                None => default_backend_port,
+            },
             mqtt_username: src.get("PU_MQTT_USERNAME").map(str::to_string),
             mqtt_password: src.string("PU_MQTT_PASSWORD", ""),
             mqtt_client_id,
@@ -650,6 +663,23 @@ impl Config {
         Ok(())
     }
 
+    /// The embedded broker took `port` for a `PU_MQTT_BIND` with port 0 (an ephemeral port,
+    /// as tests use): the listener and the ports that follow it (`PU_MQTT_PORT` and
+    /// `PU_MQTT_BACKEND_PORT` when unset, still 0 here) become that port, so env.json and the
+    /// core's own connection name the port the broker listens on. Does nothing otherwise.
+    pub fn set_mqtt_listener_port(&mut self, port: u16) {
+        if self.mqtt_bind.port() != 0 {
+            return;
+        }
+        self.mqtt_bind.set_port(port);
+        if self.mqtt_port == 0 {
+            self.mqtt_port = port;
+        }
+        if self.mqtt_backend_port == 0 {
+            self.mqtt_backend_port = port;
+        }
+    }
+
     /// `{http_type}://{domain}`, the public origin of this instance.
     pub fn origin(&self) -> String {
         format!("{}://{}", self.http_type, self.domain)
@@ -715,6 +745,25 @@ fn clickhouse_config(src: &Source) -> Result<Option<ClickHouseConfig>, ConfigErr
         user: src.get("PU_CLICKHOUSE_USER").map(str::to_string),
         password: src.get("PU_CLICKHOUSE_PASSWORD").map(str::to_string),
     }))
+}
+
+/// The port env.json announces when `PU_MQTT_PORT` is unset: with the embedded broker, the
+/// port it listens on (`PU_MQTT_BIND`; 0 until [`Config::set_mqtt_listener_port`] learns the
+/// port picked at start), since devices reach that broker; with an external broker, 1883.
+fn default_mqtt_port(mode: MqttMode, bind: SocketAddr) -> u16 {
+    match mode {
+        MqttMode::Embedded => bind.port(),
+        MqttMode::External => 1883,
+    }
+}
+
+/// A port given explicitly: 0 (which would mean "the listener's port") is refused.
+fn nonzero_port(key: &'static str, port: u16) -> Result<u16, ConfigError> {
+    if port == 0 {
+        Err(invalid(key, "must be between 1 and 65535"))
+    } else {
+        Ok(port)
+    }
 }
 
 fn validate_domain(domain: &str) -> Result<(), ConfigError> {
@@ -859,6 +908,76 @@ mod tests {
             ("PU_METRICS_TOKEN", "a token with spaces in it"),
         ] {
             let err = Config::from_vars(vars(dir.path(), &[(key, value)])).unwrap_err();
+            assert!(err.to_string().contains(key), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn devices_are_told_the_embedded_brokers_port() {
+        let dir = tempfile::tempdir().unwrap();
+        let with = |extra: &[(&str, &str)]| Config::from_vars(vars(dir.path(), extra)).unwrap();
+        // defaults: the listener 127.0.0.1:1883, announced as the domain's host and 1883
+        let c = with(&[("PU_DOMAIN", "iot.example.com:8443")]);
+        assert_eq!(
+            (c.mqtt_host.as_str(), c.mqtt_port),
+            ("iot.example.com", 1883)
+        );
+        assert_eq!(c.mqtt_bind.port(), 1883);
+        // a listener on another port is announced on that port, unless PU_MQTT_PORT says
+        let c = with(&[("PU_MQTT_BIND", "127.0.0.1:21883")]);
+        assert_eq!(c.mqtt_port, 21883);
+        assert_eq!(c.mqtt_host, "localhost");
+        assert_eq!(
+            (c.mqtt_backend_host.as_str(), c.mqtt_backend_port),
+            ("127.0.0.1", 21883)
+        );
+        let c = with(&[
+            ("PU_MQTT_BIND", "0.0.0.0:21883"),
+            ("PU_MQTT_PORT", "8883"),
+            ("PU_MQTT_HOST", "mqtt.example.com"),
+        ]);
+        assert_eq!(
+            (c.mqtt_host.as_str(), c.mqtt_port),
+            ("mqtt.example.com", 8883)
+        );
+        assert_eq!(
+            (c.mqtt_backend_host.as_str(), c.mqtt_backend_port),
+            ("127.0.0.1", 21883)
+        );
+        // an external broker: the listener setting means nothing, 1883 unless set
+        let c = with(&[
+            ("PU_MQTT_MODE", "external"),
+            ("PU_MQTT_BIND", "127.0.0.1:21883"),
+        ]);
+        assert_eq!(c.mqtt_port, 1883);
+        assert_eq!(c.mqtt_backend_port, 1883);
+
+        // port 0: unknown until the broker has bound, then every port that follows it is that
+        let mut c = with(&[("PU_MQTT_BIND", "127.0.0.1:0")]);
+        assert_eq!((c.mqtt_port, c.mqtt_backend_port), (0, 0));
+        c.set_mqtt_listener_port(40001);
+        assert_eq!(c.mqtt_bind, "127.0.0.1:40001".parse().unwrap());
+        assert_eq!((c.mqtt_port, c.mqtt_backend_port), (40001, 40001));
+        // a second call (a listener already known) changes nothing
+        c.set_mqtt_listener_port(40002);
+        assert_eq!((c.mqtt_bind.port(), c.mqtt_port), (40001, 40001));
+        // explicit ports stay as given
+        let mut c = with(&[
+            ("PU_MQTT_BIND", "127.0.0.1:0"),
+            ("PU_MQTT_PORT", "1884"),
+            ("PU_MQTT_BACKEND_PORT", "1885"),
+        ]);
+        c.set_mqtt_listener_port(40003);
+        assert_eq!(c.mqtt_bind.port(), 40003);
+        assert_eq!((c.mqtt_port, c.mqtt_backend_port), (1884, 1885));
+        // a fixed listener is never changed
+        let mut c = with(&[("PU_MQTT_BIND", "127.0.0.1:21883")]);
+        c.set_mqtt_listener_port(40004);
+        assert_eq!((c.mqtt_bind.port(), c.mqtt_port), (21883, 21883));
+
+        // 0 is not a port to give explicitly
+        for key in ["PU_MQTT_PORT", "PU_MQTT_BACKEND_PORT"] {
+            let err = Config::from_vars(vars(dir.path(), &[(key, "0")])).unwrap_err();
             assert!(err.to_string().contains(key), "{key}: {err}");
         }
     }

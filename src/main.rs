@@ -259,7 +259,12 @@ async fn run(cli: Cli, feed: pepeunit::observe::ProcessFeed) -> anyhow::Result<(
             println!("PU_DOMAIN={}", c.domain);
             println!("PU_HTTP_TYPE={}", c.http_type);
             println!("PU_DATABASE_URL={}", redact_url(&c.database_url));
-            println!("PU_MQTT_HOST={}:{}", c.mqtt_host, c.mqtt_port);
+            if c.mqtt_port == 0 {
+                // PU_MQTT_BIND with port 0: the broker picks the port when it starts
+                println!("PU_MQTT_HOST={}:<the embedded broker's port>", c.mqtt_host);
+            } else {
+                println!("PU_MQTT_HOST={}:{}", c.mqtt_host, c.mqtt_port);
+            }
             println!("PU_SECRET_KEY=<{} chars>", c.secret_key.len());
             println!(
                 "PU_MQTT_MODE={}",

@@ -40,13 +40,19 @@ impl RunningInstance {
         listener: TcpListener,
     ) -> anyhow::Result<RunningInstance> {
         let addr = listener.local_addr()?;
+        let mut config = config;
+        // bound first: with `PU_MQTT_BIND` port 0 the config learns the port the broker took
+        let broker_listener = match config.mqtt_mode {
+            crate::config::MqttMode::Embedded => Some(crate::mqtt::broker::bind(&mut config)?),
+            crate::config::MqttMode::External => None,
+        };
         let mut instance = Instance::open(config).await?;
         // the chat bot is a front door: the service layer knows it only as its port
         let telegram = crate::telegram::Telegram::new(&instance.config);
         instance.chat_bot = telegram
             .clone()
             .map(|t| std::sync::Arc::new(t) as std::sync::Arc<dyn crate::service::ports::ChatBot>);
-        let mqtt = crate::mqtt::MqttCore::start(instance.clone()).await?;
+        let mqtt = crate::mqtt::MqttCore::start(instance.clone(), broker_listener).await?;
         let (stop, stop_rx) = watch::channel(false);
         let mut http_stop = stop_rx.clone();
         // owned tasks run under the node's supervision: a panic becomes a crash alert

@@ -8,6 +8,7 @@ use std::io::Read;
 
 use base64::Engine;
 use common::fixtures::{registry_repo_unit, FirmwareRepo};
+use common::mqtt::MqttDevice;
 use common::{assert_detail, Backend, TestInstance};
 use serde_json::{json, Value};
 
@@ -1833,6 +1834,47 @@ async fn unit_commands_without_broker(backend: Backend) {
     assert_eq!(node["is_rewritable_input"], true, "{node}");
 
     w.stop().await;
+}
+
+/// Without `PU_MQTT_PORT`, env.json names the embedded broker's own port, so that devices
+/// reach it: a non-default listener port, and port 0 (the port the broker took at start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_names_the_embedded_brokers_port() {
+    let fixed = common::free_port();
+    for bind in [format!("127.0.0.1:{fixed}"), "127.0.0.1:0".to_string()] {
+        // an empty value is an unset one: no PU_MQTT_PORT and no PU_MQTT_HOST
+        let inst = TestInstance::start_with(
+            Backend::Sqlite,
+            &[
+                ("PU_MQTT_BIND", &bind),
+                ("PU_MQTT_PORT", ""),
+                ("PU_MQTT_HOST", ""),
+            ],
+        )
+        .await;
+        let firmware = FirmwareRepo::create().await;
+        let (_, token) = inst.user("owner").await;
+        let (_, _, unit) = registry_repo_unit(&inst, &token, &firmware, "fan", "Public").await;
+        let uuid = unit["uuid"].as_str().unwrap();
+        let (s, env) = inst.get(&format!("/units/env/{uuid}"), Some(&token)).await;
+        assert_eq!(s, 200, "{env}");
+        let port = env["PU_MQTT_PORT"].as_u64().expect("a port") as u16;
+        if bind.ends_with(":0") {
+            assert!(port != 0 && port != 1883, "{bind}: {env}");
+        } else {
+            assert_eq!(port, fixed, "{bind}: {env}");
+        }
+        // the host is the domain's, where devices reach this instance
+        assert_eq!(env["PU_MQTT_HOST"], "localhost", "{env}");
+        // the port is the broker's: a device with this env connects, and so did the core
+        let device = MqttDevice::connect(port, uuid, env["PU_AUTH_TOKEN"].as_str().unwrap()).await;
+        assert!(device.is_ok(), "{bind}: port {port}: {:?}", device.err());
+        let (s, mqtt) = inst.get("/metrics/mqtt", Some(&token)).await;
+        assert_eq!(s, 200, "{mqtt}");
+        assert_eq!(mqtt["backend_connected"], true, "{bind}: {mqtt}");
+        drop(device);
+        inst.stop().await;
+    }
 }
 
 both_backends!(

@@ -118,9 +118,19 @@ async fn unfollow(
 #[into_params(parameter_in = Query)]
 pub struct DeliveriesQuery {
     /// `Pending` or `Dead`; both when absent.
+    #[param(schema_with = delivery_state_schema)]
     state: Option<String>,
     /// 1 to 500, default 100.
+    #[param(minimum = 1, maximum = 500, default = 100)]
     limit: Option<i64>,
+}
+
+/// The documented values of [`DeliveriesQuery::state`].
+fn delivery_state_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(["Pending", "Dead"]))
+        .build()
 }
 
 /// Outgoing deliveries still queued or dead-lettered, newest first (admin).

@@ -43,7 +43,15 @@ use extract::Caller;
         (name = "users"), (name = "repository_registry"), (name = "repos"),
         (name = "units"), (name = "unit_nodes"), (name = "permission"), (name = "metrics"),
         (name = "federation"), (name = "hub")
-    )
+    ),
+    // Enums used only by query parameters: utoipa collects the schemas of bodies and
+    // responses, not those of `IntoParams` fields, so they are registered here (tests/openapi.rs
+    // fails on any `$ref` that does not resolve).
+    components(schemas(
+        crate::domain::Order, crate::domain::BackendTopicCommand, crate::domain::LogLevel,
+        crate::domain::VisibilityLevel, crate::domain::UnitNodeType, crate::domain::UserRole,
+        crate::domain::UserStatus, crate::domain::PermissionEntities
+    ))
 )]
 struct ApiDoc;
 

@@ -22,6 +22,7 @@ pub fn router() -> OpenApiRouter<Instance> {
 #[into_params(parameter_in = Query)]
 pub struct NodeQuery {
     /// `desc` (default): most frequent errors first; `asc`: least frequent first.
+    #[param(value_type = Option<crate::domain::Order>)]
     order: Option<String>,
     /// Errors listed at most (0 or absent: all).
     limit: Option<usize>,

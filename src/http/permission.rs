@@ -33,7 +33,11 @@ pub struct ResourceAgentsQuery {
     resource_uuid: Uuid,
     resource_type: PermissionEntities,
     agent_type: Option<PermissionEntities>,
+    /// Rows skipped, default 0.
+    #[param(minimum = 0)]
     offset: Option<i64>,
+    /// Rows returned at most, up to 500; 0 or absent: all.
+    #[param(minimum = 0, maximum = 500)]
     limit: Option<i64>,
 }
 

@@ -45,7 +45,11 @@ pub struct RepoListQuery {
     visibility_level: Vec<VisibilityLevel>,
     order_by_create_date: Option<Order>,
     order_by_last_update: Option<Order>,
+    /// Rows skipped, default 0.
+    #[param(minimum = 0)]
     offset: Option<i64>,
+    /// Rows returned at most; 0 or absent: all.
+    #[param(minimum = 0)]
     limit: Option<i64>,
 }
 

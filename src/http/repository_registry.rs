@@ -42,7 +42,11 @@ pub struct RegistryListQuery {
     is_public_repository: Option<bool>,
     order_by_create_date: Option<Order>,
     order_by_last_update: Option<Order>,
+    /// Rows skipped, default 0.
+    #[param(minimum = 0)]
     offset: Option<i64>,
+    /// Rows returned at most; 0 or absent: all.
+    #[param(minimum = 0)]
     limit: Option<i64>,
 }
 
@@ -52,7 +56,11 @@ pub struct BranchCommitsQuery {
     repo_branch: String,
     #[serde(default)]
     only_tag: bool,
+    /// Commits skipped, default 0.
+    #[param(minimum = 0)]
     offset: Option<i64>,
+    /// Commits returned at most, default 10, up to 500; 0: all.
+    #[param(minimum = 0, maximum = 500, default = 10)]
     limit: Option<i64>,
 }
 

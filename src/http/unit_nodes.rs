@@ -43,7 +43,11 @@ pub struct UnitNodeListQuery {
     order_by_create_date: Option<Order>,
     /// Input nodes linked from this Output node.
     output_uuid: Option<Uuid>,
+    /// Rows skipped, default 0.
+    #[param(minimum = 0)]
     offset: Option<i64>,
+    /// Rows returned at most; 0 or absent: all.
+    #[param(minimum = 0)]
     limit: Option<i64>,
 }
 

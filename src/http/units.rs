@@ -76,7 +76,11 @@ pub struct UnitListQuery {
     unit_node_type: Vec<UnitNodeType>,
     #[serde(default)]
     unit_node_uuids: Vec<Uuid>,
+    /// Rows skipped, default 0.
+    #[param(minimum = 0)]
     offset: Option<i64>,
+    /// Rows returned at most; 0 or absent: all.
+    #[param(minimum = 0)]
     limit: Option<i64>,
 }
 
@@ -104,7 +108,11 @@ pub struct UnitLogListQuery {
     end_create_datetime: Option<String>,
     /// Default `desc` (newest first).
     order_by_create_date: Option<Order>,
+    /// Rows skipped, default 0.
+    #[param(minimum = 0)]
     offset: Option<i64>,
+    /// Rows returned at most; 0 or absent: all.
+    #[param(minimum = 0)]
     limit: Option<i64>,
 }
 
@@ -124,8 +132,30 @@ pub struct StateStorage {
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct TgzQuery {
+    /// zlib 9..=15, gzip 25..=31 or raw deflate -15..=-9; default 9.
+    #[param(schema_with = tgz_wbits_schema)]
     wbits: Option<i32>,
+    /// Compression level -1..=9 (-1: zlib's default); default 9.
+    #[param(minimum = -1, maximum = 9)]
     level: Option<i32>,
+}
+
+/// The three ranges of [`TgzQuery::wbits`] (as `firmware::ArchiveFormat::tgz` checks them).
+fn tgz_wbits_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type};
+    let range = |lo: i32, hi: i32, what: &str| {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int32)))
+            .minimum(Some(lo))
+            .maximum(Some(hi))
+            .description(Some(what))
+    };
+    OneOfBuilder::new()
+        .item(range(9, 15, "zlib"))
+        .item(range(25, 31, "gzip"))
+        .item(range(-15, -9, "raw deflate"))
+        .into()
 }
 
 #[derive(Deserialize, IntoParams)]

@@ -20,11 +20,12 @@ use async_trait::async_trait;
 use rmqtt::codec::v5::SubscribeAckReason;
 use rmqtt::context::ServerContext;
 use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType, Type};
-use rmqtt::net::Builder;
+use rmqtt::net::{Builder, Listener};
 use rmqtt::server::MqttServer;
 use rmqtt::types::{AuthResult, PublishAclResult, SubscribeAclResult};
 use tokio::task::JoinHandle;
 
+use crate::config::Config;
 use crate::observe::mqtt::MqttStats;
 use crate::service::broker_access::{BrokerAction, BrokerDecision};
 use crate::service::Instance;
@@ -171,11 +172,79 @@ pub struct EmbeddedBroker {
     task: Option<JoinHandle<()>>,
 }
 
+/// The embedded broker's listener, bound before the instance opens so that its configuration
+/// names the port the broker actually took (see [`bind`]).
+pub struct BrokerListener {
+    listener: Listener,
+    addr: SocketAddr,
+}
+
+impl BrokerListener {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+/// Binds `PU_MQTT_BIND` for the embedded broker. Fails (rather than exiting the process) when
+/// the address is taken. With port 0 a free port is taken and written into `config`
+/// ([`Config::set_mqtt_listener_port`]); rmqtt does not tell which port a listener bound to
+/// port 0 got, so the port comes from a probe bind, retried if it was taken in between.
+pub fn bind(config: &mut Config) -> anyhow::Result<BrokerListener> {
+    let wanted = config.mqtt_bind;
+    if wanted.port() != 0 {
+        let listener = listen(config, wanted)?;
+        return Ok(BrokerListener {
+            listener,
+            addr: wanted,
+        });
+    }
+    let mut last = None;
+    for _ in 0..10 {
+        let addr = std::net::TcpListener::bind(wanted)
+            .and_then(|probe| probe.local_addr())
+            .map_err(|e| anyhow::anyhow!("MQTT: cannot listen on {wanted}: {e}"))?;
+        match listen(config, addr) {
+            Ok(listener) => {
+                config.set_mqtt_listener_port(addr.port());
+                return Ok(BrokerListener { listener, addr });
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.expect("at least one attempt"))
+}
+
+fn listen(config: &Config, addr: SocketAddr) -> anyhow::Result<Listener> {
+    let mut builder = Builder::new()
+        .name("pepeunit/tcp")
+        .laddr(addr)
+        // without this a CONNECT with no username would skip the authentication hook
+        .allow_anonymous(false)
+        .reuseaddr(Some(true))
+        .max_inflight(NonZeroU16::new(128).expect("non-zero"))
+        .max_mqueue_len(100_000)
+        .max_packet_size(
+            config
+                .mqtt_max_packet_size
+                .map_or(1024 * 1024, |n| n.min(u32::MAX as u64) as u32),
+        );
+    if let Some(max) = config.mqtt_max_connections {
+        builder = builder.max_connections(max as usize);
+    }
+    builder
+        .bind()
+        .map_err(|e| anyhow::anyhow!("MQTT: cannot listen on {addr}: {e}"))?
+        .tcp()
+        .map_err(|e| anyhow::anyhow!("MQTT: listener on {addr}: {e}"))
+}
+
 impl EmbeddedBroker {
-    /// Binds `PU_MQTT_BIND` and starts accepting. Fails (rather than exiting the process) when
-    /// the address is taken.
-    pub async fn start(instance: Instance, stats: Arc<MqttStats>) -> anyhow::Result<Self> {
-        let config = instance.config.clone();
+    /// Starts accepting on `listener` (from [`bind`]).
+    pub async fn start(
+        instance: Instance,
+        stats: Arc<MqttStats>,
+        listener: BrokerListener,
+    ) -> anyhow::Result<Self> {
         let scx = ServerContext::new().busy_check_enable(false).build().await;
         let register = scx.extends.hook_mgr().register();
         let hooks = Arc::new(Hooks {
@@ -191,36 +260,16 @@ impl EmbeddedBroker {
             register.add(t, Box::new(SharedHooks(hooks.clone()))).await;
         }
         register.start().await;
-        let mut builder = Builder::new()
-            .name("pepeunit/tcp")
-            .laddr(config.mqtt_bind)
-            // without this a CONNECT with no username would skip the authentication hook
-            .allow_anonymous(false)
-            .reuseaddr(Some(true))
-            .max_inflight(NonZeroU16::new(128).expect("non-zero"))
-            .max_mqueue_len(100_000)
-            .max_packet_size(
-                config
-                    .mqtt_max_packet_size
-                    .map_or(1024 * 1024, |n| n.min(u32::MAX as u64) as u32),
-            );
-        if let Some(max) = config.mqtt_max_connections {
-            builder = builder.max_connections(max as usize);
-        }
-        let listener = builder
-            .bind()
-            .map_err(|e| anyhow::anyhow!("MQTT: cannot listen on {}: {e}", config.mqtt_bind))?
-            .tcp()
-            .map_err(|e| anyhow::anyhow!("MQTT: listener on {}: {e}", config.mqtt_bind))?;
+        let BrokerListener { listener, addr } = listener;
         let server = MqttServer::new(scx.clone()).listener(listener).build();
         let task = tokio::spawn(async move {
             if let Err(e) = server.run().await {
                 tracing::error!(error = %e, "the embedded MQTT broker stopped");
             }
         });
-        tracing::info!(addr = %config.mqtt_bind, "embedded MQTT broker listening");
+        tracing::info!(%addr, "embedded MQTT broker listening");
         Ok(EmbeddedBroker {
-            addr: config.mqtt_bind,
+            addr,
             scx,
             task: Some(task),
         })

@@ -40,7 +40,11 @@ pub struct MqttCore {
 
 impl MqttCore {
     /// Starts the embedded broker (in embedded mode), the shards and the backend connection.
-    pub async fn start(instance: Instance) -> anyhow::Result<MqttCore> {
+    /// `listener`: the embedded broker's, from [`broker::bind`] (None with an external broker).
+    pub async fn start(
+        instance: Instance,
+        listener: Option<broker::BrokerListener>,
+    ) -> anyhow::Result<MqttCore> {
         fn stats_ready(stats: &MqttStats) -> bool {
             stats
                 .backend_subscribed
@@ -49,7 +53,12 @@ impl MqttCore {
         let stats = instance.mqtt_stats.clone();
         let broker = match instance.config.mqtt_mode {
             MqttMode::Embedded => {
-                Some(broker::EmbeddedBroker::start(instance.clone(), stats.clone()).await?)
+                let listener = listener
+                    .ok_or_else(|| anyhow::anyhow!("the embedded broker has no listener"))?;
+                Some(
+                    broker::EmbeddedBroker::start(instance.clone(), stats.clone(), listener)
+                        .await?,
+                )
             }
             MqttMode::External => None,
         };

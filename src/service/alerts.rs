@@ -35,6 +35,8 @@ const SEEN_IDS: usize = 20_000;
 const CONCURRENT_SENDS: usize = 8;
 /// Longest mute accepted: ten years.
 const MAX_MUTE_SECS: i64 = 10 * 365 * 86_400;
+// `UnitAlertsUpdate::mute_seconds` documents this bound as a literal.
+const _: () = assert!(MAX_MUTE_SECS == 315_360_000);
 
 /// One log line that crossed its unit's alert level.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -293,7 +295,8 @@ impl Throttle {
 pub struct UnitAlertsUpdate {
     /// From which level a log line becomes an alert.
     pub alert_log_level: Option<LogLevel>,
-    /// Mute alerts for this many seconds from now; 0 unmutes.
+    /// Mute alerts for this many seconds from now (at most ten years); 0 unmutes.
+    #[schema(minimum = 0, maximum = 315_360_000)]
     pub mute_seconds: Option<i64>,
 }
 

@@ -841,14 +841,27 @@ impl Instance {
 #[into_params(parameter_in = Query)]
 pub struct HubSearch {
     /// Words to look for in names, descriptions, READMEs and topics; empty lists everything.
+    #[param(max_length = 500)]
     pub q: Option<String>,
     /// `Repo` or `Unit`.
+    #[param(schema_with = hub_kind_schema)]
     pub kind: Option<String>,
     /// Only results from this instance (`host[:port]`).
     pub instance: Option<String>,
+    /// 0 to 10,000, default 0.
+    #[param(minimum = 0, maximum = 10_000)]
     pub offset: Option<i64>,
     /// 1 to 100, default 20.
+    #[param(minimum = 1, maximum = 100, default = 20)]
     pub limit: Option<i64>,
+}
+
+/// The documented values of [`HubSearch::kind`].
+fn hub_kind_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(["Repo", "Unit"]))
+        .build()
 }
 
 fn list_kind(list: &str) -> AppResult<ListKind> {

@@ -18,6 +18,8 @@ pub struct RepoCreate {
     pub repository_registry_uuid: Uuid,
     pub default_branch: String,
     pub visibility_level: VisibilityLevel,
+    /// 4 to 20 of `A-Z a-z 0-9 _ . -`.
+    #[schema(min_length = 4, max_length = 20, pattern = r"^[A-Za-z0-9_.-]{4,20}$")]
     pub name: String,
     pub is_compilable_repo: bool,
 }
@@ -26,6 +28,7 @@ pub struct RepoCreate {
 #[serde(deny_unknown_fields)]
 pub struct RepoUpdate {
     pub visibility_level: Option<VisibilityLevel>,
+    #[schema(min_length = 4, max_length = 20, pattern = r"^[A-Za-z0-9_.-]{4,20}$")]
     pub name: Option<String>,
     pub is_auto_update_repo: Option<bool>,
     pub default_branch: Option<String>,

@@ -59,6 +59,7 @@ pub struct ExportOptions {
     /// Seals unit env, state storage and (when asked) registry credentials; at least 8
     /// characters. Without it those are left out.
     #[serde(default)]
+    #[schema(min_length = 8)]
     pub passphrase: Option<String>,
     /// Include private registry credentials (requires `passphrase`).
     #[serde(default)]

@@ -18,6 +18,8 @@ pub struct UnitNodeUpdate {
     pub visibility_level: Option<VisibilityLevel>,
     pub is_rewritable_input: Option<bool>,
     pub is_data_pipe_active: Option<bool>,
+    /// 1 to 100,000.
+    #[schema(minimum = 1, maximum = 100_000)]
     pub max_connections: Option<i64>,
 }
 

@@ -26,6 +26,8 @@ use crate::store::{self};
 pub struct UnitCreate {
     pub repo_uuid: Uuid,
     pub visibility_level: VisibilityLevel,
+    /// 4 to 20 of `A-Z a-z 0-9 _ . -`.
+    #[schema(min_length = 4, max_length = 20, pattern = r"^[A-Za-z0-9_.-]{4,20}$")]
     pub name: String,
     pub is_auto_update_from_repo_unit: bool,
     #[serde(default)]
@@ -40,6 +42,7 @@ pub struct UnitCreate {
 #[serde(deny_unknown_fields)]
 pub struct UnitUpdate {
     pub visibility_level: Option<VisibilityLevel>,
+    #[schema(min_length = 4, max_length = 20, pattern = r"^[A-Za-z0-9_.-]{4,20}$")]
     pub name: Option<String>,
     pub is_auto_update_from_repo_unit: Option<bool>,
     pub target_firmware_platform: Option<String>,

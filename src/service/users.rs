@@ -14,7 +14,11 @@ pub use crate::store::users::{User, UserFilter};
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserCreate {
+    /// 4 to 20 of `A-Z a-z 0-9 _ . -`.
+    #[schema(min_length = 4, max_length = 20, pattern = r"^[A-Za-z0-9_.-]{4,20}$")]
     pub login: String,
+    /// 8 to 100 printable ASCII characters, no spaces.
+    #[schema(min_length = 8, max_length = 100, pattern = r"^[\x21-\x7E]{8,100}$")]
     pub password: String,
 }
 
@@ -29,7 +33,9 @@ pub struct UserAuth {
 #[derive(Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct UserUpdate {
+    #[schema(min_length = 4, max_length = 20, pattern = r"^[A-Za-z0-9_.-]{4,20}$")]
     pub login: Option<String>,
+    #[schema(min_length = 8, max_length = 100, pattern = r"^[\x21-\x7E]{8,100}$")]
     pub password: Option<String>,
 }
 

@@ -55,6 +55,8 @@ pub struct Instance {
     pub federation: pepeunit_federation::Federation,
     /// Tells the bridge carrier that bridges changed (SPEC §11).
     pub bridges: crate::mqtt::bridge::BridgeSignal,
+    /// Tells the embedded broker that a unit's tokens may have died (deletion, rotation).
+    pub revocations: access::Revocations,
     /// The Telegram Bot API client, when `PU_TELEGRAM_BOT_TOKEN` is set.
     pub telegram: Option<crate::telegram::Telegram>,
     /// Log lines that became alerts, on their way to Telegram (SPEC §4).
@@ -97,6 +99,7 @@ impl Instance {
             mqtt_stats,
             node,
             bridges: Default::default(),
+            revocations: Default::default(),
             telegram: crate::telegram::Telegram::new(&config),
             alerts: alerts::Alerts::new(config.telegram_bot_token.is_some()),
             logs,

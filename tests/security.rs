@@ -305,8 +305,83 @@ async fn owner_rotates_a_unit_token(backend: Backend) {
     inst.stop().await;
 }
 
+/// Without `PU_ALLOW_LOCAL_NETWORK=true` a registry whose URL names (or resolves to) a
+/// loopback, private or link-local address is refused when it is created, naming the class,
+/// before any connection is made.
+async fn local_registry_urls_are_refused(backend: Backend) {
+    let inst = TestInstance::start_with(backend, &[("PU_ALLOW_LOCAL_NETWORK", "false")]).await;
+    let firmware = FirmwareRepo::create().await;
+    let (_, owner) = inst.user("owner1").await;
+    let port = firmware.url().rsplit(':').next().unwrap().to_string();
+    for (url, class) in [
+        (firmware.url(), "loopback"),
+        (format!("http://localhost:{port}"), "loopback"),
+        ("http://[::1]:8080/a/b.git".to_string(), "loopback"),
+        ("http://10.1.2.3/a/b.git".to_string(), "private"),
+        ("https://192.168.0.10/a/b.git".to_string(), "private"),
+        ("http://169.254.169.254/a/b.git".to_string(), "link-local"),
+        ("http://[fe80::1]/a/b.git".to_string(), "link-local"),
+        ("http://0.0.0.0/a/b.git".to_string(), "unspecified"),
+    ] {
+        let url = if url.ends_with(".git") {
+            url
+        } else {
+            format!("{url}/firmware.git")
+        };
+        let (s, v) = inst
+            .post(
+                "/repository_registry",
+                Some(&owner),
+                json!({"platform": "Gitlab", "repository_url": url, "is_public_repository": true, "credentials": null}),
+            )
+            .await;
+        assert!(s.is_client_error(), "{url}: {s} {v}");
+        let detail = v["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.contains(class) && detail.contains("PU_ALLOW_LOCAL_NETWORK"),
+            "{url}: {detail}"
+        );
+    }
+    let (_, list) = inst.get("/repository_registry", Some(&owner)).await;
+    assert_eq!(list["count"], 0, "{list}");
+    inst.stop().await;
+}
+
+/// A registry that was accepted (here: while local addresses were allowed) is held to the rule
+/// on every later sync too: git itself is refused, naming the class.
+async fn local_registry_syncs_are_refused(backend: Backend) {
+    let mut inst = TestInstance::start(backend).await;
+    let firmware = FirmwareRepo::create().await;
+    let (_, owner) = inst.user("owner1").await;
+    let (registry, _, _) = registry_repo_unit(&inst, &owner, &firmware, "fan", "Public").await;
+    let uuid = registry["uuid"].as_str().unwrap();
+    inst.config.allow_local_network = false;
+    inst.restart(Duration::ZERO).await;
+    let (s, v) = inst
+        .patch(
+            &format!("/repository_registry/update_local_repository/{uuid}"),
+            Some(&owner),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 204, "{v}");
+    let (s, r) = inst
+        .get(&format!("/repository_registry/{uuid}"), Some(&owner))
+        .await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["sync_status"], "Error", "{r}");
+    let error = r["sync_error"].as_str().unwrap();
+    assert!(
+        error.contains("loopback") && error.contains("PU_ALLOW_LOCAL_NETWORK"),
+        "{error}"
+    );
+    inst.stop().await;
+}
+
 both_backends!(
     first_admin_under_concurrent_registrations,
     import_never_revives_a_deleted_unit,
     owner_rotates_a_unit_token,
+    local_registry_urls_are_refused,
+    local_registry_syncs_are_refused,
 );

@@ -80,6 +80,7 @@ impl Instance {
             config.repositories_dir(),
             config.max_repository_size,
             Duration::from_secs(config.git_timeout_secs),
+            config.allow_local_network,
         );
         let federation = federation::start_federation(&config, &db, &git).await?;
         let mqtt_stats: Arc<crate::mqtt::MqttStats> = Arc::default();

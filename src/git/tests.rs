@@ -898,3 +898,55 @@ fn curl_resolve_entries() {
         None
     );
 }
+
+/// Answers every request with a 301 to the same path on `to`.
+async fn redirecting_server(to: SocketAddr) -> (SocketAddr, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let n = stream.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let target = head.split(' ').nth(1).unwrap_or("/").to_string();
+                let reply = format!(
+                    "HTTP/1.1 301 Moved Permanently\r\nLocation: http://{to}{target}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = stream.write_all(reply.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn guarded_commands_follow_no_redirect() {
+    let fx = Fixture::new();
+    let server = TestServer::start(fx.srv(), None).await;
+    let (redirector, task) = redirecting_server(server.addr).await;
+    let url = format!("http://{redirector}/repo.git");
+    let ls = |guard: Option<command::Guard>| {
+        GitCommand::new(TIMEOUT)
+            .outside_repo(&std::env::temp_dir())
+            .guard(guard)
+            .args(["ls-remote", "--quiet", "--"])
+            .arg(&url)
+            .arg("HEAD")
+            .run()
+    };
+    // unguarded, git follows the redirect (its default), which could lead anywhere
+    let out = ls(None).await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = ls(Some(command::Guard::default())).await.unwrap();
+    assert!(
+        !out.status.success(),
+        "a guarded command followed a redirect"
+    );
+    task.abort();
+}

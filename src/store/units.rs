@@ -349,8 +349,9 @@ pub async fn versions_of_repo(db: &AnyPool, repo: Uuid) -> AppResult<Vec<(Option
     })
 }
 
-/// Deletes a unit and keeps its uuid as a tombstone: no unit gets that uuid again (see
-/// [`is_tombstoned`]), so a token left on the deleted unit's device never works again.
+/// Deletes a unit and keeps its uuid as a tombstone: no unit gets that uuid again (import
+/// treats it as taken, see `transfer::UNITS`), so a token left on the deleted unit's device
+/// never works again.
 pub async fn delete(db: &mut sqlx::AnyConnection, uuid: Uuid, at: &str) -> AppResult<()> {
     let mut q = Sql::new("INSERT INTO unit_tombstones (uuid, delete_datetime) VALUES (");
     q.bind(uuid)
@@ -362,13 +363,6 @@ pub async fn delete(db: &mut sqlx::AnyConnection, uuid: Uuid, at: &str) -> AppRe
     q.bind(uuid);
     q.execute(&mut *db).await?;
     Ok(())
-}
-
-/// Whether a unit with this uuid was deleted here.
-pub async fn is_tombstoned(db: &AnyPool, uuid: Uuid) -> AppResult<bool> {
-    let mut q = Sql::new("SELECT COUNT(*) FROM unit_tombstones WHERE uuid = ");
-    q.bind(uuid);
-    Ok(q.fetch_i64(db).await? > 0)
 }
 
 #[derive(Default, Clone)]

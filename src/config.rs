@@ -59,6 +59,7 @@ const KNOWN_KEYS: &[&str] = &[
     "PU_EMQX_API_SECRET",
     "PU_FIRMWARE_UPDATE_TIMEOUT",
     "PU_EMQX_BACKEND_URL",
+    "PU_ALLOW_LOCAL_NETWORK",
     "PU_FEDERATION_ALLOW_LOCAL",
     "PU_FEDERATION_AUTHORIZED_FETCH",
     "PU_FEDERATION_RETRY_BASE",
@@ -151,9 +152,11 @@ pub struct Config {
     pub emqx_backend_url: Option<String>,
     /// Seconds after which an unanswered `Update` becomes an Error (default 2 x state interval).
     pub firmware_update_timeout: i64,
-    /// `PU_FEDERATION_ALLOW_LOCAL`: federate with http, loopback and private addresses and
-    /// explicit ports. For tests and local trials only.
-    pub federation_allow_local: bool,
+    /// `PU_ALLOW_LOCAL_NETWORK` (older name, still read: `PU_FEDERATION_ALLOW_LOCAL`): let
+    /// connections users and peers aim (git registries, release APIs, bridge brokers, peer
+    /// instances) reach loopback, private and link-local addresses, and federate with http,
+    /// address literals and explicit ports. For tests and local trials only (see `net`).
+    pub allow_local_network: bool,
     /// `PU_FEDERATION_AUTHORIZED_FETCH`: require signed GETs of actors and collections.
     pub federation_authorized_fetch: bool,
     /// `PU_FEDERATION_RETRY_BASE` (s): first retry delay of a failed delivery.
@@ -245,6 +248,19 @@ impl Source {
                 .parse()
                 .map_err(|e| invalid(key, format!("cannot parse {v:?}: {e}"))),
         }
+    }
+
+    fn parse_opt<T: FromStr>(&self, key: &'static str) -> Result<Option<T>, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        self.get(key)
+            .map(|v| {
+                v.trim()
+                    .parse()
+                    .map_err(|e| invalid(key, format!("cannot parse {v:?}: {e}")))
+            })
+            .transpose()
     }
 
     fn string(&self, key: &str, default: &str) -> String {
@@ -445,6 +461,19 @@ impl Config {
                 "must be between 1 and 100",
             ));
         }
+        let allow_local_network = match (
+            src.parse_opt::<bool>("PU_ALLOW_LOCAL_NETWORK")?,
+            src.parse_opt::<bool>("PU_FEDERATION_ALLOW_LOCAL")?,
+        ) {
+            (Some(new), Some(old)) if new != old => {
+                return Err(invalid(
+                    "PU_ALLOW_LOCAL_NETWORK",
+                    "contradicts PU_FEDERATION_ALLOW_LOCAL (its older name): set only one",
+                ))
+            }
+            (Some(allow), _) | (None, Some(allow)) => allow,
+            (None, None) => false,
+        };
         let instance_name = src.string("PU_INSTANCE_NAME", &format!("Pepeunit {domain}"));
         if instance_name.is_empty()
             || instance_name.chars().count() > 100
@@ -533,7 +562,7 @@ impl Config {
             crash_alert_interval_secs,
             metrics_token,
             import_max_bytes,
-            federation_allow_local: src.parse("PU_FEDERATION_ALLOW_LOCAL", false)?,
+            allow_local_network,
             federation_authorized_fetch: src.parse("PU_FEDERATION_AUTHORIZED_FETCH", false)?,
             federation_retry_base_secs,
             federation_max_attempts,
@@ -881,6 +910,7 @@ mod tests {
             ("PU_UNIT_LOG_EXPIRATION", "a day"),
             ("PU_UNIT_LOG_EXPIRATION", "99999999999"),
             ("PU_FEDERATION_ALLOW_LOCAL", "maybe"),
+            ("PU_ALLOW_LOCAL_NETWORK", "maybe"),
             ("PU_FEDERATION_AUTHORIZED_FETCH", "1x"),
             ("PU_FEDERATION_RETRY_BASE", "0"),
             ("PU_FEDERATION_RETRY_BASE", "86401"),
@@ -980,6 +1010,29 @@ mod tests {
             let err = Config::from_vars(vars(dir.path(), &[(key, "0")])).unwrap_err();
             assert!(err.to_string().contains(key), "{key}: {err}");
         }
+    }
+
+    #[test]
+    fn local_network_opt_in_and_its_older_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let allow = |extra: &[(&str, &str)]| {
+            Config::from_vars(vars(dir.path(), extra)).map(|c| c.allow_local_network)
+        };
+        assert!(!allow(&[]).unwrap());
+        assert!(allow(&[("PU_ALLOW_LOCAL_NETWORK", "true")]).unwrap());
+        assert!(allow(&[("PU_FEDERATION_ALLOW_LOCAL", "true")]).unwrap());
+        assert!(!allow(&[("PU_FEDERATION_ALLOW_LOCAL", "false")]).unwrap());
+        assert!(allow(&[
+            ("PU_ALLOW_LOCAL_NETWORK", "true"),
+            ("PU_FEDERATION_ALLOW_LOCAL", "true")
+        ])
+        .unwrap());
+        let err = allow(&[
+            ("PU_ALLOW_LOCAL_NETWORK", "false"),
+            ("PU_FEDERATION_ALLOW_LOCAL", "true"),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("PU_ALLOW_LOCAL_NETWORK"), "{err}");
     }
 
     #[test]

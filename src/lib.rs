@@ -12,6 +12,7 @@ pub mod git;
 pub mod http;
 pub mod load;
 pub mod mqtt;
+pub mod net;
 pub mod observe;
 pub mod platform;
 pub mod poller;

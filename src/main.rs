@@ -273,6 +273,14 @@ async fn run(cli: Cli, feed: pepeunit::observe::ProcessFeed) -> anyhow::Result<(
             if let Some(url) = &c.emqx_api_url {
                 println!("PU_EMQX_API_URL={url}");
             }
+            println!(
+                "PU_ALLOW_LOCAL_NETWORK={}",
+                if c.allow_local_network {
+                    "true (git, release APIs, bridges and peers may reach local addresses)"
+                } else {
+                    "false"
+                }
+            );
             println!("PU_MIN_LOG_LEVEL={}", c.min_log_level);
             println!("PU_UNIT_LOG_EXPIRATION={}", c.unit_log_expiration_secs);
             match &c.telegram_bot_token {

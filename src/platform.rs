@@ -50,6 +50,9 @@ pub enum PlatformError {
     TooLarge,
     #[error("release API answer is not a release list: {0}")]
     Invalid(String),
+    /// The API's host is a local address (see `crate::net`).
+    #[error("release API refused: {0}")]
+    Refused(String),
 }
 
 /// The parts of an `http(s)://authority/path` registry URL.
@@ -303,13 +306,15 @@ fn describe(e: &reqwest::Error) -> String {
     text
 }
 
-fn client() -> Result<reqwest::Client, PlatformError> {
+/// Unless `allow_local`, the client connects only to checked, non-local addresses
+/// (`crate::net`); every request URL must also pass [`crate::net::check_url`].
+fn client(allow_local: bool) -> Result<reqwest::Client, PlatformError> {
     let mut headers = HeaderMap::new();
     headers.insert(
         USER_AGENT,
         HeaderValue::from_static(concat!("pepeunit/", env!("CARGO_PKG_VERSION"))),
     );
-    reqwest::Client::builder()
+    crate::net::guard_client(reqwest::Client::builder(), allow_local)
         .default_headers(headers)
         .timeout(REQUEST_TIMEOUT)
         .connect_timeout(CONNECT_TIMEOUT)
@@ -333,10 +338,17 @@ fn client() -> Result<reqwest::Client, PlatformError> {
 
 /// Sends `request` and returns the body of a 2xx answer, at most [`MAX_RESPONSE_BYTES`].
 async fn fetch(request: reqwest::RequestBuilder) -> Result<Vec<u8>, PlatformError> {
-    let mut resp = request
-        .send()
-        .await
-        .map_err(|e| PlatformError::Request(describe(&e)))?;
+    let mut resp = request.send().await.map_err(|e| {
+        // the resolver's refusal names the address class
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            if let Some(refused) = s.downcast_ref::<crate::net::NetError>() {
+                return PlatformError::Refused(refused.to_string());
+            }
+            source = s.source();
+        }
+        PlatformError::Request(describe(&e))
+    })?;
     if !resp.status().is_success() {
         return Err(PlatformError::Status(resp.status().as_u16()));
     }
@@ -362,16 +374,23 @@ async fn fetch(request: reqwest::RequestBuilder) -> Result<Vec<u8>, PlatformErro
 
 /// Reads the releases of a registry from its platform's API (newest first, at most
 /// [`MAX_RELEASES`]). `github_api` is `PU_GITHUB_API_URL`; GitLab is asked on the registry's host.
+/// Unless `allow_local` (`PU_ALLOW_LOCAL_NETWORK`), an API on a local address is refused.
 pub async fn fetch_releases(
     github_api: &str,
     platform: GitPlatform,
     repository_url: &str,
     credentials: Option<&GitCredentials>,
+    allow_local: bool,
 ) -> Result<Vec<Release>, PlatformError> {
-    let http = client()?;
+    let http = client(allow_local)?;
+    let checked = |url: String| {
+        crate::net::check_url(&url, allow_local)
+            .map(|()| url)
+            .map_err(|e| PlatformError::Refused(e.to_string()))
+    };
     match platform {
         GitPlatform::Github => {
-            let url = github_releases_url(github_api, repository_url)?;
+            let url = checked(github_releases_url(github_api, repository_url)?)?;
             let mut req = http.get(url).header(ACCEPT, "application/vnd.github+json");
             if let Some(c) = credentials {
                 req = req.basic_auth(&c.username, Some(&c.pat_token));
@@ -379,7 +398,7 @@ pub async fn fetch_releases(
             parse_github(&fetch(req).await?)
         }
         GitPlatform::Gitlab => {
-            let url = gitlab_releases_url(repository_url)?;
+            let url = checked(gitlab_releases_url(repository_url)?)?;
             let mut req = http.get(url).header(ACCEPT, "application/json");
             if let Some(c) = credentials {
                 let mut token = HeaderValue::from_str(&c.pat_token).map_err(|_| {
@@ -584,12 +603,52 @@ mod tests {
             GitPlatform::Github,
             "https://github.com/o/r.git",
             None,
+            true,
         )
         .await
         .unwrap_err();
         let text = err.to_string();
         assert!(matches!(err, PlatformError::Request(_)), "{text}");
         assert!(!text.contains("scheme"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn local_apis_are_refused_unless_allowed() {
+        // a listening loopback server: refused before any request reaches it
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        for (api, repo, platform) in [
+            (
+                format!("http://127.0.0.1:{port}"),
+                "https://github.com/o/r.git".to_string(),
+                GitPlatform::Github,
+            ),
+            (
+                format!("http://localhost:{port}"),
+                "https://github.com/o/r.git".to_string(),
+                GitPlatform::Github,
+            ),
+            (
+                String::new(),
+                format!("http://127.0.0.1:{port}/group/project.git"),
+                GitPlatform::Gitlab,
+            ),
+            (
+                String::new(),
+                "http://169.254.169.254/group/project.git".to_string(),
+                GitPlatform::Gitlab,
+            ),
+        ] {
+            let err = fetch_releases(&api, platform, &repo, None, false)
+                .await
+                .unwrap_err();
+            let text = err.to_string();
+            assert!(matches!(err, PlatformError::Refused(_)), "{repo}: {text}");
+            assert!(
+                text.contains("loopback") || text.contains("link-local"),
+                "{repo}: {text}"
+            );
+        }
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub struct Claims {
     pub agent_type: String,
     pub exp: Option<i64>,
     pub domain: Option<String>,
+    /// A unit token's generation (`gen`), absent before the unit's first rotation (0).
+    #[serde(default)]
+    pub gen: Option<i64>,
 }
 
 #[derive(Serialize)]
@@ -43,6 +46,8 @@ struct UnitClaims<'a> {
     uuid: &'a str,
     #[serde(rename = "type")]
     agent_type: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gen: Option<i64>,
 }
 
 #[derive(Serialize)]
@@ -85,10 +90,20 @@ impl TokenKey {
         })
     }
 
+    /// The token of a unit that was never rotated: upstream's, byte for byte.
     pub fn unit_token(&self, uuid: Uuid) -> String {
+        self.unit_token_of(uuid, 0)
+    }
+
+    /// The token of a unit at a token generation. Generation 0 is upstream's token
+    /// (`{"uuid","type"}`); a rotated unit's token carries its generation as a last claim
+    /// `"gen"`, which the server compares with the unit's row (the official clients read only
+    /// `uuid`).
+    pub fn unit_token_of(&self, uuid: Uuid, generation: i64) -> String {
         self.sign(&UnitClaims {
             uuid: &uuid.to_string(),
             agent_type: "Unit",
+            gen: (generation != 0).then_some(generation),
         })
     }
 
@@ -99,6 +114,7 @@ impl TokenKey {
         self.sign(&UnitClaims {
             uuid: &bridge.to_string(),
             agent_type: "Bridge",
+            gen: None,
         })
     }
 
@@ -165,6 +181,26 @@ mod tests {
         assert_eq!(t, key.unit_token(uuid), "unit tokens are deterministic");
         let c = key.decode(&t, 0).unwrap();
         assert_eq!(c.agent_type, "Unit");
+        assert_eq!(c.gen, None);
+        assert_eq!(
+            key.unit_token_of(uuid, 0),
+            t,
+            "generation 0 is upstream's token"
+        );
+    }
+
+    #[test]
+    fn rotated_unit_tokens_carry_their_generation() {
+        let key = TokenKey::new("secret");
+        let uuid = Uuid::parse_str("0b9e1ee8-1e5a-4f79-a8ee-5e7b8c1b1f00").unwrap();
+        let t = key.unit_token_of(uuid, 3);
+        let payload = B64URL.decode(t.split('.').nth(1).unwrap()).unwrap();
+        assert_eq!(
+            String::from_utf8(payload).unwrap(),
+            r#"{"uuid":"0b9e1ee8-1e5a-4f79-a8ee-5e7b8c1b1f00","type":"Unit","gen":3}"#
+        );
+        assert_eq!(key.decode(&t, 0).unwrap().gen, Some(3));
+        assert_ne!(t, key.unit_token(uuid));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Federation between two instances of our server on loopback (SPEC §11, issue 4): follows,
 //! the hub following Creates, Updates and Deletes, domain policy both ways, the durable
 //! delivery queue across restarts, and the refusal of local peers without
-//! PU_FEDERATION_ALLOW_LOCAL.
+//! PU_ALLOW_LOCAL_NETWORK (here through its older name PU_FEDERATION_ALLOW_LOCAL).
 
 mod common;
 
@@ -688,14 +688,14 @@ async fn deliveries_survive_restarts_and_dead_letter_after_the_last_try() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_peers_are_refused_without_allow_local() {
-    // no PU_FEDERATION_ALLOW_LOCAL: production rules
-    let a = TestInstance::start(Backend::Sqlite).await;
+    // no PU_ALLOW_LOCAL_NETWORK: production rules
+    let a = TestInstance::start_with(Backend::Sqlite, &[("PU_ALLOW_LOCAL_NETWORK", "false")]).await;
     let b = start(Backend::Sqlite, &[]).await;
     let (_, a_admin) = a.user("alice").await;
     for (domain, reason) in [
-        (b.domain.as_str(), "PU_FEDERATION_ALLOW_LOCAL"),
+        (b.domain.as_str(), "PU_ALLOW_LOCAL_NETWORK"),
         // resolves to 127.0.0.1: refused by the resolver, before any connection
-        ("localhost", "resolves to internal IP"),
+        ("localhost", "loopback"),
         ("127.0.0.1", "IP address"),
         ("10.0.0.1", "IP address"),
     ] {
@@ -723,7 +723,7 @@ async fn local_peers_are_refused_without_allow_local() {
         v["detail"]
             .as_str()
             .unwrap()
-            .contains("PU_FEDERATION_ALLOW_LOCAL"),
+            .contains("PU_ALLOW_LOCAL_NETWORK"),
         "{v}"
     );
     // a correctly signed Follow from a loopback peer: A will not fetch its key

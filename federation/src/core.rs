@@ -35,6 +35,10 @@ pub struct Settings {
     pub prefix: String,
     /// Allow `http:`, loopback and private addresses and explicit ports (tests, local trials).
     pub allow_local: bool,
+    /// The server's rule for addresses outgoing requests may not reach (the class of a local
+    /// address, None for a global one): applied to every address a peer's name resolves to,
+    /// unless `allow_local`. The request then connects to the checked addresses.
+    pub local_address: fn(std::net::IpAddr) -> Option<&'static str>,
     /// Require signatures on GETs of actors and collections too.
     pub authorized_fetch: bool,
     /// First retry delay of a failed delivery; doubles per attempt, capped at six hours.
@@ -293,7 +297,7 @@ impl Federation {
         let policy = Arc::new(RwLock::new(
             backend.domain_list(ListKind::Federation).await?,
         ));
-        let client = http_client(settings.allow_local)?;
+        let client = http_client(&settings)?;
         let instance_id = Url::parse(&format!(
             "{}{}/ap/instance",
             settings.origin, settings.prefix
@@ -725,18 +729,18 @@ impl Federation {
             "http" if local => {}
             _ => {
                 return Err(FedError::Invalid(format!(
-                    "{url}: only https URLs federate (set PU_FEDERATION_ALLOW_LOCAL=true for local trials)"
+                    "{url}: only https URLs federate (set PU_ALLOW_LOCAL_NETWORK=true for local trials)"
                 )))
             }
         }
         if url.domain().is_none() && !local {
             return Err(FedError::Invalid(format!(
-                "{url}: an IP address is not an instance domain (PU_FEDERATION_ALLOW_LOCAL=true allows it for local trials)"
+                "{url}: an IP address is not an instance domain (PU_ALLOW_LOCAL_NETWORK=true allows it for local trials)"
             )));
         }
         if url.port().is_some() && !local {
             return Err(FedError::Invalid(format!(
-                "{url}: explicit ports only federate with PU_FEDERATION_ALLOW_LOCAL=true"
+                "{url}: explicit ports only federate with PU_ALLOW_LOCAL_NETWORK=true"
             )));
         }
         if !url.username().is_empty() || url.password().is_some() {
@@ -965,7 +969,37 @@ impl Federation {
     }
 }
 
-fn http_client(allow_local: bool) -> FedResult<reqwest::Client> {
+/// Resolves peers' names and refuses local addresses (`Settings::local_address`), naming the
+/// address class; reqwest connects only to the addresses it returns (no second lookup).
+struct PolicyResolver(fn(std::net::IpAddr) -> Option<&'static str>);
+
+impl reqwest::dns::Resolve for PolicyResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let classify = self.0;
+        let host = name.as_str().trim_end_matches('.').to_string();
+        Box::pin(async move {
+            let lookup = tokio::net::lookup_host((host.as_str(), 0));
+            let addrs: Vec<std::net::SocketAddr> =
+                tokio::time::timeout(Duration::from_secs(5), lookup)
+                    .await
+                    .map_err(|_| FedError::Remote(format!("{host}: DNS timed out")))??
+                    .collect();
+            for a in &addrs {
+                if let Some(class) = classify(a.ip()) {
+                    return Err(FedError::Invalid(format!(
+                        "{host} resolves to {}, a {class} address (PU_ALLOW_LOCAL_NETWORK=true allows local addresses for trials)",
+                        a.ip()
+                    ))
+                    .into());
+                }
+            }
+            let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+fn http_client(settings: &Settings) -> FedResult<reqwest::Client> {
     let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(10))
@@ -975,11 +1009,11 @@ fn http_client(allow_local: bool) -> FedResult<reqwest::Client> {
             env!("CARGO_PKG_VERSION"),
             " (ActivityPub)"
         ));
-    if !allow_local {
-        // a proxy would resolve names itself, past the resolver that refuses private addresses
-        builder = builder.no_proxy().dns_resolver(Arc::new(
-            activitypub_federation::resolver::ValidatingDnsResolver::new(Vec::new(), true),
-        ));
+    if !settings.allow_local {
+        // a proxy would resolve names itself, past the resolver that refuses local addresses
+        builder = builder
+            .no_proxy()
+            .dns_resolver(Arc::new(PolicyResolver(settings.local_address)));
     }
     builder
         .build()

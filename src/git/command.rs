@@ -26,6 +26,15 @@ pub(crate) struct GitCommand<'a> {
     stdin: Option<Vec<u8>>,
     watch: Option<(PathBuf, u64)>,
     timeout: Duration,
+    guard: Option<Guard>,
+}
+
+/// How a network command is held to the checked addresses of its remote (`crate::net`).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Guard {
+    /// `host:port:addr[,addr]` for `http.curloptResolve`: curl connects only there. None for a
+    /// remote named by an address literal (nothing is resolved).
+    pub resolve: Option<String>,
 }
 
 /// What a finished git process left behind.
@@ -51,7 +60,16 @@ impl<'a> GitCommand<'a> {
             stdin: None,
             watch: None,
             timeout,
+            guard: None,
         }
+    }
+
+    /// Connect only to checked addresses: resolution pinned (`http.curloptResolve`), no
+    /// redirects (they could lead anywhere), no proxy from the environment (it would resolve
+    /// the name itself).
+    pub fn guard(mut self, guard: Option<Guard>) -> Self {
+        self.guard = guard;
+        self
     }
 
     /// Run against this (bare) repository: `git --git-dir=<dir> ...`.
@@ -129,15 +147,31 @@ impl<'a> GitCommand<'a> {
                 "GIT_HTTP_LOW_SPEED_TIME",
                 self.timeout.as_secs().max(1).to_string(),
             );
-        match self.creds {
-            Some(creds) => {
-                cmd.env("GIT_CONFIG_COUNT", "1")
-                    .env("GIT_CONFIG_KEY_0", "http.extraHeader")
-                    .env("GIT_CONFIG_VALUE_0", auth_header(creds));
+        // configuration only through the environment (never argv, never the mirror's config)
+        let mut config: Vec<(&str, String)> = Vec::new();
+        if let Some(creds) = self.creds {
+            config.push(("http.extraHeader", auth_header(creds)));
+        }
+        if let Some(guard) = &self.guard {
+            config.push(("http.followRedirects", "false".into()));
+            if let Some(resolve) = &guard.resolve {
+                config.push(("http.curloptResolve", resolve.clone()));
             }
-            None => {
-                cmd.env("GIT_CONFIG_COUNT", "0");
+            for var in [
+                "http_proxy",
+                "HTTP_PROXY",
+                "https_proxy",
+                "HTTPS_PROXY",
+                "all_proxy",
+                "ALL_PROXY",
+            ] {
+                cmd.env_remove(var);
             }
+        }
+        cmd.env("GIT_CONFIG_COUNT", config.len().to_string());
+        for (i, (key, value)) in config.into_iter().enumerate() {
+            cmd.env(format!("GIT_CONFIG_KEY_{i}"), key)
+                .env(format!("GIT_CONFIG_VALUE_{i}"), value);
         }
         if let Some(dir) = &self.git_dir {
             let mut flag = OsString::from("--git-dir=");

@@ -96,6 +96,8 @@ struct Inner {
     root: PathBuf,
     max_repository_size: u64,
     timeout: Duration,
+    /// `PU_ALLOW_LOCAL_NETWORK`: remotes may be anywhere, git resolves names itself.
+    allow_local_network: bool,
     locks: StdMutex<HashMap<Uuid, Arc<Mutex<()>>>>,
     cache: cache::ReadCache,
 }
@@ -110,6 +112,22 @@ impl std::fmt::Debug for Git {
     }
 }
 
+/// The `http.curloptResolve` entry pinning `host:port` to `addrs` (IPv6 in brackets, as curl
+/// reads them), or None for an address literal, which curl does not resolve.
+fn curl_resolve(host: &str, port: u16, addrs: &[std::net::SocketAddr]) -> Option<String> {
+    if host.starts_with('[') || host.parse::<std::net::IpAddr>().is_ok() {
+        return None;
+    }
+    let list: Vec<String> = addrs
+        .iter()
+        .map(|a| match a.ip() {
+            std::net::IpAddr::V4(v4) => v4.to_string(),
+            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        })
+        .collect();
+    Some(format!("{host}:{port}:{}", list.join(",")))
+}
+
 /// Prefix of the scratch directories of one registry (clones in progress, removals).
 fn scratch_prefix(registry: Uuid) -> String {
     format!(".tmp-{registry}-")
@@ -117,14 +135,22 @@ fn scratch_prefix(registry: Uuid) -> String {
 
 impl Git {
     /// `root` holds the mirrors (created on first sync; made absolute here). Each command is
-    /// killed after `timeout`; a mirror above `max_repository_size` bytes is refused.
-    pub fn new(root: PathBuf, max_repository_size: u64, timeout: Duration) -> Self {
+    /// killed after `timeout`; a mirror above `max_repository_size` bytes is refused. Unless
+    /// `allow_local_network`, a remote's name is resolved and checked before every network
+    /// command (`crate::net`), which then connects only to those addresses.
+    pub fn new(
+        root: PathBuf,
+        max_repository_size: u64,
+        timeout: Duration,
+        allow_local_network: bool,
+    ) -> Self {
         let root = std::path::absolute(&root).unwrap_or(root);
         Self {
             inner: Arc::new(Inner {
                 root,
                 max_repository_size,
                 timeout,
+                allow_local_network,
                 locks: StdMutex::new(HashMap::new()),
                 cache: cache::ReadCache::default(),
             }),
@@ -143,6 +169,20 @@ impl Git {
 
     fn cmd<'a>(&self) -> GitCommand<'a> {
         GitCommand::new(self.inner.timeout)
+    }
+
+    /// Where a network command for `url` may connect: None when local addresses are allowed
+    /// (git resolves the name), else the checked addresses, pinned.
+    async fn guard(&self, url: &str) -> Result<Option<command::Guard>, GitError> {
+        if self.inner.allow_local_network {
+            return Ok(None);
+        }
+        let (host, port, addrs) = crate::net::resolve_url(url, false)
+            .await
+            .map_err(|e| GitError::UrlNotAllowed(e.to_string()))?;
+        Ok(Some(command::Guard {
+            resolve: curl_resolve(&host, port, &addrs),
+        }))
     }
 
     /// A command against the mirror of `registry`, which must exist.
@@ -175,8 +215,9 @@ impl Git {
         creds: Option<&GitCredentials>,
     ) -> Result<u64, GitError> {
         validate_remote_url(url)?;
+        let guard = self.guard(url).await?;
         let _invalidate = self.inner.cache.invalidate_on_drop(registry);
-        self.locked(registry, self.sync_locked(registry, url, creds))
+        self.locked(registry, self.sync_locked(registry, url, creds, guard))
             .await
     }
 
@@ -185,6 +226,7 @@ impl Git {
         registry: Uuid,
         url: &str,
         creds: Option<&GitCredentials>,
+        guard: Option<command::Guard>,
     ) -> Result<u64, GitError> {
         let root = &self.inner.root;
         let limit = self.inner.max_repository_size;
@@ -197,6 +239,7 @@ impl Git {
                 .cmd()
                 .git_dir(&path)
                 .creds(creds)
+                .guard(guard)
                 .args(["fetch", "--prune", "--quiet", "--no-write-fetch-head"])
                 .arg("--end-of-options")
                 .arg(url)
@@ -243,7 +286,7 @@ impl Git {
             scratch_prefix(registry),
             Uuid::new_v4().simple()
         )));
-        match self.clone_into(scratch.path(), url, creds).await {
+        match self.clone_into(scratch.path(), url, creds, guard).await {
             Ok(size) => {
                 tokio::fs::rename(scratch.path(), &path).await?;
                 scratch.disarm();
@@ -263,12 +306,14 @@ impl Git {
         dir: &Path,
         url: &str,
         creds: Option<&GitCredentials>,
+        guard: Option<command::Guard>,
     ) -> Result<u64, GitError> {
         let limit = self.inner.max_repository_size;
         let out = self
             .cmd()
             .outside_repo(&self.inner.root)
             .creds(creds)
+            .guard(guard)
             .args(["clone", "--mirror", "--quiet", "--template=", "--"])
             .arg(url)
             .arg(dir)
@@ -305,12 +350,14 @@ impl Git {
         creds: Option<&GitCredentials>,
     ) -> Result<(), GitError> {
         validate_remote_url(url)?;
+        let guard = self.guard(url).await?;
         // Run outside any repository, in a directory that surely exists.
         let cwd = std::env::temp_dir();
         let out = self
             .cmd()
             .outside_repo(&cwd)
             .creds(creds)
+            .guard(guard)
             .args(["ls-remote", "--quiet", "--"])
             .arg(url)
             .arg("HEAD")

@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 use uuid::Uuid;
 
-use super::command::{auth_header, clean_stderr};
+use super::command::{self, auth_header, clean_stderr, GitCommand};
 use super::validate::{validate_branch, validate_commit, validate_path, validate_tag};
 use super::*;
 
@@ -229,7 +229,8 @@ impl Fixture {
     }
 
     fn git(&self, limit: u64) -> Git {
-        Git::new(self.dir.path().join("mirrors"), limit, TIMEOUT)
+        // the test server is on loopback
+        Git::new(self.dir.path().join("mirrors"), limit, TIMEOUT, true)
     }
 
     /// Pushes the work tree's branches to the served copy.
@@ -547,7 +548,7 @@ async fn refused_urls() {
 
     // Refused before anything runs: nothing is created.
     let dir = tempfile::tempdir().unwrap();
-    let git = Git::new(dir.path().join("m"), BIG, TIMEOUT);
+    let git = Git::new(dir.path().join("m"), BIG, TIMEOUT, false);
     let reg = Uuid::new_v4();
     assert!(matches!(
         git.sync(reg, "file:///etc", None).await,
@@ -728,7 +729,7 @@ async fn user_arguments_are_validated() {
 async fn timeout_kills_git() {
     let server = TestServer::start_silent().await;
     let dir = tempfile::tempdir().unwrap();
-    let git = Git::new(dir.path().join("m"), BIG, Duration::from_millis(800));
+    let git = Git::new(dir.path().join("m"), BIG, Duration::from_millis(800), true);
     let reg = Uuid::new_v4();
     let url = server.url(&format!("{reg}.git"));
     let started = std::time::Instant::now();
@@ -817,4 +818,135 @@ async fn expanding_content_is_refused() {
         .await
         .unwrap()
         .is_empty());
+}
+
+#[tokio::test]
+async fn local_remotes_are_refused_unless_allowed() {
+    let fx = Fixture::new();
+    let server = TestServer::start(fx.srv(), None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let git = Git::new(dir.path().join("m"), BIG, TIMEOUT, false);
+    let reg = Uuid::new_v4();
+    let by_name = format!("http://localhost:{}/repo.git", server.addr.port());
+    for url in [server.url("repo.git"), by_name] {
+        for err in [
+            git.sync(reg, &url, None).await.unwrap_err(),
+            git.check_access(&url, None).await.unwrap_err(),
+        ] {
+            assert!(
+                matches!(&err, GitError::UrlNotAllowed(m) if m.contains("loopback") && m.contains("PU_ALLOW_LOCAL_NETWORK")),
+                "{url}: {err:?}"
+            );
+        }
+    }
+    assert!(!git.exists(reg));
+    assert!(!dir.path().join("m").exists());
+    // the same remote with local addresses allowed
+    fx.git(BIG)
+        .check_access(&server.url("repo.git"), None)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn guarded_commands_connect_to_the_pinned_address() {
+    let fx = Fixture::new();
+    let server = TestServer::start(fx.srv(), None).await;
+    let port = server.addr.port();
+    // a name no resolver knows: only the pin can take git to the server
+    let url = format!("http://pinned.pepeunit.invalid:{port}/repo.git");
+    let ls = |guard: Option<command::Guard>| {
+        GitCommand::new(TIMEOUT)
+            .outside_repo(&std::env::temp_dir())
+            .guard(guard)
+            .args(["ls-remote", "--quiet", "--"])
+            .arg(&url)
+            .arg("HEAD")
+            .run()
+    };
+    let addrs = ["127.0.0.1:0".parse().unwrap()];
+    let pin = curl_resolve("pinned.pepeunit.invalid", port, &addrs);
+    assert_eq!(
+        pin.as_deref(),
+        Some(format!("pinned.pepeunit.invalid:{port}:127.0.0.1").as_str())
+    );
+    let out = ls(Some(command::Guard { resolve: pin })).await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout_str().contains("HEAD"));
+    let out = ls(None).await.unwrap();
+    assert!(!out.status.success(), "the name resolved without the pin");
+}
+
+#[test]
+fn curl_resolve_entries() {
+    let v4: std::net::SocketAddr = "93.184.215.14:0".parse().unwrap();
+    let v6: std::net::SocketAddr = "[2606:2800:21f:cb07:6820:80da:af6b:8b2c]:0"
+        .parse()
+        .unwrap();
+    assert_eq!(
+        curl_resolve("example.org", 443, &[v4, v6]).unwrap(),
+        "example.org:443:93.184.215.14,[2606:2800:21f:cb07:6820:80da:af6b:8b2c]"
+    );
+    // address literals are not resolved by curl: nothing to pin
+    assert_eq!(curl_resolve("93.184.215.14", 80, &[v4]), None);
+    assert_eq!(
+        curl_resolve("[2606:2800:21f:cb07:6820:80da:af6b:8b2c]", 80, &[v6]),
+        None
+    );
+}
+
+/// Answers every request with a 301 to the same path on `to`.
+async fn redirecting_server(to: SocketAddr) -> (SocketAddr, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let n = stream.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let target = head.split(' ').nth(1).unwrap_or("/").to_string();
+                let reply = format!(
+                    "HTTP/1.1 301 Moved Permanently\r\nLocation: http://{to}{target}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = stream.write_all(reply.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn guarded_commands_follow_no_redirect() {
+    let fx = Fixture::new();
+    let server = TestServer::start(fx.srv(), None).await;
+    let (redirector, task) = redirecting_server(server.addr).await;
+    let url = format!("http://{redirector}/repo.git");
+    let ls = |guard: Option<command::Guard>| {
+        GitCommand::new(TIMEOUT)
+            .outside_repo(&std::env::temp_dir())
+            .guard(guard)
+            .args(["ls-remote", "--quiet", "--"])
+            .arg(&url)
+            .arg("HEAD")
+            .run()
+    };
+    // unguarded, git follows the redirect (its default), which could lead anywhere
+    let out = ls(None).await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = ls(Some(command::Guard::default())).await.unwrap();
+    assert!(
+        !out.status.success(),
+        "a guarded command followed a redirect"
+    );
+    task.abort();
 }

@@ -26,6 +26,7 @@ pub fn router() -> OpenApiRouter<Instance> {
         .routes(routes!(create_unit, list_units))
         .routes(routes!(get_unit, update_unit, delete_unit))
         .routes(routes!(get_env, set_env, reset_env))
+        .routes(routes!(rotate_token))
         .routes(routes!(get_target_version))
         .routes(routes!(get_current_schema))
         .routes(routes!(firmware_zip))
@@ -257,6 +258,24 @@ async fn get_env(
             .into_response()),
         None => Ok(axum::Json(env).into_response()),
     }
+}
+
+/// Gives the unit a new token (its creator only) and answers with its env.json holding it.
+/// Every token issued to the unit before is refused from now on: REST, MQTT authentication
+/// and topic checks, and the embedded broker disconnects sessions opened with one. The device
+/// cannot fetch the new env with its old token: flash it (env.json or a firmware archive).
+#[utoipa::path(post, path = "/units/rotate_token/{uuid}", tag = "units", params(("uuid" = Uuid, Path)),
+    responses(
+        (status = 200, body = Object, description = "The unit's env.json with the new `PU_AUTH_TOKEN`"),
+        (status = 403, description = "No Access: only the unit's creator rotates its token"),
+        (status = 404, description = "No such unit"),
+    ))]
+async fn rotate_token(
+    state: State<Instance>,
+    Caller(agent): Caller,
+    PathUuid(uuid): PathUuid,
+) -> AppResult<axum::Json<serde_json::Map<String, Value>>> {
+    Ok(axum::Json(state.rotate_unit_token(&agent, uuid).await?))
 }
 
 #[utoipa::path(patch, path = "/units/env/{uuid}", tag = "units", params(("uuid" = Uuid, Path)), request_body = EnvUpdate, responses((status = 204)))]

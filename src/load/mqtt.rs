@@ -186,6 +186,7 @@ pub(crate) async fn seed(instance: &Instance, n: usize) -> anyhow::Result<Vec<(U
             unit_nodes: Vec::new(),
             cipher_env: None,
             cipher_state_storage: None,
+            token_generation: 0,
         };
         store::units::insert(&mut *tx, &unit).await?;
         let node = store::unit_nodes::UnitNode {

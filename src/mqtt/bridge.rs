@@ -187,21 +187,15 @@ async fn carry(
     let port = u16::try_from(bridge.mqtt_port.unwrap_or_default()).unwrap_or(0);
     let name = bridge.mqtt_host.clone().unwrap_or_default();
     // the name was checked when the bridge was offered; what it resolves to now is checked
-    // again and pinned for this carrier (a name re-pointed into our network is refused)
-    let host = if c.federation_allow_local {
-        name // local trials: any address goes, nothing to pin
+    // again and pinned for this carrier (a name re-pointed into our network is refused). With
+    // PU_ALLOW_LOCAL_NETWORK every address goes, and the name is left to the MQTT client.
+    let host = if c.allow_local_network {
+        name
     } else {
         loop {
-            let reason = match crate::service::bridges::resolve_broker(&name, port).await {
-                Ok(addrs)
-                    if !addrs
-                        .iter()
-                        .any(|a| crate::service::bridges::is_local_ip(a.ip())) =>
-                {
-                    break addrs[0].ip().to_string();
-                }
-                Ok(_) => format!("the MQTT host {name} resolves to a local address"),
-                Err(e) => format!("the MQTT host {name} cannot be resolved ({e})"),
+            let reason = match crate::net::resolve_checked(&name, port, false).await {
+                Ok(addrs) => break addrs[0].ip().to_string(),
+                Err(e) => format!("the MQTT host is refused: {e}"),
             };
             tracing::warn!(bridge = %bridge.uuid, error = %reason, "bridge: not connecting");
             instance

@@ -22,7 +22,7 @@ use rmqtt::context::ServerContext;
 use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType, Type};
 use rmqtt::net::{Builder, Listener};
 use rmqtt::server::MqttServer;
-use rmqtt::types::{AuthResult, PublishAclResult, SubscribeAclResult};
+use rmqtt::types::{AuthResult, Id, PublishAclResult, SubscribeAclResult};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
@@ -53,6 +53,13 @@ impl Hooks {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         key.hash(&mut h);
         &self.acl[(h.finish() as usize) % ACL_SLOTS]
+    }
+
+    /// Forgets every cached answer (a unit's tokens were revoked).
+    fn forget_answers(&self) {
+        for slot in &self.acl {
+            slot.lock().unwrap().clear();
+        }
     }
 
     async fn allowed(&self, username: &str, topic: &str, action: BrokerAction) -> bool {
@@ -170,6 +177,8 @@ pub struct EmbeddedBroker {
     scx: ServerContext,
     /// The accept loop; taken when it is stopped.
     task: Option<JoinHandle<()>>,
+    /// Drops sessions of revoked unit tokens; stopped with the accept loop.
+    revocations: Option<JoinHandle<()>>,
 }
 
 /// The embedded broker's listener, bound before the instance opens so that its configuration
@@ -247,6 +256,7 @@ impl EmbeddedBroker {
     ) -> anyhow::Result<Self> {
         let scx = ServerContext::new().busy_check_enable(false).build().await;
         let register = scx.extends.hook_mgr().register();
+        let revoked = instance.revocations.subscribe();
         let hooks = Arc::new(Hooks {
             instance,
             stats,
@@ -268,10 +278,12 @@ impl EmbeddedBroker {
             }
         });
         tracing::info!(%addr, "embedded MQTT broker listening");
+        let revocations = tokio::spawn(drop_revoked(hooks, scx.clone(), revoked));
         Ok(EmbeddedBroker {
             addr,
             scx,
             task: Some(task),
+            revocations: Some(revocations),
         })
     }
 
@@ -290,7 +302,10 @@ impl EmbeddedBroker {
     }
 
     async fn stop_accepting(&mut self) {
-        if let Some(task) = self.task.take() {
+        for task in [self.task.take(), self.revocations.take()]
+            .into_iter()
+            .flatten()
+        {
             task.abort();
             let _ = task.await;
         }
@@ -306,11 +321,54 @@ impl EmbeddedBroker {
             .map(|e| e.id())
             .filter(|id| keep != Some(&*id.client_id))
             .collect();
+        kick(&self.scx, ids).await;
+    }
+}
+
+async fn kick(scx: &ServerContext, ids: Vec<Id>) {
+    for id in ids {
+        let entry = scx.extends.shared().await.entry(id);
+        if let Ok(mut locked) = entry.try_lock().await {
+            let _ = locked.kick(true, true, true).await;
+        }
+    }
+}
+
+/// Follows [`crate::service::access::Revocations`]: forgets the cached ACL answers and
+/// disconnects every session whose username is a Unit token that is no longer valid (the
+/// unit deleted, its token rotated), so that neither a cached answer nor a subscription
+/// granted earlier outlives the token. A reconnect with it is refused at CONNECT.
+async fn drop_revoked(
+    hooks: Arc<Hooks>,
+    scx: ServerContext,
+    mut revoked: tokio::sync::broadcast::Receiver<uuid::Uuid>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let unit = match revoked.recv().await {
+            Ok(unit) => Some(unit),
+            // some were missed: look at every unit session
+            Err(RecvError::Lagged(_)) => None,
+            Err(RecvError::Closed) => return,
+        };
+        hooks.forget_answers();
+        let ids: Vec<Id> = scx.extends.shared().await.iter().map(|e| e.id()).collect();
+        let mut dead = Vec::new();
         for id in ids {
-            let entry = self.scx.extends.shared().await.entry(id);
-            if let Ok(mut locked) = entry.try_lock().await {
-                let _ = locked.kick(true, true, true).await;
+            if hooks
+                .instance
+                .unit_token_revoked(id.username_ref(), unit)
+                .await
+            {
+                dead.push(id);
             }
+        }
+        if !dead.is_empty() {
+            tracing::info!(
+                sessions = dead.len(),
+                "disconnecting sessions of revoked unit tokens"
+            );
+            kick(&scx, dead).await;
         }
     }
 }

@@ -155,6 +155,10 @@ impl Instance {
                     Err(AppError::NotFound) => return Err(AppError::no_access("Unit not found")),
                     Err(e) => return Err(e),
                 };
+                // a token from before the unit's last rotation
+                if claims.gen.unwrap_or(0) != unit.token_generation {
+                    return Err(AppError::no_access("Token is invalid"));
+                }
                 Ok(Agent::Unit(Box::new(unit)))
             }
             "Backend" => match claims.domain {
@@ -241,4 +245,28 @@ pub fn check_child_visibility(
         )));
     }
     Ok(())
+}
+
+/// Unit tokens that stopped being valid (the unit was deleted or its token rotated), told to
+/// whoever keeps sessions or answers opened with them: the embedded broker forgets its cached
+/// answers and disconnects those sessions. Sent after the change is committed and the row
+/// cache invalidated; nobody listening (an external broker) is fine.
+#[derive(Clone)]
+pub struct Revocations(tokio::sync::broadcast::Sender<Uuid>);
+
+impl Default for Revocations {
+    fn default() -> Self {
+        Revocations(tokio::sync::broadcast::channel(1024).0)
+    }
+}
+
+impl Revocations {
+    /// The tokens of this unit issued so far may be dead now.
+    pub fn revoke(&self, unit: Uuid) {
+        let _ = self.0.send(unit);
+    }
+
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Uuid> {
+        self.0.subscribe()
+    }
 }

@@ -21,7 +21,6 @@
 //! instance). Out of an Output node: any instance the federation policy permits, when the node
 //! is `Public` (A has no accounts of B's users to check Internal or Private against).
 
-use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use reqwest::Method;
@@ -391,8 +390,9 @@ impl Instance {
     }
 
     /// Where a peer's broker may be: a host name or address and a port. Loopback, private and
-    /// link-local addresses only with `PU_FEDERATION_ALLOW_LOCAL` (otherwise a peer could make
-    /// this instance connect into its own network).
+    /// link-local addresses only with `PU_ALLOW_LOCAL_NETWORK` (otherwise a peer could make
+    /// this instance connect into its own network): every address the name resolves to now is
+    /// checked (`net`), and again when the carrier connects.
     async fn check_peer_broker(&self, host: &str, port: u16) -> AppResult<()> {
         let bad = || AppError::validation(format!("The MQTT host {host:?} is invalid"));
         if host.is_empty()
@@ -406,25 +406,9 @@ impl Instance {
         if port == 0 {
             return Err(AppError::validation("The MQTT port is invalid"));
         }
-        if self.config.federation_allow_local {
-            return Ok(());
-        }
-        let local = || {
-            AppError::validation(format!(
-                "The MQTT host {host} is a local address (PU_FEDERATION_ALLOW_LOCAL=true allows it for local trials)"
-            ))
-        };
-        if host.eq_ignore_ascii_case("localhost") || host.ends_with(".localhost") {
-            return Err(local());
-        }
-        // what the name resolves to now, every address (a name can point anywhere, and the
-        // resolver also reads numeric forms such as 2130706433 or 127.1)
-        let addrs = resolve_broker(host, port).await.map_err(|e| {
-            AppError::validation(format!("The MQTT host {host} cannot be resolved ({e})"))
-        })?;
-        if addrs.iter().any(|a| is_local_ip(a.ip())) {
-            return Err(local());
-        }
+        crate::net::resolve_checked(host, port, self.config.allow_local_network)
+            .await
+            .map_err(|e| AppError::validation(format!("The MQTT host is refused: {e}")))?;
         Ok(())
     }
 
@@ -491,109 +475,4 @@ fn bridge_refused(domain: &str, reason: &str) -> AppError {
     AppError::validation(format!(
         "The instance {domain} did not accept the bridge: {reason}"
     ))
-}
-
-/// The addresses `host:port` resolves to (at most 5 s).
-pub(crate) async fn resolve_broker(host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
-    let lookup = tokio::net::lookup_host((host, port));
-    let addrs: Vec<SocketAddr> = tokio::time::timeout(Duration::from_secs(5), lookup)
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "DNS timed out"))??
-        .collect();
-    if addrs.is_empty() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            "no address",
-        ));
-    }
-    Ok(addrs)
-}
-
-/// Addresses a peer must not make this instance connect to: loopback, private, shared
-/// (CGNAT), link-local, unspecified, broadcast, multicast, documentation, and the same as
-/// IPv4-mapped or -compatible IPv6.
-pub(crate) fn is_local_ip(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || a == 0
-                || (a == 100 && (64..128).contains(&b))
-                || (a == 192 && b == 0 && v4.octets()[2] == 0)
-                || a >= 240
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4() {
-                // ::ffff:a.b.c.d and ::a.b.c.d (and :: and ::1 themselves)
-                return v6.is_loopback() || v6.is_unspecified() || is_local_ip(IpAddr::V4(v4));
-            }
-            let first = v6.segments()[0];
-            v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-                || first == 0x2001 && v6.segments()[1] == 0x0db8
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn local_addresses_in_every_spelling() {
-        for local in [
-            "127.0.0.1",
-            "10.0.0.5",
-            "172.16.1.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "0.0.0.0",
-            "0.1.2.3",
-            "100.64.0.1",
-            "100.127.255.255",
-            "192.0.0.8",
-            "224.0.0.1",
-            "255.255.255.255",
-            "::1",
-            "::",
-            "::ffff:127.0.0.1",
-            "::ffff:10.0.0.1",
-            "fd00::1",
-            "fe80::1",
-            "ff02::1",
-            "2001:db8::1",
-        ] {
-            assert!(is_local_ip(local.parse().unwrap()), "{local}");
-        }
-        for global in [
-            "8.8.8.8",
-            "100.128.0.1",
-            "2a00:1450:4001::1",
-            "::ffff:8.8.8.8",
-        ] {
-            assert!(!is_local_ip(global.parse().unwrap()), "{global}");
-        }
-    }
-
-    #[tokio::test]
-    async fn numeric_host_forms_resolve_to_what_they_mean() {
-        let addrs = resolve_broker("localhost", 1883).await.unwrap();
-        assert!(addrs.iter().all(|a| is_local_ip(a.ip())), "{addrs:?}");
-        // glibc reads inet_aton forms; a resolver that refuses them is fine too
-        for host in ["2130706433", "127.1"] {
-            if let Ok(addrs) = resolve_broker(host, 1883).await {
-                assert!(
-                    addrs.iter().all(|a| is_local_ip(a.ip())),
-                    "{host}: {addrs:?}"
-                );
-            }
-        }
-    }
 }

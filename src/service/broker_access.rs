@@ -216,6 +216,31 @@ impl Instance {
         }
     }
 
+    /// For a broker session opened with `token`: is it a Unit token (of `unit`, when given)
+    /// that is no longer valid (its unit deleted or its token rotated since)? Read from the
+    /// database, not the row cache, so that a row cached just before the change cannot keep
+    /// the session alive. Anything that is not a Unit token is not this function's business.
+    pub async fn unit_token_revoked(&self, token: &str, unit: Option<Uuid>) -> bool {
+        let Ok(claims) = self.tokens.decode(token, chrono::Utc::now().timestamp()) else {
+            return false;
+        };
+        if claims.agent_type != "Unit" {
+            return false;
+        }
+        let Some(uuid) = claims.uuid.as_deref().and_then(|u| Uuid::parse_str(u).ok()) else {
+            return false;
+        };
+        if unit.is_some_and(|u| u != uuid) {
+            return false;
+        }
+        match store::units::get(self.pool(), uuid).await {
+            Ok(Some(row)) => claims.gen.unwrap_or(0) != row.token_generation,
+            Ok(None) => true,
+            // the database is away: keep the session, the next uncached decision settles it
+            Err(_) => false,
+        }
+    }
+
     /// The bridge uuid of a Bridge credential signed by this instance.
     fn bridge_claim(&self, token: &str) -> Option<Uuid> {
         let claims = self

@@ -57,6 +57,8 @@ pub struct Instance {
     pub federation: pepeunit_federation::Federation,
     /// Tells the bridge carrier that bridges changed (SPEC §11).
     pub bridges: ports::BridgeSignal,
+    /// Tells the embedded broker that a unit's tokens may have died (deletion, rotation).
+    pub revocations: access::Revocations,
     /// The chat bot (Telegram), when `PU_TELEGRAM_BOT_TOKEN` is set and the instance serves:
     /// installed by whoever starts the instance (`server.rs`), since the service never names
     /// the bot.
@@ -82,6 +84,7 @@ impl Instance {
             config.repositories_dir(),
             config.max_repository_size,
             Duration::from_secs(config.git_timeout_secs),
+            config.allow_local_network,
         );
         let federation = federation::start_federation(&config, &db, &git).await?;
         let mqtt_stats: Arc<crate::observe::mqtt::MqttStats> = Arc::default();
@@ -101,6 +104,7 @@ impl Instance {
             mqtt_stats,
             node,
             bridges: Default::default(),
+            revocations: Default::default(),
             chat_bot: None,
             alerts: alerts::Alerts::new(config.telegram_bot_token.is_some()),
             logs,

@@ -78,6 +78,9 @@ impl Instance {
         self.check_git_host(&url)
             .await
             .map_err(|e| AppError::registry(e.message()))?;
+        self.check_registry_address(&url)
+            .await
+            .map_err(|e| AppError::registry(format!("Repository URL is refused: {e}")))?;
         if store::registries::url_taken(self.pool(), &url).await? {
             return Err(AppError::registry("Repository URL is not unique"));
         }
@@ -120,6 +123,18 @@ impl Instance {
         self.sync_registry_detached(registry.uuid, Some(user.uuid))
             .await?;
         self.registry_read(registry.uuid).await
+    }
+
+    /// Refuses a registry whose host is, or resolves to, a local address (unless
+    /// `PU_ALLOW_LOCAL_NETWORK`), so that the refusal names the class at once. Every git
+    /// command checks again and pins what it checked (`git`), since a name can change.
+    pub(crate) async fn check_registry_address(
+        &self,
+        url: &str,
+    ) -> Result<(), crate::net::NetError> {
+        crate::net::resolve_url(url, self.config.allow_local_network)
+            .await
+            .map(|_| ())
     }
 
     /// Checks credentials against the remote and stores them encrypted with their status.
@@ -280,6 +295,7 @@ impl Instance {
             registry.platform,
             &registry.repository_url,
             credentials.as_ref(),
+            self.config.allow_local_network,
         )
         .await;
         match fetched {

@@ -827,6 +827,9 @@ impl Instance {
                     self.check_git_host(&url).await.map_err(|e| {
                         AppError::transfer(format!("registry {url}: {}", e.message()))
                     })?;
+                    self.check_registry_address(&url)
+                        .await
+                        .map_err(|e| AppError::transfer(format!("registry {url}: {e}")))?;
                 }
                 // secrets: from the passphrase to this instance's key
                 for field in sealed_fields(table) {

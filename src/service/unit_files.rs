@@ -173,7 +173,12 @@ impl Instance {
         Ok((env, schema))
     }
 
-    pub(crate) fn generated_env(&self, unit: Uuid) -> Map<String, Value> {
+    /// The unit's current token (its generation's; see [`crate::token`]).
+    pub fn unit_token(&self, unit: &Unit) -> String {
+        self.tokens.unit_token_of(unit.uuid, unit.token_generation)
+    }
+
+    pub(crate) fn generated_env(&self, unit: &Unit) -> Map<String, Value> {
         let c = &self.config;
         let mut m = Map::new();
         m.insert("PU_DOMAIN".into(), c.domain.clone().into());
@@ -184,7 +189,7 @@ impl Instance {
         m.insert("PU_MQTT_PORT".into(), c.mqtt_port.into());
         m.insert("PU_MQTT_PING_INTERVAL".into(), c.mqtt_ping_interval.into());
         m.insert("PU_MQTT_KEEPALIVE".into(), c.mqtt_keepalive.into());
-        m.insert("PU_AUTH_TOKEN".into(), self.tokens.unit_token(unit).into());
+        m.insert("PU_AUTH_TOKEN".into(), self.unit_token(unit).into());
         m.insert("PU_SECRET_KEY".into(), crypto::random_b64(32).into());
         m.insert("PU_ENCRYPT_KEY".into(), crypto::random_b64(32).into());
         m.insert(
@@ -217,7 +222,7 @@ impl Instance {
         let mut merged = Map::new();
         for layer in [
             example.clone(),
-            self.generated_env(unit.uuid),
+            self.generated_env(unit),
             self.stored_env(unit)?,
             user.unwrap_or_default(),
         ] {
@@ -225,6 +230,9 @@ impl Instance {
                 merged.insert(k, v);
             }
         }
+        // always the unit's current token: a stored env may hold one from before a rotation
+        // (or an import), and no other token would work
+        merged.insert("PU_AUTH_TOKEN".into(), self.unit_token(unit).into());
         let allowed = |k: &str| {
             k != "PU_COMMIT_VERSION" && (GENERATED_ENV_KEYS.contains(&k) || example.contains_key(k))
         };
@@ -251,7 +259,7 @@ impl Instance {
             return Ok(false);
         }
         let mut env = self.stored_env(unit)?;
-        let generated = self.generated_env(unit.uuid);
+        let generated = self.generated_env(unit);
         for key in INSTANCE_ENV_KEYS {
             if let Some(v) = generated.get(*key) {
                 env.insert(key.to_string(), v.clone());

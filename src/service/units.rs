@@ -161,6 +161,7 @@ impl Instance {
             unit_nodes: Vec::new(),
             cipher_env: None,
             cipher_state_storage: None,
+            token_generation: 0,
         };
         if unit.is_auto_update_from_repo_unit {
             unit.repo_branch = None;
@@ -447,9 +448,11 @@ impl Instance {
         let mut tx = self.pool().begin().await?;
         store::permissions::purge_unit_nodes(&mut *tx, uuid).await?;
         store::permissions::purge(&mut *tx, uuid).await?;
-        store::units::delete(&mut *tx, uuid).await?;
+        store::units::delete(&mut tx, uuid, &domain::now()).await?;
         tx.commit().await?;
         self.units_cache.invalidate(uuid);
+        // its device's sessions go now (its uuid is a tombstone: the token never works again)
+        self.revocations.revoke(uuid);
         self.federation_changed(LocalRef::Unit(uuid));
         // its nodes' bridges went with them (ON DELETE CASCADE): the carrier drops theirs
         self.bridges_changed();
@@ -473,6 +476,27 @@ impl Instance {
         let unit = self.unit(uuid).await?;
         agent.require_creator_or_self(&unit)?;
         Ok(unit)
+    }
+
+    /// Gives a unit a new token (its creator only), for a token that leaked or a device that
+    /// was lost: the unit's token generation goes up by one, every token issued before is
+    /// refused from now on (REST, broker authentication and ACL; the embedded broker drops
+    /// sessions opened with them), and the answer is the unit's env.json with the new token,
+    /// which the device needs flashed (with the old token it can no longer fetch it).
+    pub async fn rotate_unit_token(
+        &self,
+        agent: &Agent,
+        uuid: Uuid,
+    ) -> AppResult<Map<String, Value>> {
+        let unit = self.unit(uuid).await?;
+        agent.require_creator(Some(unit.creator_uuid))?;
+        store::units::next_token_generation(self.pool(), uuid)
+            .await?
+            .ok_or_else(AppError::not_found)?;
+        self.units_cache.invalidate(uuid);
+        self.revocations.revoke(uuid);
+        let unit = self.unit(uuid).await?;
+        self.build_unit_env(&unit).await
     }
 
     pub async fn get_unit_env(&self, agent: &Agent, uuid: Uuid) -> AppResult<Map<String, Value>> {

@@ -71,14 +71,9 @@ impl Instance {
             return Err(AppError::user("Login is not unique"));
         }
         let hash = self.hash(data.password).await?;
-        let first = store::users::count(self.pool()).await? == 0;
-        let user = User {
+        let mut user = User {
             uuid: Uuid::new_v4(),
-            role: if first {
-                UserRole::Admin
-            } else {
-                UserRole::User
-            },
+            role: UserRole::User,
             status: UserStatus::Unverified,
             login: data.login,
             grafana_org_name: Uuid::new_v4(),
@@ -89,9 +84,17 @@ impl Instance {
             telegram_chat_id: None,
             telegram_language: None,
         };
-        store::users::insert(self.pool(), &user)
+        // the first registration becomes the Admin: decided by one claimed row in the same
+        // transaction (not by counting users first, which concurrent registrations all pass)
+        let mut tx = self.pool().begin().await?;
+        store::users::insert(&mut *tx, &user)
             .await
             .map_err(|e| AppError::from(e).on_conflict(|| AppError::user("Login is not unique")))?;
+        if store::users::claim_first_admin(&mut *tx, user.uuid, &user.create_datetime).await? {
+            store::users::set_role(&mut *tx, user.uuid, UserRole::Admin).await?;
+            user.role = UserRole::Admin;
+        }
+        tx.commit().await?;
         Ok(user)
     }
 

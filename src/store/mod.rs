@@ -114,6 +114,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0006_alerts.sql"),
         postgres: include_str!("../../migrations/postgres/0006_alerts.sql"),
     },
+    Migration {
+        version: 7,
+        name: "security",
+        sqlite: include_str!("../../migrations/sqlite/0007_security.sql"),
+        postgres: include_str!("../../migrations/postgres/0007_security.sql"),
+    },
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -21,6 +21,8 @@ pub enum Kind {
     Time,
     OptTime,
     Int,
+    /// An integer column with a default: absent or null in older archives.
+    OptInt,
     Bool,
     /// One of the values a wire enum accepts.
     Enum(fn(&str) -> bool),
@@ -37,6 +39,9 @@ pub struct Table {
     pub references: &'static [&'static str],
     /// Unique name column renamed on conflict.
     pub unique_name: Option<&'static str>,
+    /// A table of uuids this table had and gave up for good (deleted units): an imported row
+    /// with one of them gets a new uuid, as if it were taken.
+    pub tombstones: Option<&'static str>,
 }
 
 fn is<T: std::str::FromStr>(s: &str) -> bool {
@@ -60,6 +65,7 @@ pub const USERS: Table = Table {
     ],
     references: &[],
     unique_name: None,
+    tombstones: None,
 };
 
 pub const REGISTRIES: Table = Table {
@@ -76,6 +82,7 @@ pub const REGISTRIES: Table = Table {
     ],
     references: &["creator_uuid"],
     unique_name: None,
+    tombstones: None,
 };
 
 pub const CREDENTIALS: Table = Table {
@@ -92,6 +99,7 @@ pub const CREDENTIALS: Table = Table {
     ],
     references: &["user_uuid", "repository_registry_uuid"],
     unique_name: None,
+    tombstones: None,
 };
 
 pub const REPOS: Table = Table {
@@ -113,6 +121,7 @@ pub const REPOS: Table = Table {
     ],
     references: &["creator_uuid", "repository_registry_uuid"],
     unique_name: Some("name"),
+    tombstones: None,
 };
 
 pub const UNITS: Table = Table {
@@ -143,9 +152,12 @@ pub const UNITS: Table = Table {
         // alert settings (migration 0006); absent in older archives
         ("alert_log_level", Kind::OptEnum(is::<LogLevel>)),
         ("alerts_muted_until", Kind::OptTime),
+        // token rotations (migration 0007); absent in older archives (0: never rotated)
+        ("token_generation", Kind::OptInt),
     ],
     references: &["creator_uuid", "repo_uuid"],
     unique_name: Some("name"),
+    tombstones: Some("unit_tombstones"),
 };
 
 pub const NODES: Table = Table {
@@ -170,6 +182,7 @@ pub const NODES: Table = Table {
     ],
     references: &["unit_uuid", "creator_uuid"],
     unique_name: None,
+    tombstones: None,
 };
 
 pub const EDGES: Table = Table {
@@ -184,6 +197,7 @@ pub const EDGES: Table = Table {
     ],
     references: &["node_output_uuid", "node_input_uuid", "creator_uuid"],
     unique_name: None,
+    tombstones: None,
 };
 
 pub const PERMISSIONS: Table = Table {
@@ -198,6 +212,7 @@ pub const PERMISSIONS: Table = Table {
     ],
     references: &["agent_uuid", "resource_uuid"],
     unique_name: None,
+    tombstones: None,
 };
 
 pub const LOGS: Table = Table {
@@ -213,6 +228,7 @@ pub const LOGS: Table = Table {
     ],
     references: &["unit_uuid"],
     unique_name: None,
+    tombstones: None,
 };
 
 /// Every table in archive order: a table only references tables before it.
@@ -244,7 +260,7 @@ impl Table {
         let mut out = Map::new();
         for (col, kind) in self.columns {
             let v = match kind {
-                Kind::Int => Json::from(row.int(col)?),
+                Kind::Int | Kind::OptInt => Json::from(row.int(col)?),
                 Kind::Bool => Json::Bool(row.boolean(col)?),
                 Kind::Text | Kind::Uuid | Kind::Time | Kind::Enum(_) => {
                     Json::String(row.text(col)?)
@@ -268,10 +284,12 @@ impl Table {
         for (col, kind) in self.columns {
             let v = rec.get(*col).unwrap_or(&Json::Null);
             let ok = match (kind, v) {
-                (Kind::OptText | Kind::OptUuid | Kind::OptTime | Kind::OptEnum(_), Json::Null) => {
-                    true
-                }
+                (
+                    Kind::OptText | Kind::OptUuid | Kind::OptTime | Kind::OptEnum(_) | Kind::OptInt,
+                    Json::Null,
+                ) => true,
                 (Kind::Int, v) => v.as_i64().is_some(),
+                (Kind::OptInt, v) => v.as_i64().is_some_and(|n| n >= 0),
                 (Kind::Bool, v) => v.is_boolean(),
                 (Kind::Text | Kind::OptText, Json::String(_)) => true,
                 (Kind::Uuid | Kind::OptUuid, Json::String(s)) => Uuid::parse_str(s).is_ok(),
@@ -323,7 +341,7 @@ impl Table {
             }
             let v = &rec[*col];
             match kind {
-                Kind::Int => q.bind(v.as_i64().unwrap_or_default()),
+                Kind::Int | Kind::OptInt => q.bind(v.as_i64().unwrap_or_default()),
                 Kind::Bool => q.bind(v.as_bool().unwrap_or_default()),
                 _ => q.bind(v.as_str().map(str::to_string)),
             };
@@ -332,10 +350,20 @@ impl Table {
         q
     }
 
-    /// Whether a row with this uuid exists.
+    /// Whether a row with this uuid exists, or existed and may not come back (tombstones).
     pub fn uuid_taken(&self, uuid: &str) -> Sql {
-        let mut q = Sql::new(&format!("SELECT COUNT(*) FROM {} WHERE uuid = ", self.name));
-        q.bind(uuid);
+        let mut q = Sql::new(&format!(
+            "SELECT (SELECT COUNT(*) FROM {} WHERE uuid = ",
+            self.name
+        ));
+        q.bind(uuid).push(")");
+        if let Some(tombstones) = self.tombstones {
+            q.push(&format!(
+                " + (SELECT COUNT(*) FROM {tombstones} WHERE uuid = "
+            ))
+            .bind(uuid)
+            .push(")");
+        }
         q
     }
 

@@ -54,6 +54,9 @@ pub struct Unit {
     pub cipher_env: Option<String>,
     #[serde(skip)]
     pub cipher_state_storage: Option<String>,
+    /// Raised by each token rotation; only the token of this generation is accepted.
+    #[serde(skip)]
+    pub token_generation: i64,
 }
 
 fn from_row(r: &AnyRow) -> StoreResult<Unit> {
@@ -81,6 +84,7 @@ fn from_row(r: &AnyRow) -> StoreResult<Unit> {
         unit_nodes: Vec::new(),
         cipher_env: r.opt_text("cipher_env")?,
         cipher_state_storage: r.opt_text("cipher_state_storage")?,
+        token_generation: r.int("token_generation")?,
     })
 }
 
@@ -88,7 +92,7 @@ pub async fn insert<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
     db: E,
     u: &Unit,
 ) -> StoreResult<()> {
-    let mut q = Sql::new("INSERT INTO units (uuid, visibility_level, name, create_datetime, last_update_datetime, is_auto_update_from_repo_unit, target_firmware_platform, repo_branch, repo_commit, unit_state, cipher_env, cipher_state_storage, current_commit_version, firmware_update_status, firmware_update_error, last_firmware_update_datetime, creator_uuid, repo_uuid, alert_log_level, alerts_muted_until) VALUES (");
+    let mut q = Sql::new("INSERT INTO units (uuid, visibility_level, name, create_datetime, last_update_datetime, is_auto_update_from_repo_unit, target_firmware_platform, repo_branch, repo_commit, unit_state, cipher_env, cipher_state_storage, current_commit_version, firmware_update_status, firmware_update_error, last_firmware_update_datetime, creator_uuid, repo_uuid, alert_log_level, alerts_muted_until, token_generation) VALUES (");
     q.bind(u.uuid)
         .push(", ")
         .bind(u.visibility_level.as_str())
@@ -126,9 +130,21 @@ pub async fn insert<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
         .bind(u.alert_log_level.as_str())
         .push(", ")
         .bind(u.alerts_muted_until.clone())
+        .push(", ")
+        .bind(u.token_generation)
         .push(")");
     q.execute(db).await?;
     Ok(())
+}
+
+/// Raises a unit's token generation by one and returns the new one (None: no such unit).
+pub async fn next_token_generation(db: &AnyPool, uuid: Uuid) -> StoreResult<Option<i64>> {
+    let mut q = Sql::new("UPDATE units SET token_generation = token_generation + 1 WHERE uuid = ");
+    q.bind(uuid).push(" RETURNING token_generation");
+    q.fetch_optional(db)
+        .await?
+        .map(|r| r.int("token_generation"))
+        .transpose()
 }
 
 /// Saves the user-editable fields.
@@ -337,13 +353,19 @@ pub async fn versions_of_repo(db: &AnyPool, repo: Uuid) -> StoreResult<Vec<(Opti
     })
 }
 
-pub async fn delete<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
-    db: E,
-    uuid: Uuid,
-) -> StoreResult<()> {
+/// Deletes a unit and keeps its uuid as a tombstone: no unit gets that uuid again (import
+/// treats it as taken, see `transfer::UNITS`), so a token left on the deleted unit's device
+/// never works again.
+pub async fn delete(db: &mut sqlx::AnyConnection, uuid: Uuid, at: &str) -> StoreResult<()> {
+    let mut q = Sql::new("INSERT INTO unit_tombstones (uuid, delete_datetime) VALUES (");
+    q.bind(uuid)
+        .push(", ")
+        .bind(at)
+        .push(") ON CONFLICT (uuid) DO NOTHING");
+    q.execute(&mut *db).await?;
     let mut q = Sql::new("DELETE FROM units WHERE uuid = ");
     q.bind(uuid);
-    q.execute(db).await?;
+    q.execute(&mut *db).await?;
     Ok(())
 }
 

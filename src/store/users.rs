@@ -47,7 +47,10 @@ fn from_row(r: &AnyRow) -> StoreResult<User> {
     })
 }
 
-pub async fn insert(db: &AnyPool, u: &User) -> StoreResult<()> {
+pub async fn insert<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
+    db: E,
+    u: &User,
+) -> StoreResult<()> {
     let mut q = Sql::new("INSERT INTO users (uuid, role, status, login, hashed_password, cipher_dynamic_salt, telegram_chat_id, grafana_org_name, grafana_org_id, create_datetime) VALUES (");
     q.bind(u.uuid)
         .push(", ")
@@ -67,6 +70,32 @@ pub async fn insert(db: &AnyPool, u: &User) -> StoreResult<()> {
         .push(", ")
         .bind(u.grafana_org_id.clone());
     q.push(", ").bind(&u.create_datetime).push(")");
+    q.execute(db).await?;
+    Ok(())
+}
+
+/// Claims the instance's one first-Admin row for `user`; true for the one caller that got it.
+/// Concurrent claims wait on the row's key (PostgreSQL) or the write lock (SQLite) and lose.
+pub async fn claim_first_admin<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
+    db: E,
+    user: Uuid,
+    at: &str,
+) -> StoreResult<bool> {
+    let mut q = Sql::new("INSERT INTO first_admin (id, user_uuid, claim_datetime) VALUES (1, ");
+    q.bind(user)
+        .push(", ")
+        .bind(at)
+        .push(") ON CONFLICT (id) DO NOTHING");
+    Ok(q.execute(db).await? == 1)
+}
+
+pub async fn set_role<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
+    db: E,
+    uuid: Uuid,
+    role: UserRole,
+) -> StoreResult<()> {
+    let mut q = Sql::new("UPDATE users SET role = ");
+    q.bind(role.as_str()).push(" WHERE uuid = ").bind(uuid);
     q.execute(db).await?;
     Ok(())
 }

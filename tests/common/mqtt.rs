@@ -12,6 +12,8 @@ pub struct MqttDevice {
     pub client: AsyncClient,
     messages: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
     subacks: mpsc::UnboundedReceiver<Vec<bool>>,
+    /// One item each time the connection is lost (the event loop then reconnects).
+    losses: mpsc::UnboundedReceiver<String>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -45,9 +47,20 @@ impl MqttDevice {
         }
         let (mtx, messages) = mpsc::unbounded_channel();
         let (stx, subacks) = mpsc::unbounded_channel();
+        let (ltx, losses) = mpsc::unbounded_channel();
         let task = tokio::spawn(async move {
+            let mut connected = true;
             loop {
-                match eventloop.poll().await {
+                let event = eventloop.poll().await;
+                match &event {
+                    Err(e) if connected => {
+                        connected = false;
+                        let _ = ltx.send(e.to_string());
+                    }
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => connected = true,
+                    _ => {}
+                }
+                match event {
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let _ = mtx.send((p.topic, p.payload.to_vec()));
                     }
@@ -68,8 +81,17 @@ impl MqttDevice {
             client,
             messages,
             subacks,
+            losses,
             task,
         })
+    }
+
+    /// Waits up to `wait` for the broker to drop the connection; its error, or None.
+    pub async fn lost(&mut self, wait: Duration) -> Option<String> {
+        tokio::time::timeout(wait, self.losses.recv())
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Subscribes with QoS 1; true when the broker granted it.

@@ -19,17 +19,17 @@ use uuid::Uuid;
 
 use crate::domain::payload::{self, ReportedState};
 use crate::domain::topic::{Base, Topic, TopicError};
-use crate::domain::{self, LogLevel, UnitFirmwareUpdateStatus};
-use crate::error::AppError;
+use crate::domain::{self, UnitFirmwareUpdateStatus};
 use crate::observe::mqtt::MqttStats;
 use crate::service::alerts::AlertLine;
-use crate::service::ingest::{IngestBatch, UnitStateWrite};
+use crate::service::ingest::{Ingest, IngestBatch, IngestUnit, UnitStateWrite};
 use crate::service::unit_logs::NewUnitLog;
 use crate::service::Instance;
 
 /// Most messages one shard handles per database batch.
 pub const MAX_BATCH: usize = 2048;
-/// How long a shard trusts a cached unit or node lookup.
+/// How long a shard trusts what it learned about a node (units are read through the row
+/// cache of the service layer, the one cache of unit rows).
 const CACHE_TTL: Duration = Duration::from_secs(5);
 /// Per-topic entries idle this long are forgotten (bounded memory for deleted units).
 const TOPIC_IDLE: Duration = Duration::from_secs(3600);
@@ -106,7 +106,7 @@ const LOG_RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// sees one writer with large batches instead of N writers contending for it (SQLite has a
 /// single write lock). A full queue makes the shards wait (backpressure, nothing dropped).
 async fn log_writer(
-    instance: Instance,
+    ingest: Ingest,
     stats: Arc<MqttStats>,
     rx: &mut mpsc::Receiver<Vec<NewUnitLog>>,
 ) {
@@ -121,11 +121,11 @@ async fn log_writer(
         // that fails twice is logged and counted, and lost. A failed INSERT stores nothing
         // (one transaction, or one ClickHouse block), so the retry does not duplicate lines,
         // unless the first answer was lost after the store had committed.
-        let mut result = instance.store_unit_log_batch(&lines).await;
+        let mut result = ingest.store_logs(&lines).await;
         if let Err(e) = &result {
             tracing::warn!(lines = n, error = %e, "unit log lines not stored, retrying once");
             tokio::time::sleep(LOG_RETRY_PAUSE).await;
-            result = instance.store_unit_log_batch(&lines).await;
+            result = ingest.store_logs(&lines).await;
         }
         match result {
             Ok(_) => stats.add(&stats.counters.logs_stored, n),
@@ -146,26 +146,26 @@ pub fn start(instance: Instance, stats: Arc<MqttStats>) -> (Dispatcher, Shards) 
     // task held in hand (one batch), never the queue (the receiver outlives each run)
     let node = instance.node.clone();
     let log_writer = {
-        let (instance, stats) = (instance.clone(), stats.clone());
+        let (ingest, stats) = (instance.ingest(), stats.clone());
         let rx = Arc::new(tokio::sync::Mutex::new(logs_rx));
         tokio::spawn(
             node.clone()
                 .supervise_restarting("mqtt log writer", move || {
-                    let (instance, stats, rx) = (instance.clone(), stats.clone(), rx.clone());
-                    async move { log_writer(instance, stats, &mut *rx.lock().await).await }
+                    let (ingest, stats, rx) = (ingest.clone(), stats.clone(), rx.clone());
+                    async move { log_writer(ingest, stats, &mut *rx.lock().await).await }
                 }),
         )
     };
     for id in 0..n {
         let (tx, rx) = mpsc::channel(instance.config.mqtt_shard_queue);
         senders.push(tx);
-        let (instance, stats, logs_tx) = (instance.clone(), stats.clone(), logs_tx.clone());
+        let (ingest, stats, logs_tx) = (instance.ingest(), stats.clone(), logs_tx.clone());
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         // a restarted shard starts with empty caches
         handles.push(tokio::spawn(node.clone().supervise_restarting(
             "mqtt shard",
             move || {
-                let shard = Shard::new(id, instance.clone(), stats.clone(), logs_tx.clone());
+                let shard = Shard::new(id, ingest.clone(), stats.clone(), logs_tx.clone());
                 let rx = rx.clone();
                 async move { shard.run(&mut *rx.lock().await).await }
             },
@@ -209,24 +209,14 @@ pub struct TopicState {
     pub last_value: Option<Bytes>,
 }
 
-#[derive(Clone)]
-struct CachedUnit {
-    current_commit: Option<String>,
-    status: Option<UnitFirmwareUpdateStatus>,
-    /// From which level a log line is an alert (a mute is checked at delivery, on the fresh
-    /// row, so it takes effect at once; a new level here within [`CACHE_TTL`]).
-    alert_level: LogLevel,
-}
-
 struct Shard {
     id: usize,
     logs: mpsc::Sender<Vec<NewUnitLog>>,
-    instance: Instance,
+    ingest: Ingest,
     stats: Arc<MqttStats>,
     domain: String,
     state_interval: Duration,
     topics: HashMap<String, TopicState>,
-    units: HashMap<Uuid, (Instant, Option<CachedUnit>)>,
     nodes: HashMap<Uuid, (Instant, bool)>,
 }
 
@@ -240,19 +230,18 @@ enum Route<'a> {
 impl Shard {
     fn new(
         id: usize,
-        instance: Instance,
+        ingest: Ingest,
         stats: Arc<MqttStats>,
         logs: mpsc::Sender<Vec<NewUnitLog>>,
     ) -> Self {
         Shard {
             id,
             logs,
-            domain: instance.config.domain.clone(),
-            state_interval: Duration::from_secs(instance.config.state_send_interval as u64),
-            instance,
+            domain: ingest.domain().to_string(),
+            state_interval: ingest.state_interval(),
+            ingest,
             stats,
             topics: HashMap::new(),
-            units: HashMap::new(),
             nodes: HashMap::new(),
         }
     }
@@ -352,7 +341,7 @@ impl Shard {
                 return;
             }
         };
-        let Some(cached) = self.cached_unit(unit).await else {
+        let Some(cached) = self.unit(unit, batch).await else {
             stats.add(&c.invalid, 1);
             return;
         };
@@ -373,7 +362,7 @@ impl Shard {
         // a pending Update, or a new version (which may answer an Update that timed out)
         let firmware = if waiting || !same_commit {
             match self
-                .instance
+                .ingest
                 .firmware_transition(unit, &reported.commit)
                 .await
             {
@@ -386,18 +375,13 @@ impl Shard {
         } else {
             None
         };
-        let status = firmware.as_ref().map(|f| f.status).or(cached.status);
-        self.units.insert(
-            unit,
-            (
-                now,
-                Some(CachedUnit {
-                    alert_level: cached.alert_level,
-                    current_commit: Some(reported.commit.clone()),
-                    status,
-                }),
-            ),
-        );
+        // a second state of the batch sees this one through the batch (`Shard::unit`)
+        let firmware = firmware.or_else(|| {
+            batch
+                .states
+                .get(&unit)
+                .and_then(|earlier| earlier.firmware.clone())
+        });
         batch.states.insert(
             unit,
             UnitStateWrite {
@@ -421,17 +405,17 @@ impl Shard {
             }
         };
         stats.add(&c.invalid, refused as u64);
-        let Some(cached) = self.cached_unit(unit).await else {
+        let Some(cached) = self.unit(unit, batch).await else {
             stats.add(&c.invalid, 1);
             return;
         };
         // the shards feed the alert pipeline unless EMQX's rule does (read per message: the
         // rule comes and goes with the broker-config worker's applies)
-        if self.instance.alerts_from_shards() {
+        if self.ingest.alerts_from_shards() {
             let at = domain::now();
             let threshold = cached.alert_level.rank();
             for line in lines.iter().filter(|l| l.level.rank() >= threshold) {
-                self.instance.alerts.offer(AlertLine {
+                self.ingest.offer_alert(AlertLine {
                     unit,
                     level: line.level,
                     text: line.text.clone(),
@@ -439,7 +423,7 @@ impl Shard {
                 });
             }
         }
-        batch.add_logs(&self.instance, unit, lines);
+        self.ingest.add_logs(batch, unit, lines);
     }
 
     async fn handle_node(&mut self, node: Uuid, msg: Message, batch: &mut IngestBatch) {
@@ -466,27 +450,24 @@ impl Shard {
         batch.node_values.insert(node, value);
     }
 
-    async fn cached_unit(&mut self, uuid: Uuid) -> Option<CachedUnit> {
-        if let Some((at, hit)) = self.units.get(&uuid) {
-            if at.elapsed() < CACHE_TTL {
-                return hit.clone();
-            }
-        }
-        let found = match self.instance.unit(uuid).await {
-            Ok(u) => Some(CachedUnit {
-                alert_level: u.alert_log_level,
-                current_commit: u.current_commit_version,
-                status: u.firmware_update_status,
-            }),
-            Err(AppError::NotFound) => None,
+    /// The unit a message is for, as the row cache has it (the one cache of unit rows),
+    /// with what this batch has not written yet: an earlier state's version and firmware
+    /// status. `None` when it does not exist, or cannot be read now (counted as invalid).
+    async fn unit(&self, uuid: Uuid, batch: &IngestBatch) -> Option<IngestUnit> {
+        let mut unit = match self.ingest.unit(uuid).await {
+            Ok(found) => found?,
             Err(e) => {
-                // a database hiccup: what was known a moment ago beats dropping the message
                 tracing::warn!(%uuid, error = %e, "unit lookup failed");
-                return self.units.get(&uuid).and_then(|(_, known)| known.clone());
+                return None;
             }
         };
-        self.units.insert(uuid, (Instant::now(), found.clone()));
-        found
+        if let Some(pending) = batch.states.get(&uuid) {
+            unit.current_commit = Some(pending.commit.clone());
+            if let Some(f) = &pending.firmware {
+                unit.status = Some(f.status);
+            }
+        }
+        Some(unit)
     }
 
     /// Only nodes whose topic ends with `/pepeunit` carry data the platform processes.
@@ -496,9 +477,8 @@ impl Shard {
                 return *hit;
             }
         }
-        let found = match self.instance.unit_node(uuid).await {
-            Ok(n) => n.topic_name.ends_with("/pepeunit"),
-            Err(AppError::NotFound) => false,
+        let found = match self.ingest.node_takes_values(uuid).await {
+            Ok(found) => found,
             Err(e) => {
                 tracing::warn!(%uuid, error = %e, "node lookup failed");
                 return self.nodes.get(&uuid).is_some_and(|(_, hit)| *hit);
@@ -520,7 +500,7 @@ impl Shard {
         let c = &stats.counters;
         let (states, nodes) = (batch.states.len() as u64, batch.node_values.len() as u64);
         stats.add(&c.batches, 1);
-        match self.instance.write_ingest_batch(batch).await {
+        match self.ingest.write_batch(batch).await {
             Ok(()) => {
                 stats.add(&c.states_stored, states);
                 stats.add(&c.node_values_stored, nodes);
@@ -529,7 +509,7 @@ impl Shard {
                 stats.add(&c.batch_errors, 1);
                 tracing::error!(shard = self.id, error = %e, "ingest batch not stored");
                 // forget what we believed was stored, so the next messages are not throttled
-                self.units.clear();
+                // (the row cache learns only what was committed)
                 for t in self.topics.values_mut() {
                     t.last_value = None;
                 }
@@ -543,7 +523,6 @@ impl Shard {
             t.last_seen
                 .is_some_and(|s| now.duration_since(s) < TOPIC_IDLE)
         });
-        self.units.retain(|_, (at, _)| at.elapsed() < CACHE_TTL);
         self.nodes.retain(|_, (at, _)| at.elapsed() < CACHE_TTL);
     }
 }

@@ -7,10 +7,11 @@ use std::collections::HashMap;
 use chrono::Duration;
 use uuid::Uuid;
 
+use super::alerts::AlertLine;
 use super::Instance;
 use crate::domain::payload::ReportedLog;
-use crate::domain::{self, UnitFirmwareUpdateStatus};
-use crate::error::AppResult;
+use crate::domain::{self, LogLevel, UnitFirmwareUpdateStatus};
+use crate::error::{AppError, AppResult};
 use crate::store::{self, unit_logs::NewUnitLog};
 
 /// A firmware status transition caused by a reported version.
@@ -68,7 +69,98 @@ impl IngestBatch {
     }
 }
 
+/// What the MQTT core's shards and log writer may do, and nothing more: look up the units and
+/// nodes messages are for, decide firmware transitions, offer alert lines and write batches.
+/// A narrow handle over the instance (cheap to clone), so the shards cannot reach around the
+/// ingest rules.
+#[derive(Clone)]
+pub struct Ingest {
+    instance: Instance,
+}
+
+/// What a shard needs of a unit to handle its `state` and `log` messages.
+#[derive(Clone, Debug)]
+pub struct IngestUnit {
+    pub current_commit: Option<String>,
+    pub status: Option<UnitFirmwareUpdateStatus>,
+    /// From which level a log line is an alert (a mute is checked at delivery).
+    pub alert_level: LogLevel,
+}
+
+impl Ingest {
+    /// This instance's domain: topics of other domains are not the core's.
+    pub fn domain(&self) -> &str {
+        &self.instance.config.domain
+    }
+
+    /// `PU_STATE_SEND_INTERVAL`: the least time between two stored states of a unit that
+    /// reports the same version.
+    pub fn state_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.instance.config.state_send_interval as u64)
+    }
+
+    /// The unit a message is for; `Ok(None)` when it does not exist.
+    pub async fn unit(&self, uuid: Uuid) -> AppResult<Option<IngestUnit>> {
+        match self.instance.unit_row(uuid).await {
+            Ok(u) => Ok(Some(IngestUnit {
+                current_commit: u.current_commit_version.clone(),
+                status: u.firmware_update_status,
+                alert_level: u.alert_log_level,
+            })),
+            Err(AppError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether a node exists and takes values the platform processes (its topic name ends
+    /// with `/pepeunit`).
+    pub async fn node_takes_values(&self, uuid: Uuid) -> AppResult<bool> {
+        match self.instance.unit_node(uuid).await {
+            Ok(n) => Ok(n.topic_name.ends_with("/pepeunit")),
+            Err(AppError::NotFound) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn firmware_transition(
+        &self,
+        unit: Uuid,
+        commit: &str,
+    ) -> AppResult<Option<FirmwareChange>> {
+        self.instance.firmware_transition(unit, commit).await
+    }
+
+    /// Whether the shards feed the alert pipeline (not when EMQX's rule does).
+    pub fn alerts_from_shards(&self) -> bool {
+        self.instance.alerts_from_shards()
+    }
+
+    pub fn offer_alert(&self, line: AlertLine) {
+        self.instance.alerts.offer(line);
+    }
+
+    pub fn add_logs(&self, batch: &mut IngestBatch, unit: Uuid, lines: Vec<ReportedLog>) {
+        batch.add_logs(&self.instance, unit, lines);
+    }
+
+    pub async fn write_batch(&self, batch: IngestBatch) -> AppResult<()> {
+        self.instance.write_ingest_batch(batch).await
+    }
+
+    /// The log writer's one call: a merged batch of lines into the log store.
+    pub async fn store_logs(&self, lines: &[NewUnitLog]) -> AppResult<u64> {
+        self.instance.store_unit_log_batch(lines).await
+    }
+}
+
 impl Instance {
+    /// The shards' handle.
+    pub fn ingest(&self) -> Ingest {
+        Ingest {
+            instance: self.clone(),
+        }
+    }
+
     /// Called when a unit whose `Update` is pending reports `commit`, or when a unit reports a
     /// new version: Success when it runs the target version (also after an Update that timed
     /// out: the device did update, late); a pending Update becomes Error once
@@ -143,8 +235,19 @@ impl Instance {
                 store::unit_nodes::set_state(&mut *tx, *uuid, Some(value), &now).await?;
             }
             tx.commit().await?;
-            for uuid in batch.states.keys() {
-                self.units_cache.invalidate(*uuid);
+            // the shards read units through the row cache: it learns what was just written
+            // instead of forgetting the row (one database read per unit per batch otherwise)
+            for (uuid, s) in &batch.states {
+                let w = store::units::ReportedStateWrite {
+                    unit_state: &s.unit_state,
+                    commit: &s.commit,
+                    at: &s.at,
+                    firmware: s
+                        .firmware
+                        .as_ref()
+                        .map(|f| (f.status, f.error.as_deref(), None)),
+                };
+                self.units_cache.update(*uuid, |u| w.apply(u));
             }
         }
         if !batch.logs.is_empty() {

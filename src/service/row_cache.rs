@@ -46,6 +46,22 @@ impl<T> RowCache<T> {
         map.insert(uuid, (Instant::now(), row));
     }
 
+    /// Applies a change just committed to the row, when it is cached and fresh; its age stays,
+    /// so the time-to-live still bounds how long a cached row can be wrong.
+    pub fn update(&self, uuid: Uuid, change: impl FnOnce(&mut T))
+    where
+        T: Clone,
+    {
+        let mut map = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, row)) = map.get_mut(&uuid) {
+            if at.elapsed() < TTL {
+                change(Arc::make_mut(row));
+            } else {
+                map.remove(&uuid);
+            }
+        }
+    }
+
     pub fn invalidate(&self, uuid: Uuid) {
         self.entries
             .write()
@@ -67,5 +83,22 @@ mod tests {
         assert_eq!(cache.get(id).as_deref().map(String::as_str), Some("row"));
         cache.invalidate(id);
         assert!(cache.get(id).is_none());
+    }
+
+    #[test]
+    fn update_changes_only_cached_rows() {
+        let cache = RowCache::<String>::default();
+        let (id, other) = (Uuid::new_v4(), Uuid::new_v4());
+        let held = Arc::new("row".to_string());
+        cache.put(id, held.clone());
+        cache.update(id, |r| r.push_str(" changed"));
+        cache.update(other, |r| r.push_str(" changed"));
+        assert_eq!(
+            cache.get(id).as_deref().map(String::as_str),
+            Some("row changed")
+        );
+        assert!(cache.get(other).is_none());
+        // a reader holding the old row keeps what it read
+        assert_eq!(held.as_str(), "row");
     }
 }

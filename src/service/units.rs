@@ -73,14 +73,20 @@ fn check_unit_name(name: &str) -> AppResult<()> {
 impl Instance {
     /// A unit by uuid, through the row cache (see `row_cache`).
     pub async fn unit(&self, uuid: Uuid) -> AppResult<Unit> {
+        Ok((*self.unit_row(uuid).await?).clone())
+    }
+
+    /// The unit row as the row cache holds it (no copy: the MQTT core reads it per message).
+    pub async fn unit_row(&self, uuid: Uuid) -> AppResult<std::sync::Arc<Unit>> {
         if let Some(unit) = self.units_cache.get(uuid) {
-            return Ok((*unit).clone());
+            return Ok(unit);
         }
-        let unit = store::units::get(self.pool(), uuid)
-            .await?
-            .ok_or_else(AppError::not_found)?;
-        self.units_cache
-            .put(uuid, std::sync::Arc::new(unit.clone()));
+        let unit = std::sync::Arc::new(
+            store::units::get(self.pool(), uuid)
+                .await?
+                .ok_or_else(AppError::not_found)?,
+        );
+        self.units_cache.put(uuid, unit.clone());
         Ok(unit)
     }
 

@@ -231,6 +231,20 @@ pub struct ReportedStateWrite<'a> {
     pub firmware: Option<(UnitFirmwareUpdateStatus, Option<&'a str>, Option<&'a str>)>,
 }
 
+impl ReportedStateWrite<'_> {
+    /// The same change on a row in memory (the service's row cache writes through with it).
+    pub fn apply(&self, unit: &mut Unit) {
+        unit.unit_state = serde_json::from_str(self.unit_state).ok();
+        unit.current_commit_version = Some(self.commit.to_string());
+        unit.last_update_datetime = self.at.to_string();
+        if let Some((status, error, last)) = self.firmware {
+            unit.firmware_update_status = Some(status);
+            unit.firmware_update_error = error.map(str::to_string);
+            unit.last_firmware_update_datetime = last.map(str::to_string);
+        }
+    }
+}
+
 pub async fn set_reported_state<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
     db: E,
     uuid: Uuid,

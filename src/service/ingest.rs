@@ -30,6 +30,21 @@ pub struct UnitStateWrite {
     pub firmware: Option<FirmwareChange>,
 }
 
+impl UnitStateWrite {
+    /// What this state changes on the unit's row.
+    fn row_change(&self) -> store::units::ReportedStateWrite<'_> {
+        store::units::ReportedStateWrite {
+            unit_state: &self.unit_state,
+            commit: &self.commit,
+            at: &self.at,
+            firmware: self
+                .firmware
+                .as_ref()
+                .map(|f| (f.status, f.error.as_deref(), None)),
+        }
+    }
+}
+
 /// Everything one shard batch changes; written at once by [`Instance::write_ingest_batch`].
 #[derive(Default)]
 pub struct IngestBatch {
@@ -220,16 +235,7 @@ impl Instance {
             let now = domain::now();
             let mut tx = self.pool().begin().await?;
             for (uuid, s) in &batch.states {
-                let w = store::units::ReportedStateWrite {
-                    unit_state: &s.unit_state,
-                    commit: &s.commit,
-                    at: &s.at,
-                    firmware: s
-                        .firmware
-                        .as_ref()
-                        .map(|f| (f.status, f.error.as_deref(), None)),
-                };
-                store::units::set_reported_state(&mut *tx, *uuid, &w).await?;
+                store::units::set_reported_state(&mut *tx, *uuid, &s.row_change()).await?;
             }
             for (uuid, value) in &batch.node_values {
                 store::unit_nodes::set_state(&mut *tx, *uuid, Some(value), &now).await?;
@@ -238,16 +244,8 @@ impl Instance {
             // the shards read units through the row cache: it learns what was just written
             // instead of forgetting the row (one database read per unit per batch otherwise)
             for (uuid, s) in &batch.states {
-                let w = store::units::ReportedStateWrite {
-                    unit_state: &s.unit_state,
-                    commit: &s.commit,
-                    at: &s.at,
-                    firmware: s
-                        .firmware
-                        .as_ref()
-                        .map(|f| (f.status, f.error.as_deref(), None)),
-                };
-                self.units_cache.update(*uuid, |u| w.apply(u));
+                let change = s.row_change();
+                self.units_cache.update(*uuid, |u| change.apply(u));
             }
         }
         if !batch.logs.is_empty() {

@@ -5,7 +5,6 @@
 pub mod config;
 pub mod crypto;
 pub mod domain;
-pub mod emqx;
 pub mod error;
 pub mod firmware;
 pub mod git;

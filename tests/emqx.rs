@@ -1,6 +1,6 @@
 //! The EMQX broker-config worker against a fake EMQX REST API v5 (EMQX cannot run on these
 //! machines). The fake keeps EMQX's state in memory and speaks its wire format as the EMQX
-//! sources define it (see the module docs of `src/emqx.rs`): Basic auth with an API key, the
+//! sources define it (see the module docs of `src/mqtt/emqx/`): Basic auth with an API key, the
 //! `{"code","message"}` errors, POST prepending authorization sources, PUT bodies checked and
 //! filled with defaults before they are merged (so a partial body would reset an admin's
 //! settings, which the tests would notice).
@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
-use pepeunit::emqx::{run_worker, EmqxAdmin, EmqxError, EmqxHealth, EmqxSettings};
+use pepeunit::mqtt::emqx::{run_worker, EmqxAdmin, EmqxError, EmqxHealth, EmqxSettings};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 
@@ -1137,8 +1137,8 @@ async fn the_configured_requests_reach_our_endpoints() {
     inst.stop().await;
 }
 
-fn emqx_bridge(n: u128, host: &str) -> pepeunit::emqx::EmqxBridge {
-    pepeunit::emqx::EmqxBridge {
+fn emqx_bridge(n: u128, host: &str) -> pepeunit::mqtt::emqx::EmqxBridge {
+    pepeunit::mqtt::emqx::EmqxBridge {
         uuid: uuid::Uuid::from_u128(n),
         peer_domain: "b.example".into(),
         host: host.into(),
@@ -1249,7 +1249,7 @@ async fn the_alert_rule_forwards_log_messages_to_our_webhook() {
     let emqx = FakeEmqx::start().await;
     let instance = &inst.running.as_ref().unwrap().instance;
     let mut settings = EmqxSettings::new(&emqx.api_url, KEY, SECRET, &inst.api);
-    settings.alerts = Some(pepeunit::emqx::EmqxAlerts {
+    settings.alerts = Some(pepeunit::mqtt::emqx::EmqxAlerts {
         backend_api: inst.api.clone(),
         secret: instance.emqx_webhook_secret(),
         topic: format!("{}/output_base_topic/+/log/pepeunit", inst.domain),

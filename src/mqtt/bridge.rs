@@ -10,7 +10,7 @@
 //!   unreachable, up to [`BUFFER`] messages wait; more are dropped (and counted in the log).
 //! - EMQX (`PU_EMQX_API_URL`): the same set of bridges is handed to the broker-config worker,
 //!   which makes EMQX carry them with a connector, an action and a rule each
-//!   ([`crate::emqx`]).
+//!   ([`crate::mqtt::emqx`]).
 //!
 //! Several bridges from one Output node to the same peer (different Input nodes there) share
 //! one carrier: the peer receives each message once, on the one topic they all read. The oldest
@@ -44,7 +44,7 @@ pub enum Carrier {
     BuiltIn,
     /// EMQX, through the broker-config worker.
     Emqx {
-        admin: crate::emqx::EmqxAdmin,
+        admin: crate::mqtt::emqx::EmqxAdmin,
         reapply: tokio::sync::mpsc::Sender<()>,
     },
 }
@@ -102,7 +102,7 @@ async fn supervise(instance: Instance, carrier: Carrier, mut stop: watch::Receiv
                         admin.set_bridges(
                             wanted
                                 .values()
-                                .filter_map(|(b, cred)| crate::emqx::EmqxBridge::new(b, cred))
+                                .filter_map(|(b, cred)| crate::mqtt::emqx::EmqxBridge::new(b, cred))
                                 .collect(),
                         );
                         let _ = reapply.try_send(());

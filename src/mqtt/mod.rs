@@ -4,10 +4,14 @@
 //!
 //! Data path of a device message: broker -> [`link`] -> [`core::Dispatcher`] -> shard (by topic
 //! hash) -> [`crate::service::ingest`] -> batched store writes.
+//!
+//! With an external EMQX, [`emqx`] is the broker-config worker that keeps EMQX's access
+//! control, bridges and alert rule as Pepeunit needs them.
 
 pub mod bridge;
 pub mod broker;
 pub mod core;
+pub mod emqx;
 
 pub mod link;
 
@@ -162,7 +166,7 @@ impl MqttCore {
 type EmqxWorker = (
     JoinHandle<()>,
     watch::Sender<bool>,
-    crate::emqx::EmqxAdmin,
+    emqx::EmqxAdmin,
     tokio::sync::mpsc::Sender<()>,
 );
 
@@ -172,7 +176,7 @@ fn start_emqx_worker(instance: &Instance) -> anyhow::Result<EmqxWorker> {
         .emqx_backend_url
         .clone()
         .unwrap_or_else(|| format!("{}{}{}", c.origin(), c.app_prefix, c.api_prefix));
-    let mut settings = crate::emqx::EmqxSettings::new(
+    let mut settings = emqx::EmqxSettings::new(
         c.emqx_api_url.as_deref().unwrap_or_default(),
         &c.emqx_api_key,
         &c.emqx_api_secret,
@@ -182,18 +186,18 @@ fn start_emqx_worker(instance: &Instance) -> anyhow::Result<EmqxWorker> {
     settings.max_packet_size = c.mqtt_max_packet_size;
     settings.alerts_rule = instance.alerts.emqx_rule_flag();
     if instance.alerts.is_enabled() {
-        settings.alerts = Some(crate::emqx::EmqxAlerts {
+        settings.alerts = Some(emqx::EmqxAlerts {
             backend_api: backend.trim_end_matches('/').to_string(),
             secret: instance.emqx_webhook_secret(),
             topic: crate::domain::topic::log_filter(&c.domain),
         });
     }
     let admin =
-        crate::emqx::EmqxAdmin::new(settings).map_err(|e| anyhow::anyhow!("EMQX settings: {e}"))?;
+        emqx::EmqxAdmin::new(settings).map_err(|e| anyhow::anyhow!("EMQX settings: {e}"))?;
     let (stop, stop_rx) = watch::channel(false);
     // the bridge supervisor asks for a re-apply whenever bridges change
     let (reapply, reapply_rx) = tokio::sync::mpsc::channel(4);
     let worker_admin = admin.clone();
-    let task = tokio::spawn(crate::emqx::run_worker(worker_admin, stop_rx, reapply_rx));
+    let task = tokio::spawn(emqx::run_worker(worker_admin, stop_rx, reapply_rx));
     Ok((task, stop, admin, reapply))
 }

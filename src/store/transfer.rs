@@ -1,10 +1,13 @@
 //! Table-level access for account export and import: each exported table is described once
 //! (columns and their kinds), read into JSON records and written back from them. The kinds
 //! are what makes an archive portable between SQLite and PostgreSQL (booleans are JSON
-//! booleans, never 0/1) and what import validates every field against.
+//! booleans, never 0/1) and what import validates every field against. Also the SQL of the
+//! service's export and import: which rows a scope holds, and the lookups import makes
+//! (registries by URL, credentials and permissions already present).
 
 use serde_json::{Map, Value as Json};
 use sqlx::any::AnyRow;
+use sqlx::{Any, Executor, Row};
 use uuid::Uuid;
 
 use super::{RowExt, Sql};
@@ -255,6 +258,19 @@ impl Table {
         ))
     }
 
+    /// The export's query: [`Table::select`] with `condition`, in a stable order (creation
+    /// time then uuid where the table has one, else uuid).
+    pub fn export_query(&self, condition: &Sql) -> Sql {
+        let mut q = self.select();
+        q.append(condition);
+        if self.columns.iter().any(|(c, _)| *c == "create_datetime") {
+            q.push(" ORDER BY create_datetime, uuid");
+        } else {
+            q.push(" ORDER BY uuid");
+        }
+        q
+    }
+
     /// One row as a JSON record.
     pub fn record(&self, row: &AnyRow) -> StoreResult<Map<String, Json>> {
         let mut out = Map::new();
@@ -380,8 +396,159 @@ impl Table {
 }
 
 /// The uuid of an existing registry with this URL.
-pub fn registry_by_url(url: &str) -> Sql {
+pub async fn registry_by_url<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    url: &str,
+) -> StoreResult<Option<String>> {
     let mut q = Sql::new("SELECT uuid FROM repository_registries WHERE repository_url = ");
     q.bind(url);
+    match q.fetch_optional(e).await? {
+        Some(row) => Ok(Some(row.try_get(0)?)),
+        None => Ok(None),
+    }
+}
+
+/// `WHERE` condition selecting the rows of `table` in the account export of user `u`
+/// (`credentials`: with registry credentials); `None`: not exported. `unit_logs` answers an
+/// empty condition: its rows are read unit by unit through the telemetry store.
+pub fn account_condition(table: &Table, u: Uuid, credentials: bool) -> Option<Sql> {
+    let mut q = Sql::new("");
+    let units = |q: &mut Sql| {
+        q.push("(SELECT uuid FROM units WHERE creator_uuid = ")
+            .bind(u)
+            .push(")");
+    };
+    let nodes = |q: &mut Sql| {
+        q.push("(SELECT n.uuid FROM unit_nodes n JOIN units x ON x.uuid = n.unit_uuid WHERE x.creator_uuid = ")
+            .bind(u)
+            .push(")");
+    };
+    match table.name {
+        "users" => {
+            q.push("uuid = ").bind(u);
+        }
+        "repository_registries" => {
+            q.push("uuid IN (SELECT repository_registry_uuid FROM repos WHERE creator_uuid = ")
+                .bind(u)
+                .push(") OR uuid IN (SELECT p.repository_registry_uuid FROM repos p JOIN units x ON x.repo_uuid = p.uuid WHERE x.creator_uuid = ")
+                .bind(u)
+                .push(") OR creator_uuid = ")
+                .bind(u);
+        }
+        "registry_credentials" if credentials => {
+            q.push("user_uuid = ").bind(u);
+        }
+        "registry_credentials" => return None,
+        "repos" => {
+            q.push("creator_uuid = ")
+                .bind(u)
+                .push(" OR uuid IN (SELECT repo_uuid FROM units WHERE creator_uuid = ")
+                .bind(u)
+                .push(")");
+        }
+        "units" => {
+            q.push("creator_uuid = ").bind(u);
+        }
+        "unit_nodes" => {
+            q.push("unit_uuid IN ");
+            units(&mut q);
+        }
+        "unit_node_edges" => {
+            q.push("node_output_uuid IN ");
+            nodes(&mut q);
+            q.push(" OR node_input_uuid IN ");
+            nodes(&mut q);
+        }
+        "permissions" => {
+            q.push("agent_uuid = ").bind(u).push(" OR agent_uuid IN ");
+            units(&mut q);
+            q.push(" OR resource_uuid IN ");
+            units(&mut q);
+            q.push(" OR resource_uuid IN ");
+            nodes(&mut q);
+            q.push(" OR resource_uuid IN (SELECT uuid FROM repos WHERE creator_uuid = ")
+                .bind(u)
+                .push(")");
+        }
+        // read unit by unit through the telemetry store, not with this condition
+        "unit_logs" => {}
+        _ => return None,
+    }
+    Some(q)
+}
+
+/// `WHERE` condition selecting the rows of `table` a move of unit `x` (created by `owner`)
+/// carries; `None`: not carried.
+pub fn unit_condition(table: &Table, x: Uuid, owner: Uuid, credentials: bool) -> Option<Sql> {
+    let mut q = Sql::new("");
+    match table.name {
+        "users" => {
+            q.push("uuid = ").bind(owner);
+        }
+        "repository_registries" => {
+            q.push("uuid IN (SELECT p.repository_registry_uuid FROM repos p JOIN units x ON x.repo_uuid = p.uuid WHERE x.uuid = ")
+            .bind(x)
+            .push(")");
+        }
+        "registry_credentials" if credentials => {
+            q.push("user_uuid = ")
+            .bind(owner)
+            .push(" AND repository_registry_uuid IN (SELECT p.repository_registry_uuid FROM repos p JOIN units x ON x.repo_uuid = p.uuid WHERE x.uuid = ")
+            .bind(x)
+            .push(")");
+        }
+        "registry_credentials" => return None,
+        "repos" => {
+            q.push("uuid IN (SELECT repo_uuid FROM units WHERE uuid = ")
+                .bind(x)
+                .push(")");
+        }
+        "units" => {
+            q.push("uuid = ").bind(x);
+        }
+        "unit_nodes" => {
+            q.push("unit_uuid = ").bind(x);
+        }
+        "unit_node_edges" => {
+            q.push("node_output_uuid IN (SELECT uuid FROM unit_nodes WHERE unit_uuid = ")
+                .bind(x)
+                .push(") AND node_input_uuid IN (SELECT uuid FROM unit_nodes WHERE unit_uuid = ")
+                .bind(x)
+                .push(")");
+        }
+        "permissions" => {
+            q.push("(agent_uuid = ")
+                .bind(owner)
+                .push(" OR agent_uuid = ")
+                .bind(x)
+                .push(") AND (resource_uuid = ")
+                .bind(x)
+                .push(" OR resource_uuid IN (SELECT uuid FROM unit_nodes WHERE unit_uuid = ")
+                .bind(x)
+                .push(") OR resource_uuid IN (SELECT repo_uuid FROM units WHERE uuid = ")
+                .bind(x)
+                .push("))");
+        }
+        // a move carries the device, not its history: the logs stay until they expire
+        _ => return None,
+    }
+    Some(q)
+}
+
+/// Whether `user` already has credentials for `registry` here.
+pub fn credentials_present(user: &str, registry: &str) -> Sql {
+    let mut q = Sql::new("SELECT COUNT(*) FROM registry_credentials WHERE user_uuid = ");
+    q.bind(user.to_string())
+        .push(" AND repository_registry_uuid = ")
+        .bind(registry.to_string());
+    q
+}
+
+/// Whether `agent` already has a permission on `resource` here.
+pub fn permission_present(agent: &str, resource: &str) -> Sql {
+    let mut q = Sql::new("SELECT COUNT(*) FROM permissions WHERE agent_uuid = ");
+    q.bind(agent.to_string())
+        .push(" AND resource_uuid = ")
+        .bind(resource.to_string());
     q
 }

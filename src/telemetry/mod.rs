@@ -5,7 +5,7 @@
 //!   PostgreSQL), SQL in `src/store/unit_logs.rs`;
 //! - [`clickhouse`]: a ClickHouse server over HTTP (18.16 and current versions).
 //!
-//! Only the service layer (`src/service/unit_logs.rs`, `src/service/transfer.rs`) talks to it;
+//! Only the service layer (`src/service/unit_logs.rs`, `src/service/transfer/`) talks to it;
 //! everything it takes and returns is plain data, so callers never know which store runs.
 //! Invariants both keep: readers never return a line expired at `now` or cleared by
 //! [`LogStore::clear_unit`]; lines of one unit are ordered by `(create_datetime, uuid)`, stable

@@ -3,6 +3,7 @@
 //! and a small HTTP client speaking the API's conventions.
 #![allow(dead_code)]
 
+pub mod api;
 pub mod clickhouse;
 pub mod device;
 pub mod fixtures;

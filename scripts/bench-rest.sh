@@ -49,7 +49,8 @@ python3 -m http.server "$GIT_PORT" --bind 127.0.0.1 --directory "$WORK/www" >/de
 PIDS+=($!)
 
 PORT="$(free_port)"
-PU_DATA_DIR="$WORK/data" PU_HTTP_BIND="127.0.0.1:$PORT" PU_DOMAIN="localhost:$PORT" PU_LOG=warn \
+# the firmware repository is served on loopback: a trial setting, never for production
+PU_ALLOW_LOCAL_NETWORK=true PU_DATA_DIR="$WORK/data" PU_HTTP_BIND="127.0.0.1:$PORT" PU_DOMAIN="localhost:$PORT" PU_LOG=warn \
     "$BIN" serve >"$WORK/serve.log" 2>&1 &
 PIDS+=($!)
 API="http://127.0.0.1:$PORT/pepeunit/api/v1"

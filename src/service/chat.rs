@@ -35,8 +35,13 @@ impl ChatAccount {
 
 /// The Blocked rule, in one place: a blocked user acts nowhere (tokens, the bot, links) and
 /// hears nothing (alerts, admin alerts).
+pub fn is_blocked(user: &User) -> bool {
+    user.status == UserStatus::Blocked
+}
+
+/// A user as an agent, unless the Blocked rule refuses it.
 pub fn user_agent(user: User) -> AppResult<Agent> {
-    if user.status == UserStatus::Blocked {
+    if is_blocked(&user) {
         return Err(AppError::no_access("Agent is blocked or not found"));
     }
     Ok(Agent::User(Box::new(user)))
@@ -48,9 +53,7 @@ impl Instance {
         let user = store::users::by_telegram_chat(self.pool(), &chat.to_string()).await?;
         Ok(match user {
             None => ChatAccount::Unlinked,
-            Some(user) if user.status == UserStatus::Blocked => {
-                ChatAccount::Blocked(Box::new(user))
-            }
+            Some(user) if is_blocked(&user) => ChatAccount::Blocked(Box::new(user)),
             Some(user) => ChatAccount::Linked(user_agent(user)?),
         })
     }
@@ -80,7 +83,7 @@ impl Instance {
 
     /// The chat of a user who may hear from the instance (not Blocked, chat linked).
     pub fn chat_of(&self, user: &User) -> Option<ChatUser> {
-        if user.status == UserStatus::Blocked {
+        if is_blocked(user) {
             return None;
         }
         let chat = user.telegram_chat_id.as_deref()?.parse().ok()?;
@@ -105,7 +108,7 @@ impl Instance {
             .chat_bot
             .as_ref()
             .ok_or_else(AppError::feature_disabled)?;
-        if user.status == UserStatus::Blocked {
+        if is_blocked(user) {
             return Err(AppError::no_access("Blocked users cannot link Telegram"));
         }
         let name = bot

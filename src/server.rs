@@ -57,9 +57,10 @@ impl RunningInstance {
         let mut http_stop = stop_rx.clone();
         // owned tasks run under the node's supervision: a panic becomes a crash alert
         let node = &instance.node;
+        let graphql = crate::graphql::router(instance.clone());
         let http = tokio::spawn(node.clone().supervise(
             "http",
-            crate::http::serve(instance.clone(), listener, async move {
+            crate::http::serve(instance.clone(), graphql, listener, async move {
                 let _ = http_stop.changed().await;
             }),
         ));

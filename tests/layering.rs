@@ -1,5 +1,5 @@
 //! Architecture invariant (ARCHITECTURE.md): imports go one way. Front doors (`http`,
-//! `telegram`, `mqtt` with its EMQX worker) call the service layer; the service layer calls the
+//! `graphql`, `telegram`, `mqtt` with its EMQX worker) call the service layer; the service layer calls the
 //! stores (`store`, `telemetry`, `git`, `platform`, `firmware`) and the vocabulary (`domain`);
 //! nothing imports upward. This test reads the sources and fails on a `crate::` path (in a
 //! `use` or inline, `super::` paths resolved) that crosses a layer the wrong way.
@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 /// What everything below the service layer must never name: the service layer, the front
 /// doors and the wiring.
 const ABOVE_STORES: &[&str] = &[
-    "service", "http", "telegram", "mqtt", "server", "poller", "load",
+    "service", "http", "graphql", "telegram", "mqtt", "server", "poller", "load",
 ];
 
 /// Modules each module (first level under `src/`) must never name.
@@ -32,6 +32,7 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
             "observe",
             "service",
             "http",
+            "graphql",
             "telegram",
             "mqtt",
             "server",
@@ -48,6 +49,7 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
             "observe",
             "service",
             "http",
+            "graphql",
             "telegram",
             "mqtt",
             "server",
@@ -58,7 +60,8 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     (
         "telemetry",
         &[
-            "error", "observe", "service", "http", "telegram", "mqtt", "server", "poller", "load",
+            "error", "observe", "service", "http", "graphql", "telegram", "mqtt", "server",
+            "poller", "load",
         ],
     ),
     // self-observation knows counters, not the parts it observes
@@ -69,6 +72,7 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
             "telemetry",
             "service",
             "http",
+            "graphql",
             "telegram",
             "mqtt",
             "server",
@@ -87,7 +91,9 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     // the service layer owns the ports the front doors implement; it never names them
     (
         "service",
-        &["http", "telegram", "mqtt", "server", "poller", "load"],
+        &[
+            "http", "graphql", "telegram", "mqtt", "server", "poller", "load",
+        ],
     ),
     // front doors go through the service layer, never around it, and not through each other
     (
@@ -95,6 +101,7 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
         &[
             "store",
             "telemetry",
+            "graphql",
             "telegram",
             "mqtt",
             "server",
@@ -108,6 +115,7 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
             "store",
             "telemetry",
             "http",
+            "graphql",
             "mqtt",
             "server",
             "poller",
@@ -120,7 +128,21 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
             "store",
             "telemetry",
             "http",
+            "graphql",
             "telegram",
+            "server",
+            "poller",
+            "load",
+        ],
+    ),
+    (
+        "graphql",
+        &[
+            "store",
+            "telemetry",
+            "http",
+            "telegram",
+            "mqtt",
             "server",
             "poller",
             "load",

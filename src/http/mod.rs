@@ -156,13 +156,16 @@ fn trim_trailing_slash(mut req: Request) -> Request {
     req
 }
 
-/// Serves the application on `listener` until `shutdown` resolves.
+/// Serves the application, with the other front doors' routes in `others` (GraphQL), on
+/// `listener` until `shutdown` resolves.
 pub async fn serve(
     instance: Instance,
+    others: Router,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = tower::util::MapRequestLayer::new(trim_trailing_slash).layer(router(instance));
+    let app = tower::util::MapRequestLayer::new(trim_trailing_slash)
+        .layer(others.merge(router(instance)));
     axum::serve(
         listener,
         ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app),

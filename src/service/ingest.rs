@@ -247,11 +247,32 @@ impl Instance {
                 let change = s.row_change();
                 self.units_cache.update(*uuid, |u| change.apply(u));
             }
+            self.publish_live(&batch, &now);
         }
         if !batch.logs.is_empty() {
             self.store_unit_logs(batch.logs).await?;
         }
         Ok(())
+    }
+
+    /// Tells live watchers what a batch committed (its log lines go with the log store's write).
+    fn publish_live(&self, batch: &IngestBatch, now: &str) {
+        use super::live::LiveEvent;
+        for (uuid, s) in &batch.states {
+            self.live.publish(*uuid, || LiveEvent::UnitState {
+                unit: *uuid,
+                state: s.unit_state.as_str().into(),
+                commit: s.commit.as_str().into(),
+                at: s.at.as_str().into(),
+            });
+        }
+        for (uuid, value) in &batch.node_values {
+            self.live.publish(*uuid, || LiveEvent::NodeValue {
+                node: *uuid,
+                value: value.as_str().into(),
+                at: now.into(),
+            });
+        }
     }
 
     /// The poller's job: pending `Update`s older than `PU_FIRMWARE_UPDATE_TIMEOUT` become Error.

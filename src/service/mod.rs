@@ -10,6 +10,7 @@ pub mod chat;
 pub mod commands;
 pub mod federation;
 pub mod ingest;
+pub mod live;
 pub mod moves;
 pub mod node;
 pub mod permissions;
@@ -69,6 +70,8 @@ pub struct Instance {
     pub logs: crate::telemetry::LogStore,
     /// Self-observation: request counters, CPU and memory, errors, crash alerts (SPEC §6).
     pub node: crate::observe::Node,
+    /// Committed states, log lines and node values for live watchers (GraphQL subscriptions).
+    pub live: live::Live,
 }
 
 impl Instance {
@@ -105,6 +108,7 @@ impl Instance {
             node,
             bridges: Default::default(),
             revocations: Default::default(),
+            live: Default::default(),
             chat_bot: None,
             alerts: alerts::Alerts::new(config.telegram_bot_token.is_some()),
             logs,

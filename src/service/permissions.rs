@@ -155,6 +155,7 @@ impl Instance {
             }
         }
         store::permissions::revoke(self.pool(), agent_uuid, resource_uuid).await?;
+        self.live.access_changed();
         Ok(())
     }
 }

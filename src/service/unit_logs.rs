@@ -150,12 +150,19 @@ impl Instance {
 
     /// Stores a batch of log lines at once; returns how many were stored.
     pub async fn store_unit_logs(&self, logs: Vec<NewUnitLog>) -> AppResult<u64> {
-        Ok(self.logs.insert(&logs).await?)
+        self.store_unit_log_batch(&logs).await
     }
 
     /// [`Instance::store_unit_logs`] without giving the batch away, so a caller can retry it.
+    /// Live watchers of the units get the lines once they are stored.
     pub async fn store_unit_log_batch(&self, logs: &[NewUnitLog]) -> AppResult<u64> {
-        Ok(self.logs.insert(logs).await?)
+        let stored = self.logs.insert(logs).await?;
+        self.live.publish_many(
+            logs,
+            |l| l.unit_uuid,
+            |l| super::live::LiveEvent::Log(std::sync::Arc::new(l.clone())),
+        );
+        Ok(stored)
     }
 
     /// Deletes every log of a unit (unit deletion, the `LogSync` command): readers stop

@@ -109,6 +109,7 @@ impl Instance {
         }
         node.last_update_datetime = domain::now();
         store::unit_nodes::update_settings(self.pool(), &node).await?;
+        self.live.access_changed();
         Ok(node)
     }
 
@@ -212,6 +213,20 @@ impl Instance {
         Ok(edge)
     }
 
+    /// Removes the edge between two nodes (GraphQL names an edge by its ends, REST by uuid).
+    pub async fn delete_unit_node_edge_between(
+        &self,
+        agent: &Agent,
+        input: Uuid,
+        output: Uuid,
+    ) -> AppResult<()> {
+        agent.user()?;
+        let edge = store::unit_nodes::find_edge(self.pool(), output, input)
+            .await?
+            .ok_or_else(AppError::not_found)?;
+        self.delete_unit_node_edge(agent, edge.uuid).await
+    }
+
     pub async fn delete_unit_node_edge(&self, agent: &Agent, uuid: Uuid) -> AppResult<()> {
         let edge = store::unit_nodes::get_edge(self.pool(), uuid)
             .await?
@@ -258,6 +273,7 @@ impl Instance {
             }
         }
         tx.commit().await?;
+        self.live.access_changed();
         self.send_command_quietly(in_unit, BackendTopicCommand::SchemaUpdate)
             .await;
         Ok(())

@@ -18,7 +18,7 @@ use crate::error::{AppError, AppResult};
 use crate::firmware::{self, ArchiveFormat};
 use crate::store::repos::Repo;
 use crate::store::unit_nodes::{UnitNode, UnitNodeFilter};
-pub use crate::store::units::{Unit, UnitFilter};
+pub use crate::store::units::{Unit, UnitFilter, UnitState};
 use crate::store::{self};
 
 #[derive(Deserialize, ToSchema)]
@@ -442,6 +442,7 @@ impl Instance {
         // after the commit and the env rewrite, so no reader re-caches the old row
         self.units_cache.invalidate(uuid);
         self.federation_changed(LocalRef::Unit(uuid));
+        self.live.access_changed();
         // the device learns its (maybe new) version; MQTT errors are ignored (API.md §5.3)
         self.send_command_quietly(uuid, BackendTopicCommand::Update)
             .await;
@@ -467,6 +468,7 @@ impl Instance {
         if let Err(e) = self.clear_unit_logs(uuid).await {
             tracing::warn!(unit = %uuid, error = %e, "could not delete the logs of a deleted unit");
         }
+        self.live.access_changed();
         Ok(())
     }
 
@@ -501,6 +503,7 @@ impl Instance {
             .ok_or_else(AppError::not_found)?;
         self.units_cache.invalidate(uuid);
         self.revocations.revoke(uuid);
+        self.live.access_changed();
         let unit = self.unit(uuid).await?;
         self.build_unit_env(&unit).await
     }

@@ -173,7 +173,9 @@ impl Instance {
         } else {
             UserStatus::Unverified
         };
-        Ok(store::users::set_status(self.pool(), uuid, status).await?)
+        store::users::set_status(self.pool(), uuid, status).await?;
+        self.live.access_changed();
+        Ok(())
     }
 
     pub async fn list_users(

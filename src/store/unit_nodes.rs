@@ -321,6 +321,21 @@ pub async fn get_edge(db: &AnyPool, uuid: Uuid) -> StoreResult<Option<UnitNodeEd
         .transpose()
 }
 
+/// The edge from `output` to `input`, if any.
+pub async fn find_edge(
+    db: &AnyPool,
+    output: Uuid,
+    input: Uuid,
+) -> StoreResult<Option<UnitNodeEdge>> {
+    let mut q = Sql::new("SELECT * FROM unit_node_edges WHERE node_output_uuid = ");
+    q.bind(output).push(" AND node_input_uuid = ").bind(input);
+    q.fetch_optional(db)
+        .await?
+        .as_ref()
+        .map(edge_from_row)
+        .transpose()
+}
+
 pub async fn edge_exists(db: &AnyPool, output: Uuid, input: Uuid) -> StoreResult<bool> {
     let mut q = Sql::new("SELECT COUNT(*) FROM unit_node_edges WHERE node_output_uuid = ");
     q.bind(output).push(" AND node_input_uuid = ").bind(input);

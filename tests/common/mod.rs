@@ -7,6 +7,7 @@ pub mod api;
 pub mod clickhouse;
 pub mod device;
 pub mod fixtures;
+pub mod graphql;
 pub mod mosquitto;
 pub mod mqtt;
 pub mod telegram;

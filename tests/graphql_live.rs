@@ -7,81 +7,13 @@ mod common;
 
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message;
 
 use common::fixtures::{registry_repo_unit, FirmwareRepo};
+use common::graphql::{connect, next, send, subscribe, Socket};
 use common::mqtt::{base_topic, unit_token, MqttDevice};
 use common::{Backend, TestInstance};
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// A `graphql-transport-ws` connection, initialised with `token`.
-async fn connect(inst: &TestInstance, token: Option<&str>) -> Socket {
-    let url = format!("{}/pepeunit/graphql", inst.base.replacen("http", "ws", 1));
-    let mut req = url.into_client_request().unwrap();
-    req.headers_mut().insert(
-        "sec-websocket-protocol",
-        "graphql-transport-ws".parse().unwrap(),
-    );
-    let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.expect("ws");
-    assert_eq!(
-        resp.headers()["sec-websocket-protocol"],
-        "graphql-transport-ws"
-    );
-    let payload = match token {
-        Some(t) => json!({"x-auth-token": t}),
-        None => json!({}),
-    };
-    send(
-        &mut ws,
-        json!({"type": "connection_init", "payload": payload}),
-    )
-    .await;
-    let ack = next(&mut ws, Duration::from_secs(10)).await.expect("ack");
-    assert_eq!(ack["type"], "connection_ack", "{ack}");
-    ws
-}
-
-async fn send(ws: &mut Socket, message: Value) {
-    ws.send(Message::Text(message.to_string().into()))
-        .await
-        .unwrap();
-}
-
-async fn subscribe(ws: &mut Socket, id: &str, query: &str, variables: Value) {
-    send(
-        ws,
-        json!({"id": id, "type": "subscribe", "payload": {"query": query, "variables": variables}}),
-    )
-    .await;
-}
-
-/// The next protocol message (pings answered), or None after `wait`.
-async fn next(ws: &mut Socket, wait: Duration) -> Option<Value> {
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let msg = tokio::time::timeout_at(deadline, ws.next())
-            .await
-            .ok()??
-            .ok()?;
-        match msg {
-            Message::Text(t) => {
-                let v: Value = serde_json::from_str(&t).unwrap();
-                if v["type"] == "ping" {
-                    send(ws, json!({"type": "pong"})).await;
-                    continue;
-                }
-                return Some(v);
-            }
-            Message::Close(_) => return None,
-            _ => continue,
-        }
-    }
-}
 
 /// Runs `publish` every 300 ms until a `next` message of subscription `id` arrives (the
 /// subscription is registered asynchronously), for at most 20 s; returns its `data`.
@@ -125,7 +57,7 @@ async fn live_feeds_follow_the_device(backend: Backend) {
         .await
         .unwrap();
 
-    let mut ws = connect(&inst, Some(&owner)).await;
+    let mut ws = connect(&inst.base, Some(&owner)).await;
     subscribe(
         &mut ws,
         "logs",
@@ -237,7 +169,7 @@ async fn access_is_checked_at_start_and_when_it_changes(backend: Backend) {
 
     // without access: refused at once with REST's text; without a token too
     for token in [Some(other.as_str()), None, Some("garbage")] {
-        let mut ws = connect(&inst, token).await;
+        let mut ws = connect(&inst.base, token).await;
         subscribe(&mut ws, "s", query, json!({"u": uuid})).await;
         let m = next(&mut ws, Duration::from_secs(10))
             .await
@@ -262,7 +194,7 @@ async fn access_is_checked_at_start_and_when_it_changes(backend: Backend) {
         .await
         .unwrap();
     let log_topic = base_topic(&inst, &unit, "output_base_topic", "log");
-    let mut ws = connect(&inst, Some(&other)).await;
+    let mut ws = connect(&inst.base, Some(&other)).await;
     subscribe(&mut ws, "s", query, json!({"u": uuid})).await;
     first_event(&mut ws, "s", || {
         let (dev, topic) = (&dev, log_topic.clone());

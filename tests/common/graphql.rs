@@ -1,8 +1,14 @@
 //! Calling `/pepeunit/graphql` in tests: JSON operations, multipart uploads (the GraphQL
-//! multipart request spec, as apollo-upload-client sends it) and raw bodies.
+//! multipart request spec, as apollo-upload-client sends it), raw bodies, and WebSocket
+//! subscriptions (`graphql-transport-ws`).
+
+use std::time::Duration;
 
 use axum::http::StatusCode;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
 
 use super::TestInstance;
 
@@ -112,4 +118,71 @@ async fn answer(req: reqwest::RequestBuilder) -> (StatusCode, Value) {
     let value = serde_json::from_slice(&bytes)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
     (status, value)
+}
+
+pub type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A `graphql-transport-ws` connection to `{base}/pepeunit/graphql`, initialised with `token`.
+pub async fn connect(base: &str, token: Option<&str>) -> Socket {
+    let url = format!("{}/pepeunit/graphql", base.replacen("http", "ws", 1));
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.expect("ws");
+    assert_eq!(
+        resp.headers()["sec-websocket-protocol"],
+        "graphql-transport-ws"
+    );
+    let payload = match token {
+        Some(t) => json!({"x-auth-token": t}),
+        None => json!({}),
+    };
+    send(
+        &mut ws,
+        json!({"type": "connection_init", "payload": payload}),
+    )
+    .await;
+    let ack = next(&mut ws, Duration::from_secs(10)).await.expect("ack");
+    assert_eq!(ack["type"], "connection_ack", "{ack}");
+    ws
+}
+
+pub async fn send(ws: &mut Socket, message: Value) {
+    ws.send(Message::Text(message.to_string().into()))
+        .await
+        .unwrap();
+}
+
+pub async fn subscribe(ws: &mut Socket, id: &str, query: &str, variables: Value) {
+    send(
+        ws,
+        json!({"id": id, "type": "subscribe", "payload": {"query": query, "variables": variables}}),
+    )
+    .await;
+}
+
+/// The next protocol message (pings answered), or None after `wait`.
+pub async fn next(ws: &mut Socket, wait: Duration) -> Option<Value> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .ok()??
+            .ok()?;
+        match msg {
+            Message::Text(t) => {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if v["type"] == "ping" {
+                    send(ws, json!({"type": "pong"})).await;
+                    continue;
+                }
+                return Some(v);
+            }
+            Message::Close(_) => return None,
+            _ => continue,
+        }
+    }
 }

@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 use common::fixtures::FirmwareRepo;
 use common::graphql::{gql, same_fields, upload};
+use common::mqtt::{base_topic, unit_token, MqttDevice};
 use common::telegram::{FakeTelegram, BOT_USERNAME};
 use common::{Backend, TestInstance};
 use pepeunit::domain::LogLevel;
@@ -20,6 +21,9 @@ use pepeunit::domain::LogLevel;
 /// Upstream's answer for the data pipe and Grafana features while they are disabled.
 const FLAG: &str =
     "405: 15: Feature Flag Error: This feature has been disabled by the instance Owner";
+
+/// The pepeunit.toml getConvertTomlToMd converts.
+const PEPEUNIT_TOML: &[u8] = b"[general]\nname = \"Fan\"\ndescription = \"A fan controller\"\n";
 
 /// One operation of the corpus.
 #[derive(Clone, Debug)]
@@ -179,10 +183,7 @@ async fn send(
 ) -> (StatusCode, Value) {
     if op.variables.iter().any(|(_, t)| t.starts_with("Upload")) {
         let (file, content): (&str, &[u8]) = match op.name.as_str() {
-            "getConvertTomlToMd" => (
-                "pepeunit.toml",
-                b"[general]\nname = \"Fan\"\ndescription = \"A fan controller\"\n",
-            ),
+            "getConvertTomlToMd" => ("pepeunit.toml", PEPEUNIT_TOML),
             "setDataPipeDataCsv" => ("data.csv", b"create_datetime,state\n"),
             _ => ("data_pipe.yml", b"policy:\n  type: LastValue\n"),
         };
@@ -198,6 +199,23 @@ async fn send(
 async fn every_operation_validates_against_our_schema(backend: Backend) {
     let inst = TestInstance::start(backend).await;
     let (_, token) = inst.user("owner").await;
+    // the check can fail: a field or argument our schema lacks, or a missing required
+    // argument, is an error without a path
+    for bad in [
+        "query getUser($uuid: UUID!) { getUser(uuid: $uuid) { uuid nope } }",
+        "query getUser($uuid: UUID!) { getUser(uuid: $uuid, nope: 1) { uuid } }",
+        "query getUser($uuid: UUID!) { getUser(uuid: $uuid) { uuid } getUnit { uuid } }",
+    ] {
+        let (_, answer) = gql(
+            &inst,
+            Some(&token),
+            bad,
+            json!({"uuid": uuid::Uuid::new_v4()}),
+        )
+        .await;
+        assert!(answer["errors"][0]["message"].is_string(), "{answer}");
+        assert!(answer["errors"][0].get("path").is_none(), "{answer}");
+    }
     for op in corpus() {
         let mut variables = json!({});
         for (name, ty) in &op.variables {
@@ -756,7 +774,26 @@ async fn every_operation_runs_with_real_data(backend: Backend) {
         fe.rest(&format!("/units/get_state_storage/{fan}"), t).await
     );
     let md = fe.ok("getConvertTomlToMd", t, json!({})).await;
-    assert!(s(&md).contains("Fan"), "{md}");
+    assert!(s(&md).contains("A fan controller"), "{md}");
+    // REST converts the same file to the same Markdown
+    let boundary = "rest-boundary";
+    let mut form = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"pepeunit.toml\"\r\n\r\n").into_bytes();
+    form.extend_from_slice(PEPEUNIT_TOML);
+    form.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let rest = inst
+        .http
+        .post(inst.url("/units/convert_toml_to_md"))
+        .header("x-auth-token", t)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rest.status().as_u16(), 200);
+    assert_eq!(rest.text().await.unwrap(), s(&md));
 
     let got = fe.ok("getUnitNode", t, json!({"uuid": input})).await;
     assert_eq!(got["state"], "42", "{got}");
@@ -939,12 +976,26 @@ async fn every_operation_runs_with_real_data(backend: Backend) {
     fe.done("resetUnitEnv", t, json!({"uuid": fan})).await;
     let rest_env = fe.rest(&format!("/units/env/{fan}"), t).await;
     assert_ne!(rest_env["WIFI_SSID"], "home", "{rest_env}");
+    // the command reaches the device on its env_update topic
+    let mut device =
+        MqttDevice::connect(inst.config.mqtt_bind.port(), &fan, &unit_token(&inst, &fan))
+            .await
+            .unwrap();
+    let env_topic = base_topic(&inst, &fan, "input_base_topic", "env_update");
+    assert!(device.subscribe(&env_topic).await);
     fe.done(
         "sendCommandToInputBaseTopic",
         t,
         json!({"uuid": fan, "command": "ENV_UPDATE"}),
     )
     .await;
+    let command = device
+        .recv_on(&env_topic, std::time::Duration::from_secs(10))
+        .await
+        .expect("the command arrives");
+    let command: Value = serde_json::from_slice(&command).unwrap();
+    assert_eq!(command["COMMAND"], "EnvUpdate", "{command}");
+    drop(device);
 
     // --- deletes
     fe.done(

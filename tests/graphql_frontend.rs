@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use axum::http::StatusCode;
 use serde_json::{json, Value};
@@ -50,11 +50,11 @@ fn corpus() -> Vec<Op> {
         .filter(|p| p.extension().is_some_and(|e| e == "graphql"))
         .collect();
     files.sort();
-    files.iter().map(|p| parse_op(p)).collect()
+    files.iter().map(|p| parse_op(p.as_path())).collect()
 }
 
 /// Reads the header of one operation: kind, name, variables and its (single) root field.
-fn parse_op(path: &PathBuf) -> Op {
+fn parse_op(path: &Path) -> Op {
     let text = std::fs::read_to_string(path).unwrap();
     let body: String = text
         .lines()

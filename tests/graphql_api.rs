@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use serde_json::{json, Value};
 
 use common::fixtures::FirmwareRepo;
-use common::graphql::{data, error, gql, raw, upload};
+use common::graphql::{data, error, gql, raw, same_object, upload};
 use common::{Backend, TestInstance};
 
 const UNIT_FIELDS: &str = "uuid visibilityLevel name createDatetime isAutoUpdateFromRepoUnit \
@@ -16,53 +16,6 @@ const UNIT_FIELDS: &str = "uuid visibilityLevel name createDatetime isAutoUpdate
     creatorUuid repoUuid firmwareUpdateStatus firmwareUpdateError lastFirmwareUpdateDatetime \
     alertLogLevel alertsMutedUntil \
     unitState { ifconfig millis memFree memAlloc freq statvfs puCommitVersion }";
-
-/// camelCase of a REST snake_case key.
-fn camel(key: &str) -> String {
-    let mut out = String::new();
-    let mut up = false;
-    for c in key.chars() {
-        if c == '_' {
-            up = true;
-        } else if up {
-            out.extend(c.to_uppercase());
-            up = false;
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Every field REST answers equals GraphQL's (enum values compared in GraphQL's spelling).
-#[track_caller]
-fn same_object(rest: &Value, graphql: &Value, skip: &[&str]) {
-    for (k, v) in rest.as_object().expect("a REST object") {
-        if skip.contains(&k.as_str()) {
-            continue;
-        }
-        let g = &graphql[camel(k)];
-        let expected = match v {
-            // REST writes enums as `Public`, `RequestSent`; GraphQL as `PUBLIC`, `REQUEST_SENT`
-            Value::String(s)
-                if s.chars().next().is_some_and(|c| c.is_ascii_uppercase())
-                    && g.as_str()
-                        .is_some_and(|g| g.chars().all(|c| c.is_ascii_uppercase() || c == '_')) =>
-            {
-                let mut up = String::new();
-                for (i, c) in s.chars().enumerate() {
-                    if c.is_ascii_uppercase() && i > 0 {
-                        up.push('_');
-                    }
-                    up.extend(c.to_uppercase());
-                }
-                Value::String(up)
-            }
-            other => other.clone(),
-        };
-        assert_eq!(g, &expected, "field {k}: REST {v}, GraphQL {g}");
-    }
-}
 
 /// Users, tokens, registries, repos and units through GraphQL give what REST gives.
 async fn the_main_objects_match_rest(backend: Backend) {

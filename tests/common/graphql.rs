@@ -186,3 +186,109 @@ pub async fn next(ws: &mut Socket, wait: Duration) -> Option<Value> {
         }
     }
 }
+
+/// camelCase of a REST snake_case key.
+pub fn camel(key: &str) -> String {
+    let mut out = String::new();
+    let mut up = false;
+    for c in key.chars() {
+        if c == '_' {
+            up = true;
+        } else if up {
+            out.extend(c.to_uppercase());
+            up = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// snake_case of a GraphQL camelCase key.
+pub fn snake(key: &str) -> String {
+    let mut out = String::new();
+    for c in key.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `rest` in GraphQL's spelling when it is a REST enum value (`Public`, `RequestSent`) and
+/// GraphQL answered an enum value (`PUBLIC`, `REQUEST_SENT`).
+fn enum_spelling(rest: &Value, graphql: &Value) -> Value {
+    match rest {
+        Value::String(s)
+            if s.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+                && graphql.as_str().is_some_and(|g| {
+                    g.chars()
+                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+                }) =>
+        {
+            let mut up = String::new();
+            for (i, c) in s.chars().enumerate() {
+                if c.is_ascii_uppercase() && i > 0 {
+                    up.push('_');
+                }
+                up.extend(c.to_uppercase());
+            }
+            Value::String(up)
+        }
+        other => other.clone(),
+    }
+}
+
+/// Every field REST answers equals GraphQL's (enum values compared in GraphQL's spelling).
+#[track_caller]
+pub fn same_object(rest: &Value, graphql: &Value, skip: &[&str]) {
+    for (k, v) in rest.as_object().expect("a REST object") {
+        if skip.contains(&k.as_str()) {
+            continue;
+        }
+        let g = &graphql[camel(k)];
+        assert_eq!(g, &enum_spelling(v, g), "field {k}: REST {v}, GraphQL {g}");
+    }
+}
+
+/// Every field GraphQL answered (what the operation selected) has a REST counterpart of the
+/// same value, nested objects and lists included; `skip` names GraphQL keys (camelCase, at
+/// any depth) that legitimately differ.
+#[track_caller]
+pub fn same_fields(rest: &Value, graphql: &Value, skip: &[&str]) {
+    same_fields_at("", rest, graphql, skip)
+}
+
+#[track_caller]
+fn same_fields_at(at: &str, rest: &Value, graphql: &Value, skip: &[&str]) {
+    match (rest, graphql) {
+        (Value::Object(r), Value::Object(g)) => {
+            for (k, gv) in g {
+                if skip.contains(&k.as_str()) || k == "__typename" {
+                    continue;
+                }
+                let rv = r.get(&snake(k)).unwrap_or_else(|| {
+                    panic!(
+                        "{at}.{k}: GraphQL answered it, REST has no `{}` in {rest}",
+                        snake(k)
+                    )
+                });
+                same_fields_at(&format!("{at}.{k}"), rv, gv, skip);
+            }
+        }
+        (Value::Array(r), Value::Array(g)) => {
+            assert_eq!(r.len(), g.len(), "{at}: REST {rest}, GraphQL {graphql}");
+            for (i, (rv, gv)) in r.iter().zip(g).enumerate() {
+                same_fields_at(&format!("{at}[{i}]"), rv, gv, skip);
+            }
+        }
+        _ => assert_eq!(
+            graphql,
+            &enum_spelling(rest, graphql),
+            "{at}: REST {rest}, GraphQL {graphql}"
+        ),
+    }
+}

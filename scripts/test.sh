@@ -39,6 +39,7 @@ PEPEUNIT_CLIENT_REQ='pepeunit-client[all]>=1.3,<1.4'
 OPENAPI_VALIDATOR_REQ='openapi-spec-validator==0.9.0'
 MOSQUITTO_BIN=/usr/sbin/mosquitto
 CLICKHOUSE_BIN=/usr/sbin/clickhouse-server
+NGINX_BIN=/usr/sbin/nginx
 
 export DEBIAN_FRONTEND=noninteractive
 export PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -71,6 +72,10 @@ dpkg -s mosquitto-clients >/dev/null 2>&1 || missing+=(mosquitto-clients)
 if ! dpkg -s clickhouse-server >/dev/null 2>&1 || [[ ! -x $CLICKHOUSE_BIN ]]; then
     missing+=(clickhouse-server)
 fi
+# the deployment's proxy config (deploy/nginx.conf) is tested in front of a real instance
+if [[ ! -x $NGINX_BIN ]]; then
+    missing+=(nginx-light)
+fi
 if ((${#missing[@]})); then
     note "installing: ${missing[*]}"
     [[ $(id -u) -eq 0 ]] || die "need root to apt-get install ${missing[*]}"
@@ -79,12 +84,14 @@ if ((${#missing[@]})); then
     # C.UTF-8 always exists; an unset or ungenerated locale would make initdb fail.
     LC_ALL=C.UTF-8 apt-get "${apt_opts[@]}" install -y "${missing[@]}" </dev/null
 else
-    note "git, postgresql-$PG_VERSION, python3 venv, mosquitto, clickhouse-server: present"
+    note "git, postgresql-$PG_VERSION, python3 venv, mosquitto, clickhouse-server, nginx: present"
 fi
 [[ -x $MOSQUITTO_BIN ]] || die "$MOSQUITTO_BIN is missing after installing mosquitto"
 export PU_TEST_MOSQUITTO="$MOSQUITTO_BIN"
 [[ -x $CLICKHOUSE_BIN ]] || die "$CLICKHOUSE_BIN is missing after installing clickhouse-server"
 export PU_TEST_CLICKHOUSE="$CLICKHOUSE_BIN"
+[[ -x $NGINX_BIN ]] || die "$NGINX_BIN is missing after installing nginx-light"
+export PU_TEST_NGINX="$NGINX_BIN"
 
 # ---------------------------------------------------------------------------------------------
 section "PostgreSQL"
@@ -204,6 +211,7 @@ if [[ ${PU_TEST_SETUP_ONLY:-0} == 1 ]]; then
     printf 'export PU_TEST_BOVINE_PYTHON=%q\n' "$PU_TEST_BOVINE_PYTHON"
     printf 'export PU_TEST_MOSQUITTO=%q\n' "$PU_TEST_MOSQUITTO"
     printf 'export PU_TEST_CLICKHOUSE=%q\n' "$PU_TEST_CLICKHOUSE"
+    printf 'export PU_TEST_NGINX=%q\n' "$PU_TEST_NGINX"
     printf 'export PU_TEST_REQUIRE_ALL=%q\n' "$PU_TEST_REQUIRE_ALL"
     exit 0
 fi

@@ -150,6 +150,32 @@ async fn the_main_objects_match_rest(backend: Backend) {
         .await;
     same_object(&rest_target, &d["getTargetVersion"], &[]);
 
+    // a unit's own token works as upstream allows it (its env, itself) and is refused the same
+    // way as over REST elsewhere
+    let unit_token = env["PU_AUTH_TOKEN"].as_str().unwrap().to_string();
+    let got = gql(
+        &inst,
+        Some(&unit_token),
+        "query($u: UUID!) { getUnit(uuid: $u) { uuid name } getUnitEnv(uuid: $u) }",
+        json!({"u": unit_uuid}),
+    )
+    .await;
+    assert_eq!(data(&got)["getUnit"]["uuid"], unit_uuid.as_str());
+    let rest = inst.get("/users", Some(&unit_token)).await;
+    let got = gql(
+        &inst,
+        Some(&unit_token),
+        "{ getUsers(filters: {}) { count } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        common::graphql::error(&got),
+        rest.1["detail"].as_str().unwrap(),
+        "{}",
+        rest.1
+    );
+
     // writes without a result answer NoneType; the change is visible over REST
     let got = gql(
         &inst,

@@ -48,7 +48,10 @@ async fn load_graphql_runs(backend: Backend) {
                 let what = format!("{:?} {mode} {proto}: {m:?}", s.scenario);
                 assert_eq!(m.errors, 0, "{what}");
                 assert!(m.requests > 0, "{what}");
-                assert!(m.rate > 0.0 && m.max_ms >= m.p99_ms && m.p99_ms >= m.p50_ms, "{what}");
+                assert!(
+                    m.rate > 0.0 && m.max_ms >= m.p99_ms && m.p99_ms >= m.p50_ms,
+                    "{what}"
+                );
             }
             assert!(pair.ratio > 0.0);
         }
@@ -71,7 +74,9 @@ async fn load_graphql_runs(backend: Backend) {
     assert_eq!((report.page_units, report.page_nodes), (3, 12));
 
     // refusals: a token that is not valid fails the probe, a remote URL is not targeted
-    let err = measure(&args(&inst, "not-a-token", None)).await.unwrap_err();
+    let err = measure(&args(&inst, "not-a-token", None))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("HTTP 4"), "{err}");
     let mut remote = args(&inst, &token, None);
     remote.url = "http://192.0.2.1:80".into();

@@ -326,7 +326,15 @@ fn print_table(r: &Report) {
     );
     println!(
         "{:<10} {:<8} {:<8} {:>9} {:>7} {:>10} {:>9} {:>9} {:>9} {:>6}",
-        "scenario", "mode", "protocol", "requests", "errors", "req/s", "p50 ms", "p99 ms", "max ms",
+        "scenario",
+        "mode",
+        "protocol",
+        "requests",
+        "errors",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
         "ratio"
     );
     for s in &r.scenarios {
@@ -362,7 +370,12 @@ struct Setup<'a> {
 }
 
 impl Setup<'_> {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
         let mut req = self
             .client
             .request(method.clone(), format!("{}{path}", self.api))
@@ -410,7 +423,11 @@ impl Setup<'_> {
 
     async fn first_unit(&self) -> anyhow::Result<Uuid> {
         let list = self
-            .call(reqwest::Method::GET, "/units?limit=1&order_by_unit_name=asc", None)
+            .call(
+                reqwest::Method::GET,
+                "/units?limit=1&order_by_unit_name=asc",
+                None,
+            )
             .await?;
         list["units"][0]["uuid"]
             .as_str()
@@ -442,7 +459,8 @@ const NODE_FIELDS: &str = "uuid type visibilityLevel isRewritableInput maxConnec
     state unitUuid creatorUuid";
 
 /// The same ordering on both sides (GraphQL's defaults, spelled out for REST).
-const PAGE_ORDER: &str = "order_by_unit_name=asc&order_by_create_date=desc&order_by_last_update=desc";
+const PAGE_ORDER: &str =
+    "order_by_unit_name=asc&order_by_create_date=desc&order_by_last_update=desc";
 
 fn requests(scenario: Scenario, graphql: &str, api: &str, unit: Uuid) -> (Req, Req) {
     let gql = |label: &str, query: String, variables: Value| Req {
@@ -527,11 +545,17 @@ impl Target {
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
         if !status.is_success() {
-            return Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes)));
+            return Err(format!(
+                "HTTP {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            ));
         }
         // an operation error is HTTP 200 with an `errors` member; our own names never contain it
         if req.graphql && memchr_find(&bytes, b"\"errors\"") {
-            return Err(format!("GraphQL errors: {}", String::from_utf8_lossy(&bytes)));
+            return Err(format!(
+                "GraphQL errors: {}",
+                String::from_utf8_lossy(&bytes)
+            ));
         }
         Ok(bytes)
     }
@@ -558,7 +582,8 @@ async fn check_same(
         .map_err(|e| anyhow::anyhow!("probe {}: {e}", rest.label))?;
     let parse = |b: &Bytes| serde_json::from_slice::<Value>(b).unwrap_or(Value::Null);
     let (g, r) = (parse(&g), parse(&r));
-    let differ = |what: &str| anyhow::anyhow!("{}: GraphQL and REST differ ({what})", scenario.name());
+    let differ =
+        |what: &str| anyhow::anyhow!("{}: GraphQL and REST differ ({what})", scenario.name());
     match scenario {
         Scenario::GetUnit => {
             let g = &g["data"]["getUnit"];
@@ -610,7 +635,12 @@ fn same_unit(g: &Value, r: &Value, with_nodes: bool) -> Result<(), String> {
         if uuids(gn) != uuids(rn) {
             return Err(format!("nodes of unit {}", r["uuid"]));
         }
-        for (g, r) in gn.as_array().into_iter().flatten().zip(rn.as_array().into_iter().flatten()) {
+        for (g, r) in gn
+            .as_array()
+            .into_iter()
+            .flatten()
+            .zip(rn.as_array().into_iter().flatten())
+        {
             same_keys(g, r, "")?;
         }
     }
@@ -632,7 +662,9 @@ fn same_keys(g: &Value, r: &Value, skip: &str) -> Result<(), String> {
     if gk != rk {
         let only_g: Vec<_> = gk.difference(&rk).collect();
         let only_r: Vec<_> = rk.difference(&gk).collect();
-        return Err(format!("fields only in GraphQL {only_g:?}, only in REST {only_r:?}"));
+        return Err(format!(
+            "fields only in GraphQL {only_g:?}, only in REST {only_r:?}"
+        ));
     }
     Ok(())
 }

@@ -90,6 +90,9 @@ async fn user_by_login(
 enum LoadScenario {
     /// The device REST endpoints: env, schema, state storage.
     Rest(pepeunit::load::RestLoad),
+    /// GraphQL against REST for the same objects (getUnit, getUnits with nodes, a mutation) on
+    /// a running instance on loopback: throughput ratio and latency at a fixed rate.
+    Graphql(pepeunit::load::graphql::GraphqlLoad),
     /// The MQTT core against a bare subscriber on the same embedded broker (self-contained:
     /// starts its own instance on a temporary database).
     Mqtt(pepeunit::load::mqtt::MqttLoad),
@@ -136,6 +139,9 @@ async fn main() -> std::process::ExitCode {
 async fn run(cli: Cli, feed: pepeunit::observe::ProcessFeed) -> anyhow::Result<()> {
     match cli.command {
         Command::Load(LoadScenario::Rest(args)) => return pepeunit::load::run_rest(args).await,
+        Command::Load(LoadScenario::Graphql(args)) => {
+            return pepeunit::load::graphql::run_graphql(args).await
+        }
         Command::Load(LoadScenario::Mqtt(args)) => {
             return pepeunit::load::mqtt::run_mqtt(args).await
         }

@@ -551,10 +551,50 @@ async fn get_graphiql_and_introspection(backend: Backend) {
     inst.stop().await;
 }
 
+/// The server keeps parsed documents by their text: the same text must still be validated and
+/// executed for each request, with its own variables and token.
+async fn a_repeated_document_is_checked_each_time(backend: Backend) {
+    let inst = TestInstance::start(backend).await;
+    let firmware = FirmwareRepo::create().await;
+    let (_, owner) = inst.user("owner").await;
+    let (_, other) = inst.user("other").await;
+    let (_, repo, first) =
+        common::fixtures::registry_repo_unit(&inst, &owner, &firmware, "fan", "Private").await;
+    let repo = repo["uuid"].as_str().unwrap();
+    let second = common::api::unit(&inst, &owner, repo, "pump_unit", "Private").await;
+    let first = first["uuid"].as_str().unwrap();
+
+    let query = "query($u: UUID!) { getUnit(uuid: $u) { uuid name } }";
+    for _ in 0..2 {
+        for (uuid, name) in [(first, "fan_unit"), (second.as_str(), "pump_unit")] {
+            let got = gql(&inst, Some(&owner), query, json!({"u": uuid})).await;
+            assert_eq!(data(&got)["getUnit"]["name"], name);
+        }
+        // the same text under another token: that caller's answer
+        let got = gql(&inst, Some(&other), query, json!({"u": first})).await;
+        assert!(error(&got).contains("403"), "{}", got.1);
+        // a document that parses but does not validate is refused every time
+        let got = gql(
+            &inst,
+            Some(&owner),
+            "{ getUnit(uuid: \"x\") { noSuchField } }",
+            json!({}),
+        )
+        .await;
+        assert!(error(&got).contains("noSuchField"), "{}", got.1);
+        // a document that does not parse is refused every time
+        let got = gql(&inst, Some(&owner), "{ getUnit(uuid: ", json!({})).await;
+        assert!(got.1["errors"][0]["message"].is_string(), "{}", got.1);
+        assert!(got.1["data"].is_null(), "{}", got.1);
+    }
+    inst.stop().await;
+}
+
 both_backends!(
     the_main_objects_match_rest,
     errors_are_the_rest_details,
     uploads_follow_the_multipart_spec,
     bad_input_is_refused_clearly,
     get_graphiql_and_introspection,
+    a_repeated_document_is_checked_each_time,
 );

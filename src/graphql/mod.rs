@@ -13,6 +13,7 @@
 //!   and reach the error tracker.
 //! - Limits: depth, complexity, body size and upload size, each with a clear error.
 
+mod documents;
 mod inputs;
 mod limits;
 mod mutation;
@@ -144,6 +145,7 @@ pub(crate) fn upload(
 struct Door {
     instance: Instance,
     schema: PepeunitSchema,
+    documents: std::sync::Arc<documents::Documents>,
     /// The endpoint's path, for GraphiQL.
     path: String,
 }
@@ -153,6 +155,7 @@ pub fn router(instance: Instance) -> Router {
     let path = format!("{}/graphql", instance.config.app_prefix);
     let door = Door {
         schema: schema(instance.clone()),
+        documents: Default::default(),
         instance,
         path: path.clone(),
     };
@@ -178,7 +181,7 @@ async fn serve(State(door): State<Door>, req: Request) -> Response {
         let page = include_str!("../../static/graphiql.html").replace("__ENDPOINT__", &door.path);
         return Html(page).into_response();
     }
-    let request = if parts.method == Method::GET {
+    let mut request = if parts.method == Method::GET {
         match async_graphql::http::parse_query_string(query) {
             Ok(r) if limits::check(&r.query).is_err() => r,
             // a link must not change anything (CSRF): GET runs queries only
@@ -236,6 +239,7 @@ async fn serve(State(door): State<Door>, req: Request) -> Response {
     if let Err(message) = limits::check(&request.query) {
         return request_error(StatusCode::BAD_REQUEST, message);
     }
+    door.documents.prepare(&mut request);
     let token = parts
         .headers
         .get("x-auth-token")

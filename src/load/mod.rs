@@ -1,9 +1,11 @@
 //! `pepeunit load`: load generators (SPEC §7's console load tool). The `rest` scenario hammers
 //! the device endpoints (env, schema, state storage) of a running instance and reports
 //! throughput and latency percentiles. It targets whatever URL it is given; keep it on loopback
-//! or on machines you own. `mqtt`, `hub`, `transfer` and `logs` are self-contained (see their
-//! modules).
+//! or on machines you own. `graphql` compares the GraphQL front door with REST for the same
+//! objects on a running instance (loopback only). `mqtt`, `hub`, `transfer` and `logs` are
+//! self-contained (see their modules).
 
+pub mod graphql;
 pub mod hub;
 pub mod logs;
 pub mod mqtt;

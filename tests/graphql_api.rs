@@ -446,9 +446,9 @@ async fn bad_input_is_refused_clearly(backend: Backend) {
         "Query is nested too deep",
     ));
     let wide = format!(
-        "{{ {} }}",
+        "{{ getUnits(filters: {{}}) {{ units {{ {} }} }} }}",
         (0..1200)
-            .map(|i| format!("a{i}: getBaseMetrics {{ userCount }}"))
+            .map(|i| format!("a{i}: name"))
             .collect::<Vec<_>>()
             .join(" ")
     );
@@ -465,6 +465,50 @@ async fn bad_input_is_refused_clearly(backend: Backend) {
         "recursion",
         gql(&inst, t, &recursion, json!({})).await,
         "nested too deeply",
+    ));
+    // a comment ended by a bare CR does not hide brackets from the check (the parser would
+    // overflow its stack and abort the process)
+    let hidden = format!(
+        "#\r{{ getUnits(filters: {}) {{ count }} }}",
+        "[".repeat(20000) + &"]".repeat(20000)
+    );
+    answers.push((
+        "comment with CR",
+        gql(&inst, t, &hidden, json!({})).await,
+        "nested too deeply",
+    ));
+    // fragments spreading each other 4 times, 30 deep: 4^30 fields once expanded
+    let mut bomb = String::from("query { ...F0 }\n");
+    for i in 0..30 {
+        bomb.push_str(&format!(
+            "fragment F{i} on Query {{ ...F{n} ...F{n} ...F{n} ...F{n} }}\n",
+            n = i + 1
+        ));
+    }
+    bomb.push_str("fragment F30 on Query { __typename }\n");
+    answers.push((
+        "fragment bomb",
+        gql(&inst, t, &bomb, json!({})).await,
+        "expands to more than",
+    ));
+    // aliases: many root fields, or several password checks in one request
+    let roots = format!(
+        "{{ {} }}",
+        (0..21)
+            .map(|i| format!("a{i}: getBaseMetrics {{ userCount }}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    answers.push((
+        "root fields",
+        gql(&inst, t, &roots, json!({})).await,
+        "at most 20 root fields",
+    ));
+    let guesses = "{ a: getToken(data: {credentials: \"owner\", password: \"guess-1\"}) b: getToken(data: {credentials: \"owner\", password: \"guess-2\"}) }";
+    answers.push((
+        "token guesses",
+        gql(&inst, t, guesses, json!({})).await,
+        "getToken once",
     ));
     let huge = format!(
         "{{ getUnits(filters: {{searchString: \"{}\"}}) {{ count }} }}",

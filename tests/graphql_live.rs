@@ -165,7 +165,8 @@ async fn access_is_checked_at_start_and_when_it_changes(backend: Backend) {
     let (other_uuid, other) = inst.user("other").await;
     let (_, _, unit) = registry_repo_unit(&inst, &owner, &firmware, "fan", "Private").await;
     let uuid = unit["uuid"].as_str().unwrap().to_string();
-    let query = "subscription($u: UUID!) { unitLogs(uuid: $u) { text } }";
+    let query = "subscription($u: UUID!) { unitState(uuid: $u) { unitUuid } }";
+    let logs = "subscription($u: UUID!) { unitLogs(uuid: $u) { text } }";
 
     // without access: refused at once with REST's text; without a token too
     for token in [Some(other.as_str()), None, Some("garbage")] {
@@ -181,7 +182,8 @@ async fn access_is_checked_at_start_and_when_it_changes(backend: Backend) {
         );
     }
 
-    // with a grant the feed runs; revoking it ends the feed with a message
+    // a grant lets another user read the unit, not its logs: those are its creator's (and the
+    // unit's own), as over REST
     let (s, grant) = inst
         .post(
             "/permission",
@@ -190,20 +192,41 @@ async fn access_is_checked_at_start_and_when_it_changes(backend: Backend) {
         )
         .await;
     assert_eq!(s.as_u16(), 201, "{grant}");
+    let rest = inst
+        .get(&format!("/units/log_list?uuid={uuid}"), Some(&other))
+        .await;
+    let mut ws = connect(&inst.base, Some(&other)).await;
+    subscribe(&mut ws, "logs", logs, json!({"u": uuid})).await;
+    let m = next(&mut ws, Duration::from_secs(10))
+        .await
+        .expect("answer");
+    let detail = rest.1["detail"].as_str().expect("REST refuses the logs");
+    assert!(m.to_string().contains(detail), "{m} lacks {detail}");
+    // the unit itself may follow its own logs
+    let mut own = connect(&inst.base, Some(&unit_token(&inst, &unit))).await;
+    subscribe(&mut own, "logs", logs, json!({"u": uuid})).await;
+
+    // with the grant the state feed runs; revoking the grant ends it with a message
     let dev = MqttDevice::connect(inst.config.mqtt_port, &uuid, &unit_token(&inst, &unit))
         .await
         .unwrap();
+    let state_topic = base_topic(&inst, &unit, "output_base_topic", "state");
     let log_topic = base_topic(&inst, &unit, "output_base_topic", "log");
-    let mut ws = connect(&inst.base, Some(&other)).await;
     subscribe(&mut ws, "s", query, json!({"u": uuid})).await;
+    let head = firmware.head("main");
+    let mut millis = 0;
     first_event(&mut ws, "s", || {
+        millis += 1000;
+        let payload = json!({"pu_commit_version": head, "millis": millis}).to_string();
+        let (dev, topic) = (&dev, state_topic.clone());
+        async move { dev.publish(&topic, payload).await }
+    })
+    .await;
+    first_event(&mut own, "logs", || {
         let (dev, topic) = (&dev, log_topic.clone());
         async move {
-            dev.publish(
-                &topic,
-                json!({"level": "Info", "text": "hello"}).to_string(),
-            )
-            .await
+            dev.publish(&topic, json!({"level": "Info", "text": "mine"}).to_string())
+                .await
         }
     })
     .await;
@@ -283,7 +306,65 @@ async fn a_slow_subscriber_is_dropped(backend: Backend) {
     inst.stop().await;
 }
 
+/// Hostile WebSocket input: a frame (text or binary) whose document would overflow the parser
+/// closes the connection and the instance serves on; one connection holds at most 32 feeds.
+async fn hostile_sockets_are_cut_off(backend: Backend) {
+    let inst = TestInstance::start(backend).await;
+    let firmware = FirmwareRepo::create().await;
+    let (_, owner) = inst.user("owner").await;
+    let (_, _, unit) = registry_repo_unit(&inst, &owner, &firmware, "fan", "Public").await;
+    let uuid = unit["uuid"].as_str().unwrap().to_string();
+    let deep = format!(
+        "#\rsubscription {{ unitState(uuid: {}\"x\"{}) {{ unitUuid }} }}",
+        "[".repeat(20000),
+        "]".repeat(20000)
+    );
+    let frame = json!({"id": "1", "type": "subscribe", "payload": {"query": deep}}).to_string();
+    for binary in [false, true] {
+        let mut ws = connect(&inst.base, None).await;
+        let message = if binary {
+            tokio_tungstenite::tungstenite::Message::Binary(frame.clone().into_bytes().into())
+        } else {
+            tokio_tungstenite::tungstenite::Message::Text(frame.clone().into())
+        };
+        futures_util::SinkExt::send(&mut ws, message).await.unwrap();
+        assert!(
+            next(&mut ws, Duration::from_secs(10)).await.is_none(),
+            "binary {binary}: the connection is closed"
+        );
+        let (status, _) = inst.get("/metrics", Some(&owner)).await;
+        assert_eq!(status.as_u16(), 200, "the instance still serves");
+    }
+    // one connection, 33 feeds: the 33rd is refused, the others run
+    let mut ws = connect(&inst.base, Some(&owner)).await;
+    let query = "subscription($u: UUID!) { unitState(uuid: $u) { unitUuid } }";
+    for i in 0..33 {
+        subscribe(&mut ws, &format!("s{i}"), query, json!({"u": uuid})).await;
+    }
+    // they start concurrently: which one is refused is not fixed, that one is
+    let mut refused = 0;
+    while let Some(m) = next(&mut ws, Duration::from_secs(3)).await {
+        if m.to_string().contains("at most 32 subscriptions") {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 1, "exactly one feed past 32 is refused");
+    let instance = inst.running.as_ref().unwrap().instance.clone();
+    assert_eq!(instance.live.watchers(), 32);
+    drop(ws);
+    // the server notices the closed socket and frees the feeds
+    for _ in 0..100 {
+        if instance.live.watchers() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(instance.live.watchers(), 0);
+    inst.stop().await;
+}
+
 both_backends!(
+    hostile_sockets_are_cut_off,
     live_feeds_follow_the_device,
     access_is_checked_at_start_and_when_it_changes,
     a_slow_subscriber_is_dropped,

@@ -3,8 +3,9 @@
 //! (`pepeunit load graphql`, BENCHMARKS.md). Parsing is a pure function of the text, so a parsed
 //! document is reused for the same text; validation and execution still run on every request,
 //! so errors and limits are unchanged. Bounded: documents up to [`MAX_TEXT`] bytes, at most
-//! [`MAX_ENTRIES`] of them (the cache starts over when full). Texts that do not parse are not
-//! kept: async-graphql parses them again and reports the error as before.
+//! [`MAX_ENTRIES`] of them (the cache starts over when full), and only documents that ran
+//! without any error are kept (so at most `MAX_COMPLEXITY` fields each: the cache cannot be
+//! filled with documents the server refuses).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,29 +23,22 @@ pub struct Documents {
 }
 
 impl Documents {
-    /// Gives `request` its parsed document when its text is known or parses now. Call only on
-    /// text that passed `limits::check` (the parser must not see deeper nesting).
-    pub fn prepare(&self, request: &mut async_graphql::Request) {
-        if request.query.len() > MAX_TEXT {
+    /// The parsed document of `text`, if kept.
+    pub fn get(&self, text: &str) -> Option<Arc<ExecutableDocument>> {
+        self.lock().get(text).cloned()
+    }
+
+    /// Keeps `doc` for `text`. Call only for a document that passed every check and ran
+    /// without errors, so the cache cannot be filled with documents the server refuses.
+    pub fn keep(&self, text: &str, doc: Arc<ExecutableDocument>) {
+        if text.len() > MAX_TEXT {
             return;
         }
-        let known = self.lock().get(&request.query).cloned();
-        let doc = match known {
-            Some(doc) => doc,
-            None => {
-                let Ok(doc) = async_graphql::parser::parse_query(&request.query) else {
-                    return;
-                };
-                let doc = Arc::new(doc);
-                let mut parsed = self.lock();
-                if parsed.len() >= MAX_ENTRIES {
-                    parsed.clear();
-                }
-                parsed.insert(request.query.clone(), doc.clone());
-                doc
-            }
-        };
-        request.set_parsed_query(ExecutableDocument::clone(&doc));
+        let mut parsed = self.lock();
+        if parsed.len() >= MAX_ENTRIES {
+            parsed.clear();
+        }
+        parsed.insert(text.to_string(), doc);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<ExecutableDocument>>> {

@@ -141,6 +141,31 @@ pub(crate) fn upload(
     Ok(value.content)
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewritten(q: &str) -> String {
+        upload_queries_as_mutations(async_graphql::Request::new(q)).query
+    }
+
+    #[test]
+    fn only_the_keyword_of_an_upload_query_is_rewritten() {
+        let q = "query Md($file: Upload!) { getConvertTomlToMd(file: $file) }";
+        assert_eq!(rewritten(q), q.replacen("query", "mutation", 1));
+        // other operations, unicode and CRLF before it stay as they are
+        let q = "# ünïcödé query\r\nquery A { getBaseMetrics { userCount } }\r\nquery Md($file: Upload!) { getConvertTomlToMd(file: $file) }";
+        let r = rewritten(q);
+        assert!(r.contains("query A {") && r.contains("mutation Md("), "{r}");
+        assert!(r.starts_with("# ünïcödé query"), "{r}");
+        // a bare CR that makes the position ambiguous: left alone, never a comment rewritten
+        let q = "#query\r query Q($f: Upload!) { checkDataPipeConfig(file: $f) { stage } }";
+        assert_eq!(rewritten(q), q);
+        let q = "mutation { bulkUpdate { isNone } }";
+        assert_eq!(rewritten(q), q);
+    }
+}
+
 #[derive(Clone)]
 struct Door {
     instance: Instance,
@@ -239,7 +264,23 @@ async fn serve(State(door): State<Door>, req: Request) -> Response {
     if let Err(message) = limits::check(&request.query) {
         return request_error(StatusCode::BAD_REQUEST, message);
     }
-    door.documents.prepare(&mut request);
+    // parsed once, measured (fragments expanded) before async-graphql walks it, then reused
+    let text = request.query.clone();
+    let cached = door.documents.get(&text);
+    let parsed = match &cached {
+        Some(doc) => Some(doc.clone()),
+        None => async_graphql::parser::parse_query(&text)
+            .ok()
+            .map(std::sync::Arc::new),
+    };
+    if let (None, Some(doc)) = (&cached, &parsed) {
+        if let Err(message) = limits::check_shape(doc) {
+            return request_error(StatusCode::OK, message);
+        }
+    }
+    if let Some(doc) = &parsed {
+        request.set_parsed_query(async_graphql::parser::types::ExecutableDocument::clone(doc));
+    }
     let token = parts
         .headers
         .get("x-auth-token")
@@ -249,6 +290,9 @@ async fn serve(State(door): State<Door>, req: Request) -> Response {
     let response = door.schema.execute(request).await;
     for e in &response.errors {
         track_internal(&door.instance, e);
+    }
+    if let (None, Some(doc), true) = (cached, parsed, response.errors.is_empty()) {
+        door.documents.keep(&text, doc);
     }
     Json(response).into_response()
 }
@@ -292,24 +336,39 @@ fn upload_queries_as_mutations(mut request: async_graphql::Request) -> async_gra
     // from the last to the first, so earlier offsets stay valid
     starts.sort_by_key(|p| std::cmp::Reverse((p.line, p.column)));
     for pos in starts {
-        let line_start: usize = request
-            .query
-            .split_inclusive('\n')
-            .take(pos.line - 1)
-            .map(str::len)
-            .sum();
-        let line = &request.query[line_start..];
-        let Some((offset, _)) = line.char_indices().nth(pos.column - 1) else {
-            continue;
-        };
-        let at = line_start + offset;
-        if request.query[at..].starts_with("query") {
+        // a bare `\r` makes positions ambiguous: rewrite only an unambiguous keyword
+        let found: Vec<usize> = offsets(&request.query, pos)
+            .into_iter()
+            .filter(|at| request.query[*at..].starts_with("query"))
+            .collect();
+        if let [at] = found[..] {
             request
                 .query
                 .replace_range(at..at + "query".len(), "mutation");
         }
     }
     request
+}
+
+/// The byte offsets of a parser position: lines end at `\n`, a `\r` starts the column again
+/// (async-graphql-parser's own counting, under which a position may name several places).
+fn offsets(text: &str, pos: async_graphql::Pos) -> Vec<usize> {
+    let (mut line, mut column) = (1, 1);
+    let mut found = Vec::new();
+    for (i, ch) in text.char_indices() {
+        if (line, column) == (pos.line, pos.column) {
+            found.push(i);
+        }
+        match ch {
+            '\r' => column = 1,
+            '\n' => {
+                line += 1;
+                column = 1;
+            }
+            _ => column += 1,
+        }
+    }
+    found
 }
 
 /// The operation `request` would run is a mutation (unparsable documents fail later, clearly).
@@ -374,14 +433,22 @@ fn websocket(
         .map(str::to_string);
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .max_message_size(MAX_BODY)
+        .max_frame_size(MAX_BODY)
         .on_upgrade(move |socket| {
             use async_graphql::futures_util::StreamExt;
             let instance = door.instance.clone();
-            // a message nested too deeply for the parser closes the connection
+            // a message nested too deeply for the parser, or whose fragments expand too far,
+            // closes the connection
             let (sink, stream) = socket.split();
             let stream = stream.take_while(|m| {
+                use axum::extract::ws::Message;
+                // the protocol reads text and binary frames alike
                 let ok = match m {
-                    Ok(axum::extract::ws::Message::Text(t)) => limits::check_message(t.as_str()),
+                    Ok(Message::Text(t)) => limits::check_message(t.as_str()),
+                    Ok(Message::Binary(b)) => {
+                        std::str::from_utf8(b).is_ok_and(limits::check_message)
+                    }
                     _ => true,
                 };
                 std::future::ready(ok)
@@ -395,6 +462,7 @@ fn websocket(
                         .or(header_token);
                     let mut data = Data::default();
                     data.insert(caller(&instance, token).await);
+                    data.insert(subscription::ConnectionSlots::default());
                     Ok(data)
                 })
                 .serve()

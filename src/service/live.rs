@@ -66,12 +66,21 @@ impl Default for Live {
 pub struct Watch {
     pub events: broadcast::Receiver<LiveEvent>,
     pub access: watch::Receiver<u64>,
-    watchers: Arc<AtomicUsize>,
+    key: Uuid,
+    live: Live,
 }
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        self.watchers.fetch_sub(1, Ordering::Relaxed);
+        self.live.watchers.fetch_sub(1, Ordering::Relaxed);
+        // the last watcher of a key takes its feed (and the events it holds) with it
+        let mut feeds = self.live.feeds.lock().expect("live feeds lock");
+        if feeds
+            .get(&self.key)
+            .is_some_and(|tx| tx.receiver_count() <= 1)
+        {
+            feeds.remove(&self.key);
+        }
     }
 }
 
@@ -91,7 +100,8 @@ impl Live {
         Some(Watch {
             events,
             access: self.access.subscribe(),
-            watchers: self.watchers.clone(),
+            key,
+            live: self.clone(),
         })
     }
 
@@ -175,11 +185,20 @@ mod tests {
         assert_eq!(live.watchers(), 1);
         drop(w);
         assert_eq!(live.watchers(), 0);
+        assert!(
+            live.feeds.lock().unwrap().is_empty(),
+            "the feed left with its watcher"
+        );
         live.publish(a, || panic!("built after the last watcher left"));
-        // a second watcher keeps the count up: the dropped feed is removed on the next publish
+        // a second watcher of another key: nothing is built for the left one either
         let _w2 = live.watch(Uuid::new_v4()).unwrap();
-        live.publish(a, || value(a, "x"));
-        assert!(live.feeds.lock().unwrap().get(&a).is_none());
+        live.publish(a, || panic!("built for a key nobody watches"));
+        // two watchers of one key: the feed stays until the second leaves
+        let (x, y) = (live.watch(a).unwrap(), live.watch(a).unwrap());
+        drop(x);
+        assert!(live.feeds.lock().unwrap().contains_key(&a));
+        drop(y);
+        assert!(!live.feeds.lock().unwrap().contains_key(&a));
     }
 
     #[tokio::test]

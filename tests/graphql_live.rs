@@ -363,7 +363,37 @@ async fn hostile_sockets_are_cut_off(backend: Backend) {
     inst.stop().await;
 }
 
+/// A feed ends when the token it was opened with expires.
+async fn a_feed_ends_with_its_token(backend: Backend) {
+    let inst = TestInstance::start(backend).await;
+    let firmware = FirmwareRepo::create().await;
+    let (me, owner) = inst.user("owner").await;
+    let (_, _, unit) = registry_repo_unit(&inst, &owner, &firmware, "fan", "Private").await;
+    let instance = inst.running.as_ref().unwrap().instance.clone();
+    let exp = chrono::Utc::now().timestamp() + 2;
+    let short = instance.tokens.user_token(me.parse().unwrap(), exp);
+    let schema = pepeunit::graphql::schema(instance.clone());
+    let request = async_graphql::Request::new(format!(
+        "subscription {{ unitState(uuid: \"{}\") {{ unitUuid }} }}",
+        unit["uuid"].as_str().unwrap()
+    ));
+    let request = pepeunit::graphql::as_caller(&instance, Some(short), request).await;
+    let mut stream = schema.execute_stream(request);
+    let answer = tokio::time::timeout(Duration::from_secs(20), stream.next())
+        .await
+        .expect("the feed ends by itself")
+        .expect("an answer");
+    assert!(
+        answer.errors[0].message.contains("token expired"),
+        "{:?}",
+        answer.errors
+    );
+    assert!(stream.next().await.is_none());
+    inst.stop().await;
+}
+
 both_backends!(
+    a_feed_ends_with_its_token,
     hostile_sockets_are_cut_off,
     live_feeds_follow_the_device,
     access_is_checked_at_start_and_when_it_changes,

@@ -6,8 +6,9 @@
 //! unit's state: who may read the unit; its log lines: its creator or the unit itself; a node's
 //! values: who may read the node), and again whenever access rules change anywhere on the instance (the agent is
 //! resolved again from its token, so a blocked user or a rotated unit token ends the feed). A
-//! feed ends with an error message when access is lost, when the object is deleted, or when the
-//! subscriber reads too slowly and falls [`live::CAPACITY`] events behind.
+//! feed ends with an error message when access is lost, when the object is deleted, when the
+//! caller's token expires, or when the subscriber reads too slowly and falls
+//! [`live::CAPACITY`] events behind.
 
 use async_graphql::futures_util::stream::BoxStream;
 use async_graphql::futures_util::Stream;
@@ -121,11 +122,19 @@ async fn feed<T: Send + 'static>(
     let agent = watcher_agent(&instance, token.as_deref()).await?;
     check(&instance, &agent, target).await?;
     instance.node.count(crate::observe::Channel::Graphql);
+    // a feed ends with its token (user tokens expire; unit tokens do not)
+    let expires = token.as_deref().and_then(|t| {
+        let now = chrono::Utc::now().timestamp();
+        let exp = instance.tokens.decode(t, now).ok()?.exp?;
+        let left = std::time::Duration::from_secs(exp.saturating_sub(now).max(0) as u64);
+        Some(tokio::time::Instant::now() + left)
+    });
     let feed = Feed {
         instance,
         token,
         target,
         watch,
+        expires,
         _slot: slot,
     };
     Ok(Box::pin(async_stream(feed, pick)))
@@ -137,6 +146,7 @@ struct Feed {
     token: Option<String>,
     target: Target,
     watch: live::Watch,
+    expires: Option<tokio::time::Instant>,
     _slot: Slot,
 }
 
@@ -147,6 +157,13 @@ fn async_stream<T: Send + 'static>(
 ) -> impl Stream<Item = Result<T>> {
     async_graphql::futures_util::stream::unfold(Some((feed, pick)), |state| async move {
         let (mut feed, pick) = state?;
+        let expires = feed.expires;
+        let expiry = async move {
+            match expires {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         let Feed {
             instance,
             token,
@@ -154,10 +171,15 @@ fn async_stream<T: Send + 'static>(
             watch,
             ..
         } = &mut feed;
+        tokio::pin!(expiry);
         loop {
             tokio::select! {
                 // an access change is looked at before events that may have come after it
                 biased;
+                _ = &mut expiry => {
+                    let e = Error::new("Subscription ended: the token expired");
+                    return Some((Err(e), None));
+                }
                 changed = watch.access.changed() => {
                     if changed.is_err() {
                         return None;

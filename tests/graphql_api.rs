@@ -246,6 +246,45 @@ async fn errors_are_the_rest_details(backend: Backend) {
         );
     }
 
+    // whether two nodes are linked is not told to a stranger: no link and someone else's
+    // nodes give the same refusal
+    let nodes = |who: &'static str| {
+        let (inst, owner) = (&inst, owner.clone());
+        async move {
+            let (_, v) = inst
+                .get(&format!("/unit_nodes?unit_uuid={unit_uuid}"), Some(&owner))
+                .await;
+            v["unit_nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|n| n["type"] == who)
+                .unwrap()["uuid"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let (input, output) = (nodes("Input").await, nodes("Output").await);
+    let unlink = "mutation($i: UUID!, $o: UUID!) { deleteUnitNodeEdge(inputUuid: $i, outputUuid: $o) { isNone } }";
+    let got = gql(
+        &inst,
+        Some(&other),
+        unlink,
+        json!({"i": input, "o": output}),
+    )
+    .await;
+    assert!(error(&got).starts_with("403: 1: No Access"), "{}", got.1);
+    // the nodes' creator learns that there is no such link
+    let got = gql(
+        &inst,
+        Some(&owner),
+        unlink,
+        json!({"i": input, "o": output}),
+    )
+    .await;
+    assert!(error(&got).starts_with("404: 2:"), "{}", got.1);
+
     // validation errors of the service: the same text as REST's 422
     let rest = inst
         .post(

@@ -220,10 +220,22 @@ impl Instance {
         input: Uuid,
         output: Uuid,
     ) -> AppResult<()> {
-        agent.user()?;
-        let edge = store::unit_nodes::find_edge(self.pool(), output, input)
-            .await?
-            .ok_or_else(AppError::not_found)?;
+        let user = agent.user()?.uuid;
+        let edge = store::unit_nodes::find_edge(self.pool(), output, input).await?;
+        // Whether two nodes are linked is told only to who may remove the link: the creator of
+        // either node, or of the link itself.
+        let mut may = edge.as_ref().is_some_and(|e| e.creator_uuid == user);
+        for node in [input, output] {
+            if !may {
+                may = store::unit_nodes::get(self.pool(), node)
+                    .await?
+                    .is_some_and(|n| n.creator_uuid == user);
+            }
+        }
+        if !may {
+            return Err(AppError::no_access("The current user is not the creator"));
+        }
+        let edge = edge.ok_or_else(AppError::not_found)?;
         self.delete_unit_node_edge(agent, edge.uuid).await
     }
 

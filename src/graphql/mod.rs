@@ -206,16 +206,9 @@ async fn serve(State(door): State<Door>, req: Request) -> Response {
         let page = include_str!("../../static/graphiql.html").replace("__ENDPOINT__", &door.path);
         return Html(page).into_response();
     }
-    let mut request = if parts.method == Method::GET {
+    let get = parts.method == Method::GET;
+    let mut request = if get {
         match async_graphql::http::parse_query_string(query) {
-            Ok(r) if limits::check(&r.query).is_err() => r,
-            // a link must not change anything (CSRF): GET runs queries only
-            Ok(r) if is_mutation(&r) => {
-                return request_error(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "Mutations cannot be sent with GET; use POST".to_string(),
-                )
-            }
             Ok(r) => r,
             Err(e) => {
                 return request_error(StatusCode::BAD_REQUEST, format!("Bad GET request: {e}"))
@@ -277,6 +270,17 @@ async fn serve(State(door): State<Door>, req: Request) -> Response {
         if let Err(message) = limits::check_shape(doc) {
             return request_error(StatusCode::OK, message);
         }
+    }
+    // a link must not change anything (CSRF): GET runs queries only
+    if get
+        && parsed
+            .as_deref()
+            .is_some_and(|d| is_mutation(d, &request.operation_name))
+    {
+        return request_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Mutations cannot be sent with GET; use POST".to_string(),
+        );
     }
     if let Some(doc) = &parsed {
         request.set_parsed_query(async_graphql::parser::types::ExecutableDocument::clone(doc));
@@ -371,16 +375,17 @@ fn offsets(text: &str, pos: async_graphql::Pos) -> Vec<usize> {
     found
 }
 
-/// The operation `request` would run is a mutation (unparsable documents fail later, clearly).
-fn is_mutation(request: &async_graphql::Request) -> bool {
+/// The operation a request naming `operation_name` would run in `doc` is a mutation (with
+/// several operations and no name: any of them is).
+fn is_mutation(
+    doc: &async_graphql::parser::types::ExecutableDocument,
+    operation_name: &Option<String>,
+) -> bool {
     use async_graphql::parser::types::{DocumentOperations, OperationType};
-    let Ok(doc) = async_graphql::parser::parse_query(&request.query) else {
-        return false;
-    };
     let mutation = |ty: OperationType| ty == OperationType::Mutation;
     match &doc.operations {
         DocumentOperations::Single(op) => mutation(op.node.ty),
-        DocumentOperations::Multiple(ops) => match &request.operation_name {
+        DocumentOperations::Multiple(ops) => match operation_name {
             Some(name) => ops
                 .get(name.as_str())
                 .is_some_and(|op| mutation(op.node.ty)),

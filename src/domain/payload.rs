@@ -59,6 +59,35 @@ pub struct ReportedLog {
     pub create_datetime: Option<NaiveDateTime>,
 }
 
+impl ReportedLog {
+    /// The line's idempotency key: the same unit, device time, level, text and place in its
+    /// message give the same uuid, so a message the broker delivers again stores nothing
+    /// new. `None` without a device time (the server's receive time differs on every
+    /// delivery, so such a line has no stable identity).
+    ///
+    /// Laid out like a UUIDv7 (version 8): the device time's Unix milliseconds first, so keys
+    /// of current lines grow at the end of the primary key index; then 74 bits of a SHA-256
+    /// of the rest.
+    pub fn key(&self, unit: uuid::Uuid, index: usize) -> Option<uuid::Uuid> {
+        use sha2::{Digest, Sha256};
+        let at = self.create_datetime?;
+        let mut h = Sha256::new();
+        h.update(unit.as_bytes());
+        h.update(at.and_utc().timestamp_micros().to_be_bytes());
+        h.update([self.level.rank() as u8]);
+        h.update((index as u64).to_be_bytes());
+        h.update(self.text.as_bytes());
+        let digest = h.finalize();
+        let ms = at.and_utc().timestamp_millis().clamp(0, (1 << 48) - 1) as u64;
+        let mut b = [0u8; 16];
+        b[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+        b[6..].copy_from_slice(&digest[..10]);
+        b[6] = (b[6] & 0x0f) | 0x80; // version 8: custom
+        b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
+        Some(uuid::Uuid::from_bytes(b))
+    }
+}
+
 /// Longest log text kept; longer lines are cut (on a character boundary).
 pub const MAX_LOG_TEXT: usize = 8192;
 

@@ -226,9 +226,9 @@ async fn store_only(instance: &Instance, lines: usize) -> anyhow::Result<()> {
                 text: format!("load line {}", stored + i),
                 create_datetime: None,
             };
-            batch.add_logs(instance, units[i % units.len()].0, vec![line]);
+            batch.add_logs(instance, units[i % units.len()].0, vec![line], false);
         }
-        instance.store_unit_logs(batch.logs).await?;
+        instance.store_unit_logs(batch.logs.lines).await?;
         stored += n;
     }
     let secs = start.elapsed().as_secs_f64();

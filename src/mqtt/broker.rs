@@ -230,7 +230,8 @@ fn listen(config: &Config, addr: SocketAddr) -> anyhow::Result<Listener> {
         // without this a CONNECT with no username would skip the authentication hook
         .allow_anonymous(false)
         .reuseaddr(Some(true))
-        .max_inflight(NonZeroU16::new(128).expect("non-zero"))
+        // the backend acknowledges after commit: its window is the largest batch the core sees
+        .max_inflight(NonZeroU16::new(1024).expect("non-zero"))
         .max_mqueue_len(100_000)
         .max_packet_size(
             config

@@ -17,13 +17,13 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use super::acks::{Ack, Owed};
 use crate::domain::payload::{self, ReportedState};
 use crate::domain::topic::{Base, Topic, TopicError};
 use crate::domain::{self, UnitFirmwareUpdateStatus};
 use crate::observe::mqtt::MqttStats;
 use crate::service::alerts::AlertLine;
-use crate::service::ingest::{Ingest, IngestBatch, IngestUnit, UnitStateWrite};
-use crate::service::unit_logs::NewUnitLog;
+use crate::service::ingest::{Ingest, IngestBatch, IngestUnit, LogWrite, UnitStateWrite};
 use crate::service::Instance;
 
 /// Most messages one shard handles per database batch.
@@ -38,6 +38,10 @@ const TOPIC_IDLE: Duration = Duration::from_secs(3600);
 pub struct Message {
     pub topic: String,
     pub payload: Bytes,
+    /// Delivered again (MQTT DUP): its effects may be committed already.
+    pub dup: bool,
+    /// Who is told once its effects are committed (QoS 1); `None` for QoS 0.
+    pub ack: Option<Ack>,
 }
 
 /// Routes messages to shards. Cloned into the broker connection task.
@@ -64,8 +68,15 @@ impl Dispatcher {
         let stats = Arc::clone(&self.stats);
         let c = &stats.counters;
         stats.add(&c.received, 1);
+        if msg.dup {
+            stats.add(&c.redelivered, 1);
+        }
         if msg.payload.len() > self.max_payload {
             stats.add(&c.oversized, 1);
+            // refused for good: redelivery would not change that
+            if let Some(ack) = msg.ack {
+                ack.settle();
+            }
             return;
         }
         let tx = &self.shards[shard_of(&msg.topic, self.shards.len())];
@@ -99,39 +110,87 @@ impl Shards {
 
 /// Batches of log lines in flight from the shards to the log writer.
 const LOG_WRITER_QUEUE: usize = 64;
-/// Pause before the one retry of a batch the log store refused.
-const LOG_RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// How long a batch the store refuses is retried (a database restarting, ClickHouse
+/// unreachable) before its messages are handed back to the broker (QoS 1: delivered again) or,
+/// for QoS 0, dropped and counted in `batch_errors`.
+const RETRY_FOR: Duration = Duration::from_secs(30);
+const RETRY_FIRST_PAUSE: Duration = Duration::from_millis(250);
+const RETRY_MAX_PAUSE: Duration = Duration::from_secs(5);
+
+/// One shard batch's log lines and the acknowledgements that wait for them.
+pub struct LogWork {
+    pub write: LogWrite,
+    pub owed: Owed,
+}
+
+/// Runs `attempt` until it succeeds or [`RETRY_FOR`] has passed, pausing between tries.
+/// `attempt` gets the number of earlier failures (a retry may know its first try committed).
+async fn retried<T, F, Fut>(what: &str, lines: usize, mut attempt: F) -> Result<T, String>
+where
+    F: FnMut(u32) -> Fut,
+    Fut: std::future::Future<Output = crate::error::AppResult<T>>,
+{
+    let started = Instant::now();
+    let mut pause = RETRY_FIRST_PAUSE;
+    let mut failures = 0;
+    loop {
+        match attempt(failures).await {
+            Ok(v) => {
+                if failures > 0 {
+                    tracing::info!(what, failures, "stored after retrying");
+                }
+                return Ok(v);
+            }
+            Err(e) if started.elapsed() + pause > RETRY_FOR => return Err(e.to_string()),
+            Err(e) => {
+                if failures == 0 {
+                    tracing::warn!(what, lines, error = %e, "not stored; retrying");
+                }
+                failures += 1;
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(RETRY_MAX_PAUSE);
+            }
+        }
+    }
+}
 
 /// The one task that writes log lines: every shard sends its lines here, so the log store
 /// sees one writer with large batches instead of N writers contending for it (SQLite has a
 /// single write lock). A full queue makes the shards wait (backpressure, nothing dropped).
-async fn log_writer(
-    ingest: Ingest,
-    stats: Arc<MqttStats>,
-    rx: &mut mpsc::Receiver<Vec<NewUnitLog>>,
-) {
-    let mut batches = Vec::with_capacity(LOG_WRITER_QUEUE);
+async fn log_writer(ingest: Ingest, stats: Arc<MqttStats>, rx: &mut mpsc::Receiver<LogWork>) {
+    let mut works = Vec::with_capacity(LOG_WRITER_QUEUE);
     loop {
-        if rx.recv_many(&mut batches, LOG_WRITER_QUEUE).await == 0 {
+        if rx.recv_many(&mut works, LOG_WRITER_QUEUE).await == 0 {
             break;
         }
-        let lines: Vec<NewUnitLog> = batches.drain(..).flatten().collect();
-        let n = lines.len() as u64;
-        // one retry after a pause, for a store that restarts or a dropped connection; a batch
-        // that fails twice is logged and counted, and lost. A failed INSERT stores nothing
-        // (one transaction, or one ClickHouse block), so the retry does not duplicate lines,
-        // unless the first answer was lost after the store had committed.
-        let mut result = ingest.store_logs(&lines).await;
-        if let Err(e) = &result {
-            tracing::warn!(lines = n, error = %e, "unit log lines not stored, retrying once");
-            tokio::time::sleep(LOG_RETRY_PAUSE).await;
-            result = ingest.store_logs(&lines).await;
+        let mut write = LogWrite::default();
+        let mut owed = Owed::default();
+        for w in works.drain(..) {
+            write.merge(w.write);
+            owed.merge(w.owed);
         }
+        let n = write.lines.len() as u64;
+        // a failed INSERT stores nothing (one transaction, or one ClickHouse block); when its
+        // answer was lost after the store committed, the retry finds the lines by their keys
+        let result = retried("unit log lines", write.lines.len(), |failures| {
+            ingest.store_logs(&write, failures > 0)
+        })
+        .await;
         match result {
-            Ok(_) => stats.add(&stats.counters.logs_stored, n),
+            Ok(stored) => {
+                stats.add(&stats.counters.logs_stored, stored.stored);
+                stats.add(&stats.counters.log_duplicates_skipped, stored.skipped);
+                owed.settle();
+            }
             Err(e) => {
                 stats.add(&stats.counters.batch_errors, 1);
-                tracing::error!(lines = n, error = %e, "unit log lines not stored");
+                let back = if owed.is_empty() {
+                    "lost"
+                } else {
+                    "handed back to the broker"
+                };
+                tracing::error!(lines = n, error = %e, back, "unit log lines not stored");
+                owed.fail();
             }
         }
     }
@@ -211,8 +270,10 @@ pub struct TopicState {
 
 struct Shard {
     id: usize,
-    logs: mpsc::Sender<Vec<NewUnitLog>>,
+    logs: mpsc::Sender<LogWork>,
     ingest: Ingest,
+    /// Acknowledgements owed for the batch being handled.
+    owed: Owed,
     stats: Arc<MqttStats>,
     domain: String,
     state_interval: Duration,
@@ -228,15 +289,11 @@ enum Route<'a> {
 }
 
 impl Shard {
-    fn new(
-        id: usize,
-        ingest: Ingest,
-        stats: Arc<MqttStats>,
-        logs: mpsc::Sender<Vec<NewUnitLog>>,
-    ) -> Self {
+    fn new(id: usize, ingest: Ingest, stats: Arc<MqttStats>, logs: mpsc::Sender<LogWork>) -> Self {
         Shard {
             id,
             logs,
+            owed: Owed::default(),
             domain: ingest.domain().to_string(),
             state_interval: ingest.state_interval(),
             ingest,
@@ -255,7 +312,8 @@ impl Shard {
             }
             let mut batch = IngestBatch::default();
             let n = buf.len() as u64;
-            for msg in buf.drain(..) {
+            for mut msg in buf.drain(..) {
+                self.owed.push(msg.ack.take());
                 self.handle(msg, &mut batch).await;
             }
             self.flush(batch).await;
@@ -405,6 +463,10 @@ impl Shard {
             }
         };
         stats.add(&c.invalid, refused as u64);
+        if msg.dup {
+            let unkeyed = lines.iter().filter(|l| l.create_datetime.is_none()).count();
+            stats.add(&c.log_lines_unkeyed_redelivered, unkeyed as u64);
+        }
         let Some(cached) = self.unit(unit, batch).await else {
             stats.add(&c.invalid, 1);
             return;
@@ -423,7 +485,7 @@ impl Shard {
                 });
             }
         }
-        self.ingest.add_logs(batch, unit, lines);
+        self.ingest.add_logs(batch, unit, lines, msg.dup);
     }
 
     async fn handle_node(&mut self, node: Uuid, msg: Message, batch: &mut IngestBatch) {
@@ -488,32 +550,54 @@ impl Shard {
         found
     }
 
+    /// Writes the batch's states and node values (retried), then hands its log lines to the
+    /// log writer with the acknowledgements owed: those go out once everything is stored.
     async fn flush(&mut self, mut batch: IngestBatch) {
+        let owed = std::mem::take(&mut self.owed);
         let logs = std::mem::take(&mut batch.logs);
-        if !logs.is_empty() && self.logs.send(logs).await.is_err() {
-            tracing::error!(shard = self.id, "the log writer is gone; log lines dropped");
-        }
-        if batch.is_empty() {
-            return;
-        }
         let stats = Arc::clone(&self.stats);
         let c = &stats.counters;
-        let (states, nodes) = (batch.states.len() as u64, batch.node_values.len() as u64);
-        stats.add(&c.batches, 1);
-        match self.ingest.write_batch(batch).await {
-            Ok(()) => {
-                stats.add(&c.states_stored, states);
-                stats.add(&c.node_values_stored, nodes);
-            }
-            Err(e) => {
-                stats.add(&c.batch_errors, 1);
-                tracing::error!(shard = self.id, error = %e, "ingest batch not stored");
-                // forget what we believed was stored, so the next messages are not throttled
-                // (the row cache learns only what was committed)
-                for t in self.topics.values_mut() {
-                    t.last_value = None;
+        let mut owed = Some(owed);
+        if !batch.is_empty() {
+            let (states, nodes) = (batch.states.len() as u64, batch.node_values.len() as u64);
+            stats.add(&c.batches, 1);
+            let ingest = &self.ingest;
+            match retried(
+                "unit states and node values",
+                (states + nodes) as usize,
+                |_| ingest.write_batch(&batch),
+            )
+            .await
+            {
+                Ok(()) => {
+                    stats.add(&c.states_stored, states);
+                    stats.add(&c.node_values_stored, nodes);
+                }
+                Err(e) => {
+                    stats.add(&c.batch_errors, 1);
+                    tracing::error!(shard = self.id, error = %e, "ingest batch not stored");
+                    // QoS 1 messages come again; what is committed of them is not repeated
+                    owed.take().expect("not taken yet").fail();
+                    // forget what we believed was stored, so the next messages are not
+                    // throttled (the row cache learns only what was committed)
+                    for t in self.topics.values_mut() {
+                        t.last_value = None;
+                    }
                 }
             }
+        }
+        let owed = owed.unwrap_or_default();
+        if logs.lines.is_empty() {
+            owed.settle();
+            return;
+        }
+        let work = LogWork { write: logs, owed };
+        if let Err(mpsc::error::SendError(work)) = self.logs.send(work).await {
+            tracing::error!(
+                shard = self.id,
+                "the log writer is gone; log lines not stored"
+            );
+            work.owed.fail();
         }
     }
 

@@ -8,6 +8,7 @@
 //! With an external EMQX, [`emqx`] is the broker-config worker that keeps EMQX's access
 //! control, bridges and alert rule as Pepeunit needs them.
 
+pub mod acks;
 pub mod bridge;
 pub mod broker;
 pub mod core;
@@ -34,7 +35,7 @@ pub struct MqttCore {
     /// Carries Output-side bridges to peers' brokers (built-in, or through EMQX).
     bridges: Option<bridge::BridgeSupervisor>,
     link: JoinHandle<()>,
-    link_stop: watch::Sender<bool>,
+    link_phase: watch::Sender<link::LinkPhase>,
     shards: core::Shards,
     dispatcher: core::Dispatcher,
     last_message_ms: Arc<AtomicU64>,
@@ -81,12 +82,13 @@ impl MqttCore {
             .unwrap_or_else(|| instance.tokens.backend_token(&instance.config.domain));
         let started = Instant::now();
         let last_message_ms = Arc::new(AtomicU64::new(0));
-        let (link_stop, link_stop_rx) = watch::channel(false);
+        let (link_phase, link_phase_rx) = watch::channel(link::LinkPhase::Running);
         let link = link::Link {
             config: instance.config.clone(),
+            acks: acks::Acks::new(stats.clone()),
             username,
             outbox: instance.outbox.clone(),
-            dispatcher: dispatcher.clone(),
+            dispatcher: Some(dispatcher.clone()),
             stats,
             node: instance.node.clone(),
             last_message_ms: last_message_ms.clone(),
@@ -96,7 +98,7 @@ impl MqttCore {
             instance
                 .node
                 .clone()
-                .supervise("mqtt link", link.run(link_stop_rx)),
+                .supervise("mqtt link", link.run(link_phase_rx)),
         );
         if broker.is_some() {
             // the broker is ours and local: commands work from the first request on
@@ -116,7 +118,7 @@ impl MqttCore {
             emqx,
             bridges,
             link,
-            link_stop,
+            link_phase,
             shards,
             dispatcher,
             last_message_ms,
@@ -128,8 +130,8 @@ impl MqttCore {
     /// Stops in the order that loses nothing already accepted: the embedded broker stops
     /// taking connections and drops the devices (they keep unacknowledged QoS 1 messages and
     /// resend them on reconnect), the backend receives what the broker still holds until
-    /// messages stop arriving (bounded), disconnects, and every shard drains its queue and
-    /// writes its last batch.
+    /// messages stop arriving (bounded), every shard drains its queue and writes its last
+    /// batch, and the backend acknowledges what was committed and disconnects.
     pub async fn stop(mut self) {
         // bridge carriers are clients of our broker and of peers': they go first
         if let Some(bridges) = self.bridges.take() {
@@ -147,10 +149,14 @@ impl MqttCore {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let _ = self.link_stop.send(true);
-        let _ = self.link.await;
+        // the link stops dispatching; the shards commit what they hold and acknowledge it;
+        // then the link disconnects after those acknowledgements. Messages still in the
+        // broker's hands stay unacknowledged and come again to the next run.
+        let _ = self.link_phase.send(link::LinkPhase::Draining);
         drop(self.dispatcher);
         self.shards.join().await;
+        let _ = self.link_phase.send(link::LinkPhase::Stop);
+        let _ = self.link.await;
         if let Some(b) = self.broker {
             b.stop().await;
         }

@@ -58,6 +58,18 @@ counters! {
     publishes_denied,
     /// Times the backend connection to the broker was (re)established.
     backend_connects,
+    /// QoS 1 messages acknowledged to the broker (after their effects were committed).
+    acked,
+    /// Messages the broker delivered again (DUP flag): unacknowledged when a connection ended.
+    redelivered,
+    /// Times the core dropped its connection to have unacknowledged messages delivered again
+    /// (a batch not stored, an acknowledgement not queued, a message stuck in the core).
+    redeliveries_requested,
+    /// Log lines of redelivered messages found already stored, and not stored again.
+    log_duplicates_skipped,
+    /// Log lines of redelivered messages without a device timestamp: they have no key, so
+    /// one may be a second copy of a line stored before (the bound of duplicates).
+    log_lines_unkeyed_redelivered,
 }
 
 #[derive(Default)]

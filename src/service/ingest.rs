@@ -52,28 +52,65 @@ pub struct IngestBatch {
     pub states: HashMap<Uuid, UnitStateWrite>,
     /// Last value per node.
     pub node_values: HashMap<Uuid, String>,
-    pub logs: Vec<NewUnitLog>,
+    pub logs: LogWrite,
+}
+
+/// Log lines to store, with the keys of those that may be stored already.
+#[derive(Default)]
+pub struct LogWrite {
+    pub lines: Vec<NewUnitLog>,
+    /// Keys of lines from messages the broker delivered again: the store skips those it
+    /// has (the embedded SQL store skips every known key anyway, through its primary key).
+    pub maybe_stored: Vec<Uuid>,
+}
+
+impl LogWrite {
+    pub fn merge(&mut self, other: LogWrite) {
+        self.lines.extend(other.lines);
+        self.maybe_stored.extend(other.maybe_stored);
+    }
+}
+
+/// What a log write did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogsStored {
+    pub stored: u64,
+    /// Lines found stored already (a message delivered again), not stored twice.
+    pub skipped: u64,
 }
 
 impl IngestBatch {
+    /// No state or node value to write (log lines go their own way).
     pub fn is_empty(&self) -> bool {
-        self.states.is_empty() && self.node_values.is_empty() && self.logs.is_empty()
+        self.states.is_empty() && self.node_values.is_empty()
     }
 
     /// Adds a device's log lines: timestamps missing from the device become the server's time
     /// (one microsecond apart, keeping their order), and every line expires after
-    /// `PU_UNIT_LOG_EXPIRATION`.
-    pub fn add_logs(&mut self, instance: &Instance, unit: Uuid, lines: Vec<ReportedLog>) {
+    /// `PU_UNIT_LOG_EXPIRATION`. A line with the device's time gets its idempotency key as
+    /// uuid ([`ReportedLog::key`]); `redelivered`: the message came again (MQTT DUP).
+    pub fn add_logs(
+        &mut self,
+        instance: &Instance,
+        unit: Uuid,
+        lines: Vec<ReportedLog>,
+        redelivered: bool,
+    ) {
         let now = chrono::Utc::now().naive_utc();
         let expires =
             domain::format_time(now + Duration::seconds(instance.config.unit_log_expiration_secs));
         for (i, line) in lines.into_iter().enumerate() {
+            let key = line.key(unit, i);
+            if let (Some(key), true) = (key, redelivered) {
+                self.logs.maybe_stored.push(key);
+            }
             let created = line
                 .create_datetime
                 .unwrap_or_else(|| now + Duration::microseconds(i as i64));
-            self.logs.push(NewUnitLog {
-                // time-ordered, so the primary key index grows at its end instead of splitting pages
-                uuid: Uuid::now_v7(),
+            self.logs.lines.push(NewUnitLog {
+                // time-ordered either way, so the primary key index grows at its end instead
+                // of splitting pages
+                uuid: key.unwrap_or_else(Uuid::now_v7),
                 unit_uuid: unit,
                 level: line.level,
                 text: line.text,
@@ -154,17 +191,25 @@ impl Ingest {
         self.instance.alerts.offer(line);
     }
 
-    pub fn add_logs(&self, batch: &mut IngestBatch, unit: Uuid, lines: Vec<ReportedLog>) {
-        batch.add_logs(&self.instance, unit, lines);
+    pub fn add_logs(
+        &self,
+        batch: &mut IngestBatch,
+        unit: Uuid,
+        lines: Vec<ReportedLog>,
+        redelivered: bool,
+    ) {
+        batch.add_logs(&self.instance, unit, lines, redelivered);
     }
 
-    pub async fn write_batch(&self, batch: IngestBatch) -> AppResult<()> {
+    /// Writes a batch's states and node values (its log lines go to [`Ingest::store_logs`]).
+    pub async fn write_batch(&self, batch: &IngestBatch) -> AppResult<()> {
         self.instance.write_ingest_batch(batch).await
     }
 
-    /// The log writer's one call: a merged batch of lines into the log store.
-    pub async fn store_logs(&self, lines: &[NewUnitLog]) -> AppResult<u64> {
-        self.instance.store_unit_log_batch(lines).await
+    /// The log writer's one call: a merged batch of lines into the log store. `retry`: an
+    /// earlier try may have committed (its answer lost), so every keyed line may be stored.
+    pub async fn store_logs(&self, write: &LogWrite, retry: bool) -> AppResult<LogsStored> {
+        self.instance.store_keyed_unit_logs(write, retry).await
     }
 }
 
@@ -230,7 +275,7 @@ impl Instance {
 
     /// Writes one shard batch: unit states and node values in one transaction, then the log
     /// lines (their store may be a different database).
-    pub async fn write_ingest_batch(&self, batch: IngestBatch) -> AppResult<()> {
+    pub async fn write_ingest_batch(&self, batch: &IngestBatch) -> AppResult<()> {
         if !batch.states.is_empty() || !batch.node_values.is_empty() {
             let now = domain::now();
             let mut tx = self.pool().begin().await?;
@@ -247,10 +292,10 @@ impl Instance {
                 let change = s.row_change();
                 self.units_cache.update(*uuid, |u| change.apply(u));
             }
-            self.publish_live(&batch, &now);
+            self.publish_live(batch, &now);
         }
-        if !batch.logs.is_empty() {
-            self.store_unit_logs(batch.logs).await?;
+        if !batch.logs.lines.is_empty() {
+            self.store_keyed_unit_logs(&batch.logs, false).await?;
         }
         Ok(())
     }

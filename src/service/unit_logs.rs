@@ -9,6 +9,7 @@
 use chrono::NaiveDateTime;
 use uuid::Uuid;
 
+use super::ingest::{LogWrite, LogsStored};
 use super::{check_page, Agent, Instance};
 use crate::domain::topic::{Topic, TopicError};
 use crate::domain::{self, LogLevel, Order};
@@ -150,19 +151,47 @@ impl Instance {
 
     /// Stores a batch of log lines at once; returns how many were stored.
     pub async fn store_unit_logs(&self, logs: Vec<NewUnitLog>) -> AppResult<u64> {
-        self.store_unit_log_batch(&logs).await
+        let write = LogWrite {
+            lines: logs,
+            maybe_stored: Vec::new(),
+        };
+        Ok(self.store_keyed_unit_logs(&write, false).await?.stored)
     }
 
-    /// [`Instance::store_unit_logs`] without giving the batch away, so a caller can retry it.
-    /// Live watchers of the units get the lines once they are stored.
-    pub async fn store_unit_log_batch(&self, logs: &[NewUnitLog]) -> AppResult<u64> {
-        let stored = self.logs.insert(logs).await?;
+    /// Stores log lines, skipping those whose key is stored already: every known key in the
+    /// embedded SQL store (its primary key), the lines of `write.maybe_stored` in ClickHouse
+    /// (one lookup, only for messages delivered again), every keyed line when `retry`.
+    /// Live watchers of the units get the lines stored.
+    pub async fn store_keyed_unit_logs(
+        &self,
+        write: &LogWrite,
+        retry: bool,
+    ) -> AppResult<LogsStored> {
+        let keyed: Vec<Uuid>;
+        let maybe = if retry {
+            keyed = write
+                .lines
+                .iter()
+                .map(|l| l.uuid)
+                .filter(|u| u.get_version_num() == 8)
+                .collect();
+            &keyed[..]
+        } else {
+            &write.maybe_stored[..]
+        };
+        let stored = self.logs.insert_new(&write.lines, maybe).await?;
+        let skipped = write.lines.len() as u64 - stored;
+        let old: std::collections::HashSet<&Uuid> = if skipped > 0 {
+            maybe.iter().collect()
+        } else {
+            Default::default()
+        };
         self.live.publish_many(
-            logs,
+            write.lines.iter().filter(|l| !old.contains(&l.uuid)),
             |l| l.unit_uuid,
             |l| super::live::LiveEvent::Log(std::sync::Arc::new(l.clone())),
         );
-        Ok(stored)
+        Ok(LogsStored { stored, skipped })
     }
 
     /// Deletes every log of a unit (unit deletion, the `LogSync` command): readers stop

@@ -58,8 +58,8 @@ const COLUMNS: usize = 6;
 const ROWS_PER_STATEMENT: usize = 64;
 const _: () = assert!(ROWS_PER_STATEMENT * COLUMNS <= MAX_BIND_PARAMETERS);
 
-/// Stores every row in one transaction, [`ROWS_PER_STATEMENT`] rows per statement. Returns the
-/// number of rows stored.
+/// Stores every row in one transaction, [`ROWS_PER_STATEMENT`] rows per statement, skipping
+/// rows whose uuid is stored already. Returns the number of rows stored.
 pub async fn insert_batch(db: &AnyPool, logs: &[NewUnitLog]) -> StoreResult<u64> {
     if logs.is_empty() {
         return Ok(0);
@@ -86,6 +86,8 @@ pub async fn insert_batch(db: &AnyPool, logs: &[NewUnitLog]) -> StoreResult<u64>
                 .bind(&log.expiration_datetime)
                 .push(")");
         }
+        // a line's uuid is its key: a message delivered again stores nothing new
+        q.push(" ON CONFLICT (uuid) DO NOTHING");
         if chunk.len() < ROWS_PER_STATEMENT {
             // only a full chunk's text repeats; caching each tail would evict useful statements
             q.one_off();

@@ -245,6 +245,60 @@ impl ClickHouseLogs {
     /// One INSERT (RowBinary, lz4) for the whole batch. A failed INSERT stores nothing of the
     /// batch when it has fewer rows than the server's `max_insert_block_size` (1M), which
     /// ingest batches always have; the caller may retry it.
+    /// Stores `logs` except those of `maybe_stored` found stored already (and each of those
+    /// once): ClickHouse has no unique key, so the lookup takes the place of one.
+    pub async fn insert_new(&self, logs: &[NewUnitLog], maybe_stored: &[Uuid]) -> StoreResult<u64> {
+        if maybe_stored.is_empty() {
+            return self.insert(logs).await;
+        }
+        let maybe: HashSet<Uuid> = maybe_stored.iter().copied().collect();
+        let candidates: Vec<&NewUnitLog> =
+            logs.iter().filter(|l| maybe.contains(&l.uuid)).collect();
+        let mut seen = self.stored_keys(&candidates).await?;
+        let fresh: Vec<NewUnitLog> = logs
+            .iter()
+            .filter(|l| !maybe.contains(&l.uuid) || seen.insert(l.uuid))
+            .cloned()
+            .collect();
+        self.insert(&fresh).await
+    }
+
+    /// Which of these lines' uuids are stored: the primary key (unit, time) narrows the
+    /// lookup to the lines' units and seconds.
+    async fn stored_keys(&self, lines: &[&NewUnitLog]) -> StoreResult<HashSet<Uuid>> {
+        let mut out = HashSet::new();
+        // 2,000 lines: their uuids and units stay under 18.16's 256 KiB max_query_size
+        for chunk in lines.chunks(2_000) {
+            let mut units: Vec<String> =
+                chunk.iter().map(|l| format!("'{}'", l.unit_uuid)).collect();
+            units.sort();
+            units.dedup();
+            let mut from = u32::MAX;
+            let mut to = 0;
+            for l in chunk {
+                let (secs, _) = split_text(&l.create_datetime)?;
+                from = from.min(secs);
+                to = to.max(secs);
+            }
+            let uuids: Vec<String> = chunk.iter().map(|l| format!("'{}'", l.uuid)).collect();
+            let rows: Vec<String> = self
+                .client
+                .query(&format!(
+                    "SELECT DISTINCT toString(uuid) FROM unit_logs \
+                     WHERE unit_uuid IN (SELECT toUUID(arrayJoin([{}]))) \
+                     AND create_datetime BETWEEN {from} AND {to} \
+                     AND uuid IN (SELECT toUUID(arrayJoin([{}])))",
+                    units.join(", "),
+                    uuids.join(", ")
+                ))
+                .fetch_all()
+                .await
+                .map_err(ch_err)?;
+            out.extend(rows.iter().filter_map(|r| r.parse::<Uuid>().ok()));
+        }
+        Ok(out)
+    }
+
     pub async fn insert(&self, logs: &[NewUnitLog]) -> StoreResult<u64> {
         if logs.is_empty() {
             return Ok(0);

@@ -73,9 +73,17 @@ impl LogStore {
 
     /// Stores a batch (one transaction, or one ClickHouse INSERT); returns how many lines.
     pub async fn insert(&self, logs: &[NewUnitLog]) -> StoreResult<u64> {
+        self.insert_new(logs, &[]).await
+    }
+
+    /// Stores the lines not stored yet; returns how many were stored. A line's uuid is its
+    /// key: the SQL store skips every known one (primary key, `ON CONFLICT DO NOTHING`),
+    /// ClickHouse (no unique keys) looks up those in `maybe_stored` first and stores each
+    /// key once per batch.
+    pub async fn insert_new(&self, logs: &[NewUnitLog], maybe_stored: &[Uuid]) -> StoreResult<u64> {
         match self {
             LogStore::Sql(s) => s.insert(logs).await,
-            LogStore::ClickHouse(c) => c.insert(logs).await,
+            LogStore::ClickHouse(c) => c.insert_new(logs, maybe_stored).await,
         }
     }
 

@@ -1,7 +1,8 @@
 # Shared by the bench-*.sh scripts (sourced, with BIN set): serves a firmware repository over
 # loopback HTTP (git's dumb protocol), starts `$BIN serve` on a temporary data dir and a free
-# port, and registers a user. Sets WORK, GIT_PORT, PORT, API, TOKEN and json(); everything it
-# starts is stopped when the calling script exits.
+# port (with the extra VAR=value settings of the array SERVE_ENV, if set), and registers a
+# user (the first one: the admin). Sets WORK, GIT_PORT, PORT, API, TOKEN and json(); everything
+# it starts is stopped when the calling script exits.
 
 WORK="$(mktemp -d)"
 PIDS=()
@@ -37,8 +38,8 @@ PIDS+=($!)
 
 PORT="$(free_port)"
 # the firmware repository is served on loopback: a trial setting, never for production
-PU_ALLOW_LOCAL_NETWORK=true PU_DATA_DIR="$WORK/data" PU_HTTP_BIND="127.0.0.1:$PORT" PU_DOMAIN="localhost:$PORT" PU_LOG=warn \
-    "$BIN" serve >"$WORK/serve.log" 2>&1 &
+env PU_ALLOW_LOCAL_NETWORK=true PU_DATA_DIR="$WORK/data" PU_HTTP_BIND="127.0.0.1:$PORT" PU_DOMAIN="localhost:$PORT" PU_LOG=warn \
+    ${SERVE_ENV[@]+"${SERVE_ENV[@]}"} "$BIN" serve >"$WORK/serve.log" 2>&1 &
 PIDS+=($!)
 API="http://127.0.0.1:$PORT/pepeunit/api/v1"
 for _ in $(seq 100); do curl -fs "$API/metrics" >/dev/null 2>&1 && break; sleep 0.1; done

@@ -32,21 +32,7 @@ async fn external(backend: Backend, broker: &Mosquitto) -> TestInstance {
 }
 
 async fn wait_connected(inst: &TestInstance) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !inst
-        .running
-        .as_ref()
-        .unwrap()
-        .instance
-        .outbox
-        .is_connected()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the core never connected"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    inst.wait_mqtt_ready().await;
 }
 
 /// All log texts of the unit (up to 10k).

@@ -1,12 +1,12 @@
 //! At least once, end to end: the backend acknowledges a QoS 1 message to the broker only after
 //! its effects are committed, and in the order the messages arrived (MQTT 3.1.1 §4.6).
 //!
-//! The link gives every QoS 1 message a slot ([`Acks::receive`]); the shard that handles it
-//! completes the slot after the batch holding it is committed ([`Acks::complete`]), and the
-//! acknowledgements of the longest completed prefix go out at once. A message whose batch
-//! could not be stored ([`Acks::fail`]), an acknowledgement that cannot be queued, or a slot
-//! left open too long (a shard lost the batch it held) makes the link drop the connection
-//! ([`Acks::redelivery_wanted`]): the broker keeps the persistent session and delivers every
+//! The ingest connection ([`super::subscriber`]) gives every QoS 1 message a slot
+//! ([`Acks::receive`]); the shard that handles it completes the slot after the batch holding it
+//! is committed ([`Acks::complete`]), and the acknowledgements of the longest completed prefix
+//! become due: the connection writes them together, in one write. A message whose batch
+//! could not be stored ([`Acks::fail`]) or a slot left open too long (a shard lost the batch
+//! it held) makes the connection drop ([`Acks::redelivery_wanted`]): the broker keeps the persistent session and delivers every
 //! unacknowledged message again, flagged DUP. What was committed before the crash or failure is
 //! not stored twice: log lines carry keys (see `crate::service::ingest`), states and node values
 //! are last-value writes.
@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rumqttc::{AsyncClient, Publish, QoS};
+use rumqttc::QoS;
 use tokio::sync::Notify;
 
 use crate::observe::mqtt::MqttStats;
@@ -46,13 +46,16 @@ struct Queue {
     /// The sequence number of `slots[0]`.
     first: u64,
     slots: VecDeque<Slot>,
-    client: Option<AsyncClient>,
+    /// Acknowledgements due, in order, for the connection to write (packet id, QoS).
+    due: Vec<(u16, QoS)>,
 }
 
 /// The acknowledgement queue of the backend's broker connection. One per MQTT core.
 pub struct Acks {
     queue: Mutex<Queue>,
     redeliver: Notify,
+    /// Wakes the connection when acknowledgements are due.
+    write: Notify,
     stats: Arc<MqttStats>,
 }
 
@@ -63,9 +66,10 @@ impl Acks {
                 epoch: 0,
                 first: 0,
                 slots: VecDeque::new(),
-                client: None,
+                due: Vec::new(),
             }),
             redeliver: Notify::new(),
+            write: Notify::new(),
             stats,
         })
     }
@@ -74,22 +78,15 @@ impl Acks {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A new connection (after its CONNACK): open slots are forgotten, the broker delivers
-    /// their messages again.
-    pub fn connected(&self, client: AsyncClient) {
+    /// The connection is gone, or a new one starts: open slots are forgotten (the broker
+    /// delivers their messages again) and nothing is acknowledged on the new connection for
+    /// the old one.
+    pub fn new_connection(&self) {
         let mut q = self.lock();
         q.epoch += 1;
         q.first = 0;
         q.slots.clear();
-        q.client = Some(client);
-    }
-
-    /// The connection is gone: nothing can be acknowledged until the next one.
-    pub fn disconnected(&self) {
-        let mut q = self.lock();
-        q.epoch += 1;
-        q.slots.clear();
-        q.client = None;
+        q.due.clear();
     }
 
     /// A QoS 1 (or 2) message arrived with packet id `pkid`.
@@ -122,24 +119,27 @@ impl Acks {
             }
         }
         let mut acked = 0;
-        let mut lost = false;
         while q.slots.front().is_some_and(|s| s.done) {
             let slot = q.slots.pop_front().expect("front exists");
             q.first += 1;
             acked += 1;
-            if let Some(client) = &q.client {
-                // queued in order under the lock; rumqttc writes its requests in queue order
-                let mut ack = Publish::new("", slot.qos, Vec::new());
-                ack.pkid = slot.pkid;
-                lost |= client.try_ack(&ack).is_err();
-            }
+            q.due.push((slot.pkid, slot.qos));
         }
         drop(q);
-        self.stats.add(&self.stats.counters.acked, acked);
-        if lost {
-            tracing::warn!("MQTT: an acknowledgement could not be queued; asking for redelivery");
-            self.want_redelivery();
+        if acked > 0 {
+            self.stats.add(&self.stats.counters.acked, acked);
+            self.write.notify_one();
         }
+    }
+
+    /// Resolves when acknowledgements are due ([`Acks::take_due`]).
+    pub async fn due(&self) {
+        self.write.notified().await
+    }
+
+    /// The acknowledgements due, in arrival order, for the connection to write at once.
+    pub fn take_due(&self) -> Vec<(u16, QoS)> {
+        std::mem::take(&mut self.lock().due)
     }
 
     /// These messages' effects could not be stored: the broker must deliver them again.
@@ -156,7 +156,7 @@ impl Acks {
         self.redeliver.notify_one();
     }
 
-    /// Resolves when the link should drop its connection so that the broker delivers the
+    /// Resolves when the connection should be dropped so that the broker delivers the
     /// unacknowledged messages again.
     pub async fn redelivery_wanted(&self) {
         self.redeliver.notified().await
@@ -284,7 +284,7 @@ mod tests {
     fn completions_of_an_older_connection_are_ignored() {
         let a = acks();
         let old = a.receive(7, QoS::AtLeastOnce);
-        a.disconnected();
+        a.new_connection();
         let new = a.receive(7, QoS::AtLeastOnce);
         a.complete([old]);
         assert_eq!(a.open(), 1, "the old slot does not complete the new one");
@@ -300,7 +300,7 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(1), a.redelivery_wanted())
             .await
             .expect("redelivery asked");
-        a.disconnected();
+        a.new_connection();
         a.fail(&[id]);
         assert_eq!(
             a.stats

@@ -289,7 +289,8 @@ impl EmbeddedBroker {
     }
 
     /// First step of a shutdown: accept no new connections and disconnect every client except
-    /// `keep` (the backend's own connection, which must still receive what was accepted).
+    /// the backend's own connections (`keep` and `{keep}-out`: the core must still receive
+    /// what was accepted).
     /// rmqtt has no stop API: the accept loop is aborted.
     pub async fn disconnect_devices(&mut self, keep: &str) {
         self.stop_accepting().await;
@@ -320,7 +321,14 @@ impl EmbeddedBroker {
             .await
             .iter()
             .map(|e| e.id())
-            .filter(|id| keep != Some(&*id.client_id))
+            // the core's ingest connection `{keep}` and its publishing one `{keep}-out`
+            .filter(|id| {
+                !keep.is_some_and(|k| {
+                    id.client_id
+                        .strip_prefix(k)
+                        .is_some_and(|rest| rest.is_empty() || rest == "-out")
+                })
+            })
             .collect();
         kick(&self.scx, ids).await;
     }

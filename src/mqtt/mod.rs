@@ -2,8 +2,11 @@
 //! backend's connection with the core's subscriptions, the dispatcher and its shards, and the
 //! outbox the service layer publishes commands through.
 //!
-//! Data path of a device message: broker -> [`link`] -> [`core::Dispatcher`] -> shard (by topic
-//! hash) -> [`crate::service::ingest`] -> batched store writes.
+//! Data path of a device message: broker -> [`subscriber`] -> [`core::Dispatcher`] -> shard (by
+//! topic hash) -> [`crate::service::ingest`] -> batched store writes -> [`acks`] -> the broker
+//! gets the QoS 1 acknowledgement. Commands go out through [`link`] (the [`Outbox`]).
+//!
+//! [`Outbox`]: crate::service::ports::Outbox
 //!
 //! With an external EMQX, [`emqx`] is the broker-config worker that keeps EMQX's access
 //! control, bridges and alert rule as Pepeunit needs them.
@@ -15,6 +18,7 @@ pub mod core;
 pub mod emqx;
 
 pub mod link;
+pub mod subscriber;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -34,8 +38,12 @@ pub struct MqttCore {
     emqx: Option<(JoinHandle<()>, watch::Sender<bool>)>,
     /// Carries Output-side bridges to peers' brokers (built-in, or through EMQX).
     bridges: Option<bridge::BridgeSupervisor>,
+    /// The publishing connection (commands to devices) and its stop signal.
     link: JoinHandle<()>,
-    link_phase: watch::Sender<link::LinkPhase>,
+    link_stop: watch::Sender<bool>,
+    /// The ingest connection (the core's subscriptions) and its phase.
+    subscriber: JoinHandle<()>,
+    subscriber_phase: watch::Sender<subscriber::Phase>,
     shards: core::Shards,
     dispatcher: core::Dispatcher,
     last_message_ms: Arc<AtomicU64>,
@@ -82,23 +90,36 @@ impl MqttCore {
             .unwrap_or_else(|| instance.tokens.backend_token(&instance.config.domain));
         let started = Instant::now();
         let last_message_ms = Arc::new(AtomicU64::new(0));
-        let (link_phase, link_phase_rx) = watch::channel(link::LinkPhase::Running);
-        let link = link::Link {
+        let (subscriber_phase, phase_rx) = watch::channel(subscriber::Phase::Running);
+        let ingest = subscriber::Subscriber {
             config: instance.config.clone(),
+            username: username.clone(),
             acks: acks::Acks::new(stats.clone()),
-            username,
-            outbox: instance.outbox.clone(),
             dispatcher: Some(dispatcher.clone()),
-            stats,
+            stats: stats.clone(),
             node: instance.node.clone(),
             last_message_ms: last_message_ms.clone(),
             started,
+        };
+        let subscriber = tokio::spawn(
+            instance
+                .node
+                .clone()
+                .supervise("mqtt ingest connection", ingest.run(phase_rx)),
+        );
+        let (link_stop, link_stop_rx) = watch::channel(false);
+        let link = link::Link {
+            config: instance.config.clone(),
+            username,
+            outbox: instance.outbox.clone(),
+            stats,
+            node: instance.node.clone(),
         };
         let link = tokio::spawn(
             instance
                 .node
                 .clone()
-                .supervise("mqtt link", link.run(link_phase_rx)),
+                .supervise("mqtt link", link.run(link_stop_rx)),
         );
         if broker.is_some() {
             // the broker is ours and local: commands work from the first request on
@@ -118,7 +139,9 @@ impl MqttCore {
             emqx,
             bridges,
             link,
-            link_phase,
+            link_stop,
+            subscriber,
+            subscriber_phase,
             shards,
             dispatcher,
             last_message_ms,
@@ -152,10 +175,12 @@ impl MqttCore {
         // the link stops dispatching; the shards commit what they hold and acknowledge it;
         // then the link disconnects after those acknowledgements. Messages still in the
         // broker's hands stay unacknowledged and come again to the next run.
-        let _ = self.link_phase.send(link::LinkPhase::Draining);
+        let _ = self.subscriber_phase.send(subscriber::Phase::Draining);
         drop(self.dispatcher);
         self.shards.join().await;
-        let _ = self.link_phase.send(link::LinkPhase::Stop);
+        let _ = self.subscriber_phase.send(subscriber::Phase::Stop);
+        let _ = self.subscriber.await;
+        let _ = self.link_stop.send(true);
         let _ = self.link.await;
         if let Some(b) = self.broker {
             b.stop().await;

@@ -99,6 +99,9 @@ pub struct TestInstance {
     pg_db: Option<String>,
     pub http: reqwest::Client,
     pub config: Config,
+    /// The environment the instance was configured from (to run the same instance as a
+    /// separate `pepeunit serve` process).
+    pub vars: Vec<(String, String)>,
 }
 
 impl TestInstance {
@@ -144,7 +147,7 @@ impl TestInstance {
             pg_db = Some(name);
         }
         vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let config = Config::from_vars(vars).expect("test config");
+        let config = Config::from_vars(vars.clone()).expect("test config");
         let running = RunningInstance::start_on(config.clone(), listener)
             .await
             .expect("instance starts");
@@ -158,6 +161,7 @@ impl TestInstance {
             pg_db,
             http: reqwest::Client::new(),
             config,
+            vars,
         }
     }
 
@@ -172,6 +176,24 @@ impl TestInstance {
                 .await
                 .expect("instance restarts"),
         );
+    }
+
+    /// Waits (bounded) until the MQTT core can publish and its subscriptions are acknowledged.
+    pub async fn wait_mqtt_ready(&self) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        let instance = &self.running.as_ref().expect("running").instance;
+        while !(instance.outbox.is_connected()
+            && instance
+                .mqtt_stats
+                .backend_subscribed
+                .load(std::sync::atomic::Ordering::Relaxed))
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the MQTT core never connected"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     /// Stops the server and drops the PostgreSQL database.

@@ -7,7 +7,7 @@ use std::io::Write;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
-use super::{check, hostile_string, json_value, mutated, raw_json_text};
+use super::{check, hostile_string, json_value, mutated, raw_json_text, Tally};
 use crate::common::archive::{pack, sha256_hex, unpack};
 use crate::common::fixtures::{registry_repo_unit, FirmwareRepo};
 use crate::common::{Backend, TestInstance};
@@ -344,10 +344,14 @@ async fn archives(backend: Backend) {
             Ok(())
         });
         // real archives with hostile records and manifests
+        let tally = Tally::default();
         check(256, edit(), |edits| {
             let archive = apply(plain, &edits);
-            refused_or_imported(&rt.block_on(import(inst, &importer, archive, None)))
+            let got = rt.block_on(import(inst, &importer, archive, None));
+            tally.saw(if got.0 == 200 { "imported" } else { "refused" });
+            refused_or_imported(&got)
         });
+        tally.expect(&["imported", "refused"]);
     });
     owned.stop().await;
 }
@@ -405,6 +409,7 @@ async fn sealed_archives(backend: Backend) {
             prop_assert!(got.0 != 200, "a changed seal imported: {}", got.1);
             Ok(())
         });
+        let tally = Tally::default();
         check(16, (plaintext.clone(), plaintext), |(env, storage)| {
             let mut members = members.clone();
             let (_, units) = members.iter_mut().find(|(p, _)| p == "units.jsonl").unwrap();
@@ -423,6 +428,7 @@ async fn sealed_archives(backend: Backend) {
             let archive = with_manifest(&members, &m);
             let got = rt.block_on(import(inst, &importer, archive, Some(PASS)));
             refused_or_imported(&got)?;
+            tally.saw(if got.0 == 200 { "imported" } else { "refused" });
             if got.0 == 200 {
                 let uuid = remapped(&got.1, "units", unit["uuid"].as_str().unwrap());
                 for path in [format!("/units/env/{uuid}"), format!("/units/get_state_storage/{uuid}")] {
@@ -432,6 +438,7 @@ async fn sealed_archives(backend: Backend) {
             }
             Ok(())
         });
+        tally.expect(&["imported"]);
     });
     owned.stop().await;
 }

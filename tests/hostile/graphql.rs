@@ -8,7 +8,7 @@ use pepeunit::graphql::limits::{self, MAX_NESTING};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
-use super::{check, hostile_string, json_value, mutated, raw_json_text};
+use super::{check, hostile_string, json_value, mutated, raw_json_text, Tally};
 use crate::common::graphql::endpoint;
 use crate::common::{Backend, TestInstance};
 
@@ -36,17 +36,18 @@ fn name() -> impl Strategy<Value = String> {
 
 /// A GraphQL value: scalars at their edges, strings with escapes, lists, objects, variables.
 fn value() -> impl Strategy<Value = String> {
+    // every value of a document must be valid for it to parse: the odd ones are rare
     let leaf = prop_oneof![
-        any::<i64>().prop_map(|n| n.to_string()),
-        "[0-9]{20,40}",
-        any::<f64>().prop_map(|f| format!("{f:e}")),
-        hostile_string().prop_map(|s| Value::String(s).to_string()),
-        hostile_string().prop_map(|s| format!("\"\"\"{}\"\"\"", s.replace("\"\"\"", "\\\"\"\""))),
-        Just("\"\\ud800\"".to_string()),
-        Just("\"\\u{10FFFF}\"".to_string()),
-        prop::sample::select(vec!["true", "null", "$v", "$file", "ADMIN", "Info"])
+        8 => any::<i64>().prop_map(|n| n.to_string()),
+        2 => "[0-9]{20,40}",
+        2 => any::<f64>().prop_map(|f| format!("{f:e}")),
+        8 => hostile_string().prop_map(|s| Value::String(s).to_string()),
+        2 => hostile_string().prop_map(|s| format!("\"\"\"{}\"\"\"", s.replace('"', "'"))),
+        1 => prop::sample::select(vec!["\"\\ud800\"", "\"\\u{10FFFF}\"", "\"\\x\""])
             .prop_map(str::to_string),
-        name(),
+        8 => prop::sample::select(vec!["true", "null", "$v", "$file", "ADMIN", "Info"])
+            .prop_map(str::to_string),
+        8 => name(),
     ];
     leaf.prop_recursive(3, 24, 4, |inner| {
         prop_oneof![
@@ -63,7 +64,7 @@ fn field() -> impl Strategy<Value = String> {
     (
         prop::option::of("[a-z][a-z0-9]{0,4}"),
         name(),
-        prop::option::of(prop::collection::vec((name(), value()), 0..3)),
+        prop::option::of(prop::collection::vec((name(), value()), 1..3)),
         prop::option::of(prop::sample::select(vec![
             "@skip(if: true)",
             "@include(if: $v)",
@@ -92,9 +93,9 @@ fn selection() -> impl Strategy<Value = String> {
     ];
     leaf.prop_recursive(5, 40, 5, |inner| {
         prop_oneof![
-            (field(), prop::collection::vec(inner.clone(), 0..5))
+            (field(), prop::collection::vec(inner.clone(), 1..5))
                 .prop_map(|(f, items)| format!("{f} {{ {} }}", items.join(" "))),
-            (name(), prop::collection::vec(inner, 0..4))
+            (name(), prop::collection::vec(inner, 1..4))
                 .prop_map(|(t, items)| format!("... on {t} {{ {} }}", items.join(" "))),
         ]
     })
@@ -103,29 +104,36 @@ fn selection() -> impl Strategy<Value = String> {
 /// Operations and fragments from the schema's names.
 fn document() -> impl Strategy<Value = String> {
     let operation = (
-        prop::sample::select(vec!["", "query", "mutation", "subscription", "query Q"]),
+        prop::sample::select(vec!["query", "mutation", "subscription", "query Q"]),
         prop::option::of(prop::sample::select(vec![
             "($v: Boolean)",
             "($v: String!, $file: Upload)",
             "($v: [[Int]])",
             "($v: UUID = \"x\")",
         ])),
-        prop::collection::vec(selection(), 0..6),
+        prop_oneof![
+            4 => prop::collection::vec(selection(), 1..6),
+            1 => prop::collection::vec(selection(), 15..25),
+        ],
     )
         .prop_map(|(kw, vars, items)| {
             format!("{kw}{} {{ {} }}", vars.unwrap_or_default(), items.join(" "))
-        });
-    let fragment = (
-        prop::sample::select(vec!["F", "G"]),
-        name(),
-        prop::collection::vec(selection(), 0..4),
-    )
-        .prop_map(|(n, t, items)| format!("fragment {n} on {t} {{ {} }}", items.join(" ")));
+        })
+        .boxed();
+    let fragment = (name(), prop::collection::vec(selection(), 1..4))
+        .prop_map(|(t, items)| format!("on {t} {{ {} }}", items.join(" ")));
     (
-        prop::collection::vec(operation, 1..3),
+        prop_oneof![4 => prop::collection::vec(operation.clone(), 1..2), 1 => prop::collection::vec(operation, 2..3)],
         prop::collection::vec(fragment, 0..3),
     )
-        .prop_map(|(ops, frags)| [ops, frags].concat().join("\n"))
+        .prop_map(|(ops, frags)| {
+            // fragments F and G (a third F is a duplicate, which is refused)
+            let frags = frags
+                .iter()
+                .zip(["F", "G", "F"])
+                .map(|(f, n)| format!("fragment {n} {f}"));
+            ops.into_iter().chain(frags).collect::<Vec<_>>().join("\n")
+        })
 }
 
 /// Text that makes a bracket scanner and a parser disagree, if they can: strings, block
@@ -157,16 +165,26 @@ fn any_text() -> impl Strategy<Value = String> {
 /// at most the number of brackets.
 #[test]
 fn pre_parse_checks() {
+    let tally = Tally::default();
     check(1024, any_text(), |text| {
         let n = limits::nesting(&text);
+        if async_graphql::parser::parse_query(&text).is_ok() && n <= MAX_NESTING {
+            tally.saw("parses");
+        }
         let brackets = text.bytes().filter(|b| b"{[(".contains(b)).count();
         prop_assert!(n <= brackets);
         match limits::check(&text) {
             Ok(()) => prop_assert!(n <= MAX_NESTING),
-            Err(e) => prop_assert!(n > MAX_NESTING && e.contains("nested too deeply")),
+            Err(e) => {
+                tally.saw("too deep");
+                prop_assert!(n > MAX_NESTING && e.contains("nested too deeply"))
+            }
         }
-        if let Err(e) = limits::shape_of_text(&text) {
-            prop_assert!(!e.is_empty());
+        if n <= MAX_NESTING {
+            if let Err(e) = limits::shape_of_text(&text) {
+                tally.saw("shape refused");
+                prop_assert!(!e.is_empty());
+            }
         }
         let message = json!({"type": "subscribe", "id": "1", "payload": {"query": text}});
         if limits::check(&text).is_err() {
@@ -174,6 +192,7 @@ fn pre_parse_checks() {
         }
         Ok(())
     });
+    tally.expect(&["parses", "too deep", "shape refused"]);
 }
 
 /// What passes [`limits::check`] never overflows the parser: parsed on a thread with the
@@ -223,6 +242,7 @@ async fn over_http(backend: Backend) {
     let (_, admin) = inst.user("admin").await;
     let url = endpoint(&inst);
     let inst_ref = &inst;
+    let tally = Tally::default();
     tokio::task::block_in_place(|| {
         check(256, request(), |(body, as_admin, get)| {
             let res = rt.block_on(async {
@@ -248,6 +268,11 @@ async fn over_http(backend: Backend) {
             let text = String::from_utf8_lossy(&answer);
             prop_assert!(status < 500, "{status}: {text}");
             if let Ok(v) = serde_json::from_slice::<Value>(&answer) {
+                tally.saw(match (status, v.get("errors")) {
+                    (200, None) => "data",
+                    (200, Some(_)) => "errors",
+                    _ => "refused",
+                });
                 for e in v["errors"].as_array().into_iter().flatten() {
                     let m = e["message"].as_str().unwrap_or_default();
                     prop_assert!(!m.is_empty() && !m.contains("Internal Server Error"), "{v}");
@@ -256,9 +281,11 @@ async fn over_http(backend: Backend) {
             Ok(())
         })
     });
+    tally.expect(&["data", "errors", "refused"]);
     let (s, _) = inst.get("/users", Some(&admin)).await;
     assert!(s.is_success(), "still serving: {s}");
     inst.stop().await;
 }
 
 crate::both_backends!(over_http);
+

@@ -40,6 +40,28 @@ pub fn check<S: Strategy>(
     }
 }
 
+/// How often each branch of a property was taken: a property whose interesting branch is
+/// never reached proves nothing, so each test names the branches it must see.
+#[derive(Default)]
+pub struct Tally(std::sync::Mutex<std::collections::BTreeMap<&'static str, usize>>);
+
+impl Tally {
+    pub fn saw(&self, branch: &'static str) {
+        *self.0.lock().unwrap().entry(branch).or_default() += 1;
+    }
+
+    /// Panics unless every branch was seen (when there were enough cases to expect it).
+    pub fn expect(&self, branches: &[&'static str]) {
+        let seen = self.0.lock().unwrap();
+        if config(256).cases < 64 {
+            return;
+        }
+        for b in branches {
+            assert!(seen.get(b).copied().unwrap_or(0) > 0, "no case reached {b:?}: {seen:?}");
+        }
+    }
+}
+
 /// Strings a parser should survive: anything, control characters and NUL, multi-byte and
 /// astral characters, bidi overrides, long runs, and the usual path and quoting tricks.
 pub fn hostile_string() -> impl Strategy<Value = String> {

@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::{check, hostile_string, json_bytes, json_value, object_with};
+use super::{check, hostile_string, json_bytes, json_value, object_with, Tally};
 
 /// Re-serialized JSON may be longer than its text (`1e5` is written `100000.0`), but only by a
 /// constant factor: what a parser keeps is bounded by what it was sent.
@@ -34,10 +34,15 @@ fn state_shape() -> impl Strategy<Value = Value> {
 
 #[test]
 fn state_payloads() {
+    let tally = Tally::default();
     check(512, json_bytes(state_shape()), |bytes| {
         match payload::parse_state(&bytes) {
-            Err(e) => prop_assert!(!e.is_empty()),
+            Err(e) => {
+                tally.saw("refused");
+                prop_assert!(!e.is_empty())
+            }
             Ok(s) => {
+                tally.saw("kept");
                 prop_assert!(!s.commit.is_empty() && s.commit.len() <= 255);
                 prop_assert!(!s.commit.contains('\0'));
                 prop_assert_eq!(s.state["pu_commit_version"].as_str(), Some(&*s.commit));
@@ -51,6 +56,7 @@ fn state_payloads() {
         }
         Ok(())
     });
+    tally.expect(&["refused", "kept"]);
 }
 
 fn level_spelling() -> impl Strategy<Value = String> {
@@ -75,9 +81,9 @@ fn level_spelling() -> impl Strategy<Value = String> {
 
 fn device_time() -> impl Strategy<Value = Value> {
     prop_oneof![
-        (0i64..253_402_300_799, -86_399i32..86_400).prop_map(|(secs, offset)| {
+        (0i64..253_402_300_799, -1439i32..1440).prop_map(|(secs, offset)| {
             let t = chrono::DateTime::from_timestamp(secs, 0).unwrap();
-            let zone = chrono::FixedOffset::east_opt(offset).unwrap();
+            let zone = chrono::FixedOffset::east_opt(offset * 60).unwrap();
             Value::String(t.with_timezone(&zone).to_rfc3339())
         }),
         json_value(),
@@ -112,12 +118,21 @@ fn log_shape() -> impl Strategy<Value = Value> {
 
 #[test]
 fn log_payloads() {
+    let tally = Tally::default();
     check(512, json_bytes(log_shape()), |bytes| {
         let parsed = payload::parse_log(&bytes);
         let Ok((lines, refused)) = parsed else {
+            tally.saw("refused");
             prop_assert!(!parsed.unwrap_err().is_empty());
             return Ok(());
         };
+        tally.saw(if lines.is_empty() { "no line" } else { "lines" });
+        if refused > 0 {
+            tally.saw("items refused");
+        }
+        if lines.iter().any(|l| l.text.len() == MAX_LOG_TEXT || l.create_datetime.is_some()) {
+            tally.saw("long or dated");
+        }
         // one item per line or refusal: an object is one item, a list its items
         let items = match serde_json::from_slice::<Value>(&bytes) {
             Ok(Value::Array(a)) => a.len(),
@@ -132,6 +147,7 @@ fn log_payloads() {
         prop_assert!(bounded_by(bytes.len(), kept));
         Ok(())
     });
+    tally.expect(&["refused", "no line", "lines", "items refused", "long or dated"]);
 }
 
 /// A well-formed line keeps its level (any case), its text (NUL replaced, cut at the limit on
@@ -141,13 +157,13 @@ fn log_lines_keep_what_was_sent() {
     let line = (
         prop::sample::select(LogLevel::ALL.to_vec()),
         hostile_string(),
-        prop::option::of((0i64..253_402_300_799, -86_399i32..86_400)),
+        prop::option::of((0i64..253_402_300_799, -1439i32..1440)),
     );
     check(256, line, |(level, text, time)| {
         let mut item = json!({"level": level.as_str().to_uppercase(), "text": text});
         if let Some((secs, offset)) = time {
             let t = chrono::DateTime::from_timestamp(secs, 0).unwrap();
-            let zone = chrono::FixedOffset::east_opt(offset).unwrap();
+            let zone = chrono::FixedOffset::east_opt(offset * 60).unwrap();
             item["create_datetime"] = json!(t.with_timezone(&zone).to_rfc3339());
         }
         let (lines, refused) = payload::parse_log(item.to_string().as_bytes()).unwrap();
@@ -217,6 +233,8 @@ fn topic_text() -> impl Strategy<Value = String> {
         .prop_map(|levels| levels.join("/")),
         3 => (level_text(), prop::sample::select(vec![Base::Input, Base::Output]), uuid_spelling(), level_text())
             .prop_map(|(d, b, (u, _), n)| format!("{d}/{}/{u}/{n}/pepeunit", b.as_str())),
+        1 => (level_text(), level_text(), uuid_spelling(), level_text())
+            .prop_map(|(d, b, (u, _), n)| format!("{d}/{b}/{u}/{n}/pepeunit")),
         2 => (level_text(), uuid_spelling(), any::<bool>()).prop_map(|(d, (u, _), p)| {
             if p { format!("{d}/{u}/pepeunit") } else { format!("{d}/{u}") }
         }),
@@ -227,20 +245,30 @@ fn topic_text() -> impl Strategy<Value = String> {
 /// with a reason; the shape agrees with the parse.
 #[test]
 fn topics_round_trip_or_are_refused() {
+    let tally = Tally::default();
     check(1024, topic_text(), |text| {
         let shape = Shape::of(&text);
         match Topic::parse(&text) {
             Ok(t) => {
+                tally.saw(if matches!(t, Topic::Node { .. }) { "node" } else { "unit base" });
                 prop_assert_eq!(t.to_string(), text.clone());
                 prop_assert_eq!(Some(t.domain()), shape.domain());
             }
-            Err(e) => prop_assert!(!e.to_string().is_empty()),
+            Err(e) => {
+                tally.saw(match e {
+                    topic::TopicError::Shape => "shape",
+                    topic::TopicError::Base => "base",
+                    topic::TopicError::Uuid => "uuid",
+                });
+                prop_assert!(!e.to_string().is_empty())
+            }
         }
         if topic::is_valid_topic_name(&text) {
             prop_assert!(!text.is_empty() && !topic::is_filter(&text));
         }
         Ok(())
     });
+    tally.expect(&["node", "unit base", "shape", "base", "uuid"]);
 }
 
 /// Topics built by the product parse back into what built them; other uuid spellings are
@@ -254,7 +282,9 @@ fn built_topics_parse_back() {
         "[a-z0-9_-]{1,20}",
         any::<bool>(),
     );
+    let tally = Tally::default();
     check(256, parts, |(domain, base, (uuid, canonical), name, unit)| {
+        tally.saw(if canonical { "canonical" } else { "other spelling" });
         let text = if unit {
             format!("{domain}/{}/{uuid}/{name}/pepeunit", base.as_str())
         } else {
@@ -279,6 +309,7 @@ fn built_topics_parse_back() {
         }
         Ok(())
     });
+    tally.expect(&["canonical", "other spelling"]);
 }
 
 const SCHEMA_KEYS: [&str; 4] = [
@@ -290,7 +321,9 @@ const SCHEMA_KEYS: [&str; 4] = [
 
 fn schema_shape() -> impl Strategy<Value = Value> {
     let list = prop_oneof![
-        3 => prop::collection::vec(
+        3 => prop::collection::vec("[A-Za-z0-9/_-]{1,30}".prop_map(Value::String), 0..6)
+            .prop_map(Value::Array),
+        1 => prop::collection::vec(
             prop_oneof![
                 "[A-Za-z0-9/_-]{1,30}".prop_map(Value::String),
                 hostile_string().prop_map(Value::String),
@@ -301,7 +334,8 @@ fn schema_shape() -> impl Strategy<Value = Value> {
         .prop_map(Value::Array),
         1 => json_value(),
     ];
-    (prop::collection::vec(prop::option::of(list), 4), object_with(&[])).prop_map(
+    let extra = prop_oneof![3 => Just(Default::default()), 1 => object_with(&[])];
+    (prop::collection::vec(prop::option::weighted(0.95, list), 4), extra).prop_map(
         |(lists, mut m)| {
             for (k, l) in SCHEMA_KEYS.iter().zip(lists) {
                 if let Some(l) = l {
@@ -317,10 +351,15 @@ fn schema_shape() -> impl Strategy<Value = Value> {
 /// topic names, otherwise refused with a message naming the file.
 #[test]
 fn schema_example_files() {
+    let tally = Tally::default();
     check(512, json_bytes(schema_shape()), |bytes| {
         match parse_schema_example(&bytes) {
-            Err(e) => prop_assert!(e.detail().contains("schema_example.json is invalid")),
+            Err(e) => {
+                tally.saw("refused");
+                prop_assert!(e.detail().contains("schema_example.json is invalid"))
+            }
             Ok(s) => {
+                tally.saw("kept");
                 for list in [
                     &s.input_base_topic,
                     &s.output_base_topic,
@@ -333,6 +372,7 @@ fn schema_example_files() {
         }
         Ok(())
     });
+    tally.expect(&["refused", "kept"]);
 }
 
 fn env_shape() -> impl Strategy<Value = Value> {
@@ -354,10 +394,15 @@ fn env_shape() -> impl Strategy<Value = Value> {
 /// `env_example.json` from a repo: a flat object, or refused with a message naming the file.
 #[test]
 fn env_example_files() {
+    let tally = Tally::default();
     check(512, json_bytes(env_shape()), |bytes| {
         match parse_env_example(&bytes) {
-            Err(e) => prop_assert!(e.detail().contains("env_example.json is invalid")),
+            Err(e) => {
+                tally.saw("refused");
+                prop_assert!(e.detail().contains("env_example.json is invalid"))
+            }
             Ok(m) => {
+                tally.saw("kept");
                 prop_assert!(m.values().all(|v| !v.is_array() && !v.is_object()));
                 let kept = Value::Object(m).to_string();
                 prop_assert!(bounded_by(bytes.len(), kept.len()));
@@ -365,4 +410,5 @@ fn env_example_files() {
         }
         Ok(())
     });
+    tally.expect(&["refused", "kept"]);
 }

@@ -4,7 +4,7 @@
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
-use super::{check, hostile_string, json_bytes, json_value};
+use super::{check, hostile_string, json_bytes, json_value, Tally};
 use crate::common::fixtures::{registry_repo_unit, FirmwareRepo, ENV_EXAMPLE};
 use crate::common::{Backend, TestInstance};
 
@@ -44,6 +44,7 @@ async fn env_json(backend: Backend) {
     let path = format!("/units/env/{}", unit["uuid"].as_str().unwrap());
     let inst_ref = &inst;
     let text = json_bytes(env_shape()).prop_map(|b| String::from_utf8_lossy(&b).into_owned());
+    let tally = Tally::default();
     tokio::task::block_in_place(|| {
         check(256, text, |text| {
             let (patched, got) = rt.block_on(async {
@@ -53,6 +54,7 @@ async fn env_json(backend: Backend) {
                 (patched, inst_ref.get(&path, Some(&token)).await)
             });
             let (status, body) = &patched;
+            tally.saw(if status.is_success() { "saved" } else { "refused" });
             prop_assert!(
                 status.as_u16() == 204 || (400..500).contains(&status.as_u16()),
                 "{status} {body} for {text:?}"
@@ -80,6 +82,7 @@ async fn env_json(backend: Backend) {
             Ok(())
         })
     });
+    tally.expect(&["saved", "refused"]);
     inst.stop().await;
 }
 

@@ -183,7 +183,7 @@ fn edit() -> impl Strategy<Value = Vec<Edit>> {
         1 => (any::<usize>(), any::<usize>(), prop_oneof![raw_json_text(), json_value().prop_map(|v| v.to_string())])
             .prop_map(|(member, record, text)| Edit::Line { member, record, text }),
         2 => (any::<usize>(), json_value()).prop_map(|(field, value)| Edit::Manifest { field, value }),
-        1 => (prop::option::of(any::<usize>()), prop::option::of((hostile_string(), prop::collection::vec(any::<u8>(), 0..64))))
+        1 => (prop::option::of(any::<usize>()), prop::option::of(("[a-z0-9_]{1,12}(\\.jsonl)?", prop::collection::vec(any::<u8>(), 0..64))))
             .prop_map(|(drop, add)| Edit::Member { drop, add }),
     ];
     prop::collection::vec(one, 1..4)
@@ -198,17 +198,23 @@ fn apply(archive: &[u8], edits: &[Edit]) -> Vec<u8> {
         match e {
             Edit::Field { member, record, field, value, fresh_key } => {
                 let m = jsonl[member % jsonl.len()];
-                let mut lines: Vec<Value> = members[m]
+                // a record an earlier edit made unreadable stays as it is
+                let Ok(mut lines) = members[m]
                     .1
                     .split(|b| *b == b'\n')
                     .filter(|l| !l.is_empty())
-                    .map(|l| serde_json::from_slice(l).unwrap())
-                    .collect();
+                    .map(serde_json::from_slice)
+                    .collect::<Result<Vec<Value>, _>>()
+                else {
+                    continue;
+                };
                 if lines.is_empty() {
                     continue;
                 }
                 let n = lines.len();
-                let rec = lines[record % n].as_object_mut().unwrap();
+                let Some(rec) = lines[record % n].as_object_mut() else {
+                    continue;
+                };
                 let key = match fresh_key {
                     Some(k) => k.clone(),
                     None => rec.keys().nth(field % rec.len().max(1)).cloned().unwrap_or_default(),
@@ -388,7 +394,7 @@ async fn sealed_archives(backend: Backend) {
         &members.iter().find(|(p, _)| p == "manifest.json").unwrap().1,
     )
     .unwrap();
-    let (cipher, mac_key) = keys(manifest["sealed"]["salt"].as_str().unwrap());
+    let sealer = keys(manifest["sealed"]["salt"].as_str().unwrap());
     let seal_edit = (
         prop::sample::select(vec!["sealed", "mac"]),
         prop_oneof![json_value(), object_with_salt()],
@@ -411,21 +417,7 @@ async fn sealed_archives(backend: Backend) {
         });
         let tally = Tally::default();
         check(16, (plaintext.clone(), plaintext), |(env, storage)| {
-            let mut members = members.clone();
-            let (_, units) = members.iter_mut().find(|(p, _)| p == "units.jsonl").unwrap();
-            let mut unit: Value = serde_json::from_slice(units.trim_ascii_end()).unwrap();
-            unit["cipher_env"] = json!(cipher.encrypt(&env).unwrap());
-            unit["cipher_state_storage"] = json!(cipher.encrypt(&storage).unwrap());
-            *units = format!("{unit}\n").into_bytes();
-            let mut m = manifest.clone();
-            for f in m["files"].as_array_mut().unwrap() {
-                if f["path"] == "units.jsonl" {
-                    f["sha256"] = json!(sha256_hex(units));
-                }
-            }
-            m.as_object_mut().unwrap().remove("mac");
-            m["mac"] = json!(mac(&mac_key, &m));
-            let archive = with_manifest(&members, &m);
+            let (unit, archive) = resealed(&members, &manifest, &sealer, &env, &storage);
             let got = rt.block_on(import(inst, &importer, archive, Some(PASS)));
             refused_or_imported(&got)?;
             tally.saw(if got.0 == 200 { "imported" } else { "refused" });
@@ -441,6 +433,32 @@ async fn sealed_archives(backend: Backend) {
         tally.expect(&["imported"]);
     });
     owned.stop().await;
+}
+
+/// The sealed archive with its unit's env and state storage replaced, sealed and MACed with
+/// the passphrase as the archive's owner could; also the unit's record.
+fn resealed(
+    members: &[(String, Vec<u8>)],
+    manifest: &Value,
+    (cipher, mac_key): &(pepeunit::crypto::Cipher, [u8; 32]),
+    env: &str,
+    storage: &str,
+) -> (Value, Vec<u8>) {
+    let mut members = members.to_vec();
+    let (_, units) = members.iter_mut().find(|(p, _)| p == "units.jsonl").unwrap();
+    let mut unit: Value = serde_json::from_slice(units.trim_ascii_end()).unwrap();
+    unit["cipher_env"] = json!(cipher.encrypt(env).unwrap());
+    unit["cipher_state_storage"] = json!(cipher.encrypt(storage).unwrap());
+    *units = format!("{unit}\n").into_bytes();
+    let mut m = manifest.clone();
+    for f in m["files"].as_array_mut().unwrap() {
+        if f["path"] == "units.jsonl" {
+            f["sha256"] = json!(sha256_hex(units));
+        }
+    }
+    m.as_object_mut().unwrap().remove("mac");
+    m["mac"] = json!(mac(mac_key, &m));
+    (unit, with_manifest(&members, &m))
 }
 
 /// The uuid a record got here (the report lists only the remapped ones).
@@ -484,5 +502,30 @@ async fn a_gzip_bomb_is_refused_at_the_cap() {
     let (status, body) = import(&inst, &token, bomb, None).await;
     assert_eq!(status, 422, "{body}");
     assert!(body["detail"].as_str().unwrap().contains("larger than PU_IMPORT_MAX_BYTES"), "{body}");
+    inst.stop().await;
+}
+
+/// Regression: a sealed `cipher_env` that is JSON but not an object imported, and every later
+/// read of the unit's env answered 500 ("stored env is not a JSON object").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sealed_env_that_is_not_an_object_is_refused() {
+    let (inst, _firmware, _, exported) = setup(Backend::Sqlite).await;
+    let (_, importer) = inst.user("importer").await;
+    let members = unpack(&exported.sealed);
+    let manifest: Value =
+        serde_json::from_slice(&members.iter().find(|(p, _)| p == "manifest.json").unwrap().1)
+            .unwrap();
+    let sealer = keys(manifest["sealed"]["salt"].as_str().unwrap());
+    let (_, archive) = resealed(&members, &manifest, &sealer, "[]", "null");
+    let (status, body) = import(&inst, &importer, archive, Some(PASS)).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("cipher_env is not a JSON object"),
+        "{body}"
+    );
+    // the same archive with an object env imports
+    let (_, archive) = resealed(&members, &manifest, &sealer, "{\"WIFI_SSID\": \"x\"}", "[]");
+    let (status, body) = import(&inst, &importer, archive, Some(PASS)).await;
+    assert_eq!(status, 200, "{body}");
     inst.stop().await;
 }

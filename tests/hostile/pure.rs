@@ -412,3 +412,16 @@ fn env_example_files() {
     });
     tally.expect(&["refused", "kept"]);
 }
+
+/// Regression: serde_json's default float parsing is off by one ulp for some 17-digit
+/// numbers, so a device's state (and a unit's saved env) changed in the last digit each time
+/// it was read and written again (found by `hostile::units`). `float_roundtrip` parses exactly.
+#[test]
+fn floats_survive_a_round_trip() {
+    for n in ["-1.3826932030320836e60", "2.2250738585072014e-308", "0.30000000000000004"] {
+        let payload = format!(r#"{{"pu_commit_version":"a","millis":{n}}}"#);
+        let s = payload::parse_state(payload.as_bytes()).unwrap();
+        let again: f64 = s.state["millis"].to_string().parse().unwrap();
+        assert_eq!(again, n.parse::<f64>().unwrap(), "{n}");
+    }
+}

@@ -280,6 +280,17 @@ impl Instance {
                                 i + 1
                             ))
                         })?;
+                        // a unit's env is read back as an object (anything else fails every
+                        // later read of it)
+                        if *field == "cipher_env"
+                            && !matches!(serde_json::from_str(&plain), Ok(Value::Object(_)))
+                        {
+                            return Err(AppError::transfer(format!(
+                                "{} record {}: {field} is not a JSON object",
+                                table.name,
+                                i + 1
+                            )));
+                        }
                         rec.insert(
                             field.to_string(),
                             Value::String(self.cipher.encrypt(&plain)?),

@@ -529,3 +529,17 @@ async fn a_sealed_env_that_is_not_an_object_is_refused() {
     assert_eq!(status, 200, "{body}");
     inst.stop().await;
 }
+
+/// Regression: on SQLite an import failed with a 500 ("database is locked", SQLITE_BUSY_SNAPSHOT)
+/// when another write committed between its first read and its first write (found by
+/// `archives`: the previous import's registry sync wrote meanwhile). Imports at once all land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imports_at_once_all_land_on_sqlite() {
+    let (inst, _firmware, _, exported) = setup(Backend::Sqlite).await;
+    let (_, importer) = inst.user("importer").await;
+    let imports = (0..4).map(|_| import(&inst, &importer, exported.plain.clone(), None));
+    for (status, body) in futures_util::future::join_all(imports).await {
+        assert_eq!(status, 200, "{body}");
+    }
+    inst.stop().await;
+}

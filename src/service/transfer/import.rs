@@ -118,7 +118,8 @@ impl Instance {
                 }
             }
         }
-        let mut tx = self.pool().begin().await?;
+        // an import reads (names, registries) before it writes: see `Db::begin_write`
+        let mut tx = self.db.begin_write().await?;
         let map = &mut report.map;
         map.insert(source_user.clone(), target.to_string());
         let mut names_used: HashSet<(String, String)> = HashSet::new();

@@ -84,7 +84,15 @@ fn raw_entry() -> impl Strategy<Value = RawEntry> {
         prop::sample::select(b"0\x00123456789LKxgSVAM".to_vec()),
         any::<u8>(),
     ];
-    (name, data, kind, hostile_string(), 0u8..6, any::<bool>(), any::<u64>())
+    (
+        name,
+        data,
+        kind,
+        hostile_string(),
+        0u8..6,
+        any::<bool>(),
+        any::<u64>(),
+    )
         .prop_map(|(name, data, kind, link, size, good_checksum, big)| {
             let size_field = match size {
                 0 | 1 => octal(data.len() as u64),
@@ -167,13 +175,26 @@ struct Exported {
 #[derive(Debug, Clone)]
 enum Edit {
     /// A field of a record set to a value (a new field when `field` names none).
-    Field { member: usize, record: usize, field: usize, value: Value, fresh_key: Option<String> },
+    Field {
+        member: usize,
+        record: usize,
+        field: usize,
+        value: Value,
+        fresh_key: Option<String>,
+    },
     /// A record's line replaced by other JSON text.
-    Line { member: usize, record: usize, text: String },
+    Line {
+        member: usize,
+        record: usize,
+        text: String,
+    },
     /// A manifest field set to a value.
     Manifest { field: usize, value: Value },
     /// A member dropped or added.
-    Member { drop: Option<usize>, add: Option<(String, Vec<u8>)> },
+    Member {
+        drop: Option<usize>,
+        add: Option<(String, Vec<u8>)>,
+    },
 }
 
 fn edit() -> impl Strategy<Value = Vec<Edit>> {
@@ -196,7 +217,13 @@ fn apply(archive: &[u8], edits: &[Edit]) -> Vec<u8> {
         .collect();
     for e in edits {
         match e {
-            Edit::Field { member, record, field, value, fresh_key } => {
+            Edit::Field {
+                member,
+                record,
+                field,
+                value,
+                fresh_key,
+            } => {
                 let m = jsonl[member % jsonl.len()];
                 // a record an earlier edit made unreadable stays as it is
                 let Ok(mut lines) = members[m]
@@ -217,7 +244,11 @@ fn apply(archive: &[u8], edits: &[Edit]) -> Vec<u8> {
                 };
                 let key = match fresh_key {
                     Some(k) => k.clone(),
-                    None => rec.keys().nth(field % rec.len().max(1)).cloned().unwrap_or_default(),
+                    None => rec
+                        .keys()
+                        .nth(field % rec.len().max(1))
+                        .cloned()
+                        .unwrap_or_default(),
                 };
                 rec.insert(key, value.clone());
                 members[m].1 = lines
@@ -225,7 +256,11 @@ fn apply(archive: &[u8], edits: &[Edit]) -> Vec<u8> {
                     .flat_map(|l| (l.to_string() + "\n").into_bytes())
                     .collect();
             }
-            Edit::Line { member, record, text } => {
+            Edit::Line {
+                member,
+                record,
+                text,
+            } => {
                 let m = jsonl[member % jsonl.len()];
                 let text = text.replace('\n', " ");
                 let mut lines: Vec<Vec<u8>> = members[m]
@@ -239,16 +274,25 @@ fn apply(archive: &[u8], edits: &[Edit]) -> Vec<u8> {
                 }
                 let n = lines.len();
                 lines[record % n] = text.into_bytes();
-                members[m].1 = lines.iter().flat_map(|l| [&l[..], b"\n"].concat()).collect();
+                members[m].1 = lines
+                    .iter()
+                    .flat_map(|l| [&l[..], b"\n"].concat())
+                    .collect();
             }
             Edit::Manifest { .. } | Edit::Member { .. } => {}
         }
     }
     // checksums and record counts made right again, then the manifest's own edits
-    let mi = members.iter().position(|(p, _)| p == "manifest.json").unwrap();
+    let mi = members
+        .iter()
+        .position(|(p, _)| p == "manifest.json")
+        .unwrap();
     let mut manifest: Value = serde_json::from_slice(&members[mi].1).unwrap();
     for f in manifest["files"].as_array_mut().unwrap() {
-        if let Some((_, d)) = members.iter().find(|(p, _)| Some(p.as_str()) == f["path"].as_str()) {
+        if let Some((_, d)) = members
+            .iter()
+            .find(|(p, _)| Some(p.as_str()) == f["path"].as_str())
+        {
             f["sha256"] = json!(sha256_hex(d));
             f["records"] = json!(d.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count());
         }
@@ -280,7 +324,12 @@ fn apply(archive: &[u8], edits: &[Edit]) -> Vec<u8> {
     pack(&members)
 }
 
-async fn import(inst: &TestInstance, token: &str, archive: Vec<u8>, pass: Option<&str>) -> (u16, Value) {
+async fn import(
+    inst: &TestInstance,
+    token: &str,
+    archive: Vec<u8>,
+    pass: Option<&str>,
+) -> (u16, Value) {
     let mut req = inst
         .http
         .post(inst.url("/users/import"))
@@ -311,9 +360,15 @@ async fn export(inst: &TestInstance, token: &str, body: Value) -> Vec<u8> {
 /// A refusal is a 4xx with a reason; anything else must have imported.
 fn refused_or_imported(got: &(u16, Value)) -> Result<(), TestCaseError> {
     let (status, body) = got;
-    prop_assert!(*status == 200 || (400..500).contains(status), "{status} {body}");
+    prop_assert!(
+        *status == 200 || (400..500).contains(status),
+        "{status} {body}"
+    );
     if *status != 200 {
-        prop_assert!(!body["detail"].as_str().unwrap_or_default().is_empty(), "{body}");
+        prop_assert!(
+            !body["detail"].as_str().unwrap_or_default().is_empty(),
+            "{body}"
+        );
     }
     Ok(())
 }
@@ -365,11 +420,16 @@ async fn archives(backend: Backend) {
 /// The keys an export derives from its passphrase (what `seal.rs` does), to reseal edits.
 fn keys(salt_b64: &str) -> (pepeunit::crypto::Cipher, [u8; 32]) {
     use base64::Engine;
-    let salt = base64::engine::general_purpose::STANDARD.decode(salt_b64).unwrap();
+    let salt = base64::engine::general_purpose::STANDARD
+        .decode(salt_b64)
+        .unwrap();
     let mut out = [0u8; 64];
     pbkdf2::pbkdf2_hmac::<sha2::Sha256>(PASS.as_bytes(), &salt, 200_000, &mut out);
     let enc: [u8; 32] = out[..32].try_into().unwrap();
-    (pepeunit::crypto::Cipher::new(&enc), out[32..].try_into().unwrap())
+    (
+        pepeunit::crypto::Cipher::new(&enc),
+        out[32..].try_into().unwrap(),
+    )
 }
 
 fn mac(key: &[u8; 32], manifest: &Value) -> String {
@@ -391,7 +451,11 @@ async fn sealed_archives(backend: Backend) {
     let (inst, sealed) = (&owned, &exported.sealed);
     let members = unpack(sealed);
     let manifest: Value = serde_json::from_slice(
-        &members.iter().find(|(p, _)| p == "manifest.json").unwrap().1,
+        &members
+            .iter()
+            .find(|(p, _)| p == "manifest.json")
+            .unwrap()
+            .1,
     )
     .unwrap();
     let sealer = keys(manifest["sealed"]["salt"].as_str().unwrap());
@@ -423,7 +487,10 @@ async fn sealed_archives(backend: Backend) {
             tally.saw(if got.0 == 200 { "imported" } else { "refused" });
             if got.0 == 200 {
                 let uuid = remapped(&got.1, "units", unit["uuid"].as_str().unwrap());
-                for path in [format!("/units/env/{uuid}"), format!("/units/get_state_storage/{uuid}")] {
+                for path in [
+                    format!("/units/env/{uuid}"),
+                    format!("/units/get_state_storage/{uuid}"),
+                ] {
                     let (s, v) = rt.block_on(inst.get(&path, Some(&importer)));
                     prop_assert!(s.as_u16() < 500, "{path}: {s} {v}");
                 }
@@ -445,7 +512,10 @@ fn resealed(
     storage: &str,
 ) -> (Value, Vec<u8>) {
     let mut members = members.to_vec();
-    let (_, units) = members.iter_mut().find(|(p, _)| p == "units.jsonl").unwrap();
+    let (_, units) = members
+        .iter_mut()
+        .find(|(p, _)| p == "units.jsonl")
+        .unwrap();
     let mut unit: Value = serde_json::from_slice(units.trim_ascii_end()).unwrap();
     unit["cipher_env"] = json!(cipher.encrypt(env).unwrap());
     unit["cipher_state_storage"] = json!(cipher.encrypt(storage).unwrap());
@@ -494,14 +564,21 @@ crate::both_backends!(archives, sealed_archives);
 /// not after unpacking everything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gzip_bomb_is_refused_at_the_cap() {
-    let inst = TestInstance::start_with(Backend::Sqlite, &[("PU_IMPORT_MAX_BYTES", MAX_BYTES)]).await;
+    let inst =
+        TestInstance::start_with(Backend::Sqlite, &[("PU_IMPORT_MAX_BYTES", MAX_BYTES)]).await;
     let (_, token) = inst.user("owner").await;
     let zeros = vec![0u8; 64 * 1024 * 1024];
     let bomb = pack(&[("manifest.json".to_string(), zeros)]);
     assert!(bomb.len() < 1024 * 1024, "{} bytes", bomb.len());
     let (status, body) = import(&inst, &token, bomb, None).await;
     assert_eq!(status, 422, "{body}");
-    assert!(body["detail"].as_str().unwrap().contains("larger than PU_IMPORT_MAX_BYTES"), "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("larger than PU_IMPORT_MAX_BYTES"),
+        "{body}"
+    );
     inst.stop().await;
 }
 
@@ -512,15 +589,23 @@ async fn a_sealed_env_that_is_not_an_object_is_refused() {
     let (inst, _firmware, _, exported) = setup(Backend::Sqlite).await;
     let (_, importer) = inst.user("importer").await;
     let members = unpack(&exported.sealed);
-    let manifest: Value =
-        serde_json::from_slice(&members.iter().find(|(p, _)| p == "manifest.json").unwrap().1)
-            .unwrap();
+    let manifest: Value = serde_json::from_slice(
+        &members
+            .iter()
+            .find(|(p, _)| p == "manifest.json")
+            .unwrap()
+            .1,
+    )
+    .unwrap();
     let sealer = keys(manifest["sealed"]["salt"].as_str().unwrap());
     let (_, archive) = resealed(&members, &manifest, &sealer, "[]", "null");
     let (status, body) = import(&inst, &importer, archive, Some(PASS)).await;
     assert_eq!(status, 422, "{body}");
     assert!(
-        body["detail"].as_str().unwrap().contains("cipher_env is not a JSON object"),
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("cipher_env is not a JSON object"),
         "{body}"
     );
     // the same archive with an object env imports

@@ -73,7 +73,10 @@ fn remote_documents_into_hub_entries() {
             return Ok(());
         };
         tally.saw("indexed");
-        prop_assert!(matches!(doc["type"].as_str(), Some("Repository" | "Service")));
+        prop_assert!(matches!(
+            doc["type"].as_str(),
+            Some("Repository" | "Service")
+        ));
         prop_assert!(h.name.chars().count() <= 200);
         prop_assert!(h.description.chars().count() <= 2000);
         prop_assert!(h.readme.chars().count() <= 64 * 1024);
@@ -102,7 +105,14 @@ fn signature_header() -> impl Strategy<Value = String> {
         "",
     ]);
     let param = (
-        prop::sample::select(vec!["keyId", "algorithm", "headers", "signature", "created", "x"]),
+        prop::sample::select(vec![
+            "keyId",
+            "algorithm",
+            "headers",
+            "signature",
+            "created",
+            "x",
+        ]),
         "[ -~]{0,20}",
     )
         .prop_map(|(k, v)| format!("{k}={v}"));
@@ -229,10 +239,16 @@ fn signature_headers() {
                 prop_assert!(!e.to_string().is_empty())
             }
             Ok(()) => {
-                tally.saw(if body.is_some() { "passed with a body" } else { "passed" });
+                tally.saw(if body.is_some() {
+                    "passed with a body"
+                } else {
+                    "passed"
+                });
                 prop_assert_eq!(headers.get_all("signature").iter().count(), 1);
                 prop_assert!(headers.get_all("host").iter().count() == 1);
-                prop_assert!(headers["host"].as_bytes().eq_ignore_ascii_case(DOMAIN.as_bytes()));
+                prop_assert!(headers["host"]
+                    .as_bytes()
+                    .eq_ignore_ascii_case(DOMAIN.as_bytes()));
                 prop_assert!(!headers.contains_key("authorization"));
                 if let Some(b) = &body {
                     let expected = B64.encode(Sha256::digest(b));
@@ -305,7 +321,10 @@ async fn inbox(backend: Backend) {
     let peer = leak(b.domain.clone());
     // NUL anywhere is refused at once: half the cases go without, to get further
     let cases = (
-        prop_oneof![activity(peer, b_actor), activity(peer, b_actor).prop_map(without_nul)],
+        prop_oneof![
+            activity(peer, b_actor),
+            activity(peer, b_actor).prop_map(without_nul)
+        ],
         prop::option::weighted(0.2, signature_header()),
     );
     let a_ref = &a;

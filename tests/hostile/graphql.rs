@@ -17,7 +17,11 @@ static NAMES: LazyLock<Vec<String>> = LazyLock::new(|| {
     let sdl = pepeunit::graphql::sdl();
     let mut names: Vec<String> = sdl
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .filter(|w| w.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_'))
+        .filter(|w| {
+            w.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        })
         .map(str::to_string)
         .collect();
     names.sort();
@@ -53,7 +57,8 @@ fn value() -> impl Strategy<Value = String> {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(|v| format!("[{}]", v.join(", "))),
             prop::collection::vec((name(), inner), 0..4).prop_map(|kv| {
-                let fields: Vec<String> = kv.into_iter().map(|(k, v)| format!("{k}: {v}")).collect();
+                let fields: Vec<String> =
+                    kv.into_iter().map(|(k, v)| format!("{k}: {v}")).collect();
                 format!("{{{}}}", fields.join(", "))
             }),
         ]
@@ -296,4 +301,3 @@ async fn over_http(backend: Backend) {
 }
 
 crate::both_backends!(over_http);
-

@@ -57,7 +57,10 @@ impl Tally {
             return;
         }
         for b in branches {
-            assert!(seen.get(b).copied().unwrap_or(0) > 0, "no case reached {b:?}: {seen:?}");
+            assert!(
+                seen.get(b).copied().unwrap_or(0) > 0,
+                "no case reached {b:?}: {seen:?}"
+            );
         }
     }
 }
@@ -169,7 +172,13 @@ pub fn raw_json_text() -> impl Strategy<Value = String> {
 /// `text` with one random edit: a byte inserted, a range deleted, cut short, or a range
 /// repeated.
 pub fn mutated(text: impl Strategy<Value = Vec<u8>>) -> impl Strategy<Value = Vec<u8>> {
-    (text, any::<u8>(), any::<prop::sample::Index>(), any::<prop::sample::Index>(), 0u8..4)
+    (
+        text,
+        any::<u8>(),
+        any::<prop::sample::Index>(),
+        any::<prop::sample::Index>(),
+        0u8..4,
+    )
         .prop_map(|(mut t, byte, a, b, op)| {
             if t.is_empty() {
                 return vec![byte];

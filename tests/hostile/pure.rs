@@ -130,7 +130,10 @@ fn log_payloads() {
         if refused > 0 {
             tally.saw("items refused");
         }
-        if lines.iter().any(|l| l.text.len() == MAX_LOG_TEXT || l.create_datetime.is_some()) {
+        if lines
+            .iter()
+            .any(|l| l.text.len() == MAX_LOG_TEXT || l.create_datetime.is_some())
+        {
             tally.saw("long or dated");
         }
         // one item per line or refusal: an object is one item, a list its items
@@ -147,7 +150,13 @@ fn log_payloads() {
         prop_assert!(bounded_by(bytes.len(), kept));
         Ok(())
     });
-    tally.expect(&["refused", "no line", "lines", "items refused", "long or dated"]);
+    tally.expect(&[
+        "refused",
+        "no line",
+        "lines",
+        "items refused",
+        "long or dated",
+    ]);
 }
 
 /// A well-formed line keeps its level (any case), its text (NUL replaced, cut at the limit on
@@ -177,8 +186,11 @@ fn log_lines_keep_what_was_sent() {
             prop_assert!(clean.starts_with(&lines[0].text));
             prop_assert!(lines[0].text.len() > MAX_LOG_TEXT - 4);
         }
-        let expected =
-            time.map(|(secs, _)| chrono::DateTime::from_timestamp(secs, 0).unwrap().naive_utc());
+        let expected = time.map(|(secs, _)| {
+            chrono::DateTime::from_timestamp(secs, 0)
+                .unwrap()
+                .naive_utc()
+        });
         prop_assert_eq!(lines[0].create_datetime, expected);
         Ok(())
     });
@@ -194,7 +206,10 @@ fn node_values() {
         prop_assert!(stored.len() <= 3 * value.len());
         prop_assert_eq!(stored.chars().count(), value.chars().count());
         for (a, b) in value.chars().zip(stored.chars()) {
-            prop_assert!(a == b || (a == '\0' && b == '\u{FFFD}'), "{a:?} became {b:?}");
+            prop_assert!(
+                a == b || (a == '\0' && b == '\u{FFFD}'),
+                "{a:?} became {b:?}"
+            );
         }
         Ok(())
     });
@@ -250,7 +265,11 @@ fn topics_round_trip_or_are_refused() {
         let shape = Shape::of(&text);
         match Topic::parse(&text) {
             Ok(t) => {
-                tally.saw(if matches!(t, Topic::Node { .. }) { "node" } else { "unit base" });
+                tally.saw(if matches!(t, Topic::Node { .. }) {
+                    "node"
+                } else {
+                    "unit base"
+                });
                 prop_assert_eq!(t.to_string(), text.clone());
                 prop_assert_eq!(Some(t.domain()), shape.domain());
             }
@@ -283,32 +302,40 @@ fn built_topics_parse_back() {
         any::<bool>(),
     );
     let tally = Tally::default();
-    check(256, parts, |(domain, base, (uuid, canonical), name, unit)| {
-        tally.saw(if canonical { "canonical" } else { "other spelling" });
-        let text = if unit {
-            format!("{domain}/{}/{uuid}/{name}/pepeunit", base.as_str())
-        } else {
-            format!("{domain}/{uuid}/pepeunit")
-        };
-        match Topic::parse(&text) {
-            Ok(t) => {
-                prop_assert!(canonical);
-                let u = Uuid::parse_str(&uuid).unwrap();
-                let built = if unit {
-                    Topic::unit_base(&domain, base, u, &name)
-                } else {
-                    Topic::node(&domain, u, "x/pepeunit")
-                };
-                prop_assert_eq!(t, built);
-                prop_assert_eq!(built.to_string(), text);
+    check(
+        256,
+        parts,
+        |(domain, base, (uuid, canonical), name, unit)| {
+            tally.saw(if canonical {
+                "canonical"
+            } else {
+                "other spelling"
+            });
+            let text = if unit {
+                format!("{domain}/{}/{uuid}/{name}/pepeunit", base.as_str())
+            } else {
+                format!("{domain}/{uuid}/pepeunit")
+            };
+            match Topic::parse(&text) {
+                Ok(t) => {
+                    prop_assert!(canonical);
+                    let u = Uuid::parse_str(&uuid).unwrap();
+                    let built = if unit {
+                        Topic::unit_base(&domain, base, u, &name)
+                    } else {
+                        Topic::node(&domain, u, "x/pepeunit")
+                    };
+                    prop_assert_eq!(t, built);
+                    prop_assert_eq!(built.to_string(), text);
+                }
+                Err(e) => {
+                    prop_assert!(!canonical);
+                    prop_assert_eq!(e, topic::TopicError::Uuid);
+                }
             }
-            Err(e) => {
-                prop_assert!(!canonical);
-                prop_assert_eq!(e, topic::TopicError::Uuid);
-            }
-        }
-        Ok(())
-    });
+            Ok(())
+        },
+    );
     tally.expect(&["canonical", "other spelling"]);
 }
 
@@ -335,16 +362,18 @@ fn schema_shape() -> impl Strategy<Value = Value> {
         1 => json_value(),
     ];
     let extra = prop_oneof![3 => Just(Default::default()), 1 => object_with(&[])];
-    (prop::collection::vec(prop::option::weighted(0.95, list), 4), extra).prop_map(
-        |(lists, mut m)| {
+    (
+        prop::collection::vec(prop::option::weighted(0.95, list), 4),
+        extra,
+    )
+        .prop_map(|(lists, mut m)| {
             for (k, l) in SCHEMA_KEYS.iter().zip(lists) {
                 if let Some(l) = l {
                     m.insert(k.to_string(), l);
                 }
             }
             Value::Object(m)
-        },
-    )
+        })
 }
 
 /// `schema_example.json` from a repo: accepted only with the four lists of valid, distinct
@@ -418,7 +447,11 @@ fn env_example_files() {
 /// it was read and written again (found by `hostile::units`). `float_roundtrip` parses exactly.
 #[test]
 fn floats_survive_a_round_trip() {
-    for n in ["-1.3826932030320836e60", "2.2250738585072014e-308", "0.30000000000000004"] {
+    for n in [
+        "-1.3826932030320836e60",
+        "2.2250738585072014e-308",
+        "0.30000000000000004",
+    ] {
         let payload = format!(r#"{{"pu_commit_version":"a","millis":{n}}}"#);
         let s = payload::parse_state(payload.as_bytes()).unwrap();
         let again: f64 = s.state["millis"].to_string().parse().unwrap();

@@ -22,7 +22,13 @@ fn env_shape() -> impl Strategy<Value = Value> {
     let example = serde_json::from_str::<Value>(ENV_EXAMPLE).unwrap();
     (
         any::<bool>(),
-        prop::collection::vec((key, prop_oneof![3 => hostile_string().prop_map(Value::String), 1 => json_value()]), 0..8),
+        prop::collection::vec(
+            (
+                key,
+                prop_oneof![3 => hostile_string().prop_map(Value::String), 1 => json_value()],
+            ),
+            0..8,
+        ),
     )
         .prop_map(move |(complete, kv)| {
             let mut m = if complete {
@@ -54,7 +60,11 @@ async fn env_json(backend: Backend) {
                 (patched, inst_ref.get(&path, Some(&token)).await)
             });
             let (status, body) = &patched;
-            tally.saw(if status.is_success() { "saved" } else { "refused" });
+            tally.saw(if status.is_success() {
+                "saved"
+            } else {
+                "refused"
+            });
             prop_assert!(
                 status.as_u16() == 204 || (400..500).contains(&status.as_u16()),
                 "{status} {body} for {text:?}"
@@ -65,14 +75,22 @@ async fn env_json(backend: Backend) {
             // the stored env (the last accepted one) still makes a whole env.json
             prop_assert_eq!(got.0.as_u16(), 200, "{}", got.1);
             let env = got.1.as_object().unwrap();
-            prop_assert!(!env.contains_key("PU_COMMIT_VERSION") || env["PU_COMMIT_VERSION"].is_string());
+            prop_assert!(
+                !env.contains_key("PU_COMMIT_VERSION") || env["PU_COMMIT_VERSION"].is_string()
+            );
             for key in ["WIFI_SSID", "WIFI_PASS", "SENSOR_PERIOD", "PU_AUTH_TOKEN"] {
-                prop_assert!(env.get(key).is_some_and(|v| !v.is_null()), "{key} in {}", got.1);
+                prop_assert!(
+                    env.get(key).is_some_and(|v| !v.is_null()),
+                    "{key} in {}",
+                    got.1
+                );
             }
             if status.is_success() {
                 let sent: Value = serde_json::from_str(&text).unwrap();
                 for (k, v) in sent.as_object().unwrap() {
-                    if ["WIFI_SSID", "WIFI_PASS", "SENSOR_PERIOD"].contains(&k.as_str()) && !v.is_null() {
+                    if ["WIFI_SSID", "WIFI_PASS", "SENSOR_PERIOD"].contains(&k.as_str())
+                        && !v.is_null()
+                    {
                         prop_assert_eq!(&env[k], v);
                     } else if !k.starts_with("PU_") {
                         prop_assert!(!env.contains_key(k), "{k} is not an env key");

@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::archive::{pack, sha256_hex, unpack};
+use common::archive::{export, import, pack, sha256_hex, unpack};
 use common::fixtures::{registry_repo_unit, FirmwareRepo};
 use common::mqtt::unit_token;
 use common::{Backend, TestInstance};
@@ -18,39 +18,6 @@ const PASS: &str = "correct horse battery";
 
 fn instance(t: &TestInstance) -> &Instance {
     &t.running.as_ref().unwrap().instance
-}
-
-async fn export(inst: &TestInstance, token: &str, body: Value) -> (u16, Vec<u8>) {
-    let res = inst
-        .http
-        .post(inst.url("/users/export"))
-        .header("x-auth-token", token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = res.status().as_u16();
-    (status, res.bytes().await.unwrap().to_vec())
-}
-
-async fn import(
-    inst: &TestInstance,
-    token: &str,
-    archive: Vec<u8>,
-    passphrase: Option<&str>,
-) -> (u16, Value) {
-    let mut req = inst
-        .http
-        .post(inst.url("/users/import"))
-        .header("x-auth-token", token)
-        .header("content-type", "application/gzip")
-        .body(archive);
-    if let Some(p) = passphrase {
-        req = req.header("x-passphrase", p);
-    }
-    let res = req.send().await.unwrap();
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
 }
 
 /// Every row of the exported tables, keyed by table then uuid, secrets decrypted.

@@ -3,6 +3,10 @@
 
 use std::io::{Read, Write};
 
+use serde_json::Value;
+
+use super::TestInstance;
+
 /// Unpacks an archive into (path, bytes) members.
 pub fn unpack(archive: &[u8]) -> Vec<(String, Vec<u8>)> {
     let mut a = tar::Archive::new(flate2::read::GzDecoder::new(archive));
@@ -40,4 +44,39 @@ pub fn sha256_hex(d: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// `POST /users/export` as `token`: status and the archive.
+pub async fn export(inst: &TestInstance, token: &str, body: Value) -> (u16, Vec<u8>) {
+    let res = inst
+        .http
+        .post(inst.url("/users/export"))
+        .header("x-auth-token", token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    (status, res.bytes().await.unwrap().to_vec())
+}
+
+/// `POST /users/import` of `archive` as `token`: status and the answer.
+pub async fn import(
+    inst: &TestInstance,
+    token: &str,
+    archive: Vec<u8>,
+    passphrase: Option<&str>,
+) -> (u16, Value) {
+    let mut req = inst
+        .http
+        .post(inst.url("/users/import"))
+        .header("x-auth-token", token)
+        .header("content-type", "application/gzip")
+        .body(archive);
+    if let Some(p) = passphrase {
+        req = req.header("x-passphrase", p);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
 }

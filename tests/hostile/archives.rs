@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 
 use super::{check, hostile_string, json_value, mutated, raw_json_text, Tally};
-use crate::common::archive::{pack, sha256_hex, unpack};
+use crate::common::archive::{export, import, pack, sha256_hex, unpack};
 use crate::common::fixtures::{registry_repo_unit, FirmwareRepo};
 use crate::common::{Backend, TestInstance};
 
@@ -324,39 +324,6 @@ fn apply(archive: &[u8], edits: &[Edit]) -> Vec<u8> {
     pack(&members)
 }
 
-async fn import(
-    inst: &TestInstance,
-    token: &str,
-    archive: Vec<u8>,
-    pass: Option<&str>,
-) -> (u16, Value) {
-    let mut req = inst
-        .http
-        .post(inst.url("/users/import"))
-        .header("x-auth-token", token)
-        .header("content-type", "application/gzip")
-        .body(archive);
-    if let Some(p) = pass {
-        req = req.header("x-passphrase", p);
-    }
-    let res = req.send().await.expect("the server answers");
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
-}
-
-async fn export(inst: &TestInstance, token: &str, body: Value) -> Vec<u8> {
-    let res = inst
-        .http
-        .post(inst.url("/users/export"))
-        .header("x-auth-token", token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 200);
-    res.bytes().await.unwrap().to_vec()
-}
-
 /// A refusal is a 4xx with a reason; anything else must have imported.
 fn refused_or_imported(got: &(u16, Value)) -> Result<(), TestCaseError> {
     let (status, body) = got;
@@ -378,8 +345,10 @@ async fn setup(backend: Backend) -> (TestInstance, FirmwareRepo, String, Exporte
     let firmware = FirmwareRepo::create().await;
     let (_, owner) = inst.user("owner").await;
     registry_repo_unit(&inst, &owner, &firmware, "arch", "Public").await;
-    let plain = export(&inst, &owner, json!({})).await;
-    let sealed = export(&inst, &owner, json!({"passphrase": PASS})).await;
+    let (s, plain) = export(&inst, &owner, json!({})).await;
+    assert_eq!(s, 200);
+    let (s, sealed) = export(&inst, &owner, json!({"passphrase": PASS})).await;
+    assert_eq!(s, 200);
     (inst, firmware, owner, Exported { plain, sealed })
 }
 
@@ -417,8 +386,25 @@ async fn archives(backend: Backend) {
     owned.stop().await;
 }
 
+type Keys = (pepeunit::crypto::Cipher, [u8; 32]);
+
+/// A sealed archive's members, its manifest and the keys of its passphrase.
+fn opened(sealed: &[u8]) -> (Vec<(String, Vec<u8>)>, Value, Keys) {
+    let members = unpack(sealed);
+    let manifest: Value = serde_json::from_slice(
+        &members
+            .iter()
+            .find(|(p, _)| p == "manifest.json")
+            .unwrap()
+            .1,
+    )
+    .unwrap();
+    let keys = keys(manifest["sealed"]["salt"].as_str().unwrap());
+    (members, manifest, keys)
+}
+
 /// The keys an export derives from its passphrase (what `seal.rs` does), to reseal edits.
-fn keys(salt_b64: &str) -> (pepeunit::crypto::Cipher, [u8; 32]) {
+fn keys(salt_b64: &str) -> Keys {
     use base64::Engine;
     let salt = base64::engine::general_purpose::STANDARD
         .decode(salt_b64)
@@ -449,16 +435,7 @@ async fn sealed_archives(backend: Backend) {
     let (owned, _firmware, _, exported) = setup(backend).await;
     let (_, importer) = owned.user("importer").await;
     let (inst, sealed) = (&owned, &exported.sealed);
-    let members = unpack(sealed);
-    let manifest: Value = serde_json::from_slice(
-        &members
-            .iter()
-            .find(|(p, _)| p == "manifest.json")
-            .unwrap()
-            .1,
-    )
-    .unwrap();
-    let sealer = keys(manifest["sealed"]["salt"].as_str().unwrap());
+    let (members, manifest, sealer) = opened(sealed);
     let seal_edit = (
         prop::sample::select(vec!["sealed", "mac"]),
         prop_oneof![json_value(), object_with_salt()],
@@ -507,7 +484,7 @@ async fn sealed_archives(backend: Backend) {
 fn resealed(
     members: &[(String, Vec<u8>)],
     manifest: &Value,
-    (cipher, mac_key): &(pepeunit::crypto::Cipher, [u8; 32]),
+    (cipher, mac_key): &Keys,
     env: &str,
     storage: &str,
 ) -> (Value, Vec<u8>) {
@@ -588,16 +565,7 @@ async fn a_gzip_bomb_is_refused_at_the_cap() {
 async fn a_sealed_env_that_is_not_an_object_is_refused() {
     let (inst, _firmware, _, exported) = setup(Backend::Sqlite).await;
     let (_, importer) = inst.user("importer").await;
-    let members = unpack(&exported.sealed);
-    let manifest: Value = serde_json::from_slice(
-        &members
-            .iter()
-            .find(|(p, _)| p == "manifest.json")
-            .unwrap()
-            .1,
-    )
-    .unwrap();
-    let sealer = keys(manifest["sealed"]["salt"].as_str().unwrap());
+    let (members, manifest, sealer) = opened(&exported.sealed);
     let (_, archive) = resealed(&members, &manifest, &sealer, "[]", "null");
     let (status, body) = import(&inst, &importer, archive, Some(PASS)).await;
     assert_eq!(status, 422, "{body}");

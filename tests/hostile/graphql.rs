@@ -177,7 +177,7 @@ fn any_text() -> impl Strategy<Value = String> {
 #[test]
 fn pre_parse_checks() {
     let tally = Tally::default();
-    check(1024, any_text(), |text| {
+    check(512, any_text(), |text| {
         let n = limits::nesting(&text);
         if async_graphql::parser::parse_query(&text).is_ok() && n <= MAX_NESTING {
             tally.saw("parses");

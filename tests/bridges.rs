@@ -7,6 +7,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::federation::eventually;
 use common::fixtures::{registry_repo_unit, FirmwareRepo};
 use common::mqtt::{unit_token, MqttDevice};
 use common::{assert_detail, Backend, TestInstance};
@@ -24,21 +25,6 @@ async fn start(backend: Backend) -> TestInstance {
 
 fn mqtt_port(inst: &TestInstance) -> u16 {
     inst.config.mqtt_port
-}
-
-/// Polls `probe` every 100 ms for up to 20 s until it returns `Some`.
-async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    for _ in 0..200 {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 /// The uuid of the unit's node with this topic name.

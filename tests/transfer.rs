@@ -5,8 +5,8 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 
+use common::archive::{export, import, pack, sha256_hex, unpack};
 use common::fixtures::{registry_repo_unit, FirmwareRepo};
 use common::mqtt::unit_token;
 use common::{Backend, TestInstance};
@@ -18,39 +18,6 @@ const PASS: &str = "correct horse battery";
 
 fn instance(t: &TestInstance) -> &Instance {
     &t.running.as_ref().unwrap().instance
-}
-
-async fn export(inst: &TestInstance, token: &str, body: Value) -> (u16, Vec<u8>) {
-    let res = inst
-        .http
-        .post(inst.url("/users/export"))
-        .header("x-auth-token", token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = res.status().as_u16();
-    (status, res.bytes().await.unwrap().to_vec())
-}
-
-async fn import(
-    inst: &TestInstance,
-    token: &str,
-    archive: Vec<u8>,
-    passphrase: Option<&str>,
-) -> (u16, Value) {
-    let mut req = inst
-        .http
-        .post(inst.url("/users/import"))
-        .header("x-auth-token", token)
-        .header("content-type", "application/gzip")
-        .body(archive);
-    if let Some(p) = passphrase {
-        req = req.header("x-passphrase", p);
-    }
-    let res = req.send().await.unwrap();
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
 }
 
 /// Every row of the exported tables, keyed by table then uuid, secrets decrypted.
@@ -78,45 +45,6 @@ async fn snapshot(inst: &Instance) -> BTreeMap<String, BTreeMap<String, Map<Stri
 
 fn counts(s: &BTreeMap<String, BTreeMap<String, Map<String, Value>>>) -> BTreeMap<String, usize> {
     s.iter().map(|(k, v)| (k.clone(), v.len())).collect()
-}
-
-/// Unpacks an archive into (path, bytes) members.
-fn unpack(archive: &[u8]) -> Vec<(String, Vec<u8>)> {
-    let mut a = tar::Archive::new(flate2::read::GzDecoder::new(archive));
-    a.entries()
-        .unwrap()
-        .map(|e| {
-            let mut e = e.unwrap();
-            let p = e.path().unwrap().to_string_lossy().to_string();
-            let mut d = Vec::new();
-            e.read_to_end(&mut d).unwrap();
-            (p, d)
-        })
-        .collect()
-}
-
-fn pack(members: &[(String, Vec<u8>)]) -> Vec<u8> {
-    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
-        Vec::new(),
-        flate2::Compression::fast(),
-    ));
-    for (p, d) in members {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(d.len() as u64);
-        h.set_mode(0o600);
-        b.append_data(&mut h, p, d.as_slice()).unwrap();
-    }
-    let mut gz = b.into_inner().unwrap();
-    gz.flush().unwrap();
-    gz.finish().unwrap()
-}
-
-fn sha256_hex(d: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(d)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// Changes one member with `f` and, when `fix_manifest`, updates its checksum too.

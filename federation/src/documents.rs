@@ -183,6 +183,18 @@ pub fn id_of(value: &Value) -> Option<&str> {
     }
 }
 
+/// Whether any string or key of a document holds a NUL character (`\u0000`): no ActivityPub
+/// document needs one, and PostgreSQL's TEXT refuses it wherever it would be stored or
+/// compared.
+pub fn has_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(m) => m.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
+}
+
 pub fn str_field<'a>(doc: &'a Value, key: &str) -> &'a str {
     doc.get(key).and_then(Value::as_str).unwrap_or_default()
 }

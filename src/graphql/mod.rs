@@ -15,7 +15,7 @@
 
 mod documents;
 mod inputs;
-mod limits;
+pub mod limits;
 mod mutation;
 mod query;
 mod scalars;

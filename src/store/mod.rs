@@ -176,6 +176,17 @@ impl Db {
         Ok(Db { pool, backend })
     }
 
+    /// A transaction that will write after reading. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`, waiting up to `busy_timeout`): a deferred one that reads first fails
+    /// with SQLITE_BUSY_SNAPSHOT ("database is locked", code 517) when another connection
+    /// commits a write before its own first write, and no timeout helps then.
+    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+    }
+
     /// Applies every migration not yet recorded in `_pepeunit_migrations`, each in a transaction.
     pub async fn migrate(&self) -> anyhow::Result<usize> {
         sqlx::raw_sql(

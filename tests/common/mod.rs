@@ -4,8 +4,10 @@
 #![allow(dead_code)]
 
 pub mod api;
+pub mod archive;
 pub mod clickhouse;
 pub mod device;
+pub mod federation;
 pub mod fixtures;
 pub mod graphql;
 pub mod mosquitto;

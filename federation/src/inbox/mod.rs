@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use url::Url;
 
 use crate::core::{ApActor, FedError, Federation};
-use crate::documents::{domain_of, id_of, str_field};
+use crate::documents::{domain_of, has_nul, id_of, str_field};
 use crate::signing::{SignatureError, SignedRequest};
 
 /// An inbox answer: status and a short reason.
@@ -103,6 +103,9 @@ impl Federation {
             Ok(_) => return InboxReply::new(400, "activity must be a JSON object"),
             Err(e) => return InboxReply::new(400, format!("activity is not JSON: {e}")),
         };
+        if has_nul(&activity) {
+            return InboxReply::new(400, "activity contains a NUL character");
+        }
         if id_of(activity.get("actor").unwrap_or(&Value::Null)) != Some(actor.actor.id.as_str()) {
             return InboxReply::new(401, "activity actor is not the signer");
         }

@@ -118,7 +118,8 @@ impl Instance {
                 }
             }
         }
-        let mut tx = self.pool().begin().await?;
+        // an import reads (names, registries) before it writes: see `Db::begin_write`
+        let mut tx = self.db.begin_write().await?;
         let map = &mut report.map;
         map.insert(source_user.clone(), target.to_string());
         let mut names_used: HashSet<(String, String)> = HashSet::new();
@@ -280,6 +281,17 @@ impl Instance {
                                 i + 1
                             ))
                         })?;
+                        // a unit's env is read back as an object (anything else fails every
+                        // later read of it)
+                        if *field == "cipher_env"
+                            && !matches!(serde_json::from_str(&plain), Ok(Value::Object(_)))
+                        {
+                            return Err(AppError::transfer(format!(
+                                "{} record {}: {field} is not a JSON object",
+                                table.name,
+                                i + 1
+                            )));
+                        }
                         rec.insert(
                             field.to_string(),
                             Value::String(self.cipher.encrypt(&plain)?),

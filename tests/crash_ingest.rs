@@ -2,8 +2,12 @@
 //! lines to an external broker (Debian's mosquitto) while the instance, a separate `pepeunit
 //! serve` process in external mode, is killed with SIGKILL mid-stream twice and started again
 //! on the same data. Every line a device was acknowledged for must be stored exactly once: on
-//! SQLite and PostgreSQL, with the log lines in the SQL store and in ClickHouse. (Checked to
-//! fail when messages are acknowledged on receipt, and when log lines carry no key.)
+//! SQLite and PostgreSQL, with the log lines in the SQL store and in ClickHouse.
+//!
+//! Checked to fail when log lines carry no key (duplicates). Not caught here: a core that
+//! acknowledges on receipt. It keeps up with mosquitto in this test, so little is in its
+//! queues at the kill, and SIGKILL resets the connection, so the broker never reads the last
+//! acknowledgements and delivers those messages again anyway.
 
 mod common;
 

@@ -92,22 +92,26 @@ fn logs(dir: &Path) -> String {
     out
 }
 
-/// One device: `LINES` QoS 1 log lines with its own microsecond timestamps, as the official
-/// client sends them; counts the broker's PUBACKs.
+/// One device connection: log lines `{d}-{i}` for `i` in `lines`, QoS 1, each with its own
+/// microsecond timestamp as the official client sends them, `pause` apart; counts the
+/// broker's PUBACKs into `acked`.
 fn device(
     port: u16,
     d: usize,
     topic: String,
+    lines: std::ops::Range<u64>,
+    pause: Duration,
     acked: Arc<AtomicU64>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut o = MqttOptions::new(format!("crash-device-{d}"), "127.0.0.1", port);
+        let id = format!("crash-device-{d}-{}", lines.start);
+        let mut o = MqttOptions::new(id, "127.0.0.1", port);
         o.set_keep_alive(Duration::from_secs(30));
         o.set_inflight(50);
         let (client, mut events) = AsyncClient::new(o, 100);
-        let counter = acked.clone();
+        let (counter, want) = (acked.clone(), acked.load(Relaxed) + lines.end - lines.start);
         let poller = tokio::spawn(async move {
-            while counter.load(Relaxed) < LINES {
+            while counter.load(Relaxed) < want {
                 match events.poll().await {
                     Ok(Event::Incoming(Packet::PubAck(_))) => {
                         counter.fetch_add(1, Relaxed);
@@ -117,16 +121,67 @@ fn device(
                 }
             }
         });
-        for i in 0..LINES {
+        for i in lines {
             let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
             let line = json!({"level": "Info", "text": format!("{d}-{i}"), "create_datetime": at});
             client
                 .publish(&topic, QoS::AtLeastOnce, false, line.to_string())
                 .await
                 .unwrap();
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
         }
         let _ = tokio::time::timeout(Duration::from_secs(120), poller).await;
     })
+}
+
+/// Every line `{d}-{i}`, `i` in `0..n`, is stored once, in the device's order.
+async fn assert_exactly_once(inst: &TestInstance, token: &str, unit: &str, d: usize, n: u64) {
+    let (s, v) = inst
+        .get(
+            &format!(
+                "/units/log_list/?uuid={unit}&limit={}&order_by_create_date=asc",
+                n * 2
+            ),
+            Some(token),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+    let texts: Vec<&str> = v["unit_logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["text"].as_str().unwrap())
+        .collect();
+    let expected: Vec<String> = (0..n).map(|i| format!("{d}-{i}")).collect();
+    let mut sorted = texts.clone();
+    sorted.sort();
+    let mut want: Vec<&str> = expected.iter().map(String::as_str).collect();
+    want.sort();
+    assert_eq!(
+        v["count"].as_i64(),
+        Some(n as i64),
+        "unit {d}: every line exactly once"
+    );
+    assert_eq!(sorted, want, "unit {d}: every line exactly once");
+    assert_eq!(
+        texts,
+        expected.iter().map(String::as_str).collect::<Vec<_>>(),
+        "unit {d}: in the device's order"
+    );
+}
+
+/// Polls until the unit has `n` lines (bounded by [`SETTLE`]).
+async fn wait_stored(inst: &TestInstance, token: &str, unit: &str, n: u64, what: &str) {
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    while log_count(inst, token, unit).await < n as i64 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not every line was stored"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn log_count(inst: &TestInstance, token: &str, unit: &str) -> i64 {
@@ -208,7 +263,14 @@ async fn killed_mid_stream(backend: Backend, clickhouse: bool) {
         .enumerate()
         .map(|(d, u)| {
             let topic = format!("{}/output_base_topic/{u}/log/pepeunit", inst.domain);
-            device(broker.port, d, topic, acked[d].clone())
+            device(
+                broker.port,
+                d,
+                topic,
+                0..LINES,
+                Duration::ZERO,
+                acked[d].clone(),
+            )
         })
         .collect();
     // the lines wait at the broker before the instance starts: the backlog keeps the core
@@ -259,38 +321,7 @@ async fn killed_mid_stream(backend: Backend, clickhouse: bool) {
         }
     }
     for (d, u) in units.iter().enumerate() {
-        let (s, v) = inst
-            .get(
-                &format!(
-                    "/units/log_list/?uuid={u}&limit={}&order_by_create_date=asc",
-                    LINES * 2
-                ),
-                Some(&owner),
-            )
-            .await;
-        assert_eq!(s.as_u16(), 200, "{v}");
-        let texts: Vec<&str> = v["unit_logs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|l| l["text"].as_str().unwrap())
-            .collect();
-        let expected: Vec<String> = (0..LINES).map(|i| format!("{d}-{i}")).collect();
-        let mut sorted = texts.clone();
-        sorted.sort();
-        let mut want: Vec<&str> = expected.iter().map(String::as_str).collect();
-        want.sort();
-        assert_eq!(
-            v["count"].as_i64(),
-            Some(LINES as i64),
-            "unit {d}: every line exactly once"
-        );
-        assert_eq!(sorted, want, "unit {d}: every line exactly once");
-        assert_eq!(
-            texts,
-            expected.iter().map(String::as_str).collect::<Vec<_>>(),
-            "unit {d}: in the device's order"
-        );
+        assert_exactly_once(&inst, &owner, u, d, LINES).await;
     }
     let (_, m) = inst.get("/metrics/mqtt", Some(&admin)).await;
     eprintln!("after the last restart: {}", m["counters"]);
@@ -324,4 +355,74 @@ async fn postgres_clickhouse_logs() {
         return;
     }
     killed_mid_stream(Backend::Postgres, true).await
+}
+
+/// ClickHouse down for a minute while a device keeps publishing QoS 1 lines: the log writer
+/// retries for 30 s, then hands the lines back to the broker (the core drops its connection,
+/// the broker delivers them again), and so on until ClickHouse answers; then every line is
+/// stored once. Nothing is dropped on the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickhouse_down_for_a_minute() {
+    let Some(broker) = Mosquitto::start().await else {
+        return;
+    };
+    let Some(mut ch) = ClickHouse::start().await else {
+        return;
+    };
+    let port = broker.port.to_string();
+    let url = ch.url();
+    let inst = TestInstance::start_with(
+        Backend::Sqlite,
+        &[
+            ("PU_MQTT_MODE", "external"),
+            ("PU_MQTT_BACKEND_HOST", "127.0.0.1"),
+            ("PU_MQTT_BACKEND_PORT", &port),
+            ("PU_MQTT_PORT", &port),
+            ("PU_CLICKHOUSE_URL", &url),
+            ("PU_CLICKHOUSE_DATABASE", "outage"),
+        ],
+    )
+    .await;
+    let firmware = FirmwareRepo::create().await;
+    let (_, admin) = inst.user("admin1").await;
+    let (_, owner) = inst.user("owner1").await;
+    let (_, _, unit) = registry_repo_unit(&inst, &owner, &firmware, "outage", "Private").await;
+    let unit = unit["uuid"].as_str().unwrap().to_string();
+    inst.wait_mqtt_ready().await;
+    let topic = format!("{}/output_base_topic/{unit}/log/pepeunit", inst.domain);
+    let acked = Arc::new(AtomicU64::new(0));
+    let send = |lines: std::ops::Range<u64>, pause| {
+        device(broker.port, 0, topic.clone(), lines, pause, acked.clone())
+    };
+
+    send(0..300, Duration::ZERO).await.unwrap();
+    wait_stored(&inst, &owner, &unit, 300, "before the outage").await;
+    ch.kill().await;
+    let down = tokio::time::Instant::now();
+    // lines keep coming while ClickHouse is away
+    send(300..900, Duration::from_millis(10)).await.unwrap();
+    tokio::time::sleep_until(down + Duration::from_secs(60)).await;
+    ch.resume().await;
+    send(900..1200, Duration::ZERO).await.unwrap();
+    assert_eq!(
+        acked.load(Relaxed),
+        1200,
+        "the broker acknowledged every line"
+    );
+    wait_stored(&inst, &owner, &unit, 1200, "after the outage").await;
+    assert_exactly_once(&inst, &owner, &unit, 0, 1200).await;
+    let (_, m) = inst.get("/metrics/mqtt", Some(&admin)).await;
+    let c = &m["counters"];
+    eprintln!("after the outage: {c}");
+    assert!(
+        c["batch_errors"].as_u64() >= Some(1),
+        "the outage was seen: {c}"
+    );
+    assert!(
+        c["redeliveries_requested"].as_u64() >= Some(1),
+        "lines went back to the broker: {c}"
+    );
+    inst.stop().await;
+    drop(ch);
+    drop(broker);
 }

@@ -23,6 +23,7 @@ pub struct ClickHouse {
     child: Child,
     log: Arc<Mutex<Vec<String>>>,
     http: reqwest::Client,
+    bin: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -97,25 +98,34 @@ impl ClickHouse {
         let conf = dir.path().join("config.xml");
         std::fs::write(&conf, config).map_err(|e| e.to_string())?;
         std::fs::write(dir.path().join("users.xml"), users).map_err(|e| e.to_string())?;
-        let mut child = Command::new(bin)
-            .arg(format!("--config-file={}", conf.display()))
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("spawn: {e}"))?;
         let log = Arc::new(Mutex::new(Vec::new()));
-        forward(child.stdout.take(), log.clone(), port);
-        forward(child.stderr.take(), log.clone(), port);
+        let child = spawn(bin, dir.path(), &log, port)?;
         let mut server = ClickHouse {
             port,
             child,
             log,
             http: reqwest::Client::new(),
+            bin: bin.to_path_buf(),
             _dir: dir,
         };
+        server.wait_ready().await.map(|()| server)
+    }
+
+    /// Kills the server (SIGKILL): its port refuses connections until [`ClickHouse::resume`].
+    pub async fn kill(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+
+    /// Starts the server again on the same port and data.
+    pub async fn resume(&mut self) {
+        self.child =
+            spawn(&self.bin, self._dir.path(), &self.log, self.port).expect("clickhouse restarts");
+        self.wait_ready().await.expect("clickhouse answers again");
+    }
+
+    async fn wait_ready(&mut self) -> Result<(), String> {
+        let server = self;
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
         loop {
             if let Ok(Some(status)) = server.child.try_wait() {
@@ -128,7 +138,7 @@ impl ClickHouse {
                 .send()
                 .await;
             if ping.is_ok_and(|r| r.status().is_success()) {
-                return Ok(server);
+                return Ok(());
             }
             if tokio::time::Instant::now() > deadline {
                 return Err(format!(
@@ -173,6 +183,29 @@ impl Drop for ClickHouse {
         // SIGKILL now; tokio reaps the process in the background
         let _ = self.child.start_kill();
     }
+}
+
+fn spawn(
+    bin: &Path,
+    dir: &Path,
+    log: &Arc<Mutex<Vec<String>>>,
+    port: u16,
+) -> Result<Child, String> {
+    let mut child = Command::new(bin)
+        .arg(format!(
+            "--config-file={}",
+            dir.join("config.xml").display()
+        ))
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("spawn: {e}"))?;
+    forward(child.stdout.take(), log.clone(), port);
+    forward(child.stderr.take(), log.clone(), port);
+    Ok(child)
 }
 
 fn forward<R>(stream: Option<R>, log: Arc<Mutex<Vec<String>>>, port: u16)

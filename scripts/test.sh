@@ -92,6 +92,10 @@ export PU_TEST_MOSQUITTO="$MOSQUITTO_BIN"
 export PU_TEST_CLICKHOUSE="$CLICKHOUSE_BIN"
 [[ -x $NGINX_BIN ]] || die "$NGINX_BIN is missing after installing nginx-light"
 export PU_TEST_NGINX="$NGINX_BIN"
+# fault tests start (and restart) private PostgreSQL clusters with these
+PG_BIN="/usr/lib/postgresql/$PG_VERSION/bin"
+[[ -x $PG_BIN/initdb && -x $PG_BIN/pg_ctl ]] || die "$PG_BIN/initdb or pg_ctl is missing"
+export PU_TEST_PG_BIN="$PG_BIN"
 
 # ---------------------------------------------------------------------------------------------
 section "PostgreSQL"
@@ -212,6 +216,7 @@ if [[ ${PU_TEST_SETUP_ONLY:-0} == 1 ]]; then
     printf 'export PU_TEST_MOSQUITTO=%q\n' "$PU_TEST_MOSQUITTO"
     printf 'export PU_TEST_CLICKHOUSE=%q\n' "$PU_TEST_CLICKHOUSE"
     printf 'export PU_TEST_NGINX=%q\n' "$PU_TEST_NGINX"
+    printf 'export PU_TEST_PG_BIN=%q\n' "$PU_TEST_PG_BIN"
     printf 'export PU_TEST_REQUIRE_ALL=%q\n' "$PU_TEST_REQUIRE_ALL"
     exit 0
 fi

@@ -426,3 +426,73 @@ async fn clickhouse_down_for_a_minute() {
     drop(ch);
     drop(broker);
 }
+
+/// PostgreSQL (the instance's database and log store) stopped at once mid-stream and started
+/// again 3 s later, while a device keeps publishing QoS 1 lines: the writes in flight fail and
+/// are retried, the pool reconnects, and every line is stored once. A private cluster: the
+/// shared one must not be restarted under other tests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_mid_stream() {
+    let Some(broker) = Mosquitto::start().await else {
+        return;
+    };
+    let Some(pg) = common::private_pg::PrivatePg::start().await else {
+        return;
+    };
+    let port = broker.port.to_string();
+    let db = pg.url();
+    let inst = TestInstance::start_with(
+        Backend::Sqlite,
+        &[
+            ("PU_MQTT_MODE", "external"),
+            ("PU_MQTT_BACKEND_HOST", "127.0.0.1"),
+            ("PU_MQTT_BACKEND_PORT", &port),
+            ("PU_MQTT_PORT", &port),
+            ("PU_DATABASE_URL", &db),
+        ],
+    )
+    .await;
+    let firmware = FirmwareRepo::create().await;
+    let (_, admin) = inst.user("admin1").await;
+    let (_, owner) = inst.user("owner1").await;
+    let (_, _, unit) = registry_repo_unit(&inst, &owner, &firmware, "pgdown", "Private").await;
+    let unit = unit["uuid"].as_str().unwrap().to_string();
+    inst.wait_mqtt_ready().await;
+    let topic = format!("{}/output_base_topic/{unit}/log/pepeunit", inst.domain);
+    let acked = Arc::new(AtomicU64::new(0));
+
+    device(
+        broker.port,
+        0,
+        topic.clone(),
+        0..300,
+        Duration::ZERO,
+        acked.clone(),
+    )
+    .await
+    .unwrap();
+    wait_stored(&inst, &owner, &unit, 300, "before the restart").await;
+    let stream = device(
+        broker.port,
+        0,
+        topic,
+        300..1500,
+        Duration::from_millis(5),
+        acked.clone(),
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    pg.restart(Duration::from_secs(3)).await;
+    stream.await.unwrap();
+    assert_eq!(
+        acked.load(Relaxed),
+        1500,
+        "the broker acknowledged every line"
+    );
+    wait_stored(&inst, &owner, &unit, 1500, "after the restart").await;
+    assert_exactly_once(&inst, &owner, &unit, 0, 1500).await;
+    let (_, m) = inst.get("/metrics/mqtt", Some(&admin)).await;
+    eprintln!("after the restart: {}", m["counters"]);
+    inst.stop().await;
+    drop(pg);
+    drop(broker);
+}

@@ -12,6 +12,7 @@ pub mod fixtures;
 pub mod graphql;
 pub mod mosquitto;
 pub mod mqtt;
+pub mod private_pg;
 pub mod telegram;
 
 use std::path::{Path, PathBuf};

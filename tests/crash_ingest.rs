@@ -496,3 +496,76 @@ async fn postgres_restarted_mid_stream() {
     drop(pg);
     drop(broker);
 }
+
+/// The broker killed and started again (mosquitto without persistence: its sessions and
+/// queues are gone): the core reconnects and subscribes again by itself, what was committed
+/// stays, and lines sent after the restart are stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_restarted() {
+    let Some(mut broker) = Mosquitto::start().await else {
+        return;
+    };
+    let port = broker.port.to_string();
+    let inst = TestInstance::start_with(
+        Backend::Sqlite,
+        &[
+            ("PU_MQTT_MODE", "external"),
+            ("PU_MQTT_BACKEND_HOST", "127.0.0.1"),
+            ("PU_MQTT_BACKEND_PORT", &port),
+            ("PU_MQTT_PORT", &port),
+        ],
+    )
+    .await;
+    let firmware = FirmwareRepo::create().await;
+    let (_, admin) = inst.user("admin1").await;
+    let (_, owner) = inst.user("owner1").await;
+    let (_, _, unit) = registry_repo_unit(&inst, &owner, &firmware, "brk", "Private").await;
+    let unit = unit["uuid"].as_str().unwrap().to_string();
+    inst.wait_mqtt_ready().await;
+    let topic = format!("{}/output_base_topic/{unit}/log/pepeunit", inst.domain);
+    let acked = Arc::new(AtomicU64::new(0));
+    device(
+        broker.port,
+        0,
+        topic.clone(),
+        0..500,
+        Duration::ZERO,
+        acked.clone(),
+    )
+    .await
+    .unwrap();
+    wait_stored(&inst, &owner, &unit, 500, "before the broker restart").await;
+
+    broker.restart().await;
+    // the new broker has no session of the core: wait until it is back and subscribed, so
+    // that the broker has a subscriber for what follows
+    let stats = inst.running.as_ref().unwrap().instance.mqtt_stats.clone();
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    while stats.counters.backend_connects.load(Relaxed) < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the core never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    inst.wait_mqtt_ready().await;
+    device(
+        broker.port,
+        0,
+        topic,
+        500..1000,
+        Duration::ZERO,
+        acked.clone(),
+    )
+    .await
+    .unwrap();
+    wait_stored(&inst, &owner, &unit, 1000, "after the broker restart").await;
+    assert_exactly_once(&inst, &owner, &unit, 0, 1000).await;
+    let (_, m) = inst.get("/metrics/mqtt", Some(&admin)).await;
+    assert!(
+        m["counters"]["backend_connects"].as_u64() >= Some(2),
+        "the core connected again: {m}"
+    );
+    inst.stop().await;
+    drop(broker);
+}

@@ -31,6 +31,7 @@ pub struct Mosquitto {
     pub port: u16,
     child: Child,
     log: Arc<Mutex<Vec<String>>>,
+    bin: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -90,25 +91,33 @@ impl Mosquitto {
         std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o644))
             .map_err(|e| e.to_string())?;
 
-        let mut child = Command::new(bin)
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("spawn: {e}"))?;
         let log = Arc::new(Mutex::new(Vec::new()));
-        forward(child.stdout.take(), log.clone(), port);
-        forward(child.stderr.take(), log.clone(), port);
+        let child = spawn(bin, &conf, &log, port)?;
         let mut broker = Mosquitto {
             port,
             child,
             log,
+            bin: bin.to_path_buf(),
             _dir: dir,
         };
+        broker.wait_ready().await.map(|()| broker)
+    }
 
+    /// Kills the broker (SIGKILL: its sessions and queues are gone, it keeps nothing on disk)
+    /// and starts it again on the same port.
+    pub async fn restart(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+        let conf = self._dir.path().join("mosquitto.conf");
+        self.child = spawn(&self.bin, &conf, &self.log, self.port).expect("mosquitto restarts");
+        self.wait_ready()
+            .await
+            .expect("mosquitto accepts connections again");
+    }
+
+    async fn wait_ready(&mut self) -> Result<(), String> {
+        let port = self.port;
+        let broker = self;
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
         loop {
             if let Ok(Some(status)) = broker.child.try_wait() {
@@ -120,7 +129,7 @@ impl Mosquitto {
                 .await
                 .is_ok()
             {
-                return Ok(broker);
+                return Ok(());
             }
             if tokio::time::Instant::now() > deadline {
                 return Err(format!(
@@ -148,6 +157,26 @@ impl Drop for Mosquitto {
         // SIGKILL now; tokio reaps the process in the background
         let _ = self.child.start_kill();
     }
+}
+
+fn spawn(
+    bin: &Path,
+    conf: &Path,
+    log: &Arc<Mutex<Vec<String>>>,
+    port: u16,
+) -> Result<Child, String> {
+    let mut child = Command::new(bin)
+        .arg("-c")
+        .arg(conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("spawn: {e}"))?;
+    forward(child.stdout.take(), log.clone(), port);
+    forward(child.stderr.take(), log.clone(), port);
+    Ok(child)
 }
 
 /// Copies the broker's output to the test's output and keeps its last lines.

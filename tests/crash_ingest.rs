@@ -1,4 +1,5 @@
-//! At least once, end to end, across `kill -9` (issue 16, part 1): devices publish QoS 1 log
+//! Ingest across crashes and faults (issue 16, parts 1 and 5). At least once, end to end,
+//! across `kill -9`: devices publish QoS 1 log
 //! lines to an external broker (Debian's mosquitto) while the instance, a separate `pepeunit
 //! serve` process in external mode, is killed with SIGKILL mid-stream twice and started again
 //! on the same data. Every line a device was acknowledged for must be stored exactly once: on
@@ -8,6 +9,11 @@
 //! acknowledges on receipt. It keeps up with mosquitto in this test, so little is in its
 //! queues at the kill, and SIGKILL resets the connection, so the broker never reads the last
 //! acknowledgements and delivers those messages again anyway.
+//!
+//! Faults, each with a device publishing QoS 1 lines through mosquitto while it happens:
+//! ClickHouse down for a minute, PostgreSQL (a private cluster) stopped and started again
+//! mid-stream, the broker killed and started again. Nothing committed is lost and the instance
+//! recovers by itself.
 
 mod common;
 
@@ -357,6 +363,76 @@ async fn postgres_clickhouse_logs() {
     killed_mid_stream(Backend::Postgres, true).await
 }
 
+/// One unit on an instance in external mode on a mosquitto, for the fault tests below.
+struct Fault {
+    inst: TestInstance,
+    _firmware: FirmwareRepo,
+    admin: String,
+    owner: String,
+    unit: String,
+    broker_port: u16,
+    topic: String,
+    /// PUBACKs the device got from the broker, over all its connections.
+    acked: Arc<AtomicU64>,
+}
+
+impl Fault {
+    async fn start(broker: &Mosquitto, extra: &[(&str, &str)]) -> Fault {
+        let port = broker.port.to_string();
+        let mut vars = vec![
+            ("PU_MQTT_MODE", "external"),
+            ("PU_MQTT_BACKEND_HOST", "127.0.0.1"),
+            ("PU_MQTT_BACKEND_PORT", port.as_str()),
+            ("PU_MQTT_PORT", port.as_str()),
+        ];
+        vars.extend_from_slice(extra);
+        let inst = TestInstance::start_with(Backend::Sqlite, &vars).await;
+        let firmware = FirmwareRepo::create().await;
+        let (_, admin) = inst.user("admin1").await;
+        let (_, owner) = inst.user("owner1").await;
+        let (_, _, unit) = registry_repo_unit(&inst, &owner, &firmware, "fault", "Private").await;
+        let unit = unit["uuid"].as_str().unwrap().to_string();
+        inst.wait_mqtt_ready().await;
+        let topic = format!("{}/output_base_topic/{unit}/log/pepeunit", inst.domain);
+        Fault {
+            inst,
+            _firmware: firmware,
+            admin,
+            owner,
+            unit,
+            broker_port: broker.port,
+            topic,
+            acked: Arc::default(),
+        }
+    }
+
+    /// Lines `0-{i}`, `i` in `lines`, from a new device connection, `pause` apart.
+    fn send(&self, lines: std::ops::Range<u64>, pause: Duration) -> tokio::task::JoinHandle<()> {
+        let (topic, acked) = (self.topic.clone(), self.acked.clone());
+        device(self.broker_port, 0, topic, lines, pause, acked)
+    }
+
+    async fn wait_stored(&self, n: u64, what: &str) {
+        wait_stored(&self.inst, &self.owner, &self.unit, n, what).await
+    }
+
+    /// Every line sent is acknowledged by the broker and stored once, in order.
+    async fn all_stored_once(&self, n: u64) {
+        assert_eq!(
+            self.acked.load(Relaxed),
+            n,
+            "the broker acknowledged every line"
+        );
+        self.wait_stored(n, "at the end").await;
+        assert_exactly_once(&self.inst, &self.owner, &self.unit, 0, n).await;
+    }
+
+    async fn counters(&self) -> Value {
+        let (_, m) = self.inst.get("/metrics/mqtt", Some(&self.admin)).await;
+        m["counters"].clone()
+    }
+}
+
 /// ClickHouse down for a minute while a device keeps publishing QoS 1 lines: the log writer
 /// retries for 30 s, then hands the lines back to the broker (the core drops its connection,
 /// the broker delivers them again), and so on until ClickHouse answers; then every line is
@@ -369,50 +445,26 @@ async fn clickhouse_down_for_a_minute() {
     let Some(mut ch) = ClickHouse::start().await else {
         return;
     };
-    let port = broker.port.to_string();
     let url = ch.url();
-    let inst = TestInstance::start_with(
-        Backend::Sqlite,
+    let f = Fault::start(
+        &broker,
         &[
-            ("PU_MQTT_MODE", "external"),
-            ("PU_MQTT_BACKEND_HOST", "127.0.0.1"),
-            ("PU_MQTT_BACKEND_PORT", &port),
-            ("PU_MQTT_PORT", &port),
             ("PU_CLICKHOUSE_URL", &url),
             ("PU_CLICKHOUSE_DATABASE", "outage"),
         ],
     )
     .await;
-    let firmware = FirmwareRepo::create().await;
-    let (_, admin) = inst.user("admin1").await;
-    let (_, owner) = inst.user("owner1").await;
-    let (_, _, unit) = registry_repo_unit(&inst, &owner, &firmware, "outage", "Private").await;
-    let unit = unit["uuid"].as_str().unwrap().to_string();
-    inst.wait_mqtt_ready().await;
-    let topic = format!("{}/output_base_topic/{unit}/log/pepeunit", inst.domain);
-    let acked = Arc::new(AtomicU64::new(0));
-    let send = |lines: std::ops::Range<u64>, pause| {
-        device(broker.port, 0, topic.clone(), lines, pause, acked.clone())
-    };
-
-    send(0..300, Duration::ZERO).await.unwrap();
-    wait_stored(&inst, &owner, &unit, 300, "before the outage").await;
+    f.send(0..300, Duration::ZERO).await.unwrap();
+    f.wait_stored(300, "before the outage").await;
     ch.kill().await;
     let down = tokio::time::Instant::now();
     // lines keep coming while ClickHouse is away
-    send(300..900, Duration::from_millis(10)).await.unwrap();
+    f.send(300..900, Duration::from_millis(10)).await.unwrap();
     tokio::time::sleep_until(down + Duration::from_secs(60)).await;
     ch.resume().await;
-    send(900..1200, Duration::ZERO).await.unwrap();
-    assert_eq!(
-        acked.load(Relaxed),
-        1200,
-        "the broker acknowledged every line"
-    );
-    wait_stored(&inst, &owner, &unit, 1200, "after the outage").await;
-    assert_exactly_once(&inst, &owner, &unit, 0, 1200).await;
-    let (_, m) = inst.get("/metrics/mqtt", Some(&admin)).await;
-    let c = &m["counters"];
+    f.send(900..1200, Duration::ZERO).await.unwrap();
+    f.all_stored_once(1200).await;
+    let c = f.counters().await;
     eprintln!("after the outage: {c}");
     assert!(
         c["batch_errors"].as_u64() >= Some(1),
@@ -422,9 +474,7 @@ async fn clickhouse_down_for_a_minute() {
         c["redeliveries_requested"].as_u64() >= Some(1),
         "lines went back to the broker: {c}"
     );
-    inst.stop().await;
-    drop(ch);
-    drop(broker);
+    f.inst.stop().await;
 }
 
 /// PostgreSQL (the instance's database and log store) stopped at once mid-stream and started
@@ -439,62 +489,17 @@ async fn postgres_restarted_mid_stream() {
     let Some(pg) = common::private_pg::PrivatePg::start().await else {
         return;
     };
-    let port = broker.port.to_string();
     let db = pg.url();
-    let inst = TestInstance::start_with(
-        Backend::Sqlite,
-        &[
-            ("PU_MQTT_MODE", "external"),
-            ("PU_MQTT_BACKEND_HOST", "127.0.0.1"),
-            ("PU_MQTT_BACKEND_PORT", &port),
-            ("PU_MQTT_PORT", &port),
-            ("PU_DATABASE_URL", &db),
-        ],
-    )
-    .await;
-    let firmware = FirmwareRepo::create().await;
-    let (_, admin) = inst.user("admin1").await;
-    let (_, owner) = inst.user("owner1").await;
-    let (_, _, unit) = registry_repo_unit(&inst, &owner, &firmware, "pgdown", "Private").await;
-    let unit = unit["uuid"].as_str().unwrap().to_string();
-    inst.wait_mqtt_ready().await;
-    let topic = format!("{}/output_base_topic/{unit}/log/pepeunit", inst.domain);
-    let acked = Arc::new(AtomicU64::new(0));
-
-    device(
-        broker.port,
-        0,
-        topic.clone(),
-        0..300,
-        Duration::ZERO,
-        acked.clone(),
-    )
-    .await
-    .unwrap();
-    wait_stored(&inst, &owner, &unit, 300, "before the restart").await;
-    let stream = device(
-        broker.port,
-        0,
-        topic,
-        300..1500,
-        Duration::from_millis(5),
-        acked.clone(),
-    );
+    let f = Fault::start(&broker, &[("PU_DATABASE_URL", &db)]).await;
+    f.send(0..300, Duration::ZERO).await.unwrap();
+    f.wait_stored(300, "before the restart").await;
+    let stream = f.send(300..1500, Duration::from_millis(5));
     tokio::time::sleep(Duration::from_secs(1)).await;
     pg.restart(Duration::from_secs(3)).await;
     stream.await.unwrap();
-    assert_eq!(
-        acked.load(Relaxed),
-        1500,
-        "the broker acknowledged every line"
-    );
-    wait_stored(&inst, &owner, &unit, 1500, "after the restart").await;
-    assert_exactly_once(&inst, &owner, &unit, 0, 1500).await;
-    let (_, m) = inst.get("/metrics/mqtt", Some(&admin)).await;
-    eprintln!("after the restart: {}", m["counters"]);
-    inst.stop().await;
-    drop(pg);
-    drop(broker);
+    f.all_stored_once(1500).await;
+    eprintln!("after the restart: {}", f.counters().await);
+    f.inst.stop().await;
 }
 
 /// The broker killed and started again (mosquitto without persistence: its sessions and
@@ -505,41 +510,13 @@ async fn broker_restarted() {
     let Some(mut broker) = Mosquitto::start().await else {
         return;
     };
-    let port = broker.port.to_string();
-    let inst = TestInstance::start_with(
-        Backend::Sqlite,
-        &[
-            ("PU_MQTT_MODE", "external"),
-            ("PU_MQTT_BACKEND_HOST", "127.0.0.1"),
-            ("PU_MQTT_BACKEND_PORT", &port),
-            ("PU_MQTT_PORT", &port),
-        ],
-    )
-    .await;
-    let firmware = FirmwareRepo::create().await;
-    let (_, admin) = inst.user("admin1").await;
-    let (_, owner) = inst.user("owner1").await;
-    let (_, _, unit) = registry_repo_unit(&inst, &owner, &firmware, "brk", "Private").await;
-    let unit = unit["uuid"].as_str().unwrap().to_string();
-    inst.wait_mqtt_ready().await;
-    let topic = format!("{}/output_base_topic/{unit}/log/pepeunit", inst.domain);
-    let acked = Arc::new(AtomicU64::new(0));
-    device(
-        broker.port,
-        0,
-        topic.clone(),
-        0..500,
-        Duration::ZERO,
-        acked.clone(),
-    )
-    .await
-    .unwrap();
-    wait_stored(&inst, &owner, &unit, 500, "before the broker restart").await;
-
+    let f = Fault::start(&broker, &[]).await;
+    f.send(0..500, Duration::ZERO).await.unwrap();
+    f.wait_stored(500, "before the broker restart").await;
     broker.restart().await;
     // the new broker has no session of the core: wait until it is back and subscribed, so
     // that the broker has a subscriber for what follows
-    let stats = inst.running.as_ref().unwrap().instance.mqtt_stats.clone();
+    let stats = f.inst.running.as_ref().unwrap().instance.mqtt_stats.clone();
     let deadline = tokio::time::Instant::now() + SETTLE;
     while stats.counters.backend_connects.load(Relaxed) < 2 {
         assert!(
@@ -548,24 +525,8 @@ async fn broker_restarted() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    inst.wait_mqtt_ready().await;
-    device(
-        broker.port,
-        0,
-        topic,
-        500..1000,
-        Duration::ZERO,
-        acked.clone(),
-    )
-    .await
-    .unwrap();
-    wait_stored(&inst, &owner, &unit, 1000, "after the broker restart").await;
-    assert_exactly_once(&inst, &owner, &unit, 0, 1000).await;
-    let (_, m) = inst.get("/metrics/mqtt", Some(&admin)).await;
-    assert!(
-        m["counters"]["backend_connects"].as_u64() >= Some(2),
-        "the core connected again: {m}"
-    );
-    inst.stop().await;
-    drop(broker);
+    f.inst.wait_mqtt_ready().await;
+    f.send(500..1000, Duration::ZERO).await.unwrap();
+    f.all_stored_once(1000).await;
+    f.inst.stop().await;
 }

@@ -530,3 +530,159 @@ async fn broker_restarted() {
     f.all_stored_once(1000).await;
     f.inst.stop().await;
 }
+
+/// A small tmpfs mounted for one test (the disk-full test's SQLite database); unmounted on drop.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// None when this process may not mount (not root): the test then skips.
+    fn mount(size: &str) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(SmallDisk { dir })
+    }
+
+    fn resize(&self, size: &str) {
+        let status = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(self.dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "remount");
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// The disk of the SQLite database fills up while a device publishes QoS 1 lines: writes fail
+/// with a clear error and are handed back to the broker, nothing stored is damaged
+/// (`PRAGMA integrity_check`), and once there is space again every line is stored once.
+///
+/// KNOWN DEFECT (issue 16, part 5, open): after the first "database or disk is full" the
+/// database answers "database is locked" to every writer, also after space returns, until the
+/// process restarts; even `GET /metrics/mqtt` fails (the admin's token is checked against the
+/// database). Ignored until fixed: `cargo nextest run --test crash_ingest --run-ignored all -E
+/// 'test(sqlite_disk_full)'` reproduces it (needs root, for the tmpfs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "reproduces an open defect: SQLite stays locked after disk full (see the doc)"]
+async fn sqlite_disk_full() {
+    let Some(broker) = Mosquitto::start().await else {
+        return;
+    };
+    let Some(disk) = SmallDisk::mount("3m") else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let db = format!(
+        "sqlite://{}/pepeunit.db?mode=rwc",
+        disk.dir.path().display()
+    );
+    let f = Fault::start(&broker, &[("PU_DATABASE_URL", &db)]).await;
+    // lines of 4 KiB: about 12 MiB in all, four times the disk
+    let (topic, acked) = (f.topic.clone(), f.acked.clone());
+    let big = "x".repeat(4096);
+    let publisher = tokio::spawn({
+        let port = f.broker_port;
+        async move {
+            let mut o = MqttOptions::new("disk-full-device", "127.0.0.1", port);
+            o.set_inflight(50);
+            let (client, mut events) = AsyncClient::new(o, 100);
+            let poller = tokio::spawn(async move {
+                while acked.load(Relaxed) < 3000 {
+                    match events.poll().await {
+                        Ok(Event::Incoming(Packet::PubAck(_))) => {
+                            acked.fetch_add(1, Relaxed);
+                        }
+                        Ok(_) => {}
+                        Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                    }
+                }
+            });
+            for i in 0..3000u64 {
+                let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+                let text = format!("0-{i} {big}");
+                let line = json!({"level": "Info", "text": text, "create_datetime": at});
+                client
+                    .publish(&topic, QoS::AtLeastOnce, false, line.to_string())
+                    .await
+                    .unwrap();
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(120), poller).await;
+        }
+    });
+    publisher.await.unwrap();
+    assert_eq!(
+        f.acked.load(Relaxed),
+        3000,
+        "the broker acknowledged every line"
+    );
+    // the disk is full: some lines are stored, the rest wait at the broker
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    loop {
+        let c = f.counters().await;
+        if c["batch_errors"].as_u64() >= Some(1) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the disk never filled: {c}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stored = log_count(&f.inst, &f.owner, &f.unit).await;
+    assert!(
+        stored < 3000,
+        "the disk was full before every line was stored: {stored}"
+    );
+    disk.resize("64m");
+    f.wait_stored(3000, "after space returned").await;
+    let (s, v) = f
+        .inst
+        .get(
+            &format!(
+                "/units/log_list/?uuid={}&limit=6000&order_by_create_date=asc",
+                f.unit
+            ),
+            Some(&f.owner),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+    let texts: Vec<String> = v["unit_logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            l["text"]
+                .as_str()
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let expected: Vec<String> = (0..3000).map(|i| format!("0-{i}")).collect();
+    assert_eq!(texts, expected, "every line once, in order");
+    let pool = f.inst.running.as_ref().unwrap().instance.pool().clone();
+    let check: (String,) = sqlx::query_as("PRAGMA integrity_check")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(check.0, "ok");
+    eprintln!("after the disk filled: {}", f.counters().await);
+    f.inst.stop().await;
+    drop(disk);
+}

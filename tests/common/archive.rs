@@ -60,15 +60,21 @@ pub async fn export(inst: &TestInstance, token: &str, body: Value) -> (u16, Vec<
     (status, res.bytes().await.unwrap().to_vec())
 }
 
-/// `POST /users/import` of `archive` as `token`: status and the answer.
+/// `POST /users/import` of `archive` as `token`: status and the answer. Each import on a new
+/// connection: under load, CI once saw an import fail with IncompleteMessage, most likely a
+/// pooled connection the server had just closed (it closes after refusing an oversized
+/// archive without reading the rest), reused in that moment.
 pub async fn import(
     inst: &TestInstance,
     token: &str,
     archive: Vec<u8>,
     passphrase: Option<&str>,
 ) -> (u16, Value) {
-    let mut req = inst
-        .http
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let mut req = fresh
         .post(inst.url("/users/import"))
         .header("x-auth-token", token)
         .header("content-type", "application/gzip")

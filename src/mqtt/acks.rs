@@ -177,75 +177,63 @@ impl Acks {
     }
 }
 
-/// What a message's sender is told once its effects are committed (or will never be).
-pub enum Ack {
-    /// A QoS 1 message from the broker, acknowledged through the backend's connection.
-    Broker(Arc<Acks>, AckId),
-    /// A device's QoS 1 publish to the embedded broker, whose PUBACK waits for this answer
-    /// (true: committed).
-    Device(tokio::sync::oneshot::Sender<bool>),
+/// What a QoS 1 message owes the broker: its slot, acknowledged once its effects are
+/// committed.
+pub struct Ack {
+    acks: Arc<Acks>,
+    id: AckId,
+}
+
+impl Ack {
+    pub fn new(acks: Arc<Acks>, id: AckId) -> Ack {
+        Ack { acks, id }
+    }
+
+    /// Settles one message on its own (refused for good, e.g. oversized).
+    pub fn settle(self) {
+        self.acks.complete([self.id]);
+    }
 }
 
 /// The acknowledgements owed for one batch: settled together after its commit.
 #[derive(Default)]
 pub struct Owed {
-    broker: Option<Arc<Acks>>,
+    acks: Option<Arc<Acks>>,
     ids: Vec<AckId>,
-    devices: Vec<tokio::sync::oneshot::Sender<bool>>,
 }
 
 impl Owed {
     pub fn push(&mut self, ack: Option<Ack>) {
-        match ack {
-            None => {}
-            Some(Ack::Broker(acks, id)) => {
-                self.broker.get_or_insert(acks);
-                self.ids.push(id);
-            }
-            Some(Ack::Device(tx)) => self.devices.push(tx),
+        if let Some(Ack { acks, id }) = ack {
+            self.acks.get_or_insert(acks);
+            self.ids.push(id);
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ids.is_empty() && self.devices.is_empty()
+        self.ids.is_empty()
     }
 
     /// Takes over another batch's debts (the log writer merges shard batches).
     pub fn merge(&mut self, other: Owed) {
-        if let Some(acks) = other.broker {
-            self.broker.get_or_insert(acks);
+        if let Some(acks) = other.acks {
+            self.acks.get_or_insert(acks);
         }
         self.ids.extend(other.ids);
-        self.devices.extend(other.devices);
     }
 
     /// Everything is committed: acknowledge.
     pub fn settle(self) {
-        if let Some(acks) = &self.broker {
+        if let Some(acks) = &self.acks {
             acks.complete(self.ids.iter().copied());
         }
-        for tx in self.devices {
-            let _ = tx.send(true);
-        }
     }
 
-    /// Not stored: the broker delivers again, devices get no acknowledgement (and resend).
+    /// Not stored: the broker delivers these messages again.
     pub fn fail(self) {
-        if let Some(acks) = &self.broker {
+        if let Some(acks) = &self.acks {
             acks.fail(&self.ids);
         }
-        for tx in self.devices {
-            let _ = tx.send(false);
-        }
-    }
-}
-
-impl Ack {
-    /// Settles one message on its own (refused for good, e.g. oversized).
-    pub fn settle(self) {
-        let mut owed = Owed::default();
-        owed.push(Some(self));
-        owed.settle();
     }
 }
 

@@ -553,11 +553,10 @@ impl Shard {
     /// Writes the batch's states and node values (retried), then hands its log lines to the
     /// log writer with the acknowledgements owed: those go out once everything is stored.
     async fn flush(&mut self, mut batch: IngestBatch) {
-        let owed = std::mem::take(&mut self.owed);
+        let mut owed = std::mem::take(&mut self.owed);
         let logs = std::mem::take(&mut batch.logs);
         let stats = Arc::clone(&self.stats);
         let c = &stats.counters;
-        let mut owed = Some(owed);
         if !batch.is_empty() {
             let (states, nodes) = (batch.states.len() as u64, batch.node_values.len() as u64);
             stats.add(&c.batches, 1);
@@ -577,7 +576,8 @@ impl Shard {
                     stats.add(&c.batch_errors, 1);
                     tracing::error!(shard = self.id, error = %e, "ingest batch not stored");
                     // QoS 1 messages come again; what is committed of them is not repeated
-                    owed.take().expect("not taken yet").fail();
+                    // (their log lines are still stored below, once, by key)
+                    std::mem::take(&mut owed).fail();
                     // forget what we believed was stored, so the next messages are not
                     // throttled (the row cache learns only what was committed)
                     for t in self.topics.values_mut() {
@@ -586,7 +586,6 @@ impl Shard {
                 }
             }
         }
-        let owed = owed.unwrap_or_default();
         if logs.lines.is_empty() {
             owed.settle();
             return;

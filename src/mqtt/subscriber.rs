@@ -240,10 +240,7 @@ impl Subscriber {
                     Err(e) => return End::Lost(e.to_string()),
                 },
                 _ = self.acks.due() => {
-                    out.clear();
-                    for (pkid, _) in self.acks.take_due() {
-                        let _ = Packet::PubAck(rumqttc::PubAck::new(pkid)).write(&mut out, usize::MAX);
-                    }
+                    self.due_acks(&mut out);
                     if let Err(e) = wr.write_all(&out).await {
                         return End::Lost(e.to_string());
                     }
@@ -275,10 +272,7 @@ impl Subscriber {
                         Phase::Stop => {
                             // the acknowledgements due so far, then DISCONNECT: the broker
                             // keeps the session and what is still unacknowledged
-                            out.clear();
-                            for (pkid, _) in self.acks.take_due() {
-                                let _ = Packet::PubAck(rumqttc::PubAck::new(pkid)).write(&mut out, usize::MAX);
-                            }
+                            self.due_acks(&mut out);
                             let _ = Packet::Disconnect.write(&mut out, usize::MAX);
                             let _ = tokio::time::timeout(Duration::from_millis(500), wr.write_all(&out)).await;
                             let _ = wr.shutdown().await;
@@ -287,6 +281,14 @@ impl Subscriber {
                     }
                 }
             }
+        }
+    }
+
+    /// Replaces `out` with the PUBACKs due, in order.
+    fn due_acks(&self, out: &mut BytesMut) {
+        out.clear();
+        for (pkid, _) in self.acks.take_due() {
+            let _ = Packet::PubAck(rumqttc::PubAck::new(pkid)).write(out, usize::MAX);
         }
     }
 
@@ -305,10 +307,7 @@ impl Subscriber {
                 // the core subscribes with QoS 1, so the broker sends at most QoS 1
                 let ack = match p.qos {
                     QoS::AtMostOnce => None,
-                    qos => Some(Ack::Broker(
-                        self.acks.clone(),
-                        self.acks.receive(p.pkid, qos),
-                    )),
+                    qos => Some(Ack::new(self.acks.clone(), self.acks.receive(p.pkid, qos))),
                 };
                 dispatcher
                     .dispatch(Message {

@@ -50,7 +50,7 @@ async fn connect_refusals(backend: Backend) {
     let firmware = FirmwareRepo::create().await;
     let (_, admin) = inst.user("admin1").await;
     let (_, user) = inst.user("owner1").await;
-    let (_, _, unit) = registry_repo_unit(&inst, &user, &firmware, "fan", "Private").await;
+    let (_, repo, unit) = registry_repo_unit(&inst, &user, &firmware, "fan", "Private").await;
     let port = mqtt_port(&inst);
     for (token, what) in [
         ("garbage".to_string(), "garbage"),
@@ -66,6 +66,48 @@ async fn connect_refusals(backend: Backend) {
     assert!(MqttDevice::connect(port, "ok", &unit_token(&inst, &unit))
         .await
         .is_ok());
+    // rmqtt sends a last will without asking the publish ACL: a will on a topic the unit may
+    // not publish to is refused at CONNECT; one on its own log topic is accepted, and when
+    // the connection is lost the broker sends it and the core stores it (superusers' and
+    // wills' messages are taken in the publish hook, not the ACL hook)
+    let (s, other) = inst
+        .post(
+            "/units",
+            Some(&user),
+            json!({"repo_uuid": repo["uuid"], "visibility_level": "Private", "name": "other_unit", "is_auto_update_from_repo_unit": true}),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 201, "{other}");
+    let foreign = base_topic(&inst, &other, "output_base_topic", "log");
+    let will = r#"{"level": "Warning", "text": "connection lost"}"#;
+    let token = unit_token(&inst, &unit);
+    assert!(
+        MqttDevice::connect_with_will(port, "w1", &token, Some((&foreign, will)))
+            .await
+            .is_err(),
+        "a will on another unit's topic was accepted"
+    );
+    let own = base_topic(&inst, &unit, "output_base_topic", "log");
+    let dev = MqttDevice::connect_with_will(port, "w2", &token, Some((&own, will)))
+        .await
+        .expect("a will on the unit's own topic");
+    drop(dev);
+    let log_list = format!(
+        "/units/log_list/?uuid={}&limit=10",
+        unit["uuid"].as_str().unwrap()
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, v) = inst.get(&log_list, Some(&user)).await;
+        if v["unit_logs"][0]["text"] == "connection lost" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the will was not stored: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // a deleted unit's token stops working
     let (s, _) = inst
         .delete(
@@ -79,7 +121,7 @@ async fn connect_refusals(backend: Backend) {
         .await
         .is_err());
     let c = mqtt_counters(&inst, &admin).await;
-    assert!(c["connects_refused"].as_u64().unwrap() >= 5, "{c}");
+    assert!(c["connects_refused"].as_u64().unwrap() >= 6, "{c}");
     inst.stop().await;
 }
 

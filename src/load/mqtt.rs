@@ -3,7 +3,7 @@
 //! Self-contained: starts an instance with the embedded broker in-process on a temporary
 //! SQLite database, creates `--units` units (each with one Output node), then runs for
 //! `--duration` seconds: one connection per unit publishing as fast as it can, round-robin on
-//! its `state`, `log` and node topic (QoS 0), while a bare subscriber on the core's two topic
+//! its `state`, `log` and node topic (QoS 0, or QoS 1 with `--qos 1`), while a bare subscriber on the core's two topic
 //! filters counts what the broker delivers. Reports, for the same window on the same broker:
 //! messages published, received by the bare subscriber, and fully processed by the core
 //! (parsed, routed, throttled or stored), and their ratio. Everything is on loopback and stops
@@ -40,6 +40,10 @@ pub struct MqttLoad {
     /// Which topics to publish to, comma-separated: state, log, node.
     #[arg(long, default_value = "state,log,node")]
     pub topics: String,
+    /// QoS of the publishes: 0, or 1 (each publisher waits for its PUBACKs, which the
+    /// embedded broker sends once the message is committed; rumqttc keeps up to 100 in flight).
+    #[arg(long, default_value_t = 0)]
+    pub qos: u8,
     /// Total messages per second over all publishers, paced every 10 ms (default: as fast as
     /// they can, which overloads the broker and makes it drop QoS 0 messages).
     #[arg(long)]
@@ -66,6 +70,9 @@ pub async fn run_mqtt(args: MqttLoad) -> anyhow::Result<()> {
     }
     if args.rate == Some(0) {
         anyhow::bail!("--rate must be positive");
+    }
+    if args.qos > 1 {
+        anyhow::bail!("--qos takes 0 or 1");
     }
     if !(1..=2000).contains(&args.units) {
         anyhow::bail!("--units must be between 1 and 2000");
@@ -284,6 +291,12 @@ async fn measure(
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let published = Arc::new(AtomicU64::new(0));
+    let acked = Arc::new(AtomicU64::new(0));
+    let qos = if args.qos == 1 {
+        QoS::AtLeastOnce
+    } else {
+        QoS::AtMostOnce
+    };
     let mut publishers = Vec::new();
     for (i, (unit, node)) in units.iter().enumerate() {
         let token = instance.tokens.unit_token(*unit);
@@ -309,11 +322,17 @@ async fn measure(
             })
             .collect();
         let stop = stop.clone();
-        let published = published.clone();
+        let (published, acked) = (published.clone(), acked.clone());
         let (rate, units) = (args.rate, args.units);
         publishers.push(tokio::spawn(async move {
-            // the event loop writes what the client queues
-            let driver = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+            // the event loop writes what the client queues and counts the PUBACKs
+            let driver = tokio::spawn(async move {
+                while let Ok(event) = eventloop.poll().await {
+                    if let Event::Incoming(Packet::PubAck(_)) = event {
+                        acked.fetch_add(1, Relaxed);
+                    }
+                }
+            });
             let mut n = 0usize;
             // messages per 10 ms tick for this publisher (fractions carried over)
             let per_tick = rate.map(|r| r as f64 / units as f64 / 100.0);
@@ -333,7 +352,7 @@ async fn measure(
                 for _ in 0..burst {
                     let (topic, payload) = &topics[n % topics.len()];
                     if client
-                        .publish(topic, QoS::AtMostOnce, false, payload.clone())
+                        .publish(topic, qos, false, payload.clone())
                         .await
                         .is_err()
                     {
@@ -352,15 +371,21 @@ async fn measure(
     let processed = || instance.mqtt_stats.counters.processed.load(Relaxed);
     // warm-up: connections and caches
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (p0, b0, c0, t0) = (
+    let (p0, b0, c0, a0, t0) = (
         published.load(Relaxed),
         bare.load(Relaxed),
         processed(),
+        acked.load(Relaxed),
         Instant::now(),
     );
     tokio::time::sleep(Duration::from_secs(args.duration)).await;
     let secs = t0.elapsed().as_secs_f64();
-    let (p1, b1, c1) = (published.load(Relaxed), bare.load(Relaxed), processed());
+    let (p1, b1, c1, a1) = (
+        published.load(Relaxed),
+        bare.load(Relaxed),
+        processed(),
+        acked.load(Relaxed),
+    );
     stop.store(true, Relaxed);
     for p in publishers {
         let _ = p.await;
@@ -386,8 +411,11 @@ async fn measure(
             "shards": instance.config.mqtt_shards,
             "topics": kinds,
             "rate_target_per_s": args.rate,
+            "qos": args.qos,
             "seconds": (secs * 100.0).round() / 100.0,
             "published_per_s": rate(p1 - p0).round(),
+            "acknowledged_per_s": rate(a1 - a0).round(),
+            "acknowledged_per_publisher_per_s": (rate(a1 - a0) / args.units as f64).round(),
             "bare_subscriber_per_s": rate(b1 - b0).round(),
             "core_processed_per_s": rate(c1 - c0).round(),
             "core_to_bare_ratio": ((c1 - c0) as f64 / (b1 - b0).max(1) as f64 * 1000.0).round() / 1000.0,

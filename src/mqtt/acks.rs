@@ -13,13 +13,17 @@
 //!
 //! Slots belong to one connection (an epoch): packet ids mean nothing on the next connection,
 //! so completions of an older epoch are ignored (those messages come again).
+//!
+//! With the embedded broker there is no such connection: the broker's publish hook hands a
+//! device's message to the shards itself and holds the device's PUBACK until the batch is
+//! committed ([`Ack::Device`]), so PUBACK means "committed" there too.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rumqttc::QoS;
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
 
 use crate::observe::mqtt::MqttStats;
 
@@ -177,21 +181,25 @@ impl Acks {
     }
 }
 
-/// What a QoS 1 message owes the broker: its slot, acknowledged once its effects are
-/// committed.
-pub struct Ack {
-    acks: Arc<Acks>,
-    id: AckId,
+/// What a QoS 1 message owes whoever sent it, paid once its effects are committed.
+pub enum Ack {
+    /// A slot of the ingest connection to an external broker ([`Acks`]).
+    Broker { acks: Arc<Acks>, id: AckId },
+    /// A device's publish held in the embedded broker's publish path ([`super::broker`]):
+    /// its PUBACK waits for `true` (committed); `false` or a dropped sender means not stored.
+    Device(oneshot::Sender<bool>),
 }
 
 impl Ack {
     pub fn new(acks: Arc<Acks>, id: AckId) -> Ack {
-        Ack { acks, id }
+        Ack::Broker { acks, id }
     }
 
     /// Settles one message on its own (refused for good, e.g. oversized).
     pub fn settle(self) {
-        self.acks.complete([self.id]);
+        let mut owed = Owed::default();
+        owed.push(Some(self));
+        owed.settle();
     }
 }
 
@@ -200,18 +208,23 @@ impl Ack {
 pub struct Owed {
     acks: Option<Arc<Acks>>,
     ids: Vec<AckId>,
+    devices: Vec<oneshot::Sender<bool>>,
 }
 
 impl Owed {
     pub fn push(&mut self, ack: Option<Ack>) {
-        if let Some(Ack { acks, id }) = ack {
-            self.acks.get_or_insert(acks);
-            self.ids.push(id);
+        match ack {
+            Some(Ack::Broker { acks, id }) => {
+                self.acks.get_or_insert(acks);
+                self.ids.push(id);
+            }
+            Some(Ack::Device(tx)) => self.devices.push(tx),
+            None => {}
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+        self.ids.is_empty() && self.devices.is_empty()
     }
 
     /// Takes over another batch's debts (the log writer merges shard batches).
@@ -220,6 +233,7 @@ impl Owed {
             self.acks.get_or_insert(acks);
         }
         self.ids.extend(other.ids);
+        self.devices.extend(other.devices);
     }
 
     /// Everything is committed: acknowledge.
@@ -227,12 +241,21 @@ impl Owed {
         if let Some(acks) = &self.acks {
             acks.complete(self.ids.iter().copied());
         }
+        self.answer_devices(true);
     }
 
-    /// Not stored: the broker delivers these messages again.
+    /// Not stored: the broker delivers these messages again (or the devices send them again).
     pub fn fail(self) {
         if let Some(acks) = &self.acks {
             acks.fail(&self.ids);
+        }
+        self.answer_devices(false);
+    }
+
+    fn answer_devices(self, committed: bool) {
+        for tx in self.devices {
+            // a device gone meanwhile (kicked, disconnected) sends again after reconnecting
+            let _ = tx.send(committed);
         }
     }
 }

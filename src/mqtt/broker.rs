@@ -9,6 +9,21 @@
 //! superusers (no ACL cost on the core's own subscriptions). ACL answers are cached per
 //! (username, topic, action) for [`ACL_TTL`], so a device publishing fast costs one lookup per
 //! few seconds, not one database read per message.
+//!
+//! The broker hands what the core processes (a unit's `state` and `log`, a node's `/pepeunit`
+//! topic) to the shards itself, in the publish path, and answers a device's QoS 1 PUBLISH only
+//! once the batch holding it is committed: PUBACK means "stored", so `kill -9` loses nothing a
+//! device was told was delivered. rmqtt awaits its hooks before it forwards a message and
+//! writes the PUBACK (`Session::process_publish` -> `_publish`: the `MessagePublish` hook, the
+//! `MessagePublishCheckAcl` hook, forwarding, then `send_publish_ack`), and a session handles
+//! its publishes one at a time, so a waiting hook holds back only that device. The cost: one
+//! device's QoS 1 messages go at most one per commit; many devices share each commit (the
+//! shards batch). Devices' messages are taken in the ACL hook (after the ACL allowed them; a
+//! batch that cannot be stored disconnects the device without a PUBACK, and it sends again
+//! after reconnecting); superusers (bridge carriers, the backend) skip that hook in rmqtt, so
+//! theirs and last wills are taken in the `MessagePublish` hook. Messages still go on to their
+//! subscribers (other devices' input nodes, bridges). The core holds no subscription on the
+//! embedded broker.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -25,6 +40,8 @@ use rmqtt::server::MqttServer;
 use rmqtt::types::{AuthResult, Id, PublishAclResult, SubscribeAclResult};
 use tokio::task::JoinHandle;
 
+use super::acks::Ack;
+use super::core::{self as shards, Dispatcher, Message};
 use crate::config::Config;
 use crate::observe::mqtt::MqttStats;
 use crate::service::broker_access::{BrokerAction, BrokerDecision};
@@ -45,6 +62,23 @@ struct Hooks {
     instance: Instance,
     stats: Arc<MqttStats>,
     acl: Vec<Mutex<HashMap<AclKey, (Instant, bool)>>>,
+    /// Where device messages go; taken when the core stops (the shards end once every
+    /// dispatcher is gone), after which publishes on core topics are refused.
+    ingest: std::sync::RwLock<Option<Dispatcher>>,
+    domain: String,
+}
+
+/// What became of a message handed to the shards.
+#[derive(Debug, PartialEq, Eq)]
+enum Ingested {
+    /// Not a topic the core processes.
+    NotOurs,
+    /// QoS 0: queued at its shard (nobody waits).
+    Queued,
+    /// QoS 1 or 2: its batch is committed.
+    Committed,
+    /// Not stored (the store refused it past the retries, or the core is stopping).
+    Failed,
 }
 
 impl Hooks {
@@ -59,6 +93,58 @@ impl Hooks {
     fn forget_answers(&self) {
         for slot in &self.acl {
             slot.lock().unwrap().clear();
+        }
+    }
+
+    /// Whether the client's last will (if any) names a topic `token` may publish to.
+    async fn will_allowed(&self, token: &str, ci: &rmqtt::types::ConnectInfo) -> bool {
+        let Some(will) = ci.last_will() else {
+            return true;
+        };
+        let topic = match will {
+            rmqtt::types::LastWill::V3(w) => &w.topic,
+            rmqtt::types::LastWill::V5(w) => &w.topic,
+        };
+        self.allowed(token, topic, BrokerAction::Publish).await
+    }
+
+    /// Hands a publish on a core topic to its shard and, for QoS 1 and 2, waits until the
+    /// batch holding it is committed.
+    async fn ingest(&self, publish: &rmqtt::types::Publish) -> Ingested {
+        if !shards::ingested(&self.domain, &publish.topic) {
+            return Ingested::NotOurs;
+        }
+        let Some(dispatcher) = self
+            .ingest
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        else {
+            return Ingested::Failed;
+        };
+        let (ack, committed) = if publish.qos == rmqtt::types::QoS::AtMostOnce {
+            (None, None)
+        } else {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            (Some(Ack::Device(tx)), Some(rx))
+        };
+        dispatcher
+            .dispatch(Message {
+                topic: publish.topic.to_string(),
+                payload: publish.payload.clone(),
+                dup: publish.dup,
+                ack,
+            })
+            .await;
+        drop(dispatcher);
+        let Some(committed) = committed else {
+            return Ingested::Queued;
+        };
+        if committed.await == Ok(true) {
+            self.stats.add(&self.stats.counters.acked, 1);
+            Ingested::Committed
+        } else {
+            Ingested::Failed
         }
     }
 
@@ -98,6 +184,9 @@ impl Handler for Hooks {
         match param {
             Parameter::ClientAuthenticate(ci) => {
                 let result = match ci.username() {
+                    // rmqtt sends a last will without asking the publish ACL: a will on a
+                    // topic the client may not publish to is refused with the connection
+                    Some(token) if !self.will_allowed(token, ci).await => AuthResult::NotAuthorized,
                     Some(token) => match self.instance.mqtt_connect_role(token).await {
                         Some(true) => AuthResult::Allow(true, None),
                         // devices wait (their reconnect loop retries) until the core has
@@ -152,10 +241,13 @@ impl Handler for Hooks {
                         .allowed(user, &publish.topic, BrokerAction::Publish)
                         .await
                 {
-                    (
-                        false,
-                        Some(HookResult::PublishAclResult(PublishAclResult::allow())),
-                    )
+                    let result = if self.ingest(publish).await == Ingested::Failed {
+                        // no PUBACK: the device sends it again after reconnecting
+                        PublishAclResult::rejected(true, None)
+                    } else {
+                        PublishAclResult::allow()
+                    };
+                    (false, Some(HookResult::PublishAclResult(result)))
                 } else {
                     self.stats.add(&c.publishes_denied, 1);
                     (
@@ -166,6 +258,22 @@ impl Handler for Hooks {
                     )
                 }
             }
+            // superusers and last wills never reach the ACL hook: their messages are taken
+            // here (devices' are taken after their ACL check)
+            Parameter::MessagePublish(session, from, publish) => {
+                let will = matches!(from.typ(), rmqtt::types::FromType::LastWill);
+                let superuser = match session {
+                    Some(s) => s.superuser().await.unwrap_or(false),
+                    None => false,
+                };
+                if will || superuser {
+                    let ingested = self.ingest(publish).await;
+                    if ingested == Ingested::Failed {
+                        tracing::warn!(topic = %publish.topic, will, "a superuser's or will's message was not stored");
+                    }
+                }
+                (true, acc)
+            }
             _ => (true, acc),
         }
     }
@@ -175,6 +283,7 @@ impl Handler for Hooks {
 pub struct EmbeddedBroker {
     pub addr: SocketAddr,
     scx: ServerContext,
+    hooks: Arc<Hooks>,
     /// The accept loop; taken when it is stopped.
     task: Option<JoinHandle<()>>,
     /// Drops sessions of revoked unit tokens; stopped with the accept loop.
@@ -249,24 +358,29 @@ fn listen(config: &Config, addr: SocketAddr) -> anyhow::Result<Listener> {
 }
 
 impl EmbeddedBroker {
-    /// Starts accepting on `listener` (from [`bind`]).
+    /// Starts accepting on `listener` (from [`bind`]); messages on core topics go to
+    /// `dispatcher`.
     pub async fn start(
         instance: Instance,
         stats: Arc<MqttStats>,
         listener: BrokerListener,
+        dispatcher: Dispatcher,
     ) -> anyhow::Result<Self> {
         let scx = ServerContext::new().busy_check_enable(false).build().await;
         let register = scx.extends.hook_mgr().register();
         let revoked = instance.revocations.subscribe();
         let hooks = Arc::new(Hooks {
+            domain: instance.config.domain.clone(),
             instance,
             stats,
             acl: (0..ACL_SLOTS).map(|_| Mutex::default()).collect(),
+            ingest: std::sync::RwLock::new(Some(dispatcher)),
         });
         for t in [
             Type::ClientAuthenticate,
             Type::ClientSubscribeCheckAcl,
             Type::MessagePublishCheckAcl,
+            Type::MessagePublish,
         ] {
             register.add(t, Box::new(SharedHooks(hooks.clone()))).await;
         }
@@ -279,10 +393,11 @@ impl EmbeddedBroker {
             }
         });
         tracing::info!(%addr, "embedded MQTT broker listening");
-        let revocations = tokio::spawn(drop_revoked(hooks, scx.clone(), revoked));
+        let revocations = tokio::spawn(drop_revoked(hooks.clone(), scx.clone(), revoked));
         Ok(EmbeddedBroker {
             addr,
             scx,
+            hooks,
             task: Some(task),
             revocations: Some(revocations),
         })
@@ -295,6 +410,16 @@ impl EmbeddedBroker {
     pub async fn disconnect_devices(&mut self, keep: &str) {
         self.stop_accepting().await;
         self.kick(Some(keep)).await;
+    }
+
+    /// Hands no more messages to the shards (they end once every dispatcher is gone); a
+    /// device still publishing on a core topic is disconnected without its PUBACK.
+    pub fn close_ingest(&self) {
+        self.hooks
+            .ingest
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
     }
 
     /// Disconnects every remaining session.

@@ -288,6 +288,39 @@ enum Route<'a> {
     Ignore(&'a str),
 }
 
+fn route<'a>(domain: &str, topic: &'a str) -> Route<'a> {
+    let parsed = match Topic::parse(topic) {
+        Ok(t) if t.domain() != domain => return Route::Ignore("foreign domain"),
+        Ok(t) => t,
+        Err(TopicError::Uuid) => return Route::Ignore("bad uuid"),
+        Err(_) => return Route::Ignore("not a topic the core processes"),
+    };
+    match parsed {
+        Topic::UnitBase {
+            base: Base::Output,
+            unit,
+            name,
+            ..
+        } => match name {
+            "state" => Route::State(unit),
+            "log" => Route::Log(unit),
+            _ => Route::Ignore("unknown output base topic"),
+        },
+        Topic::Node {
+            node,
+            pepeunit: true,
+            ..
+        } => Route::Node(node),
+        _ => Route::Ignore("not a topic the core processes"),
+    }
+}
+
+/// Whether the core processes messages on `topic` (a unit's `state` or `log`, a node's
+/// `/pepeunit` topic of this instance): what the embedded broker hands to the shards itself.
+pub fn ingested(domain: &str, topic: &str) -> bool {
+    !matches!(route(domain, topic), Route::Ignore(_))
+}
+
 impl Shard {
     fn new(id: usize, ingest: Ingest, stats: Arc<MqttStats>, logs: mpsc::Sender<LogWork>) -> Self {
         Shard {
@@ -326,37 +359,10 @@ impl Shard {
         tracing::debug!(shard = self.id, "shard drained and stopped");
     }
 
-    fn route<'a>(&self, topic: &'a str) -> Route<'a> {
-        let parsed = match Topic::parse(topic) {
-            Ok(t) if t.domain() != self.domain => return Route::Ignore("foreign domain"),
-            Ok(t) => t,
-            Err(TopicError::Uuid) => return Route::Ignore("bad uuid"),
-            Err(_) => return Route::Ignore("not a topic the core processes"),
-        };
-        match parsed {
-            Topic::UnitBase {
-                base: Base::Output,
-                unit,
-                name,
-                ..
-            } => match name {
-                "state" => Route::State(unit),
-                "log" => Route::Log(unit),
-                _ => Route::Ignore("unknown output base topic"),
-            },
-            Topic::Node {
-                node,
-                pepeunit: true,
-                ..
-            } => Route::Node(node),
-            _ => Route::Ignore("not a topic the core processes"),
-        }
-    }
-
     async fn handle(&mut self, msg: Message, batch: &mut IngestBatch) {
         let stats = Arc::clone(&self.stats);
         let c = &stats.counters;
-        let route = self.route(&msg.topic);
+        let route = route(&self.domain, &msg.topic);
         let entry = match route {
             Route::Ignore(why) => {
                 tracing::trace!(topic = %msg.topic, why, "message ignored");

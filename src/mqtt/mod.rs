@@ -2,9 +2,10 @@
 //! backend's connection with the core's subscriptions, the dispatcher and its shards, and the
 //! outbox the service layer publishes commands through.
 //!
-//! Data path of a device message: broker -> [`subscriber`] -> [`core::Dispatcher`] -> shard (by
-//! topic hash) -> [`crate::service::ingest`] -> batched store writes -> [`acks`] -> the broker
-//! gets the QoS 1 acknowledgement. Commands go out through [`link`] (the [`Outbox`]).
+//! Data path of a device message: external broker -> [`subscriber`] -> [`core::Dispatcher`] ->
+//! shard (by topic hash) -> [`crate::service::ingest`] -> batched store writes -> [`acks`] ->
+//! the broker gets the QoS 1 acknowledgement. With the embedded broker its publish hook is the
+//! first step ([`broker`]) and the device gets its PUBACK after the commit. Commands go out through [`link`] (the [`Outbox`]).
 //!
 //! [`Outbox`]: crate::service::ports::Outbox
 //!
@@ -41,9 +42,8 @@ pub struct MqttCore {
     /// The publishing connection (commands to devices) and its stop signal.
     link: JoinHandle<()>,
     link_stop: watch::Sender<bool>,
-    /// The ingest connection (the core's subscriptions) and its phase.
-    subscriber: JoinHandle<()>,
-    subscriber_phase: watch::Sender<subscriber::Phase>,
+    /// The ingest connection (the core's subscriptions) and its phase; external broker only.
+    subscriber: Option<(JoinHandle<()>, watch::Sender<subscriber::Phase>)>,
     shards: core::Shards,
     dispatcher: core::Dispatcher,
     last_message_ms: Arc<AtomicU64>,
@@ -64,14 +64,22 @@ impl MqttCore {
                 .load(std::sync::atomic::Ordering::Relaxed)
         }
         let stats = instance.mqtt_stats.clone();
+        let (dispatcher, shards) = core::start(instance.clone(), stats.clone());
         let broker = match instance.config.mqtt_mode {
             MqttMode::Embedded => {
                 let listener = listener
                     .ok_or_else(|| anyhow::anyhow!("the embedded broker has no listener"))?;
-                Some(
-                    broker::EmbeddedBroker::start(instance.clone(), stats.clone(), listener)
-                        .await?,
+                let broker = broker::EmbeddedBroker::start(
+                    instance.clone(),
+                    stats.clone(),
+                    listener,
+                    dispatcher.clone(),
                 )
+                .await?;
+                // the broker hands device messages to the shards itself: they have somewhere
+                // to go from the first CONNECT on
+                stats.backend_subscribed.store(true, Ordering::Relaxed);
+                Some(broker)
             }
             MqttMode::External => None,
         };
@@ -82,7 +90,6 @@ impl MqttCore {
             }
             _ => (None, bridge::Carrier::BuiltIn),
         };
-        let (dispatcher, shards) = core::start(instance.clone(), stats.clone());
         let username = instance
             .config
             .mqtt_username
@@ -90,23 +97,27 @@ impl MqttCore {
             .unwrap_or_else(|| instance.tokens.backend_token(&instance.config.domain));
         let started = Instant::now();
         let last_message_ms = Arc::new(AtomicU64::new(0));
-        let (subscriber_phase, phase_rx) = watch::channel(subscriber::Phase::Running);
-        let ingest = subscriber::Subscriber {
-            config: instance.config.clone(),
-            username: username.clone(),
-            acks: acks::Acks::new(stats.clone()),
-            dispatcher: Some(dispatcher.clone()),
-            stats: stats.clone(),
-            node: instance.node.clone(),
-            last_message_ms: last_message_ms.clone(),
-            started,
-        };
-        let subscriber = tokio::spawn(
-            instance
-                .node
-                .clone()
-                .supervise("mqtt ingest connection", ingest.run(phase_rx)),
-        );
+        // with an external broker the core subscribes and acknowledges after commit itself
+        let subscriber = (broker.is_none()).then(|| {
+            let (phase, phase_rx) = watch::channel(subscriber::Phase::Running);
+            let ingest = subscriber::Subscriber {
+                config: instance.config.clone(),
+                username: username.clone(),
+                acks: acks::Acks::new(stats.clone()),
+                dispatcher: Some(dispatcher.clone()),
+                stats: stats.clone(),
+                node: instance.node.clone(),
+                last_message_ms: last_message_ms.clone(),
+                started,
+            };
+            let task = tokio::spawn(
+                instance
+                    .node
+                    .clone()
+                    .supervise("mqtt ingest connection", ingest.run(phase_rx)),
+            );
+            (task, phase)
+        });
         let (link_stop, link_stop_rx) = watch::channel(false);
         let link = link::Link {
             config: instance.config.clone(),
@@ -141,7 +152,6 @@ impl MqttCore {
             link,
             link_stop,
             subscriber,
-            subscriber_phase,
             shards,
             dispatcher,
             last_message_ms,
@@ -150,11 +160,13 @@ impl MqttCore {
         })
     }
 
-    /// Stops in the order that loses nothing already accepted: the embedded broker stops
+    /// Stops in the order that loses nothing already accepted. Embedded broker: it stops
     /// taking connections and drops the devices (they keep unacknowledged QoS 1 messages and
-    /// resend them on reconnect), the backend receives what the broker still holds until
-    /// messages stop arriving (bounded), every shard drains its queue and writes its last
-    /// batch, and the backend acknowledges what was committed and disconnects.
+    /// resend them on reconnect), stops handing messages to the shards, and every shard drains
+    /// its queue and commits its last batch (answering the publishes still waiting for it).
+    /// External broker: the backend receives what the broker still holds until messages stop
+    /// arriving (bounded), the shards drain and commit, and the backend acknowledges what was
+    /// committed and disconnects; the rest stays unacknowledged and comes again to the next run.
     pub async fn stop(mut self) {
         // bridge carriers are clients of our broker and of peers': they go first
         if let Some(bridges) = self.bridges.take() {
@@ -162,24 +174,31 @@ impl MqttCore {
         }
         if let Some(b) = self.broker.as_mut() {
             b.disconnect_devices(&self.client_id).await;
+            b.close_ingest();
         }
-        let deadline = Instant::now() + Duration::from_secs(3);
-        loop {
-            let last = Duration::from_millis(self.last_message_ms.load(Ordering::Relaxed));
-            let quiet = self.started.elapsed().saturating_sub(last) > Duration::from_millis(500);
-            if quiet || Instant::now() > deadline {
-                break;
+        match self.subscriber.take() {
+            Some((task, phase)) => {
+                let deadline = Instant::now() + Duration::from_secs(3);
+                loop {
+                    let last = Duration::from_millis(self.last_message_ms.load(Ordering::Relaxed));
+                    let quiet =
+                        self.started.elapsed().saturating_sub(last) > Duration::from_millis(500);
+                    if quiet || Instant::now() > deadline {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                let _ = phase.send(subscriber::Phase::Draining);
+                drop(self.dispatcher);
+                self.shards.join().await;
+                let _ = phase.send(subscriber::Phase::Stop);
+                let _ = task.await;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            None => {
+                drop(self.dispatcher);
+                self.shards.join().await;
+            }
         }
-        // the link stops dispatching; the shards commit what they hold and acknowledge it;
-        // then the link disconnects after those acknowledgements. Messages still in the
-        // broker's hands stay unacknowledged and come again to the next run.
-        let _ = self.subscriber_phase.send(subscriber::Phase::Draining);
-        drop(self.dispatcher);
-        self.shards.join().await;
-        let _ = self.subscriber_phase.send(subscriber::Phase::Stop);
-        let _ = self.subscriber.await;
         let _ = self.link_stop.send(true);
         let _ = self.link.await;
         if let Some(b) = self.broker {

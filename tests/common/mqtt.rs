@@ -26,8 +26,27 @@ impl Drop for MqttDevice {
 impl MqttDevice {
     /// Connects and waits for the CONNACK; `Err` carries the refusal.
     pub async fn connect(port: u16, client_id: &str, token: &str) -> Result<MqttDevice, String> {
+        Self::connect_with_will(port, client_id, token, None).await
+    }
+
+    /// [`MqttDevice::connect`] with a last will (sent by the broker when the connection is
+    /// lost without a DISCONNECT, e.g. when this device is dropped).
+    pub async fn connect_with_will(
+        port: u16,
+        client_id: &str,
+        token: &str,
+        will: Option<(&str, &str)>,
+    ) -> Result<MqttDevice, String> {
         let mut o = MqttOptions::new(client_id, "127.0.0.1", port);
         o.set_credentials(token, "");
+        if let Some((topic, payload)) = will {
+            o.set_last_will(rumqttc::LastWill::new(
+                topic,
+                payload.to_string(),
+                QoS::AtLeastOnce,
+                false,
+            ));
+        }
         o.set_keep_alive(Duration::from_secs(30));
         o.set_max_packet_size(1 << 20, 1 << 20);
         let (client, mut eventloop) = AsyncClient::new(o, 1000);

@@ -45,6 +45,13 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Whether the tests run as root (needed to mount a tmpfs; PostgreSQL tools then run as
+/// `postgres`).
+pub fn as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
 /// Which relational backend a test instance uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {

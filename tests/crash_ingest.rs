@@ -12,8 +12,9 @@
 //!
 //! Faults, each with a device publishing QoS 1 lines through mosquitto while it happens:
 //! ClickHouse down for a minute, PostgreSQL (a private cluster) stopped and started again
-//! mid-stream, the broker killed and started again. Nothing committed is lost and the instance
-//! recovers by itself.
+//! mid-stream, the broker killed and started again, the disk of the SQLite database full (a
+//! tmpfs, needs root) until space returns. Nothing committed is lost and the instance recovers
+//! by itself.
 
 mod common;
 

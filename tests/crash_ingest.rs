@@ -18,8 +18,6 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +25,7 @@ use std::time::Duration;
 use common::clickhouse::ClickHouse;
 use common::fixtures::{registry_repo_unit, FirmwareRepo};
 use common::mosquitto::Mosquitto;
+use common::serve::{logs, Server};
 use common::{Backend, TestInstance};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{json, Value};
@@ -35,69 +34,6 @@ const DEVICES: usize = 4;
 const LINES: u64 = 5_000;
 /// A bound for the whole stream to be stored after the last restart (a failure, not a goal).
 const SETTLE: Duration = Duration::from_secs(240);
-
-/// The instance as its own process, so that it can be killed for real.
-struct Server {
-    child: tokio::process::Child,
-}
-
-impl Server {
-    async fn start(inst: &TestInstance, run: usize) -> Server {
-        let log = std::fs::File::create(inst.data.path().join(format!("serve-{run}.log"))).unwrap();
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pepeunit"))
-            .arg("serve")
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs(inst.vars.iter().cloned())
-            .env("PU_LOG", "info,sqlx=warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("pepeunit serve starts");
-        let server = Server { child };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let up = inst
-                .http
-                .get(format!("{}/pepeunit", inst.base))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if up {
-                return server;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the instance did not come up: {}",
-                logs(inst.data.path())
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// SIGKILL: no shutdown path runs.
-    async fn kill(mut self) {
-        self.child.start_kill().unwrap();
-        let _ = self.child.wait().await;
-    }
-}
-
-fn logs(dir: &Path) -> String {
-    let mut out = String::new();
-    for run in 0..4 {
-        if let Ok(text) = std::fs::read_to_string(dir.join(format!("serve-{run}.log"))) {
-            let tail: Vec<&str> = text.lines().rev().take(30).collect();
-            out.push_str(&format!("\n--- run {run} ---\n"));
-            for line in tail.into_iter().rev() {
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
-    }
-    out
-}
 
 /// One device connection: log lines `{d}-{i}` for `i` in `lines`, QoS 1, each with its own
 /// microsecond timestamp as the official client sends them, `pause` apart; counts the

@@ -13,6 +13,7 @@ pub mod graphql;
 pub mod mosquitto;
 pub mod mqtt;
 pub mod private_pg;
+pub mod serve;
 pub mod telegram;
 
 use std::path::{Path, PathBuf};

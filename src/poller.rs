@@ -26,7 +26,11 @@ const SEEN_PURGE_PERIOD: Duration = Duration::from_secs(3600);
 
 /// Runs until `stop` changes. `interrupted`: registries whose sync the last stop cut short
 /// ([`Instance::end_interrupted_syncs`]), synced again at once with those missing on disk.
-pub async fn run(instance: Instance, mut stop: watch::Receiver<bool>, interrupted: Vec<uuid::Uuid>) {
+pub async fn run(
+    instance: Instance,
+    mut stop: watch::Receiver<bool>,
+    interrupted: Vec<uuid::Uuid>,
+) {
     instance.sync_at_start(&interrupted).await;
     let mut sync = every(Duration::from_secs(
         instance.config.registry_sync_interval_secs.max(10),

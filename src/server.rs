@@ -98,13 +98,10 @@ impl RunningInstance {
                 crate::telegram::bot::run(instance.clone(), t, stop_rx.clone()),
             )));
         }
-        let poller = tokio::spawn(
-            node.clone()
-                .supervise(
-                    "poller",
-                    crate::poller::run(instance.clone(), stop_rx, interrupted_syncs),
-                ),
-        );
+        let poller = tokio::spawn(node.clone().supervise(
+            "poller",
+            crate::poller::run(instance.clone(), stop_rx, interrupted_syncs),
+        ));
         tracing::info!(%addr, domain = %instance.config.domain, "pepeunit is serving");
         Ok(RunningInstance {
             addr,

@@ -68,7 +68,11 @@ async fn answer(req: reqwest::RequestBuilder) -> Result<(u16, Value), String> {
 }
 
 /// `POST /users/import` of `archive`.
-async fn upload(inst: &TestInstance, token: &str, archive: Vec<u8>) -> Result<(u16, Value), String> {
+async fn upload(
+    inst: &TestInstance,
+    token: &str,
+    archive: Vec<u8>,
+) -> Result<(u16, Value), String> {
     let req = request(inst, "POST", "/users/import", token)
         .header("content-type", "application/gzip")
         .body(archive);
@@ -183,7 +187,10 @@ async fn import_killed(backend: Backend) {
     // and it is usable: the imported units and their lines through the API
     let (s, v) = inst
         .get(
-            &format!("/units?creator_uuid={}", report["user_uuid"].as_str().unwrap()),
+            &format!(
+                "/units?creator_uuid={}",
+                report["user_uuid"].as_str().unwrap()
+            ),
             Some(&importer),
         )
         .await;
@@ -192,7 +199,10 @@ async fn import_killed(backend: Backend) {
     let mine = v["units"].as_array().unwrap();
     let (s, v) = inst
         .get(
-            &format!("/units/log_list/?uuid={}&limit=1", mine[0]["uuid"].as_str().unwrap()),
+            &format!(
+                "/units/log_list/?uuid={}&limit=1",
+                mine[0]["uuid"].as_str().unwrap()
+            ),
             Some(&importer),
         )
         .await;
@@ -290,9 +300,16 @@ async fn recovered(inst: &TestInstance, token: &str, registry: &str, firmware: &
     let v = synced(inst, token, registry).await;
     assert_eq!(v["branches"], json!(["dev", "main"]), "{v}");
     assert!(v["local_repository_size"].as_i64() > Some(0), "{v}");
-    assert_eq!(refs(&mirror), refs(&firmware.bare), "the mirror is the remote");
+    assert_eq!(
+        refs(&mirror),
+        refs(&firmware.bare),
+        "the mirror is the remote"
+    );
     git(&mirror, &["fsck", "--no-dangling", "--no-progress"]);
-    assert_eq!(files_named(&mirror, ".lock"), Vec::<std::path::PathBuf>::new());
+    assert_eq!(
+        files_named(&mirror, ".lock"),
+        Vec::<std::path::PathBuf>::new()
+    );
     let leftovers: Vec<_> = std::fs::read_dir(&mirrors)
         .unwrap()
         .flatten()
@@ -330,7 +347,10 @@ async fn kill_when(
         server.kill_tree().await;
     };
     let (answered, ()) = tokio::join!(answer(req), killer);
-    assert!(answered.is_err(), "killed during {what} before the answer: {answered:?}");
+    assert!(
+        answered.is_err(),
+        "killed during {what} before the answer: {answered:?}"
+    );
 }
 
 /// Kills during the first clone of a registry, then during fetches until one kill leaves a
@@ -364,8 +384,14 @@ async fn sync_killed() {
     let mut server = Server::start(&inst, run).await;
     let (s, v) = inst.get("/repository_registry", Some(&owner)).await;
     assert_eq!(s.as_u16(), 200, "{v}");
-    assert_eq!(v["count"], 1, "the registry row was written before the clone: {v}");
-    let registry = v["repositories_registry"][0]["uuid"].as_str().unwrap().to_string();
+    assert_eq!(
+        v["count"], 1,
+        "the registry row was written before the clone: {v}"
+    );
+    let registry = v["repositories_registry"][0]["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
     recovered(&inst, &owner, &registry, &firmware).await;
     let (s, repo) = inst
         .post(
@@ -405,7 +431,9 @@ async fn sync_killed() {
 
     // and the next sync works as ever
     let newest = firmware.publish("main.py", "print('after')\n", Some("v9.0.0"));
-    let (s, v) = answer(request(&inst, "PATCH", &sync, &owner)).await.unwrap();
+    let (s, v) = answer(request(&inst, "PATCH", &sync, &owner))
+        .await
+        .unwrap();
     assert_eq!(s, 204, "{v}");
     let v = synced(&inst, &owner, &registry).await;
     assert!(v["sync_error"].is_null(), "{v}");

@@ -689,7 +689,10 @@ async fn sqlite_disk_full() {
         .await;
     assert_eq!(s.as_u16(), 200);
     assert!(v.as_str() == Some(state.as_str()), "the state reads back");
-    let (_, unit) = f.inst.get(&format!("/units/{}", f.unit), Some(&f.owner)).await;
+    let (_, unit) = f
+        .inst
+        .get(&format!("/units/{}", f.unit), Some(&f.owner))
+        .await;
     let (s, v) = f
         .inst
         .post(
@@ -738,10 +741,12 @@ async fn sqlite_full_transaction_leaves_no_stale_connection() {
     let url = format!("sqlite://{}/full.db?mode=rwc", dir.path().display());
     // one connection, so every step below runs on the connection that hit the error
     let db = pepeunit::store::Db::connect(&url, 1).await.unwrap();
-    sqlx::raw_sql("CREATE TABLE t (id INTEGER PRIMARY KEY, x TEXT NOT NULL); PRAGMA max_page_count = 20")
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, x TEXT NOT NULL); PRAGMA max_page_count = 20",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
     let big = "x".repeat(4096);
     let mut tx = db.begin_write().await.unwrap();
     let mut full = None;
@@ -783,10 +788,7 @@ async fn sqlite_full_transaction_leaves_no_stale_connection() {
         .await
         .unwrap();
     tx.commit().await.unwrap();
-    let mut tx = db
-        .begin_write()
-        .await
-        .expect("BEGIN IMMEDIATE on the pool");
+    let mut tx = db.begin_write().await.expect("BEGIN IMMEDIATE on the pool");
     sqlx::query("INSERT INTO t (id, x) VALUES (3, 'c')")
         .execute(&mut *tx)
         .await

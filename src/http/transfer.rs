@@ -115,7 +115,8 @@ async fn import_account(
         return Err(AppError::transfer("The request body must be the archive"));
     }
     // long imports can be followed in the log
-    let progress = |p: Progress| tracing::info!(table = p.table, records = p.records, "import progress");
+    let progress =
+        |p: Progress| tracing::info!(table = p.table, records = p.records, "import progress");
     let report = state
         .import_archive(user.uuid, archive, passphrase, &progress)
         .await?;

@@ -496,12 +496,15 @@ impl Instance {
     /// (it died during them) end as Error, so that they neither look like running forever
     /// nor hold off a new sync. Returns those registries, for [`Self::sync_at_start`].
     pub async fn end_interrupted_syncs(&self) -> AppResult<Vec<Uuid>> {
-        let error = AppError::git_repo("the sync was interrupted: the instance stopped during it")
-            .detail();
+        let error =
+            AppError::git_repo("the sync was interrupted: the instance stopped during it").detail();
         let uuids =
             store::registries::end_interrupted_syncs(self.pool(), &error, &domain::now()).await?;
         if !uuids.is_empty() {
-            tracing::warn!(registries = uuids.len(), "syncs interrupted by the last stop; they run again");
+            tracing::warn!(
+                registries = uuids.len(),
+                "syncs interrupted by the last stop; they run again"
+            );
         }
         Ok(uuids)
     }

@@ -257,7 +257,8 @@ impl Db {
 async fn sqlite_released_clean(conn: &mut sqlx::AnyConnection) -> Result<bool, sqlx::Error> {
     use sqlx::{Connection, Database, TransactionManager};
     conn.ping().await?;
-    let depth = <<Any as Database>::TransactionManager as TransactionManager>::get_transaction_depth(conn);
+    let depth =
+        <<Any as Database>::TransactionManager as TransactionManager>::get_transaction_depth(conn);
     if depth == 0 {
         return Ok(true);
     }

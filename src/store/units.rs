@@ -299,7 +299,10 @@ pub async fn fail_update_request(
     Ok(q.execute(db).await? > 0)
 }
 
-pub async fn get<'e>(db: impl Executor<'e, Database = Any>, uuid: Uuid) -> StoreResult<Option<Unit>> {
+pub async fn get<'e>(
+    db: impl Executor<'e, Database = Any>,
+    uuid: Uuid,
+) -> StoreResult<Option<Unit>> {
     let mut q = Sql::new("SELECT * FROM units WHERE uuid = ");
     q.bind(uuid);
     q.fetch_optional(db)

@@ -121,7 +121,10 @@ pub fn with_log_lines(archive: &[u8], units: &[String], per_unit: usize) -> Vec<
     }
     for (n, chunk) in lines.chunks(20_000).enumerate() {
         let path = format!("unit_logs/{:06}.jsonl", n + 1);
-        let data: Vec<u8> = chunk.iter().flat_map(|l| [&l[..], b"\n"].concat()).collect();
+        let data: Vec<u8> = chunk
+            .iter()
+            .flat_map(|l| [&l[..], b"\n"].concat())
+            .collect();
         files.push(serde_json::json!({
             "path": path,
             "table": "unit_logs",
@@ -150,7 +153,10 @@ pub fn record_counts(archive: &[u8]) -> std::collections::BTreeMap<String, usize
             None if stem == "user" => "users".to_string(),
             None => stem.to_string(),
         };
-        let n = data.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count();
+        let n = data
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count();
         *counts.entry(table).or_insert(0) += n;
     }
     counts

@@ -406,7 +406,13 @@ impl Instance {
         // error leaves the whole account or none of it; ClickHouse's follow the commit
         let created = if self.logs.in_database() {
             let created = self
-                .import_logs(&a, &pending_logs, Some(&mut tx), &mut report.remapped, progress)
+                .import_logs(
+                    &a,
+                    &pending_logs,
+                    Some(&mut tx),
+                    &mut report.remapped,
+                    progress,
+                )
                 .await?;
             tx.commit().await?;
             created

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::archive::{export, with_log_lines};
-use common::fixtures::{registry_repo_unit, FirmwareRepo};
+use common::fixtures::{add_units, registry_repo_unit, FirmwareRepo};
 use common::serve::{log_text, logs, Server};
 use common::{git, Backend, TestInstance};
 use pepeunit::store::transfer::TABLES;
@@ -117,17 +117,8 @@ async fn import_killed(backend: Backend) {
     let (_, importer) = inst.user("importer1").await;
     let (_, repo, unit) = registry_repo_unit(&inst, &owner, &firmware, "src", "Private").await;
     let mut units = vec![unit["uuid"].as_str().unwrap().to_string()];
-    for d in 1..UNITS {
-        let (s, u) = inst
-            .post(
-                "/units",
-                Some(&owner),
-                json!({"repo_uuid": repo["uuid"], "visibility_level": "Private", "name": format!("src_unit_{d}"), "is_auto_update_from_repo_unit": true}),
-            )
-            .await;
-        assert_eq!(s.as_u16(), 201, "{u}");
-        units.push(u["uuid"].as_str().unwrap().to_string());
-    }
+    let names = (1..UNITS).map(|d| format!("src_unit_{d}"));
+    units.extend(add_units(&inst, &owner, &repo, names).await);
     let (s, archive) = export(&inst, &owner, json!({})).await;
     assert_eq!(s, 200);
     let archive = with_log_lines(&archive, &units, LINES_PER_UNIT);
@@ -288,13 +279,13 @@ async fn synced(inst: &TestInstance, token: &str, registry: &str) -> Value {
 async fn recovered(inst: &TestInstance, token: &str, registry: &str, firmware: &FirmwareRepo) {
     let mirrors = inst.config.repositories_dir();
     let mirror = mirrors.join(format!("{registry}.git"));
+    let main_head = async || {
+        let path =
+            format!("/repository_registry/branch_commits/{registry}?repo_branch=main&limit=1");
+        inst.get(&path, Some(token)).await
+    };
     if mirror.join("HEAD").is_file() {
-        let (s, v) = inst
-            .get(
-                &format!("/repository_registry/branch_commits/{registry}?repo_branch=main&limit=1"),
-                Some(token),
-            )
-            .await;
+        let (s, v) = main_head().await;
         assert_eq!(s.as_u16(), 200, "served right after the restart: {v}");
     }
     let v = synced(inst, token, registry).await;
@@ -317,12 +308,7 @@ async fn recovered(inst: &TestInstance, token: &str, registry: &str, firmware: &
         .map(|e| e.path())
         .collect();
     assert!(leftovers.is_empty(), "scratch left: {leftovers:?}");
-    let (s, v) = inst
-        .get(
-            &format!("/repository_registry/branch_commits/{registry}?repo_branch=main&limit=1"),
-            Some(token),
-        )
-        .await;
+    let (s, v) = main_head().await;
     assert_eq!(s.as_u16(), 200, "{v}");
     assert_eq!(v[0]["commit"], firmware.head("main"), "{v}");
     let (s, v) = inst.get("/repos", Some(token)).await;

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::clickhouse::ClickHouse;
-use common::fixtures::{registry_repo_unit, FirmwareRepo};
+use common::fixtures::{add_units, registry_repo_unit, FirmwareRepo};
 use common::mosquitto::Mosquitto;
 use common::serve::{logs, Server};
 use common::{Backend, TestInstance};
@@ -175,17 +175,8 @@ async fn killed_mid_stream(backend: Backend, clickhouse: bool) {
     let (_, owner) = inst.user("owner1").await;
     let (_, repo, unit) = registry_repo_unit(&inst, &owner, &firmware, "crash", "Private").await;
     let mut units = vec![unit["uuid"].as_str().unwrap().to_string()];
-    for d in 1..DEVICES {
-        let (s, u) = inst
-            .post(
-                "/units",
-                Some(&owner),
-                json!({"repo_uuid": repo["uuid"], "visibility_level": "Private", "name": format!("crash_unit_{d}"), "is_auto_update_from_repo_unit": true}),
-            )
-            .await;
-        assert_eq!(s.as_u16(), 201, "{u}");
-        units.push(u["uuid"].as_str().unwrap().to_string());
-    }
+    let names = (1..DEVICES).map(|d| format!("crash_unit_{d}"));
+    units.extend(add_units(&inst, &owner, &repo, names).await);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !inst
         .running
@@ -631,14 +622,13 @@ async fn sqlite_disk_full() {
         "the disk was full before every line was stored: {stored}"
     );
     let state = "s".repeat(1_000_000);
-    let (s, v) = f
-        .inst
-        .post(
-            &unit_path("set_state_storage"),
-            Some(&f.owner),
-            json!({ "state": state }),
-        )
-        .await;
+    let set_state = async || {
+        let body = json!({ "state": state });
+        f.inst
+            .post(&unit_path("set_state_storage"), Some(&f.owner), body)
+            .await
+    };
+    let (s, v) = set_state().await;
     assert_eq!(s.as_u16(), 500, "a megabyte does not fit: {v}");
     let (s, node) = f.inst.get("/metrics/node", Some(&f.admin)).await;
     assert_eq!(s.as_u16(), 200, "{node}");
@@ -674,14 +664,7 @@ async fn sqlite_disk_full() {
     assert_eq!(texts, expected, "every line once, in order");
 
     // the REST write that failed succeeds now, and so does one in a transaction
-    let (s, v) = f
-        .inst
-        .post(
-            &unit_path("set_state_storage"),
-            Some(&f.owner),
-            json!({ "state": state }),
-        )
-        .await;
+    let (s, v) = set_state().await;
     assert_eq!(s.as_u16(), 204, "{v}");
     let (s, v) = f
         .inst

@@ -253,12 +253,21 @@ impl Db {
 /// leaves that transaction open. From then on the connection holds the write lock forever
 /// (every other writer gets "database is locked") and its "commits" are `RELEASE`s inside the
 /// open transaction, never written. So such a connection is closed instead; the pool opens a
-/// fresh one. The ping first lets the worker run the ROLLBACK a dropped transaction queued.
+/// fresh one.
+///
+/// Depth 0 needs no more: a transaction ended by COMMIT or ROLLBACK is acknowledged with its
+/// depth already lowered. Otherwise a dropped transaction's ROLLBACK may still be queued: the
+/// ping lets the worker run it first.
 async fn sqlite_released_clean(conn: &mut sqlx::AnyConnection) -> Result<bool, sqlx::Error> {
     use sqlx::{Connection, Database, TransactionManager};
+    let depth = |conn: &sqlx::AnyConnection| {
+        <<Any as Database>::TransactionManager as TransactionManager>::get_transaction_depth(conn)
+    };
+    if depth(conn) == 0 {
+        return Ok(true);
+    }
     conn.ping().await?;
-    let depth =
-        <<Any as Database>::TransactionManager as TransactionManager>::get_transaction_depth(conn);
+    let depth = depth(conn);
     if depth == 0 {
         return Ok(true);
     }

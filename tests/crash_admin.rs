@@ -107,9 +107,11 @@ impl KillAt {
 }
 
 /// An account of `UNITS` units (their nodes, one repo, one registry) exported with 150,000
-/// log lines is imported into another account while the server is killed at `points`, each
-/// time started again: the database then holds none of the import or all of it, never part.
-/// Then the import runs to the end and everything is there.
+/// log lines is imported into another account while the server is killed inside the import's
+/// transaction, once after its first table and once with 40,000 log lines written, each time
+/// started again: the database then holds nothing of the import (before log lines were part
+/// of the transaction, the second kill left the account with 40,000 of its lines). Then the
+/// import runs to the end and everything is there.
 async fn import_killed(backend: Backend) {
     let mut inst = TestInstance::start(backend).await;
     let firmware = FirmwareRepo::create().await;

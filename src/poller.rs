@@ -1,4 +1,5 @@
-//! The one task that runs periodic jobs (SPEC §2): at start, clone registries missing on disk;
+//! The one task that runs periodic jobs (SPEC §2): at start, clone registries missing on disk
+//! and sync again those whose sync the last stop interrupted;
 //! re-sync every registry each `PU_REGISTRY_SYNC_INTERVAL` seconds (a sync that moves a repo's
 //! target version sends `Update` to its auto-updating units); every hour, `Update` to
 //! auto-updating units that still run another version; every few seconds, pending `Update`s
@@ -23,9 +24,14 @@ fn every(period: Duration) -> tokio::time::Interval {
 /// How often incoming ActivityPub activity ids older than a week are forgotten.
 const SEEN_PURGE_PERIOD: Duration = Duration::from_secs(3600);
 
-/// Runs until `stop` changes.
-pub async fn run(instance: Instance, mut stop: watch::Receiver<bool>) {
-    instance.sync_all_registries(true).await;
+/// Runs until `stop` changes. `interrupted`: registries whose sync the last stop cut short
+/// ([`Instance::end_interrupted_syncs`]), synced again at once with those missing on disk.
+pub async fn run(
+    instance: Instance,
+    mut stop: watch::Receiver<bool>,
+    interrupted: Vec<uuid::Uuid>,
+) {
+    instance.sync_at_start(&interrupted).await;
     let mut sync = every(Duration::from_secs(
         instance.config.registry_sync_interval_secs.max(10),
     ));

@@ -47,6 +47,8 @@ impl RunningInstance {
             crate::config::MqttMode::External => None,
         };
         let mut instance = Instance::open(config).await?;
+        // before the HTTP server or the poller can start one
+        let interrupted_syncs = instance.end_interrupted_syncs().await?;
         // the chat bot is a front door: the service layer knows it only as its port
         let telegram = crate::telegram::Telegram::new(&instance.config);
         instance.chat_bot = telegram
@@ -96,10 +98,10 @@ impl RunningInstance {
                 crate::telegram::bot::run(instance.clone(), t, stop_rx.clone()),
             )));
         }
-        let poller = tokio::spawn(
-            node.clone()
-                .supervise("poller", crate::poller::run(instance.clone(), stop_rx)),
-        );
+        let poller = tokio::spawn(node.clone().supervise(
+            "poller",
+            crate::poller::run(instance.clone(), stop_rx, interrupted_syncs),
+        ));
         tracing::info!(%addr, domain = %instance.config.domain, "pepeunit is serving");
         Ok(RunningInstance {
             addr,

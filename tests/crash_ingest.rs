@@ -17,20 +17,20 @@
 //!
 //! Faults, each with a device publishing QoS 1 lines through mosquitto while it happens:
 //! ClickHouse down for a minute, PostgreSQL (a private cluster) stopped and started again
-//! mid-stream, the broker killed and started again. Nothing committed is lost and the instance
-//! recovers by itself.
+//! mid-stream, the broker killed and started again, the disk of the SQLite database full (a
+//! tmpfs, needs root) until space returns. Nothing committed is lost and the instance recovers
+//! by itself.
 
 mod common;
 
-use std::path::Path;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::clickhouse::ClickHouse;
-use common::fixtures::{registry_repo_unit, FirmwareRepo};
+use common::fixtures::{add_units, registry_repo_unit, FirmwareRepo};
 use common::mosquitto::Mosquitto;
+use common::serve::{logs, Server};
 use common::{Backend, TestInstance};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{json, Value};
@@ -39,69 +39,6 @@ const DEVICES: usize = 4;
 const LINES: u64 = 5_000;
 /// A bound for the whole stream to be stored after the last restart (a failure, not a goal).
 const SETTLE: Duration = Duration::from_secs(240);
-
-/// The instance as its own process, so that it can be killed for real.
-struct Server {
-    child: tokio::process::Child,
-}
-
-impl Server {
-    async fn start(inst: &TestInstance, run: usize) -> Server {
-        let log = std::fs::File::create(inst.data.path().join(format!("serve-{run}.log"))).unwrap();
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pepeunit"))
-            .arg("serve")
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs(inst.vars.iter().cloned())
-            .env("PU_LOG", "info,sqlx=warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("pepeunit serve starts");
-        let server = Server { child };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let up = inst
-                .http
-                .get(format!("{}/pepeunit", inst.base))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if up {
-                return server;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the instance did not come up: {}",
-                logs(inst.data.path())
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// SIGKILL: no shutdown path runs.
-    async fn kill(mut self) {
-        self.child.start_kill().unwrap();
-        let _ = self.child.wait().await;
-    }
-}
-
-fn logs(dir: &Path) -> String {
-    let mut out = String::new();
-    for run in 0..4 {
-        if let Ok(text) = std::fs::read_to_string(dir.join(format!("serve-{run}.log"))) {
-            let tail: Vec<&str> = text.lines().rev().take(30).collect();
-            out.push_str(&format!("\n--- run {run} ---\n"));
-            for line in tail.into_iter().rev() {
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
-    }
-    out
-}
 
 /// Aborts a task when dropped (a device's event loop goes with the device).
 struct AbortOnDrop(tokio::task::AbortHandle);
@@ -262,17 +199,8 @@ fn all_devices(
 async fn units(inst: &TestInstance, owner: &str, firmware: &FirmwareRepo) -> Vec<String> {
     let (_, repo, unit) = registry_repo_unit(inst, owner, firmware, "crash", "Private").await;
     let mut units = vec![unit["uuid"].as_str().unwrap().to_string()];
-    for d in 1..DEVICES {
-        let (s, u) = inst
-            .post(
-                "/units",
-                Some(owner),
-                json!({"repo_uuid": repo["uuid"], "visibility_level": "Private", "name": format!("crash_unit_{d}"), "is_auto_update_from_repo_unit": true}),
-            )
-            .await;
-        assert_eq!(s.as_u16(), 201, "{u}");
-        units.push(u["uuid"].as_str().unwrap().to_string());
-    }
+    let names = (1..DEVICES).map(|d| format!("crash_unit_{d}"));
+    units.extend(add_units(inst, owner, &repo, names).await);
     units
 }
 
@@ -687,30 +615,61 @@ async fn broker_restarted() {
     f.inst.stop().await;
 }
 
-/// A small tmpfs mounted for one test (the disk-full test's SQLite database); unmounted on drop.
+/// A tmpfs mounted for one test (the disk-full test's SQLite database), filled up and freed
+/// again with a filler file; unmounted on drop.
 struct SmallDisk {
     dir: tempfile::TempDir,
 }
 
 impl SmallDisk {
-    /// None when this process may not mount (not root): the test then skips.
+    /// None (the test skips) when this process is not root, or when a root process may not
+    /// mount here and not every test is required (`PU_TEST_REQUIRE_ALL=1` makes that a failure).
     fn mount(size: &str) -> Option<SmallDisk> {
+        if !common::as_root() {
+            eprintln!("skipped: mounting a tmpfs needs root");
+            return None;
+        }
         let dir = tempfile::tempdir().unwrap();
-        let ok = std::process::Command::new("mount")
+        let status = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(dir.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then_some(SmallDisk { dir })
+            .status();
+        match status {
+            Ok(s) if s.success() => Some(SmallDisk { dir }),
+            other if common::require_all() => {
+                panic!("root but cannot mount a tmpfs ({other:?}) and PU_TEST_REQUIRE_ALL=1")
+            }
+            other => {
+                eprintln!("skipped: cannot mount a tmpfs here: {other:?}");
+                None
+            }
+        }
     }
 
-    fn resize(&self, size: &str) {
-        let status = std::process::Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(self.dir.path())
-            .status()
-            .unwrap();
-        assert!(status.success(), "remount");
+    fn filler(&self) -> std::path::PathBuf {
+        self.dir.path().join("filler")
+    }
+
+    /// Fills the disk with a file, then gives back `free` bytes of it.
+    fn fill_leaving(&self, free: u64) {
+        use std::io::Write;
+        let mut file = std::fs::File::create(self.filler()).unwrap();
+        let chunk = vec![0u8; 1 << 20];
+        let mut len = 0u64;
+        loop {
+            match file.write(&chunk) {
+                Ok(0) => break,
+                Ok(n) => len += n as u64,
+                Err(e) if e.kind() == std::io::ErrorKind::StorageFull => break,
+                Err(e) => panic!("filling the disk: {e}"),
+            }
+        }
+        file.set_len(len.saturating_sub(free)).unwrap();
+    }
+
+    /// Space returns.
+    fn empty(&self) {
+        std::fs::remove_file(self.filler()).unwrap();
     }
 }
 
@@ -723,23 +682,28 @@ impl Drop for SmallDisk {
     }
 }
 
-/// The disk of the SQLite database fills up while a device publishes QoS 1 lines: writes fail
-/// with a clear error and are handed back to the broker, nothing stored is damaged
-/// (`PRAGMA integrity_check`), and once there is space again every line is stored once.
+/// The disk of the SQLite database fills up (another file takes the space) while a device
+/// publishes QoS 1 lines. While it is full: batch writes fail with SQLite's "database or disk
+/// is full", counted (`batch_errors`, the error tracker) and handed back to the broker; a REST
+/// write fails with a 500; reads keep working. Once the space returns, without a restart:
+/// every line the broker acknowledged to the device is stored once and in order, committed
+/// (read by a separate connection, not only through the instance's pool), the database passes
+/// `PRAGMA integrity_check`, the REST write that failed succeeds and a write in a transaction
+/// works. Needs root (the tmpfs).
 ///
-/// KNOWN DEFECT (issue 16, part 5, open): after the first "database or disk is full" the
-/// database answers "database is locked" to every writer, also after space returns, until the
-/// process restarts; even `GET /metrics/mqtt` fails (the admin's token is checked against the
-/// database). Ignored until fixed: `cargo nextest run --test crash_ingest --run-ignored all -E
-/// 'test(sqlite_disk_full)'` reproduces it (needs root, for the tmpfs).
+/// This found a defect: SQLite rolls a transaction back by itself on SQLITE_FULL, the dropped
+/// transaction's ROLLBACK then failed, and the pooled connection stayed "in a transaction" for
+/// sqlx: later "commits" on it were savepoint releases inside a transaction SQLite never
+/// ended, which held the write lock ("database is locked" for every other writer, until a
+/// restart) and lost what they "committed". `store::Db` now closes such connections
+/// (`sqlite_full_transaction_leaves_no_stale_connection` below shows it without root).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "reproduces an open defect: SQLite stays locked after disk full (see the doc)"]
 async fn sqlite_disk_full() {
+    const LINES: u64 = 3000;
     let Some(broker) = Mosquitto::start().await else {
         return;
     };
-    let Some(disk) = SmallDisk::mount("3m") else {
-        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+    let Some(disk) = SmallDisk::mount("64m") else {
         return;
     };
     let db = format!(
@@ -747,9 +711,18 @@ async fn sqlite_disk_full() {
         disk.dir.path().display()
     );
     let f = Fault::start(&broker, &[("PU_DATABASE_URL", &db)]).await;
-    // lines of 4 KiB: about 12 MiB in all, four times the disk
-    let (topic, acked) = (f.topic.clone(), f.acked.clone());
+    let unit_path = |what: &str| format!("/units/{what}/{}", f.unit);
+    // no room left in the write-ahead log: what fails to fit below fails for want of disk
+    let pool = f.inst.running.as_ref().unwrap().instance.pool().clone();
+    sqlx::raw_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    disk.fill_leaving(256 * 1024);
+
+    // lines of 4 KiB, about 12 MiB in all: some fit, the rest wait at the broker
     let big = "x".repeat(4096);
+    let (topic, acked) = (f.topic.clone(), f.acked.clone());
     let publisher = tokio::spawn({
         let port = f.broker_port;
         async move {
@@ -757,7 +730,7 @@ async fn sqlite_disk_full() {
             o.set_inflight(50);
             let (client, mut events) = AsyncClient::new(o, 100);
             let poller = tokio::spawn(async move {
-                while acked.load(Relaxed) < 3000 {
+                while acked.load(Relaxed) < LINES {
                     match events.poll().await {
                         Ok(Event::Incoming(Packet::PubAck(_))) => {
                             acked.fetch_add(1, Relaxed);
@@ -767,7 +740,7 @@ async fn sqlite_disk_full() {
                     }
                 }
             });
-            for i in 0..3000u64 {
+            for i in 0..LINES {
                 let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
                 let text = format!("0-{i} {big}");
                 let line = json!({"level": "Info", "text": text, "create_datetime": at});
@@ -782,10 +755,9 @@ async fn sqlite_disk_full() {
     publisher.await.unwrap();
     assert_eq!(
         f.acked.load(Relaxed),
-        3000,
+        LINES,
         "the broker acknowledged every line"
     );
-    // the disk is full: some lines are stored, the rest wait at the broker
     let deadline = tokio::time::Instant::now() + SETTLE;
     loop {
         let c = f.counters().await;
@@ -798,47 +770,183 @@ async fn sqlite_disk_full() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    // while the disk is full: reads answer, a REST write fails with a clear error
     let stored = log_count(&f.inst, &f.owner, &f.unit).await;
     assert!(
-        stored < 3000,
+        stored < LINES as i64,
         "the disk was full before every line was stored: {stored}"
     );
-    disk.resize("64m");
-    f.wait_stored(3000, "after space returned").await;
+    let state = "s".repeat(1_000_000);
+    let set_state = async || {
+        let body = json!({ "state": state });
+        f.inst
+            .post(&unit_path("set_state_storage"), Some(&f.owner), body)
+            .await
+    };
+    let (s, v) = set_state().await;
+    assert_eq!(s.as_u16(), 500, "a megabyte does not fit: {v}");
+    let (s, node) = f.inst.get("/metrics/node", Some(&f.admin)).await;
+    assert_eq!(s.as_u16(), 200, "{node}");
+    let full = node["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["last_detail"].as_str().unwrap().contains("disk is full"));
+    assert!(full, "the cause is tracked: {}", node["errors"]);
+
+    disk.empty();
+    f.wait_stored(LINES, "after space returned").await;
     let (s, v) = f
         .inst
         .get(
             &format!(
-                "/units/log_list/?uuid={}&limit=6000&order_by_create_date=asc",
-                f.unit
+                "/units/log_list/?uuid={}&limit={}&order_by_create_date=asc",
+                f.unit,
+                LINES * 2
             ),
             Some(&f.owner),
         )
         .await;
     assert_eq!(s.as_u16(), 200, "{v}");
-    let texts: Vec<String> = v["unit_logs"]
+    assert_eq!(v["count"].as_i64(), Some(LINES as i64), "every line once");
+    let texts: Vec<&str> = v["unit_logs"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|l| {
-            l["text"]
-                .as_str()
-                .unwrap()
-                .split(' ')
-                .next()
-                .unwrap()
-                .to_string()
-        })
+        .map(|l| l["text"].as_str().unwrap().split(' ').next().unwrap())
         .collect();
-    let expected: Vec<String> = (0..3000).map(|i| format!("0-{i}")).collect();
+    let expected: Vec<String> = (0..LINES).map(|i| format!("0-{i}")).collect();
     assert_eq!(texts, expected, "every line once, in order");
-    let pool = f.inst.running.as_ref().unwrap().instance.pool().clone();
+
+    // the REST write that failed succeeds now, and so does one in a transaction
+    let (s, v) = set_state().await;
+    assert_eq!(s.as_u16(), 204, "{v}");
+    let (s, v) = f
+        .inst
+        .get(&unit_path("get_state_storage"), Some(&f.owner))
+        .await;
+    assert_eq!(s.as_u16(), 200);
+    assert!(v.as_str() == Some(state.as_str()), "the state reads back");
+    let (_, unit) = f
+        .inst
+        .get(&format!("/units/{}", f.unit), Some(&f.owner))
+        .await;
+    let (s, v) = f
+        .inst
+        .post(
+            "/units",
+            Some(&f.owner),
+            json!({"repo_uuid": unit["repo_uuid"], "visibility_level": "Private", "name": "after_disk_full", "is_auto_update_from_repo_unit": true}),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 201, "{v}");
+
+    // committed, not only visible to the connection that wrote it; nothing damaged
+    let mut own = <sqlx::AnyConnection as sqlx::Connection>::connect(&db)
+        .await
+        .unwrap();
+    let count: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM unit_logs WHERE unit_uuid = $1")
+        .bind(&f.unit)
+        .fetch_one(&mut own)
+        .await
+        .unwrap();
+    assert_eq!(count.0, LINES as i64, "every line committed");
+    let units: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM units WHERE name = 'after_disk_full'")
+        .fetch_one(&mut own)
+        .await
+        .unwrap();
+    assert_eq!(units.0, 1, "the new unit committed");
     let check: (String,) = sqlx::query_as("PRAGMA integrity_check")
-        .fetch_one(&pool)
+        .fetch_one(&mut own)
         .await
         .unwrap();
     assert_eq!(check.0, "ok");
+    drop(own);
     eprintln!("after the disk filled: {}", f.counters().await);
     f.inst.stop().await;
     drop(disk);
+}
+
+/// The defect the disk-full test found, without root: `PRAGMA max_page_count` makes SQLite
+/// answer SQLITE_FULL, which rolls the whole transaction back. The pool must not hand that
+/// connection out again as if its transaction were still open: a write transaction begins,
+/// an error inside a later transaction leaves no transaction open behind it, and what is
+/// committed is visible to another connection, which can also take the write lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_full_transaction_leaves_no_stale_connection() {
+    use sqlx::{Connection, Executor};
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/full.db?mode=rwc", dir.path().display());
+    // one connection, so every step below runs on the connection that hit the error
+    let db = pepeunit::store::Db::connect(&url, 1).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, x TEXT NOT NULL); PRAGMA max_page_count = 20",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let big = "x".repeat(4096);
+    let mut tx = db.begin_write().await.unwrap();
+    let mut full = None;
+    for _ in 0..100 {
+        if let Err(e) = sqlx::query("INSERT INTO t (x) VALUES ($1)")
+            .bind(&big)
+            .execute(&mut *tx)
+            .await
+        {
+            full = Some(e);
+            break;
+        }
+    }
+    let full = full.expect("max_page_count reached");
+    assert!(full.to_string().contains("full"), "{full}");
+    drop(tx);
+    // space returns (on a new connection the limit is gone anyway)
+    sqlx::raw_sql("PRAGMA max_page_count = 1073741823")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+
+    let mut tx = db.pool.begin().await.unwrap();
+    sqlx::query("INSERT INTO t (id, x) VALUES (1, 'a')")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    // a statement error (not one that ends the transaction) inside a transaction
+    let mut tx = db.pool.begin().await.unwrap();
+    let dup = sqlx::query("INSERT INTO t (id, x) VALUES (1, 'again')")
+        .execute(&mut *tx)
+        .await;
+    assert!(dup.is_err(), "the key is taken");
+    drop(tx);
+    let mut tx = db.pool.begin().await.unwrap();
+    sqlx::query("INSERT INTO t (id, x) VALUES (2, 'b')")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = db.begin_write().await.expect("BEGIN IMMEDIATE on the pool");
+    sqlx::query("INSERT INTO t (id, x) VALUES (3, 'c')")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let mut other = sqlx::AnyConnection::connect(&url).await.unwrap();
+    other.execute("PRAGMA busy_timeout = 2000").await.unwrap();
+    let rows: Vec<(String,)> = sqlx::query_as("SELECT x FROM t ORDER BY id")
+        .fetch_all(&mut other)
+        .await
+        .unwrap();
+    let rows: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(rows, ["a", "b", "c"], "committed for every connection");
+    other
+        .execute("BEGIN IMMEDIATE")
+        .await
+        .expect("nobody holds the write lock");
+    other.execute("ROLLBACK").await.unwrap();
+    other.close().await.unwrap();
+    db.pool.close().await;
 }

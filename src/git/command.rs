@@ -148,7 +148,13 @@ impl<'a> GitCommand<'a> {
                 self.timeout.as_secs().max(1).to_string(),
             );
         // configuration only through the environment (never argv, never the mirror's config)
-        let mut config: Vec<(&str, String)> = Vec::new();
+        let mut config: Vec<(&str, String)> = vec![
+            // the maintenance a fetch starts (gc --auto) stays in the foreground, inside the
+            // command's process group and timeout: no git process outlives its command in a
+            // mirror, so a sync that finds a fetch's leftovers knows they are stale
+            ("gc.autoDetach", "false".into()),
+            ("maintenance.autoDetach", "false".into()),
+        ];
         if let Some(creds) = self.creds {
             config.push(("http.extraHeader", auth_header(creds)));
         }

@@ -128,6 +128,10 @@ fn curl_resolve(host: &str, port: u16, addrs: &[std::net::SocketAddr]) -> Option
     Some(format!("{host}:{port}:{}", list.join(",")))
 }
 
+/// A file in a mirror while a fetch into it runs: found by the next sync when the fetch did
+/// not end by itself.
+const FETCH_MARKER: &str = "pepeunit-fetching";
+
 /// Prefix of the scratch directories of one registry (clones in progress, removals).
 fn scratch_prefix(registry: Uuid) -> String {
     format!(".tmp-{registry}-")
@@ -235,46 +239,24 @@ impl Git {
         let path = self.repo_path(registry);
 
         if self.exists(registry) {
-            let fetched = self
-                .cmd()
-                .git_dir(&path)
-                .creds(creds)
-                .guard(guard)
-                .args(["fetch", "--prune", "--quiet", "--no-write-fetch-head"])
-                .arg("--end-of-options")
-                .arg(url)
-                .arg("+refs/*:refs/*")
-                .watch_size(&path, limit)
-                .run()
+            let marker = path.join(FETCH_MARKER);
+            if tokio::fs::symlink_metadata(&marker).await.is_ok() {
+                // the last fetch did not end by itself (the process died, or git was killed
+                // on a timeout): the lock files it held are stale, and every fetch would
+                // refuse to run ("cannot lock ref ... File exists")
+                let removed = remove_lock_files(&path).await;
+                remove_tmp_packs(&path).await;
+                tracing::warn!(%registry, locks = removed, "the previous fetch into this mirror was interrupted; its lock files are removed");
+            }
+            tokio::fs::write(&marker, b"").await?;
+            let result = self
+                .fetch_locked(registry, &path, url, creds, guard, limit)
                 .await;
-            match fetched {
-                Ok(out) if out.status.success() => {}
-                Ok(out) => {
-                    remove_tmp_packs(&path).await;
-                    return Err(remote_error(&out.stderr, creds));
-                }
-                Err(GitError::TooLarge { size, limit }) => {
-                    self.remove_locked(registry).await?;
-                    return Err(GitError::TooLarge { size, limit });
-                }
-                Err(e) => {
-                    remove_tmp_packs(&path).await;
-                    return Err(e);
-                }
+            // git ended by itself (done or refused): it took its locks with it
+            if !matches!(result, Err(GitError::Timeout | GitError::Io(_))) {
+                let _ = tokio::fs::remove_file(&marker).await;
             }
-            // Keep the recorded remote in step with the registry's URL (no secrets in it).
-            self.cmd()
-                .git_dir(&path)
-                .args(["config", "--replace-all", "remote.origin.url"])
-                .arg(url)
-                .run_ok()
-                .await?;
-            let size = dir_size_async(&path).await?;
-            if size > limit {
-                self.remove_locked(registry).await?;
-                return Err(GitError::TooLarge { size, limit });
-            }
-            return Ok(size);
+            return result;
         }
 
         // A directory without HEAD is debris, not a mirror.
@@ -298,6 +280,58 @@ impl Git {
                 Err(e)
             }
         }
+    }
+
+    /// The fetch into an existing mirror and the update of its recorded remote. Lock held.
+    async fn fetch_locked(
+        &self,
+        registry: Uuid,
+        path: &Path,
+        url: &str,
+        creds: Option<&GitCredentials>,
+        guard: Option<command::Guard>,
+        limit: u64,
+    ) -> Result<u64, GitError> {
+        let fetched = self
+            .cmd()
+            .git_dir(path)
+            .creds(creds)
+            .guard(guard)
+            .args(["fetch", "--prune", "--quiet", "--no-write-fetch-head"])
+            .arg("--end-of-options")
+            .arg(url)
+            .arg("+refs/*:refs/*")
+            .watch_size(path, limit)
+            .run()
+            .await;
+        match fetched {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => {
+                remove_tmp_packs(path).await;
+                return Err(remote_error(&out.stderr, creds));
+            }
+            Err(GitError::TooLarge { size, limit }) => {
+                self.remove_locked(registry).await?;
+                return Err(GitError::TooLarge { size, limit });
+            }
+            Err(e) => {
+                remove_tmp_packs(path).await;
+                return Err(e);
+            }
+        }
+        // Keep the recorded remote in step with the registry's URL (no secrets in it).
+        self.cmd()
+            .git_dir(path)
+            .args(["config", "--replace-all", "remote.origin.url"])
+            .arg(url)
+            .run_ok()
+            .await?;
+        let size = dir_size_async(path).await?;
+        if size > limit {
+            self.remove_locked(registry).await?;
+            return Err(GitError::TooLarge { size, limit });
+        }
+        Ok(size)
     }
 
     /// `git clone --mirror` into `dir`, then the size check. Lock held.
@@ -864,6 +898,36 @@ async fn remove_tmp_packs(repo: &Path) {
             let _ = tokio::fs::remove_file(entry.path()).await;
         }
     }
+}
+
+/// Removes every `*.lock` file under a mirror (refs, packed-refs, config, HEAD, shallow,
+/// commit-graph...); returns how many. Only for a mirror no git process works in.
+async fn remove_lock_files(repo: &Path) -> usize {
+    let repo = repo.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut removed = 0;
+        let mut dirs = vec![repo];
+        while let Some(dir) = dirs.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let Ok(kind) = entry.file_type() else {
+                    continue;
+                };
+                if kind.is_dir() {
+                    dirs.push(entry.path());
+                } else if entry.file_name().to_string_lossy().ends_with(".lock")
+                    && std::fs::remove_file(entry.path()).is_ok()
+                {
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    })
+    .await
+    .unwrap_or(0)
 }
 
 /// `remove_dir_all`, retried briefly: a just-killed git may still be writing into the directory.

@@ -10,7 +10,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::extract::{Caller, Json};
 use crate::error::{AppError, AppResult};
-use crate::service::transfer::{ExportOptions, ImportReport};
+use crate::service::transfer::{ExportOptions, ImportReport, Progress};
 use crate::service::Instance;
 
 pub fn router() -> OpenApiRouter<Instance> {
@@ -114,8 +114,11 @@ async fn import_account(
     if archive.is_empty() {
         return Err(AppError::transfer("The request body must be the archive"));
     }
+    // long imports can be followed in the log
+    let progress =
+        |p: Progress| tracing::info!(table = p.table, records = p.records, "import progress");
     let report = state
-        .import_archive(user.uuid, archive, passphrase, &|_| {})
+        .import_archive(user.uuid, archive, passphrase, &progress)
         .await?;
     state.sync_imported(&report);
     Ok(axum::Json(report))

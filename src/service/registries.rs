@@ -488,6 +488,36 @@ impl Instance {
     /// Syncs registries one after another (`only_missing`: those without a mirror on disk).
     /// Failures are recorded per registry; one bad registry never stops the others.
     pub async fn sync_all_registries(&self, only_missing: bool) {
+        self.sync_registries_where(|uuid| !only_missing || !self.git.exists(uuid))
+            .await
+    }
+
+    /// At start, before anything else syncs: the syncs a stopped process left at Processing
+    /// (it died during them) end as Error, so that they neither look like running forever
+    /// nor hold off a new sync. Returns those registries, for [`Self::sync_at_start`].
+    pub async fn end_interrupted_syncs(&self) -> AppResult<Vec<Uuid>> {
+        let error =
+            AppError::git_repo("the sync was interrupted: the instance stopped during it").detail();
+        let uuids =
+            store::registries::end_interrupted_syncs(self.pool(), &error, &domain::now()).await?;
+        if !uuids.is_empty() {
+            tracing::warn!(
+                registries = uuids.len(),
+                "syncs interrupted by the last stop; they run again"
+            );
+        }
+        Ok(uuids)
+    }
+
+    /// The start-up pass: registries without a mirror on disk, and those whose sync was
+    /// interrupted (`interrupted`; their mirror may hold a fetch's leftovers, which the sync
+    /// clears, `git::Git::sync`).
+    pub async fn sync_at_start(&self, interrupted: &[Uuid]) {
+        self.sync_registries_where(|uuid| interrupted.contains(&uuid) || !self.git.exists(uuid))
+            .await
+    }
+
+    async fn sync_registries_where(&self, pick: impl Fn(Uuid) -> bool) {
         let uuids = match store::registries::all_uuids(self.pool()).await {
             Ok(u) => u,
             Err(e) => {
@@ -496,7 +526,7 @@ impl Instance {
             }
         };
         for uuid in uuids {
-            if only_missing && self.git.exists(uuid) {
+            if !pick(uuid) {
                 continue;
             }
             if let Err(e) = self.sync_registry(uuid, None).await {

@@ -255,8 +255,19 @@ impl Instance {
     /// developer's keys and the device's own secrets. Nothing to do without a stored env (the
     /// generated values are used anyway). Needs no git.
     pub async fn refresh_stored_env(&self, unit: &Unit) -> AppResult<bool> {
-        if unit.cipher_env.is_none() {
+        let Some(cipher) = self.refreshed_env(unit)? else {
             return Ok(false);
+        };
+        store::units::set_env(self.pool(), unit.uuid, Some(cipher)).await?;
+        self.units_cache.invalidate(unit.uuid);
+        Ok(true)
+    }
+
+    /// The stored env with this instance's keys rewritten, encrypted; None without a stored
+    /// env. For [`Self::refresh_stored_env`] and an import's transaction.
+    pub(crate) fn refreshed_env(&self, unit: &Unit) -> AppResult<Option<String>> {
+        if unit.cipher_env.is_none() {
+            return Ok(None);
         }
         let mut env = self.stored_env(unit)?;
         let generated = self.generated_env(unit);
@@ -265,12 +276,8 @@ impl Instance {
                 env.insert(key.to_string(), v.clone());
             }
         }
-        let cipher = self
-            .cipher
-            .encrypt(&serde_json::to_string(&env).map_err(AppError::internal)?)?;
-        store::units::set_env(self.pool(), unit.uuid, Some(cipher)).await?;
-        self.units_cache.invalidate(unit.uuid);
-        Ok(true)
+        let text = serde_json::to_string(&env).map_err(AppError::internal)?;
+        Ok(Some(self.cipher.encrypt(&text)?))
     }
 
     /// The `env.json` a device downloads (generated values are fresh until an env is saved).

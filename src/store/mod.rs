@@ -166,6 +166,14 @@ impl Db {
                     Ok(())
                 })
             })
+            .after_release(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        return sqlite_released_clean(conn).await;
+                    }
+                    Ok(true)
+                })
+            })
             .connect(url)
             .await?;
         if backend == Backend::Sqlite {
@@ -231,6 +239,43 @@ impl Db {
         }
         Ok(count)
     }
+}
+
+/// Whether a SQLite connection coming back to the pool may be used again: not if a
+/// transaction on it could not be ended.
+///
+/// On SQLITE_FULL (and SQLITE_IOERR, SQLITE_BUSY, SQLITE_NOMEM) SQLite may roll the whole
+/// transaction back by itself (<https://www.sqlite.org/lang_transaction.html>, "Response To
+/// Errors Within A Transaction"). The dropped `Transaction`'s ROLLBACK then fails ("no
+/// transaction is active") and sqlx-sqlite 0.8 keeps the connection's transaction depth at 1.
+/// Reused, that connection refuses `BEGIN IMMEDIATE`, and a plain `begin()` issues `SAVEPOINT`
+/// instead of `BEGIN`: SQLite opens a real transaction for it, and a later error's `ROLLBACK TO`
+/// leaves that transaction open. From then on the connection holds the write lock forever
+/// (every other writer gets "database is locked") and its "commits" are `RELEASE`s inside the
+/// open transaction, never written. So such a connection is closed instead; the pool opens a
+/// fresh one.
+///
+/// Depth 0 needs no more: a transaction ended by COMMIT or ROLLBACK is acknowledged with its
+/// depth already lowered. Otherwise a dropped transaction's ROLLBACK may still be queued: the
+/// ping lets the worker run it first.
+async fn sqlite_released_clean(conn: &mut sqlx::AnyConnection) -> Result<bool, sqlx::Error> {
+    use sqlx::{Connection, Database, TransactionManager};
+    let depth = |conn: &sqlx::AnyConnection| {
+        <<Any as Database>::TransactionManager as TransactionManager>::get_transaction_depth(conn)
+    };
+    if depth(conn) == 0 {
+        return Ok(true);
+    }
+    conn.ping().await?;
+    let depth = depth(conn);
+    if depth == 0 {
+        return Ok(true);
+    }
+    tracing::warn!(
+        depth,
+        "closing a SQLite connection whose transaction could not be ended (SQLite rolled it back after an error such as a full disk)"
+    );
+    Ok(false)
 }
 
 /// A bound value of a dynamic query.

@@ -119,6 +119,25 @@ pub async fn begin_sync(
     Ok(q.execute(db).await? == 1)
 }
 
+/// Ends the syncs left at Processing by a process that stopped during them: Error with
+/// `error`. Returns those registries. Only at start, before anything of ours syncs.
+pub async fn end_interrupted_syncs(db: &AnyPool, error: &str, now: &str) -> StoreResult<Vec<Uuid>> {
+    let processing = RepositoryRegistryStatus::Processing.as_str();
+    let mut q = Sql::new("SELECT uuid FROM repository_registries WHERE sync_status = ");
+    q.bind(processing).push(" ORDER BY create_datetime");
+    let uuids = map_rows(q.fetch_all(db).await?, |r| r.uuid("uuid"))?;
+    let mut q = Sql::new("UPDATE repository_registries SET sync_status = ");
+    q.bind(RepositoryRegistryStatus::Error.as_str())
+        .push(", sync_error = ")
+        .bind(error)
+        .push(", sync_last_datetime = ")
+        .bind(now)
+        .push(" WHERE sync_status = ")
+        .bind(processing);
+    q.execute(db).await?;
+    Ok(uuids)
+}
+
 pub async fn finish_sync(
     db: &AnyPool,
     uuid: Uuid,

@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 use sqlx::any::AnyRow;
-use sqlx::AnyPool;
+use sqlx::{AnyConnection, AnyPool};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -65,6 +65,14 @@ pub async fn insert_batch(db: &AnyPool, logs: &[NewUnitLog]) -> StoreResult<u64>
         return Ok(0);
     }
     let mut tx = db.begin().await?;
+    let stored = insert_rows(&mut tx, logs).await?;
+    tx.commit().await?;
+    Ok(stored)
+}
+
+/// [`insert_batch`] inside the caller's transaction (an import writes its log lines in the
+/// transaction of its other rows).
+pub async fn insert_rows(conn: &mut AnyConnection, logs: &[NewUnitLog]) -> StoreResult<u64> {
     let mut stored = 0;
     for chunk in logs.chunks(ROWS_PER_STATEMENT) {
         let mut q = Sql::new("INSERT INTO unit_logs (uuid, unit_uuid, level, text, create_datetime, expiration_datetime) VALUES ");
@@ -92,9 +100,8 @@ pub async fn insert_batch(db: &AnyPool, logs: &[NewUnitLog]) -> StoreResult<u64>
             // only a full chunk's text repeats; caching each tail would evict useful statements
             q.one_off();
         }
-        stored += q.execute(&mut *tx).await?;
+        stored += q.execute(&mut *conn).await?;
     }
-    tx.commit().await?;
     Ok(stored)
 }
 
@@ -169,12 +176,17 @@ pub async fn page_after(
 
 /// Which of `uuids` are stored (any unit).
 pub async fn taken_uuids(db: &AnyPool, uuids: &[Uuid]) -> StoreResult<Vec<Uuid>> {
+    taken_uuids_in(&mut *db.acquire().await?, uuids).await
+}
+
+/// [`taken_uuids`] as the caller's transaction sees them.
+pub async fn taken_uuids_in(conn: &mut AnyConnection, uuids: &[Uuid]) -> StoreResult<Vec<Uuid>> {
     let mut out = Vec::new();
     // far below the bind limit of both backends
     for chunk in uuids.chunks(1000) {
         let mut q = Sql::new("SELECT uuid FROM unit_logs WHERE uuid IN ");
         q.bind_list(chunk.iter().copied());
-        for row in q.fetch_all(db).await? {
+        for row in q.fetch_all(&mut *conn).await? {
             out.push(row.uuid("uuid")?);
         }
     }

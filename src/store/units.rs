@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
-use sqlx::AnyPool;
+use sqlx::{Any, AnyPool, Executor};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -186,7 +186,11 @@ pub async fn set_alerts(
     Ok(())
 }
 
-pub async fn set_env(db: &AnyPool, uuid: Uuid, cipher_env: Option<String>) -> StoreResult<()> {
+pub async fn set_env<'e>(
+    db: impl Executor<'e, Database = Any>,
+    uuid: Uuid,
+    cipher_env: Option<String>,
+) -> StoreResult<()> {
     let mut q = Sql::new("UPDATE units SET cipher_env = ");
     q.bind(cipher_env).push(" WHERE uuid = ").bind(uuid);
     q.execute(db).await?;
@@ -295,7 +299,10 @@ pub async fn fail_update_request(
     Ok(q.execute(db).await? > 0)
 }
 
-pub async fn get(db: &AnyPool, uuid: Uuid) -> StoreResult<Option<Unit>> {
+pub async fn get<'e>(
+    db: impl Executor<'e, Database = Any>,
+    uuid: Uuid,
+) -> StoreResult<Option<Unit>> {
     let mut q = Sql::new("SELECT * FROM units WHERE uuid = ");
     q.bind(uuid);
     q.fetch_optional(db)

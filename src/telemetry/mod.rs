@@ -63,6 +63,12 @@ impl LogStore {
         })
     }
 
+    /// Whether the lines live in the instance's own database (the `unit_logs` table), so that
+    /// a writer can put them in the transaction of its other rows ([`sql::SqlLogs::insert_in`]).
+    pub fn in_database(&self) -> bool {
+        matches!(self, LogStore::Sql(_))
+    }
+
     /// A short name for logs and benchmarks.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 
 use chrono::NaiveDateTime;
-use sqlx::AnyPool;
+use sqlx::{AnyConnection, AnyPool};
 use uuid::Uuid;
 
 use super::{LogCursor, LogQuery};
@@ -60,6 +60,22 @@ impl SqlLogs {
 
     pub async fn taken_uuids(&self, uuids: &[Uuid]) -> StoreResult<HashSet<Uuid>> {
         Ok(table::taken_uuids(&self.db, uuids)
+            .await?
+            .into_iter()
+            .collect())
+    }
+
+    /// [`Self::insert`] inside a transaction of the instance's database.
+    pub async fn insert_in(conn: &mut AnyConnection, logs: &[NewUnitLog]) -> StoreResult<u64> {
+        table::insert_rows(conn, logs).await
+    }
+
+    /// [`Self::taken_uuids`] as a transaction of the instance's database sees them.
+    pub async fn taken_uuids_in(
+        conn: &mut AnyConnection,
+        uuids: &[Uuid],
+    ) -> StoreResult<HashSet<Uuid>> {
+        Ok(table::taken_uuids_in(conn, uuids)
             .await?
             .into_iter()
             .collect())

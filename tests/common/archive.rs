@@ -86,3 +86,78 @@ pub async fn import(
     let status = res.status().as_u16();
     (status, res.json().await.unwrap_or(Value::Null))
 }
+
+/// `archive` (one without a passphrase: no MAC to renew) with `per_unit` generated log lines
+/// for each of `units` in place of its own, in members of 20,000 lines as export writes them,
+/// and the manifest entries to match.
+pub fn with_log_lines(archive: &[u8], units: &[String], per_unit: usize) -> Vec<u8> {
+    let mut members: Vec<(String, Vec<u8>)> = unpack(archive)
+        .into_iter()
+        .filter(|(p, _)| !p.starts_with("unit_logs/"))
+        .collect();
+    let manifest_at = members
+        .iter()
+        .position(|(p, _)| p == "manifest.json")
+        .expect("a manifest");
+    let (_, raw) = members.remove(manifest_at);
+    let mut manifest: Value = serde_json::from_slice(&raw).unwrap();
+    let files = manifest["files"].as_array_mut().unwrap();
+    files.retain(|f| f["table"] != "unit_logs");
+    let start = chrono::Utc::now().naive_utc() - chrono::Duration::days(1);
+    let mut lines: Vec<Vec<u8>> = Vec::new();
+    for unit in units {
+        for i in 0..per_unit {
+            let at = start + chrono::Duration::microseconds(i as i64);
+            let line = serde_json::json!({
+                "uuid": uuid::Uuid::new_v4(),
+                "unit_uuid": unit,
+                "level": "Info",
+                "text": format!("imported line {i}"),
+                "create_datetime": at.format("%Y-%m-%dT%H:%M:%S%.6f").to_string(),
+                "expiration_datetime": "2099-01-01T00:00:00.000000",
+            });
+            lines.push(serde_json::to_vec(&line).unwrap());
+        }
+    }
+    for (n, chunk) in lines.chunks(20_000).enumerate() {
+        let path = format!("unit_logs/{:06}.jsonl", n + 1);
+        let data: Vec<u8> = chunk
+            .iter()
+            .flat_map(|l| [&l[..], b"\n"].concat())
+            .collect();
+        files.push(serde_json::json!({
+            "path": path,
+            "table": "unit_logs",
+            "records": chunk.len(),
+            "bytes": data.len(),
+            "sha256": sha256_hex(&data),
+        }));
+        members.push((path, data));
+    }
+    members.push((
+        "manifest.json".to_string(),
+        serde_json::to_vec(&manifest).unwrap(),
+    ));
+    pack(&members)
+}
+
+/// Records per table of an archive, from its members (the user record included).
+pub fn record_counts(archive: &[u8]) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for (path, data) in unpack(archive) {
+        let Some(stem) = path.strip_suffix(".jsonl") else {
+            continue;
+        };
+        let table = match stem.split_once('/') {
+            Some((dir, _)) => dir.to_string(),
+            None if stem == "user" => "users".to_string(),
+            None => stem.to_string(),
+        };
+        let n = data
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count();
+        *counts.entry(table).or_insert(0) += n;
+    }
+    counts
+}

@@ -146,3 +146,26 @@ pub async fn registry_repo_unit(
     assert_eq!(s.as_u16(), 201, "{unit}");
     (registry, repo, unit)
 }
+
+/// Creates Private units on `repo` through the API as `token`, one per name; returns their
+/// uuids.
+pub async fn add_units(
+    inst: &super::TestInstance,
+    token: &str,
+    repo: &serde_json::Value,
+    names: impl IntoIterator<Item = String>,
+) -> Vec<String> {
+    let mut uuids = Vec::new();
+    for name in names {
+        let (s, u) = inst
+            .post(
+                "/units",
+                Some(token),
+                json!({"repo_uuid": repo["uuid"], "visibility_level": "Private", "name": name, "is_auto_update_from_repo_unit": true}),
+            )
+            .await;
+        assert_eq!(s.as_u16(), 201, "{u}");
+        uuids.push(u["uuid"].as_str().unwrap().to_string());
+    }
+    uuids
+}

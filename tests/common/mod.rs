@@ -13,6 +13,7 @@ pub mod graphql;
 pub mod mosquitto;
 pub mod mqtt;
 pub mod private_pg;
+pub mod serve;
 pub mod telegram;
 
 use std::path::{Path, PathBuf};
@@ -43,6 +44,13 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Whether the tests run as root (needed to mount a tmpfs; PostgreSQL tools then run as
+/// `postgres`).
+pub fn as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
 /// Which relational backend a test instance uses.

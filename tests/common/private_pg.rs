@@ -2,21 +2,16 @@
 //! free loopback port, so a fault test can restart it without touching the shared one. Runs as
 //! the `postgres` user when the tests run as root (PostgreSQL refuses root). Stopped on drop.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use super::{free_port, require_all};
+use super::{as_root, free_port, require_all};
 
 pub struct PrivatePg {
     pub port: u16,
     bin: PathBuf,
     dir: tempfile::TempDir,
-}
-
-fn as_root() -> bool {
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
 impl PrivatePg {

@@ -19,6 +19,7 @@ use crate::error::{AppError, AppResult};
 use crate::service::{Agent, Instance};
 use crate::store;
 use crate::store::transfer as tables;
+use crate::telemetry::sql::SqlLogs;
 
 /// What an import did.
 #[derive(Clone, Debug, Default, Serialize, ToSchema)]
@@ -392,10 +393,34 @@ impl Instance {
                 report.created.insert(table.name.to_string(), created);
             }
         }
-        tx.commit().await?;
-        let created = self
-            .import_logs(&a, &pending_logs, &mut report.remapped, progress)
-            .await?;
+        // the stored env of each new unit still names the old instance and carries its token
+        for u in &new_units {
+            let unit = store::units::get(&mut *tx, *u)
+                .await?
+                .ok_or_else(|| AppError::internal("an imported unit vanished"))?;
+            if let Some(cipher) = self.refreshed_env(&unit)? {
+                store::units::set_env(&mut *tx, *u, Some(cipher)).await?;
+            }
+        }
+        // log lines in the same transaction when they live in this database: a crash or an
+        // error leaves the whole account or none of it; ClickHouse's follow the commit
+        let created = if self.logs.in_database() {
+            let created = self
+                .import_logs(
+                    &a,
+                    &pending_logs,
+                    Some(&mut tx),
+                    &mut report.remapped,
+                    progress,
+                )
+                .await?;
+            tx.commit().await?;
+            created
+        } else {
+            tx.commit().await?;
+            self.import_logs(&a, &pending_logs, None, &mut report.remapped, progress)
+                .await?
+        };
         report
             .created
             .insert(tables::LOGS.name.to_string(), created);
@@ -407,9 +432,6 @@ impl Instance {
         }
         for u in new_units {
             self.units_cache.invalidate(u);
-            // the stored env still names the old instance and carries its token
-            let unit = self.unit(u).await?;
-            self.refresh_stored_env(&unit).await?;
             self.federation_changed(pepeunit_federation::backend::LocalRef::Unit(u));
         }
         Ok(report)
@@ -418,14 +440,15 @@ impl Instance {
 
 impl Instance {
     /// Writes the checked log lines of an archive into the telemetry store, `LOG_CHUNK` at a
-    /// time (one INSERT each), a line whose uuid is taken here getting a new one. Runs after
-    /// the relational data committed, because the store may be ClickHouse, outside that
-    /// transaction: if the store fails now, the import answers with the error and the account
-    /// is there with part of its logs.
+    /// time, a line whose uuid is taken here getting a new one. With `tx` (the SQL log store)
+    /// inside the import's transaction. Without (ClickHouse, outside any transaction of ours)
+    /// after the relational data committed: if the store fails or the process dies then, the
+    /// account is there with part of its logs.
     async fn import_logs(
         &self,
         a: &CheckedArchive,
         pending: &[(usize, String)],
+        mut tx: Option<&mut sqlx::AnyConnection>,
         remapped: &mut Vec<Remapped>,
         progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> AppResult<usize> {
@@ -443,7 +466,10 @@ impl Instance {
                 lines.push(line);
             }
             let uuids: Vec<Uuid> = lines.iter().map(|l| l.uuid).collect();
-            let taken = self.logs.taken_uuids(&uuids).await?;
+            let taken = match tx.as_deref_mut() {
+                Some(conn) => SqlLogs::taken_uuids_in(conn, &uuids).await?,
+                None => self.logs.taken_uuids(&uuids).await?,
+            };
             for line in &mut lines {
                 if taken.contains(&line.uuid) {
                     let new = Uuid::now_v7();
@@ -455,7 +481,10 @@ impl Instance {
                     line.uuid = new;
                 }
             }
-            created += self.logs.insert(&lines).await? as usize;
+            created += match tx.as_deref_mut() {
+                Some(conn) => SqlLogs::insert_in(conn, &lines).await?,
+                None => self.logs.insert(&lines).await?,
+            } as usize;
             progress(Progress {
                 table: tables::LOGS.name,
                 records: created,

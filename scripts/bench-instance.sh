@@ -2,7 +2,8 @@
 # loopback HTTP (git's dumb protocol), starts `$BIN serve` on a temporary data dir and a free
 # port (with the extra VAR=value settings of the array SERVE_ENV, if set), and registers a
 # user (the first one: the admin). Sets WORK, GIT_PORT, PORT, API, TOKEN and json(); everything
-# it starts is stopped when the calling script exits.
+# it starts is stopped when the calling script exits (and a function extra_cleanup the caller
+# defined is called then too).
 
 WORK="$(mktemp -d)"
 PIDS=()
@@ -11,7 +12,7 @@ cleanup() {
     wait 2>/dev/null || true
     rm -rf "$WORK"
 }
-trap cleanup EXIT
+trap 'cleanup; if declare -F extra_cleanup >/dev/null; then extra_cleanup; fi' EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 

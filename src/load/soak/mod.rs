@@ -133,6 +133,9 @@ pub struct RssSample {
     /// Messages acknowledged to the devices so far.
     pub acked: u64,
     pub phase: &'static str,
+    /// The machine's 1-minute load average (other work on the machine shows here).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load1: Option<f64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -225,6 +228,10 @@ pub struct SoakReport {
     pub memory: Memory,
     pub reading: Reading,
     pub device_stats: Devices,
+    /// The machine's 1-minute load average over the run's samples: mean and highest (the
+    /// load generator and the instance share the machine, and so may other work).
+    pub load1_mean: f64,
+    pub load1_max: f64,
     /// The MQTT core's counters over the run (`GET /metrics/mqtt`, after minus before).
     pub core: serde_json::Map<String, Value>,
     /// What failed; empty when the run passed.
@@ -312,6 +319,16 @@ fn check_broker(addr: &str, what: &str) -> anyhow::Result<()> {
         anyhow::bail!("{what} must be on loopback, got {addr:?}");
     }
     Ok(())
+}
+
+/// The 1-minute load average of the machine.
+fn load1() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn proc_rss(pid: u32) -> Option<u64> {
@@ -589,6 +606,17 @@ pub async fn soak(args: &SoakLoad) -> anyhow::Result<SoakReport> {
     }
     let sum = |f: fn(&DeviceResult) -> u64| results.iter().map(f).sum::<u64>();
     let per_s = |every: u64| n as f64 / every as f64;
+    let loads: Vec<f64> = series
+        .iter()
+        .filter(|s| s.phase == "run")
+        .filter_map(|s| s.load1)
+        .collect();
+    let load1_mean = if loads.is_empty() {
+        0.0
+    } else {
+        (loads.iter().sum::<f64>() / loads.len() as f64 * 100.0).round() / 100.0
+    };
+    let load1_max = loads.iter().copied().fold(0.0, f64::max);
     let memory = memory(
         rss.describe(),
         (idle_kib, connected_kib, end_of_run_kib),
@@ -624,6 +652,8 @@ pub async fn soak(args: &SoakLoad) -> anyhow::Result<SoakReport> {
             skipped: sum(|r| r.skipped),
             failed: failed.len(),
         },
+        load1_mean,
+        load1_max,
         core,
         problems,
     })
@@ -817,16 +847,18 @@ async fn sample(
             connected: live.connected.load(Relaxed),
             acked: live.acked.load(Relaxed),
             phase: *phase.borrow(),
+            load1: load1(),
         };
         if progress {
             eprintln!(
-                "soak: t={:.0}s phase={} connected={} acked={} reconnects={} rss={:.1} MiB",
+                "soak: t={:.0}s phase={} connected={} acked={} reconnects={} rss={:.1} MiB load={}",
                 s.t_s,
                 s.phase,
                 s.connected,
                 s.acked,
                 live.reconnects.load(Relaxed),
-                s.rss_kib as f64 / 1024.0
+                s.rss_kib as f64 / 1024.0,
+                s.load1.map_or("?".into(), |l| format!("{l:.2}"))
             );
         }
         out.push(s);
@@ -928,8 +960,8 @@ pub fn print_report(r: &SoakReport) {
         r.node_interval_s, r.offered_per_s, r.reconnect_percent_per_minute, r.instance_state_interval_s
     );
     println!(
-        "setup {:.1} s ({} units created), connect {:.1} s, drain and checks {:.1} s",
-        r.setup_s, r.units_created, d.connect_s, r.drain_s
+        "setup {:.1} s ({} units created), connect {:.1} s, drain and checks {:.1} s; machine load average during the run {:.2} (highest {:.2})",
+        r.setup_s, r.units_created, d.connect_s, r.drain_s, r.load1_mean, r.load1_max
     );
     println!(
         "{:<34} {:>12} {:>12}",

@@ -158,6 +158,8 @@ pub struct Memory {
     pub levels_off: bool,
     pub broker_idle_kib: Option<u64>,
     pub broker_connected_kib: Option<u64>,
+    /// (broker connected - broker idle) / devices: where the connections live in external mode.
+    pub broker_per_device_bytes: Option<u64>,
     pub broker_end_of_run_kib: Option<u64>,
     pub series: Vec<RssSample>,
 }
@@ -246,11 +248,11 @@ impl SoakReport {
 
 pub async fn run_soak(args: SoakLoad) -> anyhow::Result<()> {
     let report = soak(&args).await?;
-    print_report(&report);
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .map_err(|e| anyhow::anyhow!("--json {}: {e}", path.display()))?;
     }
+    print_report(&report);
     if !report.passed() {
         anyhow::bail!(
             "soak failed: {}",
@@ -493,7 +495,9 @@ pub async fn soak(args: &SoakLoad) -> anyhow::Result<SoakReport> {
         .collect();
     let (sample_stop, sample_stop_rx) = watch::channel(false);
     let (phase_name_tx, phase_name) = watch::channel("connect");
+    let samples = Arc::new(std::sync::Mutex::new(Vec::new()));
     let sampler = tokio::spawn(sample(
+        samples.clone(),
         rss.clone(),
         args.broker_pid,
         live.clone(),
@@ -573,7 +577,10 @@ pub async fn soak(args: &SoakLoad) -> anyhow::Result<SoakReport> {
     }
     let drain_s = secs(drain_started.elapsed());
     let _ = sample_stop.send(true);
-    let series = sampler.await.unwrap_or_default();
+    if let Err(e) = sampler.await {
+        problems.push(format!("the memory sampler stopped: {e}"));
+    }
+    let series = std::mem::take(&mut *samples.lock().unwrap_or_else(|p| p.into_inner()));
 
     let after = api.mqtt_report().await?;
     let core = counter_delta(&before["counters"], &after["counters"]);
@@ -821,8 +828,11 @@ async fn check(
     Ok(m)
 }
 
+/// Samples memory into `out` until `stop` (kept outside the task, so that nothing sampled is
+/// lost whatever happens to it).
 #[allow(clippy::too_many_arguments)]
 async fn sample(
+    out: Arc<std::sync::Mutex<Vec<RssSample>>>,
     rss: RssSource,
     broker_pid: Option<u32>,
     live: Arc<Live>,
@@ -831,8 +841,7 @@ async fn sample(
     phase: watch::Receiver<&'static str>,
     mut stop: watch::Receiver<bool>,
     progress: bool,
-) -> Vec<RssSample> {
-    let mut out = Vec::new();
+) {
     let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
@@ -850,7 +859,10 @@ async fn sample(
             load1: load1(),
         };
         if progress {
-            eprintln!(
+            use std::io::Write;
+            // a full disk or a closed terminal must not end the sampling
+            let _ = writeln!(
+                std::io::stderr(),
                 "soak: t={:.0}s phase={} connected={} acked={} reconnects={} rss={:.1} MiB load={}",
                 s.t_s,
                 s.phase,
@@ -861,9 +873,8 @@ async fn sample(
                 s.load1.map_or("?".into(), |l| format!("{l:.2}"))
             );
         }
-        out.push(s);
+        out.lock().unwrap_or_else(|p| p.into_inner()).push(s);
     }
-    out
 }
 
 fn reading(reads: &[readers::Read], first_error: Option<String>) -> Reading {
@@ -945,6 +956,9 @@ fn memory(
         levels_off: percent < 5.0,
         broker_idle_kib: b_idle,
         broker_connected_kib: b_connected,
+        broker_per_device_bytes: b_idle
+            .zip(b_connected)
+            .map(|(i, c)| c.saturating_sub(i) * 1024 / devices.max(1) as u64),
         broker_end_of_run_kib: b_end,
         series,
     }
@@ -1024,9 +1038,10 @@ pub fn print_report(r: &SoakReport) {
         mem.broker_end_of_run_kib,
     ) {
         println!(
-            "broker memory: idle {:.1} MiB, connected {:.1} MiB, end of run {:.1} MiB",
+            "broker memory: idle {:.1} MiB, connected {:.1} MiB = {:.1} KiB per device, end of run {:.1} MiB",
             i as f64 / 1024.0,
             c as f64 / 1024.0,
+            mem.broker_per_device_bytes.unwrap_or(0) as f64 / 1024.0,
             e as f64 / 1024.0
         );
     }

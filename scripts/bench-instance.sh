@@ -9,7 +9,8 @@ WORK="$(mktemp -d)"
 PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
+    # only what it started: a caller's other children are the caller's to stop
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
     rm -rf "$WORK"
 }
 trap 'cleanup; if declare -F extra_cleanup >/dev/null; then extra_cleanup; fi' EXIT

@@ -39,12 +39,18 @@ ulimit -n "$(ulimit -Hn)"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 EXTRA_DIR="$(mktemp -d)"
+CH=""
 EXTRA_PIDS=()
 PG_DB=""
 PG_ADMIN="${PU_SOAK_POSTGRES_URL:-${PU_TEST_POSTGRES_URL:-}}"
 extra_cleanup() {
     for p in "${EXTRA_PIDS[@]+"${EXTRA_PIDS[@]}"}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
+    for p in "${EXTRA_PIDS[@]+"${EXTRA_PIDS[@]}"}"; do
+        # ClickHouse may take long to stop with many parts: 20 s, then SIGKILL
+        for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
+        kill -9 "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
     if [ -n "$PG_DB" ]; then psql -q "$PG_ADMIN" -c "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" >/dev/null 2>&1 || true; fi
     rm -rf "$EXTRA_DIR"
 }
@@ -96,6 +102,9 @@ EOF
     <default_database>default</default_database>
     <mark_cache_size>5368709</mark_cache_size>
     <max_concurrent_queries>100</max_concurrent_queries>
+    <!-- every log batch is one INSERT, i.e. one part; merged-away parts are kept 480 s by
+         default, which took 9-11 GB of disk in ten minutes of the soak (BENCHMARKS.md) -->
+    <merge_tree><old_parts_lifetime>60</old_parts_lifetime></merge_tree>
 </yandex>
 EOF
     cat >"$CH/users.xml" <<'EOF'
@@ -142,6 +151,7 @@ status=0
     --devices "$DEVICES" --duration "$SECONDS_RUN" --pid "$SERVE_PID" "${SOAK_FLAGS[@]}" \
     --json "$JSON_OUT" --progress ${SOAK_ARGS:-} || status=$?
 echo "report: $JSON_OUT"
+echo "instance data dir at the end: $(du -sh "$WORK/data" | cut -f1)${CH:+, ClickHouse data dir $(du -sh "$CH" | cut -f1)}"
 if grep -qE "panicked| ERROR " "$WORK/serve.log"; then
     echo "the instance logged errors:"
     grep -E "panicked| ERROR " "$WORK/serve.log" | tail -20

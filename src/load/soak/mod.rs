@@ -995,7 +995,7 @@ pub fn print_report(r: &SoakReport) {
     );
     println!(
         "{:<34} {:>12} {:>12}",
-        "states (stored + throttled)",
+        "states (stored, coalesced; throttled)",
         m.states_sent,
         core_sum(&r.core, &["states_stored", "states_throttled"])
     );

@@ -107,7 +107,7 @@ enum LoadScenario {
     /// Simulated devices (QoS 1 states, log lines, node values, reconnects) and REST and
     /// GraphQL readers against a running instance on loopback for a bounded time; reports
     /// sent against stored, memory over time and per device, read latency.
-    Soak(pepeunit::load::soak::SoakLoad),
+    Soak(Box<pepeunit::load::soak::SoakLoad>),
 }
 
 #[tokio::main]
@@ -157,7 +157,7 @@ async fn run(cli: Cli, feed: pepeunit::observe::ProcessFeed) -> anyhow::Result<(
             return pepeunit::load::logs::run_logs(args).await
         }
         Command::Load(LoadScenario::Soak(args)) => {
-            return pepeunit::load::soak::run_soak(args).await
+            return pepeunit::load::soak::run_soak(*args).await
         }
         _ => {}
     }

@@ -149,7 +149,7 @@ pub async fn run(
     mut phase: watch::Receiver<Phase>,
     ramp: Arc<Semaphore>,
 ) -> DeviceResult {
-    let rng = rand::rngs::StdRng::seed_from_u64(plan.seed ^ (spec.index as u64 + 1) * 0x9e37);
+    let rng = rand::rngs::StdRng::seed_from_u64(plan.seed ^ ((spec.index as u64 + 1) * 0x9e37));
     let mut d = Device {
         result: DeviceResult::default(),
         spec,
@@ -378,11 +378,11 @@ impl Device {
     /// The messages due at tick `n`, written to `out`.
     fn due(&mut self, n: u64, out: &mut BytesMut) {
         let p = Arc::clone(&self.plan);
-        if n % p.state_every == 0 {
+        if n.is_multiple_of(p.state_every) {
             let payload = self.state_payload(self.seq);
             self.publish(Kind::State, 0, self.spec.state_topic.clone(), payload, out);
         }
-        if n % p.log_every == 0 {
+        if n.is_multiple_of(p.log_every) {
             let at = chrono::Utc::now()
                 .naive_utc()
                 .format("%Y-%m-%dT%H:%M:%S%.6f")
@@ -402,7 +402,7 @@ impl Device {
                 out,
             );
         }
-        if n % p.node_every == 0 {
+        if n.is_multiple_of(p.node_every) {
             let value = format!("{}", 20 + self.seq % 17);
             self.publish(Kind::Node, 0, self.spec.node_topic.clone(), value, out);
         }

@@ -2,16 +2,18 @@
 # loopback HTTP (git's dumb protocol), starts `$BIN serve` on a temporary data dir and a free
 # port (with the extra VAR=value settings of the array SERVE_ENV, if set), and registers a
 # user (the first one: the admin). Sets WORK, GIT_PORT, PORT, API, TOKEN and json(); everything
-# it starts is stopped when the calling script exits.
+# it starts is stopped when the calling script exits (and a function extra_cleanup the caller
+# defined is called then too).
 
 WORK="$(mktemp -d)"
 PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
+    # only what it started: a caller's other children are the caller's to stop
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
     rm -rf "$WORK"
 }
-trap cleanup EXIT
+trap 'cleanup; if declare -F extra_cleanup >/dev/null; then extra_cleanup; fi' EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 

@@ -104,6 +104,10 @@ enum LoadScenario {
     /// Log ingest into the telemetry store: embedded, and ClickHouse with --clickhouse-url
     /// (self-contained: a temporary instance).
     Logs(pepeunit::load::logs::LogsLoad),
+    /// Simulated devices (QoS 1 states, log lines, node values, reconnects) and REST and
+    /// GraphQL readers against a running instance on loopback for a bounded time; reports
+    /// sent against stored, memory over time and per device, read latency.
+    Soak(Box<pepeunit::load::soak::SoakLoad>),
 }
 
 #[tokio::main]
@@ -151,6 +155,9 @@ async fn run(cli: Cli, feed: pepeunit::observe::ProcessFeed) -> anyhow::Result<(
         }
         Command::Load(LoadScenario::Logs(args)) => {
             return pepeunit::load::logs::run_logs(args).await
+        }
+        Command::Load(LoadScenario::Soak(args)) => {
+            return pepeunit::load::soak::run_soak(*args).await
         }
         _ => {}
     }

@@ -462,6 +462,84 @@ async fn clear_hides_at_once(store: Store) {
     w.stop().await;
 }
 
+/// A device that sends a message again (its PUBACK was lost with its connection) reaches the
+/// core as a new message, without DUP: its keyed lines are stored once on every store, in the
+/// same batch as the first copy or in a later one, also when this process first sees the unit
+/// after the lines were stored (ClickHouse reads the unit's newest line then); lines hidden by
+/// LogSync count as gone, so the device's own copies show again afterwards.
+async fn repeats_stored_once(store: Store) {
+    let Some(mut w) = World::new(store, &[]).await else {
+        return;
+    };
+    let unit = w.uuid;
+    let port = w.inst.config.mqtt_bind.port();
+    let dev = MqttDevice::connect(port, &unit.to_string(), &unit_token(&w.inst, &w.unit))
+        .await
+        .unwrap();
+    let topic = base_topic(&w.inst, &w.unit, "output_base_topic", "log");
+    let t0 = now() - chrono::Duration::minutes(5);
+    let message = |i: i64| {
+        let at = format_time(t0 + chrono::Duration::seconds(i));
+        json!([{"level": "Info", "text": format!("line {i}a"), "create_datetime": at},
+               {"level": "Warning", "text": format!("line {i}b"), "create_datetime": at}])
+        .to_string()
+    };
+    // message 0, then 0 again (a later batch), then 1 and its repeat back to back, then 2
+    dev.publish(&topic, message(0)).await;
+    w.wait_list(&format!("uuid={unit}"), |v| v["count"] == 2)
+        .await;
+    for m in [0, 1, 1, 2] {
+        dev.publish(&topic, message(m)).await;
+    }
+    w.wait_list(&format!("uuid={unit}"), |v| v["count"].as_i64() >= Some(6))
+        .await;
+    // an older repeat after a newer line, and a new line after everything, in one go
+    dev.publish(&topic, message(1)).await;
+    dev.publish(&topic, message(3)).await;
+    let v = w
+        .wait_list(&format!("uuid={unit}"), |v| v["count"].as_i64() >= Some(8))
+        .await;
+    let all = |i: std::ops::Range<i64>| -> Vec<String> {
+        i.flat_map(|i| [format!("line {i}a"), format!("line {i}b")])
+            .collect()
+    };
+    assert_eq!(settled_texts(&w).await, (8, all(0..4)), "{v}");
+
+    // a restart on the same data: a repeat of the newest line is still stored once
+    drop(dev);
+    w.inst.restart(Duration::ZERO).await;
+    w.inst.wait_mqtt_ready().await;
+    let dev = MqttDevice::connect(port, &unit.to_string(), &unit_token(&w.inst, &w.unit))
+        .await
+        .unwrap();
+    dev.publish(&topic, message(3)).await;
+    dev.publish(&topic, message(2)).await;
+    dev.publish(&topic, message(4)).await;
+    w.wait_list(&format!("uuid={unit}"), |v| v["count"].as_i64() >= Some(10))
+        .await;
+    assert_eq!(settled_texts(&w).await, (10, all(0..5)));
+
+    // LogSync hides them all; the device's copies come back once each
+    assert_eq!(w.instance().clear_unit_logs(unit).await.unwrap(), 10);
+    for m in [3, 4, 4] {
+        dev.publish(&topic, message(m)).await;
+    }
+    w.wait_list(&format!("uuid={unit}"), |v| v["count"].as_i64() >= Some(4))
+        .await;
+    assert_eq!(settled_texts(&w).await, (4, all(3..5)));
+    drop(dev);
+    w.stop().await;
+}
+
+/// The unit's lines after a moment without news (nothing more must arrive), sorted: lines of
+/// one message share their time, so their order is the uuid's.
+async fn settled_texts(w: &World) -> (i64, Vec<String>) {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (n, mut t) = w.texts(&format!("uuid={}", w.uuid)).await;
+    t.sort();
+    (n, t)
+}
+
 /// Lines vanish from the listing when they expire; the purge (ClickHouse: the partition
 /// janitor) frees their space and never changes what is listed.
 async fn expiry_and_janitor(store: Store) {
@@ -666,6 +744,7 @@ macro_rules! every_store {
 every_store!(
     ingest_and_query,
     clear_hides_at_once,
+    repeats_stored_once,
     expiry_and_janitor,
     export_import_roundtrip,
 );

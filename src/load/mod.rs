@@ -2,13 +2,15 @@
 //! the device endpoints (env, schema, state storage) of a running instance and reports
 //! throughput and latency percentiles. It targets whatever URL it is given; keep it on loopback
 //! or on machines you own. `graphql` compares the GraphQL front door with REST for the same
-//! objects on a running instance (loopback only). `mqtt`, `hub`, `transfer` and `logs` are
-//! self-contained (see their modules).
+//! objects on a running instance (loopback only). `soak` drives many simulated devices and
+//! readers against a running instance on loopback for a bounded time. `mqtt`, `hub`,
+//! `transfer` and `logs` are self-contained (see their modules).
 
 pub mod graphql;
 pub mod hub;
 pub mod logs;
 pub mod mqtt;
+pub mod soak;
 pub mod transfer;
 
 use std::sync::atomic::{AtomicU64, Ordering};

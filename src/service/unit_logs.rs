@@ -159,8 +159,9 @@ impl Instance {
     }
 
     /// Stores log lines, skipping those whose key is stored already: every known key in the
-    /// embedded SQL store (its primary key), the lines of `write.maybe_stored` in ClickHouse
-    /// (one lookup, only for messages delivered again), every keyed line when `retry`.
+    /// embedded SQL store (its primary key); in ClickHouse the lines of `write.maybe_stored`
+    /// (messages delivered again), every keyed line when `retry`, and keyed lines not newer
+    /// than their unit's newest stored one (a device's own repeat), one lookup for them all.
     /// Live watchers of the units get the lines stored.
     pub async fn store_keyed_unit_logs(
         &self,

@@ -18,11 +18,15 @@
 //!   timestamps, and those must show. The watermark lives in ClickHouse next to the rows it
 //!   hides, so it holds across restarts; backends sharing one ClickHouse must keep their clocks
 //!   in sync. Watermark rows are a few bytes per clear and are never removed.
+//! - No unique key: a keyed line (its uuid from the device's time) that may be stored already
+//!   is looked up before the INSERT ([`ClickHouseLogs::insert_new`]); what is newer than its
+//!   unit's newest stored line is not, which is every line of a device sending in order.
 //! - The client runs with validation off: 18.16 knows neither `RowBinaryWithNamesAndTypes` nor
 //!   the settings validation asks for. Values go into queries with the client-side `.bind()`
 //!   (server-side `.param()` does not work on 18.16).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, NaiveDateTime};
 use clickhouse::{Client, Row};
@@ -65,6 +69,9 @@ pub struct ClickHouseLogs {
     /// Bound to the configured database.
     client: Client,
     database: String,
+    /// Per unit, the newest device time (microseconds since the epoch) of a keyed line known
+    /// to be stored: what is not newer may be a repeat ([`ClickHouseLogs::insert_new`]).
+    newest: Arc<Mutex<HashMap<Uuid, u64>>>,
     /// `SELECT version()` at start.
     pub version: String,
     /// Whether the table was created with a native TTL by this start.
@@ -109,6 +116,17 @@ fn join(secs: u32, micros: u32) -> String {
         .unwrap_or_default()
         .naive_utc();
     format_time(t)
+}
+
+/// Whether a line's uuid is a key from its device time (UUIDv8, `ReportedLog::key`).
+fn is_key(uuid: Uuid) -> bool {
+    uuid.get_version_num() == 8
+}
+
+/// A stored timestamp as microseconds since the epoch.
+fn micros_of(s: &str) -> StoreResult<u64> {
+    let (secs, micros) = split_text(s)?;
+    Ok(secs as u64 * 1_000_000 + micros as u64)
 }
 
 /// Microseconds since the epoch, this process's clock.
@@ -237,34 +255,118 @@ impl ClickHouseLogs {
         Ok(ClickHouseLogs {
             client: base.with_database(db),
             database: db.clone(),
+            newest: Arc::default(),
             version,
             native_ttl,
         })
     }
 
-    /// One INSERT (RowBinary, lz4) for the whole batch. A failed INSERT stores nothing of the
-    /// batch when it has fewer rows than the server's `max_insert_block_size` (1M), which
-    /// ingest batches always have; the caller may retry it.
-    /// Stores `logs` except those of `maybe_stored` found stored already (and each of those
-    /// once): ClickHouse has no unique key, so the lookup takes the place of one.
+    /// Stores `logs` except the lines stored already, each key once. ClickHouse has no unique
+    /// key, so keyed lines (a UUIDv8 from the device's time, `ReportedLog::key`) that may be
+    /// stored are looked up first: those of `maybe_stored` (a message the broker delivered
+    /// again, or a retried batch), and those not newer than the newest keyed line stored for
+    /// their unit. A device sends its lines in time order, so a line that is not newer is a
+    /// repeat (a device that sends a message again after a lost connection: the broker passes
+    /// it on as a new message, without DUP) or comes from a clock that went back; either is
+    /// looked up, nothing else is. The newest time of a unit is read from ClickHouse when this
+    /// process first sees the unit (its lines of the hour before), then kept by each insert.
+    /// Lines hidden by a clear (LogSync) do not count as stored: a device sends them again.
     pub async fn insert_new(&self, logs: &[NewUnitLog], maybe_stored: &[Uuid]) -> StoreResult<u64> {
-        if maybe_stored.is_empty() {
+        let mut keyed: Vec<(&NewUnitLog, u64)> = Vec::new();
+        for l in logs.iter().filter(|l| is_key(l.uuid)) {
+            keyed.push((l, micros_of(&l.create_datetime)?));
+        }
+        if keyed.is_empty() && maybe_stored.is_empty() {
             return self.insert(logs).await;
         }
+        self.learn_newest(&keyed).await?;
         let maybe: HashSet<Uuid> = maybe_stored.iter().copied().collect();
-        let candidates: Vec<&NewUnitLog> =
-            logs.iter().filter(|l| maybe.contains(&l.uuid)).collect();
-        let mut seen = self.stored_keys(&candidates).await?;
+        let candidates: Vec<&NewUnitLog> = {
+            let newest = self.newest.lock().unwrap_or_else(|p| p.into_inner());
+            let not_newer =
+                |l: &NewUnitLog, t: u64| newest.get(&l.unit_uuid).is_some_and(|n| t <= *n);
+            logs.iter()
+                .filter(|l| maybe.contains(&l.uuid))
+                .chain(
+                    keyed
+                        .iter()
+                        .filter(|(l, t)| !maybe.contains(&l.uuid) && not_newer(l, *t))
+                        .map(|(l, _)| *l),
+                )
+                .collect()
+        };
+        // `seen` starts with what is stored; a key enters it once, so a batch holding a line
+        // twice (a message and its repeat) stores it once
+        let mut seen = if candidates.is_empty() {
+            HashSet::new()
+        } else {
+            self.stored_keys(&candidates).await?
+        };
         let fresh: Vec<NewUnitLog> = logs
             .iter()
-            .filter(|l| !maybe.contains(&l.uuid) || seen.insert(l.uuid))
+            .filter(|l| !(is_key(l.uuid) || maybe.contains(&l.uuid)) || seen.insert(l.uuid))
             .cloned()
             .collect();
-        self.insert(&fresh).await
+        let stored = self.insert(&fresh).await?;
+        let mut newest = self.newest.lock().unwrap_or_else(|p| p.into_inner());
+        for (l, t) in &keyed {
+            let n = newest.entry(l.unit_uuid).or_insert(0);
+            *n = (*n).max(*t);
+        }
+        Ok(stored)
     }
 
-    /// Which of these lines' uuids are stored: the primary key (unit, time) narrows the
-    /// lookup to the lines' units and seconds.
+    /// Reads the newest stored device time of the units of `keyed` this process has not seen
+    /// yet (keyed lines of the hour before the batch's oldest; 0 when there are none).
+    async fn learn_newest(&self, keyed: &[(&NewUnitLog, u64)]) -> StoreResult<()> {
+        let unseen: Vec<Uuid> = {
+            let newest = self.newest.lock().unwrap_or_else(|p| p.into_inner());
+            let mut u: Vec<Uuid> = keyed
+                .iter()
+                .map(|(l, _)| l.unit_uuid)
+                .filter(|u| !newest.contains_key(u))
+                .collect();
+            u.sort_unstable();
+            u.dedup();
+            u
+        };
+        if unseen.is_empty() {
+            return Ok(());
+        }
+        let oldest = keyed.iter().map(|(_, t)| *t).min().unwrap_or(0);
+        let from = (oldest / 1_000_000).saturating_sub(3600);
+        let mut found = HashMap::new();
+        for chunk in unseen.chunks(2_000) {
+            let units: Vec<String> = chunk.iter().map(|u| format!("'{u}'")).collect();
+            let rows: Vec<(String, u64)> = self
+                .client
+                .query(&format!(
+                    "SELECT toString(unit_uuid), max(toUInt64(create_datetime) * 1000000 + create_micros) \
+                     FROM unit_logs WHERE unit_uuid IN (SELECT toUUID(arrayJoin([{}]))) \
+                     AND create_datetime >= {from} AND substring(toString(uuid), 15, 1) = '8' \
+                     GROUP BY unit_uuid",
+                    units.join(", ")
+                ))
+                .fetch_all()
+                .await
+                .map_err(ch_err)?;
+            for (u, t) in rows {
+                if let Ok(u) = u.parse::<Uuid>() {
+                    found.insert(u, t);
+                }
+            }
+        }
+        let mut newest = self.newest.lock().unwrap_or_else(|p| p.into_inner());
+        for u in unseen {
+            let t = found.get(&u).copied().unwrap_or(0);
+            let n = newest.entry(u).or_insert(0);
+            *n = (*n).max(t);
+        }
+        Ok(())
+    }
+
+    /// Which of these lines' uuids are stored and not hidden by a clear: the primary key
+    /// (unit, time) narrows the lookup to the lines' units and seconds.
     async fn stored_keys(&self, lines: &[&NewUnitLog]) -> StoreResult<HashSet<Uuid>> {
         let mut out = HashSet::new();
         // 2,000 lines: their uuids and units stay under 18.16's 256 KiB max_query_size
@@ -281,24 +383,46 @@ impl ClickHouseLogs {
                 to = to.max(secs);
             }
             let uuids: Vec<String> = chunk.iter().map(|l| format!("'{}'", l.uuid)).collect();
-            let rows: Vec<String> = self
+            let units = units.join(", ");
+            let rows: Vec<(String, String, u64)> = self
                 .client
                 .query(&format!(
-                    "SELECT DISTINCT toString(uuid) FROM unit_logs \
-                     WHERE unit_uuid IN (SELECT toUUID(arrayJoin([{}]))) \
+                    "SELECT toString(uuid), toString(unit_uuid), max(inserted_us) FROM unit_logs \
+                     WHERE unit_uuid IN (SELECT toUUID(arrayJoin([{units}]))) \
                      AND create_datetime BETWEEN {from} AND {to} \
-                     AND uuid IN (SELECT toUUID(arrayJoin([{}])))",
-                    units.join(", "),
+                     AND uuid IN (SELECT toUUID(arrayJoin([{}]))) \
+                     GROUP BY uuid, unit_uuid",
                     uuids.join(", ")
                 ))
                 .fetch_all()
                 .await
                 .map_err(ch_err)?;
-            out.extend(rows.iter().filter_map(|r| r.parse::<Uuid>().ok()));
+            if rows.is_empty() {
+                continue;
+            }
+            let clears: HashMap<String, u64> = self
+                .client
+                .query(&format!(
+                    "SELECT toString(unit_uuid), max(cleared_us) FROM unit_log_clears \
+                     WHERE unit_uuid IN (SELECT toUUID(arrayJoin([{units}]))) GROUP BY unit_uuid"
+                ))
+                .fetch_all::<(String, u64)>()
+                .await
+                .map_err(ch_err)?
+                .into_iter()
+                .collect();
+            out.extend(
+                rows.iter()
+                    .filter(|(_, unit, inserted)| clears.get(unit).is_none_or(|w| inserted > w))
+                    .filter_map(|(uuid, _, _)| uuid.parse::<Uuid>().ok()),
+            );
         }
         Ok(out)
     }
 
+    /// One INSERT (RowBinary, lz4) for the whole batch. A failed INSERT stores nothing of the
+    /// batch when it has fewer rows than the server's `max_insert_block_size` (1M), which
+    /// ingest batches always have; the caller may retry it.
     pub async fn insert(&self, logs: &[NewUnitLog]) -> StoreResult<u64> {
         if logs.is_empty() {
             return Ok(0);

@@ -84,8 +84,8 @@ impl LogStore {
 
     /// Stores the lines not stored yet; returns how many were stored. A line's uuid is its
     /// key: the SQL store skips every known one (primary key, `ON CONFLICT DO NOTHING`),
-    /// ClickHouse (no unique keys) looks up those in `maybe_stored` first and stores each
-    /// key once per batch.
+    /// ClickHouse (no unique keys) looks up those in `maybe_stored` and the keyed lines not
+    /// newer than their unit's newest stored one first, and stores each key once per batch.
     pub async fn insert_new(&self, logs: &[NewUnitLog], maybe_stored: &[Uuid]) -> StoreResult<u64> {
         match self {
             LogStore::Sql(s) => s.insert(logs).await,

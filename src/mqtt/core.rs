@@ -279,6 +279,9 @@ struct Shard {
     state_interval: Duration,
     topics: HashMap<String, TopicState>,
     nodes: HashMap<Uuid, (Instant, bool)>,
+    /// A unit or node could not be read (the database failing past the retries): the batch's
+    /// messages are handed back for redelivery instead of acknowledged without their effects.
+    lookup_failed: bool,
 }
 
 enum Route<'a> {
@@ -333,6 +336,7 @@ impl Shard {
             stats,
             topics: HashMap::new(),
             nodes: HashMap::new(),
+            lookup_failed: false,
         }
     }
 
@@ -521,11 +525,13 @@ impl Shard {
     /// The unit a message is for, as the row cache has it (the one cache of unit rows),
     /// with what this batch has not written yet: an earlier state's version and firmware
     /// status. `None` when it does not exist, or cannot be read now (counted as invalid).
-    async fn unit(&self, uuid: Uuid, batch: &IngestBatch) -> Option<IngestUnit> {
-        let mut unit = match self.ingest.unit(uuid).await {
+    async fn unit(&mut self, uuid: Uuid, batch: &IngestBatch) -> Option<IngestUnit> {
+        let ingest = &self.ingest;
+        let mut unit = match retried("unit lookup", 1, |_| ingest.unit(uuid)).await {
             Ok(found) => found?,
             Err(e) => {
                 tracing::warn!(%uuid, error = %e, "unit lookup failed");
+                self.lookup_failed = true;
                 return None;
             }
         };
@@ -549,7 +555,13 @@ impl Shard {
             Ok(found) => found,
             Err(e) => {
                 tracing::warn!(%uuid, error = %e, "node lookup failed");
-                return self.nodes.get(&uuid).is_some_and(|(_, hit)| *hit);
+                return match self.nodes.get(&uuid) {
+                    Some((_, hit)) => *hit,
+                    None => {
+                        self.lookup_failed = true;
+                        false
+                    }
+                };
             }
         };
         self.nodes.insert(uuid, (Instant::now(), found));
@@ -563,6 +575,12 @@ impl Shard {
         let logs = std::mem::take(&mut batch.logs);
         let stats = Arc::clone(&self.stats);
         let c = &stats.counters;
+        if std::mem::take(&mut self.lookup_failed) {
+            // some message of this batch was dropped for want of its unit or node: all of
+            // them come again (what the rest commits is not repeated: keys, last values)
+            stats.add(&c.batch_errors, 1);
+            std::mem::take(&mut owed).fail();
+        }
         if !batch.is_empty() {
             let (states, nodes) = (batch.states.len() as u64, batch.node_values.len() as u64);
             stats.add(&c.batches, 1);

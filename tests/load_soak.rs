@@ -43,6 +43,18 @@ fn args(inst: &TestInstance, token: &str, firmware: Option<String>) -> SoakLoad 
     }
 }
 
+/// An admin on `inst` (its token), and a soak that creates its units on a new firmware
+/// repository.
+async fn fresh_soak(inst: &TestInstance) -> (String, SoakReport) {
+    let firmware = FirmwareRepo::create().await;
+    let (_, admin) = inst.user("soakadmin").await;
+    inst.wait_mqtt_ready().await;
+    let report = soak(&args(inst, &admin, Some(firmware.url())))
+        .await
+        .expect("the soak runs");
+    (admin, report)
+}
+
 fn assert_complete(r: &SoakReport, devices: usize) {
     print_report(r);
     let m = &r.messages;
@@ -81,13 +93,7 @@ fn assert_complete(r: &SoakReport, devices: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn soak_on_the_embedded_default() {
     let inst = TestInstance::start_with(Backend::Sqlite, &[("PU_STATE_SEND_INTERVAL", "1")]).await;
-    let firmware = FirmwareRepo::create().await;
-    let (_, admin) = inst.user("soakadmin").await;
-    inst.wait_mqtt_ready().await;
-
-    let report = soak(&args(&inst, &admin, Some(firmware.url())))
-        .await
-        .expect("the soak runs");
+    let (admin, report) = fresh_soak(&inst).await;
     assert_eq!(report.mode, "embedded");
     assert_eq!(report.units_created, 100);
     assert_complete(&report, 100);
@@ -172,13 +178,7 @@ async fn soak_on_mosquitto_postgres_clickhouse() {
         ],
     )
     .await;
-    let firmware = FirmwareRepo::create().await;
-    let (_, admin) = inst.user("soakadmin").await;
-    inst.wait_mqtt_ready().await;
-
-    let report = soak(&args(&inst, &admin, Some(firmware.url())))
-        .await
-        .expect("the soak runs");
+    let (_, report) = fresh_soak(&inst).await;
     assert_eq!(report.mode, "external");
     assert_complete(&report, 100);
     inst.stop().await;

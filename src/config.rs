@@ -74,6 +74,7 @@ const KNOWN_KEYS: &[&str] = &[
     "PU_CLICKHOUSE_DATABASE",
     "PU_CLICKHOUSE_USER",
     "PU_CLICKHOUSE_PASSWORD",
+    "PU_CLICKHOUSE_FLUSH_INTERVAL_MS",
     "PU_CRASH_ALERT_INTERVAL",
     "PU_METRICS_TOKEN",
 ];
@@ -207,6 +208,10 @@ pub struct ClickHouseConfig {
     pub user: Option<String>,
     /// `PU_CLICKHOUSE_PASSWORD`.
     pub password: Option<String>,
+    /// `PU_CLICKHOUSE_FLUSH_INTERVAL_MS` (default 250, 0 to 5000): the MQTT core's log writer
+    /// gathers lines this long into one INSERT (ClickHouse wants few, large inserts: every
+    /// INSERT is a part on disk). The messages' acknowledgements wait for that INSERT.
+    pub flush_interval: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -731,6 +736,7 @@ fn clickhouse_config(src: &Source) -> Result<Option<ClickHouseConfig>, ConfigErr
             "PU_CLICKHOUSE_DATABASE",
             "PU_CLICKHOUSE_USER",
             "PU_CLICKHOUSE_PASSWORD",
+            "PU_CLICKHOUSE_FLUSH_INTERVAL_MS",
         ] {
             if src.get(key).is_some() {
                 return Err(invalid(key, "is set but PU_CLICKHOUSE_URL is not"));
@@ -768,7 +774,15 @@ fn clickhouse_config(src: &Source) -> Result<Option<ClickHouseConfig>, ConfigErr
             "must be 1 to 64 ASCII letters, digits or _, not starting with a digit",
         ));
     }
+    let flush_ms: u64 = src.parse("PU_CLICKHOUSE_FLUSH_INTERVAL_MS", 250)?;
+    if flush_ms > 5000 {
+        return Err(invalid(
+            "PU_CLICKHOUSE_FLUSH_INTERVAL_MS",
+            "must be 0 to 5000 (milliseconds the log writer gathers lines into one INSERT)",
+        ));
+    }
     Ok(Some(ClickHouseConfig {
+        flush_interval: std::time::Duration::from_millis(flush_ms),
         url,
         database,
         user: src.get("PU_CLICKHOUSE_USER").map(str::to_string),
@@ -930,6 +944,7 @@ mod tests {
             ("PU_CLICKHOUSE_URL", "https://clickhouse:8443"),
             ("PU_CLICKHOUSE_DATABASE", "pepeunit"),
             ("PU_CLICKHOUSE_PASSWORD", "secret"),
+            ("PU_CLICKHOUSE_FLUSH_INTERVAL_MS", "100"),
             ("PU_CRASH_ALERT_INTERVAL", "0"),
             ("PU_CRASH_ALERT_INTERVAL", "-5"),
             ("PU_CRASH_ALERT_INTERVAL", "604801"),
@@ -1092,8 +1107,28 @@ mod tests {
                 database: "pepeunit".into(),
                 user: Some("pepe".into()),
                 password: None,
+                flush_interval: std::time::Duration::from_millis(250),
             })
         );
+        let flush = |v: &str| {
+            Config::from_vars(vars(
+                dir.path(),
+                &[
+                    ("PU_CLICKHOUSE_URL", "http://localhost:8123"),
+                    ("PU_CLICKHOUSE_FLUSH_INTERVAL_MS", v),
+                ],
+            ))
+            .map(|c| c.clickhouse.unwrap().flush_interval.as_millis())
+        };
+        assert_eq!(flush("0").unwrap(), 0);
+        assert_eq!(flush("5000").unwrap(), 5000);
+        for bad in ["5001", "-1", "1s"] {
+            let err = flush(bad).unwrap_err().to_string();
+            assert!(
+                err.contains("PU_CLICKHOUSE_FLUSH_INTERVAL_MS"),
+                "{bad}: {err}"
+            );
+        }
         for db in ["1logs", "logs;DROP", "a-b", ""] {
             let r = Config::from_vars(vars(
                 dir.path(),

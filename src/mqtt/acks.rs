@@ -227,6 +227,15 @@ impl Owed {
         self.ids.is_empty() && self.devices.is_empty()
     }
 
+    /// With broker acknowledgements owed: how many of the broker connection's messages are
+    /// unacknowledged now (the broker stops sending at its in-flight window).
+    pub fn broker_open(&self) -> Option<usize> {
+        self.acks
+            .as_ref()
+            .filter(|_| !self.ids.is_empty())
+            .map(|a| a.open())
+    }
+
     /// Takes over another batch's debts (the log writer merges shard batches).
     pub fn merge(&mut self, other: Owed) {
         if let Some(acks) = other.acks {

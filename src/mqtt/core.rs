@@ -154,15 +154,88 @@ where
     }
 }
 
+/// How the log writer groups shard batches into one store write. The embedded SQL store
+/// writes what is there at once (a commit is cheap and a device's PUBACK waits for it);
+/// ClickHouse makes every INSERT a part on disk and wants few, large ones, so lines are
+/// gathered for a while first.
+#[derive(Clone, Copy, Debug)]
+struct Grouping {
+    /// How long lines are gathered after the first arrives (zero: write at once).
+    window: Duration,
+    /// Write early once this many lines are gathered.
+    max_lines: usize,
+    /// Write early once this many of the broker connection's messages are unacknowledged:
+    /// the acknowledgements wait for this write (and, in order, every later message's too),
+    /// so the broker would soon stop at its in-flight window (README asks for 1,000).
+    broker_open: usize,
+    /// Write early when messages owed to the broker are held and nothing arrived for this
+    /// long: the broker has probably stopped at a small in-flight window.
+    broker_idle: Duration,
+}
+
+impl Grouping {
+    fn for_store(clickhouse: Option<&crate::config::ClickHouseConfig>) -> Grouping {
+        Grouping {
+            window: clickhouse.map_or(Duration::ZERO, |c| c.flush_interval),
+            max_lines: 20_000,
+            broker_open: 500,
+            broker_idle: Duration::from_millis(50),
+        }
+    }
+}
+
+/// Receives the next group of work into `works`; false once the channel is closed and empty.
+/// Cancel-safe receives only: nothing received is ever dropped here.
+async fn gather(rx: &mut mpsc::Receiver<LogWork>, works: &mut Vec<LogWork>, g: Grouping) -> bool {
+    if rx.recv_many(works, LOG_WRITER_QUEUE).await == 0 {
+        return false;
+    }
+    if g.window.is_zero() {
+        return true;
+    }
+    let deadline = tokio::time::Instant::now() + g.window;
+    let mut counted = 0;
+    let mut lines = 0;
+    let mut owes_broker = false;
+    loop {
+        for w in &works[counted..] {
+            lines += w.write.lines.len();
+            if let Some(open) = w.owed.broker_open() {
+                owes_broker = true;
+                if open >= g.broker_open {
+                    return true;
+                }
+            }
+        }
+        counted = works.len();
+        if lines >= g.max_lines {
+            return true;
+        }
+        let until = if owes_broker {
+            deadline.min(tokio::time::Instant::now() + g.broker_idle)
+        } else {
+            deadline
+        };
+        tokio::select! {
+            n = rx.recv_many(works, LOG_WRITER_QUEUE) => if n == 0 {
+                return true; // closed: write what is here; the next call answers false
+            },
+            _ = tokio::time::sleep_until(until) => return true,
+        }
+    }
+}
+
 /// The one task that writes log lines: every shard sends its lines here, so the log store
 /// sees one writer with large batches instead of N writers contending for it (SQLite has a
 /// single write lock). A full queue makes the shards wait (backpressure, nothing dropped).
-async fn log_writer(ingest: Ingest, stats: Arc<MqttStats>, rx: &mut mpsc::Receiver<LogWork>) {
+async fn log_writer(
+    ingest: Ingest,
+    stats: Arc<MqttStats>,
+    rx: &mut mpsc::Receiver<LogWork>,
+    grouping: Grouping,
+) {
     let mut works = Vec::with_capacity(LOG_WRITER_QUEUE);
-    loop {
-        if rx.recv_many(&mut works, LOG_WRITER_QUEUE).await == 0 {
-            break;
-        }
+    while gather(rx, &mut works, grouping).await {
         let mut write = LogWrite::default();
         let mut owed = Owed::default();
         for w in works.drain(..) {
@@ -178,6 +251,7 @@ async fn log_writer(ingest: Ingest, stats: Arc<MqttStats>, rx: &mut mpsc::Receiv
         .await;
         match result {
             Ok(stored) => {
+                stats.add(&stats.counters.log_writes, 1);
                 stats.add(&stats.counters.logs_stored, stored.stored);
                 stats.add(&stats.counters.log_duplicates_skipped, stored.skipped);
                 owed.settle();
@@ -206,12 +280,13 @@ pub fn start(instance: Instance, stats: Arc<MqttStats>) -> (Dispatcher, Shards) 
     let node = instance.node.clone();
     let log_writer = {
         let (ingest, stats) = (instance.ingest(), stats.clone());
+        let grouping = Grouping::for_store(instance.config.clickhouse.as_ref());
         let rx = Arc::new(tokio::sync::Mutex::new(logs_rx));
         tokio::spawn(
             node.clone()
                 .supervise_restarting("mqtt log writer", move || {
                     let (ingest, stats, rx) = (ingest.clone(), stats.clone(), rx.clone());
-                    async move { log_writer(ingest, stats, &mut *rx.lock().await).await }
+                    async move { log_writer(ingest, stats, &mut *rx.lock().await, grouping).await }
                 }),
         )
     };
@@ -636,7 +711,149 @@ impl Shard {
 
 #[cfg(test)]
 mod tests {
-    use super::shard_of;
+    use super::*;
+    use crate::mqtt::acks::Acks;
+    use crate::store::unit_logs::NewUnitLog;
+
+    fn work(lines: usize, broker: Option<&Arc<Acks>>) -> LogWork {
+        let mut owed = Owed::default();
+        if let Some(acks) = broker {
+            let id = acks.receive(1, rumqttc::QoS::AtLeastOnce);
+            owed.push(Some(Ack::new(acks.clone(), id)));
+        }
+        let line = NewUnitLog {
+            uuid: Uuid::nil(),
+            unit_uuid: Uuid::nil(),
+            level: crate::domain::LogLevel::Info,
+            text: "x".into(),
+            create_datetime: String::new(),
+            expiration_datetime: String::new(),
+        };
+        LogWork {
+            write: LogWrite {
+                lines: vec![line; lines],
+                maybe_stored: Vec::new(),
+            },
+            owed,
+        }
+    }
+
+    const CLICKHOUSE: Grouping = Grouping {
+        window: Duration::from_millis(250),
+        max_lines: 100,
+        broker_open: 10,
+        broker_idle: Duration::from_millis(50),
+    };
+
+    /// Sends one work of `lines` lines after each pause (from the previous send), then
+    /// closes the channel after `linger` ms.
+    fn send_after(
+        tx: mpsc::Sender<LogWork>,
+        plan: Vec<(u64, usize)>,
+        broker: Option<Arc<Acks>>,
+        linger: u64,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            for (pause, lines) in plan {
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+                tx.send(work(lines, broker.as_ref())).await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(linger)).await;
+        })
+    }
+
+    async fn group(rx: &mut mpsc::Receiver<LogWork>, g: Grouping) -> Option<(usize, Duration)> {
+        let started = tokio::time::Instant::now();
+        let mut works = Vec::new();
+        gather(rx, &mut works, g).await.then(|| {
+            (
+                works.iter().map(|w| w.write.lines.len()).sum(),
+                started.elapsed(),
+            )
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_sql_store_writes_what_is_there_at_once() {
+        let (tx, mut rx) = mpsc::channel(LOG_WRITER_QUEUE);
+        let _s = send_after(tx, vec![(0, 1), (10, 2)], None, 0);
+        let sql = Grouping::for_store(None);
+        assert_eq!(group(&mut rx, sql).await, Some((1, Duration::ZERO)));
+        assert_eq!(
+            group(&mut rx, sql).await,
+            Some((2, Duration::from_millis(10)))
+        );
+        assert_eq!(group(&mut rx, sql).await, None, "closed and empty");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn clickhouse_lines_are_gathered_for_the_window() {
+        let (tx, mut rx) = mpsc::channel(LOG_WRITER_QUEUE);
+        // arrivals at 0, 100, 200 and 300 ms: the first three make one write at 250 ms
+        let _s = send_after(
+            tx,
+            vec![(0, 1), (100, 1), (100, 1), (100, 1), (400, 1)],
+            None,
+            0,
+        );
+        assert_eq!(
+            group(&mut rx, CLICKHOUSE).await,
+            Some((3, Duration::from_millis(250)))
+        );
+        // the fourth opens the next window; the fifth (at 700 ms) is past it
+        assert_eq!(
+            group(&mut rx, CLICKHOUSE).await,
+            Some((1, Duration::from_millis(300)))
+        );
+        // a closed channel ends the window at once
+        assert_eq!(
+            group(&mut rx, CLICKHOUSE).await,
+            Some((1, Duration::from_millis(150)))
+        );
+        assert_eq!(group(&mut rx, CLICKHOUSE).await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_large_group_is_written_early() {
+        let (tx, mut rx) = mpsc::channel(LOG_WRITER_QUEUE);
+        let _s = send_after(tx, vec![(0, 60), (20, 39), (20, 1), (20, 5)], None, 0);
+        // 60 + 39 lines wait; the 100th line makes the write at 40 ms
+        assert_eq!(
+            group(&mut rx, CLICKHOUSE).await,
+            Some((100, Duration::from_millis(40)))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_brokers_window_is_not_exhausted() {
+        let acks = Acks::new(Arc::new(MqttStats::default()));
+        let (tx, mut rx) = mpsc::channel(LOG_WRITER_QUEUE);
+        // ten messages owed to the broker, 10 ms apart: the tenth makes the write
+        let _s = send_after(tx, vec![(10, 1); 12], Some(acks.clone()), 0);
+        assert_eq!(
+            group(&mut rx, CLICKHOUSE).await,
+            Some((10, Duration::from_millis(100)))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_broker_gets_its_acknowledgements() {
+        let acks = Acks::new(Arc::new(MqttStats::default()));
+        let (tx, mut rx) = mpsc::channel(LOG_WRITER_QUEUE);
+        // two messages, then nothing for 80 ms: written 50 ms after the last arrival
+        let _s = send_after(tx, vec![(0, 1), (30, 1), (80, 1)], Some(acks.clone()), 1000);
+        assert_eq!(
+            group(&mut rx, CLICKHOUSE).await,
+            Some((2, Duration::from_millis(80)))
+        );
+        // without broker acknowledgements the window runs its course
+        let (tx, mut rx) = mpsc::channel(LOG_WRITER_QUEUE);
+        let _s = send_after(tx, vec![(0, 1), (30, 1), (80, 1)], None, 1000);
+        assert_eq!(
+            group(&mut rx, CLICKHOUSE).await,
+            Some((3, Duration::from_millis(250)))
+        );
+    }
 
     #[test]
     fn one_topic_one_shard() {

@@ -47,6 +47,8 @@ counters! {
     states_throttled,
     /// Log lines stored.
     logs_stored,
+    /// Writes of log lines to the log store (one transaction, or one ClickHouse INSERT).
+    log_writes,
     /// Node values stored (after coalescing within a batch).
     node_values_stored,
     /// Database write batches and the messages they carried.

@@ -453,18 +453,9 @@ impl ClickHouseLogs {
         Ok(logs.len() as u64)
     }
 
-    /// The latest clear watermark of a unit (0: never cleared).
-    async fn watermark(&self, unit_uuid: Uuid) -> StoreResult<u64> {
-        self.client
-            .query("SELECT max(cleared_us) FROM unit_log_clears WHERE unit_uuid = toUUID(?)")
-            .bind(unit_uuid.to_string())
-            .fetch_one::<u64>()
-            .await
-            .map_err(ch_err)
-    }
-
-    /// `unit_uuid = ... AND` visible at `now` (not expired, not cleared).
-    async fn visible(&self, unit_uuid: Uuid, now: NaiveDateTime) -> StoreResult<Filter> {
+    /// `unit_uuid = ... AND` visible at `now` (not expired, not cleared). The clear watermark
+    /// is a scalar subquery (`max` of no rows is 0), so a read is one round trip.
+    fn visible(unit_uuid: Uuid, now: NaiveDateTime) -> Filter {
         let (ns, nu) = split(now);
         let mut f = Filter::new();
         f.push(" WHERE unit_uuid = toUUID(")
@@ -476,12 +467,12 @@ impl ClickHouseLogs {
             .num(ns as u64)
             .push("), ")
             .num(nu as u64)
-            .push(")");
-        let w = self.watermark(unit_uuid).await?;
-        if w > 0 {
-            f.push(" AND inserted_us > ").num(w);
-        }
-        Ok(f)
+            .push(")")
+            .push(" AND inserted_us > (SELECT max(cleared_us) FROM unit_log_clears")
+            .push(" WHERE unit_uuid = toUUID(")
+            .text(unit_uuid.to_string())
+            .push("))");
+        f
     }
 
     fn to_log(r: LogRow) -> StoreResult<UnitLog> {
@@ -510,7 +501,7 @@ impl ClickHouseLogs {
         q: &LogQuery,
         now: NaiveDateTime,
     ) -> StoreResult<(i64, Vec<UnitLog>)> {
-        let mut f = self.visible(q.unit_uuid, now).await?;
+        let mut f = Self::visible(q.unit_uuid, now);
         if !q.levels.is_empty() {
             // names of our own enum, never user text
             let names: Vec<String> = q.levels.iter().map(|l| format!("'{l}'")).collect();
@@ -522,11 +513,6 @@ impl ClickHouseLogs {
         if let Some(t) = &q.until {
             f.created("<=", split_text(t)?);
         }
-        let total: u64 = f
-            .query(&self.client, "SELECT count() FROM unit_logs", "")
-            .fetch_one()
-            .await
-            .map_err(ch_err)?;
         let o = match q.order {
             Order::Asc => "ASC",
             Order::Desc => "DESC",
@@ -537,7 +523,15 @@ impl ClickHouseLogs {
             let limit = if limit > 0 { limit } else { u64::MAX };
             tail.push_str(&format!(" LIMIT {offset}, {limit}"));
         }
-        Ok((total as i64, self.fetch(&f, &tail).await?))
+        // the count and the page together: two queries at once, not one after the other
+        let count = async {
+            f.query(&self.client, "SELECT count() FROM unit_logs", "")
+                .fetch_one::<u64>()
+                .await
+                .map_err(ch_err)
+        };
+        let (total, page) = tokio::try_join!(count, self.fetch(&f, &tail))?;
+        Ok((total as i64, page))
     }
 
     pub async fn page_after(
@@ -547,7 +541,7 @@ impl ClickHouseLogs {
         limit: i64,
         now: NaiveDateTime,
     ) -> StoreResult<Vec<UnitLog>> {
-        let mut f = self.visible(unit_uuid, now).await?;
+        let mut f = Self::visible(unit_uuid, now);
         if let Some((t, id)) = after {
             let (s, us) = split_text(t)?;
             f.push(" AND (create_datetime, create_micros, uuid) > (toDateTime(")
@@ -593,7 +587,7 @@ impl ClickHouseLogs {
     /// Records the watermark (readers hide the lines at once), then starts the mutation that
     /// frees their space. Returns how many lines were visible.
     pub async fn clear_unit(&self, unit_uuid: Uuid, now: NaiveDateTime) -> StoreResult<u64> {
-        let f = self.visible(unit_uuid, now).await?;
+        let f = Self::visible(unit_uuid, now);
         let visible: u64 = f
             .query(&self.client, "SELECT count() FROM unit_logs", "")
             .fetch_one()

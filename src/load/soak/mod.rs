@@ -1068,6 +1068,7 @@ pub fn print_report(r: &SoakReport) {
         "log_duplicates_skipped",
         "queue_full",
         "batches",
+        "log_writes",
         "acked",
     ];
     println!(

@@ -102,9 +102,6 @@ EOF
     <default_database>default</default_database>
     <mark_cache_size>5368709</mark_cache_size>
     <max_concurrent_queries>100</max_concurrent_queries>
-    <!-- every log batch is one INSERT, i.e. one part; merged-away parts are kept 480 s by
-         default, which took 9-11 GB of disk in ten minutes of the soak (BENCHMARKS.md) -->
-    <merge_tree><old_parts_lifetime>60</old_parts_lifetime></merge_tree>
 </yandex>
 EOF
     cat >"$CH/users.xml" <<'EOF'
@@ -152,6 +149,11 @@ status=0
     --json "$JSON_OUT" --progress ${SOAK_ARGS:-} || status=$?
 echo "report: $JSON_OUT"
 echo "instance data dir at the end: $(du -sh "$WORK/data" | cut -f1)${CH:+, ClickHouse data dir $(du -sh "$CH" | cut -f1)}"
+if [ -n "$CH" ]; then
+    # every INSERT is a part; merged-away parts stay on disk for old_parts_lifetime (480 s)
+    echo "ClickHouse unit_logs parts (all, active, rows in active): $(curl -fs "http://127.0.0.1:$CH_PORT/" \
+        --data-binary "SELECT count(), countIf(active), sumIf(rows, active) FROM system.parts WHERE database = 'pepeunit_soak' AND table = 'unit_logs' FORMAT TSV" | tr '\t' ' ')"
+fi
 if grep -qE "panicked| ERROR " "$WORK/serve.log"; then
     echo "the instance logged errors:"
     grep -E "panicked| ERROR " "$WORK/serve.log" | tail -20

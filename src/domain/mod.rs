@@ -14,7 +14,7 @@ pub use topic::{is_valid_topic_name, parse_topic_uuid, Topic};
 macro_rules! wire_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident),+ $(,)? }) => {
         $(#[$meta])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
         pub enum $name { $($variant),+ }
 
         impl $name {
@@ -47,6 +47,9 @@ macro_rules! wire_enum {
         }
     };
 }
+
+// after the macro: the module uses it
+pub mod datapipe;
 
 wire_enum!(
     /// Who may see a Repo, Unit or UnitNode. Ordered from least to most strict.

@@ -558,6 +558,17 @@ async fn clickhouse_down_for_a_minute() {
         c["redeliveries_requested"].as_u64() >= Some(1),
         "lines went back to the broker: {c}"
     );
+    // the admins see it in the node's error tracker, not only in the log
+    let (_, node) = f.inst.get("/metrics/node", Some(&f.admin)).await;
+    assert!(
+        node["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e.to_string().contains("unit log lines not stored")),
+        "{}",
+        node["errors"]
+    );
     f.inst.stop().await;
 }
 

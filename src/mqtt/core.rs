@@ -264,6 +264,7 @@ async fn log_writer(
                     "handed back to the broker"
                 };
                 tracing::error!(lines = n, error = %e, back, "unit log lines not stored");
+                ingest.track_error("mqtt ingest: unit log lines not stored", &e);
                 owed.fail();
             }
         }
@@ -674,6 +675,8 @@ impl Shard {
                 Err(e) => {
                     stats.add(&c.batch_errors, 1);
                     tracing::error!(shard = self.id, error = %e, "ingest batch not stored");
+                    self.ingest
+                        .track_error("mqtt ingest: states and node values not stored", &e);
                     // QoS 1 messages come again; what is committed of them is not repeated
                     // (their log lines are still stored below, once, by key)
                     std::mem::take(&mut owed).fail();

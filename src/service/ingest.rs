@@ -182,6 +182,12 @@ impl Ingest {
         self.instance.firmware_transition(unit, commit).await
     }
 
+    /// A batch the store refused past its retries: the admins see it in the node's error
+    /// tracker (`GET /metrics/node`) and its crash alerts, not only in the log.
+    pub fn track_error(&self, kind: &str, detail: &str) {
+        self.instance.node.error(kind, detail);
+    }
+
     /// Whether the shards feed the alert pipeline (not when EMQX's rule does).
     pub fn alerts_from_shards(&self) -> bool {
         self.instance.alerts_from_shards()

@@ -77,6 +77,8 @@ const KNOWN_KEYS: &[&str] = &[
     "PU_CLICKHOUSE_FLUSH_INTERVAL_MS",
     "PU_CRASH_ALERT_INTERVAL",
     "PU_METRICS_TOKEN",
+    "PU_FF_DATAPIPE_ENABLE",
+    "PU_FF_DATAPIPE_DEFAULT_LAST_VALUE_ENABLE",
 ];
 
 /// Longest log lifetime accepted, seconds.
@@ -160,6 +162,11 @@ pub struct Config {
     pub allow_local_network: bool,
     /// `PU_FEDERATION_AUTHORIZED_FETCH`: require signed GETs of actors and collections.
     pub federation_authorized_fetch: bool,
+    /// `PU_FF_DATAPIPE_ENABLE` (default true): node data pipes (config, processing, data).
+    pub ff_datapipe: bool,
+    /// `PU_FF_DATAPIPE_DEFAULT_LAST_VALUE_ENABLE` (default false): new `/pepeunit` nodes get
+    /// upstream's default LastValue pipeline (Permanent, Text, max_rate 5 s, max_size 100).
+    pub ff_datapipe_default_last_value: bool,
     /// `PU_FEDERATION_RETRY_BASE` (s): first retry delay of a failed delivery.
     pub federation_retry_base_secs: u64,
     /// `PU_FEDERATION_MAX_ATTEMPTS`: attempts before a delivery is dead-lettered.
@@ -569,6 +576,11 @@ impl Config {
             import_max_bytes,
             allow_local_network,
             federation_authorized_fetch: src.parse("PU_FEDERATION_AUTHORIZED_FETCH", false)?,
+            ff_datapipe: src.parse("PU_FF_DATAPIPE_ENABLE", true)?,
+            ff_datapipe_default_last_value: src.parse(
+                "PU_FF_DATAPIPE_DEFAULT_LAST_VALUE_ENABLE",
+                false,
+            )?,
             federation_retry_base_secs,
             federation_max_attempts,
             instance_name,

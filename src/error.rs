@@ -31,6 +31,8 @@ pub enum Rule {
     Readme,
     /// Account export/import and Unit moves.
     Transfer,
+    /// Data pipe configs and data (upstream shares code 8 with UnitNode).
+    DataPipe,
 }
 
 impl Rule {
@@ -42,7 +44,7 @@ impl Rule {
             Rule::GitRepo => 5,
             Rule::Repo => 6,
             Rule::Unit => 7,
-            Rule::UnitNode => 8,
+            Rule::UnitNode | Rule::DataPipe => 8,
             Rule::Json => 9,
             Rule::Mqtt => 10,
             Rule::Cipher => 12,
@@ -69,6 +71,7 @@ impl Rule {
             Rule::Platform => "Git Platform Client Error",
             Rule::Readme => "Readme Generation Error",
             Rule::Transfer => "Transfer Error",
+            Rule::DataPipe => "DataPipe Validation Error",
         }
     }
 }
@@ -155,6 +158,9 @@ impl AppError {
     }
     pub fn unit_node(message: impl Into<String>) -> Self {
         Self::invalid(Rule::UnitNode, message)
+    }
+    pub fn data_pipe(message: impl Into<String>) -> Self {
+        Self::invalid(Rule::DataPipe, message)
     }
     pub fn json(message: impl Into<String>) -> Self {
         Self::invalid(Rule::Json, message)

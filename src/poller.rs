@@ -40,6 +40,7 @@ pub async fn run(
     let timeout = instance.config.firmware_update_timeout as u64;
     let mut update_timeouts = every(Duration::from_millis((timeout * 100).clamp(1000, 30_000)));
     let mut log_purge = every(LOG_PURGE_PERIOD);
+    let mut pipe_purge = every(LOG_PURGE_PERIOD);
     let mut seen_purge = every(SEEN_PURGE_PERIOD);
     loop {
         tokio::select! {
@@ -61,6 +62,11 @@ pub async fn run(
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(lines = n, "expired unit logs purged"),
                 Err(e) => tracing::warn!(error = %e, "cannot purge unit logs"),
+            },
+            _ = pipe_purge.tick() => match instance.purge_expired_pipe_rows().await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(rows = n, "expired data pipe window rows purged"),
+                Err(e) => tracing::warn!(error = %e, "cannot purge data pipe window rows"),
             },
             _ = seen_purge.tick() => match instance.purge_seen_activities().await {
                 Ok(0) => {}

@@ -566,7 +566,7 @@ pub struct PermissionFilterInput {
     pub agent_type: Option<PermissionEntities>,
 }
 
-// Inputs of features not built yet (data pipes, dashboards): part of the contract.
+// Data pipes (issue 17).
 
 #[derive(InputObject)]
 pub struct DataPipeFilterInput {
@@ -597,6 +597,45 @@ pub struct DataPipeFilterInput {
     pub relative_time: Option<String>,
     #[graphql(default_with = "desc()")]
     pub order_by_create_date: Option<OrderByDate>,
+}
+
+impl DataPipeFilterInput {
+    pub fn into_request(self) -> AppResult<crate::service::data_pipes::PipeDataRequest> {
+        let (offset, limit) = page(self.offset, self.limit)?;
+        let time = |t: Option<DateTime>| t.and_then(|t| crate::domain::parse_time(&t.0));
+        let size = self
+            .time_window_size
+            .map(|s| {
+                u32::try_from(s).map_err(|_| {
+                    crate::error::AppError::data_pipe("time_window_size must not be negative")
+                })
+            })
+            .transpose()?;
+        Ok(crate::service::data_pipes::PipeDataRequest {
+            node: self.uuid,
+            policy: self.policy_type.into(),
+            search: self.search_string,
+            aggregation_types: self
+                .aggregation_type
+                .unwrap_or_default()
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+            time_window_size: size,
+            end_window_from: time(self.start_agg_window_datetime),
+            end_window_to: time(self.end_agg_window_datetime),
+            created_from: time(self.start_create_datetime),
+            created_to: time(self.end_create_datetime),
+            relative: self
+                .relative_time
+                .as_deref()
+                .map(crate::service::data_pipes::parse_relative_time)
+                .transpose()?,
+            order: self.order_by_create_date.map(Into::into),
+            offset,
+            limit,
+        })
+    }
 }
 
 #[derive(InputObject)]

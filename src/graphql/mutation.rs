@@ -10,7 +10,7 @@ use super::{agent, feature_disabled, instance, upload};
 use crate::service::users::{UserCreate, UserUpdate};
 
 /// The largest data pipe configuration or CSV upload read before the feature answers.
-const MAX_DATA_PIPE_FILE: usize = 16 * 1024 * 1024;
+use crate::service::data_pipes::{MAX_CONFIG_BYTES as MAX_DATA_PIPE_CONFIG, MAX_CSV_BYTES};
 
 pub struct Mutation;
 
@@ -276,21 +276,27 @@ impl Mutation {
     async fn set_data_pipe_config(
         &self,
         ctx: &Context<'_>,
-        #[graphql(name = "uuid")] _uuid: Uuid,
+        uuid: Uuid,
         file: Upload,
     ) -> Result<NoneType> {
-        upload(ctx, &file, MAX_DATA_PIPE_FILE)?;
-        Err(feature_disabled())
+        let bytes = upload(ctx, &file, MAX_DATA_PIPE_CONFIG)?;
+        instance(ctx)
+            .set_data_pipe_config(agent(ctx)?, uuid, &bytes)
+            .await?;
+        Ok(NoneType::done())
     }
 
     async fn set_data_pipe_data_csv(
         &self,
         ctx: &Context<'_>,
-        #[graphql(name = "uuid")] _uuid: Uuid,
+        uuid: Uuid,
         file: Upload,
     ) -> Result<NoneType> {
-        upload(ctx, &file, MAX_DATA_PIPE_FILE)?;
-        Err(feature_disabled())
+        let bytes = upload(ctx, &file, MAX_CSV_BYTES)?;
+        instance(ctx)
+            .import_data_pipe_csv(agent(ctx)?, uuid, &bytes)
+            .await?;
+        Ok(NoneType::done())
     }
 
     /// `Query.getConvertTomlToMd` sent with a file (hidden: see `query.rs`).
@@ -309,12 +315,11 @@ impl Mutation {
         super::query::check_data_pipe_config(ctx, file)
     }
 
-    async fn delete_data_pipe_data(
-        &self,
-        _ctx: &Context<'_>,
-        #[graphql(name = "uuid")] _uuid: Uuid,
-    ) -> Result<NoneType> {
-        Err(feature_disabled())
+    async fn delete_data_pipe_data(&self, ctx: &Context<'_>, uuid: Uuid) -> Result<NoneType> {
+        instance(ctx)
+            .delete_data_pipe_data(agent(ctx)?, uuid)
+            .await?;
+        Ok(NoneType::done())
     }
 
     async fn create_dashboard(

@@ -10,8 +10,7 @@ use crate::service::users::UserAuth;
 
 /// The largest `getConvertTomlToMd` file (as REST's `convert_toml_to_md`).
 const MAX_TOML: usize = 64 * 1024;
-/// The largest data pipe configuration file.
-const MAX_DATA_PIPE_CONFIG: usize = 1024 * 1024;
+use crate::service::data_pipes::{PipeData, MAX_CONFIG_BYTES as MAX_DATA_PIPE_CONFIG};
 
 pub struct Query;
 
@@ -28,8 +27,15 @@ pub(super) fn check_data_pipe_config(
     ctx: &Context<'_>,
     file: Upload,
 ) -> Result<Vec<DataPipeValidationErrorType>> {
-    upload(ctx, &file, MAX_DATA_PIPE_CONFIG)?;
-    Err(feature_disabled())
+    let bytes = upload(ctx, &file, MAX_DATA_PIPE_CONFIG)?;
+    Ok(instance(ctx)
+        .check_data_pipe_config(agent(ctx)?, &bytes)?
+        .into_iter()
+        .map(|e| DataPipeValidationErrorType {
+            stage: e.stage.into(),
+            message: e.message,
+        })
+        .collect())
 }
 
 #[Object]
@@ -242,10 +248,29 @@ impl Query {
 
     async fn get_pipe_data(
         &self,
-        _ctx: &Context<'_>,
-        #[graphql(name = "filters")] _filters: DataPipeFilterInput,
+        ctx: &Context<'_>,
+        filters: DataPipeFilterInput,
     ) -> Result<PipeDataResultType> {
-        Err(feature_disabled())
+        let request = filters.into_request()?;
+        let (count, data) = instance(ctx)
+            .get_data_pipe_data(agent(ctx)?, request)
+            .await?;
+        let pipe_data = match data {
+            PipeData::LastValue {
+                node,
+                state,
+                last_update_datetime,
+            } => vec![PipeDataRow::LastValue(LastValueType {
+                unit_node_uuid: node,
+                state: state.unwrap_or_default(),
+                last_update_datetime: DateTime(last_update_datetime),
+            })],
+            PipeData::Rows(rows) => rows.into_iter().map(Into::into).collect(),
+        };
+        Ok(PipeDataResultType {
+            count: super::types::count(count),
+            pipe_data,
+        })
     }
 
     async fn get_unit_nodes(
@@ -271,12 +296,10 @@ impl Query {
         check_data_pipe_config(ctx, file)
     }
 
-    async fn get_data_pipe_config(
-        &self,
-        _ctx: &Context<'_>,
-        #[graphql(name = "uuid")] _uuid: Uuid,
-    ) -> Result<String> {
-        Err(feature_disabled())
+    async fn get_data_pipe_config(&self, ctx: &Context<'_>, uuid: Uuid) -> Result<String> {
+        Ok(instance(ctx)
+            .get_data_pipe_config(agent(ctx)?, uuid)
+            .await?)
     }
 
     async fn get_base_metrics(&self, ctx: &Context<'_>) -> Result<BaseMetricsType> {

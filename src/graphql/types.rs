@@ -52,37 +52,12 @@ pub enum OrderByText {
     Desc,
 }
 
-// Enums of features not built yet (data pipes, Grafana dashboards): part of the contract.
+mirror_enum!(AggregationFunctions = "crate::domain::datapipe::AggregationFunction" { Avg, Min, Max, Sum });
+mirror_enum!(ProcessingPolicyType = "crate::domain::datapipe::ProcessingPolicyType" { LastValue, NRecords, TimeWindow, Aggregation });
+mirror_enum!(DataPipeStage = "crate::domain::datapipe::DataPipeStage" { ActivePeriod, Filters, Transformations, ProcessingPolicy });
+mirror_enum!(TypeInputValue = "crate::domain::datapipe::TypeInputValue" { Text, Number });
 
-#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
-pub enum AggregationFunctions {
-    Avg,
-    Min,
-    Max,
-    Sum,
-}
-
-#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
-pub enum ProcessingPolicyType {
-    LastValue,
-    NRecords,
-    TimeWindow,
-    Aggregation,
-}
-
-#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
-pub enum DataPipeStage {
-    ActivePeriod,
-    Filters,
-    Transformations,
-    ProcessingPolicy,
-}
-
-#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
-pub enum TypeInputValue {
-    Text,
-    Number,
-}
+// Enums of features not built yet (Grafana dashboards): part of the contract.
 
 #[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
 pub enum DashboardStatus {
@@ -606,7 +581,7 @@ impl From<crate::service::InstanceMetrics> for BaseMetricsType {
     }
 }
 
-// Data pipes (SPEC §9): types of the contract, answered once the feature lands.
+// Data pipes (SPEC §9, issue 17).
 
 #[derive(SimpleObject)]
 pub struct DataPipeValidationErrorType {
@@ -666,6 +641,40 @@ pub enum PipeDataRow {
 pub struct PipeDataResultType {
     pub count: i32,
     pub pipe_data: Vec<PipeDataRow>,
+}
+
+impl From<crate::domain::datapipe::PipeRow> for PipeDataRow {
+    fn from(row: crate::domain::datapipe::PipeRow) -> Self {
+        use crate::domain::datapipe::PipeRow;
+        use crate::domain::format_time;
+        let t = |t| DateTime(format_time(t));
+        match row {
+            PipeRow::NRecords(r) => PipeDataRow::NRecords(NRecordsType {
+                unit_node_uuid: r.unit_node_uuid,
+                state: r.state,
+                state_type: r.state_type.into(),
+                create_datetime: t(r.create_datetime),
+                max_count: r.max_count as i32,
+                size: r.size as i32,
+            }),
+            PipeRow::Window(r) => PipeDataRow::TimeWindow(TimeWindowType {
+                unit_node_uuid: r.unit_node_uuid,
+                state: r.state,
+                state_type: r.state_type.into(),
+                create_datetime: t(r.create_datetime),
+                expiration_datetime: t(r.expiration_datetime),
+                size: r.size as i32,
+            }),
+            PipeRow::Aggregation(r) => PipeDataRow::Aggregation(AggregationType {
+                unit_node_uuid: r.unit_node_uuid,
+                state: r.state,
+                aggregation_type: r.aggregation_type.into(),
+                time_window_size: r.time_window_size as i32,
+                create_datetime: t(r.create_datetime),
+                start_window_datetime: t(r.start_window_datetime),
+            }),
+        }
+    }
 }
 
 // Grafana dashboards (SPEC §9): types of the contract, answered once the feature lands.

@@ -1,12 +1,13 @@
 //! Request extractors: the calling agent, and JSON / query / path parsing whose failures are
 //! 422 answers with a FastAPI-like `detail` list instead of axum's plain-text rejections.
 
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::body::{Body, HttpBody};
+use axum::extract::{FromRequest, FromRequestParts, Multipart, Request};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
-use crate::error::AppError;
+use crate::error::{AppError, AppResult};
 use crate::service::{Agent, Instance};
 
 /// Largest JSON body we parse (env and state storage are capped at 1M characters).
@@ -101,4 +102,64 @@ impl FromRequestParts<Instance> for PathUuid {
             )
         })
     }
+}
+
+/// How much of an oversized upload is read (and thrown away) before answering: a client
+/// still sending would otherwise see a reset connection instead of the error.
+pub const UPLOAD_DRAIN: usize = 4 * 1024 * 1024;
+
+/// The bytes of the multipart field `name`; a missing field (or a body that is not
+/// `multipart/form-data`) is upstream's 422 `Field required` on `["body", name]`.
+/// A body longer than `max` bytes is `too_large()` (read on up to [`UPLOAD_DRAIN`] first).
+pub async fn multipart_field(
+    request: Request,
+    state: &Instance,
+    name: &str,
+    max: usize,
+    too_large: impl FnOnce() -> AppError,
+) -> AppResult<Vec<u8>> {
+    let missing = |msg: String| AppError::request("body", Some(name), msg);
+    let (parts, body) = request.into_parts();
+    let Some(body) = read_capped(body, max, max.saturating_mul(2).max(UPLOAD_DRAIN)).await? else {
+        return Err(too_large());
+    };
+    let request = Request::from_parts(parts, Body::from(body));
+    let mut form = Multipart::from_request(request, state)
+        .await
+        .map_err(|e| missing(format!("Field required: {}", e.body_text())))?;
+    while let Some(field) = form
+        .next_field()
+        .await
+        .map_err(|e| missing(e.body_text()))?
+    {
+        if field.name() == Some(name) {
+            let bytes = field.bytes().await.map_err(|e| missing(e.body_text()))?;
+            return Ok(bytes.to_vec());
+        }
+    }
+    Err(missing("Field required".into()))
+}
+
+/// The body when it has at most `keep` bytes, None when it is longer. A longer body is read
+/// on, without keeping it, up to `drain` bytes: answering while the client still sends would
+/// make it see a reset connection rather than the error.
+async fn read_capped(mut body: Body, keep: usize, drain: usize) -> AppResult<Option<Vec<u8>>> {
+    let mut kept = Vec::new();
+    let mut total = 0usize;
+    while let Some(frame) =
+        std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
+    {
+        let frame = frame.map_err(|e| AppError::request("body", None, e.to_string()))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        total += data.len();
+        if total > drain {
+            break;
+        }
+        if total <= keep {
+            kept.extend_from_slice(&data);
+        }
+    }
+    Ok((total <= keep).then_some(kept))
 }

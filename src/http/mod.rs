@@ -3,6 +3,7 @@
 
 mod alerts;
 mod bridges;
+mod data_pipes;
 pub mod extract;
 mod federation;
 mod moves;
@@ -63,6 +64,7 @@ pub fn api() -> (Router<Instance>, OpenApiDoc) {
         .merge(repos::router())
         .merge(units::router())
         .merge(unit_nodes::router())
+        .merge(data_pipes::router())
         .merge(permission::router())
         .merge(federation::router())
         .merge(transfer::router())
@@ -205,8 +207,9 @@ async fn root(State(instance): State<Instance>) -> Json<serde_json::Value> {
         "feature_flags": FeatureFlags {
             pu_ff_telegram_bot_enable: instance.chat_bot.is_some(),
             pu_ff_grafana_integration_enable: false,
-            pu_ff_datapipe_enable: false,
-            pu_ff_datapipe_default_last_value_enable: false,
+            pu_ff_datapipe_enable: c.ff_datapipe,
+            pu_ff_datapipe_default_last_value_enable: c.ff_datapipe
+                && c.ff_datapipe_default_last_value,
             pu_ff_prometheus_enable: true,
         },
     }))

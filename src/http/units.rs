@@ -10,7 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use super::extract::{Caller, Json, PathUuid, Query};
+use super::extract::{multipart_field, Caller, Json, PathUuid, Query};
 use crate::domain::{BackendTopicCommand, LogLevel, Order, UnitNodeType, VisibilityLevel};
 use crate::error::{AppError, AppResult};
 use crate::firmware::ArchiveFormat;
@@ -44,9 +44,6 @@ pub fn router() -> OpenApiRouter<Instance> {
 /// The largest `convert_toml_to_md` body kept: room for 10,000 four-byte characters plus the
 /// multipart framing.
 const MAX_README_UPLOAD: usize = 64 * 1024;
-/// How much of a larger upload is still read (and thrown away) so that the client, which is
-/// still sending, gets the 422 instead of a reset connection. Past this the connection closes.
-const MAX_README_DRAIN: usize = 4 * 1024 * 1024;
 
 #[derive(Serialize, ToSchema)]
 pub struct UnitsResult {
@@ -461,65 +458,19 @@ async fn convert_toml_to_md(
     Caller(agent): Caller,
     request: Request,
 ) -> AppResult<Response> {
-    let file = multipart_field(request, &state, "file").await?;
+    let too_large = || {
+        AppError::readme(format!(
+            "The upload is larger than {MAX_README_UPLOAD} bytes, although a pepeunit.toml may only have <= {} characters",
+            crate::service::readme::MAX_TOML_CHARS
+        ))
+    };
+    let file = multipart_field(request, &state, "file", MAX_README_UPLOAD, too_large).await?;
     let markdown = state.convert_toml_to_md(&agent, &file)?;
     Ok((
         [(header::CONTENT_TYPE, "text/markdown; charset=utf-8")],
         markdown,
     )
         .into_response())
-}
-
-/// The bytes of the multipart field `name`; a missing field (or a body that is not
-/// `multipart/form-data`) is upstream's 422 `Field required` on `["body", name]`.
-async fn multipart_field(request: Request, state: &Instance, name: &str) -> AppResult<Vec<u8>> {
-    let missing = |msg: String| AppError::request("body", Some(name), msg);
-    let (parts, body) = request.into_parts();
-    let Some(body) = read_capped(body, MAX_README_UPLOAD, MAX_README_DRAIN).await? else {
-        return Err(AppError::readme(format!(
-            "The upload is larger than {MAX_README_UPLOAD} bytes, although a pepeunit.toml may only have <= {} characters",
-            crate::service::readme::MAX_TOML_CHARS
-        )));
-    };
-    let request = Request::from_parts(parts, Body::from(body));
-    let mut form = Multipart::from_request(request, state)
-        .await
-        .map_err(|e| missing(format!("Field required: {}", e.body_text())))?;
-    while let Some(field) = form
-        .next_field()
-        .await
-        .map_err(|e| missing(e.body_text()))?
-    {
-        if field.name() == Some(name) {
-            let bytes = field.bytes().await.map_err(|e| missing(e.body_text()))?;
-            return Ok(bytes.to_vec());
-        }
-    }
-    Err(missing("Field required".into()))
-}
-
-/// The body when it has at most `keep` bytes, None when it is longer. A longer body is read
-/// on, without keeping it, up to `drain` bytes: answering while the client still sends would
-/// make it see a reset connection rather than the error.
-async fn read_capped(mut body: Body, keep: usize, drain: usize) -> AppResult<Option<Vec<u8>>> {
-    let mut kept = Vec::new();
-    let mut total = 0usize;
-    while let Some(frame) =
-        std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
-    {
-        let frame = frame.map_err(|e| AppError::request("body", None, e.to_string()))?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        total += data.len();
-        if total > drain {
-            break;
-        }
-        if total <= keep {
-            kept.extend_from_slice(&data);
-        }
-    }
-    Ok((total <= keep).then_some(kept))
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -13,11 +13,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::acks::{Ack, Owed};
+use crate::domain::datapipe::config::DataPipeConfig;
+use crate::domain::datapipe::engine::{Output, Pipeline, Snapshot, Verdict};
+use crate::domain::datapipe::{PipeRow, ProcessingPolicyType};
 use crate::domain::payload::{self, ReportedState};
 use crate::domain::topic::{Base, Topic, TopicError};
 use crate::domain::{self, UnitFirmwareUpdateStatus};
@@ -26,6 +29,8 @@ use crate::service::alerts::AlertLine;
 use crate::service::ingest::{Ingest, IngestBatch, IngestUnit, LogWrite, UnitStateWrite};
 use crate::service::Instance;
 
+/// How often a shard closes the pipeline windows that came due.
+const PIPE_TICK: Duration = Duration::from_secs(1);
 /// Most messages one shard handles per database batch.
 pub const MAX_BATCH: usize = 2048;
 /// How long a shard trusts what it learned about a node (units are read through the row
@@ -355,6 +360,8 @@ struct Shard {
     state_interval: Duration,
     topics: HashMap<String, TopicState>,
     nodes: HashMap<Uuid, (Instant, bool)>,
+    /// The running data pipes of this shard's nodes (issue 17).
+    pipelines: HashMap<Uuid, Pipeline>,
     /// A unit or node could not be read (the database failing past the retries): the batch's
     /// messages are handed back for redelivery instead of acknowledged without their effects.
     lookup_failed: bool,
@@ -412,6 +419,7 @@ impl Shard {
             stats,
             topics: HashMap::new(),
             nodes: HashMap::new(),
+            pipelines: HashMap::new(),
             lookup_failed: false,
         }
     }
@@ -419,11 +427,27 @@ impl Shard {
     async fn run(mut self, rx: &mut mpsc::Receiver<Message>) {
         let mut buf = Vec::with_capacity(MAX_BATCH);
         let mut last_sweep = Instant::now();
+        let mut changes = self.ingest.pipes().subscribe();
+        let mut ticks = tokio::time::interval(PIPE_TICK);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            if rx.recv_many(&mut buf, MAX_BATCH).await == 0 {
+            let mut batch = IngestBatch::default();
+            let received = tokio::select! {
+                n = rx.recv_many(&mut buf, MAX_BATCH) => n,
+                _ = ticks.tick() => {
+                    // windows close on time, also when their node is silent
+                    self.pipe_changes(&mut changes, &mut batch).await;
+                    self.tick_pipelines(&mut batch);
+                    if !batch.is_empty() {
+                        self.flush(batch).await;
+                    }
+                    continue;
+                }
+            };
+            if received == 0 {
                 break; // every sender is gone and the queue is empty
             }
-            let mut batch = IngestBatch::default();
+            self.pipe_changes(&mut changes, &mut batch).await;
             let n = buf.len() as u64;
             for mut msg in buf.drain(..) {
                 self.owed.push(msg.ack.take());
@@ -436,7 +460,101 @@ impl Shard {
                 last_sweep = Instant::now();
             }
         }
+        self.save_pipelines().await;
         tracing::debug!(shard = self.id, "shard drained and stopped");
+    }
+
+    /// Configs changed (or data was cleared): reload those nodes now, so that a running
+    /// pipeline takes its new config at once. A lagging receiver reloads every node.
+    async fn pipe_changes(
+        &mut self,
+        changes: &mut broadcast::Receiver<Uuid>,
+        batch: &mut IngestBatch,
+    ) {
+        let mut changed = Vec::new();
+        loop {
+            match changes.try_recv() {
+                Ok(node) => changed.push(node),
+                Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                    changed.extend(self.nodes.keys().copied());
+                    changed.extend(self.pipelines.keys().copied());
+                }
+                Err(_) => break,
+            }
+        }
+        changed.sort_unstable();
+        changed.dedup();
+        for node in changed {
+            if self.nodes.remove(&node).is_some() || self.pipelines.contains_key(&node) {
+                // read again now; a failure leaves it to the next message
+                let _ = self.cached_node(node, batch).await;
+            }
+        }
+    }
+
+    /// Closes the windows that came due.
+    fn tick_pipelines(&mut self, batch: &mut IngestBatch) {
+        let now = chrono::Utc::now().naive_utc();
+        for (node, p) in self.pipelines.iter_mut() {
+            if p.next_deadline().is_some_and(|d| d <= now) {
+                let mut out = Vec::new();
+                p.tick(now, &mut out);
+                emit(*node, out, batch);
+            }
+        }
+    }
+
+    /// A clean stop: the open state of every pipeline is saved for the next start.
+    async fn save_pipelines(&mut self) {
+        let snapshots: Vec<(Uuid, String)> = self
+            .pipelines
+            .iter()
+            .map(|(node, p)| (*node, p.snapshot().to_json()))
+            .collect();
+        if let Err(e) = self.ingest.save_pipe_snapshots(&snapshots).await {
+            tracing::error!(shard = self.id, pipelines = snapshots.len(), error = %e,
+                "open pipeline windows not saved");
+        }
+    }
+
+    /// Starts, reconfigures or stops a node's pipeline to match its config.
+    fn apply_pipeline(
+        &mut self,
+        node: Uuid,
+        config: Option<DataPipeConfig>,
+        batch: &mut IngestBatch,
+    ) {
+        let now = chrono::Utc::now().naive_utc();
+        match (self.pipelines.get_mut(&node), config) {
+            (Some(p), Some(c)) => {
+                if p.config() != &c {
+                    let mut out = Vec::new();
+                    p.reconfigure(c, now, &mut out);
+                    emit(node, out, batch);
+                }
+            }
+            (Some(_), None) => {
+                // deactivated or deleted: its open windows go with it
+                self.pipelines.remove(&node);
+            }
+            (None, Some(c)) => {
+                let saved = self.ingest.pipes().take_saved(node);
+                let p = match saved.map(|s| Snapshot::from_json(&s)) {
+                    Some(Ok(snapshot)) => Pipeline::restore(node, c.clone(), snapshot, now)
+                        .unwrap_or_else(|e| {
+                            tracing::warn!(%node, error = %e, "saved pipeline state not restored");
+                            Pipeline::new(node, c, now)
+                        }),
+                    Some(Err(e)) => {
+                        tracing::warn!(%node, error = %e, "saved pipeline state unreadable");
+                        Pipeline::new(node, c, now)
+                    }
+                    None => Pipeline::new(node, c, now),
+                };
+                self.pipelines.insert(node, p);
+            }
+            (None, None) => {}
+        }
     }
 
     async fn handle(&mut self, msg: Message, batch: &mut IngestBatch) {
@@ -581,9 +699,23 @@ impl Shard {
             stats.add(&c.invalid, 1);
             return;
         }
-        if !self.cached_node(node).await {
+        if !self.cached_node(node, batch).await {
             stats.add(&c.invalid, 1);
             return;
+        }
+        if let Some(p) = self.pipelines.get_mut(&node) {
+            let mut out = Vec::new();
+            match p.offer(chrono::Utc::now().naive_utc(), &msg.payload, &mut out) {
+                Verdict::Accepted => stats.add(&c.pipe_values_accepted, 1),
+                Verdict::Dropped(_) => stats.add(&c.pipe_values_dropped, 1),
+            }
+            let keeps_state =
+                p.config().processing_policy.policy_type == ProcessingPolicyType::LastValue;
+            emit(node, out, batch);
+            if keeps_state {
+                // the node's state is what its LastValue pipeline keeps
+                return;
+            }
         }
         let topic = self
             .topics
@@ -620,14 +752,15 @@ impl Shard {
         Some(unit)
     }
 
-    /// Only nodes whose topic ends with `/pepeunit` carry data the platform processes.
-    async fn cached_node(&mut self, uuid: Uuid) -> bool {
+    /// Only nodes whose topic ends with `/pepeunit` carry data the platform processes. Reading
+    /// a node also starts, changes or stops its pipeline.
+    async fn cached_node(&mut self, uuid: Uuid, batch: &mut IngestBatch) -> bool {
         if let Some((at, hit)) = self.nodes.get(&uuid) {
             if at.elapsed() < CACHE_TTL {
                 return *hit;
             }
         }
-        let found = match self.ingest.node_takes_values(uuid).await {
+        let found = match self.ingest.node(uuid).await {
             Ok(found) => found,
             Err(e) => {
                 tracing::warn!(%uuid, error = %e, "node lookup failed");
@@ -640,8 +773,10 @@ impl Shard {
                 };
             }
         };
-        self.nodes.insert(uuid, (Instant::now(), found));
-        found
+        let hit = found.is_some();
+        self.apply_pipeline(uuid, found.and_then(|n| n.pipeline), batch);
+        self.nodes.insert(uuid, (Instant::now(), hit));
+        hit
     }
 
     /// Writes the batch's states and node values (retried), then hands its log lines to the
@@ -708,7 +843,23 @@ impl Shard {
             t.last_seen
                 .is_some_and(|s| now.duration_since(s) < TOPIC_IDLE)
         });
+        // a pipeline stays (its windows are open) while its node entry is read again
         self.nodes.retain(|_, (at, _)| at.elapsed() < CACHE_TTL);
+    }
+}
+
+/// Puts what a node's pipeline produced into the batch: a LastValue is the node's state,
+/// rows are written with the batch.
+fn emit(node: Uuid, out: Vec<Output>, batch: &mut IngestBatch) {
+    for o in out {
+        match o {
+            Output::LastValue { state, .. } => {
+                batch.node_values.insert(node, state);
+            }
+            Output::NRecords(r) => batch.pipe_rows.push(PipeRow::NRecords(r)),
+            Output::Window(r) => batch.pipe_rows.push(PipeRow::Window(r)),
+            Output::Aggregation(r) => batch.pipe_rows.push(PipeRow::Aggregation(r)),
+        }
     }
 }
 

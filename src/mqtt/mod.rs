@@ -64,6 +64,11 @@ impl MqttCore {
                 .load(std::sync::atomic::Ordering::Relaxed)
         }
         let stats = instance.mqtt_stats.clone();
+        // pipelines restore the open windows a clean stop saved as their nodes are first seen
+        let restored = instance.restore_pipe_snapshots().await?;
+        if restored > 0 {
+            tracing::info!(pipelines = restored, "saved data pipe state read back");
+        }
         let (dispatcher, shards) = core::start(instance.clone(), stats.clone());
         let broker = match instance.config.mqtt_mode {
             MqttMode::Embedded => {

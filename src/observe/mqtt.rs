@@ -51,6 +51,9 @@ counters! {
     log_writes,
     /// Node values stored (after coalescing within a batch).
     node_values_stored,
+    /// Node values a data pipe accepted / dropped (its filters, rate, size, bounds).
+    pipe_values_accepted,
+    pipe_values_dropped,
     /// Database write batches and the messages they carried.
     batches,
     batch_errors,

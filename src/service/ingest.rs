@@ -9,6 +9,8 @@ use uuid::Uuid;
 
 use super::alerts::AlertLine;
 use super::Instance;
+use crate::domain::datapipe::config::DataPipeConfig;
+use crate::domain::datapipe::PipeRow;
 use crate::domain::payload::ReportedLog;
 use crate::domain::{self, LogLevel, UnitFirmwareUpdateStatus};
 use crate::error::{AppError, AppResult};
@@ -52,6 +54,8 @@ pub struct IngestBatch {
     pub states: HashMap<Uuid, UnitStateWrite>,
     /// Last value per node.
     pub node_values: HashMap<Uuid, String>,
+    /// Rows node pipelines produced (data pipes), written in the batch's transaction.
+    pub pipe_rows: Vec<PipeRow>,
     pub logs: LogWrite,
 }
 
@@ -82,7 +86,7 @@ pub struct LogsStored {
 impl IngestBatch {
     /// No state or node value to write (log lines go their own way).
     pub fn is_empty(&self) -> bool {
-        self.states.is_empty() && self.node_values.is_empty()
+        self.states.is_empty() && self.node_values.is_empty() && self.pipe_rows.is_empty()
     }
 
     /// Adds a device's log lines: timestamps missing from the device become the server's time
@@ -130,6 +134,13 @@ pub struct Ingest {
     instance: Instance,
 }
 
+/// What a shard needs of a node to handle its values.
+#[derive(Clone, Debug)]
+pub struct IngestNode {
+    /// The node's data pipe, when it has an active, readable config (and data pipes are on).
+    pub pipeline: Option<DataPipeConfig>,
+}
+
 /// What a shard needs of a unit to handle its `state` and `log` messages.
 #[derive(Clone, Debug)]
 pub struct IngestUnit {
@@ -164,14 +175,51 @@ impl Ingest {
         }
     }
 
-    /// Whether a node exists and takes values the platform processes (its topic name ends
-    /// with `/pepeunit`).
-    pub async fn node_takes_values(&self, uuid: Uuid) -> AppResult<bool> {
-        match self.instance.unit_node(uuid).await {
-            Ok(n) => Ok(n.topic_name.ends_with("/pepeunit")),
-            Err(AppError::NotFound) => Ok(false),
-            Err(e) => Err(e),
+    /// How a node takes values: `None` when it does not exist or its values are not the
+    /// platform's (its topic name does not end with `/pepeunit`).
+    pub async fn node(&self, uuid: Uuid) -> AppResult<Option<IngestNode>> {
+        let node = match self.instance.unit_node(uuid).await {
+            Ok(n) => n,
+            Err(AppError::NotFound) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if !node.topic_name.ends_with("/pepeunit") {
+            return Ok(None);
         }
+        let pipeline = match (&node.data_pipe_yml, node.is_data_pipe_active) {
+            (Some(stored), true) if self.instance.config.ff_datapipe => {
+                match DataPipeConfig::from_stored_json(stored) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        // a stored config this version cannot read: the node's values are
+                        // stored as plain values, and the owner sees why
+                        tracing::warn!(node = %uuid, error = %e, "data pipe config unreadable");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        Ok(Some(IngestNode { pipeline }))
+    }
+
+    /// The data pipe side: config changes and open state saved at the last clean stop.
+    pub fn pipes(&self) -> &std::sync::Arc<super::data_pipes::PipeHub> {
+        &self.instance.pipes
+    }
+
+    /// Saves running pipelines' open state (a clean stop); read back at the next start.
+    pub async fn save_pipe_snapshots(&self, snapshots: &[(Uuid, String)]) -> AppResult<()> {
+        if snapshots.is_empty() {
+            return Ok(());
+        }
+        store::pipe_data::save_snapshots(
+            self.instance.pool(),
+            snapshots,
+            chrono::Utc::now().naive_utc(),
+        )
+        .await?;
+        Ok(())
     }
 
     pub async fn firmware_transition(
@@ -282,7 +330,7 @@ impl Instance {
     /// Writes one shard batch: unit states and node values in one transaction, then the log
     /// lines (their store may be a different database).
     pub async fn write_ingest_batch(&self, batch: &IngestBatch) -> AppResult<()> {
-        if !batch.states.is_empty() || !batch.node_values.is_empty() {
+        if !batch.is_empty() {
             let now = domain::now();
             let mut tx = self.pool().begin().await?;
             for (uuid, s) in &batch.states {
@@ -291,6 +339,7 @@ impl Instance {
             for (uuid, value) in &batch.node_values {
                 store::unit_nodes::set_state(&mut *tx, *uuid, Some(value), &now).await?;
             }
+            store::pipe_data::insert_rows(&mut tx, &batch.pipe_rows).await?;
             tx.commit().await?;
             // the shards read units through the row cache: it learns what was just written
             // instead of forgetting the row (one database read per unit per batch otherwise)

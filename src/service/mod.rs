@@ -8,6 +8,7 @@ pub mod bridges;
 pub mod broker_access;
 pub mod chat;
 pub mod commands;
+pub mod data_pipes;
 pub mod federation;
 pub mod ingest;
 pub mod live;
@@ -72,6 +73,8 @@ pub struct Instance {
     pub node: crate::observe::Node,
     /// Committed states, log lines and node values for live watchers (GraphQL subscriptions).
     pub live: live::Live,
+    /// Data pipes: config changes for the shards running the pipelines, saved open state.
+    pub pipes: Arc<data_pipes::PipeHub>,
 }
 
 impl Instance {
@@ -109,6 +112,7 @@ impl Instance {
             bridges: Default::default(),
             revocations: Default::default(),
             live: Default::default(),
+            pipes: Arc::default(),
             chat_bot: None,
             alerts: alerts::Alerts::new(config.telegram_bot_token.is_some()),
             logs,

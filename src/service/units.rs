@@ -11,6 +11,8 @@ use uuid::Uuid;
 use super::repos::TargetVersion;
 use super::unit_files::{to_json_4, SchemaExample};
 use super::{access, Agent, Instance};
+use crate::domain::datapipe::config::DataPipeConfig;
+use crate::domain::datapipe::DataPipeStatus;
 use crate::domain::{
     self, AgentType, BackendTopicCommand, PermissionEntities, UnitNodeType, VisibilityLevel,
 };
@@ -234,6 +236,9 @@ impl Instance {
         existing: &HashSet<(UnitNodeType, String)>,
     ) -> Vec<UnitNode> {
         let now = domain::now();
+        // upstream's default LastValue pipeline for `/pepeunit` topics, when the flag is on
+        let default_pipe = (self.config.ff_datapipe && self.config.ff_datapipe_default_last_value)
+            .then(|| DataPipeConfig::default_last_value().to_stored_json());
         let declared = schema
             .input_topic
             .iter()
@@ -254,9 +259,15 @@ impl Instance {
                 max_connections: 10,
                 topic_name: topic.clone(),
                 last_update_datetime: now.clone(),
-                is_data_pipe_active: false,
-                data_pipe_yml: None,
-                data_pipe_status: None,
+                is_data_pipe_active: default_pipe.is_some() && topic.ends_with("/pepeunit"),
+                data_pipe_yml: default_pipe
+                    .as_ref()
+                    .filter(|_| topic.ends_with("/pepeunit"))
+                    .cloned(),
+                data_pipe_status: default_pipe
+                    .as_ref()
+                    .filter(|_| topic.ends_with("/pepeunit"))
+                    .map(|_| DataPipeStatus::Active.as_str().to_string()),
                 data_pipe_error: None,
                 create_datetime: now.clone(),
                 state: None,
@@ -390,6 +401,7 @@ impl Instance {
         unit.last_update_datetime = domain::now();
 
         let mut nodes_removed = false;
+        let mut removed_nodes = Vec::new();
         let mut tx = self.pool().begin().await?;
         store::units::update(&mut *tx, &unit).await?;
         store::unit_nodes::raise_visibility(&mut *tx, unit.uuid, unit.visibility_level).await?;
@@ -412,6 +424,8 @@ impl Instance {
                 if !declared.contains(&node.topic_name) {
                     store::permissions::purge(&mut *tx, node.uuid).await?;
                     store::unit_nodes::delete(&mut *tx, node.uuid).await?;
+                    store::pipe_data::delete_nodes(&mut tx, &[node.uuid]).await?;
+                    removed_nodes.push(node.uuid);
                     nodes_removed = true;
                 }
             }
@@ -420,6 +434,10 @@ impl Instance {
         if nodes_removed {
             // their bridges went with them (ON DELETE CASCADE)
             self.bridges_changed();
+        }
+        for node in removed_nodes {
+            // a running pipeline of a removed node stops
+            self.pipes.changed(node);
         }
         self.units_cache.invalidate(uuid);
         if old_version.as_ref() != Some(&version) && unit.cipher_env.is_some() {
@@ -452,11 +470,21 @@ impl Instance {
     pub async fn delete_unit(&self, agent: &Agent, uuid: Uuid) -> AppResult<()> {
         let unit = self.unit(uuid).await?;
         agent.require_creator(Some(unit.creator_uuid))?;
+        let nodes: Vec<Uuid> = store::unit_nodes::by_unit(self.pool(), uuid)
+            .await?
+            .into_iter()
+            .map(|n| n.uuid)
+            .collect();
         let mut tx = self.pool().begin().await?;
         store::permissions::purge_unit_nodes(&mut *tx, uuid).await?;
         store::permissions::purge(&mut *tx, uuid).await?;
         store::units::delete(&mut tx, uuid, &domain::now()).await?;
+        // what its nodes' pipelines kept goes with them
+        store::pipe_data::delete_nodes(&mut tx, &nodes).await?;
         tx.commit().await?;
+        for node in nodes {
+            self.pipes.changed(node);
+        }
         self.units_cache.invalidate(uuid);
         // its device's sessions go now (its uuid is a tombstone: the token never works again)
         self.revocations.revoke(uuid);

@@ -8,6 +8,7 @@ pub mod bridges;
 pub mod federation;
 pub mod moves;
 pub mod permissions;
+pub mod pipe_data;
 pub mod registries;
 pub mod repos;
 pub mod transfer;
@@ -284,6 +285,7 @@ pub enum Value {
     Text(String),
     OptText(Option<String>),
     Int(i64),
+    Float(f64),
     Bool(bool),
 }
 
@@ -325,6 +327,11 @@ impl From<Option<&str>> for Value {
 impl From<i64> for Value {
     fn from(v: i64) -> Self {
         Value::Int(v)
+    }
+}
+impl From<f64> for Value {
+    fn from(v: f64) -> Self {
+        Value::Float(v)
     }
 }
 impl From<bool> for Value {
@@ -429,6 +436,7 @@ impl Sql {
                 Value::Text(s) => q.bind(s.as_str()),
                 Value::OptText(s) => q.bind(s.as_deref()),
                 Value::Int(i) => q.bind(*i),
+                Value::Float(f) => q.bind(*f),
                 Value::Bool(b) => q.bind(*b),
             };
         }
@@ -467,6 +475,7 @@ pub(crate) trait RowExt {
     fn uuid(&self, col: &str) -> StoreResult<Uuid>;
     fn opt_uuid(&self, col: &str) -> StoreResult<Option<Uuid>>;
     fn int(&self, col: &str) -> StoreResult<i64>;
+    fn float(&self, col: &str) -> StoreResult<f64>;
     fn boolean(&self, col: &str) -> StoreResult<bool>;
     fn parsed<T: std::str::FromStr>(&self, col: &str) -> StoreResult<T>;
     fn opt_parsed<T: std::str::FromStr>(&self, col: &str) -> StoreResult<Option<T>>;
@@ -495,6 +504,10 @@ impl RowExt for AnyRow {
     }
     fn int(&self, col: &str) -> StoreResult<i64> {
         self.try_get::<i64, _>(col)
+            .map_err(|e| column_error(col, e))
+    }
+    fn float(&self, col: &str) -> StoreResult<f64> {
+        self.try_get::<f64, _>(col)
             .map_err(|e| column_error(col, e))
     }
     fn boolean(&self, col: &str) -> StoreResult<bool> {

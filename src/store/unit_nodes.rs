@@ -116,6 +116,28 @@ pub async fn update_settings(db: &AnyPool, n: &UnitNode) -> StoreResult<()> {
     Ok(())
 }
 
+/// Saves a node's data pipe config (the stored JSON text), status and error.
+pub async fn set_data_pipe(
+    db: &AnyPool,
+    uuid: Uuid,
+    yml: Option<&str>,
+    status: Option<&str>,
+    error: Option<&str>,
+    now: &str,
+) -> StoreResult<()> {
+    let mut q = Sql::new("UPDATE unit_nodes SET data_pipe_yml = ");
+    q.bind(yml)
+        .push(", data_pipe_status = ")
+        .bind(status)
+        .push(", data_pipe_error = ")
+        .bind(error)
+        .push(", last_update_datetime = ")
+        .bind(now);
+    q.push(" WHERE uuid = ").bind(uuid);
+    q.execute(db).await?;
+    Ok(())
+}
+
 /// Changes only the state (upstream reset other fields here; we deliberately do not).
 pub async fn set_state<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
     db: E,

@@ -268,6 +268,37 @@ impl TestInstance {
         (status, resp.bytes().await.unwrap().to_vec())
     }
 
+    /// POSTs a `multipart/form-data` body with one file field; returns status and body.
+    pub async fn post_file(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        field: &str,
+        content: &[u8],
+    ) -> (StatusCode, Vec<u8>) {
+        const BOUNDARY: &str = "pepeunit-test-boundary-7f3a";
+        let mut body = format!(
+            "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"upload\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+        )
+        .into_bytes();
+        body.extend_from_slice(content);
+        body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+        let mut req = self
+            .http
+            .post(self.url(path))
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={BOUNDARY}"),
+            )
+            .body(body);
+        if let Some(t) = token {
+            req = req.header("x-auth-token", t);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
+        (status, resp.bytes().await.unwrap().to_vec())
+    }
+
     pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
         self.call("GET", path, token, None).await
     }

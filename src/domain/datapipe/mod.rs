@@ -76,3 +76,29 @@ pub struct AggregationEntry {
     pub start_window_datetime: NaiveDateTime,
     pub end_window_datetime: NaiveDateTime,
 }
+
+/// One row a pipeline keeps, by policy.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PipeRow {
+    NRecords(NRecordsEntry),
+    Window(WindowEntry),
+    Aggregation(AggregationEntry),
+}
+
+impl PipeRow {
+    pub fn node(&self) -> Uuid {
+        match self {
+            PipeRow::NRecords(r) => r.unit_node_uuid,
+            PipeRow::Window(r) => r.unit_node_uuid,
+            PipeRow::Aggregation(r) => r.unit_node_uuid,
+        }
+    }
+
+    pub fn policy(&self) -> ProcessingPolicyType {
+        match self {
+            PipeRow::NRecords(_) => ProcessingPolicyType::NRecords,
+            PipeRow::Window(_) => ProcessingPolicyType::TimeWindow,
+            PipeRow::Aggregation(_) => ProcessingPolicyType::Aggregation,
+        }
+    }
+}

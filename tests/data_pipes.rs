@@ -1,0 +1,439 @@
+//! Data pipes (issue 17) end to end: configs over REST and GraphQL, node values from a device
+//! through the embedded broker into the shards' pipelines, the rows they keep, CSV export and
+//! import, clearing, config changes taking effect at once, open windows across a clean
+//! restart. The pipeline rules themselves are table tests in `src/domain/datapipe`.
+
+mod common;
+
+use std::io::Read;
+use std::time::Duration;
+
+use common::fixtures::{registry_repo_unit, FirmwareRepo};
+use common::mqtt::{unit_token, MqttDevice};
+use common::{Backend, TestInstance};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+const N_RECORDS: &str = "active_period:
+  type: Permanent
+filters:
+  type_input_value: Number
+  max_rate: 0
+  max_size: 100
+processing_policy:
+  policy_type: NRecords
+  n_records_count: 3
+";
+
+const LAST_VALUE_TIMES_TEN: &str = "active_period:
+  type: Permanent
+filters:
+  type_input_value: Number
+  max_rate: 0
+  max_size: 100
+transformations:
+  multiplication_ratio: 10
+processing_policy:
+  policy_type: LastValue
+";
+
+const TIME_WINDOW: &str = "active_period:
+  type: Permanent
+filters:
+  type_input_value: Text
+  max_rate: 0
+  max_size: 100
+processing_policy:
+  policy_type: TimeWindow
+  time_window_size: 600
+";
+
+const AGGREGATION: &str = "active_period:
+  type: Permanent
+filters:
+  type_input_value: Number
+  max_rate: 0
+  max_size: 100
+processing_policy:
+  policy_type: Aggregation
+  time_window_size: 60
+  aggregation_functions: Sum
+";
+
+/// A unit with an Output `/pepeunit` node, its device connected: (user token, node uuid,
+/// node topic, device).
+struct Setup {
+    user: String,
+    node: String,
+    topic: String,
+    device: MqttDevice,
+}
+
+async fn setup(inst: &TestInstance, firmware: &FirmwareRepo, login: &str) -> Setup {
+    let (_, user) = inst.user(login).await;
+    let (_, _, unit) = registry_repo_unit(inst, &user, firmware, login, "Private").await;
+    let (_, list) = inst
+        .get(
+            &format!(
+                "/unit_nodes?unit_uuid={}&type=Output",
+                unit["uuid"].as_str().unwrap()
+            ),
+            Some(&user),
+        )
+        .await;
+    let node = list["unit_nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["topic_name"] == "current_temp/pepeunit")
+        .unwrap_or_else(|| panic!("node in {list}"))["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let port = inst.config.mqtt_bind.port();
+    let device = MqttDevice::connect(port, login, &unit_token(inst, &unit))
+        .await
+        .unwrap();
+    let topic = format!("{}/{node}/pepeunit", inst.domain);
+    Setup {
+        user,
+        node,
+        topic,
+        device,
+    }
+}
+
+async fn set_config(inst: &TestInstance, s: &Setup, yaml: &str) -> (StatusCode, String) {
+    let (status, body) = inst
+        .post_file(
+            &format!("/unit_nodes/set_data_pipe_config?uuid={}", s.node),
+            Some(&s.user),
+            "data",
+            yaml.as_bytes(),
+        )
+        .await;
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+async fn activate(inst: &TestInstance, s: &Setup) {
+    let (status, body) = inst
+        .patch(
+            &format!("/unit_nodes/{}", s.node),
+            Some(&s.user),
+            json!({"is_data_pipe_active": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+async fn data(inst: &TestInstance, s: &Setup, query: &str) -> Value {
+    let (status, body) = inst
+        .get(
+            &format!("/unit_nodes/get_data_pipe_data/?uuid={}&{query}", s.node),
+            Some(&s.user),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+/// Polls the node's data until `done` holds (bounded).
+async fn data_until(inst: &TestInstance, s: &Setup, query: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let body = data(inst, s, query).await;
+        if done(&body) {
+            return body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition never held: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn states(body: &Value) -> Vec<String> {
+    body["pipe_data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["state"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+async fn configs_values_and_csv(backend: Backend) {
+    let inst = TestInstance::start(backend).await;
+    let firmware = FirmwareRepo::create().await;
+    let s = setup(&inst, &firmware, "pipeowner").await;
+    let (_, stranger) = inst.user("stranger").await;
+
+    // checking a config: any agent, the list of {stage, message}
+    let (status, body) = inst
+        .post_file(
+            "/unit_nodes/check_data_pipe_config",
+            None,
+            "data",
+            N_RECORDS.as_bytes(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(serde_json::from_slice::<Value>(&body).unwrap(), json!([]));
+    let bad = N_RECORDS.replace("n_records_count: 3", "n_records_count: 5000");
+    let (status, body) = inst
+        .post_file("/unit_nodes/check_data_pipe_config", None, "data", bad.as_bytes())
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let errors: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(errors[0]["stage"], "ProcessingPolicy", "{errors}");
+    assert!(errors[0]["message"].as_str().unwrap().contains("1024"), "{errors}");
+
+    // a node must have its pipe activated first; only its creator sets the config
+    let (status, body) = set_config(&inst, &s, N_RECORDS).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    activate(&inst, &s).await;
+    let (status, _) = inst
+        .post_file(
+            &format!("/unit_nodes/set_data_pipe_config?uuid={}", s.node),
+            Some(&stranger),
+            "data",
+            N_RECORDS.as_bytes(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = set_config(&inst, &s, &bad).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.contains("DataPipe Validation Error"), "{body}");
+    let (status, body) = set_config(&inst, &s, N_RECORDS).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+
+    // the config comes back as YAML, to who may see the node only
+    let (status, yaml) = inst
+        .call_raw(
+            "GET",
+            &format!("/unit_nodes/get_data_pipe_config/{}", s.node),
+            Some(&s.user),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let yaml = String::from_utf8(yaml).unwrap();
+    assert!(yaml.contains("NRecords") && yaml.contains("n_records_count: 3"), "{yaml}");
+    let (status, _) = inst
+        .get(
+            &format!("/unit_nodes/get_data_pipe_config/{}", s.node),
+            Some(&stranger),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a private node's config");
+
+    // NRecords keeps the last three values
+    for v in ["1", "2", "3", "4", "5"] {
+        s.device.publish(&s.topic, v).await;
+    }
+    let body = data_until(&inst, &s, "type=NRecords", |b| {
+        states(b) == ["3", "4", "5"]
+    })
+    .await;
+    assert_eq!(body["count"], 3, "{body}");
+    assert_eq!(body["pipe_data"][0]["max_count"], 3, "{body}");
+    assert_eq!(body["pipe_data"][0]["state_type"], "Number", "{body}");
+    let newest = data(&inst, &s, "type=NRecords&order_by_create_date=desc&limit=1").await;
+    assert_eq!(states(&newest), ["5"], "{newest}");
+    let (status, _) = inst
+        .get(
+            &format!("/unit_nodes/get_data_pipe_data/?uuid={}&type=NRecords", s.node),
+            Some(&stranger),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "only the creator reads the data");
+
+    // CSV out: a zip holding dp_data_<uuid>.csv
+    let (status, zip) = inst
+        .call_raw(
+            "GET",
+            &format!("/unit_nodes/get_data_pipe_data_csv/{}", s.node),
+            Some(&s.user),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&zip));
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip)).unwrap();
+    assert_eq!(archive.len(), 1);
+    let mut file = archive.by_index(0).unwrap();
+    let name = file.name().to_string();
+    assert!(name.starts_with("dp_data_") && name.ends_with(".csv"), "{name}");
+    let mut csv = String::new();
+    file.read_to_string(&mut csv).unwrap();
+    drop(file);
+    assert_eq!(csv.lines().count(), 4, "header and three rows: {csv}");
+
+    // DELETE clears; the same CSV back restores the rows
+    let (status, _) = inst
+        .delete(
+            &format!("/unit_nodes/delete_data_pipe_data/{}", s.node),
+            Some(&s.user),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(data(&inst, &s, "type=NRecords").await["count"], 0);
+    let import = format!("/unit_nodes/set_data_pipe_data_csv?uuid={}", s.node);
+    let (status, body) = inst
+        .post_file(&import, Some(&s.user), "data", csv.as_bytes())
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(states(&data(&inst, &s, "type=NRecords").await), ["3", "4", "5"]);
+    // a bad row refuses the whole file, naming the row; what was stored stays
+    let broken = csv.replacen(",5,", ",not a number,", 1);
+    assert_ne!(broken, csv, "the edit applies: {csv}");
+    let (status, body) = inst
+        .post_file(&import, Some(&s.user), "data", broken.as_bytes())
+        .await;
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.contains('3'), "the bad row's number: {body}");
+    assert_eq!(states(&data(&inst, &s, "type=NRecords").await), ["3", "4", "5"]);
+
+    // a new config takes effect at once: LastValue, multiplied, becomes the node's state
+    let (status, body) = set_config(&inst, &s, LAST_VALUE_TIMES_TEN).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    s.device.publish(&s.topic, "2.5").await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, node) = inst
+            .get(&format!("/unit_nodes/{}", s.node), Some(&s.user))
+            .await;
+        if node["state"] == "25" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "state never 25: {node}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let last = data(&inst, &s, "type=LastValue").await;
+    assert_eq!(last["pipe_data"][0]["state"], "25", "{last}");
+
+    // TimeWindow rows carry their expiry
+    let (status, body) = set_config(&inst, &s, TIME_WINDOW).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    s.device.publish(&s.topic, "héllo").await;
+    let body = data_until(&inst, &s, "type=TimeWindow", |b| b["count"] == 1).await;
+    assert_eq!(body["pipe_data"][0]["state"], "héllo", "{body}");
+    assert!(body["pipe_data"][0]["expiration_datetime"].is_string(), "{body}");
+
+    // GraphQL reads the same rows
+    let (status, body) = inst
+        .post(
+            "/graphql",
+            Some(&s.user),
+            json!({
+                "query": "query($u: UUID!) { getPipeData(filters: {uuid: $u, type: TimeWindow}) { count pipeData { ... on TimeWindowType { state size } } } getDataPipeConfig(uuid: $u) }",
+                "variables": {"u": s.node},
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["getPipeData"]["count"], 1, "{body}");
+    assert_eq!(body["data"]["getPipeData"]["pipeData"][0]["state"], "héllo", "{body}");
+    assert_eq!(body["data"]["getPipeData"]["pipeData"][0]["size"], 6, "bytes: {body}");
+    assert!(
+        body["data"]["getDataPipeConfig"]
+            .as_str()
+            .unwrap()
+            .contains("TimeWindow"),
+        "{body}"
+    );
+
+    // deleting the unit removes what its nodes' pipelines kept
+    inst.stop().await;
+}
+
+both_backends!(configs_values_and_csv);
+
+/// An Aggregation window open at a clean stop is saved and restored: values from before and
+/// after the restart land in the same window's sum.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_windows_survive_a_clean_restart() {
+    let mut inst = TestInstance::start(Backend::Sqlite).await;
+    let firmware = FirmwareRepo::create().await;
+    let s = setup(&inst, &firmware, "aggowner").await;
+    activate(&inst, &s).await;
+    let (status, body) = set_config(&inst, &s, AGGREGATION).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    // not in a window's last seconds, so that both halves share one window
+    loop {
+        let secs = chrono::Utc::now().timestamp() % 60;
+        if (2..40).contains(&secs) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let window = chrono::Utc::now().timestamp() / 60;
+    for v in ["1", "2", "3"] {
+        s.device.publish(&s.topic, v).await;
+    }
+    // the values reached the pipeline before the stop
+    let admin_counters = || async {
+        let instance = &inst.running.as_ref().unwrap().instance;
+        instance
+            .mqtt_stats
+            .counters
+            .pipe_values_accepted
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while admin_counters().await < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "values never reached the pipeline");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(s.device);
+    inst.restart(Duration::from_millis(100)).await;
+    let port = inst.config.mqtt_bind.port();
+    let (_, units) = inst.get("/units?limit=1", Some(&s.user)).await;
+    let unit = units["units"][0].clone();
+    let device = MqttDevice::connect(port, "aggowner2", &unit_token(&inst, &unit))
+        .await
+        .unwrap();
+    device.publish(&s.topic, "4").await;
+    assert_eq!(
+        chrono::Utc::now().timestamp() / 60,
+        window,
+        "the restart took too long to share the window"
+    );
+    // the window closes at the next minute; its sum counts both halves
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let body = loop {
+        let body = data(&inst, &s, "type=Aggregation").await;
+        if body["count"].as_i64().unwrap_or(0) > 0 {
+            break body;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no window closed: {body}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let row = &body["pipe_data"][0];
+    assert_eq!(row["aggregation_type"], "Sum", "{body}");
+    assert_eq!(row["time_window_size"], 60, "{body}");
+    assert_eq!(row["state"].as_f64(), Some(10.0), "1+2+3 before, 4 after: {body}");
+    inst.stop().await;
+}
+
+/// With `PU_FF_DATAPIPE_ENABLE=false` the endpoints answer the feature flag's 405.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feature_flag_turns_data_pipes_off() {
+    let inst = TestInstance::start_with(Backend::Sqlite, &[("PU_FF_DATAPIPE_ENABLE", "false")]).await;
+    let (_, root) = inst
+        .call("GET", &format!("{}/pepeunit", inst.base), None, None)
+        .await;
+    assert_eq!(root["feature_flags"]["pu_ff_datapipe_enable"], false, "{root}");
+    let (status, _) = inst
+        .post_file(
+            "/unit_nodes/check_data_pipe_config",
+            None,
+            "data",
+            N_RECORDS.as_bytes(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    inst.stop().await;
+}

@@ -182,8 +182,14 @@ pub fn stage_for_key(key: &str) -> DataPipeStage {
     let fields = [
         (validate::ACTIVE_PERIOD_FIELDS, DataPipeStage::ActivePeriod),
         (validate::FILTERS_FIELDS, DataPipeStage::Filters),
-        (validate::TRANSFORMATIONS_FIELDS, DataPipeStage::Transformations),
-        (validate::PROCESSING_POLICY_FIELDS, DataPipeStage::ProcessingPolicy),
+        (
+            validate::TRANSFORMATIONS_FIELDS,
+            DataPipeStage::Transformations,
+        ),
+        (
+            validate::PROCESSING_POLICY_FIELDS,
+            DataPipeStage::ProcessingPolicy,
+        ),
     ];
     if let Some((_, stage)) = fields.iter().find(|(names, _)| names.contains(&key)) {
         return *stage;
@@ -207,9 +213,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
         row[0] = i + 1;
         for (j, cb) in b.iter().enumerate() {
             let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb))
-                .min(row[j] + 1)
-                .min(cur + 1);
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
             prev = cur;
         }
     }

@@ -238,7 +238,9 @@ impl Records<'_> {
         loop {
             let Some(&c) = d.get(self.pos) else {
                 if matches!(state, Field::Quoted) {
-                    return Some(Err("a quoted field is not closed before the end of the file"));
+                    return Some(Err(
+                        "a quoted field is not closed before the end of the file",
+                    ));
                 }
                 fields.push(field);
                 return Some(Ok(fields));
@@ -344,7 +346,10 @@ fn columns(header: &[Vec<u8>], policy: ProcessingPolicyType) -> Result<Columns, 
         let name = std::str::from_utf8(field)
             .map_err(|_| error(0, "Header: the header row is not valid UTF-8"))?;
         if names.contains(&name) {
-            return Err(error(0, format!("Header: the column '{name}' appears twice")));
+            return Err(error(
+                0,
+                format!("Header: the column '{name}' appears twice"),
+            ));
         }
         names.push(name);
     }
@@ -383,7 +388,8 @@ fn columns(header: &[Vec<u8>], policy: ProcessingPolicyType) -> Result<Columns, 
 /// Seconds between two datetimes as Python's `timedelta.total_seconds()`.
 fn seconds(later: NaiveDateTime, earlier: NaiveDateTime) -> f64 {
     let d = later - earlier;
-    d.num_microseconds().map_or(d.num_seconds() as f64, |us| us as f64 / 1e6)
+    d.num_microseconds()
+        .map_or(d.num_seconds() as f64, |us| us as f64 / 1e6)
 }
 
 /// Re-validates an exported CSV against the node's `config`, as upstream's
@@ -534,9 +540,7 @@ pub fn decode(
                 FilterTypeValueFiltering::WhiteList if !listed => {
                     return fail("state not in whitelist")
                 }
-                FilterTypeValueFiltering::BlackList if listed => {
-                    return fail("state in blacklist")
-                }
+                FilterTypeValueFiltering::BlackList if listed => return fail("state in blacklist"),
                 _ => {}
             }
         }
@@ -611,7 +615,9 @@ pub fn decode(
                 let end = end.unwrap_or(start);
                 let whole_minutes = step % 60 == 0;
                 if whole_minutes && (start.second() != 0 || end.second() != 0) {
-                    return fail(&format!("For {label}: start_window_datetime or end_window_datetime have seconds"));
+                    return fail(&format!(
+                        "For {label}: start_window_datetime or end_window_datetime have seconds"
+                    ));
                 }
                 if end < start {
                     return fail(&format!(
@@ -706,7 +712,11 @@ mod tests {
 
     /// A config from its sections' YAML (Permanent unless `ap` says otherwise).
     fn config(ap: &str, filters: &str, policy: &str) -> DataPipeConfig {
-        let ap = if ap.is_empty() { "  type: Permanent\n" } else { ap };
+        let ap = if ap.is_empty() {
+            "  type: Permanent\n"
+        } else {
+            ap
+        };
         let mut f = filters.to_string();
         for default in ["max_rate", "max_size"] {
             if !f.contains(default) {
@@ -785,7 +795,10 @@ mod tests {
             "unit_node_uuid,state,aggregation_type,time_window_size,create_datetime,start_window_datetime,end_window_datetime\r\n\
              00000000-0000-0000-0000-000000001234,5.0,Sum,3600,2024-01-01 11:00:01,2024-01-01 10:00:00,2024-01-01 11:00:00\r\n"
         );
-        assert_eq!(encode_aggregations(&[]), format!("{}\r\n", AGGREGATION_HEADER.join(",")));
+        assert_eq!(
+            encode_aggregations(&[]),
+            format!("{}\r\n", AGGREGATION_HEADER.join(","))
+        );
     }
 
     #[test]
@@ -798,7 +811,7 @@ mod tests {
                 state_type: TypeInputValue::Text,
                 create_datetime: t("2024-01-01 10:00:00"),
                 max_count: 1024,
-                size: 26,
+                size: 23,
             },
             NRecordsEntry {
                 unit_node_uuid: other,
@@ -850,10 +863,14 @@ mod tests {
 
         // sliding: windows a step apart
         let sliding = format!("{AGG}  time_window_step: 600\n");
-        let s: Vec<_> = ["2024-01-01 10:00:00", "2024-01-01 10:10:00", "2024-01-01 10:30:00"]
-            .iter()
-            .map(|e| window(e, 1.0))
-            .collect();
+        let s: Vec<_> = [
+            "2024-01-01 10:00:00",
+            "2024-01-01 10:10:00",
+            "2024-01-01 10:30:00",
+        ]
+        .iter()
+        .map(|e| window(e, 1.0))
+        .collect();
         let got = dec(&encode_aggregations(&s), &config("", NUMBER, &sliding)).unwrap();
         assert_eq!(got.len(), 3);
     }
@@ -862,34 +879,60 @@ mod tests {
     fn reads_what_people_and_upstream_write() {
         // BOM, CRLF and LF mixed, empty lines, a quoted line break, newer upstream columns,
         // `T` between date and time, 1-digit parts and a 3-digit fraction as strptime takes
-        let text = "\u{feff}id,uuid,unit_node_uuid,state,state_type,create_datetime,max_count,size\r\n\
+        let text =
+            "\u{feff}id,uuid,unit_node_uuid,state,state_type,create_datetime,max_count,size\r\n\
                     1,u,x,\"a\r\nb\",Text,2024-01-01T10:00:00,3,4\n\
                     \r\n\
                     2,u,x,c,Text,2024-1-1 10:0:1.250,3,1\n";
         let got = dec(text, &config("", TEXT, NREC)).unwrap();
-        let CsvRows::NRecords(rows) = got else { panic!() };
+        let CsvRows::NRecords(rows) = got else {
+            panic!()
+        };
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].state, "a\r\nb");
         assert_eq!(rows[0].size, 4);
         assert_eq!(rows[0].max_count, 1024);
         assert_eq!(rows[1].create_datetime, t("2024-01-01 10:00:01.25"));
         // `"ab"c` is `abc`, as Python's reader has it; a trailing comma is an empty field
-        let got = dec("create_datetime,state,x\n2024-01-01 10:00:00,\"ab\"c,\n", &config("", TEXT, NREC)).unwrap();
-        let CsvRows::NRecords(rows) = got else { panic!() };
+        let got = dec(
+            "create_datetime,state,x\n2024-01-01 10:00:00,\"ab\"c,\n",
+            &config("", TEXT, NREC),
+        )
+        .unwrap();
+        let CsvRows::NRecords(rows) = got else {
+            panic!()
+        };
         assert_eq!(rows[0].state, "abc");
         // Number states are kept as written (trimmed), compared as numbers
-        let got = dec("create_datetime,state\n2024-01-01 10:00:00, 5 \n2024-01-01 10:00:01,1e3\n", &config("", NUMBER, NREC)).unwrap();
-        let CsvRows::NRecords(rows) = got else { panic!() };
-        assert_eq!((rows[0].state.as_str(), rows[1].state.as_str()), ("5", "1e3"));
+        let got = dec(
+            "create_datetime,state\n2024-01-01 10:00:00, 5 \n2024-01-01 10:00:01,1e3\n",
+            &config("", NUMBER, NREC),
+        )
+        .unwrap();
+        let CsvRows::NRecords(rows) = got else {
+            panic!()
+        };
+        assert_eq!(
+            (rows[0].state.as_str(), rows[1].state.as_str()),
+            ("5", "1e3")
+        );
         // an exactly-at-the-limit max_rate passes, an exact active-period bound too
         let c = config(
             "  type: DateRange\n  start: 2024-01-01 10:00:00\n  end: 2024-01-01 10:00:10\n",
             "  type_input_value: Text\n  max_rate: 10\n",
             NREC,
         );
-        assert!(dec("create_datetime,state\n2024-01-01 10:00:00,a\n2024-01-01 10:00:10,b\n", &c).is_ok());
+        assert!(dec(
+            "create_datetime,state\n2024-01-01 10:00:00,a\n2024-01-01 10:00:10,b\n",
+            &c
+        )
+        .is_ok());
         // equal timestamps are not decreasing
-        assert!(dec("create_datetime,state\n2024-01-01 10:00:00,a\n2024-01-01 10:00:00,b\n", &config("", TEXT, NREC)).is_ok());
+        assert!(dec(
+            "create_datetime,state\n2024-01-01 10:00:00,a\n2024-01-01 10:00:00,b\n",
+            &config("", TEXT, NREC)
+        )
+        .is_ok());
         // a sliding step below a minute: window ends may have seconds
         let c = config("", NUMBER, "  policy_type: Aggregation\n  time_window_size: 60\n  time_window_step: 30\n  aggregation_functions: Max\n");
         let text = "create_datetime,state,start_window_datetime,end_window_datetime\n\
@@ -959,7 +1002,10 @@ mod tests {
         let mut failed = Vec::new();
         for (name, c, text, row, message) in cases {
             let got = dec(&text, &c);
-            let want = Err(CsvError { row, message: message.to_string() });
+            let want = Err(CsvError {
+                row,
+                message: message.to_string(),
+            });
             if got != want {
                 failed.push(format!("{name}:\n  want {want:?}\n  got  {got:?}"));
             }
@@ -974,19 +1020,64 @@ mod tests {
     #[test]
     fn bounded_and_byte_safe() {
         let c = config("", TEXT, NREC);
-        let small = CsvLimits { max_bytes: 10, max_rows: 2 };
-        let err = decode(b"create_datetime,state\n", &c, node(), t("2024-01-01 12:00:00"), small).unwrap_err();
-        assert_eq!(err, CsvError { row: 0, message: "The file is larger than 10 bytes".into() });
-        let rows = CsvLimits { max_bytes: 1 << 20, max_rows: 2 };
+        let small = CsvLimits {
+            max_bytes: 10,
+            max_rows: 2,
+        };
+        let err = decode(
+            b"create_datetime,state\n",
+            &c,
+            node(),
+            t("2024-01-01 12:00:00"),
+            small,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            CsvError {
+                row: 0,
+                message: "The file is larger than 10 bytes".into()
+            }
+        );
+        let rows = CsvLimits {
+            max_bytes: 1 << 20,
+            max_rows: 2,
+        };
         let text = "create_datetime,state\n2024-01-01 10:00:00,a\n2024-01-01 10:00:01,b\n2024-01-01 10:00:02,c\n";
         let err = decode(text.as_bytes(), &c, node(), t("2024-01-01 12:00:00"), rows).unwrap_err();
-        assert_eq!(err, CsvError { row: 3, message: "Row 3: the file has more than 2 rows".into() });
-        let mut bad = b"create_datetime,state\n2024-01-01 10:00:00,a\n2024-01-01 10:00:01,".to_vec();
+        assert_eq!(
+            err,
+            CsvError {
+                row: 3,
+                message: "Row 3: the file has more than 2 rows".into()
+            }
+        );
+        let mut bad =
+            b"create_datetime,state\n2024-01-01 10:00:00,a\n2024-01-01 10:00:01,".to_vec();
         bad.extend_from_slice(&[0xff, 0xfe, b'\n']);
         let err = decode(&bad, &c, node(), t("2024-01-01 12:00:00"), LIMITS).unwrap_err();
-        assert_eq!(err, CsvError { row: 2, message: "Row 2: the row is not valid UTF-8".into() });
-        let err = decode(&[0xc3, b',', b's', b'\n'], &c, node(), t("2024-01-01 12:00:00"), LIMITS).unwrap_err();
-        assert_eq!(err, CsvError { row: 0, message: "Header: the header row is not valid UTF-8".into() });
+        assert_eq!(
+            err,
+            CsvError {
+                row: 2,
+                message: "Row 2: the row is not valid UTF-8".into()
+            }
+        );
+        let err = decode(
+            &[0xc3, b',', b's', b'\n'],
+            &c,
+            node(),
+            t("2024-01-01 12:00:00"),
+            LIMITS,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            CsvError {
+                row: 0,
+                message: "Header: the header row is not valid UTF-8".into()
+            }
+        );
     }
 
     proptest! {

@@ -124,8 +124,14 @@ fn sections(c: &DataPipeConfig) -> Vec<(&'static str, Option<Vec<(&'static str, 
     let p = &c.processing_policy;
     let mut policy = vec![
         ("policy_type", J::Str(p.policy_type.as_str())),
-        ("n_records_count", opt(p.n_records_count, |n| J::Int(n.into()))),
-        ("time_window_size", opt(p.time_window_size, |n| J::Int(n.into()))),
+        (
+            "n_records_count",
+            opt(p.n_records_count, |n| J::Int(n.into())),
+        ),
+        (
+            "time_window_size",
+            opt(p.time_window_size, |n| J::Int(n.into())),
+        ),
         (
             "aggregation_functions",
             opt(p.aggregation_functions, |x| J::Str(x.as_str())),
@@ -171,7 +177,10 @@ fn sections(c: &DataPipeConfig) -> Vec<(&'static str, Option<Vec<(&'static str, 
             "transformations",
             c.transformations.as_ref().map(|t| {
                 vec![
-                    ("multiplication_ratio", opt(t.multiplication_ratio, J::Float)),
+                    (
+                        "multiplication_ratio",
+                        opt(t.multiplication_ratio, J::Float),
+                    ),
                     (
                         "round_decimal_point",
                         opt(t.round_decimal_point, |n| J::Int(n.into())),

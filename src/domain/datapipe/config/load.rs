@@ -10,9 +10,9 @@
 use saphyr_parser::{Event, Parser, ScalarStyle, Tag};
 
 /// Deepest nesting accepted (the config needs 3: document, section, list of values).
-pub(super) const MAX_DEPTH: usize = 16;
+pub const MAX_DEPTH: usize = 16;
 /// Most values (scalars, lists, mappings) in one document.
-pub(super) const MAX_NODES: usize = 10_000;
+pub const MAX_NODES: usize = 10_000;
 
 /// A value as Python holds it after `yaml.safe_load` or `json.loads`.
 #[derive(Clone, Debug, PartialEq)]
@@ -176,16 +176,16 @@ pub(super) fn load_yaml(text: &str) -> Result<Value, LoadError> {
                 .map_err(|m| format!("{m} (line {line})"))
                 .and_then(|v| b.add(v, line)),
             Event::SequenceStart(_anchor, tag) => collection_tag(tag.as_deref(), "seq")
-                .map_err(|m| format!("{m} (line {line})"))
-                .and_then(|()| b.open(Frame::Seq(Vec::new()))),
+                .and_then(|()| b.open(Frame::Seq(Vec::new())))
+                .map_err(|m| format!("{m} (line {line})")),
             Event::MappingStart(_anchor, tag) => collection_tag(tag.as_deref(), "map")
-                .map_err(|m| format!("{m} (line {line})"))
                 .and_then(|()| {
                     b.open(Frame::Map {
                         entries: Vec::new(),
                         key: None,
                     })
-                }),
+                })
+                .map_err(|m| format!("{m} (line {line})")),
             Event::SequenceEnd | Event::MappingEnd => match b.stack.pop() {
                 Some(Frame::Seq(items)) => b.add(Value::List(items), line),
                 Some(Frame::Map { entries, .. }) => b.add(Value::Map(entries), line),
@@ -653,9 +653,11 @@ pub(super) fn yaml_timestamp(s: &str) -> Result<(chrono::NaiveDateTime, Option<i
         Some((negative, h, m)) => {
             let secs = (num(h) * 3600 + num(m) * 60) as i32;
             if secs >= 86_400 {
-                return Err("offset must be a timedelta strictly between -timedelta(hours=24) \
+                return Err(
+                    "offset must be a timedelta strictly between -timedelta(hours=24) \
                             and timedelta(hours=24)"
-                    .into());
+                        .into(),
+                );
             }
             Some(if negative { -secs } else { secs })
         }

@@ -162,7 +162,8 @@ const AP: &str = "  type: Permanent\n";
 const F: &str = "  type_input_value: Text\n  max_rate: 5\n  max_size: 100\n";
 const NUM: &str = "  type_input_value: Number\n  max_rate: 5\n  max_size: 100\n";
 const PP: &str = "  policy_type: LastValue\n";
-const AGG: &str = "  policy_type: Aggregation\n  time_window_size: 3600\n  aggregation_functions: Avg\n";
+const AGG: &str =
+    "  policy_type: Aggregation\n  time_window_size: 3600\n  aggregation_functions: Avg\n";
 
 fn with_policy(policy: &str) -> String {
     doc(AP, F, None, policy)
@@ -225,15 +226,15 @@ fn our_additions() {
         ("a scalar", "hello\n".into(), vec![(S::ActivePeriod, "Input should be a valid dictionary or instance of DataPipeConfig")]),
         ("not YAML at the start", "active_period: [1\n".into(), vec![(
             S::ActivePeriod,
-            "The file is not valid YAML: did not find expected ',' or ']' (line 2, column 1)",
+            "The file is not valid YAML: while parsing a flow sequence, expected ',' or ']' (line 2, column 1)",
         )]),
         ("not YAML inside filters", format!("active_period:\n{AP}filters:\n  max_rate: 'x\n"), vec![(
             S::Filters,
-            "The file is not valid YAML: unclosed quote (line 5, column 1)",
+            "The file is not valid YAML: while scanning a quoted scalar, found unexpected end of stream (line 4, column 13)",
         )]),
         ("a tab for indentation", "active_period:\n\ttype: Permanent\n".into(), vec![(
             S::ActivePeriod,
-            "The file is not valid YAML: tabs disallowed within this context (block indentation) (line 2, column 1)",
+            "The file is not valid YAML: tabs disallowed within this context (block indentation) (line 2, column 2)",
         )]),
         ("duplicate key in a section", doc(AP, &format!("{F}  max_rate: 6\n"), None, PP), vec![(
             S::Filters,
@@ -253,14 +254,14 @@ fn our_additions() {
         )]),
         ("a custom tag", doc(AP, F, Some("  multiplication_ratio: !python/object 2\n"), PP), vec![(
             S::Transformations,
-            "The YAML tag '!python/object' is not supported (line 7)",
+            "The YAML tag '!python/object' is not supported (line 8)",
         )]),
         ("a bad !!int", doc(AP, F, Some("  slice_start: !!int abc\n"), PP), vec![(
             S::Transformations,
-            "'abc' is not a valid !!int (line 7)",
+            "'abc' is not a valid !!int (line 8)",
         )]),
         ("a complex key", format!("{}? [a]\n: 1\n", with_policy(PP)), vec![(
-            S::ProcessingPolicy,
+            S::ActivePeriod,
             "A mapping key must be a plain value, not a list or mapping (line 9)",
         )]),
         ("nesting", deep, vec![(
@@ -343,7 +344,14 @@ fn our_additions() {
 
 #[test]
 fn steps_that_fit() {
-    for (size, step) in [(3600, 60), (3600, 3600), (86400, 60), (60, 1), (60, 60), (1440, 1)] {
+    for (size, step) in [
+        (3600, 60),
+        (3600, 3600),
+        (86400, 60),
+        (60, 1),
+        (60, 60),
+        (1440, 1),
+    ] {
         let policy = format!(
             "  policy_type: Aggregation\n  time_window_size: {size}\n  time_window_step: {step}\n  aggregation_functions: Max\n"
         );
@@ -566,7 +574,11 @@ processing_policy:
 /// Stored JSON and YAML out byte for byte as upstream writes them.
 #[test]
 fn golden_stored_json_and_yaml() {
-    for (src, json, yaml) in [(G0_SRC, G0_JSON, G0_YAML), (G1_SRC, G1_JSON, G1_YAML), (G2_SRC, G2_JSON, G2_YAML)] {
+    for (src, json, yaml) in [
+        (G0_SRC, G0_JSON, G0_YAML),
+        (G1_SRC, G1_JSON, G1_YAML),
+        (G2_SRC, G2_JSON, G2_YAML),
+    ] {
         let c = DataPipeConfig::parse_yaml(src, LIMIT).unwrap();
         assert_eq!(c.to_stored_json(), json);
         assert_eq!(c.to_yaml(), yaml);
@@ -576,7 +588,11 @@ fn golden_stored_json_and_yaml() {
     let g0 = DataPipeConfig::parse_yaml(G0_SRC, LIMIT).unwrap();
     assert_eq!(
         g0.filters.filtering_values.as_deref().unwrap()[..3],
-        [FilterValue::Integer(1), FilterValue::Number(2.5), FilterValue::Number(-0.0)]
+        [
+            FilterValue::Integer(1),
+            FilterValue::Number(2.5),
+            FilterValue::Number(-0.0)
+        ]
     );
     assert_eq!(g0.active_period.end, Some(dt("2024-01-02 10:00:00.5")));
     assert!(g0.filters.last_unique_check);
@@ -592,10 +608,16 @@ fn upstream_stored_strings() {
     };
     for (start, want) in [
         ("\"2023-11-14T22:13:20+00:00\"", "2023-11-14 22:13:20"),
-        ("\"2024-01-02T10:00:00.500000+03:00\"", "2024-01-02 07:00:00.5"),
+        (
+            "\"2024-01-02T10:00:00.500000+03:00\"",
+            "2024-01-02 07:00:00.5",
+        ),
         ("\"2024-01-01T00:30:00-01:30\"", "2024-01-01 02:00:00"),
         ("\"2024-01-01T10:00:00\"", "2024-01-01 10:00:00"),
-        ("\"2023-11-14T22:13:20.123000+00:00\"", "2023-11-14 22:13:20.123"),
+        (
+            "\"2023-11-14T22:13:20.123000+00:00\"",
+            "2023-11-14 22:13:20.123",
+        ),
     ] {
         let c = DataPipeConfig::from_stored_json(&with(start, "")).unwrap();
         assert_eq!(c.active_period.start, Some(dt(want)), "{start}");
@@ -606,17 +628,33 @@ fn upstream_stored_strings() {
     assert!(DataPipeConfig::from_stored_json(&newer).is_ok());
     let e = DataPipeConfig::from_stored_json("{\"active_period\": ").unwrap_err();
     assert_eq!(e[0].stage, S::ActivePeriod);
-    assert!(e[0].message.starts_with("The stored config is not JSON"), "{e:?}");
+    assert!(
+        e[0].message.starts_with("The stored config is not JSON"),
+        "{e:?}"
+    );
     // the broker's limit is not applied again to a stored config
     let big = DEFAULT_STORED.replace("\"max_size\": 100", "\"max_size\": 999999");
-    assert_eq!(DataPipeConfig::from_stored_json(&big).unwrap().filters.max_size, 999_999);
+    assert_eq!(
+        DataPipeConfig::from_stored_json(&big)
+            .unwrap()
+            .filters
+            .max_size,
+        999_999
+    );
     // our own output of an offset datetime: naive UTC
     let c = DataPipeConfig::parse_yaml(
-        &doc("  type: FromDate\n  start: 2024-01-02T10:00:00+03:00\n", F, None, PP),
+        &doc(
+            "  type: FromDate\n  start: 2024-01-02T10:00:00+03:00\n",
+            F,
+            None,
+            PP,
+        ),
         LIMIT,
     )
     .unwrap();
-    assert!(c.to_stored_json().contains("\"start\": \"2024-01-02T07:00:00\""));
+    assert!(c
+        .to_stored_json()
+        .contains("\"start\": \"2024-01-02T07:00:00\""));
 }
 
 /// Datetimes people write, as pydantic reads them, stored as naive UTC.
@@ -638,9 +676,15 @@ fn datetime_forms() {
         ("2024-01-01 10:00:00 -2", "2024-01-01 12:00:00"),
         ("2024-1-2 3:04:05", "2024-01-02 03:04:05"),
         ("2024-01-01T23:30:00-01:00", "2024-01-02 00:30:00"),
-        ("2024-01-01 10:00:00.123456789", "2024-01-01 10:00:00.123456"),
+        (
+            "2024-01-01 10:00:00.123456789",
+            "2024-01-01 10:00:00.123456",
+        ),
         ("'2024-01-01T10:00:00,5'", "2024-01-01 10:00:00.5"),
-        ("'2024-01-01T10:00:00.1234567'", "2024-01-01 10:00:00.123456"),
+        (
+            "'2024-01-01T10:00:00.1234567'",
+            "2024-01-01 10:00:00.123456",
+        ),
         ("1700000000", "2023-11-14 22:13:20"),
         ("'1700000000'", "2023-11-14 22:13:20"),
         ("1700000000.5", "2023-11-14 22:13:20.5"),
@@ -650,8 +694,11 @@ fn datetime_forms() {
         ("-20000000000", "1336-03-23 12:26:40"),
     ];
     for (text, want) in cases {
-        let c = DataPipeConfig::parse_yaml(&doc(&format!("  type: FromDate\n  start: {text}\n"), F, None, PP), LIMIT)
-            .unwrap_or_else(|e| panic!("{text}: {e:?}"));
+        let c = DataPipeConfig::parse_yaml(
+            &doc(&format!("  type: FromDate\n  start: {text}\n"), F, None, PP),
+            LIMIT,
+        )
+        .unwrap_or_else(|e| panic!("{text}: {e:?}"));
         assert_eq!(c.active_period.start, Some(dt(want)), "{text}");
     }
 }
@@ -662,12 +709,32 @@ fn yaml_one_one_scalars() {
     let filters = |rate: &str, unique: &str| {
         format!("  type_input_value: Text\n  max_rate: {rate}\n  max_size: 100\n  last_unique_check: {unique}\n")
     };
-    for (rate, want) in [("0x1F", 31), ("017", 15), ("1:30", 90), ("1_000", 1000), ("0b101", 5), ("+7", 7), ("'7'", 7), ("7.0", 7), ("true", 1)] {
+    for (rate, want) in [
+        ("0x1F", 31),
+        ("017", 15),
+        ("1:30", 90),
+        ("1_000", 1000),
+        ("0b101", 5),
+        ("+7", 7),
+        ("'7'", 7),
+        ("7.0", 7),
+        ("true", 1),
+    ] {
         let c = DataPipeConfig::parse_yaml(&doc(AP, &filters(rate, "false"), None, PP), LIMIT)
             .unwrap_or_else(|e| panic!("{rate}: {e:?}"));
         assert_eq!(c.filters.max_rate, want, "{rate}");
     }
-    for (unique, want) in [("yes", true), ("On", true), ("NO", false), ("off", false), ("'y'", true), ("'f'", false), ("1", true), ("0.0", false), ("!!bool 'true'", true)] {
+    for (unique, want) in [
+        ("yes", true),
+        ("On", true),
+        ("NO", false),
+        ("off", false),
+        ("'y'", true),
+        ("'f'", false),
+        ("1", true),
+        ("0.0", false),
+        ("!!bool 'true'", true),
+    ] {
         let c = DataPipeConfig::parse_yaml(&doc(AP, &filters("5", unique), None, PP), LIMIT)
             .unwrap_or_else(|e| panic!("{unique}: {e:?}"));
         assert_eq!(c.filters.last_unique_check, want, "{unique}");
@@ -691,13 +758,21 @@ fn yaml_one_one_scalars() {
     );
     // block scalars and quoted scalars are strings
     let c = DataPipeConfig::parse_yaml(
-        &doc(AP, &format!("{F}  filtering_values:\n  - |\n    a\n    b\n  - \"5\"\n"), None, PP),
+        &doc(
+            AP,
+            &format!("{F}  filtering_values:\n  - |\n    a\n    b\n  - \"5\"\n"),
+            None,
+            PP,
+        ),
         LIMIT,
     )
     .unwrap();
     assert_eq!(
         c.filters.filtering_values.unwrap(),
-        vec![FilterValue::Text("a\nb\n".into()), FilterValue::Text("5".into())]
+        vec![
+            FilterValue::Text("a\nb\n".into()),
+            FilterValue::Text("5".into())
+        ]
     );
 }
 
@@ -762,9 +837,39 @@ fn text() -> impl Strategy<Value = String> {
         "[a-z0-9 ]{0,12}",
         any::<String>(),
         prop::sample::select(vec![
-            "yes", "null", "~", "", " a", "a ", "1", "0x1F", "1:30", "1.", ".5", "=", "<<",
-            "2024-01-01", "a: b", "a #b", "- a", "#", "'", "\"", "\t", "\r\n", "\u{85}",
-            "\u{2028}", "\u{feff}", "\u{a0}", "é😀", "---", "...", "?", "a\\b", "@", "%",
+            "yes",
+            "null",
+            "~",
+            "",
+            " a",
+            "a ",
+            "1",
+            "0x1F",
+            "1:30",
+            "1.",
+            ".5",
+            "=",
+            "<<",
+            "2024-01-01",
+            "a: b",
+            "a #b",
+            "- a",
+            "#",
+            "'",
+            "\"",
+            "\t",
+            "\r\n",
+            "\u{85}",
+            "\u{2028}",
+            "\u{feff}",
+            "\u{a0}",
+            "é😀",
+            "---",
+            "...",
+            "?",
+            "a\\b",
+            "@",
+            "%",
         ])
         .prop_map(String::from),
     ]
@@ -779,7 +884,11 @@ fn finite() -> impl Strategy<Value = f64> {
 
 fn filter_value(number: bool) -> impl Strategy<Value = FilterValue> {
     if number {
-        prop_oneof![finite().prop_map(FilterValue::Number), any::<i64>().prop_map(FilterValue::Integer)].boxed()
+        prop_oneof![
+            finite().prop_map(FilterValue::Number),
+            any::<i64>().prop_map(FilterValue::Integer)
+        ]
+        .boxed()
     } else {
         text().prop_map(FilterValue::Text).boxed()
     }
@@ -791,8 +900,13 @@ fn config() -> impl Strategy<Value = DataPipeConfig> {
         let end = start + chrono::Duration::seconds(len);
         ActivePeriod {
             kind,
-            start: matches!(kind, ActivePeriodType::FromDate | ActivePeriodType::DateRange).then_some(start),
-            end: matches!(kind, ActivePeriodType::ToDate | ActivePeriodType::DateRange).then_some(end),
+            start: matches!(
+                kind,
+                ActivePeriodType::FromDate | ActivePeriodType::DateRange
+            )
+            .then_some(start),
+            end: matches!(kind, ActivePeriodType::ToDate | ActivePeriodType::DateRange)
+                .then_some(end),
         }
     });
     let filters = any::<bool>().prop_flat_map(|number| {
@@ -805,17 +919,25 @@ fn config() -> impl Strategy<Value = DataPipeConfig> {
             any::<bool>(),
             0u32..=LIMIT,
         )
-            .prop_map(move |(filtering, values, threshold, (lo, gap), max_rate, unique, max_size)| Filters {
-                type_input_value: if number { TypeInputValue::Number } else { TypeInputValue::Text },
-                type_value_filtering: filtering,
-                filtering_values: values,
-                type_value_threshold: threshold,
-                threshold_min: Some(lo),
-                threshold_max: Some(lo + gap),
-                max_rate,
-                last_unique_check: unique,
-                max_size,
-            })
+            .prop_map(
+                move |(filtering, values, threshold, (lo, gap), max_rate, unique, max_size)| {
+                    Filters {
+                        type_input_value: if number {
+                            TypeInputValue::Number
+                        } else {
+                            TypeInputValue::Text
+                        },
+                        type_value_filtering: filtering,
+                        filtering_values: values,
+                        type_value_threshold: threshold,
+                        threshold_min: Some(lo),
+                        threshold_max: Some(lo + gap),
+                        max_rate,
+                        last_unique_check: unique,
+                        max_size,
+                    }
+                },
+            )
     });
     let transformations = prop::option::of((
         prop::option::of(finite()),
@@ -824,31 +946,50 @@ fn config() -> impl Strategy<Value = DataPipeConfig> {
         prop::option::of(any::<i64>()),
     ))
     .prop_map(|t| {
-        t.map(|(multiplication_ratio, round_decimal_point, slice_start, slice_end)| Transformations {
-            multiplication_ratio,
-            round_decimal_point,
-            slice_start,
-            slice_end,
-        })
+        t.map(
+            |(multiplication_ratio, round_decimal_point, slice_start, slice_end)| Transformations {
+                multiplication_ratio,
+                round_decimal_point,
+                slice_start,
+                slice_end,
+            },
+        )
     });
-    let policy = (0usize..4, 1u32..=1024, prop::sample::select(WINDOW_SIZES), 0usize..4, prop::option::of(0usize..8))
+    let policy = (
+        0usize..4,
+        1u32..=1024,
+        prop::sample::select(WINDOW_SIZES),
+        0usize..4,
+        prop::option::of(0usize..8),
+    )
         .prop_map(|(p, n, size, function, step)| {
             let policy_type = ProcessingPolicyType::ALL[p];
-            let steps: Vec<u32> = (1..=size).filter(|s| size % s == 0 && size / s <= MAX_STEPS_PER_WINDOW).collect();
+            let steps: Vec<u32> = (1..=size)
+                .filter(|s| size % s == 0 && size / s <= MAX_STEPS_PER_WINDOW)
+                .collect();
             ProcessingPolicy {
                 policy_type,
                 n_records_count: (policy_type == ProcessingPolicyType::NRecords).then_some(n),
-                time_window_size: matches!(policy_type, ProcessingPolicyType::TimeWindow | ProcessingPolicyType::Aggregation).then_some(size),
-                aggregation_functions: (policy_type == ProcessingPolicyType::Aggregation).then_some(AggregationFunction::ALL[function]),
-                time_window_step: step.filter(|_| policy_type == ProcessingPolicyType::Aggregation).map(|i| steps[i % steps.len()]),
+                time_window_size: matches!(
+                    policy_type,
+                    ProcessingPolicyType::TimeWindow | ProcessingPolicyType::Aggregation
+                )
+                .then_some(size),
+                aggregation_functions: (policy_type == ProcessingPolicyType::Aggregation)
+                    .then_some(AggregationFunction::ALL[function]),
+                time_window_step: step
+                    .filter(|_| policy_type == ProcessingPolicyType::Aggregation)
+                    .map(|i| steps[i % steps.len()]),
             }
         });
-    (period, filters, transformations, policy).prop_map(|(active_period, filters, transformations, processing_policy)| DataPipeConfig {
-        active_period,
-        filters,
-        transformations,
-        processing_policy,
-    })
+    (period, filters, transformations, policy).prop_map(
+        |(active_period, filters, transformations, processing_policy)| DataPipeConfig {
+            active_period,
+            filters,
+            transformations,
+            processing_policy,
+        },
+    )
 }
 
 proptest! {
@@ -912,5 +1053,11 @@ proptest! {
 #[test]
 fn dates_in_the_table_are_real() {
     // the helpers above must agree with chrono
-    assert_eq!(dt("2024-01-02 10:00:00.5"), NaiveDate::from_ymd_opt(2024, 1, 2).unwrap().and_hms_milli_opt(10, 0, 0, 500).unwrap());
+    assert_eq!(
+        dt("2024-01-02 10:00:00.5"),
+        NaiveDate::from_ymd_opt(2024, 1, 2)
+            .unwrap()
+            .and_hms_milli_opt(10, 0, 0, 500)
+            .unwrap()
+    );
 }

@@ -16,8 +16,7 @@ use chrono::NaiveDateTime;
 use super::load::{python_float, yaml_timestamp, Value};
 use super::{
     ActivePeriod, ActivePeriodType, DataPipeConfig, FilterTypeValueFiltering,
-    FilterTypeValueThreshold, FilterValue, Filters, ProcessingPolicy, Transformations,
-    SECTIONS,
+    FilterTypeValueThreshold, FilterValue, Filters, ProcessingPolicy, Transformations, SECTIONS,
 };
 use crate::domain::datapipe::{
     AggregationFunction, DataPipeStage, ProcessingPolicyType, TypeInputValue, ValidationError,
@@ -60,7 +59,10 @@ pub(super) const PROCESSING_POLICY_FIELDS: &[&str] = &[
     "time_window_step",
 ];
 
-pub(super) fn validate(root: &Value, rules: &Rules) -> Result<DataPipeConfig, Vec<ValidationError>> {
+pub(super) fn validate(
+    root: &Value,
+    rules: &Rules,
+) -> Result<DataPipeConfig, Vec<ValidationError>> {
     let Value::Map(top) = root else {
         return Err(vec![ValidationError {
             stage: DataPipeStage::ActivePeriod,
@@ -119,16 +121,17 @@ pub(super) fn validate(root: &Value, rules: &Rules) -> Result<DataPipeConfig, Ve
         }
     }
     match (active_period, filters, transformations, processing_policy) {
-        (Some(Some(active_period)), Some(Some(filters)), Some(transformations), Some(Some(processing_policy)))
-            if errors.is_empty() =>
-        {
-            Ok(DataPipeConfig {
-                active_period,
-                filters,
-                transformations,
-                processing_policy,
-            })
-        }
+        (
+            Some(Some(active_period)),
+            Some(Some(filters)),
+            Some(transformations),
+            Some(Some(processing_policy)),
+        ) if errors.is_empty() => Ok(DataPipeConfig {
+            active_period,
+            filters,
+            transformations,
+            processing_policy,
+        }),
         _ => Err(errors),
     }
 }
@@ -294,7 +297,10 @@ fn enum_message(values: &[&str]) -> String {
 }
 
 /// A `str` enum: the exact value, as pydantic compares it.
-fn enumeration<T: Copy>(all: &[T], name: fn(T) -> &'static str) -> impl Fn(&Value) -> Result<T, Vec<String>> + '_ {
+fn enumeration<T: Copy>(
+    all: &[T],
+    name: fn(T) -> &'static str,
+) -> impl Fn(&Value) -> Result<T, Vec<String>> + '_ {
     move |v| {
         if let Value::Str(s) = v {
             if let Some(t) = all.iter().copied().find(|t| name(*t) == s) {
@@ -442,7 +448,9 @@ fn bounded(lo: i128, hi: i128) -> impl Fn(&Value) -> Result<i128, Vec<String>> {
     move |v| {
         let i = int(v)?;
         if i < lo {
-            Err(one(format!("Input should be greater than or equal to {lo}")))
+            Err(one(format!(
+                "Input should be greater than or equal to {lo}"
+            )))
         } else if i > hi {
             Err(one(format!("Input should be less than or equal to {hi}")))
         } else {
@@ -472,7 +480,10 @@ fn filtering_values(v: &Value) -> Result<Vec<FilterValue>, Vec<String>> {
                     "Input should be greater than or equal to {}",
                     i64::MIN
                 )),
-                Err(_) => errors.push(format!("Input should be less than or equal to {}", i64::MAX)),
+                Err(_) => errors.push(format!(
+                    "Input should be less than or equal to {}",
+                    i64::MAX
+                )),
             },
             Value::Float(f) if f.is_finite() => out.push(FilterValue::Number(*f)),
             Value::Float(_) => errors.push(FINITE.into()),
@@ -567,7 +578,8 @@ fn parse_date_prefix(b: &[u8]) -> Result<chrono::NaiveDate, &'static str> {
     if year == 0 {
         return Err(YEAR_ZERO);
     }
-    chrono::NaiveDate::from_ymd_opt(year as i32, month, day).ok_or("day value is outside expected range")
+    chrono::NaiveDate::from_ymd_opt(year as i32, month, day)
+        .ok_or("day value is outside expected range")
 }
 
 /// `<sep>HH:MM[:SS[(.|,)fraction]][Z|z|±HH[:]MM]` after a date; `None` when it is not one.
@@ -604,7 +616,10 @@ fn parse_time_suffix(b: &[u8]) -> Option<(chrono::NaiveTime, Option<i32>)> {
             }
             // more than 6 digits are truncated (pydantic's default)
             for k in 0..6 {
-                micro = micro * 10 + b.get(i + k).filter(|_| k < n).map_or(0, |c| (c - b'0') as u32);
+                micro = micro * 10
+                    + b.get(i + k)
+                        .filter(|_| k < n)
+                        .map_or(0, |c| (c - b'0') as u32);
             }
             i += n;
         }
@@ -655,7 +670,11 @@ fn unix_number(s: &str) -> Option<f64> {
 /// 9999-12-31 (and from year 1, Python's first).
 fn from_unix(t: f64) -> Result<NaiveDateTime, String> {
     const MS_WATERSHED: f64 = 20_000_000_000.0;
-    let seconds = if t.abs() > MS_WATERSHED { t / 1000.0 } else { t };
+    let seconds = if t.abs() > MS_WATERSHED {
+        t / 1000.0
+    } else {
+        t
+    };
     if seconds.is_nan() || seconds < -62_135_596_800.0 {
         return Err("Input should be a valid datetime, dates before 0000 are not supported as unix timestamps".into());
     }
@@ -702,12 +721,18 @@ fn filters(f: &mut Fields<'_>) -> Option<Filters> {
     );
     let type_value_filtering = f.optional(
         "type_value_filtering",
-        enumeration(FilterTypeValueFiltering::ALL, FilterTypeValueFiltering::as_str),
+        enumeration(
+            FilterTypeValueFiltering::ALL,
+            FilterTypeValueFiltering::as_str,
+        ),
     );
     let filtering_values = f.optional("filtering_values", filtering_values);
     let type_value_threshold = f.optional(
         "type_value_threshold",
-        enumeration(FilterTypeValueThreshold::ALL, FilterTypeValueThreshold::as_str),
+        enumeration(
+            FilterTypeValueThreshold::ALL,
+            FilterTypeValueThreshold::as_str,
+        ),
     );
     let threshold_min = f.optional("threshold_min", bounded(I64.0, I64.1));
     let threshold_max = f.optional("threshold_max", bounded(I64.0, I64.1));
@@ -743,9 +768,9 @@ fn filters(f: &mut Fields<'_>) -> Option<Filters> {
                     f.rule("threshold_min must be less than threshold_max")?
                 }
                 (Some(_), Some(_)) => {}
-                _ => f.rule(
-                    "Both threshold_min and threshold_max are required for RANGE threshold",
-                )?,
+                _ => {
+                    f.rule("Both threshold_min and threshold_max are required for RANGE threshold")?
+                }
             },
             _ => {}
         }
@@ -757,7 +782,10 @@ fn filters(f: &mut Fields<'_>) -> Option<Filters> {
         }
     }
     let Ok(max_size) = u32::try_from(max_size) else {
-        f.error(format!("Input should be less than or equal to {}", u32::MAX));
+        f.error(format!(
+            "Input should be less than or equal to {}",
+            u32::MAX
+        ));
         return None;
     };
     Some(Filters {

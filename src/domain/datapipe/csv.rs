@@ -613,7 +613,7 @@ pub fn decode(
             CsvRows::Aggregation(rows) => {
                 let start = datetime(cols.start.unwrap_or(0), "start_window_datetime")?;
                 let end = end.unwrap_or(start);
-                let whole_minutes = step % 60 == 0;
+                let whole_minutes = step.is_multiple_of(60);
                 if whole_minutes && (start.second() != 0 || end.second() != 0) {
                     return fail(&format!(
                         "For {label}: start_window_datetime or end_window_datetime have seconds"

@@ -118,7 +118,10 @@ fn opt<T, F: FnOnce(T) -> J<'static>>(v: Option<T>, f: F) -> J<'static> {
 
 /// The sections and their fields in upstream's model order, values as Python holds them
 /// after `model_dump()` (datetimes as their `isoformat()`).
-fn sections(c: &DataPipeConfig) -> Vec<(&'static str, Option<Vec<(&'static str, J<'_>)>>)> {
+/// A section's fields, `None` for a null section.
+type Fields<'a> = Option<Vec<(&'static str, J<'a>)>>;
+
+fn sections(c: &DataPipeConfig) -> Vec<(&'static str, Fields<'_>)> {
     let a = &c.active_period;
     let f = &c.filters;
     let p = &c.processing_policy;

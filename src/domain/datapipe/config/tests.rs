@@ -10,6 +10,9 @@ use crate::domain::datapipe::DataPipeStage as S;
 
 const LIMIT: u32 = 262_144;
 
+/// The `{stage, message}` list a case expects.
+type Expected = &'static [(DataPipeStage, &'static str)];
+
 fn errors(text: &str) -> Vec<(DataPipeStage, String)> {
     match DataPipeConfig::parse_yaml(text, LIMIT) {
         Ok(_) => Vec::new(),
@@ -24,7 +27,7 @@ fn dt(s: &str) -> NaiveDateTime {
 /// Upstream's answers (`check_data_pipe_config`), one case per validator branch, enum, bound
 /// and conversion.
 #[rustfmt::skip]
-const UPSTREAM: &[(&str, &str, &[(DataPipeStage, &str)])] = &[
+const UPSTREAM: &[(&str, &str, Expected)] = &[
     ("valid default", "active_period:\n  type: Permanent\nfilters:\n  type_input_value: Text\n  max_rate: 5\n  max_size: 100\nprocessing_policy:\n  policy_type: LastValue\n", &[]),
     ("active period type bogus", "active_period:\n  type: Bogus\nfilters:\n  type_input_value: Text\n  max_rate: 5\n  max_size: 100\nprocessing_policy:\n  policy_type: LastValue\n", &[(S::ActivePeriod, "Input should be 'Permanent', 'FromDate', 'ToDate' or 'DateRange'")]),
     ("active period type lower case", "active_period:\n  type: permanent\nfilters:\n  type_input_value: Text\n  max_rate: 5\n  max_size: 100\nprocessing_policy:\n  policy_type: LastValue\n", &[(S::ActivePeriod, "Input should be 'Permanent', 'FromDate', 'ToDate' or 'DateRange'")]),
@@ -177,7 +180,8 @@ fn our_additions() {
         "active_period:\n  type: Permanent\n  start: [{}]\n",
         vec!["1"; 10_001].join(", ")
     );
-    let cases: Vec<(&str, String, Vec<(DataPipeStage, &str)>)> = vec![
+    type Case = (&'static str, String, Vec<(DataPipeStage, &'static str)>);
+    let cases: Vec<Case> = vec![
         ("unknown key in a section", doc(AP, &format!("{F}  max_rat: 5\n"), None, PP), vec![(
             S::Filters,
             "Unknown key 'max_rat' in filters: its keys are type_input_value, type_value_filtering, filtering_values, type_value_threshold, threshold_min, threshold_max, max_rate, last_unique_check, max_size",

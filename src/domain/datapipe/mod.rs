@@ -5,6 +5,7 @@
 //! engine, the service validates and stores configs, the telemetry store keeps the rows.
 
 pub mod config;
+pub mod engine;
 
 use chrono::NaiveDateTime;
 use uuid::Uuid;

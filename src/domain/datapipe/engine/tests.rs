@@ -615,6 +615,20 @@ fn sums_past_f64_max_are_never_emitted() {
     assert_eq!(p.counters().windows_suppressed, 0);
 }
 
+#[test]
+fn sums_are_compensated_within_and_across_buckets() {
+    // naive summation gives 0 for 1e16 + 1 - 1e16
+    for step in [None, Some(60)] {
+        let mut out = Vec::new();
+        let mut p = Pipeline::new(NODE, agg(180, step, Sum), at(0.0));
+        for (t, v) in [(1.0, "1e16"), (61.0, "1"), (121.0, "-1e16"), (122.0, "0.5")] {
+            p.offer(at(t), v.as_bytes(), &mut out);
+        }
+        p.tick(at(180.0), &mut out);
+        assert_eq!(rows(&out).last(), Some(&(0, 180, 1.5)), "step {step:?}");
+    }
+}
+
 // ---------------------------------------------------------------- sliding windows
 
 #[test]
@@ -727,6 +741,9 @@ fn a_step_that_is_a_multiple_of_the_old_one_merges_exactly() {
         let mut p = Pipeline::new(NODE, old, at(0.0));
         feed(&mut p, 7200, 9000, 20, &mut out);
         p.reconfigure(new.clone(), at(9000.0), &mut out);
+        let step = new.processing_policy.time_window_step;
+        let slots = (9000 - kept_from) / i64::from(step.or(new.processing_policy.time_window_size).unwrap());
+        assert!(p.bucket_count() as i64 <= slots + 1, "merged: {} buckets", p.bucket_count());
         out.clear();
         feed(&mut p, 9000, 12000, 20, &mut out);
         p.tick(at(20000.0), &mut out);

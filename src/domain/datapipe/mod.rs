@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod csv;
+pub mod engine;
 
 use chrono::NaiveDateTime;
 use uuid::Uuid;

@@ -577,10 +577,8 @@ impl Config {
             allow_local_network,
             federation_authorized_fetch: src.parse("PU_FEDERATION_AUTHORIZED_FETCH", false)?,
             ff_datapipe: src.parse("PU_FF_DATAPIPE_ENABLE", true)?,
-            ff_datapipe_default_last_value: src.parse(
-                "PU_FF_DATAPIPE_DEFAULT_LAST_VALUE_ENABLE",
-                false,
-            )?,
+            ff_datapipe_default_last_value: src
+                .parse("PU_FF_DATAPIPE_DEFAULT_LAST_VALUE_ENABLE", false)?,
             federation_retry_base_secs,
             federation_max_attempts,
             instance_name,

@@ -9,6 +9,7 @@ use std::io::Read;
 use std::time::Duration;
 
 use common::fixtures::{registry_repo_unit, FirmwareRepo};
+use common::graphql;
 use common::mqtt::{unit_token, MqttDevice};
 use common::{Backend, TestInstance};
 use reqwest::StatusCode;
@@ -66,6 +67,7 @@ processing_policy:
 /// node topic, device).
 struct Setup {
     user: String,
+    unit: String,
     node: String,
     topic: String,
     device: MqttDevice,
@@ -99,6 +101,7 @@ async fn setup(inst: &TestInstance, firmware: &FirmwareRepo, login: &str) -> Set
     let topic = format!("{}/{node}/pepeunit", inst.domain);
     Setup {
         user,
+        unit: unit["uuid"].as_str().unwrap().to_string(),
         node,
         topic,
         device,
@@ -140,7 +143,12 @@ async fn data(inst: &TestInstance, s: &Setup, query: &str) -> Value {
 }
 
 /// Polls the node's data until `done` holds (bounded).
-async fn data_until(inst: &TestInstance, s: &Setup, query: &str, done: impl Fn(&Value) -> bool) -> Value {
+async fn data_until(
+    inst: &TestInstance,
+    s: &Setup,
+    query: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let body = data(inst, s, query).await;
@@ -183,12 +191,20 @@ async fn configs_values_and_csv(backend: Backend) {
     assert_eq!(serde_json::from_slice::<Value>(&body).unwrap(), json!([]));
     let bad = N_RECORDS.replace("n_records_count: 3", "n_records_count: 5000");
     let (status, body) = inst
-        .post_file("/unit_nodes/check_data_pipe_config", None, "data", bad.as_bytes())
+        .post_file(
+            "/unit_nodes/check_data_pipe_config",
+            None,
+            "data",
+            bad.as_bytes(),
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     let errors: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(errors[0]["stage"], "ProcessingPolicy", "{errors}");
-    assert!(errors[0]["message"].as_str().unwrap().contains("1024"), "{errors}");
+    assert!(
+        errors[0]["message"].as_str().unwrap().contains("1024"),
+        "{errors}"
+    );
 
     // a node must have its pipe activated first; only its creator sets the config
     let (status, body) = set_config(&inst, &s, N_RECORDS).await;
@@ -220,7 +236,10 @@ async fn configs_values_and_csv(backend: Backend) {
         .await;
     assert_eq!(status, StatusCode::OK);
     let yaml = String::from_utf8(yaml).unwrap();
-    assert!(yaml.contains("NRecords") && yaml.contains("n_records_count: 3"), "{yaml}");
+    assert!(
+        yaml.contains("NRecords") && yaml.contains("n_records_count: 3"),
+        "{yaml}"
+    );
     let (status, _) = inst
         .get(
             &format!("/unit_nodes/get_data_pipe_config/{}", s.node),
@@ -233,10 +252,7 @@ async fn configs_values_and_csv(backend: Backend) {
     for v in ["1", "2", "3", "4", "5"] {
         s.device.publish(&s.topic, v).await;
     }
-    let body = data_until(&inst, &s, "type=NRecords", |b| {
-        states(b) == ["3", "4", "5"]
-    })
-    .await;
+    let body = data_until(&inst, &s, "type=NRecords", |b| states(b) == ["3", "4", "5"]).await;
     assert_eq!(body["count"], 3, "{body}");
     assert_eq!(body["pipe_data"][0]["max_count"], 3, "{body}");
     assert_eq!(body["pipe_data"][0]["state_type"], "Number", "{body}");
@@ -244,11 +260,18 @@ async fn configs_values_and_csv(backend: Backend) {
     assert_eq!(states(&newest), ["5"], "{newest}");
     let (status, _) = inst
         .get(
-            &format!("/unit_nodes/get_data_pipe_data/?uuid={}&type=NRecords", s.node),
+            &format!(
+                "/unit_nodes/get_data_pipe_data/?uuid={}&type=NRecords",
+                s.node
+            ),
             Some(&stranger),
         )
         .await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "only the creator reads the data");
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "only the creator reads the data"
+    );
 
     // CSV out: a zip holding dp_data_<uuid>.csv
     let (status, zip) = inst
@@ -264,7 +287,10 @@ async fn configs_values_and_csv(backend: Backend) {
     assert_eq!(archive.len(), 1);
     let mut file = archive.by_index(0).unwrap();
     let name = file.name().to_string();
-    assert!(name.starts_with("dp_data_") && name.ends_with(".csv"), "{name}");
+    assert!(
+        name.starts_with("dp_data_") && name.ends_with(".csv"),
+        "{name}"
+    );
     let mut csv = String::new();
     file.read_to_string(&mut csv).unwrap();
     drop(file);
@@ -283,8 +309,16 @@ async fn configs_values_and_csv(backend: Backend) {
     let (status, body) = inst
         .post_file(&import, Some(&s.user), "data", csv.as_bytes())
         .await;
-    assert_eq!(status, StatusCode::NO_CONTENT, "{}", String::from_utf8_lossy(&body));
-    assert_eq!(states(&data(&inst, &s, "type=NRecords").await), ["3", "4", "5"]);
+    assert_eq!(
+        status,
+        StatusCode::NO_CONTENT,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    assert_eq!(
+        states(&data(&inst, &s, "type=NRecords").await),
+        ["3", "4", "5"]
+    );
     // a bad row refuses the whole file, naming the row; what was stored stays
     let broken = csv.replacen(",5,", ",not a number,", 1);
     assert_ne!(broken, csv, "the edit applies: {csv}");
@@ -294,9 +328,13 @@ async fn configs_values_and_csv(backend: Backend) {
     let body = String::from_utf8_lossy(&body);
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert!(body.contains('3'), "the bad row's number: {body}");
-    assert_eq!(states(&data(&inst, &s, "type=NRecords").await), ["3", "4", "5"]);
+    assert_eq!(
+        states(&data(&inst, &s, "type=NRecords").await),
+        ["3", "4", "5"]
+    );
 
     // a new config takes effect at once: LastValue, multiplied, becomes the node's state
+    // (upstream formats a multiplied value with Go's %f: six decimals)
     let (status, body) = set_config(&inst, &s, LAST_VALUE_TIMES_TEN).await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
     s.device.publish(&s.topic, "2.5").await;
@@ -305,40 +343,57 @@ async fn configs_values_and_csv(backend: Backend) {
         let (_, node) = inst
             .get(&format!("/unit_nodes/{}", s.node), Some(&s.user))
             .await;
-        if node["state"] == "25" {
+        if node["state"] == "25.000000" {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "state never 25: {node}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "state never 25.000000: {node}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let last = data(&inst, &s, "type=LastValue").await;
-    assert_eq!(last["pipe_data"][0]["state"], "25", "{last}");
+    assert_eq!(last["pipe_data"][0]["state"], "25.000000", "{last}");
 
-    // TimeWindow rows carry their expiry
-    let (status, body) = set_config(&inst, &s, TIME_WINDOW).await;
-    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    // TimeWindow rows carry their expiry; this config set over GraphQL
+    let set = graphql::upload(
+        &inst,
+        Some(&s.user),
+        "mutation($u: UUID!, $file: Upload!) { setDataPipeConfig(uuid: $u, file: $file) { isNone } }",
+        json!({"u": s.node}),
+        "pipe.yml",
+        TIME_WINDOW.as_bytes(),
+    )
+    .await;
+    graphql::data(&set);
     s.device.publish(&s.topic, "héllo").await;
     let body = data_until(&inst, &s, "type=TimeWindow", |b| b["count"] == 1).await;
     assert_eq!(body["pipe_data"][0]["state"], "héllo", "{body}");
-    assert!(body["pipe_data"][0]["expiration_datetime"].is_string(), "{body}");
+    assert!(
+        body["pipe_data"][0]["expiration_datetime"].is_string(),
+        "{body}"
+    );
 
     // GraphQL reads the same rows
-    let (status, body) = inst
-        .post(
-            "/graphql",
-            Some(&s.user),
-            json!({
-                "query": "query($u: UUID!) { getPipeData(filters: {uuid: $u, type: TimeWindow}) { count pipeData { ... on TimeWindowType { state size } } } getDataPipeConfig(uuid: $u) }",
-                "variables": {"u": s.node},
-            }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["data"]["getPipeData"]["count"], 1, "{body}");
-    assert_eq!(body["data"]["getPipeData"]["pipeData"][0]["state"], "héllo", "{body}");
-    assert_eq!(body["data"]["getPipeData"]["pipeData"][0]["size"], 6, "bytes: {body}");
+    let got = graphql::gql(
+        &inst,
+        Some(&s.user),
+        "query($u: UUID!) { getPipeData(filters: {uuid: $u, type: TIME_WINDOW}) { count pipeData { ... on TimeWindowType { state size } } } getDataPipeConfig(uuid: $u) }",
+        json!({"u": s.node}),
+    )
+    .await;
+    let body = graphql::data(&got);
+    assert_eq!(body["getPipeData"]["count"], 1, "{body}");
+    assert_eq!(
+        body["getPipeData"]["pipeData"][0]["state"], "héllo",
+        "{body}"
+    );
+    assert_eq!(
+        body["getPipeData"]["pipeData"][0]["size"], 6,
+        "bytes: {body}"
+    );
     assert!(
-        body["data"]["getDataPipeConfig"]
+        body["getDataPipeConfig"]
             .as_str()
             .unwrap()
             .contains("TimeWindow"),
@@ -346,6 +401,18 @@ async fn configs_values_and_csv(backend: Backend) {
     );
 
     // deleting the unit removes what its nodes' pipelines kept
+    let (status, _) = inst
+        .delete(&format!("/units/{}", s.unit), Some(&s.user))
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let pool = &inst.running.as_ref().unwrap().instance.db.pool;
+    let left: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM pipe_window_entries WHERE unit_node_uuid = $1")
+            .bind(&s.node)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(left, 0, "the deleted node's rows are gone");
     inst.stop().await;
 }
 
@@ -357,7 +424,7 @@ both_backends!(configs_values_and_csv);
 async fn open_windows_survive_a_clean_restart() {
     let mut inst = TestInstance::start(Backend::Sqlite).await;
     let firmware = FirmwareRepo::create().await;
-    let s = setup(&inst, &firmware, "aggowner").await;
+    let mut s = setup(&inst, &firmware, "aggowner").await;
     activate(&inst, &s).await;
     let (status, body) = set_config(&inst, &s, AGGREGATION).await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
@@ -384,18 +451,20 @@ async fn open_windows_survive_a_clean_restart() {
     };
     let deadline = tokio::time::Instant::now() + WAIT;
     while admin_counters().await < 3 {
-        assert!(tokio::time::Instant::now() < deadline, "values never reached the pipeline");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "values never reached the pipeline"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    drop(s.device);
     inst.restart(Duration::from_millis(100)).await;
     let port = inst.config.mqtt_bind.port();
     let (_, units) = inst.get("/units?limit=1", Some(&s.user)).await;
     let unit = units["units"][0].clone();
-    let device = MqttDevice::connect(port, "aggowner2", &unit_token(&inst, &unit))
+    s.device = MqttDevice::connect(port, "aggowner2", &unit_token(&inst, &unit))
         .await
         .unwrap();
-    device.publish(&s.topic, "4").await;
+    s.device.publish(&s.topic, "4").await;
     assert_eq!(
         chrono::Utc::now().timestamp() / 60,
         window,
@@ -408,24 +477,35 @@ async fn open_windows_survive_a_clean_restart() {
         if body["count"].as_i64().unwrap_or(0) > 0 {
             break body;
         }
-        assert!(tokio::time::Instant::now() < deadline, "no window closed: {body}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no window closed: {body}"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     let row = &body["pipe_data"][0];
     assert_eq!(row["aggregation_type"], "Sum", "{body}");
     assert_eq!(row["time_window_size"], 60, "{body}");
-    assert_eq!(row["state"].as_f64(), Some(10.0), "1+2+3 before, 4 after: {body}");
+    assert_eq!(
+        row["state"].as_f64(),
+        Some(10.0),
+        "1+2+3 before, 4 after: {body}"
+    );
     inst.stop().await;
 }
 
 /// With `PU_FF_DATAPIPE_ENABLE=false` the endpoints answer the feature flag's 405.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_feature_flag_turns_data_pipes_off() {
-    let inst = TestInstance::start_with(Backend::Sqlite, &[("PU_FF_DATAPIPE_ENABLE", "false")]).await;
+    let inst =
+        TestInstance::start_with(Backend::Sqlite, &[("PU_FF_DATAPIPE_ENABLE", "false")]).await;
     let (_, root) = inst
         .call("GET", &format!("{}/pepeunit", inst.base), None, None)
         .await;
-    assert_eq!(root["feature_flags"]["pu_ff_datapipe_enable"], false, "{root}");
+    assert_eq!(
+        root["feature_flags"]["pu_ff_datapipe_enable"], false,
+        "{root}"
+    );
     let (status, _) = inst
         .post_file(
             "/unit_nodes/check_data_pipe_config",

@@ -327,10 +327,7 @@ async fn errors_are_the_rest_details(backend: Backend) {
     // features not built yet answer upstream's feature-flag error; GET /pepeunit says so
     let flag = "405: 15: Feature Flag Error: This feature has been disabled by the instance Owner";
     for query in [
-        "query($u: UUID!) { getDataPipeConfig(uuid: $u) }",
         "query($u: UUID!) { getDashboard(uuid: $u) { uuid } }",
-        "query($u: UUID!) { getPipeData(filters: {uuid: $u, type: LAST_VALUE}) { count } }",
-        "mutation($u: UUID!) { deleteDataPipeData(uuid: $u) { isNone } }",
         "mutation { createDashboard(dashboard: {name: \"home\"}) { uuid } }",
         "mutation { setGrafanaCookies { isNone } }",
     ] {
@@ -340,7 +337,20 @@ async fn errors_are_the_rest_details(backend: Backend) {
     let (_, root) = inst
         .call("GET", &format!("{}/pepeunit", inst.base), None, None)
         .await;
-    assert_eq!(root["feature_flags"]["pu_ff_datapipe_enable"], false);
+    // data pipes exist (tests/data_pipes.rs): a uuid that is no node is a 404 there
+    assert_eq!(root["feature_flags"]["pu_ff_datapipe_enable"], true);
+    for query in [
+        "query($u: UUID!) { getDataPipeConfig(uuid: $u) }",
+        "query($u: UUID!) { getPipeData(filters: {uuid: $u, type: LAST_VALUE}) { count } }",
+        "mutation($u: UUID!) { deleteDataPipeData(uuid: $u) { isNone } }",
+    ] {
+        let got = gql(&inst, Some(&owner), query, json!({"u": unit_uuid})).await;
+        assert_eq!(
+            error(&got),
+            "404: 2: Validation Error: The object does not exist",
+            "{query}"
+        );
+    }
     assert_eq!(
         root["feature_flags"]["pu_ff_grafana_integration_enable"],
         false
@@ -395,7 +405,14 @@ async fn uploads_follow_the_multipart_spec(backend: Backend) {
         b"policy: {}\n",
     )
     .await;
-    assert!(error(&got).contains("Feature Flag Error"), "{}", got.1);
+    // a query with an Upload: the list of {stage, message}, not an error
+    let problems = data(&got)["checkDataPipeConfig"].as_array().unwrap().clone();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p["stage"] == "ACTIVE_PERIOD" && p["message"] == "Field required"),
+        "{problems:?}"
+    );
     // a request past the multipart cap is refused before it is read whole
     let huge = vec![b'x'; 17 * 1024 * 1024 + 1];
     let got = upload(&inst, Some(&token), query, json!({}), "huge.toml", &huge).await;

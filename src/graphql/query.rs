@@ -263,7 +263,7 @@ impl Query {
             } => vec![PipeDataRow::LastValue(LastValueType {
                 unit_node_uuid: node,
                 state: state.unwrap_or_default(),
-                last_update_datetime: DateTime(last_update_datetime),
+                last_update_datetime: super::scalars::DateTime(last_update_datetime),
             })],
             PipeData::Rows(rows) => rows.into_iter().map(Into::into).collect(),
         };

@@ -107,7 +107,10 @@ async fn get_data_pipe_config(
     let yaml = state.get_data_pipe_config(&agent, uuid).await?;
     Ok((
         [
-            (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_string()),
+            (
+                header::CONTENT_TYPE,
+                "text/plain; charset=utf-8".to_string(),
+            ),
             (
                 header::CONTENT_DISPOSITION,
                 format!("attachment; filename=\"data_pipe_{uuid}.yml\""),
@@ -246,7 +249,8 @@ fn time_param(name: &str, value: Option<String>) -> AppResult<Option<chrono::Nai
 }
 
 /// A node's pipeline data (its creator, or a unit that may see the node), by policy.
-#[utoipa::path(get, path = "/unit_nodes/get_data_pipe_data/", tag = "unit_nodes", params(DataPipeQuery),
+/// `/unit_nodes/get_data_pipe_data/` with the slash, as upstream, is the same route.
+#[utoipa::path(get, path = "/unit_nodes/get_data_pipe_data", tag = "unit_nodes", params(DataPipeQuery),
     responses((status = 200, body = PipeDataResult)))]
 async fn get_data_pipe_data(
     state: State<Instance>,
@@ -264,7 +268,11 @@ async fn get_data_pipe_data(
         end_window_to: time_param("end_agg_window_datetime", q.end_agg_window_datetime)?,
         created_from: time_param("start_create_datetime", q.start_create_datetime)?,
         created_to: time_param("end_create_datetime", q.end_create_datetime)?,
-        relative: q.relative_time.as_deref().map(parse_relative_time).transpose()?,
+        relative: q
+            .relative_time
+            .as_deref()
+            .map(parse_relative_time)
+            .transpose()?,
         order: q.order_by_create_date,
         offset,
         limit,

@@ -51,7 +51,8 @@ use extract::Caller;
     components(schemas(
         crate::domain::Order, crate::domain::BackendTopicCommand, crate::domain::LogLevel,
         crate::domain::VisibilityLevel, crate::domain::UnitNodeType, crate::domain::UserRole,
-        crate::domain::UserStatus, crate::domain::PermissionEntities
+        crate::domain::UserStatus, crate::domain::PermissionEntities,
+        crate::domain::datapipe::ProcessingPolicyType, crate::domain::datapipe::AggregationFunction
     ))
 )]
 struct ApiDoc;

@@ -1,7 +1,6 @@
 //! `/units`: devices, their env, schema, firmware archives, state storage and logs.
 
-use axum::body::{Body, HttpBody};
-use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};

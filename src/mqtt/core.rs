@@ -867,7 +867,7 @@ fn emit(node: Uuid, out: Vec<Output>, batch: &mut IngestBatch) {
 mod tests {
     use super::*;
     use crate::mqtt::acks::Acks;
-    use crate::store::unit_logs::NewUnitLog;
+    use crate::service::unit_logs::NewUnitLog;
 
     fn work(lines: usize, broker: Option<&Arc<Acks>>) -> LogWork {
         let mut owed = Owed::default();

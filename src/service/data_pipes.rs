@@ -214,7 +214,12 @@ impl Instance {
     }
 
     /// Validates and stores a node's config; its pipeline runs the new config at once.
-    pub async fn set_data_pipe_config(&self, agent: &Agent, uuid: Uuid, file: &[u8]) -> AppResult<()> {
+    pub async fn set_data_pipe_config(
+        &self,
+        agent: &Agent,
+        uuid: Uuid,
+        file: &[u8],
+    ) -> AppResult<()> {
         let node = self.own_pipe_node(agent, uuid).await?;
         if !node.is_data_pipe_active {
             return Err(AppError::unit_node("Data pipe is not active for this node"));
@@ -300,12 +305,18 @@ impl Instance {
     }
 
     /// The node's rows as `dp_data_<uuid>.csv` inside a ZIP: `(file name, zip bytes)`.
-    pub async fn export_data_pipe_csv(&self, agent: &Agent, uuid: Uuid) -> AppResult<(String, Vec<u8>)> {
+    pub async fn export_data_pipe_csv(
+        &self,
+        agent: &Agent,
+        uuid: Uuid,
+    ) -> AppResult<(String, Vec<u8>)> {
         let node = self.readable_pipe_node(agent, uuid).await?;
         let config = Self::node_pipe_config(&node)?;
         let policy = config.processing_policy.policy_type;
         if policy == ProcessingPolicyType::LastValue {
-            return Err(AppError::data_pipe("Bulk create for LastValue not available"));
+            return Err(AppError::data_pipe(
+                "Bulk create for LastValue not available",
+            ));
         }
         let mut q = PipeQuery::all(node.uuid, policy);
         q.keep_last = config.processing_policy.n_records_count;
@@ -346,7 +357,8 @@ impl Instance {
         let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
         let options = zip::write::SimpleFileOptions::default()
             .compression_method(zip::CompressionMethod::Deflated);
-        zip.start_file(name.as_str(), options).map_err(AppError::internal)?;
+        zip.start_file(name.as_str(), options)
+            .map_err(AppError::internal)?;
         zip.write_all(text.as_bytes()).map_err(AppError::internal)?;
         let bytes = zip.finish().map_err(AppError::internal)?.into_inner();
         Ok((name.replace(".csv", ".zip"), bytes))
@@ -354,7 +366,12 @@ impl Instance {
 
     /// Replaces the node's rows with a CSV file's, every row checked against the config
     /// (all or nothing).
-    pub async fn import_data_pipe_csv(&self, agent: &Agent, uuid: Uuid, file: &[u8]) -> AppResult<u64> {
+    pub async fn import_data_pipe_csv(
+        &self,
+        agent: &Agent,
+        uuid: Uuid,
+        file: &[u8],
+    ) -> AppResult<u64> {
         let node = self.own_pipe_node(agent, uuid).await?;
         let config = Self::node_pipe_config(&node)?;
         if file.len() > MAX_CSV_BYTES {

@@ -193,7 +193,8 @@ impl Ingest {
                     Err(e) => {
                         // a stored config this version cannot read: the node's values are
                         // stored as plain values, and the owner sees why
-                        tracing::warn!(node = %uuid, error = %e, "data pipe config unreadable");
+                        let e: Vec<String> = e.into_iter().map(|e| e.message).collect();
+                        tracing::warn!(node = %uuid, error = %e.join("; "), "data pipe config unreadable");
                         None
                     }
                 }

@@ -121,6 +121,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0007_security.sql"),
         postgres: include_str!("../../migrations/postgres/0007_security.sql"),
     },
+    Migration {
+        version: 8,
+        name: "data_pipes",
+        sqlite: include_str!("../../migrations/sqlite/0008_data_pipes.sql"),
+        postgres: include_str!("../../migrations/postgres/0008_data_pipes.sql"),
+    },
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

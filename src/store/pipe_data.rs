@@ -237,10 +237,16 @@ pub async fn insert_batch(db: &AnyPool, rows: &[PipeRow]) -> StoreResult<u64> {
 }
 
 /// `(total, page)` of one node's rows visible at `now`.
-pub async fn list(db: &AnyPool, q: &PipeQuery, now: NaiveDateTime) -> StoreResult<(i64, Vec<PipeRow>)> {
+pub async fn list(
+    db: &AnyPool,
+    q: &PipeQuery,
+    now: NaiveDateTime,
+) -> StoreResult<(i64, Vec<PipeRow>)> {
     let table = table(q.policy)?;
     let mut cond = Sql::new(" FROM ");
-    cond.push(table).push(" WHERE unit_node_uuid = ").bind(q.node);
+    cond.push(table)
+        .push(" WHERE unit_node_uuid = ")
+        .bind(q.node);
     match q.policy {
         ProcessingPolicyType::NRecords => {
             if let Some(keep) = q.keep_last {
@@ -252,7 +258,8 @@ pub async fn list(db: &AnyPool, q: &PipeQuery, now: NaiveDateTime) -> StoreResul
             }
         }
         ProcessingPolicyType::TimeWindow => {
-            cond.push(" AND expiration_datetime > ").bind(format_time(now));
+            cond.push(" AND expiration_datetime > ")
+                .bind(format_time(now));
         }
         _ => {
             if !q.aggregation_types.is_empty() {
@@ -263,10 +270,12 @@ pub async fn list(db: &AnyPool, q: &PipeQuery, now: NaiveDateTime) -> StoreResul
                 cond.push(" AND time_window_size = ").bind(i64::from(size));
             }
             if let Some(t) = q.end_window_from {
-                cond.push(" AND end_window_datetime >= ").bind(format_time(t));
+                cond.push(" AND end_window_datetime >= ")
+                    .bind(format_time(t));
             }
             if let Some(t) = q.end_window_to {
-                cond.push(" AND end_window_datetime <= ").bind(format_time(t));
+                cond.push(" AND end_window_datetime <= ")
+                    .bind(format_time(t));
             }
         }
     }
@@ -294,7 +303,10 @@ pub async fn list(db: &AnyPool, q: &PipeQuery, now: NaiveDateTime) -> StoreResul
     }
     rows.page(q.offset, q.limit);
     let policy = q.policy;
-    Ok((total, map_rows(rows.fetch_all(db).await?, |r| from_row(policy, r))?))
+    Ok((
+        total,
+        map_rows(rows.fetch_all(db).await?, |r| from_row(policy, r))?,
+    ))
 }
 
 /// Deletes every row of these nodes in every table; returns how many there were.
@@ -320,13 +332,19 @@ pub async fn delete_expired(db: &AnyPool, now: NaiveDateTime) -> StoreResult<u64
 }
 
 /// Saves pipelines' open state (a clean stop), replacing what a node had saved.
-pub async fn save_snapshots(db: &AnyPool, snapshots: &[(Uuid, String)], now: NaiveDateTime) -> StoreResult<()> {
+pub async fn save_snapshots(
+    db: &AnyPool,
+    snapshots: &[(Uuid, String)],
+    now: NaiveDateTime,
+) -> StoreResult<()> {
     let mut tx = db.begin().await?;
     for (node, snapshot) in snapshots {
         let mut del = Sql::new("DELETE FROM pipe_snapshots WHERE unit_node_uuid = ");
         del.bind(*node);
         del.execute(&mut *tx).await?;
-        let mut q = Sql::new("INSERT INTO pipe_snapshots (unit_node_uuid, snapshot, save_datetime) VALUES (");
+        let mut q = Sql::new(
+            "INSERT INTO pipe_snapshots (unit_node_uuid, snapshot, save_datetime) VALUES (",
+        );
         q.bind(*node)
             .push(", ")
             .bind(snapshot)
@@ -346,8 +364,12 @@ pub async fn take_snapshots(db: &AnyPool) -> StoreResult<Vec<(Uuid, String)>> {
     let rows = Sql::new("SELECT unit_node_uuid, snapshot FROM pipe_snapshots")
         .fetch_all(&mut *tx)
         .await?;
-    let out = map_rows(rows, |r| Ok((r.uuid("unit_node_uuid")?, r.text("snapshot")?)))?;
-    Sql::new("DELETE FROM pipe_snapshots").execute(&mut *tx).await?;
+    let out = map_rows(rows, |r| {
+        Ok((r.uuid("unit_node_uuid")?, r.text("snapshot")?))
+    })?;
+    Sql::new("DELETE FROM pipe_snapshots")
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(out)
 }

@@ -15,10 +15,14 @@ pub fn py_float_repr(f: f64) -> String {
         return if f.is_sign_negative() { "-0.0" } else { "0.0" }.into();
     }
     let sign = if f < 0.0 { "-" } else { "" };
-    let sci = format!("{:e}", f.abs());
+    let a = f.abs();
+    let sci = format!("{a:e}");
     let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
-    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    let mut digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    if let Some(even) = tie_to_even(a, &digits, exp) {
+        digits = even;
+    }
     if !(-4..16).contains(&exp) {
         let m = if digits.len() > 1 {
             format!("{}.{}", &digits[..1], &digits[1..])
@@ -37,6 +41,43 @@ pub fn py_float_repr(f: f64) -> String {
             format!("{sign}{}.{}", &digits[..point], &digits[point..])
         }
     }
+}
+
+/// When the value lies exactly halfway between two shortest digit strings (e.g.
+/// `1363803842504314.25` between `…314.2` and `…314.3`), Python picks the even one; Rust's
+/// shortest formatting may pick the other. `None` when there is no tie.
+fn tie_to_even(a: f64, digits: &str, exp: i32) -> Option<String> {
+    // an f64's exact decimal expansion has at most 767 significant digits
+    let exact = format!("{a:.780e}");
+    let (m, e) = exact.split_once('e')?;
+    if e.parse::<i32>().ok()? != exp {
+        return None;
+    }
+    let exact: String = m.chars().filter(|c| *c != '.').collect();
+    let exact = exact.trim_end_matches('0');
+    let n = digits.len();
+    if exact.len() != n + 1 || !exact.ends_with('5') {
+        return None;
+    }
+    let mut even: Vec<u8> = exact.as_bytes()[..n].to_vec();
+    if even[n - 1] % 2 == 1 {
+        // round up; an odd last digit is at most 9, a carry may run left
+        let mut i = n;
+        loop {
+            i = i.checked_sub(1)?;
+            if even[i] == b'9' {
+                even[i] = b'0';
+            } else {
+                even[i] += 1;
+                break;
+            }
+        }
+    }
+    let even = String::from_utf8(even).ok()?;
+    let back: f64 = format!("0.{even}e{}", exp + 1).parse().ok()?;
+    (back == a)
+        .then_some(even.trim_end_matches('0').to_string())
+        .filter(|s| !s.is_empty())
 }
 
 /// Python's `datetime.isoformat()` of a naive value: microseconds only when not zero.
@@ -355,6 +396,12 @@ fn yaml_str(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in chars {
+        let raw = matches!(c, ' '..='~' | '\u{A0}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}')
+            && !matches!(c, '"' | '\\' | '\u{2028}' | '\u{2029}' | '\u{FEFF}');
+        if raw {
+            out.push(c);
+            continue;
+        }
         let short = match c {
             '\0' => Some('0'),
             '\u{7}' => Some('a'),
@@ -377,11 +424,6 @@ fn yaml_str(s: &str) -> String {
             Some(e) => {
                 out.push('\\');
                 out.push(e);
-            }
-            None if matches!(c, ' '..='~' | '\u{A0}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}')
-                && c != '\u{FEFF}' =>
-            {
-                out.push(c)
             }
             None if (c as u32) <= 0xFF => out.push_str(&format!("\\x{:02X}", c as u32)),
             None if (c as u32) <= 0xFFFF => out.push_str(&format!("\\u{:04X}", c as u32)),

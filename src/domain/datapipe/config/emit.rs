@@ -7,6 +7,7 @@ use chrono::NaiveDateTime;
 
 use super::load::{resolve_plain, Value};
 use super::{DataPipeConfig, FilterValue};
+use crate::domain::push_py_json_string;
 
 /// Python's `repr(float)` (shortest round-trip digits; exponent form below 1e-4 and from
 /// 1e16 on, e.g. `1e-05`, `1e+16`; `5.0`, `-0.0`). Finite values only.
@@ -87,30 +88,6 @@ pub fn py_isoformat(t: NaiveDateTime) -> String {
     } else {
         t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
     }
-}
-
-/// A JSON string as Python's `json.dumps` (with `ensure_ascii`) writes it.
-pub fn push_py_json_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            ' '..='~' => out.push(c),
-            _ => {
-                let mut units = [0u16; 2];
-                for u in c.encode_utf16(&mut units) {
-                    out.push_str(&format!("\\u{u:04x}"));
-                }
-            }
-        }
-    }
-    out.push('"');
 }
 
 /// One stored field: a JSON value or `null`.

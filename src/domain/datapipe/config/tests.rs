@@ -1103,3 +1103,13 @@ fn yaml_styles_beyond_ascii() {
     assert!(yaml.contains("  - \"a\\nb \\r\\N\\L\"\n"), "{yaml}");
     assert_eq!(DataPipeConfig::parse_yaml(&yaml, LIMIT).unwrap(), c);
 }
+
+/// Files from Windows editors: a BOM and CRLF line ends.
+#[test]
+fn bom_and_crlf() {
+    let text = format!("\u{feff}{}", with_policy(PP).replace('\n', "\r\n"));
+    assert_eq!(
+        DataPipeConfig::parse_yaml(&text, LIMIT).unwrap(),
+        DataPipeConfig::default_last_value()
+    );
+}

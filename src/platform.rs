@@ -16,7 +16,7 @@ use std::time::Duration;
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, USER_AGENT};
 use serde::Deserialize;
 
-use crate::domain::GitPlatform;
+use crate::domain::{push_py_json_string, GitPlatform};
 use crate::git::GitCredentials;
 
 /// Longest a whole release request may take, answer included.
@@ -249,46 +249,22 @@ pub fn releases_data(releases: &[Release]) -> Option<String> {
         if i > 0 {
             out.push_str(", ");
         }
-        push_py_string(&mut out, tag);
+        push_py_json_string(&mut out, tag);
         out.push_str(": [");
         for (j, (name, url)) in assets.iter().enumerate() {
             if j > 0 {
                 out.push_str(", ");
             }
             out.push('[');
-            push_py_string(&mut out, name);
+            push_py_json_string(&mut out, name);
             out.push_str(", ");
-            push_py_string(&mut out, url);
+            push_py_json_string(&mut out, url);
             out.push(']');
         }
         out.push(']');
     }
     out.push('}');
     Some(out)
-}
-
-/// A JSON string as Python's `json.dumps` (with `ensure_ascii`) writes it.
-fn push_py_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            ' '..='~' => out.push(c),
-            _ => {
-                let mut units = [0u16; 2];
-                for u in c.encode_utf16(&mut units) {
-                    out.push_str(&format!("\\u{u:04x}"));
-                }
-            }
-        }
-    }
-    out.push('"');
 }
 
 fn describe(e: &reqwest::Error) -> String {

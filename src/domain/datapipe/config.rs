@@ -43,7 +43,7 @@ use super::{
     AggregationFunction, DataPipeStage, ProcessingPolicyType, TypeInputValue, ValidationError,
 };
 
-pub use emit::{push_py_json_string, py_float_repr, py_isoformat};
+pub use emit::{py_float_repr, py_isoformat};
 pub use load::{MAX_DEPTH, MAX_NODES};
 pub use validate::MAX_STEPS_PER_WINDOW;
 

@@ -893,6 +893,12 @@ mod tests {
         assert_eq!(rows[0].size, 4);
         assert_eq!(rows[0].max_count, 1024);
         assert_eq!(rows[1].create_datetime, t("2024-01-01 10:00:01.25"));
+        // a BOM before the first column's name
+        let got = dec(
+            "\u{feff}create_datetime,state\r\n2024-01-01 10:00:00,a\r\n",
+            &config("", TEXT, NREC),
+        );
+        assert_eq!(got.unwrap().len(), 1);
         // `"ab"c` is `abc`, as Python's reader has it; a trailing comma is an empty field
         let got = dec(
             "create_datetime,state,x\n2024-01-01 10:00:00,\"ab\"c,\n",

@@ -7,6 +7,7 @@ use chrono::NaiveDateTime;
 
 use super::load::{resolve_plain, Value};
 use super::{DataPipeConfig, FilterValue};
+use crate::domain::push_py_json_string;
 
 /// Python's `repr(float)` (shortest round-trip digits; exponent form below 1e-4 and from
 /// 1e16 on, e.g. `1e-05`, `1e+16`; `5.0`, `-0.0`). Finite values only.
@@ -15,10 +16,14 @@ pub fn py_float_repr(f: f64) -> String {
         return if f.is_sign_negative() { "-0.0" } else { "0.0" }.into();
     }
     let sign = if f < 0.0 { "-" } else { "" };
-    let sci = format!("{:e}", f.abs());
+    let a = f.abs();
+    let sci = format!("{a:e}");
     let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
-    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    let mut digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    if let Some(even) = tie_to_even(a, &digits, exp) {
+        digits = even;
+    }
     if !(-4..16).contains(&exp) {
         let m = if digits.len() > 1 {
             format!("{}.{}", &digits[..1], &digits[1..])
@@ -39,6 +44,43 @@ pub fn py_float_repr(f: f64) -> String {
     }
 }
 
+/// When the value lies exactly halfway between two shortest digit strings (e.g.
+/// `1363803842504314.25` between `…314.2` and `…314.3`), Python picks the even one; Rust's
+/// shortest formatting may pick the other. `None` when there is no tie.
+fn tie_to_even(a: f64, digits: &str, exp: i32) -> Option<String> {
+    // an f64's exact decimal expansion has at most 767 significant digits
+    let exact = format!("{a:.780e}");
+    let (m, e) = exact.split_once('e')?;
+    if e.parse::<i32>().ok()? != exp {
+        return None;
+    }
+    let exact: String = m.chars().filter(|c| *c != '.').collect();
+    let exact = exact.trim_end_matches('0');
+    let n = digits.len();
+    if exact.len() != n + 1 || !exact.ends_with('5') {
+        return None;
+    }
+    let mut even: Vec<u8> = exact.as_bytes()[..n].to_vec();
+    if even[n - 1] % 2 == 1 {
+        // round up; an odd last digit is at most 9, a carry may run left
+        let mut i = n;
+        loop {
+            i = i.checked_sub(1)?;
+            if even[i] == b'9' {
+                even[i] = b'0';
+            } else {
+                even[i] += 1;
+                break;
+            }
+        }
+    }
+    let even = String::from_utf8(even).ok()?;
+    let back: f64 = format!("0.{even}e{}", exp + 1).parse().ok()?;
+    (back == a)
+        .then_some(even.trim_end_matches('0').to_string())
+        .filter(|s| !s.is_empty())
+}
+
 /// Python's `datetime.isoformat()` of a naive value: microseconds only when not zero.
 pub fn py_isoformat(t: NaiveDateTime) -> String {
     if t.and_utc().timestamp_subsec_micros() == 0 {
@@ -46,30 +88,6 @@ pub fn py_isoformat(t: NaiveDateTime) -> String {
     } else {
         t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
     }
-}
-
-/// A JSON string as Python's `json.dumps` (with `ensure_ascii`) writes it.
-pub fn push_py_json_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            ' '..='~' => out.push(c),
-            _ => {
-                let mut units = [0u16; 2];
-                for u in c.encode_utf16(&mut units) {
-                    out.push_str(&format!("\\u{u:04x}"));
-                }
-            }
-        }
-    }
-    out.push('"');
 }
 
 /// One stored field: a JSON value or `null`.
@@ -355,6 +373,12 @@ fn yaml_str(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in chars {
+        let raw = matches!(c, ' '..='~' | '\u{A0}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}')
+            && !matches!(c, '"' | '\\' | '\u{2028}' | '\u{2029}' | '\u{FEFF}');
+        if raw {
+            out.push(c);
+            continue;
+        }
         let short = match c {
             '\0' => Some('0'),
             '\u{7}' => Some('a'),
@@ -377,11 +401,6 @@ fn yaml_str(s: &str) -> String {
             Some(e) => {
                 out.push('\\');
                 out.push(e);
-            }
-            None if matches!(c, ' '..='~' | '\u{A0}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}')
-                && c != '\u{FEFF}' =>
-            {
-                out.push(c)
             }
             None if (c as u32) <= 0xFF => out.push_str(&format!("\\x{:02X}", c as u32)),
             None if (c as u32) <= 0xFFFF => out.push_str(&format!("\\u{:04X}", c as u32)),

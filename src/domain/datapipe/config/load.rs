@@ -3,6 +3,10 @@
 //! `017` integers, `1e5` a string because PyYAML floats need a dot, `2024-01-01` a date), and
 //! the stored JSON.
 //!
+//! Not PyYAML: merge keys (`<<: {...}`) are not merged (the key is refused as unknown), and
+//! raw U+0085, U+2028 and U+2029 are content (YAML 1.2) where PyYAML takes them for line
+//! breaks (PyYAML's own dump of U+0085 does not read back either).
+//!
 //! Bounded whatever the text: YAML aliases are refused (no "billion laughs"), nesting deeper
 //! than [`MAX_DEPTH`] and documents of more than [`MAX_NODES`] values are refused, the parser is
 //! pulled one event at a time and stops at the first refusal.

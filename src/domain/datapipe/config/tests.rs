@@ -798,6 +798,14 @@ fn python_float_reprs() {
         (123456789.125, "123456789.125"),
         (-1.5, "-1.5"),
         (100.0, "100.0"),
+        // a tie between two shortest strings: Python takes the even digit
+        (-1363803842504314.2, "-1363803842504314.2"),
+        (1363803842504314.3, "1363803842504314.2"),
+        (1e23, "1e+23"),
+        (9007199254740993.0, "9007199254740992.0"),
+        (0.1 + 0.2, "0.30000000000000004"),
+        (1.0 / 3.0, "0.3333333333333333"),
+        (1.5e-323, "1.5e-323"),
     ] {
         assert_eq!(py_float_repr(f), want);
     }
@@ -1063,5 +1071,45 @@ fn dates_in_the_table_are_real() {
             .unwrap()
             .and_hms_milli_opt(10, 0, 0, 500)
             .unwrap()
+    );
+}
+
+/// PyYAML's choice of style for characters outside ASCII (golden from PyYAML 6.0).
+#[test]
+fn yaml_styles_beyond_ascii() {
+    let values = [
+        "a\u{a0}b",
+        "\u{a0}",
+        "\t\u{a0}",
+        "\u{1F600}\t",
+        "\u{fffe}",
+        "\u{10fffd}\t",
+        "a\u{2029}b\t",
+    ];
+    let mut c = DataPipeConfig::default_last_value();
+    c.filters.filtering_values = Some(
+        values
+            .iter()
+            .map(|v| FilterValue::Text(v.to_string()))
+            .collect(),
+    );
+    let yaml = c.to_yaml();
+    let want = "  filtering_values:\n  - a\u{a0}b\n  - \u{a0}\n  - \"\\t\u{a0}\"\n  - \"\\U0001F600\\t\"\n  - \"\\uFFFE\"\n  - \"\\U0010FFFD\\t\"\n  - \"a\\Pb\\t\"\n";
+    assert!(yaml.contains(want), "{yaml}");
+    assert_eq!(DataPipeConfig::parse_yaml(&yaml, LIMIT).unwrap(), c);
+    // a line break: double-quoted here (PyYAML folds a single-quoted block); reads back the same
+    c.filters.filtering_values = Some(vec![FilterValue::Text("a\nb \r\u{85}\u{2028}".into())]);
+    let yaml = c.to_yaml();
+    assert!(yaml.contains("  - \"a\\nb \\r\\N\\L\"\n"), "{yaml}");
+    assert_eq!(DataPipeConfig::parse_yaml(&yaml, LIMIT).unwrap(), c);
+}
+
+/// Files from Windows editors: a BOM and CRLF line ends.
+#[test]
+fn bom_and_crlf() {
+    let text = format!("\u{feff}{}", with_policy(PP).replace('\n', "\r\n"));
+    assert_eq!(
+        DataPipeConfig::parse_yaml(&text, LIMIT).unwrap(),
+        DataPipeConfig::default_last_value()
     );
 }

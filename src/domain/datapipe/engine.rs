@@ -458,7 +458,12 @@ impl Pipeline {
     /// The config changed: windows due under the old one are emitted, the open state is kept
     /// as the module doc says ("Resizing"), and windows of the new geometry that are due are
     /// emitted.
-    pub fn reconfigure(&mut self, config: DataPipeConfig, now: NaiveDateTime, out: &mut Vec<Output>) {
+    pub fn reconfigure(
+        &mut self,
+        config: DataPipeConfig,
+        now: NaiveDateTime,
+        out: &mut Vec<Output>,
+    ) {
         self.observe(now);
         self.emit_due(out);
         self.adopt(config);
@@ -678,10 +683,7 @@ impl Pipeline {
             ));
         }
         if snapshot.node != node {
-            return Err(format!(
-                "snapshot is of node {}, not {node}",
-                snapshot.node
-            ));
+            return Err(format!("snapshot is of node {}, not {node}", snapshot.node));
         }
         if snapshot.last_accepted.is_some_and(|t| t > snapshot.clock) {
             return Err("snapshot's last accepted value is after its clock".into());
@@ -716,9 +718,10 @@ impl Pipeline {
             Some(LastValue::Text(s)) => s.capacity(),
             _ => 0,
         };
-        let buckets = self.windows.as_ref().map_or(0, |w| {
-            w.buckets.capacity() * std::mem::size_of::<Bucket>()
-        });
+        let buckets = self
+            .windows
+            .as_ref()
+            .map_or(0, |w| w.buckets.capacity() * std::mem::size_of::<Bucket>());
         std::mem::size_of::<Self>() + config + last + buckets
     }
 
@@ -740,16 +743,20 @@ fn new_windows(policy: Policy, now: i64) -> Option<Windows> {
 }
 
 fn config_heap(config: &DataPipeConfig) -> usize {
-    config.filters.filtering_values.as_ref().map_or(0, |values| {
-        values.capacity() * std::mem::size_of::<FilterValue>()
-            + values
-                .iter()
-                .map(|v| match v {
-                    FilterValue::Text(s) => s.capacity(),
-                    FilterValue::Number(_) => 0,
-                })
-                .sum::<usize>()
-    })
+    config
+        .filters
+        .filtering_values
+        .as_ref()
+        .map_or(0, |values| {
+            values.capacity() * std::mem::size_of::<FilterValue>()
+                + values
+                    .iter()
+                    .map(|v| match v {
+                        FilterValue::Text(s) => s.capacity(),
+                        FilterValue::Number(_) => 0,
+                    })
+                    .sum::<usize>()
+        })
 }
 
 /// Upstream's `active_period.IsActive`: bounds are strict, a missing bound is never active.
@@ -907,7 +914,15 @@ pub struct SnapshotWindows {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SnapshotBucket(pub i64, pub i64, pub u64, pub f64, pub f64, pub f64, pub f64);
+pub struct SnapshotBucket(
+    pub i64,
+    pub i64,
+    pub u64,
+    pub f64,
+    pub f64,
+    pub f64,
+    pub f64,
+);
 
 impl Snapshot {
     pub fn to_json(&self) -> String {
@@ -921,8 +936,8 @@ impl Snapshot {
         struct Version {
             version: u32,
         }
-        let Version { version } = serde_json::from_str(json)
-            .map_err(|e| format!("snapshot is not readable: {e}"))?;
+        let Version { version } =
+            serde_json::from_str(json).map_err(|e| format!("snapshot is not readable: {e}"))?;
         if version != SNAPSHOT_VERSION {
             return Err(format!(
                 "snapshot version {version} cannot be read (this build reads {SNAPSHOT_VERSION})"
@@ -965,7 +980,12 @@ fn restore_windows(w: SnapshotWindows, clock: i64) -> Result<Windows, String> {
     if w.emitted_through > clock {
         return Err("snapshot's last boundary is after its clock".into());
     }
-    let mut windows = Windows::new(w.window.into(), w.step.into(), w.function, w.emitted_through);
+    let mut windows = Windows::new(
+        w.window.into(),
+        w.step.into(),
+        w.function,
+        w.emitted_through,
+    );
     let mut previous: Option<Bucket> = None;
     for (i, SnapshotBucket(first, last, count, sum, comp, min, max)) in
         w.buckets.into_iter().enumerate()

@@ -115,7 +115,11 @@ fn rows(out: &[Output]) -> Vec<(i64, i64, f64)> {
             Output::Aggregation(a) => {
                 assert_eq!(a.create_datetime, a.end_window_datetime);
                 let s = |t: NaiveDateTime| (t - at(0.0)).num_seconds();
-                (s(a.start_window_datetime), s(a.end_window_datetime), a.state)
+                (
+                    s(a.start_window_datetime),
+                    s(a.end_window_datetime),
+                    a.state,
+                )
             }
             other => panic!("aggregation row expected, got {other:?}"),
         })
@@ -139,16 +143,40 @@ fn active_period_bounds_are_strict_and_a_missing_bound_is_never_active() {
     let cases = [
         // (config, time of the value, verdict)
         (period(Permanent, None, None), 5.0, Accepted),
-        (period(FromDate, Some(10.0), None), 10.0, Verdict::Dropped(Inactive)),
+        (
+            period(FromDate, Some(10.0), None),
+            10.0,
+            Verdict::Dropped(Inactive),
+        ),
         (period(FromDate, Some(10.0), None), 10.001, Accepted),
-        (period(FromDate, None, None), 10.0, Verdict::Dropped(Inactive)),
+        (
+            period(FromDate, None, None),
+            10.0,
+            Verdict::Dropped(Inactive),
+        ),
         (period(ToDate, None, Some(10.0)), 9.999, Accepted),
-        (period(ToDate, None, Some(10.0)), 10.0, Verdict::Dropped(Inactive)),
+        (
+            period(ToDate, None, Some(10.0)),
+            10.0,
+            Verdict::Dropped(Inactive),
+        ),
         (period(ToDate, None, None), 1.0, Verdict::Dropped(Inactive)),
-        (period(DateRange, Some(10.0), Some(20.0)), 10.0, Verdict::Dropped(Inactive)),
+        (
+            period(DateRange, Some(10.0), Some(20.0)),
+            10.0,
+            Verdict::Dropped(Inactive),
+        ),
         (period(DateRange, Some(10.0), Some(20.0)), 15.0, Accepted),
-        (period(DateRange, Some(10.0), Some(20.0)), 20.0, Verdict::Dropped(Inactive)),
-        (period(DateRange, Some(10.0), None), 15.0, Verdict::Dropped(Inactive)),
+        (
+            period(DateRange, Some(10.0), Some(20.0)),
+            20.0,
+            Verdict::Dropped(Inactive),
+        ),
+        (
+            period(DateRange, Some(10.0), None),
+            15.0,
+            Verdict::Dropped(Inactive),
+        ),
     ];
     for (i, (c, t, expected)) in cases.into_iter().enumerate() {
         let mut p = Pipeline::new(NODE, c, at(0.0));
@@ -158,7 +186,11 @@ fn active_period_bounds_are_strict_and_a_missing_bound_is_never_active() {
 
 // ---------------------------------------------------------------- filters
 
-fn listed(input: TypeInputValue, kind: FilterTypeValueFiltering, values: Vec<FilterValue>) -> DataPipeConfig {
+fn listed(
+    input: TypeInputValue,
+    kind: FilterTypeValueFiltering,
+    values: Vec<FilterValue>,
+) -> DataPipeConfig {
     let mut c = config(input, last_value());
     c.filters.type_value_filtering = Some(kind);
     c.filters.filtering_values = Some(values);
@@ -183,7 +215,12 @@ fn filters_lists_thresholds_sizes_and_value_types() {
     use FilterTypeValueFiltering::*;
     use FilterTypeValueThreshold as T;
     use TypeInputValue::{Number as N, Text as X};
-    let words = || vec![FilterValue::Text("on".into()), FilterValue::Text("off".into())];
+    let words = || {
+        vec![
+            FilterValue::Text("on".into()),
+            FilterValue::Text("off".into()),
+        ]
+    };
     let nums = || vec![FilterValue::Number(1.5), FilterValue::Number(2.0)];
     let sized = |input, max_size| {
         let mut c = config(input, last_value());
@@ -195,8 +232,16 @@ fn filters_lists_thresholds_sizes_and_value_types() {
         // white and black lists: Text compares strings, case and all
         (listed(X, WhiteList, words()), b"on", Accepted),
         (listed(X, WhiteList, words()), b"ON", Verdict::Dropped(List)),
-        (listed(X, WhiteList, words()), b"on ", Verdict::Dropped(List)),
-        (listed(X, BlackList, words()), b"off", Verdict::Dropped(List)),
+        (
+            listed(X, WhiteList, words()),
+            b"on ",
+            Verdict::Dropped(List),
+        ),
+        (
+            listed(X, BlackList, words()),
+            b"off",
+            Verdict::Dropped(List),
+        ),
         (listed(X, BlackList, words()), b"x", Accepted),
         (listed(X, WhiteList, vec![]), b"on", Verdict::Dropped(List)),
         (listed(X, BlackList, vec![]), b"on", Accepted),
@@ -209,21 +254,49 @@ fn filters_lists_thresholds_sizes_and_value_types() {
         (listed(N, BlackList, nums()), b"2.0", Verdict::Dropped(List)),
         (listed(N, BlackList, nums()), b"2.5", Accepted),
         // a Number entry in a Text list compares as a number (upstream's isInList)
-        (listed(X, WhiteList, vec![FilterValue::Number(2.0)]), b"2.0", Accepted),
-        (listed(X, WhiteList, vec![FilterValue::Number(2.0)]), b"two", Verdict::Dropped(List)),
+        (
+            listed(X, WhiteList, vec![FilterValue::Number(2.0)]),
+            b"2.0",
+            Accepted,
+        ),
+        (
+            listed(X, WhiteList, vec![FilterValue::Number(2.0)]),
+            b"two",
+            Verdict::Dropped(List),
+        ),
         // thresholds: bounds inclusive, integers compared as floats
         (threshold(N, T::Min, Some(10), None), b"10", Accepted),
-        (threshold(N, T::Min, Some(10), None), b"9.999", Verdict::Dropped(Threshold)),
+        (
+            threshold(N, T::Min, Some(10), None),
+            b"9.999",
+            Verdict::Dropped(Threshold),
+        ),
         (threshold(N, T::Max, None, Some(10)), b"10", Accepted),
-        (threshold(N, T::Max, None, Some(10)), b"10.001", Verdict::Dropped(Threshold)),
+        (
+            threshold(N, T::Max, None, Some(10)),
+            b"10.001",
+            Verdict::Dropped(Threshold),
+        ),
         (threshold(N, T::Range, Some(-5), Some(5)), b"-5", Accepted),
         (threshold(N, T::Range, Some(-5), Some(5)), b"5", Accepted),
-        (threshold(N, T::Range, Some(-5), Some(5)), b"-5.5", Verdict::Dropped(Threshold)),
-        (threshold(N, T::Range, Some(-5), Some(5)), b"6", Verdict::Dropped(Threshold)),
+        (
+            threshold(N, T::Range, Some(-5), Some(5)),
+            b"-5.5",
+            Verdict::Dropped(Threshold),
+        ),
+        (
+            threshold(N, T::Range, Some(-5), Some(5)),
+            b"6",
+            Verdict::Dropped(Threshold),
+        ),
         (threshold(N, T::Min, None, None), b"-1e300", Accepted),
         // a value that is not a number passes a threshold (upstream), under Text input
         (threshold(X, T::Max, None, Some(10)), b"abc", Accepted),
-        (threshold(X, T::Max, None, Some(10)), b"11", Verdict::Dropped(Threshold)),
+        (
+            threshold(X, T::Max, None, Some(10)),
+            b"11",
+            Verdict::Dropped(Threshold),
+        ),
         // max_size counts bytes of the raw payload; 0 is no limit
         (sized(X, 4), b"1234", Accepted),
         (sized(X, 4), b"12345", Verdict::Dropped(Size)),
@@ -307,22 +380,54 @@ fn last_unique_check_compares_what_is_kept_with_what_was_last_kept() {
     let cases: Vec<(DataPipeConfig, Vec<(&str, Verdict)>)> = vec![
         (
             unique(text()),
-            vec![("a", Accepted), ("a", Verdict::Dropped(Repeat)), ("b", Accepted), ("a", Accepted)],
+            vec![
+                ("a", Accepted),
+                ("a", Verdict::Dropped(Repeat)),
+                ("b", Accepted),
+                ("a", Accepted),
+            ],
         ),
         // Number repeats compare numbers
         (
             unique(number()),
-            vec![("5", Accepted), ("5.0", Verdict::Dropped(Repeat)), ("-0", Accepted), ("0", Verdict::Dropped(Repeat))],
+            vec![
+                ("5", Accepted),
+                ("5.0", Verdict::Dropped(Repeat)),
+                ("-0", Accepted),
+                ("0", Verdict::Dropped(Repeat)),
+            ],
         ),
         // after rounding: 5.01 and 5.04 are both kept as "5.0"
         (
             rounded,
-            vec![("5.01", Accepted), ("5.04", Verdict::Dropped(Repeat)), ("5.06", Accepted)],
+            vec![
+                ("5.01", Accepted),
+                ("5.04", Verdict::Dropped(Repeat)),
+                ("5.06", Accepted),
+            ],
+        ),
+        // after slicing: "ab" and "ac" are both kept as "a" (upstream compares the raw "ac")
+        (
+            {
+                let mut c = unique(text());
+                c.transformations =
+                    transformed(TypeInputValue::Text, None, None, (None, Some(1))).transformations;
+                c
+            },
+            vec![
+                ("ab", Accepted),
+                ("ac", Verdict::Dropped(Repeat)),
+                ("b", Accepted),
+            ],
         ),
         // a dropped value is not the last value
         (
             sized,
-            vec![("a", Accepted), ("long", Verdict::Dropped(Size)), ("a", Verdict::Dropped(Repeat))],
+            vec![
+                ("a", Accepted),
+                ("long", Verdict::Dropped(Size)),
+                ("a", Verdict::Dropped(Repeat)),
+            ],
         ),
         // long values are compared by length and SHA-256
         (
@@ -376,12 +481,24 @@ fn number_transformations_format_like_upstream_go() {
         (number(), "1e3", Ok("1e3")),
         (transformed(N, None, None, none), "+7", Ok("+7")),
         // a ratio gives Go's %f: six decimals
-        (transformed(N, Some(2.0), None, none), "1.25", Ok("2.500000")),
+        (
+            transformed(N, Some(2.0), None, none),
+            "1.25",
+            Ok("2.500000"),
+        ),
         (transformed(N, Some(1.0), None, none), "3", Ok("3.000000")),
         (transformed(N, Some(-0.5), None, none), "3", Ok("-1.500000")),
         (transformed(N, Some(0.001), None, none), "1", Ok("0.001000")),
-        (transformed(N, Some(1.0), None, none), "0.0000005", Ok("0.000000")),
-        (transformed(N, Some(1e10), None, none), "1e300", Err(Overflow)),
+        (
+            transformed(N, Some(1.0), None, none),
+            "0.0000005",
+            Ok("0.000000"),
+        ),
+        (
+            transformed(N, Some(1e10), None, none),
+            "1e300",
+            Err(Overflow),
+        ),
         // rounding gives %.Nf, ties to even on the exact binary value
         (transformed(N, None, Some(2), none), "2.5", Ok("2.50")),
         (transformed(N, None, Some(0), none), "2.5", Ok("2")),
@@ -391,11 +508,23 @@ fn number_transformations_format_like_upstream_go() {
         (transformed(N, None, Some(7), none), "1", Ok("1.0000000")),
         // both: the rounding reads the six-decimal text
         (transformed(N, Some(1.0), Some(0), none), "3", Ok("3")),
-        (transformed(N, Some(1.0), Some(7), none), "1.23456789", Ok("1.2345680")),
+        (
+            transformed(N, Some(1.0), Some(7), none),
+            "1.23456789",
+            Ok("1.2345680"),
+        ),
         (transformed(N, Some(2.0), Some(1), none), "1.26", Ok("2.5")),
         // a slice does nothing to a Number
-        (transformed(N, None, None, (Some(1), Some(2))), "12345", Ok("12345")),
-        (transformed(N, Some(1e300), Some(2), none), "1e10", Err(Overflow)),
+        (
+            transformed(N, None, None, (Some(1), Some(2))),
+            "12345",
+            Ok("12345"),
+        ),
+        (
+            transformed(N, Some(1e300), Some(2), none),
+            "1e10",
+            Err(Overflow),
+        ),
     ];
     for (i, (c, payload, expected)) in cases.into_iter().enumerate() {
         assert_eq!(kept(&c, payload), expected.map(str::to_owned), "case {i}");
@@ -424,7 +553,11 @@ fn text_is_sliced_like_python_by_characters() {
         (s(Some(0), Some(1)), "🌍x", "🌍"),
         (s(Some(1), None), "e\u{301}x", "\u{301}x"),
         // a ratio and rounding do nothing to Text
-        (transformed(TypeInputValue::Text, Some(2.0), Some(1), (None, None)), "1.25", "1.25"),
+        (
+            transformed(TypeInputValue::Text, Some(2.0), Some(1), (None, None)),
+            "1.25",
+            "1.25",
+        ),
         // NUL becomes U+FFFD (PostgreSQL TEXT)
         (text(), "a\0b", "a\u{FFFD}b"),
         (s(Some(1), None), "\0\0x", "\u{FFFD}x"),
@@ -457,7 +590,8 @@ fn last_value_n_records_and_time_window_rows() {
             ..policy(ProcessingPolicyType::NRecords)
         },
     );
-    c.transformations = transformed(TypeInputValue::Text, None, None, (Some(1), None)).transformations;
+    c.transformations =
+        transformed(TypeInputValue::Text, None, None, (Some(1), None)).transformations;
     let mut out = Vec::new();
     Pipeline::new(NODE, c, at(0.0)).offer(at(2.0), "xé".as_bytes(), &mut out);
     assert_eq!(
@@ -516,7 +650,11 @@ fn a_config_missing_its_numbers_drops_every_value_and_never_panics() {
     for (i, pp) in broken.into_iter().enumerate() {
         let mut p = Pipeline::new(NODE, config(TypeInputValue::Number, pp), at(0.0));
         assert!(p.problem().is_some(), "case {i}");
-        assert_eq!(p.offer(at(1.0), b"1", &mut Vec::new()), Verdict::Dropped(Config), "case {i}");
+        assert_eq!(
+            p.offer(at(1.0), b"1", &mut Vec::new()),
+            Verdict::Dropped(Config),
+            "case {i}"
+        );
         p.tick(at(1e6), &mut Vec::new());
         assert_eq!(p.next_deadline(), None);
     }
@@ -532,7 +670,10 @@ fn tumbling_windows_are_aligned_to_their_size_and_a_value_at_the_edge_is_in_the_
         assert_eq!(p.offer(at(t), v.as_bytes(), &mut out), Accepted);
     }
     assert_eq!(p.next_deadline(), Some(at(120.0)));
-    assert!(out.is_empty(), "nothing is due before the first window ends");
+    assert!(
+        out.is_empty(),
+        "nothing is due before the first window ends"
+    );
     p.tick(at(119.9), &mut out);
     assert!(out.is_empty());
     // a value exactly at the end belongs to the next window; it comes after the due one
@@ -551,8 +692,13 @@ fn tumbling_windows_are_aligned_to_their_size_and_a_value_at_the_edge_is_in_the_
     p.offer(at(1085.0), b"7", &mut out);
     assert_eq!(rows(&out), [(960, 1020, 5.0)]);
     let row = &out[0];
-    let Output::Aggregation(a) = row else { unreachable!() };
-    assert_eq!((a.unit_node_uuid, a.aggregation_type, a.time_window_size), (NODE, Avg, 60));
+    let Output::Aggregation(a) = row else {
+        unreachable!()
+    };
+    assert_eq!(
+        (a.unit_node_uuid, a.aggregation_type, a.time_window_size),
+        (NODE, Avg, 60)
+    );
 }
 
 #[test]
@@ -562,7 +708,10 @@ fn each_aggregation_function_over_one_window() {
         let mut out = Vec::new();
         let mut p = Pipeline::new(NODE, agg(300, None, f), at(0.0));
         for (i, v) in values.iter().enumerate() {
-            assert_eq!(p.offer(at(i as f64 * 10.0), v.as_bytes(), &mut out), Accepted);
+            assert_eq!(
+                p.offer(at(i as f64 * 10.0), v.as_bytes(), &mut out),
+                Accepted
+            );
         }
         p.tick(at(300.0), &mut out);
         assert_eq!(rows(&out), [(0, 300, expected)], "{f}");
@@ -573,16 +722,24 @@ fn each_aggregation_function_over_one_window() {
 fn aggregation_takes_numbers_only_after_transformations() {
     // Text input: each (sliced) value must parse, as upstream's aggregation buffer demands
     let mut c = config(TypeInputValue::Text, aggregation(60, None, Sum));
-    c.transformations = transformed(TypeInputValue::Text, None, None, (Some(2), None)).transformations;
+    c.transformations =
+        transformed(TypeInputValue::Text, None, None, (Some(2), None)).transformations;
     let mut p = Pipeline::new(NODE, c, at(0.0));
     let mut out = Vec::new();
     assert_eq!(p.offer(at(1.0), b"t=21.5", &mut out), Accepted);
-    assert_eq!(p.offer(at(2.0), b"t=warm", &mut out), Verdict::Dropped(NotNumber));
-    assert_eq!(p.offer(at(3.0), b"t=inf", &mut out), Verdict::Dropped(NotFinite));
+    assert_eq!(
+        p.offer(at(2.0), b"t=warm", &mut out),
+        Verdict::Dropped(NotNumber)
+    );
+    assert_eq!(
+        p.offer(at(3.0), b"t=inf", &mut out),
+        Verdict::Dropped(NotFinite)
+    );
     assert_eq!(p.offer(at(4.0), b"t=0.5", &mut out), Accepted);
     // Number input aggregates the transformed value, as upstream re-parses it
     let mut c = agg(60, None, Sum);
-    c.transformations = transformed(TypeInputValue::Number, Some(10.0), Some(0), (None, None)).transformations;
+    c.transformations =
+        transformed(TypeInputValue::Number, Some(10.0), Some(0), (None, None)).transformations;
     let mut q = Pipeline::new(NODE, c, at(0.0));
     q.offer(at(1.0), b"0.26", &mut out);
     q.offer(at(2.0), b"0.24", &mut out);
@@ -597,7 +754,10 @@ fn sums_past_f64_max_are_never_emitted() {
     let mut p = Pipeline::new(NODE, agg(120, Some(60), Sum), at(0.0));
     assert_eq!(p.offer(at(1.0), b"1.5e308", &mut out), Accepted);
     // the same step's sum would be infinite: the value is refused, the bucket stays finite
-    assert_eq!(p.offer(at(2.0), b"1.5e308", &mut out), Verdict::Dropped(Overflow));
+    assert_eq!(
+        p.offer(at(2.0), b"1.5e308", &mut out),
+        Verdict::Dropped(Overflow)
+    );
     assert_eq!(p.offer(at(61.0), b"1.5e308", &mut out), Accepted);
     p.tick(at(180.0), &mut out);
     // [0,60): 1.5e308, [0,120): inf (suppressed), [60,180): 1.5e308
@@ -679,7 +839,10 @@ fn a_step_equal_to_the_size_is_upstreams_tumbling_window() {
 fn feed(p: &mut Pipeline, from: i64, to: i64, every: i64, out: &mut Vec<Output>) {
     let mut t = from;
     while t < to {
-        assert_eq!(p.offer(at(t as f64), format!("{}", t).as_bytes(), out), Accepted);
+        assert_eq!(
+            p.offer(at(t as f64), format!("{}", t).as_bytes(), out),
+            Accepted
+        );
         t += every;
     }
 }
@@ -711,7 +874,11 @@ fn growing_the_size_keeps_what_was_kept_and_brings_back_nothing() {
     assert_eq!(got.len(), 5);
     for (start, end, sum) in got {
         assert_eq!(end - start, 900);
-        assert_eq!(sum, fed_sum(start.max(960), end, 30, (0, 1500)), "window ending {end}");
+        assert_eq!(
+            sum,
+            fed_sum(start.max(960), end, 30, (0, 1500)),
+            "window ending {end}"
+        );
     }
 }
 
@@ -723,9 +890,15 @@ fn shrinking_the_size_keeps_the_values_inside_the_new_window() {
     out.clear();
     p.reconfigure(agg(300, Some(60), Sum), at(3630.0), &mut out);
     assert!(out.is_empty(), "3600 was emitted before, 3660 is not due");
-    assert!(p.bucket_count() <= 6, "only what the new size can use is kept");
+    assert!(
+        p.bucket_count() <= 6,
+        "only what the new size can use is kept"
+    );
     p.tick(at(3660.0), &mut out);
-    assert_eq!(rows(&out), [(3360, 3660, fed_sum(3360, 3660, 30, (0, 3630)))]);
+    assert_eq!(
+        rows(&out),
+        [(3360, 3660, fed_sum(3360, 3660, 30, (0, 3630)))]
+    );
 }
 
 #[test]
@@ -734,7 +907,11 @@ fn a_step_that_is_a_multiple_of_the_old_one_merges_exactly() {
     // (old, new, the first value the old config still kept at 9000)
     for (old, new, kept_from) in [
         (agg(3600, Some(60), Sum), agg(3600, Some(300), Sum), 7200),
-        (agg(900, Some(300), Sum), agg(1800, Some(900), Sum), 9300 - 900),
+        (
+            agg(900, Some(300), Sum),
+            agg(1800, Some(900), Sum),
+            9300 - 900,
+        ),
         (agg(3600, None, Sum), agg(7200, None, Sum), 7200),
     ] {
         let mut out = Vec::new();
@@ -742,8 +919,13 @@ fn a_step_that_is_a_multiple_of_the_old_one_merges_exactly() {
         feed(&mut p, 7200, 9000, 20, &mut out);
         p.reconfigure(new.clone(), at(9000.0), &mut out);
         let step = new.processing_policy.time_window_step;
-        let slots = (9000 - kept_from) / i64::from(step.or(new.processing_policy.time_window_size).unwrap());
-        assert!(p.bucket_count() as i64 <= slots + 1, "merged: {} buckets", p.bucket_count());
+        let slots = (9000 - kept_from)
+            / i64::from(step.or(new.processing_policy.time_window_size).unwrap());
+        assert!(
+            p.bucket_count() as i64 <= slots + 1,
+            "merged: {} buckets",
+            p.bucket_count()
+        );
         out.clear();
         feed(&mut p, 9000, 12000, 20, &mut out);
         p.tick(at(20000.0), &mut out);
@@ -791,14 +973,21 @@ fn a_finer_step_counts_an_old_bucket_only_in_windows_that_hold_all_of_it() {
     p.reconfigure(agg(900, None, Sum), at(5400.0), &mut out);
     feed(&mut p, 5400, 5700, 60, &mut out);
     p.tick(at(9000.0), &mut out);
-    assert_eq!(rows(&out), [(5400, 6300, fed_sum(5400, 6300, 60, (5400, 5700)))]);
+    assert_eq!(
+        rows(&out),
+        [(5400, 6300, fed_sum(5400, 6300, 60, (5400, 5700)))]
+    );
 
     // unless they all fall in one new slot: here all in [3600, 4500)
     let mut out = Vec::new();
     let mut p = Pipeline::new(NODE, agg(3600, None, Sum), at(0.0));
     feed(&mut p, 3600, 4200, 60, &mut out);
     p.reconfigure(agg(900, None, Sum), at(5000.0), &mut out);
-    assert_eq!(rows(&out), [(3600, 4500, fed_sum(3600, 4500, 60, (3600, 4200)))], "emitted at once");
+    assert_eq!(
+        rows(&out),
+        [(3600, 4500, fed_sum(3600, 4500, 60, (3600, 4200)))],
+        "emitted at once"
+    );
 }
 
 #[test]
@@ -841,6 +1030,16 @@ fn a_policy_change_discards_or_starts_the_windows_and_keeps_the_rate_clock() {
     p.offer(at(400.0), b"9", &mut out);
     p.tick(at(600.0), &mut out);
     assert_eq!(rows(&out), [(0, 600, 9.0)]);
+    // turning the check off forgets the last value: on again, nothing stale repeats
+    let mut on = text();
+    on.filters.last_unique_check = true;
+    let mut off = on.clone();
+    off.filters.last_unique_check = false;
+    let mut q = Pipeline::new(NODE, on.clone(), at(0.0));
+    assert_eq!(q.offer(at(1.0), b"a", &mut out), Accepted);
+    q.reconfigure(off, at(2.0), &mut out);
+    q.reconfigure(on, at(3.0), &mut out);
+    assert_eq!(q.offer(at(4.0), b"a", &mut out), Accepted);
     // a type change forgets the last value (it cannot be compared)
     let mut t = text();
     t.filters.last_unique_check = true;
@@ -866,10 +1065,12 @@ fn a_clock_stepped_back_is_taken_as_no_time_passing() {
     p.offer(at(10.0), b"a", &mut out);
     p.offer(at(5.0), b"b", &mut out);
     assert_eq!(
-        out.iter().map(|o| match o {
-            Output::LastValue { at, .. } => *at,
-            _ => unreachable!(),
-        }).collect::<Vec<_>>(),
+        out.iter()
+            .map(|o| match o {
+                Output::LastValue { at, .. } => *at,
+                _ => unreachable!(),
+            })
+            .collect::<Vec<_>>(),
         [at(10.0), at(10.0)]
     );
 }
@@ -905,7 +1106,10 @@ fn a_restored_pipeline_writes_what_an_uninterrupted_one_would() {
     drop(before);
     let snapshot = Snapshot::from_json(&json).unwrap();
     let mut after = Pipeline::restore(NODE, c, snapshot, at(6500.0)).unwrap();
-    assert!(after.next_deadline().unwrap() <= at(6500.0), "windows came due while stopped");
+    assert!(
+        after.next_deadline().unwrap() <= at(6500.0),
+        "windows came due while stopped"
+    );
     after.tick(at(6500.0), &mut got);
     events(&mut after, 6500, 9000, &mut got);
     after.tick(at(20000.0), &mut got);
@@ -922,9 +1126,21 @@ fn snapshots_keep_the_last_value_and_the_rate_clock() {
         let mut p = Pipeline::new(NODE, c.clone(), at(0.0));
         p.offer(at(10.0), v.as_bytes(), &mut Vec::new());
         let json = p.snapshot().to_json();
-        let mut q = Pipeline::restore(NODE, c.clone(), Snapshot::from_json(&json).unwrap(), at(20.0)).unwrap();
-        assert_eq!(q.offer(at(69.0), b"other", &mut Vec::new()), Verdict::Dropped(Rate));
-        assert_eq!(q.offer(at(70.0), v.as_bytes(), &mut Vec::new()), Verdict::Dropped(Repeat));
+        let mut q = Pipeline::restore(
+            NODE,
+            c.clone(),
+            Snapshot::from_json(&json).unwrap(),
+            at(20.0),
+        )
+        .unwrap();
+        assert_eq!(
+            q.offer(at(69.0), b"other", &mut Vec::new()),
+            Verdict::Dropped(Rate)
+        );
+        assert_eq!(
+            q.offer(at(70.0), v.as_bytes(), &mut Vec::new()),
+            Verdict::Dropped(Repeat)
+        );
         assert_eq!(q.offer(at(71.0), b"other", &mut Vec::new()), Accepted);
     }
 }
@@ -936,11 +1152,20 @@ fn a_snapshot_under_another_geometry_is_fitted_to_the_config() {
     feed(&mut p, 3600, 4200, 30, &mut out);
     let snapshot = p.snapshot();
     // a multiple of the old step: merged exactly
-    let mut q = Pipeline::restore(NODE, agg(3600, Some(600), Sum), snapshot.clone(), at(4200.0)).unwrap();
+    let mut q = Pipeline::restore(
+        NODE,
+        agg(3600, Some(600), Sum),
+        snapshot.clone(),
+        at(4200.0),
+    )
+    .unwrap();
     feed(&mut q, 4200, 4800, 30, &mut out);
     out.clear();
     q.tick(at(7200.0), &mut out);
-    assert_eq!(rows(&out)[0], (1200, 4800, fed_sum(1200, 4800, 30, (3600, 4800))));
+    assert_eq!(
+        rows(&out)[0],
+        (1200, 4800, fed_sum(1200, 4800, 30, (3600, 4800)))
+    );
     // another policy: the windows are discarded, counted
     let q = Pipeline::restore(NODE, number(), snapshot, at(4200.0)).unwrap();
     assert_eq!(q.counters().values_discarded, 20);
@@ -967,7 +1192,10 @@ fn bad_snapshots_are_refused_with_a_reason() {
         (edit(&|s| s.version = 2), "version 2"),
         (edit(&|s| s.node = Uuid::from_u128(9)), "node"),
         (edit(&|s| s.last_accepted = Some(at(1e6))), "last accepted"),
-        (edit(&|s| s.last_value = Some(SnapshotValue::Number(f64::NAN))), "not finite"),
+        (
+            edit(&|s| s.last_value = Some(SnapshotValue::Number(f64::NAN))),
+            "not finite",
+        ),
         (
             edit(&|s| {
                 s.last_value = Some(SnapshotValue::Digest {
@@ -979,13 +1207,22 @@ fn bad_snapshots_are_refused_with_a_reason() {
         ),
         (windows(&|w| w.step = 7), "multiple"),
         (windows(&|w| w.step = 0), "multiple"),
-        (windows(&|w| w.emitted_through = unix(1000)), "after its clock"),
+        (
+            windows(&|w| w.emitted_through = unix(1000)),
+            "after its clock",
+        ),
         (windows(&|w| w.buckets.swap(0, 1)), "out of order"),
         (windows(&|w| w.buckets[0].2 = 0), "malformed"),
         (windows(&|w| w.buckets[0].5 = 1e9), "malformed"),
-        (windows(&|w| w.buckets[1].0 = w.buckets[1].1 + 1), "malformed"),
+        (
+            windows(&|w| w.buckets[1].0 = w.buckets[1].1 + 1),
+            "malformed",
+        ),
         (windows(&|w| w.buckets[1].3 = f64::INFINITY), "malformed"),
-        (windows(&|w| w.buckets = vec![w.buckets[0]; MAX_BUCKETS + 1]), "more than"),
+        (
+            windows(&|w| w.buckets = vec![w.buckets[0]; MAX_BUCKETS + 1]),
+            "more than",
+        ),
     ];
     for (s, why) in cases {
         let err = restore(s).unwrap_err();
@@ -1030,7 +1267,11 @@ fn memory_is_bounded_under_a_flood() {
     assert!(most.0 <= 1440, "buckets {}", most.0);
     assert_eq!(p.bucket_count(), 1440);
     let bound = std::mem::size_of::<Pipeline>() + 1440 * std::mem::size_of::<window::Bucket>();
-    assert!(most.1 <= bound && full <= bound, "{} / {full} > {bound}", most.1);
+    assert!(
+        most.1 <= bound && full <= bound,
+        "{} / {full} > {bound}",
+        most.1
+    );
 
     // every other policy keeps nothing per value; a huge last value is kept as a digest
     let mut c = text();
@@ -1058,7 +1299,11 @@ fn past_the_bucket_bound_values_are_dropped_and_counted() {
     }
     assert_eq!(p.bucket_count(), MAX_BUCKETS);
     assert_eq!(p.counters().dropped(Capacity), 100);
-    assert!(p.memory_bytes() <= std::mem::size_of::<Pipeline>() + MAX_BUCKETS * std::mem::size_of::<window::Bucket>());
+    assert!(
+        p.memory_bytes()
+            <= std::mem::size_of::<Pipeline>()
+                + MAX_BUCKETS * std::mem::size_of::<window::Bucket>()
+    );
     // windows count only what was accepted
     p.tick(at(MAX_BUCKETS as f64), &mut out);
     assert_eq!(rows(&out).last().unwrap().2, MAX_BUCKETS as f64);
@@ -1084,10 +1329,17 @@ fn any_function() -> impl Strategy<Value = AggregationFunction> {
 /// Window size and a step dividing it, small so that windows close often.
 fn geometry() -> impl Strategy<Value = (u32, Option<u32>)> {
     prop::sample::select(vec![60u32, 120, 300, 600]).prop_flat_map(|w| {
-        let steps: Vec<Option<u32>> = [None, Some(w), Some(w / 2), Some(w / 3), Some(60), Some(w / 10)]
-            .into_iter()
-            .filter(|s| s.is_none_or(|s| s > 0 && w % s == 0))
-            .collect();
+        let steps: Vec<Option<u32>> = [
+            None,
+            Some(w),
+            Some(w / 2),
+            Some(w / 3),
+            Some(60),
+            Some(w / 10),
+        ]
+        .into_iter()
+        .filter(|s| s.is_none_or(|s| s > 0 && w % s == 0))
+        .collect();
         (Just(w), prop::sample::select(steps))
     })
 }
@@ -1095,11 +1347,21 @@ fn geometry() -> impl Strategy<Value = (u32, Option<u32>)> {
 fn any_config() -> impl Strategy<Value = DataPipeConfig> {
     let filters = (
         prop::bool::ANY,
-        prop::option::of((prop::bool::ANY, prop::collection::vec(prop_oneof![
-            any::<f64>().prop_map(FilterValue::Number),
-            ".{0,4}".prop_map(FilterValue::Text),
-        ], 0..4))),
-        prop::option::of((0..3u8, prop::option::of(-100i64..100), prop::option::of(-100i64..100))),
+        prop::option::of((
+            prop::bool::ANY,
+            prop::collection::vec(
+                prop_oneof![
+                    any::<f64>().prop_map(FilterValue::Number),
+                    ".{0,4}".prop_map(FilterValue::Text),
+                ],
+                0..4,
+            ),
+        )),
+        prop::option::of((
+            0..3u8,
+            prop::option::of(-100i64..100),
+            prop::option::of(-100i64..100),
+        )),
         0u32..30,
         prop::bool::ANY,
         prop_oneof![Just(0u32), 1u32..64],
@@ -1121,12 +1383,21 @@ fn any_config() -> impl Strategy<Value = DataPipeConfig> {
             ..policy(ProcessingPolicyType::TimeWindow)
         }),
         (geometry(), any_function()).prop_map(|((w, s), f)| aggregation(w, s, f)),
-        (0u32..700, prop::option::of(0u32..700), any_function()).prop_map(|(w, s, f)| aggregation(w, s, f)),
+        (0u32..700, prop::option::of(0u32..700), any_function())
+            .prop_map(|(w, s, f)| aggregation(w, s, f)),
     ];
-    let period = (0..4u8, prop::option::of(0.0..500.0f64), prop::option::of(0.0..500.0f64));
+    let period = (
+        0..4u8,
+        prop::option::of(0.0..500.0f64),
+        prop::option::of(0.0..500.0f64),
+    );
     (prop::bool::ANY, filters, transformations, policies, period).prop_map(
         |(is_text, (list_on, list, thr, rate, unique, size), tr, pp, (kind, start, end))| {
-            let input = if is_text { TypeInputValue::Text } else { TypeInputValue::Number };
+            let input = if is_text {
+                TypeInputValue::Text
+            } else {
+                TypeInputValue::Number
+            };
             let mut c = config(input, pp);
             c.active_period = ActivePeriod {
                 kind: ActivePeriodType::ALL[kind as usize],
@@ -1167,8 +1438,10 @@ fn any_payload() -> impl Strategy<Value = Vec<u8>> {
         ".{0,12}".prop_map(String::into_bytes),
         any::<f64>().prop_map(|x| x.to_string().into_bytes()),
         (-1000i32..1000).prop_map(|x| x.to_string().into_bytes()),
-        prop::sample::select(vec!["NaN", "inf", "-inf", "1e400", "-1e400", "1.7e308", "-0", "1e-400"])
-            .prop_map(|s| s.as_bytes().to_vec()),
+        prop::sample::select(vec![
+            "NaN", "inf", "-inf", "1e400", "-1e400", "1.7e308", "-0", "1e-400"
+        ])
+        .prop_map(|s| s.as_bytes().to_vec()),
     ]
 }
 

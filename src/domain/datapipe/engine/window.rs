@@ -134,8 +134,7 @@ impl Windows {
     pub fn add(&mut self, t: i64, x: f64) -> Result<(), Refusal> {
         let slot = t.div_euclid(self.step);
         if let Some(back) = self.buckets.back_mut() {
-            if back.first.div_euclid(self.step) == slot && back.last.div_euclid(self.step) == slot
-            {
+            if back.first.div_euclid(self.step) == slot && back.last.div_euclid(self.step) == slot {
                 let (sum, comp) = add(back.sum, back.comp, x).ok_or(Refusal::Overflow)?;
                 back.last = back.last.max(t);
                 back.count += 1;
@@ -234,7 +233,11 @@ impl Windows {
     /// Drops the buckets that start before the earliest window still to come.
     fn evict(&mut self) {
         let earliest_start = self.boundary_after(self.emitted_through) - self.window;
-        while self.buckets.front().is_some_and(|b| b.first < earliest_start) {
+        while self
+            .buckets
+            .front()
+            .is_some_and(|b| b.first < earliest_start)
+        {
             self.buckets.pop_front();
         }
         let (len, cap) = (self.buckets.len(), self.buckets.capacity());

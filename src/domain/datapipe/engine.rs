@@ -305,7 +305,7 @@ impl Policy {
                     );
                 };
                 let step = p.time_window_step.unwrap_or(window);
-                if window == 0 || step == 0 || window % step != 0 {
+                if window == 0 || step == 0 || !window.is_multiple_of(step) {
                     return Policy::Invalid(
                         "Aggregation needs a positive time_window_step dividing time_window_size",
                     );
@@ -968,7 +968,7 @@ fn restore_value(v: SnapshotValue) -> Result<LastValue, String> {
 }
 
 fn restore_windows(w: SnapshotWindows, clock: i64) -> Result<Windows, String> {
-    if w.window == 0 || w.step == 0 || w.window % w.step != 0 {
+    if w.window == 0 || w.step == 0 || !w.window.is_multiple_of(w.step) {
         return Err(format!(
             "snapshot's window ({} s) is not a positive multiple of its step ({} s)",
             w.window, w.step
@@ -1019,7 +1019,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 || !s.is_ascii() {
+    if !s.len().is_multiple_of(2) || !s.is_ascii() {
         return None;
     }
     (0..s.len())

@@ -1338,7 +1338,7 @@ fn geometry() -> impl Strategy<Value = (u32, Option<u32>)> {
             Some(w / 10),
         ]
         .into_iter()
-        .filter(|s| s.is_none_or(|s| s > 0 && w % s == 0))
+        .filter(|s| s.is_none_or(|s| s > 0 && w.is_multiple_of(s)))
         .collect();
         (Just(w), prop::sample::select(steps))
     })

@@ -966,6 +966,16 @@ fn a_finer_step_counts_an_old_bucket_only_in_windows_that_hold_all_of_it() {
         ]
     );
 
+    // a value exactly on a boundary of the new step is in the window that starts there
+    let mut out = Vec::new();
+    let mut p = Pipeline::new(NODE, agg(300, Some(60), Sum), at(0.0));
+    p.offer(at(610.0), b"1", &mut out);
+    p.offer(at(690.0), b"2", &mut out); // in [660, 720) under the old step
+    out.clear();
+    p.reconfigure(agg(300, Some(30), Sum), at(695.0), &mut out);
+    p.tick(at(720.0), &mut out);
+    assert_eq!(rows(&out), [(390, 690, 1.0), (420, 720, 3.0)]);
+
     // tumbling 3600 to tumbling 900: values spanning several new slots cannot be attributed
     let mut out = Vec::new();
     let mut p = Pipeline::new(NODE, agg(3600, None, Sum), at(0.0));

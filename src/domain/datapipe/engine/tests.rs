@@ -1294,7 +1294,8 @@ fn memory_is_bounded_under_a_flood() {
     let lv_bytes = lv.memory_bytes();
     assert!(lv_bytes <= std::mem::size_of::<Pipeline>() + INLINE_LAST_VALUE);
     eprintln!(
-        "memory: idle {idle_bytes} B, full 24 h / 60 s {full} B, LastValue after 256 KiB values {lv_bytes} B, bucket {} B",
+        "memory: idle {idle_bytes} B, full 24 h / 60 s {full} B (snapshot {} B of JSON), LastValue after 256 KiB values {lv_bytes} B, bucket {} B",
+        p.snapshot().to_json().len(),
         std::mem::size_of::<window::Bucket>()
     );
 }

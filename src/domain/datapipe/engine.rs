@@ -107,6 +107,8 @@
 //!   with, up to `now`, are emitted at once when they hold values.
 //! - **Function change** (Avg, Min, Max, Sum): every bucket holds all four, so the open windows
 //!   emit the new function over all their values.
+//! - **NRecords count, TimeWindow size:** nothing is held in memory; rows already written keep
+//!   the `max_count` and expiry they were written with.
 //! - **Policy change:** leaving Aggregation discards the open windows
 //!   ([`Counters::values_discarded`] counts their values: emitting a partial window as a result
 //!   would be wrong); entering it starts empty (nothing to recompute from). The last accepted
@@ -120,7 +122,8 @@
 //! and for Aggregation at most `size / step` buckets of 56 bytes (1,440 for 24 h at 60 s) plus
 //! what a resize leaves, never more than [`MAX_BUCKETS`]; past it, values that need a new bucket
 //! are dropped ([`DropReason::Capacity`]), counted. [`Pipeline::memory_bytes`] is the estimate
-//! (measured in the tests: about 0.4 KB idle, 81 KB with a full 24 h window at a 60 s step).
+//! (`memory_is_bounded_under_a_flood`, x86-64: 488 bytes idle or with any last value, 81,128
+//! with a full 24 h window at a 60 s step under a flood with `max_rate` 0).
 //!
 //! # Snapshots
 //!
@@ -302,7 +305,7 @@ impl Policy {
                     );
                 };
                 let step = p.time_window_step.unwrap_or(window);
-                if window == 0 || step == 0 || window % step != 0 {
+                if window == 0 || step == 0 || !window.is_multiple_of(step) {
                     return Policy::Invalid(
                         "Aggregation needs a positive time_window_step dividing time_window_size",
                     );
@@ -926,7 +929,7 @@ pub struct SnapshotBucket(
 
 impl Snapshot {
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).expect("a snapshot holds finite numbers only")
+        serde_json::to_string(self).expect("a snapshot is plain data")
     }
 
     /// Reads a snapshot; a version this build does not know is refused before its fields are
@@ -965,7 +968,7 @@ fn restore_value(v: SnapshotValue) -> Result<LastValue, String> {
 }
 
 fn restore_windows(w: SnapshotWindows, clock: i64) -> Result<Windows, String> {
-    if w.window == 0 || w.step == 0 || w.window % w.step != 0 {
+    if w.window == 0 || w.step == 0 || !w.window.is_multiple_of(w.step) {
         return Err(format!(
             "snapshot's window ({} s) is not a positive multiple of its step ({} s)",
             w.window, w.step
@@ -1016,7 +1019,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 || !s.is_ascii() {
+    if !s.len().is_multiple_of(2) || !s.is_ascii() {
         return None;
     }
     (0..s.len())

@@ -406,6 +406,20 @@ fn last_unique_check_compares_what_is_kept_with_what_was_last_kept() {
                 ("5.06", Accepted),
             ],
         ),
+        // after slicing: "ab" and "ac" are both kept as "a" (upstream compares the raw "ac")
+        (
+            {
+                let mut c = unique(text());
+                c.transformations =
+                    transformed(TypeInputValue::Text, None, None, (None, Some(1))).transformations;
+                c
+            },
+            vec![
+                ("ab", Accepted),
+                ("ac", Verdict::Dropped(Repeat)),
+                ("b", Accepted),
+            ],
+        ),
         // a dropped value is not the last value
         (
             sized,
@@ -952,6 +966,16 @@ fn a_finer_step_counts_an_old_bucket_only_in_windows_that_hold_all_of_it() {
         ]
     );
 
+    // a value exactly on a boundary of the new step is in the window that starts there
+    let mut out = Vec::new();
+    let mut p = Pipeline::new(NODE, agg(300, Some(60), Sum), at(0.0));
+    p.offer(at(610.0), b"1", &mut out);
+    p.offer(at(690.0), b"2", &mut out); // in [660, 720) under the old step
+    out.clear();
+    p.reconfigure(agg(300, Some(30), Sum), at(695.0), &mut out);
+    p.tick(at(720.0), &mut out);
+    assert_eq!(rows(&out), [(390, 690, 1.0), (420, 720, 3.0)]);
+
     // tumbling 3600 to tumbling 900: values spanning several new slots cannot be attributed
     let mut out = Vec::new();
     let mut p = Pipeline::new(NODE, agg(3600, None, Sum), at(0.0));
@@ -1016,6 +1040,16 @@ fn a_policy_change_discards_or_starts_the_windows_and_keeps_the_rate_clock() {
     p.offer(at(400.0), b"9", &mut out);
     p.tick(at(600.0), &mut out);
     assert_eq!(rows(&out), [(0, 600, 9.0)]);
+    // turning the check off forgets the last value: on again, nothing stale repeats
+    let mut on = text();
+    on.filters.last_unique_check = true;
+    let mut off = on.clone();
+    off.filters.last_unique_check = false;
+    let mut q = Pipeline::new(NODE, on.clone(), at(0.0));
+    assert_eq!(q.offer(at(1.0), b"a", &mut out), Accepted);
+    q.reconfigure(off, at(2.0), &mut out);
+    q.reconfigure(on, at(3.0), &mut out);
+    assert_eq!(q.offer(at(4.0), b"a", &mut out), Accepted);
     // a type change forgets the last value (it cannot be compared)
     let mut t = text();
     t.filters.last_unique_check = true;
@@ -1260,7 +1294,8 @@ fn memory_is_bounded_under_a_flood() {
     let lv_bytes = lv.memory_bytes();
     assert!(lv_bytes <= std::mem::size_of::<Pipeline>() + INLINE_LAST_VALUE);
     eprintln!(
-        "memory: idle {idle_bytes} B, full 24 h / 60 s {full} B, LastValue after 256 KiB values {lv_bytes} B, bucket {} B",
+        "memory: idle {idle_bytes} B, full 24 h / 60 s {full} B (snapshot {} B of JSON), LastValue after 256 KiB values {lv_bytes} B, bucket {} B",
+        p.snapshot().to_json().len(),
         std::mem::size_of::<window::Bucket>()
     );
 }
@@ -1314,7 +1349,7 @@ fn geometry() -> impl Strategy<Value = (u32, Option<u32>)> {
             Some(w / 10),
         ]
         .into_iter()
-        .filter(|s| s.is_none_or(|s| s > 0 && w % s == 0))
+        .filter(|s| s.is_none_or(|s| s > 0 && w.is_multiple_of(s)))
         .collect();
         (Just(w), prop::sample::select(steps))
     })

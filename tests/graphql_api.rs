@@ -406,7 +406,10 @@ async fn uploads_follow_the_multipart_spec(backend: Backend) {
     )
     .await;
     // a query with an Upload: the list of {stage, message}, not an error
-    let problems = data(&got)["checkDataPipeConfig"].as_array().unwrap().clone();
+    let problems = data(&got)["checkDataPipeConfig"]
+        .as_array()
+        .unwrap()
+        .clone();
     assert!(
         problems
             .iter()

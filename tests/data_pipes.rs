@@ -332,6 +332,30 @@ async fn configs_values_and_csv(backend: Backend) {
         states(&data(&inst, &s, "type=NRecords").await),
         ["3", "4", "5"]
     );
+    // the same over GraphQL: clear, then import
+    let cleared = graphql::gql(
+        &inst,
+        Some(&s.user),
+        "mutation($u: UUID!) { deleteDataPipeData(uuid: $u) { isNone } }",
+        json!({"u": s.node}),
+    )
+    .await;
+    graphql::data(&cleared);
+    assert_eq!(data(&inst, &s, "type=NRecords").await["count"], 0);
+    let imported = graphql::upload(
+        &inst,
+        Some(&s.user),
+        "mutation($u: UUID!, $file: Upload!) { setDataPipeDataCsv(uuid: $u, file: $file) { isNone } }",
+        json!({"u": s.node}),
+        "data.csv",
+        csv.as_bytes(),
+    )
+    .await;
+    graphql::data(&imported);
+    assert_eq!(
+        states(&data(&inst, &s, "type=NRecords").await),
+        ["3", "4", "5"]
+    );
 
     // a new config takes effect at once: LastValue, multiplied, becomes the node's state
     // (upstream formats a multiplied value with Go's %f: six decimals)
@@ -515,5 +539,61 @@ async fn the_feature_flag_turns_data_pipes_off() {
         )
         .await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    inst.stop().await;
+}
+
+/// One node flooded with values (a pipeline with no rate limit over a 24 h sliding window):
+/// every value reaches the pipeline (its memory bound is the engine's, tested there), and the
+/// same device's log line sent after the flood is stored as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_on_one_node_leaves_other_traffic_alone() {
+    const FLOOD: u64 = 3_000;
+    let inst = TestInstance::start(Backend::Sqlite).await;
+    let firmware = FirmwareRepo::create().await;
+    let s = setup(&inst, &firmware, "floodowner").await;
+    activate(&inst, &s).await;
+    let sliding = AGGREGATION
+        .replace("time_window_size: 60", "time_window_size: 86400")
+        .replace(
+            "aggregation_functions: Sum",
+            "aggregation_functions: Avg\n  time_window_step: 60",
+        );
+    let (status, body) = set_config(&inst, &s, &sliding).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    for i in 0..FLOOD {
+        s.device.publish(&s.topic, format!("{}", i % 97)).await;
+    }
+    let log_topic = common::mqtt::base_topic(&inst, s.unit.as_str(), "output_base_topic", "log");
+    s.device
+        .publish(
+            &log_topic,
+            r#"{"level": "Info", "text": "after the flood", "create_datetime": "2026-12-06T12:00:00"}"#,
+        )
+        .await;
+    let counters = || {
+        let instance = &inst.running.as_ref().unwrap().instance;
+        instance
+            .mqtt_stats
+            .counters
+            .pipe_values_accepted
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let log_list = format!("/units/log_list/?uuid={}&limit=10", s.unit);
+    loop {
+        let (_, logs) = inst.get(&log_list, Some(&s.user)).await;
+        let logged = logs["unit_logs"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|l| l["text"] == "after the flood"));
+        if logged && counters() == FLOOD {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "accepted {} of {FLOOD}; logs {logs}",
+            counters()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     inst.stop().await;
 }

@@ -18,7 +18,7 @@ use common::telegram::{FakeTelegram, BOT_USERNAME};
 use common::{Backend, TestInstance};
 use pepeunit::domain::LogLevel;
 
-/// Upstream's answer for the data pipe and Grafana features while they are disabled.
+/// Upstream's answer for the Grafana features while they are disabled.
 const FLAG: &str =
     "405: 15: Feature Flag Error: This feature has been disabled by the instance Owner";
 
@@ -849,17 +849,37 @@ async fn every_operation_runs_with_real_data(backend: Backend) {
         assert!(s(link).len() > prefix.len(), "{link}");
     }
 
-    // disabled features: data pipes and Grafana
-    for (name, variables) in [
-        (
+    // data pipes: the frontend's documents run (tests/data_pipes.rs has them with values)
+    let got = fe
+        .ok(
             "getPipeData",
+            t,
             json!({"uuid": output, "type": "N_RECORDS", "orderByCreateDate": "desc", "offset": 0, "limit": 100}),
-        ),
-        ("getDataPipeConfig", json!({"uuid": output})),
-        ("checkDataPipeConfig", json!({})),
-        ("setDataPipeConfig", json!({"uuid": output})),
-        ("setDataPipeDataCsv", json!({"uuid": output})),
-        ("deleteDataPipeData", json!({"uuid": output})),
+        )
+        .await;
+    assert_eq!(got, json!({"count": 0, "pipeData": []}));
+    let got = fe.ok("checkDataPipeConfig", t, json!({})).await;
+    assert!(
+        got.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["stage"] == "ACTIVE_PERIOD" && e["message"] == "Field required"),
+        "{got}"
+    );
+    fe.done("deleteDataPipeData", t, json!({"uuid": output}))
+        .await;
+    for (name, refusal) in [
+        ("getDataPipeConfig", "Data pipe config is not set"),
+        ("setDataPipeConfig", "Data pipe is not active for this node"),
+        ("setDataPipeDataCsv", "Data pipe config is not set"),
+    ] {
+        let got = fe.send(name, Some(t), json!({"uuid": output})).await;
+        let message = got.1["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(refusal), "{name}: {}", got.1);
+    }
+
+    // disabled features: Grafana
+    for (name, variables) in [
         ("getDashboard", json!({"uuid": uuid::Uuid::new_v4()})),
         (
             "getDashboards",

@@ -206,6 +206,31 @@ async fn configs_values_and_csv(backend: Backend) {
         "{errors}"
     );
 
+    // unknown keys are named; an oversized file is refused before it is parsed
+    let unknown = format!("{N_RECORDS}colour: red\n");
+    let (_, body) = inst
+        .post_file(
+            "/unit_nodes/check_data_pipe_config",
+            None,
+            "data",
+            unknown.as_bytes(),
+        )
+        .await;
+    let errors: Value = serde_json::from_slice(&body).unwrap();
+    assert!(errors.to_string().contains("colour"), "{errors}");
+    let huge = format!("{N_RECORDS}# {}\n", "x".repeat(70 * 1024));
+    let (status, body) = inst
+        .post_file(
+            "/unit_nodes/check_data_pipe_config",
+            None,
+            "data",
+            huge.as_bytes(),
+        )
+        .await;
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.contains("larger than 65536 bytes"), "{body}");
+
     // a node must have its pipe activated first; only its creator sets the config
     let (status, body) = set_config(&inst, &s, N_RECORDS).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");

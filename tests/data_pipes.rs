@@ -173,7 +173,33 @@ fn states(body: &Value) -> Vec<String> {
 }
 
 async fn configs_values_and_csv(backend: Backend) {
-    let inst = TestInstance::start(backend).await;
+    configs_values_and_csv_with(backend, &[]).await;
+}
+
+/// The same with the rows in ClickHouse (PostgreSQL as the instance database).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configs_values_and_csv_clickhouse() {
+    let Some(ch) = common::clickhouse::ClickHouse::start().await else {
+        return;
+    };
+    let backend = if common::postgres_admin_url().is_some() {
+        Backend::Postgres
+    } else {
+        Backend::Sqlite
+    };
+    let url = ch.url();
+    configs_values_and_csv_with(
+        backend,
+        &[
+            ("PU_CLICKHOUSE_URL", &url),
+            ("PU_CLICKHOUSE_DATABASE", "pipes"),
+        ],
+    )
+    .await;
+}
+
+async fn configs_values_and_csv_with(backend: Backend, extra: &[(&str, &str)]) {
+    let inst = TestInstance::start_with(backend, extra).await;
     let firmware = FirmwareRepo::create().await;
     let s = setup(&inst, &firmware, "pipeowner").await;
     let (_, stranger) = inst.user("stranger").await;

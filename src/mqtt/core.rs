@@ -783,7 +783,11 @@ impl Shard {
     /// log writer with the acknowledgements owed: those go out once everything is stored.
     async fn flush(&mut self, mut batch: IngestBatch) {
         let mut owed = std::mem::take(&mut self.owed);
-        let logs = std::mem::take(&mut batch.logs);
+        let mut logs = std::mem::take(&mut batch.logs);
+        if !self.ingest.pipe_rows_in_batch() {
+            // ClickHouse: the rows share the log writer's INSERT window and acknowledgements
+            logs.pipe_rows = std::mem::take(&mut batch.pipe_rows);
+        }
         let stats = Arc::clone(&self.stats);
         let c = &stats.counters;
         if std::mem::take(&mut self.lookup_failed) {
@@ -823,7 +827,7 @@ impl Shard {
                 }
             }
         }
-        if logs.lines.is_empty() {
+        if logs.is_empty() {
             owed.settle();
             return;
         }
@@ -886,7 +890,7 @@ mod tests {
         LogWork {
             write: LogWrite {
                 lines: vec![line; lines],
-                maybe_stored: Vec::new(),
+                ..Default::default()
             },
             owed,
         }

@@ -300,7 +300,7 @@ impl Instance {
             offset: r.offset,
             limit: r.limit,
         };
-        let (count, rows) = pipe_data::list(self.pool(), &q, now).await?;
+        let (count, rows) = self.logs.pipe_rows(&q, now).await?;
         Ok((count, PipeData::Rows(rows)))
     }
 
@@ -320,7 +320,10 @@ impl Instance {
         }
         let mut q = PipeQuery::all(node.uuid, policy);
         q.keep_last = config.processing_policy.n_records_count;
-        let (_, rows) = pipe_data::list(self.pool(), &q, chrono::Utc::now().naive_utc()).await?;
+        let (_, rows) = self
+            .logs
+            .pipe_rows(&q, chrono::Utc::now().naive_utc())
+            .await?;
         if rows.is_empty() {
             return Err(AppError::data_pipe("No data found"));
         }
@@ -391,36 +394,28 @@ impl Instance {
             csv::CsvRows::TimeWindow(r) => r.into_iter().map(PipeRow::Window).collect(),
             csv::CsvRows::Aggregation(r) => r.into_iter().map(PipeRow::Aggregation).collect(),
         };
-        let mut tx = self.pool().begin().await?;
-        pipe_data::delete_nodes(&mut tx, &[node.uuid]).await?;
-        let stored = pipe_data::insert_rows(&mut tx, &rows).await?;
-        tx.commit().await?;
+        let stored = self.logs.replace_pipe_node(node.uuid, &rows).await?;
         self.pipes.changed(node.uuid);
         Ok(stored)
     }
 
     /// Removes every row the node's pipeline kept.
-    pub async fn delete_data_pipe_data(&self, agent: &Agent, uuid: Uuid) -> AppResult<u64> {
+    pub async fn delete_data_pipe_data(&self, agent: &Agent, uuid: Uuid) -> AppResult<()> {
         let node = self.own_pipe_node(agent, uuid).await?;
-        let mut tx = self.pool().begin().await?;
-        let n = pipe_data::delete_nodes(&mut tx, &[node.uuid]).await?;
-        tx.commit().await?;
+        self.logs.delete_pipe_nodes(&[node.uuid]).await?;
         self.pipes.changed(node.uuid);
-        Ok(n)
+        Ok(())
     }
 
-    /// Rows of deleted nodes go with them (unit deletion, a version change dropping nodes).
-    pub async fn delete_pipe_data_of(&self, nodes: &[Uuid]) -> AppResult<u64> {
-        if nodes.is_empty() {
-            return Ok(0);
+    /// Rows of deleted nodes go with them (unit deletion, a version change dropping nodes);
+    /// the SQL store removed them in the deleting transaction already.
+    pub async fn delete_pipe_data_of(&self, nodes: &[Uuid]) {
+        if nodes.is_empty() || self.logs.in_database() {
+            return;
         }
-        let mut tx = self.pool().begin().await?;
-        let n = pipe_data::delete_nodes(&mut tx, nodes).await?;
-        tx.commit().await?;
-        for node in nodes {
-            self.pipes.changed(*node);
+        if let Err(e) = self.logs.delete_pipe_nodes(nodes).await {
+            tracing::warn!(nodes = nodes.len(), error = %e, "data pipe rows of deleted nodes not removed");
         }
-        Ok(n)
     }
 
     /// At start, before the MQTT core: the open pipeline state a clean stop saved (the rows
@@ -434,6 +429,9 @@ impl Instance {
 
     /// The poller's job: frees the space of expired TimeWindow rows.
     pub async fn purge_expired_pipe_rows(&self) -> AppResult<u64> {
-        Ok(pipe_data::delete_expired(self.pool(), chrono::Utc::now().naive_utc()).await?)
+        Ok(self
+            .logs
+            .purge_expired_pipe_rows(chrono::Utc::now().naive_utc())
+            .await?)
     }
 }

@@ -66,12 +66,19 @@ pub struct LogWrite {
     /// Keys of lines from messages the broker delivered again: the store skips those it
     /// has (the embedded SQL store skips every known key anyway, through its primary key).
     pub maybe_stored: Vec<Uuid>,
+    /// Data pipe rows, when they live in ClickHouse: written with the lines' INSERT window.
+    pub pipe_rows: Vec<PipeRow>,
 }
 
 impl LogWrite {
     pub fn merge(&mut self, other: LogWrite) {
         self.lines.extend(other.lines);
         self.maybe_stored.extend(other.maybe_stored);
+        self.pipe_rows.extend(other.pipe_rows);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty() && self.pipe_rows.is_empty()
     }
 }
 
@@ -202,6 +209,12 @@ impl Ingest {
             _ => None,
         };
         Ok(Some(IngestNode { pipeline }))
+    }
+
+    /// Whether data pipe rows are written in the batch's own transaction (the SQL store);
+    /// otherwise (ClickHouse) they go to the log writer with the batch's log lines.
+    pub fn pipe_rows_in_batch(&self) -> bool {
+        self.instance.logs.in_database()
     }
 
     /// The data pipe side: config changes and open state saved at the last clean stop.
@@ -340,7 +353,9 @@ impl Instance {
             for (uuid, value) in &batch.node_values {
                 store::unit_nodes::set_state(&mut *tx, *uuid, Some(value), &now).await?;
             }
-            store::pipe_data::insert_rows(&mut tx, &batch.pipe_rows).await?;
+            if self.logs.in_database() {
+                store::pipe_data::insert_rows(&mut tx, &batch.pipe_rows).await?;
+            }
             tx.commit().await?;
             // the shards read units through the row cache: it learns what was just written
             // instead of forgetting the row (one database read per unit per batch otherwise)
@@ -350,7 +365,7 @@ impl Instance {
             }
             self.publish_live(batch, &now);
         }
-        if !batch.logs.lines.is_empty() {
+        if !batch.logs.is_empty() {
             self.store_keyed_unit_logs(&batch.logs, false).await?;
         }
         Ok(())

@@ -153,7 +153,7 @@ impl Instance {
     pub async fn store_unit_logs(&self, logs: Vec<NewUnitLog>) -> AppResult<u64> {
         let write = LogWrite {
             lines: logs,
-            maybe_stored: Vec::new(),
+            ..Default::default()
         };
         Ok(self.store_keyed_unit_logs(&write, false).await?.stored)
     }
@@ -181,6 +181,10 @@ impl Instance {
             &write.maybe_stored[..]
         };
         let stored = self.logs.insert_new(&write.lines, maybe).await?;
+        if !write.pipe_rows.is_empty() {
+            // a retry after a lost answer may store them twice: readers show one per key
+            self.logs.insert_pipe_rows(&write.pipe_rows).await?;
+        }
         let skipped = write.lines.len() as u64 - stored;
         let old: std::collections::HashSet<&Uuid> = if skipped > 0 {
             maybe.iter().collect()

@@ -435,6 +435,7 @@ impl Instance {
             // their bridges went with them (ON DELETE CASCADE)
             self.bridges_changed();
         }
+        self.delete_pipe_data_of(&removed_nodes).await;
         for node in removed_nodes {
             // a running pipeline of a removed node stops
             self.pipes.changed(node);
@@ -482,6 +483,7 @@ impl Instance {
         // what its nodes' pipelines kept goes with them
         store::pipe_data::delete_nodes(&mut tx, &nodes).await?;
         tx.commit().await?;
+        self.delete_pipe_data_of(&nodes).await;
         for node in nodes {
             self.pipes.changed(node);
         }

@@ -25,6 +25,8 @@
 //!   the settings validation asks for. Values go into queries with the client-side `.bind()`
 //!   (server-side `.param()` does not work on 18.16).
 
+mod pipes;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
@@ -242,11 +244,12 @@ impl ClickHouseLogs {
             })?;
         let native_ttl = parse_version(&version).is_some_and(|v| v >= TTL_SINCE);
         let db = &cfg.database;
-        for ddl in [
+        let tables = [
             format!("CREATE DATABASE IF NOT EXISTS {db}"),
             create_logs(db, native_ttl),
             create_clears(db),
-        ] {
+        ];
+        for ddl in tables.into_iter().chain(pipes::ddl(db, native_ttl)) {
             base.query(&ddl).execute().await.map_err(|e| {
                 anyhow::anyhow!("ClickHouse {} (PU_CLICKHOUSE_DATABASE={db}): {e}", cfg.url)
             })?;
@@ -617,14 +620,21 @@ impl ClickHouseLogs {
     /// (all its lines expired). Returns how many lines the dropped partitions held. Lines
     /// expiring later today stay until tomorrow's first run (readers skip them meanwhile).
     pub async fn purge_expired(&self, now: NaiveDateTime) -> StoreResult<u64> {
+        self.drop_expired_partitions("unit_logs", now).await
+    }
+
+    /// Drops the partitions of `table` (partitioned by `toYYYYMMDD` of an expiry) whose day
+    /// ended before `now`'s day began; returns how many rows they held.
+    async fn drop_expired_partitions(&self, table: &str, now: NaiveDateTime) -> StoreResult<u64> {
         let today: u32 = now.format("%Y%m%d").to_string().parse().unwrap_or(u32::MAX);
         let parts: Vec<(String, u64)> = self
             .client
             .query(
                 "SELECT partition, sum(rows) FROM system.parts \
-                 WHERE database = ? AND table = 'unit_logs' AND active GROUP BY partition",
+                 WHERE database = ? AND table = ? AND active GROUP BY partition",
             )
             .bind(self.database.as_str())
+            .bind(table)
             .fetch_all()
             .await
             .map_err(ch_err)?;
@@ -638,7 +648,7 @@ impl ClickHouseLogs {
                 continue;
             }
             self.client
-                .query(&format!("ALTER TABLE unit_logs DROP PARTITION {day}"))
+                .query(&format!("ALTER TABLE {table} DROP PARTITION {day}"))
                 .execute()
                 .await
                 .map_err(ch_err)?;

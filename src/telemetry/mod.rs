@@ -20,7 +20,9 @@ use chrono::NaiveDateTime;
 use uuid::Uuid;
 
 use crate::config::Config;
+use crate::domain::datapipe::PipeRow;
 use crate::domain::{LogLevel, Order};
+use crate::store::pipe_data::{self, PipeQuery};
 use crate::store::unit_logs::{NewUnitLog, UnitLog};
 use crate::store::StoreResult;
 
@@ -145,4 +147,67 @@ impl LogStore {
             LogStore::ClickHouse(c) => c.purge_expired(now).await,
         }
     }
+
+    // Data pipe rows (issue 17): the instance database's tables (`store::pipe_data`), or
+    // ClickHouse's. With the SQL store the MQTT core writes them in its batch transaction.
+
+    /// Stores data pipe rows (ClickHouse: one INSERT per table).
+    pub async fn insert_pipe_rows(&self, rows: &[PipeRow]) -> StoreResult<u64> {
+        match self {
+            LogStore::Sql(s) => pipe_data::insert_batch(s.pool(), rows).await,
+            LogStore::ClickHouse(c) => c.insert_pipe_rows(rows, None).await,
+        }
+    }
+
+    /// `(total, page)` of one node's data pipe rows visible at `now`.
+    pub async fn pipe_rows(
+        &self,
+        q: &PipeQuery,
+        now: NaiveDateTime,
+    ) -> StoreResult<(i64, Vec<PipeRow>)> {
+        match self {
+            LogStore::Sql(s) => pipe_data::list(s.pool(), q, now).await,
+            LogStore::ClickHouse(c) => c.pipe_rows(q, now).await,
+        }
+    }
+
+    /// Removes every data pipe row of these nodes; readers stop seeing them at once.
+    pub async fn delete_pipe_nodes(&self, nodes: &[Uuid]) -> StoreResult<()> {
+        match self {
+            LogStore::Sql(s) => {
+                let mut tx = s.pool().begin().await?;
+                pipe_data::delete_nodes(&mut tx, nodes).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+            LogStore::ClickHouse(c) => c.clear_pipe_nodes(nodes, clickhouse_now()).await,
+        }
+    }
+
+    /// Replaces a node's data pipe rows, all or nothing (CSV import).
+    pub async fn replace_pipe_node(&self, node: Uuid, rows: &[PipeRow]) -> StoreResult<u64> {
+        match self {
+            LogStore::Sql(s) => {
+                let mut tx = s.pool().begin().await?;
+                pipe_data::delete_nodes(&mut tx, &[node]).await?;
+                let stored = pipe_data::insert_rows(&mut tx, rows).await?;
+                tx.commit().await?;
+                Ok(stored)
+            }
+            LogStore::ClickHouse(c) => c.replace_pipe_node(node, rows).await,
+        }
+    }
+
+    /// Frees the space of expired TimeWindow rows (and, in ClickHouse, trims NRecords).
+    pub async fn purge_expired_pipe_rows(&self, now: NaiveDateTime) -> StoreResult<u64> {
+        match self {
+            LogStore::Sql(s) => pipe_data::delete_expired(s.pool(), now).await,
+            LogStore::ClickHouse(c) => c.purge_expired_pipe_rows(now).await,
+        }
+    }
+}
+
+/// Microseconds since the epoch, now (a clear's watermark).
+fn clickhouse_now() -> u64 {
+    chrono::Utc::now().timestamp_micros().max(0) as u64
 }

@@ -24,6 +24,10 @@ impl SqlLogs {
         SqlLogs { db }
     }
 
+    pub fn pool(&self) -> &AnyPool {
+        &self.db
+    }
+
     pub async fn insert(&self, logs: &[NewUnitLog]) -> StoreResult<u64> {
         table::insert_batch(&self.db, logs).await
     }

@@ -648,3 +648,96 @@ async fn a_flood_on_one_node_leaves_other_traffic_alone() {
     }
     inst.stop().await;
 }
+
+/// The janitor frees the space of expired TimeWindow rows (SQL: deleted; ClickHouse: their
+/// expiry-day partitions dropped) and, in ClickHouse, trims an NRecords node far past the
+/// largest count; readers never saw those rows anyway.
+async fn janitor_on(extra: &[(&str, &str)]) {
+    use pepeunit::domain::datapipe::{
+        NRecordsEntry, PipeRow, ProcessingPolicyType, TypeInputValue, WindowEntry,
+    };
+    use pepeunit::store::pipe_data::PipeQuery;
+    let inst = TestInstance::start_with(Backend::Sqlite, extra).await;
+    let instance = &inst.running.as_ref().unwrap().instance;
+    let node = uuid::Uuid::new_v4();
+    let now = chrono::Utc::now().naive_utc();
+    let day = chrono::Duration::days(1);
+    let window = |at: chrono::NaiveDateTime, expires: chrono::NaiveDateTime| {
+        PipeRow::Window(WindowEntry {
+            unit_node_uuid: node,
+            state: "x".into(),
+            state_type: TypeInputValue::Text,
+            create_datetime: at,
+            expiration_datetime: expires,
+            size: 1,
+        })
+    };
+    let rows = vec![
+        window(now - day * 3, now - day * 2),
+        window(now - day * 3 + chrono::Duration::seconds(1), now - day * 2),
+        window(now, now + day * 2),
+    ];
+    instance.logs.insert_pipe_rows(&rows).await.unwrap();
+    let purged = instance.purge_expired_pipe_rows().await.unwrap();
+    assert_eq!(purged, 2, "the two rows that expired two days ago");
+    let (visible, _) = instance
+        .logs
+        .pipe_rows(&PipeQuery::all(node, ProcessingPolicyType::TimeWindow), now)
+        .await
+        .unwrap();
+    assert_eq!(visible, 1);
+
+    if extra.is_empty() {
+        inst.stop().await;
+        return;
+    }
+    // ClickHouse: 2,100 NRecords rows of one node are trimmed to the newest 1,024
+    let n_rows: Vec<PipeRow> = (0..2_100)
+        .map(|i| {
+            PipeRow::NRecords(NRecordsEntry {
+                unit_node_uuid: node,
+                state: i.to_string(),
+                state_type: TypeInputValue::Number,
+                create_datetime: now - chrono::Duration::seconds(3_000 - i),
+                max_count: 1024,
+                size: 4,
+            })
+        })
+        .collect();
+    instance.logs.insert_pipe_rows(&n_rows).await.unwrap();
+    instance.purge_expired_pipe_rows().await.unwrap();
+    let query = PipeQuery::all(node, ProcessingPolicyType::NRecords);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        // the mutation runs in the background on 18.16
+        let (count, rows) = instance.logs.pipe_rows(&query, now).await.unwrap();
+        if count == 1024 {
+            let PipeRow::NRecords(first) = &rows[0] else {
+                panic!("{rows:?}")
+            };
+            assert_eq!(first.state, "1076", "the oldest kept is the 1,024th newest");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{count} rows left");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    inst.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn janitor_sqlite() {
+    janitor_on(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn janitor_clickhouse() {
+    let Some(ch) = common::clickhouse::ClickHouse::start().await else {
+        return;
+    };
+    let url = ch.url();
+    janitor_on(&[
+        ("PU_CLICKHOUSE_URL", &url),
+        ("PU_CLICKHOUSE_DATABASE", "janitor"),
+    ])
+    .await;
+}

@@ -327,35 +327,7 @@ impl Instance {
         if rows.is_empty() {
             return Err(AppError::data_pipe("No data found"));
         }
-        let text = match policy {
-            ProcessingPolicyType::NRecords => csv::encode_n_records(
-                &rows
-                    .into_iter()
-                    .filter_map(|r| match r {
-                        PipeRow::NRecords(r) => Some(r),
-                        _ => None,
-                    })
-                    .collect::<Vec<_>>(),
-            ),
-            ProcessingPolicyType::TimeWindow => csv::encode_windows(
-                &rows
-                    .into_iter()
-                    .filter_map(|r| match r {
-                        PipeRow::Window(r) => Some(r),
-                        _ => None,
-                    })
-                    .collect::<Vec<_>>(),
-            ),
-            _ => csv::encode_aggregations(
-                &rows
-                    .into_iter()
-                    .filter_map(|r| match r {
-                        PipeRow::Aggregation(r) => Some(r),
-                        _ => None,
-                    })
-                    .collect::<Vec<_>>(),
-            ),
-        };
+        let text = csv::encode_rows(&rows);
         let name = format!("dp_data_{}.csv", Uuid::new_v4());
         let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
         let options = zip::write::SimpleFileOptions::default()
@@ -377,23 +349,15 @@ impl Instance {
     ) -> AppResult<u64> {
         let node = self.own_pipe_node(agent, uuid).await?;
         let config = Self::node_pipe_config(&node)?;
-        if file.len() > MAX_CSV_BYTES {
-            return Err(AppError::data_pipe(format!(
-                "The CSV file is larger than {MAX_CSV_BYTES} bytes"
-            )));
-        }
         let limits = csv::CsvLimits {
             max_bytes: MAX_CSV_BYTES,
             max_rows: MAX_CSV_ROWS,
         };
         let now = chrono::Utc::now().naive_utc();
-        let rows: Vec<PipeRow> = match csv::decode(file, &config, node.uuid, now, limits)
+        // the size limit is the decoder's, with its message
+        let rows = csv::decode(file, &config, node.uuid, now, limits)
             .map_err(|e| AppError::data_pipe(e.to_string()))?
-        {
-            csv::CsvRows::NRecords(r) => r.into_iter().map(PipeRow::NRecords).collect(),
-            csv::CsvRows::TimeWindow(r) => r.into_iter().map(PipeRow::Window).collect(),
-            csv::CsvRows::Aggregation(r) => r.into_iter().map(PipeRow::Aggregation).collect(),
-        };
+            .into_pipe_rows();
         let stored = self.logs.replace_pipe_node(node.uuid, &rows).await?;
         self.pipes.changed(node.uuid);
         Ok(stored)

@@ -46,7 +46,7 @@ use super::config::{
     FilterTypeValueThreshold,
 };
 use super::{
-    AggregationEntry, NRecordsEntry, ProcessingPolicyType, TypeInputValue, WindowEntry,
+    AggregationEntry, NRecordsEntry, PipeRow, ProcessingPolicyType, TypeInputValue, WindowEntry,
     WINDOW_SIZES,
 };
 
@@ -118,6 +118,30 @@ fn encode<T>(header: &[&str], rows: &[T], fields: impl Fn(&T) -> Vec<String>) ->
         push_row(&mut out, &refs);
     }
     out
+}
+
+/// The rows of one node's table, of the policy of the first row (rows of another policy are
+/// not its table's and are left out); no rows: an empty text.
+pub fn encode_rows(rows: &[PipeRow]) -> String {
+    match rows.first() {
+        None => String::new(),
+        Some(PipeRow::NRecords(_)) => encode_n_records(&of(rows, |r| match r {
+            PipeRow::NRecords(r) => Some(r),
+            _ => None,
+        })),
+        Some(PipeRow::Window(_)) => encode_windows(&of(rows, |r| match r {
+            PipeRow::Window(r) => Some(r),
+            _ => None,
+        })),
+        Some(PipeRow::Aggregation(_)) => encode_aggregations(&of(rows, |r| match r {
+            PipeRow::Aggregation(r) => Some(r),
+            _ => None,
+        })),
+    }
+}
+
+fn of<T: Clone>(rows: &[PipeRow], pick: impl Fn(&PipeRow) -> Option<&T>) -> Vec<T> {
+    rows.iter().filter_map(pick).cloned().collect()
 }
 
 pub fn encode_n_records(rows: &[NRecordsEntry]) -> String {
@@ -194,6 +218,15 @@ pub enum CsvRows {
 }
 
 impl CsvRows {
+    /// The rows as the telemetry store takes them.
+    pub fn into_pipe_rows(self) -> Vec<PipeRow> {
+        match self {
+            CsvRows::NRecords(r) => r.into_iter().map(PipeRow::NRecords).collect(),
+            CsvRows::TimeWindow(r) => r.into_iter().map(PipeRow::Window).collect(),
+            CsvRows::Aggregation(r) => r.into_iter().map(PipeRow::Aggregation).collect(),
+        }
+    }
+
     pub fn len(&self) -> usize {
         match self {
             CsvRows::NRecords(r) => r.len(),

@@ -493,8 +493,8 @@ async fn configs_values_and_csv_with(backend: Backend, extra: &[(&str, &str)]) {
 
 both_backends!(configs_values_and_csv);
 
-/// An Aggregation window open at a clean stop is saved and restored: values from before and
-/// after the restart land in the same window's sum.
+/// An Aggregation window open at a clean stop is saved and restored, also across a second
+/// restart while the node is silent: values from before and after land in the same window.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_windows_survive_a_clean_restart() {
     let mut inst = TestInstance::start(Backend::Sqlite).await;
@@ -532,6 +532,9 @@ async fn open_windows_survive_a_clean_restart() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    inst.restart(Duration::from_millis(100)).await;
+    // a second restart before the node sends again: the restored, still unclaimed windows
+    // are saved again
     inst.restart(Duration::from_millis(100)).await;
     let port = inst.config.mqtt_bind.port();
     let (_, units) = inst.get("/units?limit=1", Some(&s.user)).await;

@@ -101,13 +101,21 @@ impl Dispatcher {
 pub struct Shards {
     handles: Vec<JoinHandle<()>>,
     log_writer: JoinHandle<()>,
+    ingest: Ingest,
 }
 
 impl Shards {
-    /// Waits for every shard to drain, then for the log writer to store what they sent it.
+    /// Waits for every shard to drain (each saves its pipelines' open windows), then for the
+    /// log writer to store what they sent it.
     pub async fn join(self) {
         for h in self.handles {
             let _ = h.await;
+        }
+        // open windows restored at start whose node sent nothing since: saved again, or a
+        // second restart would lose them
+        let unclaimed = self.ingest.pipes().take_all_saved();
+        if let Err(e) = self.ingest.save_pipe_snapshots(&unclaimed).await {
+            tracing::error!(pipelines = unclaimed.len(), error = %e, "open pipeline windows not saved");
         }
         let _ = self.log_writer.await;
     }
@@ -334,6 +342,7 @@ pub fn start(instance: Instance, stats: Arc<MqttStats>) -> (Dispatcher, Shards) 
         Shards {
             handles,
             log_writer,
+            ingest: instance.ingest(),
         },
     )
 }

@@ -61,6 +61,12 @@ impl PipeHub {
         self.saved.lock().expect("pipe hub").remove(&node)
     }
 
+    /// What no pipeline took since the start (their nodes sent nothing): saved again at a
+    /// clean stop.
+    pub fn take_all_saved(&self) -> Vec<(Uuid, String)> {
+        self.saved.lock().expect("pipe hub").drain().collect()
+    }
+
     pub fn restore_saved(&self, saved: Vec<(Uuid, String)>) {
         self.saved.lock().expect("pipe hub").extend(saved);
     }
@@ -374,6 +380,10 @@ impl Instance {
     /// Rows of deleted nodes go with them (unit deletion, a version change dropping nodes);
     /// the SQL store removed them in the deleting transaction already.
     pub async fn delete_pipe_data_of(&self, nodes: &[Uuid]) {
+        for node in nodes {
+            // open windows saved for a deleted node are not saved again
+            self.pipes.take_saved(*node);
+        }
         if nodes.is_empty() || self.logs.in_database() {
             return;
         }

@@ -309,6 +309,61 @@ async fn configs_values_and_csv_with(backend: Backend, extra: &[(&str, &str)]) {
     assert_eq!(body["pipe_data"][0]["state_type"], "Number", "{body}");
     let newest = data(&inst, &s, "type=NRecords&order_by_create_date=desc&limit=1").await;
     assert_eq!(states(&newest), ["5"], "{newest}");
+    // the SQL store trims a node every 8 rows (count 3): what it holds stays bounded
+    for v in 6..=30 {
+        s.device.publish(&s.topic, v.to_string()).await;
+    }
+    data_until(&inst, &s, "type=NRecords", |b| {
+        states(b) == ["28", "29", "30"]
+    })
+    .await;
+    let pool = &inst.running.as_ref().unwrap().instance.db.pool;
+    let held: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM pipe_n_records WHERE unit_node_uuid = $1")
+            .bind(&s.node)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    // (0 with ClickHouse, whose janitor trims)
+    assert!(held <= 3 + 8, "30 values, count 3: {held} rows held");
+    // switched off, the pipeline stops at once: the next value is only the node's state
+    let (status, body) = inst
+        .patch(
+            &format!("/unit_nodes/{}", s.node),
+            Some(&s.user),
+            json!({"is_data_pipe_active": false}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    s.device.publish(&s.topic, "31").await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, node) = inst
+            .get(&format!("/unit_nodes/{}", s.node), Some(&s.user))
+            .await;
+        if node["state"] == "31" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{node}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        states(&data(&inst, &s, "type=NRecords").await),
+        ["28", "29", "30"],
+        "no row for a value sent while the pipe was off"
+    );
+    activate(&inst, &s).await;
+    // the running pipe shows in the MQTT core's report (refreshed every second)
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, m) = inst.get("/metrics/mqtt", Some(&s.user)).await;
+        if m["pipes"]["active"] == 1 && m["pipes"]["memory_bytes"].as_u64() > Some(0) {
+            assert_eq!(m["counters"]["pipe_rows_stored"], 30, "{m}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{m}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let (status, _) = inst
         .get(
             &format!(
@@ -368,10 +423,10 @@ async fn configs_values_and_csv_with(backend: Backend, extra: &[(&str, &str)]) {
     );
     assert_eq!(
         states(&data(&inst, &s, "type=NRecords").await),
-        ["3", "4", "5"]
+        ["28", "29", "30"]
     );
     // a bad row refuses the whole file, naming the row; what was stored stays
-    let broken = csv.replacen(",5,", ",not a number,", 1);
+    let broken = csv.replacen(",30,", ",not a number,", 1);
     assert_ne!(broken, csv, "the edit applies: {csv}");
     let (status, body) = inst
         .post_file(&import, Some(&s.user), "data", broken.as_bytes())
@@ -381,7 +436,7 @@ async fn configs_values_and_csv_with(backend: Backend, extra: &[(&str, &str)]) {
     assert!(body.contains('3'), "the bad row's number: {body}");
     assert_eq!(
         states(&data(&inst, &s, "type=NRecords").await),
-        ["3", "4", "5"]
+        ["28", "29", "30"]
     );
     // the same over GraphQL: clear, then import
     let cleared = graphql::gql(
@@ -405,7 +460,7 @@ async fn configs_values_and_csv_with(backend: Backend, extra: &[(&str, &str)]) {
     graphql::data(&imported);
     assert_eq!(
         states(&data(&inst, &s, "type=NRecords").await),
-        ["3", "4", "5"]
+        ["28", "29", "30"]
     );
 
     // a new config takes effect at once: LastValue, multiplied, becomes the node's state

@@ -8,6 +8,10 @@
 //! messages published, received by the bare subscriber, and fully processed by the core
 //! (parsed, routed, throttled or stored), and their ratio. Everything is on loopback and stops
 //! by itself.
+//!
+//! With `--pipes` every node runs a data pipe (the policies given, round-robin over the nodes)
+//! and the report adds what the pipelines accepted, the rows they stored and their memory;
+//! `--nodes-per-unit` gives each unit more nodes (e.g. 2,000 units x 5 = 10k pipelines).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -52,6 +56,13 @@ pub struct MqttLoad {
     /// 2048) and report lines/s, the ceiling of log ingest on this database.
     #[arg(long)]
     pub store_only: Option<usize>,
+    /// Nodes per unit (1..=50); the publishers go round-robin over their nodes' topics.
+    #[arg(long, default_value_t = 1)]
+    pub nodes_per_unit: usize,
+    /// Data pipes on every node, comma-separated policies assigned round-robin over the
+    /// nodes: last_value, n_records, time_window, aggregation, or `all` for the four.
+    #[arg(long)]
+    pub pipes: Option<String>,
     /// Store unit logs in ClickHouse at this URL (http://host:8123; a fresh database, dropped
     /// at the end) instead of the temporary SQLite database.
     #[arg(long)]
@@ -81,6 +92,13 @@ pub async fn run_mqtt(args: MqttLoad) -> anyhow::Result<()> {
     if kinds.is_empty() || kinds.iter().any(|k| !["state", "log", "node"].contains(k)) {
         anyhow::bail!("--topics takes state, log and node");
     }
+    if !(1..=50).contains(&args.nodes_per_unit) {
+        anyhow::bail!("--nodes-per-unit must be between 1 and 50");
+    }
+    let pipes = match &args.pipes {
+        Some(p) => pipe_configs(p)?,
+        None => Vec::new(),
+    };
     let data = std::env::temp_dir().join(format!("pepeunit-load-{}", Uuid::new_v4().simple()));
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -105,7 +123,7 @@ pub async fn run_mqtt(args: MqttLoad) -> anyhow::Result<()> {
     let running = RunningInstance::start(config).await?;
     let result = match args.store_only {
         Some(lines) => store_only(&running.instance, lines).await,
-        None => measure(&running.instance, port, &args, &kinds).await,
+        None => measure(&running.instance, port, &args, &kinds, &pipes).await,
     };
     let logs = running.instance.logs.clone();
     running.stop().await?;
@@ -118,9 +136,60 @@ pub async fn run_mqtt(args: MqttLoad) -> anyhow::Result<()> {
     result
 }
 
+/// The benchmark's data pipe per policy: numbers, no rate limit, so every value reaches the
+/// policy (the most work a pipeline does). TimeWindow keeps 10 minutes; Aggregation is a
+/// sliding 60 s window moving every 10 s.
+const BENCH_PIPES: [(&str, &str); 4] = [
+    ("last_value", "policy_type: LastValue"),
+    ("n_records", "policy_type: NRecords\n  n_records_count: 100"),
+    ("time_window", "policy_type: TimeWindow\n  time_window_size: 600"),
+    (
+        "aggregation",
+        "policy_type: Aggregation\n  time_window_size: 60\n  time_window_step: 10\n  aggregation_functions: Avg",
+    ),
+];
+
+/// The stored configs (JSON, as the node rows keep them) for `--pipes`.
+fn pipe_configs(list: &str) -> anyhow::Result<Vec<String>> {
+    let names: Vec<&str> = match list.trim() {
+        "all" => BENCH_PIPES.iter().map(|(n, _)| *n).collect(),
+        l => l.split(',').map(str::trim).collect(),
+    };
+    let mut out = Vec::new();
+    for name in names {
+        let Some((_, policy)) = BENCH_PIPES.iter().find(|(n, _)| *n == name) else {
+            anyhow::bail!(
+                "--pipes takes last_value, n_records, time_window, aggregation or all, not {name:?}"
+            );
+        };
+        let yaml = format!(
+            "active_period:\n  type: Permanent\nfilters:\n  type_input_value: Number\n  max_rate: 0\n  max_size: 100\nprocessing_policy:\n  {policy}\n"
+        );
+        let config = crate::domain::datapipe::config::DataPipeConfig::parse_yaml(&yaml, 65_535)
+            .map_err(|e| anyhow::anyhow!("benchmark pipe {name}: {e:?}"))?;
+        out.push(config.to_stored_json());
+    }
+    Ok(out)
+}
+
 /// A user, a registry row, a repo and `n` units with one Output node each, straight into the
 /// store (no git needed: the benchmark never asks for a version).
 pub(crate) async fn seed(instance: &Instance, n: usize) -> anyhow::Result<Vec<(Uuid, Uuid)>> {
+    Ok(seed_nodes(instance, n, 1, &[])
+        .await?
+        .into_iter()
+        .map(|(unit, nodes)| (unit, nodes[0]))
+        .collect())
+}
+
+/// [`seed`] with `per_unit` Output nodes per unit (topics `temp{i}/pepeunit`), the `pipes`
+/// configs (stored JSON) assigned round-robin over all nodes when there are any.
+async fn seed_nodes(
+    instance: &Instance,
+    n: usize,
+    per_unit: usize,
+    pipes: &[String],
+) -> anyhow::Result<Vec<(Uuid, Vec<Uuid>)>> {
     let now = domain::now();
     let pool = instance.pool();
     let user = store::users::User {
@@ -196,28 +265,51 @@ pub(crate) async fn seed(instance: &Instance, n: usize) -> anyhow::Result<Vec<(U
             token_generation: 0,
         };
         store::units::insert(&mut *tx, &unit).await?;
-        let node = store::unit_nodes::UnitNode {
-            uuid: Uuid::new_v4(),
-            node_type: UnitNodeType::Output,
-            visibility_level: VisibilityLevel::Public,
-            is_rewritable_input: false,
-            max_connections: 10,
-            topic_name: "temp/pepeunit".into(),
-            last_update_datetime: now.clone(),
-            is_data_pipe_active: false,
-            data_pipe_yml: None,
-            data_pipe_status: None,
-            data_pipe_error: None,
-            create_datetime: now.clone(),
-            state: None,
-            unit_uuid: unit.uuid,
-            creator_uuid: user.uuid,
-        };
-        store::unit_nodes::insert(&mut *tx, &node).await?;
-        out.push((unit.uuid, node.uuid));
+        let mut nodes = Vec::with_capacity(per_unit);
+        for k in 0..per_unit {
+            let pipe = (!pipes.is_empty()).then(|| pipes[(i * per_unit + k) % pipes.len()].clone());
+            let node = store::unit_nodes::UnitNode {
+                uuid: Uuid::new_v4(),
+                node_type: UnitNodeType::Output,
+                visibility_level: VisibilityLevel::Public,
+                is_rewritable_input: false,
+                max_connections: 10,
+                topic_name: node_topic_name(k),
+                last_update_datetime: now.clone(),
+                is_data_pipe_active: pipe.is_some(),
+                data_pipe_status: pipe.as_ref().map(|_| {
+                    crate::domain::datapipe::DataPipeStatus::Active
+                        .as_str()
+                        .into()
+                }),
+                data_pipe_yml: pipe,
+                data_pipe_error: None,
+                create_datetime: now.clone(),
+                state: None,
+                unit_uuid: unit.uuid,
+                creator_uuid: user.uuid,
+            };
+            store::unit_nodes::insert(&mut *tx, &node).await?;
+            nodes.push(node.uuid);
+        }
+        out.push((unit.uuid, nodes));
     }
     tx.commit().await?;
     Ok(out)
+}
+
+/// The topic name of a unit's `k`-th seeded node (the first is `temp/pepeunit`).
+fn node_topic_name(k: usize) -> String {
+    match k {
+        0 => "temp/pepeunit".into(),
+        k => format!("temp{k}/pepeunit"),
+    }
+}
+
+/// This process's resident memory, from /proc (None elsewhere).
+fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    crate::observe::system::field(&status, "VmRSS")
 }
 
 async fn store_only(instance: &Instance, lines: usize) -> anyhow::Result<()> {
@@ -259,8 +351,10 @@ async fn measure(
     port: u16,
     args: &MqttLoad,
     kinds: &[&str],
+    pipes: &[String],
 ) -> anyhow::Result<()> {
-    let units = seed(instance, args.units).await?;
+    let units = seed_nodes(instance, args.units, args.nodes_per_unit, pipes).await?;
+    let rss_before = rss_bytes();
     let domain = instance.config.domain.clone();
     let stop = Arc::new(AtomicBool::new(false));
 
@@ -298,29 +392,36 @@ async fn measure(
         QoS::AtMostOnce
     };
     let mut publishers = Vec::new();
-    for (i, (unit, node)) in units.iter().enumerate() {
+    for (i, (unit, nodes)) in units.iter().enumerate() {
         let token = instance.tokens.unit_token(*unit);
         let (client, mut eventloop) =
             AsyncClient::new(options(&unit.to_string(), port, &token), 1000);
-        let topics: Vec<(String, String)> = kinds
-            .iter()
-            .map(|k| match *k {
-                "state" => (
+        // (topic, payload); a node's payload is None: a number that changes every time
+        let mut topics: Vec<(String, Option<String>)> = Vec::new();
+        for k in kinds {
+            match *k {
+                "state" => topics.push((
                     Topic::state(&domain, *unit).to_string(),
-                    json!({"pu_commit_version": "0".repeat(40), "millis": i, "mem_free": 1000})
-                        .to_string(),
-                ),
-                "log" => (
+                    Some(
+                        json!({"pu_commit_version": "0".repeat(40), "millis": i, "mem_free": 1000})
+                            .to_string(),
+                    ),
+                )),
+                "log" => topics.push((
                     Topic::log(&domain, *unit).to_string(),
-                    json!({"level": "Info", "text": format!("load line from unit {i}")})
-                        .to_string(),
-                ),
-                _ => (
-                    Topic::node(&domain, *node, "temp/pepeunit").to_string(),
-                    format!("{}", 20 + i % 10),
-                ),
-            })
-            .collect();
+                    Some(
+                        json!({"level": "Info", "text": format!("load line from unit {i}")})
+                            .to_string(),
+                    ),
+                )),
+                _ => topics.extend(nodes.iter().enumerate().map(|(k, node)| {
+                    (
+                        Topic::node(&domain, *node, &node_topic_name(k)).to_string(),
+                        None,
+                    )
+                })),
+            }
+        }
         let stop = stop.clone();
         let (published, acked) = (published.clone(), acked.clone());
         let (rate, units) = (args.rate, args.units);
@@ -351,11 +452,11 @@ async fn measure(
                 };
                 for _ in 0..burst {
                     let (topic, payload) = &topics[n % topics.len()];
-                    if client
-                        .publish(topic, qos, false, payload.clone())
-                        .await
-                        .is_err()
-                    {
+                    let payload = match payload {
+                        Some(p) => p.clone(),
+                        None => format!("{}.{}", 20 + i % 10, n % 100),
+                    };
+                    if client.publish(topic, qos, false, payload).await.is_err() {
                         break 'run;
                     }
                     published.fetch_add(1, Relaxed);
@@ -371,6 +472,13 @@ async fn measure(
     let processed = || instance.mqtt_stats.counters.processed.load(Relaxed);
     // warm-up: connections and caches
     tokio::time::sleep(Duration::from_secs(1)).await;
+    let pipe_figures = || {
+        let c = &instance.mqtt_stats.counters;
+        (
+            c.pipe_values_accepted.load(Relaxed),
+            c.pipe_rows_stored.load(Relaxed),
+        )
+    };
     let (p0, b0, c0, a0, t0) = (
         published.load(Relaxed),
         bare.load(Relaxed),
@@ -378,6 +486,7 @@ async fn measure(
         acked.load(Relaxed),
         Instant::now(),
     );
+    let pipes0 = pipe_figures();
     tokio::time::sleep(Duration::from_secs(args.duration)).await;
     let secs = t0.elapsed().as_secs_f64();
     let (p1, b1, c1, a1) = (
@@ -386,6 +495,7 @@ async fn measure(
         processed(),
         acked.load(Relaxed),
     );
+    let pipes1 = pipe_figures();
     stop.store(true, Relaxed);
     for p in publishers {
         let _ = p.await;
@@ -403,6 +513,8 @@ async fn measure(
     }
     let _ = sub_task.await;
     let c = instance.mqtt_stats.counters.snapshot();
+    let p = instance.mqtt_stats.pipes.snapshot();
+    let rss_after = rss_bytes();
     let rate = |n: u64| n as f64 / secs;
     println!(
         "{}",
@@ -428,6 +540,17 @@ async fn measure(
             "invalid": c.invalid,
             "batches": c.batches,
             "batch_errors": c.batch_errors,
+            "nodes_per_unit": args.nodes_per_unit,
+            "pipes": args.pipes,
+            "pipe_values_accepted_per_s": rate(pipes1.0 - pipes0.0).round(),
+            "pipe_values_dropped": c.pipe_values_dropped,
+            "pipe_rows_stored_per_s": rate(pipes1.1 - pipes0.1).round(),
+            "pipe_rows_stored": c.pipe_rows_stored,
+            "pipelines_active": p.active,
+            "pipe_memory_bytes": p.memory_bytes,
+            "pipe_memory_bytes_per_pipeline": p.memory_bytes.checked_div(p.active),
+            "rss_mib_before_publishing": rss_before.map(|b| b / (1 << 20)),
+            "rss_mib_after": rss_after.map(|b| b / (1 << 20)),
         }))?
     );
     Ok(())

@@ -33,9 +33,14 @@ use crate::service::Instance;
 const PIPE_TICK: Duration = Duration::from_secs(1);
 /// Most messages one shard handles per database batch.
 pub const MAX_BATCH: usize = 2048;
-/// How long a shard trusts what it learned about a node (units are read through the row
+/// How long a shard trusts that a node does not exist (units are read through the row
 /// cache of the service layer, the one cache of unit rows).
-const CACHE_TTL: Duration = Duration::from_secs(5);
+const MISSING_TTL: Duration = Duration::from_secs(5);
+/// How long a shard trusts a node it found. Every change the shard cares about (the node
+/// deleted, its data pipe set, cleared, switched on or off) reaches it at once through the
+/// pipe hub; this only bounds what a missed change could cost. Reading each of 10k busy
+/// nodes every 5 s cost a fifth of the core's throughput.
+const FOUND_TTL: Duration = Duration::from_secs(300);
 /// Per-topic entries idle this long are forgotten (bounded memory for deleted units).
 const TOPIC_IDLE: Duration = Duration::from_secs(3600);
 
@@ -256,6 +261,7 @@ async fn log_writer(
             owed.merge(w.owed);
         }
         let n = write.lines.len() as u64;
+        let rows = write.pipe_rows.len() as u64;
         // a failed INSERT stores nothing (one transaction, or one ClickHouse block); when its
         // answer was lost after the store committed, the retry finds the lines by their keys
         let result = retried("unit log lines", write.lines.len(), |failures| {
@@ -267,6 +273,7 @@ async fn log_writer(
                 stats.add(&stats.counters.log_writes, 1);
                 stats.add(&stats.counters.logs_stored, stored.stored);
                 stats.add(&stats.counters.log_duplicates_skipped, stored.skipped);
+                stats.add(&stats.counters.pipe_rows_stored, rows);
                 owed.settle();
             }
             Err(e) => {
@@ -371,6 +378,8 @@ struct Shard {
     nodes: HashMap<Uuid, (Instant, bool)>,
     /// The running data pipes of this shard's nodes (issue 17).
     pipelines: HashMap<Uuid, Pipeline>,
+    /// What this shard last added to the pipe gauges: (pipelines, their bytes).
+    pipes_reported: (u64, u64),
     /// A unit or node could not be read (the database failing past the retries): the batch's
     /// messages are handed back for redelivery instead of acknowledged without their effects.
     lookup_failed: bool,
@@ -429,6 +438,7 @@ impl Shard {
             topics: HashMap::new(),
             nodes: HashMap::new(),
             pipelines: HashMap::new(),
+            pipes_reported: (0, 0),
             lookup_failed: false,
         }
     }
@@ -447,6 +457,7 @@ impl Shard {
                     // windows close on time, also when their node is silent
                     self.pipe_changes(&mut changes, &mut batch).await;
                     self.tick_pipelines(&mut batch);
+                    self.report_pipes();
                     if !batch.is_empty() {
                         self.flush(batch).await;
                     }
@@ -470,6 +481,7 @@ impl Shard {
             }
         }
         self.save_pipelines().await;
+        self.stats.pipes.report(self.pipes_reported, (0, 0));
         tracing::debug!(shard = self.id, "shard drained and stopped");
     }
 
@@ -511,6 +523,18 @@ impl Shard {
                 emit(*node, out, batch);
             }
         }
+    }
+
+    /// Brings the pipe gauges up to date with this shard's pipelines.
+    fn report_pipes(&mut self) {
+        let bytes = self
+            .pipelines
+            .values()
+            .map(|p| p.memory_bytes() as u64)
+            .sum();
+        let now = (self.pipelines.len() as u64, bytes);
+        self.stats.pipes.report(self.pipes_reported, now);
+        self.pipes_reported = now;
     }
 
     /// A clean stop: the open state of every pipeline is saved for the next start.
@@ -765,7 +789,7 @@ impl Shard {
     /// a node also starts, changes or stops its pipeline.
     async fn cached_node(&mut self, uuid: Uuid, batch: &mut IngestBatch) -> bool {
         if let Some((at, hit)) = self.nodes.get(&uuid) {
-            if at.elapsed() < CACHE_TTL {
+            if at.elapsed() < if *hit { FOUND_TTL } else { MISSING_TTL } {
                 return *hit;
             }
         }
@@ -794,8 +818,10 @@ impl Shard {
         let mut owed = std::mem::take(&mut self.owed);
         let mut logs = std::mem::take(&mut batch.logs);
         if !self.ingest.pipe_rows_in_batch() {
-            // ClickHouse: the rows share the log writer's INSERT window and acknowledgements
+            // ClickHouse: the rows share the log writer's INSERT window and acknowledgements;
+            // its janitor trims NRecords nodes (readers take the newest N meanwhile)
             logs.pipe_rows = std::mem::take(&mut batch.pipe_rows);
+            batch.pipe_trims.clear();
         }
         let stats = Arc::clone(&self.stats);
         let c = &stats.counters;
@@ -807,6 +833,7 @@ impl Shard {
         }
         if !batch.is_empty() {
             let (states, nodes) = (batch.states.len() as u64, batch.node_values.len() as u64);
+            let rows = batch.pipe_rows.len() as u64;
             stats.add(&c.batches, 1);
             let ingest = &self.ingest;
             match retried(
@@ -819,6 +846,7 @@ impl Shard {
                 Ok(()) => {
                     stats.add(&c.states_stored, states);
                     stats.add(&c.node_values_stored, nodes);
+                    stats.add(&c.pipe_rows_stored, rows);
                 }
                 Err(e) => {
                     stats.add(&c.batch_errors, 1);
@@ -857,7 +885,8 @@ impl Shard {
                 .is_some_and(|s| now.duration_since(s) < TOPIC_IDLE)
         });
         // a pipeline stays (its windows are open) while its node entry is read again
-        self.nodes.retain(|_, (at, _)| at.elapsed() < CACHE_TTL);
+        self.nodes
+            .retain(|_, (at, hit)| at.elapsed() < if *hit { FOUND_TTL } else { MISSING_TTL });
     }
 }
 
@@ -870,6 +899,7 @@ fn emit(node: Uuid, out: Vec<Output>, batch: &mut IngestBatch) {
                 batch.node_values.insert(node, state);
             }
             Output::NRecords(r) => batch.pipe_rows.push(PipeRow::NRecords(r)),
+            Output::TrimNRecords { keep } => batch.pipe_trims.push((node, keep)),
             Output::Window(r) => batch.pipe_rows.push(PipeRow::Window(r)),
             Output::Aggregation(r) => batch.pipe_rows.push(PipeRow::Aggregation(r)),
         }

@@ -54,6 +54,9 @@ counters! {
     /// Node values a data pipe accepted / dropped (its filters, rate, size, bounds).
     pipe_values_accepted,
     pipe_values_dropped,
+    /// Rows data pipes produced (NRecords values, TimeWindow entries, closed aggregation
+    /// windows) that were stored.
+    pipe_rows_stored,
     /// Database write batches and the messages they carried.
     batches,
     batch_errors,
@@ -77,9 +80,45 @@ counters! {
     log_lines_unkeyed_redelivered,
 }
 
+/// The running data pipes, summed over the shards (each shard adds the change of its own
+/// figures once a second, so the sums stay right without a lock).
+#[derive(Default)]
+pub struct PipeGauges {
+    pub active: AtomicU64,
+    /// The pipelines' own accounting of their memory (`Pipeline::memory_bytes`: config,
+    /// last value, open window buckets), not counting the shards' maps.
+    pub memory_bytes: AtomicU64,
+}
+
+/// What [`PipeGauges`] read now.
+#[derive(Clone, Debug, Default, Serialize, ToSchema)]
+pub struct PipeGaugesSnapshot {
+    /// Data pipes running in the shards.
+    pub active: u64,
+    /// Their memory, by their own accounting.
+    pub memory_bytes: u64,
+}
+
+impl PipeGauges {
+    /// Moves the sums from what one shard reported last (`before`) to what it has now.
+    pub fn report(&self, before: (u64, u64), now: (u64, u64)) {
+        self.active.fetch_add(now.0.wrapping_sub(before.0), Relaxed);
+        self.memory_bytes
+            .fetch_add(now.1.wrapping_sub(before.1), Relaxed);
+    }
+
+    pub fn snapshot(&self) -> PipeGaugesSnapshot {
+        PipeGaugesSnapshot {
+            active: self.active.load(Relaxed),
+            memory_bytes: self.memory_bytes.load(Relaxed),
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct MqttStats {
     pub counters: Counters,
+    pub pipes: PipeGauges,
     pub backend_connected: AtomicBool,
     /// The broker acknowledged the core's subscriptions on the current connection: from then
     /// on a device's message has somewhere to go.
@@ -99,6 +138,8 @@ pub struct MqttReport {
     /// Messages waiting in each shard's queue now.
     pub queue_depths: Vec<usize>,
     pub counters: CountersSnapshot,
+    /// Data pipes running now and their memory.
+    pub pipes: PipeGaugesSnapshot,
 }
 
 impl MqttStats {

@@ -105,6 +105,16 @@ pub fn render(r: &NodeReport) -> String {
             depth,
         );
     }
+    t.gauge(
+        "pepeunit_mqtt_pipelines_active",
+        "Data pipes running in the MQTT core's shards.",
+        Some(q.pipes.active),
+    );
+    t.gauge(
+        "pepeunit_mqtt_pipelines_memory_bytes",
+        "Memory of the running data pipes, by their own accounting.",
+        Some(q.pipes.memory_bytes),
+    );
     if let Ok(serde_json::Value::Object(counters)) = serde_json::to_value(&q.counters) {
         for (name, value) in counters {
             let metric = format!("pepeunit_mqtt_{name}_total");

@@ -56,6 +56,8 @@ pub struct IngestBatch {
     pub node_values: HashMap<Uuid, String>,
     /// Rows node pipelines produced (data pipes), written in the batch's transaction.
     pub pipe_rows: Vec<PipeRow>,
+    /// NRecords nodes to cut back to their newest N rows (`Output::TrimNRecords`).
+    pub pipe_trims: Vec<(Uuid, u32)>,
     pub logs: LogWrite,
 }
 
@@ -93,7 +95,10 @@ pub struct LogsStored {
 impl IngestBatch {
     /// No state or node value to write (log lines go their own way).
     pub fn is_empty(&self) -> bool {
-        self.states.is_empty() && self.node_values.is_empty() && self.pipe_rows.is_empty()
+        self.states.is_empty()
+            && self.node_values.is_empty()
+            && self.pipe_rows.is_empty()
+            && self.pipe_trims.is_empty()
     }
 
     /// Adds a device's log lines: timestamps missing from the device become the server's time
@@ -350,11 +355,15 @@ impl Instance {
             for (uuid, s) in &batch.states {
                 store::units::set_reported_state(&mut *tx, *uuid, &s.row_change()).await?;
             }
-            for (uuid, value) in &batch.node_values {
-                store::unit_nodes::set_state(&mut *tx, *uuid, Some(value), &now).await?;
-            }
+            let values: Vec<(Uuid, &str)> = batch
+                .node_values
+                .iter()
+                .map(|(uuid, value)| (*uuid, value.as_str()))
+                .collect();
+            store::unit_nodes::set_states(&mut tx, &values, &now).await?;
             if self.logs.in_database() {
                 store::pipe_data::insert_rows(&mut tx, &batch.pipe_rows).await?;
+                store::pipe_data::trim_n_records_nodes(&mut tx, &batch.pipe_trims).await?;
             }
             tx.commit().await?;
             // the shards read units through the row cache: it learns what was just written

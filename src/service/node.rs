@@ -53,6 +53,7 @@ impl Instance {
             shard_queue_capacity: self.config.mqtt_shard_queue,
             queue_depths: self.mqtt_stats.queue_depths(),
             counters: self.mqtt_stats.counters.snapshot(),
+            pipes: self.mqtt_stats.pipes.snapshot(),
         }
     }
 }

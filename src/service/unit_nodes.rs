@@ -91,6 +91,9 @@ impl Instance {
             }
             node.is_rewritable_input = r;
         }
+        let pipe_toggled = data
+            .is_data_pipe_active
+            .is_some_and(|a| a != node.is_data_pipe_active);
         if let Some(a) = data.is_data_pipe_active {
             if a && !node.topic_name.ends_with("/pepeunit") {
                 return Err(AppError::unit_node(
@@ -109,6 +112,10 @@ impl Instance {
         }
         node.last_update_datetime = domain::now();
         store::unit_nodes::update_settings(self.pool(), &node).await?;
+        if pipe_toggled {
+            // the shard starts or stops the node's pipeline now
+            self.pipes.changed(node.uuid);
+        }
         self.live.access_changed();
         Ok(node)
     }

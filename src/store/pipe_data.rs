@@ -3,9 +3,9 @@
 //! pipelines saved at a clean stop (`pipe_snapshots`, always here, also with ClickHouse).
 //!
 //! Telemetry as `unit_logs`: rows come in batches from the MQTT core and are read one node at
-//! a time. NRecords keeps the last `max_count` rows of a node: a write removes the older ones
-//! in its transaction, and readers take the newest `keep_last` anyway (a config whose count
-//! shrank shows at once). TimeWindow rows are hidden by readers once expired
+//! a time. NRecords keeps the last `max_count` rows of a node: the MQTT core trims a node
+//! every few rows its pipeline writes (`engine::trim_every`), an import right after it writes,
+//! and readers take the newest `keep_last` anyway (a config whose count shrank shows at once). TimeWindow rows are hidden by readers once expired
 //! ([`delete_expired`] frees their space). Aggregation rows are keyed by node, function,
 //! window size and window start: a window emitted again (after a restore) is one row.
 
@@ -127,7 +127,8 @@ fn from_row(policy: ProcessingPolicyType, r: &AnyRow) -> StoreResult<PipeRow> {
 const ROWS_PER_STATEMENT: usize = 64;
 
 /// Stores rows in the caller's transaction (any mix of nodes and policies); a row whose key
-/// is stored already is skipped. NRecords nodes are trimmed to their newest `max_count` rows.
+/// is stored already is skipped. NRecords nodes are not trimmed here: see
+/// [`trim_n_records_nodes`].
 /// Returns how many rows were stored.
 pub async fn insert_rows(conn: &mut AnyConnection, rows: &[PipeRow]) -> StoreResult<u64> {
     let mut stored = 0;
@@ -197,20 +198,36 @@ pub async fn insert_rows(conn: &mut AnyConnection, rows: &[PipeRow]) -> StoreRes
             stored += q.execute(&mut *conn).await?;
         }
     }
-    // NRecords: the newest max_count rows of each node written to stay
-    let mut trims: Vec<(Uuid, u32)> = rows
+    Ok(stored)
+}
+
+/// The NRecords nodes of `rows` with their counts, each once: what a write of whole rows
+/// (an import) trims after it.
+pub fn n_records_nodes(rows: &[PipeRow]) -> Vec<(Uuid, u32)> {
+    let mut nodes: Vec<(Uuid, u32)> = rows
         .iter()
         .filter_map(|r| match r {
             PipeRow::NRecords(r) => Some((r.unit_node_uuid, r.max_count)),
             _ => None,
         })
         .collect();
-    trims.sort_unstable();
-    trims.dedup_by_key(|(node, _)| *node);
-    for (node, keep) in trims {
-        trim_n_records(conn, node, keep).await?;
+    nodes.sort_unstable();
+    nodes.dedup_by_key(|(node, _)| *node);
+    nodes
+}
+
+/// Cuts each node back to its newest `keep` NRecords rows (a node named twice, once).
+pub async fn trim_n_records_nodes(
+    conn: &mut AnyConnection,
+    nodes: &[(Uuid, u32)],
+) -> StoreResult<()> {
+    let mut seen = std::collections::HashSet::new();
+    for (node, keep) in nodes {
+        if seen.insert(*node) {
+            trim_n_records(conn, *node, *keep).await?;
+        }
     }
-    Ok(stored)
+    Ok(())
 }
 
 /// Removes a node's NRecords rows older than its newest `keep`.
@@ -232,6 +249,7 @@ pub async fn insert_batch(db: &AnyPool, rows: &[PipeRow]) -> StoreResult<u64> {
     }
     let mut tx = db.begin().await?;
     let stored = insert_rows(&mut tx, rows).await?;
+    trim_n_records_nodes(&mut tx, &n_records_nodes(rows)).await?;
     tx.commit().await?;
     Ok(stored)
 }

@@ -191,6 +191,7 @@ impl LogStore {
                 let mut tx = s.pool().begin().await?;
                 pipe_data::delete_nodes(&mut tx, &[node]).await?;
                 let stored = pipe_data::insert_rows(&mut tx, rows).await?;
+                pipe_data::trim_n_records_nodes(&mut tx, &pipe_data::n_records_nodes(rows)).await?;
                 tx.commit().await?;
                 Ok(stored)
             }

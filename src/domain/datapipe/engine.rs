@@ -65,7 +65,9 @@
 //! # Policies
 //!
 //! LastValue: [`Output::LastValue`] (the node's state and `last_update_datetime`). NRecords:
-//! one [`NRecordsEntry`] per value with `max_count` (the store keeps the last N). TimeWindow:
+//! one [`NRecordsEntry`] per value with `max_count` (the store keeps the last N), and every
+//! [`trim_every`] of them an [`Output::TrimNRecords`] telling the store to cut the node back
+//! to its newest N (readers take the newest N anyway). TimeWindow:
 //! one [`WindowEntry`] per value expiring `time_window_size` seconds after it came. These keep
 //! nothing in memory but the last accepted time and value.
 //!
@@ -173,8 +175,20 @@ pub enum Output {
         at: NaiveDateTime,
     },
     NRecords(NRecordsEntry),
+    /// NRecords: time to cut the node's stored rows back to its newest `keep` (sent every
+    /// [`trim_every`] rows, so the store trims a busy node now and then, not per batch).
+    TrimNRecords {
+        keep: u32,
+    },
     Window(WindowEntry),
     Aggregation(AggregationEntry),
+}
+
+/// NRecords rows written between two [`Output::TrimNRecords`]: a quarter of the count,
+/// between 8 and 256. Readers take the newest `max_count` rows, so the rows in between are
+/// never seen; a node holds at most `max_count + trim_every(max_count)` rows and one batch.
+pub fn trim_every(max_count: u32) -> u32 {
+    (max_count / 4).clamp(8, 256)
 }
 
 /// Why a value was not kept. Named on the wire (metrics, logs) as written here.
@@ -374,6 +388,8 @@ pub struct Pipeline {
     last_value: Option<LastValue>,
     windows: Option<Windows>,
     counters: Counters,
+    /// NRecords rows written since the last [`Output::TrimNRecords`].
+    untrimmed: u32,
 }
 
 fn seconds(t: NaiveDateTime) -> i64 {
@@ -396,6 +412,7 @@ impl Pipeline {
             last_accepted: None,
             last_value: None,
             counters: Counters::default(),
+            untrimmed: 0,
         }
     }
 
@@ -617,14 +634,21 @@ impl Pipeline {
         let state = state.into_owned();
         match self.policy {
             Policy::LastValue => out.push(Output::LastValue { state, at: now }),
-            Policy::NRecords(max_count) => out.push(Output::NRecords(NRecordsEntry {
-                unit_node_uuid: self.node,
-                state,
-                state_type: input,
-                create_datetime: now,
-                max_count,
-                size,
-            })),
+            Policy::NRecords(max_count) => {
+                out.push(Output::NRecords(NRecordsEntry {
+                    unit_node_uuid: self.node,
+                    state,
+                    state_type: input,
+                    create_datetime: now,
+                    max_count,
+                    size,
+                }));
+                self.untrimmed += 1;
+                if self.untrimmed >= trim_every(max_count) {
+                    self.untrimmed = 0;
+                    out.push(Output::TrimNRecords { keep: max_count });
+                }
+            }
             Policy::TimeWindow(_) => {
                 if let Some(expiration_datetime) = expiration {
                     out.push(Output::Window(WindowEntry {
@@ -708,6 +732,7 @@ impl Pipeline {
             last_value,
             windows,
             counters: Counters::default(),
+            untrimmed: 0,
         };
         pipeline.fit_state();
         Ok(pipeline)

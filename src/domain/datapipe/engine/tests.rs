@@ -634,6 +634,41 @@ fn last_value_n_records_and_time_window_rows() {
 }
 
 #[test]
+fn n_records_asks_for_a_trim_every_quarter_of_its_count_between_8_and_256() {
+    assert_eq!(
+        [1, 3, 32, 33, 100, 1024, 4096].map(trim_every),
+        [8, 8, 8, 8, 25, 256, 256]
+    );
+    for count in [3, 100] {
+        let c = config(
+            TypeInputValue::Number,
+            ProcessingPolicy {
+                n_records_count: Some(count),
+                ..policy(ProcessingPolicyType::NRecords)
+            },
+        );
+        let mut p = Pipeline::new(NODE, c, at(0.0));
+        let mut trims_after = Vec::new();
+        let mut out = Vec::new();
+        for i in 1..=3 * trim_every(count) {
+            out.clear();
+            p.offer(at(f64::from(i)), b"1", &mut out);
+            assert!(matches!(out[0], Output::NRecords(_)), "the row comes first");
+            match out.as_slice() {
+                [_] => {}
+                [_, Output::TrimNRecords { keep }] => {
+                    assert_eq!(*keep, count);
+                    trims_after.push(i);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let k = trim_every(count);
+        assert_eq!(trims_after, [k, 2 * k, 3 * k], "count {count}");
+    }
+}
+
+#[test]
 fn a_config_missing_its_numbers_drops_every_value_and_never_panics() {
     let broken = [
         policy(ProcessingPolicyType::NRecords),

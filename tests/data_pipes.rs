@@ -8,7 +8,7 @@ mod common;
 use std::io::Read;
 use std::time::Duration;
 
-use common::fixtures::{registry_repo_unit, FirmwareRepo};
+use common::fixtures::{output_node, registry_repo_unit, FirmwareRepo};
 use common::graphql;
 use common::mqtt::{unit_token, MqttDevice};
 use common::{Backend, TestInstance};
@@ -76,24 +76,7 @@ struct Setup {
 async fn setup(inst: &TestInstance, firmware: &FirmwareRepo, login: &str) -> Setup {
     let (_, user) = inst.user(login).await;
     let (_, _, unit) = registry_repo_unit(inst, &user, firmware, login, "Private").await;
-    let (_, list) = inst
-        .get(
-            &format!(
-                "/unit_nodes?unit_uuid={}&type=Output",
-                unit["uuid"].as_str().unwrap()
-            ),
-            Some(&user),
-        )
-        .await;
-    let node = list["unit_nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["topic_name"] == "current_temp/pepeunit")
-        .unwrap_or_else(|| panic!("node in {list}"))["uuid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let node = output_node(inst, &user, &unit, "current_temp/pepeunit").await;
     let port = inst.config.mqtt_bind.port();
     let device = MqttDevice::connect(port, login, &unit_token(inst, &unit))
         .await

@@ -6,6 +6,7 @@ mod bridges;
 mod data_pipes;
 pub mod extract;
 mod federation;
+mod load;
 mod moves;
 mod node;
 mod permission;
@@ -72,6 +73,7 @@ pub fn api() -> (Router<Instance>, OpenApiDoc) {
         .merge(moves::router())
         .merge(bridges::router())
         .merge(alerts::router())
+        .merge(load::router())
         .merge(node::router())
         .routes(routes!(metrics))
         .routes(routes!(mqtt_metrics))

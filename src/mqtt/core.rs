@@ -27,6 +27,7 @@ use crate::domain::{self, UnitFirmwareUpdateStatus};
 use crate::observe::mqtt::MqttStats;
 use crate::service::alerts::AlertLine;
 use crate::service::ingest::{Ingest, IngestBatch, IngestUnit, LogWrite, UnitStateWrite};
+use crate::service::load::unix_now;
 use crate::service::Instance;
 
 /// How often a shard closes the pipeline windows that came due.
@@ -375,7 +376,8 @@ struct Shard {
     domain: String,
     state_interval: Duration,
     topics: HashMap<String, TopicState>,
-    nodes: HashMap<Uuid, (Instant, bool)>,
+    /// Nodes read: when, and their Unit (`None`: no such node, or not the platform's).
+    nodes: HashMap<Uuid, (Instant, Option<Uuid>)>,
     /// The running data pipes of this shard's nodes (issue 17).
     pipelines: HashMap<Uuid, Pipeline>,
     /// What this shard last added to the pipe gauges: (pipelines, their bytes).
@@ -611,6 +613,9 @@ impl Shard {
         entry.messages += 1;
         let now = Instant::now();
         entry.last_seen = Some(now);
+        if let Route::State(unit) | Route::Log(unit) = route {
+            self.ingest.load().record(&msg.topic, unit, unix_now(), 1);
+        }
         match route {
             Route::State(unit) => self.handle_state(unit, &msg, now, batch).await,
             Route::Log(unit) => self.handle_log(unit, &msg, batch).await,
@@ -732,10 +737,11 @@ impl Shard {
             stats.add(&c.invalid, 1);
             return;
         }
-        if !self.cached_node(node, batch).await {
+        let Some(unit) = self.cached_node(node, batch).await else {
             stats.add(&c.invalid, 1);
             return;
-        }
+        };
+        self.ingest.load().record(&msg.topic, unit, unix_now(), 1);
         if let Some(p) = self.pipelines.get_mut(&node) {
             let mut out = Vec::new();
             match p.offer(chrono::Utc::now().naive_utc(), &msg.payload, &mut out) {
@@ -787,10 +793,18 @@ impl Shard {
 
     /// Only nodes whose topic ends with `/pepeunit` carry data the platform processes. Reading
     /// a node also starts, changes or stops its pipeline.
-    async fn cached_node(&mut self, uuid: Uuid, batch: &mut IngestBatch) -> bool {
-        if let Some((at, hit)) = self.nodes.get(&uuid) {
-            if at.elapsed() < if *hit { FOUND_TTL } else { MISSING_TTL } {
-                return *hit;
+    /// The node's Unit, when the node takes the platform's values (read again past its
+    /// time to live); `None` when it does not exist or cannot be read now.
+    async fn cached_node(&mut self, uuid: Uuid, batch: &mut IngestBatch) -> Option<Uuid> {
+        if let Some((at, unit)) = self.nodes.get(&uuid) {
+            if at.elapsed()
+                < if unit.is_some() {
+                    FOUND_TTL
+                } else {
+                    MISSING_TTL
+                }
+            {
+                return *unit;
             }
         }
         let found = match self.ingest.node(uuid).await {
@@ -798,18 +812,18 @@ impl Shard {
             Err(e) => {
                 tracing::warn!(%uuid, error = %e, "node lookup failed");
                 return match self.nodes.get(&uuid) {
-                    Some((_, hit)) => *hit,
+                    Some((_, unit)) => *unit,
                     None => {
                         self.lookup_failed = true;
-                        false
+                        None
                     }
                 };
             }
         };
-        let hit = found.is_some();
+        let unit = found.as_ref().map(|n| n.unit);
         self.apply_pipeline(uuid, found.and_then(|n| n.pipeline), batch);
-        self.nodes.insert(uuid, (Instant::now(), hit));
-        hit
+        self.nodes.insert(uuid, (Instant::now(), unit));
+        unit
     }
 
     /// Writes the batch's states and node values (retried), then hands its log lines to the
@@ -885,8 +899,14 @@ impl Shard {
                 .is_some_and(|s| now.duration_since(s) < TOPIC_IDLE)
         });
         // a pipeline stays (its windows are open) while its node entry is read again
-        self.nodes
-            .retain(|_, (at, hit)| at.elapsed() < if *hit { FOUND_TTL } else { MISSING_TTL });
+        self.nodes.retain(|_, (at, unit)| {
+            at.elapsed()
+                < if unit.is_some() {
+                    FOUND_TTL
+                } else {
+                    MISSING_TTL
+                }
+        });
     }
 }
 

@@ -149,6 +149,8 @@ pub struct Ingest {
 /// What a shard needs of a node to handle its values.
 #[derive(Clone, Debug)]
 pub struct IngestNode {
+    /// The Unit the node belongs to.
+    pub unit: Uuid,
     /// The node's data pipe, when it has an active, readable config (and data pipes are on).
     pub pipeline: Option<DataPipeConfig>,
 }
@@ -213,7 +215,10 @@ impl Ingest {
             }
             _ => None,
         };
-        Ok(Some(IngestNode { pipeline }))
+        Ok(Some(IngestNode {
+            unit: node.unit_uuid,
+            pipeline,
+        }))
     }
 
     /// Whether data pipe rows are written in the batch's own transaction (the SQL store);
@@ -225,6 +230,11 @@ impl Ingest {
     /// The data pipe side: config changes and open state saved at the last clean stop.
     pub fn pipes(&self) -> &std::sync::Arc<super::data_pipes::PipeHub> {
         &self.instance.pipes
+    }
+
+    /// The load meter the shards record every message in (SPEC §7).
+    pub fn load(&self) -> &super::load::LoadMeter {
+        &self.instance.load
     }
 
     /// Saves running pipelines' open state (a clean stop); read back at the next start.

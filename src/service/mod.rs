@@ -12,6 +12,7 @@ pub mod data_pipes;
 pub mod federation;
 pub mod ingest;
 pub mod live;
+pub mod load;
 pub mod moves;
 pub mod node;
 pub mod permissions;
@@ -75,6 +76,8 @@ pub struct Instance {
     pub live: live::Live,
     /// Data pipes: config changes for the shards running the pipelines, saved open state.
     pub pipes: Arc<data_pipes::PipeHub>,
+    /// Messages per second per topic, Unit, Repo and user (SPEC §7).
+    pub load: Arc<load::LoadMeter>,
 }
 
 impl Instance {
@@ -113,6 +116,7 @@ impl Instance {
             revocations: Default::default(),
             live: Default::default(),
             pipes: Arc::default(),
+            load: Arc::default(),
             chat_bot: None,
             alerts: alerts::Alerts::new(config.telegram_bot_token.is_some()),
             logs,

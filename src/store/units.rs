@@ -357,6 +357,23 @@ pub async fn count_by_repo(db: &AnyPool, repo: Uuid) -> StoreResult<i64> {
     q.fetch_i64(db).await
 }
 
+pub async fn count_by_creator(db: &AnyPool, creator: Uuid) -> StoreResult<i64> {
+    let mut q = Sql::new("SELECT COUNT(*) FROM units WHERE creator_uuid = ");
+    q.bind(creator);
+    q.fetch_i64(db).await
+}
+
+/// The units of `uuids` that exist (500 per statement), in no particular order.
+pub async fn by_uuids(db: &AnyPool, uuids: &[Uuid]) -> StoreResult<Vec<Unit>> {
+    let mut out = Vec::with_capacity(uuids.len());
+    for chunk in uuids.chunks(500) {
+        let mut q = Sql::new("SELECT * FROM units WHERE uuid IN ");
+        q.bind_list(chunk.iter().copied());
+        out.extend(map_rows(q.fetch_all(db).await?, from_row)?);
+    }
+    Ok(out)
+}
+
 pub async fn by_repo(db: &AnyPool, repo: Uuid) -> StoreResult<Vec<Unit>> {
     let mut q = Sql::new("SELECT * FROM units WHERE repo_uuid = ");
     q.bind(repo).push(" ORDER BY create_datetime");

@@ -169,3 +169,31 @@ pub async fn add_units(
     }
     uuids
 }
+
+/// The uuid of the unit's Output node named `topic_name`.
+#[allow(dead_code)]
+pub async fn output_node(
+    inst: &super::TestInstance,
+    token: &str,
+    unit: &serde_json::Value,
+    topic_name: &str,
+) -> String {
+    let (_, list) = inst
+        .get(
+            &format!(
+                "/unit_nodes?unit_uuid={}&type=Output",
+                unit["uuid"].as_str().unwrap()
+            ),
+            Some(token),
+        )
+        .await;
+    list["unit_nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["topic_name"] == topic_name)
+        .unwrap_or_else(|| panic!("node {topic_name} in {list}"))["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}

@@ -1,0 +1,346 @@
+//! Load metering (SPEC §7, issue 18 part 1): messages per second per topic over sliding
+//! 1-minute and 1-hour windows, summed per Unit, averaged per Repo, summed per user, and a load
+//! class per Unit by its percentile among the instance's Units.
+//!
+//! The MQTT core's shards record every message they take (no extra subscriber), with the Unit
+//! it belongs to (a `state`/`log` topic names its Unit, a node's Unit comes with the node's
+//! row). The meter is striped by topic so that shards rarely meet on a lock; a topic silent
+//! for an hour is forgotten (the hourly job sweeps), so memory follows the live topics
+//! (BENCHMARKS.md: bytes per topic). Readers are the reports here: owners see their own Units,
+//! admins all.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Mutex;
+
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{Agent, Instance};
+use crate::domain::load::{classify, LoadClass, Mps, Rates};
+use crate::error::{AppError, AppResult};
+use crate::store;
+
+const STRIPES: usize = 16;
+/// Topics metered at most; past it new topics are counted in `unmetered` and not kept (a
+/// flood of distinct topic names cannot grow the meter without bound).
+pub const MAX_TOPICS: usize = 1_000_000;
+
+struct TopicLoad {
+    unit: Uuid,
+    rates: Rates,
+    /// Messages since the hourly job last took them (the history).
+    hour_messages: u64,
+}
+
+/// The instance's load meter (one per instance, shared by the shards and the reports).
+pub struct LoadMeter {
+    stripes: Vec<Mutex<HashMap<Box<str>, TopicLoad>>>,
+    hasher: RandomState,
+    /// Topics held (kept beside the maps: a shard inserting holds one stripe's lock).
+    topics: AtomicUsize,
+    unmetered: AtomicU64,
+}
+
+impl Default for LoadMeter {
+    fn default() -> Self {
+        LoadMeter {
+            stripes: (0..STRIPES).map(|_| Mutex::default()).collect(),
+            hasher: RandomState::new(),
+            topics: AtomicUsize::new(0),
+            unmetered: AtomicU64::new(0),
+        }
+    }
+}
+
+/// One topic's load now.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct TopicLoadReport {
+    pub topic: String,
+    pub mps: Mps,
+    /// Messages in the windows the rates are over.
+    pub messages_last_minute: u64,
+    pub messages_last_hour: u64,
+}
+
+impl LoadMeter {
+    fn stripe(&self, topic: &str) -> &Mutex<HashMap<Box<str>, TopicLoad>> {
+        &self.stripes[(self.hasher.hash_one(topic) as usize) % STRIPES]
+    }
+
+    /// `n` messages on `topic` of `unit` at `now` (seconds since the epoch).
+    pub fn record(&self, topic: &str, unit: Uuid, now: u64, n: u32) {
+        let mut stripe = self.stripe(topic).lock().unwrap_or_else(|e| e.into_inner());
+        let entry = match stripe.get_mut(topic) {
+            Some(e) => e,
+            None => {
+                if self.topics.load(Relaxed) >= MAX_TOPICS {
+                    self.unmetered.fetch_add(u64::from(n), Relaxed);
+                    return;
+                }
+                self.topics.fetch_add(1, Relaxed);
+                stripe.entry(topic.into()).or_insert(TopicLoad {
+                    unit,
+                    rates: Rates::default(),
+                    hour_messages: 0,
+                })
+            }
+        };
+        entry.unit = unit;
+        entry.rates.record(now, n);
+        entry.hour_messages += u64::from(n);
+    }
+
+    /// Topics metered now.
+    pub fn topics(&self) -> usize {
+        self.topics.load(Relaxed)
+    }
+
+    /// Messages not metered because the meter was full.
+    pub fn unmetered(&self) -> u64 {
+        self.unmetered.load(Relaxed)
+    }
+
+    /// An estimate of the meter's heap: its maps' slots and topic names.
+    pub fn memory_bytes(&self) -> usize {
+        let slot = std::mem::size_of::<(Box<str>, TopicLoad)>() + 1;
+        self.stripes
+            .iter()
+            .map(|s| {
+                let s = s.lock().unwrap_or_else(|e| e.into_inner());
+                s.capacity() * slot + s.keys().map(|k| k.len()).sum::<usize>()
+            })
+            .sum::<usize>()
+            + std::mem::size_of::<Self>()
+    }
+
+    /// Every topic with traffic within the hour before `now`, per Unit.
+    pub fn by_unit(&self, now: u64) -> HashMap<Uuid, Vec<TopicLoadReport>> {
+        let mut out: HashMap<Uuid, Vec<TopicLoadReport>> = HashMap::new();
+        for stripe in &self.stripes {
+            let stripe = stripe.lock().unwrap_or_else(|e| e.into_inner());
+            for (topic, t) in stripe.iter().filter(|(_, t)| !t.rates.idle(now)) {
+                let (minute, hour) = t.rates.counts(now);
+                out.entry(t.unit).or_default().push(TopicLoadReport {
+                    topic: topic.to_string(),
+                    mps: t.rates.per_second(now),
+                    messages_last_minute: minute,
+                    messages_last_hour: hour,
+                });
+            }
+        }
+        for topics in out.values_mut() {
+            topics.sort_by(|a, b| a.topic.cmp(&b.topic));
+        }
+        out
+    }
+
+    /// The messages per Unit since the last call (the hourly history), and forgets topics
+    /// silent for an hour.
+    pub fn take_hour(&self, now: u64) -> HashMap<Uuid, u64> {
+        let mut out: HashMap<Uuid, u64> = HashMap::new();
+        for stripe in &self.stripes {
+            let mut stripe = stripe.lock().unwrap_or_else(|e| e.into_inner());
+            for t in stripe.values_mut() {
+                if t.hour_messages > 0 {
+                    *out.entry(t.unit).or_default() += std::mem::take(&mut t.hour_messages);
+                }
+            }
+            let before = stripe.len();
+            stripe.retain(|_, t| !t.rates.idle(now));
+            self.topics.fetch_sub(before - stripe.len(), Relaxed);
+            stripe.shrink_to_fit();
+        }
+        out
+    }
+}
+
+/// A Unit's load now.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct UnitLoad {
+    pub unit_uuid: Uuid,
+    pub unit_name: String,
+    pub repo_uuid: Uuid,
+    pub creator_uuid: Uuid,
+    /// Its topics with traffic in the last hour.
+    pub topic_count: usize,
+    /// Messages per second over its topics (sum).
+    pub mps: Mps,
+    /// Per topic (average over its topics).
+    pub mps_per_topic: Mps,
+    /// Messages over its topics in the last hour.
+    pub messages_last_hour: u64,
+    /// Its place among the instance's Units, by the 1-hour rate.
+    pub load_class: LoadClass,
+    /// The topics themselves (in the report of one Unit only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topics: Option<Vec<TopicLoadReport>>,
+}
+
+/// Units' load, the instance's figures beside them.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct LoadReport {
+    /// Messages per second over every Unit of the instance (sum).
+    pub instance_mps: Mps,
+    /// Units with traffic in the last hour, on the whole instance.
+    pub active_units: usize,
+    /// Topics metered now, and the meter's memory.
+    pub metered_topics: usize,
+    pub meter_memory_bytes: usize,
+    pub units: Vec<UnitLoad>,
+}
+
+/// A Repo's or a user's load: the Units it covers and the aggregate.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct GroupLoad {
+    pub uuid: Uuid,
+    /// Its Units (all of them, idle ones at zero).
+    pub unit_count: usize,
+    /// Repo: the average over its Units; user: the sum over its Units.
+    pub mps: Mps,
+    pub units: Vec<UnitLoad>,
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Instance {
+    /// Every Unit with traffic, its load and class (classes among all of the instance's
+    /// Units with traffic).
+    async fn unit_loads(&self, now: u64) -> AppResult<Vec<UnitLoad>> {
+        let by_unit = self.load.by_unit(now);
+        let uuids: Vec<Uuid> = by_unit.keys().copied().collect();
+        let rows = store::units::by_uuids(self.pool(), &uuids).await?;
+        let mut loads: Vec<UnitLoad> = rows
+            .into_iter()
+            .filter_map(|u| {
+                let topics = by_unit.get(&u.uuid)?;
+                let mps = topics.iter().fold(Mps::default(), |a, t| a + t.mps);
+                Some(UnitLoad {
+                    unit_uuid: u.uuid,
+                    unit_name: u.name,
+                    repo_uuid: u.repo_uuid,
+                    creator_uuid: u.creator_uuid,
+                    topic_count: topics.len(),
+                    mps,
+                    mps_per_topic: mps.average(topics.len()),
+                    messages_last_hour: topics.iter().map(|t| t.messages_last_hour).sum(),
+                    load_class: LoadClass::Idle,
+                    topics: None,
+                })
+            })
+            .collect();
+        let hours: Vec<f64> = loads.iter().map(|l| l.mps.hour).collect();
+        for (l, class) in loads.iter_mut().zip(classify(&hours)) {
+            l.load_class = class;
+        }
+        loads.sort_by(|a, b| b.mps.hour.total_cmp(&a.mps.hour));
+        Ok(loads)
+    }
+
+    /// `GET /metrics/load/units`: the caller's Units with traffic (an admin's: every Unit).
+    pub async fn load_report(&self, agent: &Agent) -> AppResult<LoadReport> {
+        let user = agent.user()?.uuid;
+        let loads = self.unit_loads(unix_now()).await?;
+        let instance_mps = loads.iter().fold(Mps::default(), |a, l| a + l.mps);
+        let active_units = loads.len();
+        let units = loads
+            .into_iter()
+            .filter(|l| agent.is_admin() || l.creator_uuid == user)
+            .collect();
+        Ok(LoadReport {
+            instance_mps,
+            active_units,
+            metered_topics: self.load.topics(),
+            meter_memory_bytes: self.load.memory_bytes(),
+            units,
+        })
+    }
+
+    /// `GET /metrics/load/units/{uuid}`: one Unit with its topics (its creator or an admin).
+    pub async fn unit_load(&self, agent: &Agent, uuid: Uuid) -> AppResult<UnitLoad> {
+        let user = agent.user()?.uuid;
+        let unit = self.unit(uuid).await?;
+        if !agent.is_admin() && unit.creator_uuid != user {
+            return Err(AppError::no_access(
+                "Only its creator or an Admin sees its load",
+            ));
+        }
+        let now = unix_now();
+        let mut topics = self.load.by_unit(now).remove(&uuid).unwrap_or_default();
+        let loads = self.unit_loads(now).await?;
+        let found = loads.into_iter().find(|l| l.unit_uuid == uuid);
+        topics.sort_by(|a, b| b.mps.hour.total_cmp(&a.mps.hour));
+        Ok(match found {
+            Some(l) => UnitLoad {
+                topics: Some(topics),
+                ..l
+            },
+            None => UnitLoad {
+                unit_uuid: unit.uuid,
+                unit_name: unit.name,
+                repo_uuid: unit.repo_uuid,
+                creator_uuid: unit.creator_uuid,
+                topic_count: 0,
+                mps: Mps::default(),
+                mps_per_topic: Mps::default(),
+                messages_last_hour: 0,
+                load_class: LoadClass::Idle,
+                topics: Some(Vec::new()),
+            },
+        })
+    }
+
+    /// `GET /metrics/load/repos/{uuid}`: the average over the Repo's Units (its creator or
+    /// an admin; the Units listed are those the caller may see the load of).
+    pub async fn repo_load(&self, agent: &Agent, uuid: Uuid) -> AppResult<GroupLoad> {
+        let user = agent.user()?.uuid;
+        let repo = self.repo(uuid).await?;
+        if !agent.is_admin() && repo.creator_uuid != user {
+            return Err(AppError::no_access(
+                "Only its creator or an Admin sees its load",
+            ));
+        }
+        let units = store::units::by_repo(self.pool(), uuid).await?;
+        let loads = self.unit_loads(unix_now()).await?;
+        let of_repo: Vec<UnitLoad> = loads.into_iter().filter(|l| l.repo_uuid == uuid).collect();
+        let sum = of_repo.iter().fold(Mps::default(), |a, l| a + l.mps);
+        Ok(GroupLoad {
+            uuid,
+            unit_count: units.len(),
+            mps: sum.average(units.len()),
+            units: of_repo
+                .into_iter()
+                .filter(|l| agent.is_admin() || l.creator_uuid == user)
+                .collect(),
+        })
+    }
+
+    /// `GET /metrics/load/users/{uuid}`: the sum over a user's Units (the user or an admin).
+    pub async fn user_load(&self, agent: &Agent, uuid: Uuid) -> AppResult<GroupLoad> {
+        let user = agent.user()?.uuid;
+        if !agent.is_admin() && uuid != user {
+            return Err(AppError::no_access(
+                "Only the user or an Admin sees its load",
+            ));
+        }
+        let unit_count = store::units::count_by_creator(self.pool(), uuid).await? as usize;
+        let loads = self.unit_loads(unix_now()).await?;
+        let units: Vec<UnitLoad> = loads
+            .into_iter()
+            .filter(|l| l.creator_uuid == uuid)
+            .collect();
+        Ok(GroupLoad {
+            uuid,
+            unit_count,
+            mps: units.iter().fold(Mps::default(), |a, l| a + l.mps),
+            units,
+        })
+    }
+}

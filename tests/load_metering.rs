@@ -1,0 +1,155 @@
+//! Load metering (issue 18 part 1) end to end: a device's messages through the embedded broker
+//! into the shards' meter, read back per Unit (with its topics), per Repo and per user, with
+//! who may see what. The window arithmetic is unit-tested in `src/domain/load.rs`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::fixtures::{output_node, registry_repo_unit, FirmwareRepo};
+use common::mqtt::{unit_token, MqttDevice};
+use common::{Backend, TestInstance};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Polls `path` until `done` holds.
+async fn until(
+    inst: &TestInstance,
+    token: &str,
+    path: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, body) = inst.get(path, Some(token)).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        if done(&body) {
+            return body;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{path}: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn topic_count(body: &Value, suffix: &str) -> u64 {
+    body["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["topic"].as_str().unwrap().ends_with(suffix))
+        .map_or(0, |t| t["messages_last_hour"].as_u64().unwrap())
+}
+
+async fn metered(backend: Backend) {
+    let inst = TestInstance::start(backend).await;
+    let firmware = FirmwareRepo::create().await;
+    let (_, admin) = inst.user("admin1").await;
+    let (_, owner) = inst.user("owner1").await;
+    let (_, stranger) = inst.user("stranger1").await;
+    let (_, repo, unit) = registry_repo_unit(&inst, &owner, &firmware, "metered", "Private").await;
+    let unit_uuid = unit["uuid"].as_str().unwrap().to_string();
+    let repo_uuid = repo["uuid"].as_str().unwrap().to_string();
+    let node = output_node(&inst, &owner, &unit, "current_temp/pepeunit").await;
+    let device = MqttDevice::connect(
+        inst.config.mqtt_bind.port(),
+        "metered",
+        &unit_token(&inst, &unit),
+    )
+    .await
+    .unwrap();
+    let d = &inst.domain;
+    for v in 0..5 {
+        device
+            .publish(&format!("{d}/{node}/pepeunit"), v.to_string())
+            .await;
+    }
+    let state = format!("{d}/output_base_topic/{unit_uuid}/state/pepeunit");
+    for _ in 0..2 {
+        device
+            .publish(
+                &state,
+                r#"{"millis": 1, "mem_free": 1000, "freq": 1, "statvfs_free": 1}"#,
+            )
+            .await;
+    }
+    let log = format!("{d}/output_base_topic/{unit_uuid}/log/pepeunit");
+    for i in 0..3 {
+        device
+            .publish(&log, format!(r#"{{"level": "Info", "text": "line {i}"}}"#))
+            .await;
+    }
+
+    // the Unit with its three topics, every message counted (the stored state is throttled,
+    // the load is not)
+    let path = format!("/metrics/load/units/{unit_uuid}");
+    let one = until(&inst, &owner, &path, |b| b["messages_last_hour"] == 10).await;
+    assert_eq!(one["topic_count"], 3, "{one}");
+    assert_eq!(topic_count(&one, &format!("{node}/pepeunit")), 5, "{one}");
+    assert_eq!(topic_count(&one, "state/pepeunit"), 2, "{one}");
+    assert_eq!(topic_count(&one, "log/pepeunit"), 3, "{one}");
+    assert!(one["mps"]["minute"].as_f64().unwrap() > 0.0, "{one}");
+    assert!(one["mps"]["hour"].as_f64().unwrap() > 0.0, "{one}");
+    let avg = one["mps_per_topic"]["hour"].as_f64().unwrap();
+    let sum = one["mps"]["hour"].as_f64().unwrap();
+    assert!(
+        (avg * 3.0 - sum).abs() < 1e-9,
+        "average over its topics: {one}"
+    );
+    assert_eq!(one["load_class"], "Light", "the only busy Unit: {one}");
+
+    // who sees it: the owner and admins; a stranger neither the Unit nor its owner's sum
+    let (status, _) = inst.get(&path, Some(&stranger)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = inst.get(&path, Some(&admin)).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, mine) = inst.get("/metrics/load/units", Some(&owner)).await;
+    assert_eq!(mine["units"].as_array().unwrap().len(), 1, "{mine}");
+    assert!(
+        mine["units"][0].get("topics").is_none(),
+        "no topics in the list: {mine}"
+    );
+    let (_, theirs) = inst.get("/metrics/load/units", Some(&stranger)).await;
+    assert_eq!(theirs["units"].as_array().unwrap().len(), 0, "{theirs}");
+    assert_eq!(theirs["active_units"], 1, "the instance's figure: {theirs}");
+    let (_, all) = inst.get("/metrics/load/units", Some(&admin)).await;
+    assert_eq!(all["units"][0]["unit_uuid"], unit_uuid.as_str(), "{all}");
+    assert!(all["metered_topics"].as_u64().unwrap() >= 3, "{all}");
+    assert!(all["meter_memory_bytes"].as_u64().unwrap() > 0, "{all}");
+
+    // the Repo's average over its Units, the user's sum
+    let (status, r) = inst
+        .get(&format!("/metrics/load/repos/{repo_uuid}"), Some(&owner))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    assert_eq!(r["unit_count"], 1, "{r}");
+    assert!(r["mps"]["hour"].as_f64().unwrap() > 0.0, "{r}");
+    let owner_uuid = mine["units"][0]["creator_uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, u) = inst
+        .get(&format!("/metrics/load/users/{owner_uuid}"), Some(&owner))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{u}");
+    assert_eq!(u["unit_count"], 1, "{u}");
+    assert_eq!(u["units"].as_array().unwrap().len(), 1, "{u}");
+    let (status, _) = inst
+        .get(
+            &format!("/metrics/load/users/{owner_uuid}"),
+            Some(&stranger),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = inst
+        .get(&format!("/metrics/load/repos/{repo_uuid}"), Some(&stranger))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = inst.get("/metrics/load/units", None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "no token, no load");
+    drop(device);
+    inst.stop().await;
+}
+
+both_backends!(metered);

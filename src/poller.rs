@@ -42,6 +42,13 @@ pub async fn run(
     let mut log_purge = every(LOG_PURGE_PERIOD);
     let mut pipe_purge = every(LOG_PURGE_PERIOD);
     let mut seen_purge = every(SEEN_PURGE_PERIOD);
+    // a few seconds past each full hour: the hour just over goes into the load history
+    let now = crate::service::load::unix_now();
+    let mut load_hour = interval_at(
+        Instant::now() + Duration::from_secs(3600 - now % 3600 + 5),
+        Duration::from_secs(3600),
+    );
+    load_hour.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = sync.tick() => {
@@ -73,6 +80,15 @@ pub async fn run(
                 Ok(n) => tracing::debug!(ids = n, "old incoming activity ids forgotten"),
                 Err(e) => tracing::warn!(error = %e, "cannot purge incoming activity ids"),
             },
+            _ = load_hour.tick() => {
+                let hour = crate::service::load::hour_of(
+                    crate::service::load::unix_now().saturating_sub(1800),
+                );
+                match instance.record_load_hour(hour).await {
+                    Ok(n) => tracing::debug!(units = n, "last hour's load recorded"),
+                    Err(e) => tracing::warn!(error = %e, "last hour's load not recorded"),
+                }
+            }
             _ = stop.changed() => break,
         }
     }

@@ -133,6 +133,11 @@ impl RunningInstance {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
         }
         self.mqtt.stop().await;
+        // what the meter counted this hour goes into the history (the shards are drained)
+        let hour = crate::service::load::hour_of(crate::service::load::unix_now());
+        if let Err(e) = self.instance.record_load_hour(hour).await {
+            tracing::warn!(error = %e, "this hour's load not recorded");
+        }
         let _ = self.alerts_stop.send(true);
         for task in self.telegram {
             // the bot returns on the stop signal; the alert task once its sends are done

@@ -165,20 +165,9 @@ async fn configs_values_and_csv_clickhouse() {
     let Some(ch) = common::clickhouse::ClickHouse::start().await else {
         return;
     };
-    let backend = if common::postgres_admin_url().is_some() {
-        Backend::Postgres
-    } else {
-        Backend::Sqlite
-    };
-    let url = ch.url();
-    configs_values_and_csv_with(
-        backend,
-        &[
-            ("PU_CLICKHOUSE_URL", &url),
-            ("PU_CLICKHOUSE_DATABASE", "pipes"),
-        ],
-    )
-    .await;
+    let (backend, vars) = ch.instance_settings("pipes");
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    configs_values_and_csv_with(backend, &vars).await;
 }
 
 async fn configs_values_and_csv_with(backend: Backend, extra: &[(&str, &str)]) {

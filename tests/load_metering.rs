@@ -43,7 +43,22 @@ fn topic_count(body: &Value, suffix: &str) -> u64 {
 }
 
 async fn metered(backend: Backend) {
-    let inst = TestInstance::start(backend).await;
+    metered_with(backend, &[]).await;
+}
+
+/// The same with the history in ClickHouse (PostgreSQL as the instance database).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metered_clickhouse() {
+    let Some(ch) = common::clickhouse::ClickHouse::start().await else {
+        return;
+    };
+    let (backend, vars) = ch.instance_settings("load");
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    metered_with(backend, &vars).await;
+}
+
+async fn metered_with(backend: Backend, extra: &[(&str, &str)]) {
+    let mut inst = TestInstance::start_with(backend, extra).await;
     let firmware = FirmwareRepo::create().await;
     let (_, admin) = inst.user("admin1").await;
     let (_, owner) = inst.user("owner1").await;
@@ -149,6 +164,45 @@ async fn metered(backend: Backend) {
     let (status, _) = inst.get("/metrics/load/units", None).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "no token, no load");
     drop(device);
+
+    // a clean stop writes this hour into the history, which outlives the meter
+    inst.restart(Duration::from_millis(100)).await;
+    let history = format!("/metrics/load/units/{unit_uuid}/history");
+    let (status, h) = inst.get(&history, Some(&owner)).await;
+    assert_eq!(status, StatusCode::OK, "{h}");
+    let hours = h["hours"].as_array().unwrap();
+    assert_eq!(hours.len(), 1, "{h}");
+    assert_eq!(hours[0]["messages"], 10, "{h}");
+    assert!(
+        hours[0]["hour_start"]
+            .as_str()
+            .unwrap()
+            .ends_with(":00:00.000000"),
+        "{h}"
+    );
+    let (status, _) = inst.get(&history, Some(&stranger)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, e) = inst
+        .get(&format!("{history}?from=yesterday"), Some(&owner))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    let (status, _) = inst
+        .get(
+            &format!("{history}?from=2026-01-01T00:00:00&to=2026-03-01T00:00:00"),
+            Some(&owner),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "more than 31 days"
+    );
+    // the meter starts afresh; a second stop adds nothing (nothing new was counted)
+    let (_, one) = inst.get(&path, Some(&owner)).await;
+    assert_eq!(one["messages_last_hour"], 0, "{one}");
+    inst.restart(Duration::from_millis(100)).await;
+    let (_, h) = inst.get(&history, Some(&owner)).await;
+    assert_eq!(h["hours"][0]["messages"], 10, "{h}");
     inst.stop().await;
 }
 

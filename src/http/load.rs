@@ -6,7 +6,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::extract::{Caller, PathUuid};
 use crate::error::AppResult;
-use crate::service::load::{GroupLoad, LoadReport, UnitLoad};
+use crate::service::load::{GroupLoad, LoadHistory, LoadReport, UnitLoad};
 use crate::service::Instance;
 
 pub fn router() -> OpenApiRouter<Instance> {
@@ -15,6 +15,43 @@ pub fn router() -> OpenApiRouter<Instance> {
         .routes(routes!(unit_load))
         .routes(routes!(repo_load))
         .routes(routes!(user_load))
+        .routes(routes!(unit_load_history))
+}
+
+/// `from` / `to` of a history read: naive UTC times (`2026-12-06T10:00:00`).
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct HistoryRange {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+fn time_param(name: &str, v: Option<&str>) -> AppResult<Option<chrono::NaiveDateTime>> {
+    v.map(|s| {
+        crate::domain::parse_time(s).ok_or_else(|| {
+            crate::error::AppError::validation(format!(
+                "{name}: {s:?} is not a time like 2026-12-06T10:00:00"
+            ))
+        })
+    })
+    .transpose()
+}
+
+/// A Unit's messages per hour in `[from, to)` (default the last 24 hours, at most 31 days;
+/// its creator or an admin). Hours are written a few seconds after they end and at a clean
+/// stop.
+#[utoipa::path(get, path = "/metrics/load/units/{uuid}/history", tag = "metrics", params(("uuid" = Uuid, Path), HistoryRange), responses((status = 200, body = LoadHistory)))]
+async fn unit_load_history(
+    State(instance): State<Instance>,
+    Caller(agent): Caller,
+    PathUuid(uuid): PathUuid,
+    axum::extract::Query(range): axum::extract::Query<HistoryRange>,
+) -> AppResult<axum::Json<LoadHistory>> {
+    let from = time_param("from", range.from.as_deref())?;
+    let to = time_param("to", range.to.as_deref())?;
+    Ok(axum::Json(
+        instance.unit_load_history(&agent, uuid, from, to).await?,
+    ))
 }
 
 /// The caller's Units with traffic in the last hour (an admin's: every Unit), busiest first,

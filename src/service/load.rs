@@ -344,3 +344,92 @@ impl Instance {
         })
     }
 }
+
+/// `GET /metrics/load/units/{uuid}/history`: a Unit's messages per hour.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct LoadHistory {
+    pub unit_uuid: Uuid,
+    pub hours: Vec<LoadHourReport>,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct LoadHourReport {
+    /// The hour's start, naive UTC.
+    pub hour_start: String,
+    pub messages: u64,
+    /// The hour's average messages per second.
+    pub mps: f64,
+}
+
+/// The start of the hour holding `t` (seconds since the epoch).
+pub fn hour_of(t: u64) -> chrono::NaiveDateTime {
+    let start = (t - t % 3600) as i64;
+    chrono::DateTime::from_timestamp(start, 0)
+        .unwrap_or_default()
+        .naive_utc()
+}
+
+impl Instance {
+    /// Moves what the meter counted since the last call into the history as the hour starting
+    /// at `hour` (the hourly job: the hour just over; a clean stop: the current one), and
+    /// forgets topics silent for an hour. Units deleted meanwhile are not kept.
+    pub async fn record_load_hour(&self, hour: chrono::NaiveDateTime) -> AppResult<usize> {
+        let taken = self.load.take_hour(unix_now());
+        if taken.is_empty() {
+            return Ok(0);
+        }
+        let uuids: Vec<Uuid> = taken.keys().copied().collect();
+        let units = store::units::by_uuids(self.pool(), &uuids).await?;
+        let rows: Vec<store::load_hours::LoadHour> = units
+            .into_iter()
+            .map(|u| store::load_hours::LoadHour {
+                unit_uuid: u.uuid,
+                user_uuid: u.creator_uuid,
+                hour_start: hour,
+                messages: taken[&u.uuid],
+            })
+            .collect();
+        self.logs.add_load_hours(&rows).await?;
+        Ok(rows.len())
+    }
+
+    /// A Unit's hourly history in `[from, to)` (default: the last 24 hours), its creator or
+    /// an admin; at most 31 days at a time.
+    pub async fn unit_load_history(
+        &self,
+        agent: &Agent,
+        uuid: Uuid,
+        from: Option<chrono::NaiveDateTime>,
+        to: Option<chrono::NaiveDateTime>,
+    ) -> AppResult<LoadHistory> {
+        let user = agent.user()?.uuid;
+        let unit = self.unit(uuid).await?;
+        if !agent.is_admin() && unit.creator_uuid != user {
+            return Err(AppError::no_access(
+                "Only its creator or an Admin sees its load",
+            ));
+        }
+        let to = to.unwrap_or_else(|| chrono::Utc::now().naive_utc());
+        let from = from.unwrap_or(to - chrono::Duration::hours(24));
+        if from >= to {
+            return Err(AppError::validation("from must be before to"));
+        }
+        if to - from > chrono::Duration::days(31) {
+            return Err(AppError::validation(
+                "at most 31 days of load history at a time",
+            ));
+        }
+        let hours = self.logs.load_hours(uuid, from, to).await?;
+        Ok(LoadHistory {
+            unit_uuid: uuid,
+            hours: hours
+                .into_iter()
+                .map(|h| LoadHourReport {
+                    hour_start: crate::domain::format_time(h.hour_start),
+                    mps: h.messages as f64 / 3600.0,
+                    messages: h.messages,
+                })
+                .collect(),
+        })
+    }
+}

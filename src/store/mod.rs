@@ -6,6 +6,7 @@
 
 pub mod bridges;
 pub mod federation;
+pub mod load_hours;
 pub mod moves;
 pub mod permissions;
 pub mod pipe_data;
@@ -126,6 +127,12 @@ const MIGRATIONS: &[Migration] = &[
         name: "data_pipes",
         sqlite: include_str!("../../migrations/sqlite/0008_data_pipes.sql"),
         postgres: include_str!("../../migrations/postgres/0008_data_pipes.sql"),
+    },
+    Migration {
+        version: 9,
+        name: "load",
+        sqlite: include_str!("../../migrations/sqlite/0009_load.sql"),
+        postgres: include_str!("../../migrations/postgres/0009_load.sql"),
     },
 ];
 

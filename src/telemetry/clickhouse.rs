@@ -25,6 +25,7 @@
 //!   the settings validation asks for. Values go into queries with the client-side `.bind()`
 //!   (server-side `.param()` does not work on 18.16).
 
+mod load;
 mod pipes;
 
 use std::collections::{HashMap, HashSet};
@@ -249,7 +250,11 @@ impl ClickHouseLogs {
             create_logs(db, native_ttl),
             create_clears(db),
         ];
-        for ddl in tables.into_iter().chain(pipes::ddl(db, native_ttl)) {
+        for ddl in tables
+            .into_iter()
+            .chain(pipes::ddl(db, native_ttl))
+            .chain(load::ddl(db))
+        {
             base.query(&ddl).execute().await.map_err(|e| {
                 anyhow::anyhow!("ClickHouse {} (PU_CLICKHOUSE_DATABASE={db}): {e}", cfg.url)
             })?;

@@ -22,6 +22,7 @@ use uuid::Uuid;
 use crate::config::Config;
 use crate::domain::datapipe::PipeRow;
 use crate::domain::{LogLevel, Order};
+use crate::store::load_hours;
 use crate::store::pipe_data::{self, PipeQuery};
 use crate::store::unit_logs::{NewUnitLog, UnitLog};
 use crate::store::StoreResult;
@@ -200,6 +201,27 @@ impl LogStore {
     }
 
     /// Frees the space of expired TimeWindow rows (and, in ClickHouse, trims NRecords).
+    /// Adds Units' messages to their hours (the hourly load history).
+    pub async fn add_load_hours(&self, rows: &[load_hours::LoadHour]) -> StoreResult<()> {
+        match self {
+            LogStore::Sql(s) => load_hours::add(s.pool(), rows).await,
+            LogStore::ClickHouse(c) => c.add_load_hours(rows).await,
+        }
+    }
+
+    /// A Unit's hours in `[from, to)`, oldest first.
+    pub async fn load_hours(
+        &self,
+        unit: Uuid,
+        from: NaiveDateTime,
+        to: NaiveDateTime,
+    ) -> StoreResult<Vec<load_hours::LoadHour>> {
+        match self {
+            LogStore::Sql(s) => load_hours::of_unit(s.pool(), unit, from, to).await,
+            LogStore::ClickHouse(c) => c.load_hours(unit, from, to).await,
+        }
+    }
+
     pub async fn purge_expired_pipe_rows(&self, now: NaiveDateTime) -> StoreResult<u64> {
         match self {
             LogStore::Sql(s) => pipe_data::delete_expired(s.pool(), now).await,

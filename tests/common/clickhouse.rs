@@ -152,6 +152,22 @@ impl ClickHouse {
     }
 
     /// `http://127.0.0.1:{port}`, what `PU_CLICKHOUSE_URL` takes.
+    /// The instance database to run beside ClickHouse (PostgreSQL when there is one) and the
+    /// settings that put the telemetry into `database` on this server.
+    #[allow(dead_code)]
+    pub fn instance_settings(&self, database: &str) -> (super::Backend, Vec<(String, String)>) {
+        let backend = if super::postgres_admin_url().is_some() {
+            super::Backend::Postgres
+        } else {
+            super::Backend::Sqlite
+        };
+        let vars = vec![
+            ("PU_CLICKHOUSE_URL".to_string(), self.url()),
+            ("PU_CLICKHOUSE_DATABASE".to_string(), database.to_string()),
+        ];
+        (backend, vars)
+    }
+
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }

@@ -108,6 +108,8 @@ enum LoadScenario {
     /// GraphQL readers against a running instance on loopback for a bounded time; reports
     /// sent against stored, memory over time and per device, read latency.
     Soak(Box<pepeunit::load::soak::SoakLoad>),
+    /// The load meter's memory and speed for N topics (issue 18), in process.
+    Meter(pepeunit::load::meter::MeterLoad),
 }
 
 #[tokio::main]
@@ -155,6 +157,9 @@ async fn run(cli: Cli, feed: pepeunit::observe::ProcessFeed) -> anyhow::Result<(
         }
         Command::Load(LoadScenario::Logs(args)) => {
             return pepeunit::load::logs::run_logs(args).await
+        }
+        Command::Load(LoadScenario::Meter(args)) => {
+            return pepeunit::load::meter::run_meter(args).await
         }
         Command::Load(LoadScenario::Soak(args)) => {
             return pepeunit::load::soak::run_soak(*args).await

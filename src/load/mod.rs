@@ -9,6 +9,7 @@
 pub mod graphql;
 pub mod hub;
 pub mod logs;
+pub mod meter;
 pub mod mqtt;
 pub mod soak;
 pub mod transfer;

@@ -6,6 +6,7 @@
 
 pub mod bridges;
 pub mod federation;
+pub mod grades;
 pub mod moves;
 pub mod permissions;
 pub mod pipe_data;
@@ -126,6 +127,13 @@ const MIGRATIONS: &[Migration] = &[
         name: "data_pipes",
         sqlite: include_str!("../../migrations/sqlite/0008_data_pipes.sql"),
         postgres: include_str!("../../migrations/postgres/0008_data_pipes.sql"),
+    },
+    // 9 is reserved for load metering (issue 18, parts 1 and 2)
+    Migration {
+        version: 10,
+        name: "grades_and_load_reports",
+        sqlite: include_str!("../../migrations/sqlite/0010_grades_and_load_reports.sql"),
+        postgres: include_str!("../../migrations/postgres/0010_grades_and_load_reports.sql"),
     },
 ];
 

@@ -108,6 +108,10 @@ enum LoadScenario {
     /// GraphQL readers against a running instance on loopback for a bounded time; reports
     /// sent against stored, memory over time and per device, read latency.
     Soak(Box<pepeunit::load::soak::SoakLoad>),
+    /// The capacity finder: steps the offered rate (open loop) on one channel of a running
+    /// instance until p99 latency or the error share passes a bound; a table, --json, --html
+    /// with charts, and --publish to the instance's public load_limit.
+    Ramp(Box<pepeunit::load::ramp::RampLoad>),
 }
 
 #[tokio::main]
@@ -158,6 +162,9 @@ async fn run(cli: Cli, feed: pepeunit::observe::ProcessFeed) -> anyhow::Result<(
         }
         Command::Load(LoadScenario::Soak(args)) => {
             return pepeunit::load::soak::run_soak(*args).await
+        }
+        Command::Load(LoadScenario::Ramp(args)) => {
+            return pepeunit::load::ramp::run_ramp(*args).await
         }
         _ => {}
     }

@@ -10,6 +10,7 @@ pub mod graphql;
 pub mod hub;
 pub mod logs;
 pub mod mqtt;
+pub mod ramp;
 pub mod soak;
 pub mod transfer;
 

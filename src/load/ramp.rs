@@ -1,0 +1,627 @@
+//! `pepeunit load ramp`: the capacity finder (SPEC §7; issue 18 part 4). Against a running
+//! instance it steps the offered rate up, open loop (requests sent on a fixed schedule whatever
+//! the answers, latency counted from the scheduled time so queueing shows), from `--start-rate`
+//! by `--factor` per step of `--step-seconds`, until a step's p99 latency passes `--p99-ms` or
+//! its error share passes `--max-error-percent`, or `--max-rate` / `--max-steps` is reached.
+//! The capacity of the channel is the highest offered rate whose step stayed within both bounds.
+//!
+//! Channels: `--rest` requests `GET /units?is_include_output_unit_nodes=true&limit=20` and
+//! `--graphql` the same page as `getUnits(filters: {limit: 20})` with its `unitNodes` (the
+//! requests of `pepeunit load graphql`'s `get_units`, sent by its open loop), as the user of
+//! `--token`: what a page of the user's units costs, so the figures depend on how many units
+//! that user sees (up to 20). The report is a table on the terminal, the JSON of
+//! [`LoadReport`] (`--json FILE`) and a self-contained HTML page with inline SVG charts
+//! (`--html FILE`). `--publish` stores it on the instance (an admin's token), where
+//! `GET /load_limit` serves it publicly with the grade.
+//!
+//! Bounded: at most `--max-steps` steps (<= 100) of at most 120 s, at most 20,000 requests/s,
+//! every request with a 10 s timeout; only the given URL is contacted, and it must be on
+//! loopback unless `--allow-remote` says the instance is yours.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use serde_json::Value;
+
+use super::graphql::{is_loopback, open_loop, requests, Scenario, Target};
+use crate::service::grades::{LoadBounds, LoadMachine, LoadReport, LoadStep};
+
+/// Largest offered rate accepted (requests per second).
+pub const MAX_RATE: u64 = 20_000;
+/// Timeout of one request: a step drains within it.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Args, Debug, Clone)]
+pub struct RampLoad {
+    /// Instance origin, e.g. http://127.0.0.1:5291 (loopback unless --allow-remote).
+    #[arg(long)]
+    pub url: String,
+    /// A user's token (POST /users/auth); an admin's for --publish (and for the machine's
+    /// cores and memory in the report).
+    #[arg(long)]
+    pub token: String,
+    /// Ramp the REST API (GET /units?limit=20 with nodes).
+    #[arg(long, required_unless_present = "graphql", conflicts_with = "graphql")]
+    pub rest: bool,
+    /// Ramp GraphQL (getUnits(filters: {limit: 20}) with unitNodes).
+    #[arg(long, required_unless_present = "rest")]
+    pub graphql: bool,
+    /// Stop once a step's p99 latency passes this many milliseconds (0.1..=60000).
+    #[arg(long, default_value_t = 100.0)]
+    pub p99_ms: f64,
+    /// Stop once a step's failed requests pass this percentage (0..=100).
+    #[arg(long, default_value_t = 1.0)]
+    pub max_error_percent: f64,
+    /// Seconds per step (0.1..=120).
+    #[arg(long, default_value_t = 5.0)]
+    pub step_seconds: f64,
+    /// Offered rate of the first step, requests per second (1..=max-rate).
+    #[arg(long, default_value_t = 50)]
+    pub start_rate: u64,
+    /// Factor from one step's rate to the next (1.05..=10; at least +1/s).
+    #[arg(long, default_value_t = 1.5)]
+    pub factor: f64,
+    /// Highest offered rate (1..=20000): the ramp stops after the step that reached it.
+    #[arg(long, default_value_t = 5000)]
+    pub max_rate: u64,
+    /// Most steps (1..=100).
+    #[arg(long, default_value_t = 30)]
+    pub max_steps: usize,
+    /// Write the report as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write the report as a self-contained HTML page with charts to this file.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+    /// Store the report on the instance (POST /load_limit; an admin's token).
+    #[arg(long)]
+    pub publish: bool,
+    /// Allow a URL that is not on loopback (an instance you run).
+    #[arg(long)]
+    pub allow_remote: bool,
+    /// Hide the progress bar (it is hidden anyway when stderr is not a terminal).
+    #[arg(long)]
+    pub quiet: bool,
+    /// API prefix of REST.
+    #[arg(long, default_value = "/pepeunit/api/v1")]
+    pub prefix: String,
+    /// GraphQL endpoint path.
+    #[arg(long, default_value = "/pepeunit/graphql")]
+    pub graphql_path: String,
+}
+
+impl RampLoad {
+    fn channel(&self) -> &'static str {
+        if self.graphql {
+            "graphql"
+        } else {
+            "rest"
+        }
+    }
+
+    /// Every flag in range, with a message naming it.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let check = |ok: bool, msg: &str| if ok { Ok(()) } else { Err(anyhow::anyhow!("{msg}")) };
+        check(
+            self.rest != self.graphql,
+            "give exactly one channel: --rest or --graphql",
+        )?;
+        check(
+            self.p99_ms.is_finite() && (0.1..=60_000.0).contains(&self.p99_ms),
+            "--p99-ms must be between 0.1 and 60000",
+        )?;
+        check(
+            self.max_error_percent.is_finite() && (0.0..=100.0).contains(&self.max_error_percent),
+            "--max-error-percent must be between 0 and 100",
+        )?;
+        check(
+            self.step_seconds.is_finite() && (0.1..=120.0).contains(&self.step_seconds),
+            "--step-seconds must be between 0.1 and 120",
+        )?;
+        check(
+            self.factor.is_finite() && (1.05..=10.0).contains(&self.factor),
+            "--factor must be between 1.05 and 10",
+        )?;
+        check(
+            (1..=MAX_RATE).contains(&self.max_rate),
+            "--max-rate must be between 1 and 20000",
+        )?;
+        check(
+            (1..=self.max_rate).contains(&self.start_rate),
+            "--start-rate must be between 1 and --max-rate",
+        )?;
+        check(
+            (1..=100).contains(&self.max_steps),
+            "--max-steps must be between 1 and 100",
+        )?;
+        let url = reqwest::Url::parse(&self.url)
+            .map_err(|e| anyhow::anyhow!("--url is not a URL: {e}"))?;
+        check(
+            matches!(url.scheme(), "http" | "https"),
+            "--url must be http:// or https://",
+        )?;
+        check(
+            self.allow_remote || is_loopback(&url),
+            "--url must be a loopback address (127.0.0.0/8, ::1 or localhost) unless --allow-remote says the instance is yours",
+        )?;
+        Ok(())
+    }
+
+    /// The offered rates of the planned steps: start, then times the factor (at least +1),
+    /// the last one capped at --max-rate.
+    pub fn planned_rates(&self) -> Vec<u64> {
+        let mut rates = vec![self.start_rate];
+        while rates.len() < self.max_steps {
+            let last = *rates.last().expect("one rate");
+            if last >= self.max_rate {
+                break;
+            }
+            let next = ((last as f64) * self.factor).ceil() as u64;
+            rates.push(next.max(last + 1).min(self.max_rate));
+        }
+        rates
+    }
+}
+
+pub async fn run_ramp(args: RampLoad) -> anyhow::Result<()> {
+    let report = ramp(&args).await?;
+    print_table(&report);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .map_err(|e| anyhow::anyhow!("--json {}: {e}", path.display()))?;
+    }
+    if let Some(path) = &args.html {
+        std::fs::write(path, html(&report))
+            .map_err(|e| anyhow::anyhow!("--html {}: {e}", path.display()))?;
+    }
+    if args.publish {
+        let stored = publish(&args, &report).await?;
+        println!(
+            "published: GET {}{}/load_limit (capacity {})",
+            args.url.trim_end_matches('/'),
+            args.prefix,
+            stored
+                .capacity
+                .map(|c| format!("{:.0}/s at p99 {:.2} ms", c.offered_rate, c.p99_ms))
+                .unwrap_or_else(|| "none within bounds".into())
+        );
+    }
+    Ok(())
+}
+
+/// Runs the ramp and returns its report (nothing written or published).
+pub async fn ramp(args: &RampLoad) -> anyhow::Result<LoadReport> {
+    args.validate()?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .timeout(REQUEST_TIMEOUT)
+        .build()?;
+    let origin = args.url.trim_end_matches('/').to_string();
+    let api = format!("{origin}{}", args.prefix);
+    let (gql, rest) = requests(
+        Scenario::GetUnits,
+        &format!("{origin}{}", args.graphql_path),
+        &api,
+        uuid::Uuid::nil(),
+    );
+    let req = if args.graphql { gql } else { rest };
+    let target = Arc::new(Target {
+        client: client.clone(),
+        token: args.token.clone(),
+    });
+    // fail fast with a readable error before measuring
+    target
+        .send(&req)
+        .await
+        .map_err(|e| anyhow::anyhow!("probe {}: {e}", req.label))?;
+    let machine = machine(&client, &api, &args.token).await;
+
+    let rates = args.planned_rates();
+    let bar = progress_bar(args, rates.len());
+    let started = now();
+    let mut steps = Vec::new();
+    let mut stop_reason = String::new();
+    for (i, &rate) in rates.iter().enumerate() {
+        bar.set_message(format!("step {}: offering {rate}/s", i + 1));
+        let m = open_loop(&target, &req, rate, Duration::from_secs_f64(args.step_seconds)).await;
+        let error_percent = if m.requests > 0 {
+            m.errors as f64 * 100.0 / m.requests as f64
+        } else {
+            0.0
+        };
+        let within = m.p99_ms <= args.p99_ms && error_percent <= args.max_error_percent;
+        steps.push(LoadStep {
+            offered_rate: rate as f64,
+            achieved_rate: m.rate,
+            requests: m.requests,
+            errors: m.errors,
+            error_percent,
+            p50_ms: m.p50_ms,
+            p99_ms: m.p99_ms,
+            max_ms: m.max_ms,
+            seconds: m.seconds,
+            within_bounds: within,
+        });
+        bar.inc(1);
+        bar.println(format!(
+            "step {:>3}: offered {rate:>6}/s  achieved {:>8.1}/s  p99 {:>8.2} ms  errors {:>5.2}%{}",
+            i + 1,
+            m.rate,
+            m.p99_ms,
+            error_percent,
+            if within { "" } else { "  (beyond bounds)" }
+        ));
+        if m.p99_ms > args.p99_ms {
+            stop_reason = format!(
+                "p99 {:.2} ms passed --p99-ms {} at {rate}/s",
+                m.p99_ms, args.p99_ms
+            );
+        } else if error_percent > args.max_error_percent {
+            stop_reason = format!(
+                "errors {error_percent:.2}% passed --max-error-percent {} at {rate}/s (first: {})",
+                args.max_error_percent,
+                m.first_error.unwrap_or_default()
+            );
+        }
+        if !stop_reason.is_empty() {
+            break;
+        }
+    }
+    bar.finish_and_clear();
+    if stop_reason.is_empty() {
+        let last = *rates.last().expect("one rate");
+        stop_reason = if last >= args.max_rate {
+            format!("reached --max-rate {} within bounds", args.max_rate)
+        } else {
+            format!("reached --max-steps {} within bounds", args.max_steps)
+        };
+    }
+    let mut report = LoadReport {
+        channel: args.channel().to_string(),
+        operation: req.label.clone(),
+        started,
+        finished: now(),
+        bounds: LoadBounds {
+            p99_ms: args.p99_ms,
+            max_error_percent: args.max_error_percent,
+        },
+        machine,
+        steps,
+        stop_reason,
+        capacity: None,
+    };
+    report.capacity = report.capacity_step();
+    Ok(report)
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn progress_bar(args: &RampLoad, steps: usize) -> indicatif::ProgressBar {
+    if args.quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(steps as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} ramp {prefix} [{bar:30}] {pos}/{len} steps, {elapsed} {msg}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(args.channel());
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+/// The instance's cores and memory, when the token may read `GET /metrics/node` (admins).
+async fn machine(client: &reqwest::Client, api: &str, token: &str) -> LoadMachine {
+    let Ok(resp) = client
+        .get(format!("{api}/metrics/node?limit=1"))
+        .header("x-auth-token", token)
+        .send()
+        .await
+    else {
+        return LoadMachine::default();
+    };
+    if !resp.status().is_success() {
+        return LoadMachine::default();
+    }
+    let v: Value = resp.json().await.unwrap_or(Value::Null);
+    LoadMachine {
+        cpus: v["machine"]["cpus"].as_u64(),
+        mem_total_bytes: v["machine"]["mem_total_bytes"].as_u64(),
+    }
+}
+
+/// Stores the report on the instance; the stored report (capacity computed by the instance).
+pub async fn publish(args: &RampLoad, report: &LoadReport) -> anyhow::Result<LoadReport> {
+    let resp = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?
+        .post(format!(
+            "{}{}/load_limit",
+            args.url.trim_end_matches('/'),
+            args.prefix
+        ))
+        .header("x-auth-token", &args.token)
+        .json(report)
+        .send()
+        .await?;
+    let status = resp.status();
+    let text = resp.text().await?;
+    if !status.is_success() {
+        anyhow::bail!("--publish: HTTP {status}: {text}");
+    }
+    Ok(serde_json::from_str(&text)?)
+}
+
+fn print_table(r: &LoadReport) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "ramp {} ({}), bounds p99 <= {} ms, errors <= {}%",
+        r.channel, r.operation, r.bounds.p99_ms, r.bounds.max_error_percent
+    );
+    let _ = writeln!(
+        out,
+        "{:>4} {:>9} {:>10} {:>9} {:>7} {:>7} {:>9} {:>9} {:>9}  within",
+        "step", "offered/s", "achieved/s", "requests", "errors", "err%", "p50 ms", "p99 ms", "max ms"
+    );
+    for (i, s) in r.steps.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "{:>4} {:>9.0} {:>10.1} {:>9} {:>7} {:>7.2} {:>9.2} {:>9.2} {:>9.2}  {}",
+            i + 1,
+            s.offered_rate,
+            s.achieved_rate,
+            s.requests,
+            s.errors,
+            s.error_percent,
+            s.p50_ms,
+            s.p99_ms,
+            s.max_ms,
+            if s.within_bounds { "yes" } else { "no" }
+        );
+    }
+    let _ = writeln!(out, "stopped: {}", r.stop_reason);
+    let _ = match &r.capacity {
+        Some(c) => writeln!(
+            out,
+            "capacity: {:.0}/s offered ({:.1}/s achieved) at p99 {:.2} ms, {:.2}% errors",
+            c.offered_rate, c.achieved_rate, c.p99_ms, c.error_percent
+        ),
+        None => writeln!(out, "capacity: no step stayed within the bounds"),
+    };
+}
+
+// ---------------------------------------------------------------------------------------------
+// the HTML report: one self-contained page, charts as inline SVG, no external assets
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// One line of a chart: its name, colour and points (x, y).
+struct Series<'a> {
+    name: &'a str,
+    color: &'a str,
+    points: Vec<(f64, f64)>,
+}
+
+/// A round upper bound for an axis (1, 2 or 5 times a power of ten).
+fn nice_max(v: f64) -> f64 {
+    if !(v.is_finite() && v > 0.0) {
+        return 1.0;
+    }
+    let p = 10f64.powf(v.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * p)
+        .find(|m| *m >= v)
+        .unwrap_or(10.0 * p)
+}
+
+/// A line chart as an SVG element; `limit` draws a dashed horizontal line (a bound).
+fn chart(title: &str, x_label: &str, y_label: &str, series: &[Series], limit: Option<f64>) -> String {
+    const W: f64 = 640.0;
+    const H: f64 = 320.0;
+    const L: f64 = 64.0;
+    const R: f64 = 16.0;
+    const T: f64 = 36.0;
+    const B: f64 = 48.0;
+    let all = series.iter().flat_map(|s| s.points.iter());
+    let x_max = nice_max(all.clone().map(|p| p.0).fold(0.0, f64::max));
+    let y_max = nice_max(
+        all.map(|p| p.1)
+            .chain(limit)
+            .fold(0.0, f64::max),
+    );
+    let x = |v: f64| L + v / x_max * (W - L - R);
+    let y = |v: f64| H - B - v / y_max * (H - T - B);
+    let mut svg = format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" aria-label="{t}"><title>{t}</title><rect width="{W}" height="{H}" fill="#fff"/><text x="{cx}" y="22" text-anchor="middle" font-size="15" font-weight="bold">{t}</text>"##,
+        t = escape(title),
+        cx = W / 2.0
+    );
+    for i in 0..=5 {
+        let f = i as f64 / 5.0;
+        let (gx, gy) = (x(f * x_max), y(f * y_max));
+        svg += &format!(
+            r##"<line x1="{L}" y1="{gy:.1}" x2="{:.1}" y2="{gy:.1}" stroke="#e5e5e5"/><text x="{:.1}" y="{:.1}" text-anchor="end" font-size="11">{}</text><text x="{gx:.1}" y="{:.1}" text-anchor="middle" font-size="11">{}</text>"##,
+            W - R,
+            L - 6.0,
+            gy + 4.0,
+            short(f * y_max),
+            H - B + 16.0,
+            short(f * x_max),
+        );
+    }
+    svg += &format!(
+        r##"<line x1="{L}" y1="{b}" x2="{r}" y2="{b}" stroke="#333"/><line x1="{L}" y1="{T}" x2="{L}" y2="{b}" stroke="#333"/><text x="{cx}" y="{xl}" text-anchor="middle" font-size="12">{xlab}</text><text x="14" y="{cy}" text-anchor="middle" font-size="12" transform="rotate(-90 14 {cy})">{ylab}</text>"##,
+        b = H - B,
+        r = W - R,
+        cx = (L + W - R) / 2.0,
+        xl = H - 10.0,
+        cy = (T + H - B) / 2.0,
+        xlab = escape(x_label),
+        ylab = escape(y_label),
+    );
+    if let Some(l) = limit {
+        svg += &format!(
+            r##"<line x1="{L}" y1="{ly:.1}" x2="{r}" y2="{ly:.1}" stroke="#c00" stroke-dasharray="6 4"/><text x="{r}" y="{ty:.1}" text-anchor="end" font-size="11" fill="#c00">bound {}</text>"##,
+            short(l),
+            ly = y(l),
+            r = W - R,
+            ty = y(l) - 4.0
+        );
+    }
+    for (k, s) in series.iter().enumerate() {
+        let pts: Vec<String> = s
+            .points
+            .iter()
+            .map(|&(px, py)| format!("{:.1},{:.1}", x(px), y(py)))
+            .collect();
+        svg += &format!(
+            r#"<polyline fill="none" stroke="{c}" stroke-width="2" points="{}"/>"#,
+            pts.join(" "),
+            c = s.color
+        );
+        for &(px, py) in &s.points {
+            svg += &format!(
+                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{c}"><title>{}: {} at {}/s</title></circle>"#,
+                x(px),
+                y(py),
+                escape(s.name),
+                short(py),
+                short(px),
+                c = s.color
+            );
+        }
+        svg += &format!(
+            r#"<rect x="{lx}" y="{ly}" width="12" height="4" fill="{c}"/><text x="{tx}" y="{ty}" font-size="11">{}</text>"#,
+            escape(s.name),
+            lx = L + 10.0 + 150.0 * k as f64,
+            ly = T + 4.0,
+            tx = L + 26.0 + 150.0 * k as f64,
+            ty = T + 9.0,
+            c = s.color
+        );
+    }
+    svg + "</svg>"
+}
+
+fn short(v: f64) -> String {
+    if v == v.trunc() && v.abs() < 1e9 {
+        format!("{v:.0}")
+    } else if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// The self-contained HTML page of a report.
+pub fn html(r: &LoadReport) -> String {
+    let pts = |f: fn(&LoadStep) -> f64| -> Vec<(f64, f64)> {
+        r.steps.iter().map(|s| (s.offered_rate, f(s))).collect()
+    };
+    let rate = chart(
+        "Rate: offered vs achieved",
+        "offered per second",
+        "per second",
+        &[
+            Series { name: "offered", color: "#999", points: pts(|s| s.offered_rate) },
+            Series { name: "achieved", color: "#1f6feb", points: pts(|s| s.achieved_rate) },
+        ],
+        None,
+    );
+    let latency = chart(
+        "Latency vs offered rate",
+        "offered per second",
+        "milliseconds",
+        &[
+            Series { name: "p50", color: "#2da44e", points: pts(|s| s.p50_ms) },
+            Series { name: "p99", color: "#bf8700", points: pts(|s| s.p99_ms) },
+        ],
+        Some(r.bounds.p99_ms),
+    );
+    let errors = chart(
+        "Errors and drops vs offered rate",
+        "offered per second",
+        "percent of requests",
+        &[Series { name: "errors %", color: "#cf222e", points: pts(|s| s.error_percent) }],
+        Some(r.bounds.max_error_percent),
+    );
+    let mut rows = String::new();
+    for (i, s) in r.steps.iter().enumerate() {
+        rows += &format!(
+            "<tr class=\"{}\"><td>{}</td><td>{:.0}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{}</td></tr>\n",
+            if s.within_bounds { "ok" } else { "over" },
+            i + 1,
+            s.offered_rate,
+            s.achieved_rate,
+            s.requests,
+            s.errors,
+            s.error_percent,
+            s.p50_ms,
+            s.p99_ms,
+            s.max_ms,
+            if s.within_bounds { "yes" } else { "no" }
+        );
+    }
+    let capacity = match &r.capacity {
+        Some(c) => format!(
+            "{:.0} per second offered ({:.1} achieved) at p99 {:.2} ms and {:.2}% errors",
+            c.offered_rate, c.achieved_rate, c.p99_ms, c.error_percent
+        ),
+        None => "no step stayed within the bounds".into(),
+    };
+    let machine = match (r.machine.cpus, r.machine.mem_total_bytes) {
+        (None, None) => "unknown (an admin's token reads it from the instance)".to_string(),
+        (c, m) => format!(
+            "{} cores, {} MiB memory",
+            c.map_or("?".into(), |c| c.to_string()),
+            m.map_or("?".into(), |m| (m / (1024 * 1024)).to_string())
+        ),
+    };
+    format!(
+        r#"<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Pepeunit load ramp: {channel}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; margin: 1em 0; }}
+td, th {{ border: 1px solid #ccc; padding: 3px 8px; text-align: right; }}
+tr.over td {{ background: #fde8e8; }}
+figure {{ display: inline-block; margin: 0 1em 1em 0; }}
+</style></head><body>
+<h1>Load ramp: {channel}</h1>
+<p>Operation: <code>{operation}</code><br>From {started} to {finished}<br>
+Bounds: p99 &le; {p99} ms, errors &le; {err}%<br>Machine: {machine}</p>
+<p><strong>Capacity: {capacity}</strong><br>Stopped: {stop}</p>
+<figure>{rate}</figure>
+<figure>{latency}</figure>
+<figure>{errors}</figure>
+<table><thead><tr><th>step</th><th>offered/s</th><th>achieved/s</th><th>requests</th><th>errors</th><th>errors %</th><th>p50 ms</th><th>p99 ms</th><th>max ms</th><th>within bounds</th></tr></thead>
+<tbody>
+{rows}</tbody></table>
+</body></html>
+"#,
+        channel = escape(&r.channel),
+        operation = escape(&r.operation),
+        started = escape(&r.started),
+        finished = escape(&r.finished),
+        p99 = r.bounds.p99_ms,
+        err = r.bounds.max_error_percent,
+        machine = escape(&machine),
+        capacity = escape(&capacity),
+        stop = escape(&r.stop_reason),
+    )
+}

@@ -10,8 +10,9 @@ mod common;
 use axum::http::StatusCode;
 use serde_json::{json, Value};
 
+use common::fixtures::{registry_repo_unit, FirmwareRepo};
 use common::{Backend, TestInstance};
-use pepeunit::load::ramp::{ramp, RampLoad};
+use pepeunit::load::ramp::{publish, ramp, RampLoad};
 
 fn args(inst: &TestInstance, token: &str, graphql: bool) -> RampLoad {
     RampLoad {
@@ -19,6 +20,9 @@ fn args(inst: &TestInstance, token: &str, graphql: bool) -> RampLoad {
         token: token.to_string(),
         rest: !graphql,
         graphql,
+        mqtt: false,
+        unit: None,
+        connections: 2,
         // generous bounds: the steps never pass them, so no timing decides the outcome
         p99_ms: 60_000.0,
         max_error_percent: 0.0,
@@ -90,6 +94,14 @@ async fn load_ramp_runs(backend: Backend) {
         (|a| a.max_error_percent = 101.0, "--max-error-percent"),
         (|a| a.max_steps = 0, "--max-steps"),
         (|a| a.graphql = true, "exactly one channel"),
+        (|a| a.connections = 0, "--connections"),
+        (
+            |a| {
+                a.rest = false;
+                a.mqtt = true
+            },
+            "--mqtt needs --unit",
+        ),
         (|a| a.url = "http://192.0.2.1:80".into(), "loopback"),
     ] {
         let mut a = args(&inst, &user, false);
@@ -227,6 +239,51 @@ async fn load_ramp_runs(backend: Backend) {
     let (s, v) = inst.post("/load_limit", Some(&admin), bad).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     assert_eq!(v["detail"][0]["loc"], json!(["body", "steps.0"]), "{v}");
+
+    // MQTT: QoS 1 states of a unit over two connections, each acknowledged (= stored)
+    let firmware = FirmwareRepo::create().await;
+    let (_, _, unit) = registry_repo_unit(&inst, &admin, &firmware, "ramp", "Private").await;
+    let unit: uuid::Uuid = unit["uuid"].as_str().unwrap().parse().unwrap();
+    inst.wait_mqtt_ready().await;
+    let mut a = args(&inst, &admin, false);
+    (a.rest, a.mqtt, a.unit) = (false, true, Some(unit));
+    let report = ramp(&a).await.expect("the MQTT ramp runs");
+    let v = serde_json::to_value(&report).unwrap();
+    check_steps(&v, "mqtt");
+    // it publishes the values of the unit's Output node on its /pepeunit topic, which the
+    // instance stores (PUBACK after the commit; the read may come from a cache: wait for it)
+    let (_, nodes) = inst
+        .get(&format!("/unit_nodes?unit_uuid={unit}&type=Output"), Some(&admin))
+        .await;
+    let node = nodes["unit_nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["topic_name"].as_str().unwrap().ends_with("/pepeunit"))
+        .expect("the fixture's schema has an Output /pepeunit node")
+        .clone();
+    assert!(report.operation.contains(node["uuid"].as_str().unwrap()), "{v}");
+    common::federation::eventually("the ramp's node values stored", || async {
+        let (_, n) = inst
+            .get(&format!("/unit_nodes/{}", node["uuid"].as_str().unwrap()), Some(&admin))
+            .await;
+        let value: u64 = n["state"].as_str()?.parse().ok()?;
+        (20..37).contains(&value).then_some(())
+    })
+    .await;
+    publish(&a, &report).await.expect("published");
+    let (_, limit) = inst.get("/load_limit", None).await;
+    let names: Vec<&str> = limit["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["channel"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["rest", "graphql", "mqtt"], "{limit}");
+    // a unit the token's user cannot read fails the probe
+    a.unit = Some(uuid::Uuid::new_v4());
+    let err = ramp(&a).await.unwrap_err().to_string();
+    assert!(err.contains("env.json"), "{err}");
 
     // federated peers find it: NodeInfo's metadata and the instance actor link it
     let load_limit_url = format!("{}/load_limit", inst.api);

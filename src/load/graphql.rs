@@ -683,10 +683,10 @@ fn snake_case(s: &str) -> String {
 }
 
 #[derive(Default)]
-struct Counts {
-    ok: AtomicU64,
-    failed: AtomicU64,
-    first_error: std::sync::Mutex<Option<String>>,
+pub(crate) struct Counts {
+    pub(crate) ok: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) first_error: std::sync::Mutex<Option<String>>,
 }
 
 impl Counts {
@@ -704,7 +704,7 @@ impl Counts {
     }
 }
 
-fn summarise(counts: &Counts, mut latencies: Vec<u32>, seconds: f64) -> Measurement {
+pub(crate) fn summarise(counts: &Counts, mut latencies: Vec<u32>, seconds: f64) -> Measurement {
     latencies.sort_unstable();
     let pct = |p: f64| -> f64 {
         if latencies.is_empty() {
@@ -737,7 +737,7 @@ fn summarise(counts: &Counts, mut latencies: Vec<u32>, seconds: f64) -> Measurem
     }
 }
 
-fn micros(d: Duration) -> u32 {
+pub(crate) fn micros(d: Duration) -> u32 {
     d.as_micros().min(u32::MAX as u128) as u32
 }
 

@@ -26,7 +26,9 @@ use std::time::Duration;
 use clap::Args;
 use serde_json::Value;
 
-use super::graphql::{is_loopback, open_loop, requests, Scenario, Target};
+use super::graphql::{
+    is_loopback, micros, open_loop, requests, summarise, Counts, Measurement, Scenario, Target,
+};
 use crate::service::grades::{LoadBounds, LoadMachine, LoadReport, LoadStep};
 
 /// Largest offered rate accepted (requests per second).
@@ -44,11 +46,22 @@ pub struct RampLoad {
     #[arg(long)]
     pub token: String,
     /// Ramp the REST API (GET /units?limit=20 with nodes).
-    #[arg(long, required_unless_present = "graphql", conflicts_with = "graphql")]
+    #[arg(long, required_unless_present_any = ["graphql", "mqtt"], conflicts_with_all = ["graphql", "mqtt"])]
     pub rest: bool,
     /// Ramp GraphQL (getUnits(filters: {limit: 20}) with unitNodes).
-    #[arg(long, required_unless_present = "rest")]
+    #[arg(long, required_unless_present_any = ["rest", "mqtt"], conflicts_with = "mqtt")]
     pub graphql: bool,
+    /// Ramp MQTT: QoS 1 states of --unit on the instance's broker, publish to PUBACK (the
+    /// embedded broker acknowledges after the commit: PUBACK means stored).
+    #[arg(long, requires = "unit")]
+    pub mqtt: bool,
+    /// The unit whose state --mqtt publishes (the token's user must read its env.json).
+    #[arg(long)]
+    pub unit: Option<uuid::Uuid>,
+    /// MQTT connections the offered rate is spread over, round robin (1..=64): the broker
+    /// handles one connection's QoS 1 messages one at a time.
+    #[arg(long, default_value_t = 8)]
+    pub connections: usize,
     /// Stop once a step's p99 latency passes this many milliseconds (0.1..=60000).
     #[arg(long, default_value_t = 100.0)]
     pub p99_ms: f64,
@@ -97,6 +110,8 @@ impl RampLoad {
     fn channel(&self) -> &'static str {
         if self.graphql {
             "graphql"
+        } else if self.mqtt {
+            "mqtt"
         } else {
             "rest"
         }
@@ -106,8 +121,20 @@ impl RampLoad {
     pub fn validate(&self) -> anyhow::Result<()> {
         let check = |ok: bool, msg: &str| if ok { Ok(()) } else { Err(anyhow::anyhow!("{msg}")) };
         check(
-            self.rest != self.graphql,
-            "give exactly one channel: --rest or --graphql",
+            [self.rest, self.graphql, self.mqtt]
+                .into_iter()
+                .filter(|c| *c)
+                .count()
+                == 1,
+            "give exactly one channel: --rest, --graphql or --mqtt",
+        )?;
+        check(
+            !self.mqtt || self.unit.is_some(),
+            "--mqtt needs --unit (the unit whose state it publishes)",
+        )?;
+        check(
+            (1..=64).contains(&self.connections),
+            "--connections must be between 1 and 64",
         )?;
         check(
             self.p99_ms.is_finite() && (0.1..=60_000.0).contains(&self.p99_ms),
@@ -213,10 +240,19 @@ pub async fn ramp(args: &RampLoad) -> anyhow::Result<LoadReport> {
         token: args.token.clone(),
     });
     // fail fast with a readable error before measuring
-    target
-        .send(&req)
-        .await
-        .map_err(|e| anyhow::anyhow!("probe {}: {e}", req.label))?;
+    let (operation, mqtt) = match args.unit.filter(|_| args.mqtt) {
+        Some(unit) => {
+            let m = MqttTarget::connect(args, &client, &api, unit).await?;
+            (m.operation(), Some(m))
+        }
+        None => {
+            target
+                .send(&req)
+                .await
+                .map_err(|e| anyhow::anyhow!("probe {}: {e}", req.label))?;
+            (req.label.clone(), None)
+        }
+    };
     let machine = machine(&client, &api, &args.token).await;
 
     let rates = args.planned_rates();
@@ -226,7 +262,11 @@ pub async fn ramp(args: &RampLoad) -> anyhow::Result<LoadReport> {
     let mut stop_reason = String::new();
     for (i, &rate) in rates.iter().enumerate() {
         bar.set_message(format!("step {}: offering {rate}/s", i + 1));
-        let m = open_loop(&target, &req, rate, Duration::from_secs_f64(args.step_seconds)).await;
+        let duration = Duration::from_secs_f64(args.step_seconds);
+        let m = match &mqtt {
+            Some(mqtt) => mqtt.step(rate, duration).await,
+            None => open_loop(&target, &req, rate, duration).await,
+        };
         let error_percent = if m.requests > 0 {
             m.errors as f64 * 100.0 / m.requests as f64
         } else {
@@ -271,6 +311,9 @@ pub async fn ramp(args: &RampLoad) -> anyhow::Result<LoadReport> {
         }
     }
     bar.finish_and_clear();
+    if let Some(mqtt) = mqtt {
+        mqtt.close().await;
+    }
     if stop_reason.is_empty() {
         let last = *rates.last().expect("one rate");
         stop_reason = if last >= args.max_rate {
@@ -281,7 +324,7 @@ pub async fn ramp(args: &RampLoad) -> anyhow::Result<LoadReport> {
     }
     let mut report = LoadReport {
         channel: args.channel().to_string(),
-        operation: req.label.clone(),
+        operation,
         started,
         finished: now(),
         bounds: LoadBounds {
@@ -397,6 +440,263 @@ fn print_table(r: &LoadReport) {
         ),
         None => writeln!(out, "capacity: no step stayed within the bounds"),
     };
+}
+
+// ---------------------------------------------------------------------------------------------
+// the MQTT channel: QoS 1 publishes of a unit's state, latency from the scheduled time to PUBACK
+
+/// What one connection has scheduled, sent and had acknowledged.
+#[derive(Default)]
+struct Pending {
+    /// Scheduled times of publishes handed to the client, not yet written (in order).
+    queued: std::collections::VecDeque<std::time::Instant>,
+    /// Written publishes by packet id, waiting for their PUBACK.
+    sent: std::collections::HashMap<u16, std::time::Instant>,
+    latencies: Vec<u32>,
+    acked: u64,
+    error: Option<String>,
+}
+
+struct MqttConn {
+    client: rumqttc::AsyncClient,
+    pending: Arc<std::sync::Mutex<Pending>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// What the MQTT ramp publishes.
+enum Payload {
+    /// A value on an Output node's `/pepeunit` topic (stored as the node's state, and by its
+    /// data pipe if it has one).
+    NodeValue,
+    /// A `state` with this commit (a unit without such a node; the instance stores one state
+    /// per `PU_STATE_SEND_INTERVAL` and acknowledges the rest without storing them).
+    State(String),
+}
+
+impl Payload {
+    fn nth(&self, i: u64) -> String {
+        match self {
+            Payload::NodeValue => (20 + i % 17).to_string(),
+            Payload::State(commit) => serde_json::json!({
+                "pu_commit_version": commit, "millis": i, "mem_free": 100_000, "mem_alloc": 20_000, "freq": 240
+            })
+            .to_string(),
+        }
+    }
+}
+
+/// The unit's first Output node whose topic ends in `/pepeunit`: (uuid, topic name).
+async fn output_node(
+    client: &reqwest::Client,
+    api: &str,
+    token: &str,
+    unit: uuid::Uuid,
+) -> anyhow::Result<Option<(uuid::Uuid, String)>> {
+    let resp = client
+        .get(format!("{api}/unit_nodes?unit_uuid={unit}&type=Output&limit=100"))
+        .header("x-auth-token", token)
+        .send()
+        .await?;
+    let status = resp.status();
+    let list: Value = resp.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        anyhow::bail!("probe the nodes of {unit}: HTTP {status}: {list}");
+    }
+    Ok(list["unit_nodes"].as_array().and_then(|nodes| {
+        nodes.iter().find_map(|n| {
+            let name = n["topic_name"].as_str()?;
+            let uuid = n["uuid"].as_str()?.parse().ok()?;
+            name.ends_with("/pepeunit").then(|| (uuid, name.to_string()))
+        })
+    }))
+}
+
+/// `--connections` connections as the unit, publishing on one of its topics.
+struct MqttTarget {
+    conns: Vec<MqttConn>,
+    topic: String,
+    payload: Payload,
+}
+
+fn lock(p: &std::sync::Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
+    p.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl MqttTarget {
+    /// Reads the unit's env.json, connects and has one message acknowledged per connection.
+    async fn connect(
+        args: &RampLoad,
+        client: &reqwest::Client,
+        api: &str,
+        unit: uuid::Uuid,
+    ) -> anyhow::Result<MqttTarget> {
+        let resp = client
+            .get(format!("{api}/units/env/{unit}"))
+            .header("x-auth-token", &args.token)
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("probe env.json of {unit}: {e}"))?;
+        let status = resp.status();
+        let env: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            anyhow::bail!("probe env.json of {unit}: HTTP {status}: {env}");
+        }
+        let text = |k: &str| match &env[k] {
+            Value::String(s) => Ok(s.clone()),
+            Value::Number(n) => Ok(n.to_string()),
+            _ => Err(anyhow::anyhow!("env.json of {unit} has no {k}")),
+        };
+        let (host, port) = (text("PU_MQTT_HOST")?, text("PU_MQTT_PORT")?);
+        let port: u16 = port
+            .parse()
+            .map_err(|_| anyhow::anyhow!("env.json of {unit}: bad PU_MQTT_PORT {port}"))?;
+        // parsed as http: only special schemes parse IP hosts
+        let broker = reqwest::Url::parse(&format!("http://{host}:{port}"))?;
+        if !args.allow_remote && !is_loopback(&broker) {
+            anyhow::bail!("the broker {host}:{port} is not on loopback: --allow-remote if it is yours");
+        }
+        let domain = text("PU_DOMAIN")?;
+        let (topic, payload) = match output_node(client, api, &args.token, unit).await? {
+            Some((node, name)) => (
+                crate::domain::Topic::node(&domain, node, &name).to_string(),
+                Payload::NodeValue,
+            ),
+            None => (
+                crate::domain::Topic::state(&domain, unit).to_string(),
+                Payload::State(
+                    text("PU_COMMIT_VERSION").unwrap_or_else(|_| "0".repeat(40)),
+                ),
+            ),
+        };
+        let token = text("PU_AUTH_TOKEN")?;
+        let mut conns = Vec::with_capacity(args.connections);
+        for i in 0..args.connections {
+            let mut o = rumqttc::MqttOptions::new(format!("ramp-{i}-{unit}"), host.clone(), port);
+            o.set_credentials(token.clone(), "");
+            o.set_keep_alive(Duration::from_secs(30));
+            o.set_inflight(100);
+            let (client, eventloop) = rumqttc::AsyncClient::new(o, 10_000);
+            let pending = Arc::new(std::sync::Mutex::new(Pending::default()));
+            let task = tokio::spawn(drive(eventloop, pending.clone()));
+            conns.push(MqttConn {
+                client,
+                pending,
+                task,
+            });
+        }
+        let target = MqttTarget {
+            conns,
+            topic,
+            payload,
+        };
+        // one message per connection, acknowledged within the timeout, before measuring
+        let probe = target.step(args.connections as u64, Duration::from_secs(1)).await;
+        if probe.errors > 0 {
+            target.close().await;
+            anyhow::bail!(
+                "probe MQTT {host}:{port} as unit {unit}: {}",
+                probe.first_error.unwrap_or_else(|| "no PUBACK".into())
+            );
+        }
+        Ok(target)
+    }
+
+    fn operation(&self) -> String {
+        format!(
+            "QoS 1 PUBLISH {} to PUBACK over {} connections",
+            self.topic,
+            self.conns.len()
+        )
+    }
+
+    /// `rate` publishes per second for `duration`, round robin over the connections; each
+    /// acknowledged within [`REQUEST_TIMEOUT`] of the end counts, the rest are errors (a
+    /// publish the client could not even queue is a drop, counted as an error at once).
+    async fn step(&self, rate: u64, duration: Duration) -> Measurement {
+        for c in &self.conns {
+            let mut p = lock(&c.pending);
+            p.queued.clear();
+            p.sent.clear();
+            p.latencies.clear();
+            p.acked = 0;
+        }
+        let counts = Counts::default();
+        let total = ((rate as f64) * duration.as_secs_f64()).ceil().max(1.0) as u64;
+        let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let started = std::time::Instant::now();
+        let mut dropped = 0u64;
+        for i in 0..total {
+            let scheduled = tick.tick().await.into_std();
+            let c = &self.conns[i as usize % self.conns.len()];
+            let payload = self.payload.nth(i);
+            let mut p = lock(&c.pending);
+            p.queued.push_back(scheduled);
+            if let Err(e) = c
+                .client
+                .try_publish(&self.topic, rumqttc::QoS::AtLeastOnce, false, payload)
+            {
+                p.queued.pop_back();
+                dropped += 1;
+                counts.first_error.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(format!("dropped: {e}"));
+            }
+        }
+        let acked = || self.conns.iter().map(|c| lock(&c.pending).acked).sum::<u64>();
+        let deadline = std::time::Instant::now() + REQUEST_TIMEOUT;
+        while acked() + dropped < total && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let mut latencies = Vec::new();
+        for c in &self.conns {
+            let mut p = lock(&c.pending);
+            latencies.append(&mut p.latencies);
+            if let Some(e) = p.error.take() {
+                counts.first_error.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
+            }
+        }
+        let acked = acked();
+        counts.ok.store(acked, std::sync::atomic::Ordering::Relaxed);
+        counts.failed.store(total.saturating_sub(acked), std::sync::atomic::Ordering::Relaxed);
+        summarise(&counts, latencies, seconds)
+    }
+
+    async fn close(self) {
+        for c in self.conns {
+            let _ = c.client.try_disconnect();
+            c.task.abort();
+        }
+    }
+}
+
+/// Polls one connection's event loop: pairs written publishes with their scheduled times and
+/// PUBACKs with those. A connection error is kept for the report; rumqttc reconnects on the
+/// next poll.
+async fn drive(mut eventloop: rumqttc::EventLoop, pending: Arc<std::sync::Mutex<Pending>>) {
+    use rumqttc::{Event, Outgoing, Packet};
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                let mut p = lock(&pending);
+                if let Some(t) = p.queued.pop_front() {
+                    p.sent.insert(pkid, t);
+                }
+            }
+            Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                let mut p = lock(&pending);
+                if let Some(t) = p.sent.remove(&ack.pkid) {
+                    p.latencies.push(micros(t.elapsed()));
+                    p.acked += 1;
+                }
+            }
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
+            Ok(_) => {}
+            Err(e) => {
+                lock(&pending).error.get_or_insert(e.to_string());
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

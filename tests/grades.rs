@@ -60,7 +60,13 @@ async fn grade_round_trip(backend: Backend) {
     assert_eq!(read, g);
 
     // GraphQL reads what REST wrote, and writes what REST reads
-    let got = gql(&inst, None, &format!("{{ getGrade {{ {GRADE_FIELDS} }} }}"), json!({})).await;
+    let got = gql(
+        &inst,
+        None,
+        &format!("{{ getGrade {{ {GRADE_FIELDS} }} }}"),
+        json!({}),
+    )
+    .await;
     let gg = &data(&got)["getGrade"];
     assert_eq!(gg["freeMpsPerUser"], 2.5);
     assert_eq!(gg["pricePerMps"], 0.75);
@@ -84,8 +90,14 @@ async fn grade_round_trip(backend: Backend) {
     for (body, field) in [
         (json!({"free_mps_per_user": -1}), "free_mps_per_user"),
         (json!({"price_per_mps": 1e12}), "price_per_mps"),
-        (json!({"free_aggregated_topics": -5}), "free_aggregated_topics"),
-        (json!({"price_per_aggregated_topic": -0.01}), "price_per_aggregated_topic"),
+        (
+            json!({"free_aggregated_topics": -5}),
+            "free_aggregated_topics",
+        ),
+        (
+            json!({"price_per_aggregated_topic": -0.01}),
+            "price_per_aggregated_topic",
+        ),
         (json!({"currency": "eur"}), "currency"),
         (json!({"currency": "EURO"}), "currency"),
         (json!({"price_per_mps": 1, "currency": "U$D"}), "currency"),
@@ -95,7 +107,11 @@ async fn grade_round_trip(backend: Backend) {
     }
     // a fractional topic count and an unknown field are refused by the parser
     let (s, v) = inst
-        .patch("/grade", Some(&admin), json!({"free_aggregated_topics": 1.5}))
+        .patch(
+            "/grade",
+            Some(&admin),
+            json!({"free_aggregated_topics": 1.5}),
+        )
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     let (s, v) = inst
@@ -118,7 +134,9 @@ async fn grade_round_trip(backend: Backend) {
         .patch("/grade", Some(&user), json!({"price_per_mps": 9}))
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
-    let (s, v) = inst.patch("/grade", None, json!({"price_per_mps": 9})).await;
+    let (s, v) = inst
+        .patch("/grade", None, json!({"price_per_mps": 9}))
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
     let got = gql(
         &inst,

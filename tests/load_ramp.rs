@@ -154,24 +154,37 @@ async fn load_ramp_runs(backend: Backend) {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("offered/s") && stdout.contains("capacity: 20/s"), "{stdout}");
+    assert!(
+        stdout.contains("offered/s") && stdout.contains("capacity: 20/s"),
+        "{stdout}"
+    );
     assert!(stdout.contains("published: GET"), "{stdout}");
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
     check_steps(&report, "rest");
     // an admin's token reads the instance's machine into the report
     assert!(report["machine"]["cpus"].as_u64().unwrap() > 0, "{report}");
     let page = std::fs::read_to_string(&html_path).unwrap();
     assert!(page.starts_with("<!DOCTYPE html>"));
     assert_eq!(page.matches("<svg ").count(), 3, "three charts");
-    assert_eq!(page.matches("<polyline ").count(), 5, "offered, achieved, p50, p99, errors");
+    assert_eq!(
+        page.matches("<polyline ").count(),
+        5,
+        "offered, achieved, p50, p99, errors"
+    );
     for step in 1..=3 {
-        assert!(page.contains(&format!("<tr class=\"ok\"><td>{step}</td>")), "step {step}");
+        assert!(
+            page.contains(&format!("<tr class=\"ok\"><td>{step}</td>")),
+            "step {step}"
+        );
     }
     // self-contained: no scripts, stylesheets, images or links to fetch
     for external in ["<script", "<link", "<img", " src=", " href=", "url("] {
         assert!(!page.contains(external), "{external} in the page");
     }
-    assert!(!page.replace("http://www.w3.org/2000/svg", "").contains("http"));
+    assert!(!page
+        .replace("http://www.w3.org/2000/svg", "")
+        .contains("http"));
 
     // the public report: no token, the newest report per channel with the grade
     let (s, limit) = inst.get("/load_limit", None).await;
@@ -189,7 +202,11 @@ async fn load_ramp_runs(backend: Backend) {
 
     // the grade the admin sets is what load_limit shows
     let (s, g) = inst
-        .patch("/grade", Some(&admin), json!({"price_per_mps": 0.5, "currency": "EUR"}))
+        .patch(
+            "/grade",
+            Some(&admin),
+            json!({"price_per_mps": 0.5, "currency": "EUR"}),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{g}");
 
@@ -204,7 +221,9 @@ async fn load_ramp_runs(backend: Backend) {
         "stop_reason": "crafted",
         "capacity": step(80.0, 10.0, 30.0)
     });
-    let (s, stored) = inst.post("/load_limit", Some(&admin), crafted.clone()).await;
+    let (s, stored) = inst
+        .post("/load_limit", Some(&admin), crafted.clone())
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{stored}");
     assert_eq!(stored["capacity"]["offered_rate"], 20.0, "{stored}");
     let (_, limit) = inst.get("/load_limit", None).await;
@@ -253,7 +272,10 @@ async fn load_ramp_runs(backend: Backend) {
     // it publishes the values of the unit's Output node on its /pepeunit topic, which the
     // instance stores (PUBACK after the commit; the read may come from a cache: wait for it)
     let (_, nodes) = inst
-        .get(&format!("/unit_nodes?unit_uuid={unit}&type=Output"), Some(&admin))
+        .get(
+            &format!("/unit_nodes?unit_uuid={unit}&type=Output"),
+            Some(&admin),
+        )
         .await;
     let node = nodes["unit_nodes"]
         .as_array()
@@ -262,10 +284,16 @@ async fn load_ramp_runs(backend: Backend) {
         .find(|n| n["topic_name"].as_str().unwrap().ends_with("/pepeunit"))
         .expect("the fixture's schema has an Output /pepeunit node")
         .clone();
-    assert!(report.operation.contains(node["uuid"].as_str().unwrap()), "{v}");
+    assert!(
+        report.operation.contains(node["uuid"].as_str().unwrap()),
+        "{v}"
+    );
     common::federation::eventually("the ramp's node values stored", || async {
         let (_, n) = inst
-            .get(&format!("/unit_nodes/{}", node["uuid"].as_str().unwrap()), Some(&admin))
+            .get(
+                &format!("/unit_nodes/{}", node["uuid"].as_str().unwrap()),
+                Some(&admin),
+            )
             .await;
         let value: u64 = n["state"].as_str()?.parse().ok()?;
         (20..37).contains(&value).then_some(())
@@ -311,7 +339,10 @@ async fn load_ramp_runs(backend: Backend) {
         .json()
         .await
         .unwrap();
-    assert_eq!(actor["loadLimit"], nodeinfo["metadata"]["loadLimit"], "{actor}");
+    assert_eq!(
+        actor["loadLimit"], nodeinfo["metadata"]["loadLimit"],
+        "{actor}"
+    );
     assert!(actor["@context"].to_string().contains("pepeunit:loadLimit"));
     inst.stop().await;
 }

@@ -777,7 +777,12 @@ async fn closed_loop(
 
 /// `rate` requests per second at a fixed pace, whatever the answers; latency is counted from
 /// the scheduled send time, so queueing shows. At most `rate * duration` requests.
-pub(crate) async fn open_loop(target: &Arc<Target>, req: &Req, rate: u64, duration: Duration) -> Measurement {
+pub(crate) async fn open_loop(
+    target: &Arc<Target>,
+    req: &Req,
+    rate: u64,
+    duration: Duration,
+) -> Measurement {
     let req = Arc::new(req.clone());
     let counts = Arc::new(Counts::default());
     let total = ((rate as f64) * duration.as_secs_f64()).ceil().max(1.0) as u64;

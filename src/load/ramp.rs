@@ -119,7 +119,13 @@ impl RampLoad {
 
     /// Every flag in range, with a message naming it.
     pub fn validate(&self) -> anyhow::Result<()> {
-        let check = |ok: bool, msg: &str| if ok { Ok(()) } else { Err(anyhow::anyhow!("{msg}")) };
+        let check = |ok: bool, msg: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("{msg}"))
+            }
+        };
         check(
             [self.rest, self.graphql, self.mqtt]
                 .into_iter()
@@ -413,7 +419,15 @@ fn print_table(r: &LoadReport) {
     let _ = writeln!(
         out,
         "{:>4} {:>9} {:>10} {:>9} {:>7} {:>7} {:>9} {:>9} {:>9}  within",
-        "step", "offered/s", "achieved/s", "requests", "errors", "err%", "p50 ms", "p99 ms", "max ms"
+        "step",
+        "offered/s",
+        "achieved/s",
+        "requests",
+        "errors",
+        "err%",
+        "p50 ms",
+        "p99 ms",
+        "max ms"
     );
     for (i, s) in r.steps.iter().enumerate() {
         let _ = writeln!(
@@ -493,7 +507,9 @@ async fn output_node(
     unit: uuid::Uuid,
 ) -> anyhow::Result<Option<(uuid::Uuid, String)>> {
     let resp = client
-        .get(format!("{api}/unit_nodes?unit_uuid={unit}&type=Output&limit=100"))
+        .get(format!(
+            "{api}/unit_nodes?unit_uuid={unit}&type=Output&limit=100"
+        ))
         .header("x-auth-token", token)
         .send()
         .await?;
@@ -506,7 +522,8 @@ async fn output_node(
         nodes.iter().find_map(|n| {
             let name = n["topic_name"].as_str()?;
             let uuid = n["uuid"].as_str()?.parse().ok()?;
-            name.ends_with("/pepeunit").then(|| (uuid, name.to_string()))
+            name.ends_with("/pepeunit")
+                .then(|| (uuid, name.to_string()))
         })
     }))
 }
@@ -553,7 +570,9 @@ impl MqttTarget {
         // parsed as http: only special schemes parse IP hosts
         let broker = reqwest::Url::parse(&format!("http://{host}:{port}"))?;
         if !args.allow_remote && !is_loopback(&broker) {
-            anyhow::bail!("the broker {host}:{port} is not on loopback: --allow-remote if it is yours");
+            anyhow::bail!(
+                "the broker {host}:{port} is not on loopback: --allow-remote if it is yours"
+            );
         }
         let domain = text("PU_DOMAIN")?;
         let (topic, payload) = match output_node(client, api, &args.token, unit).await? {
@@ -563,9 +582,7 @@ impl MqttTarget {
             ),
             None => (
                 crate::domain::Topic::state(&domain, unit).to_string(),
-                Payload::State(
-                    text("PU_COMMIT_VERSION").unwrap_or_else(|_| "0".repeat(40)),
-                ),
+                Payload::State(text("PU_COMMIT_VERSION").unwrap_or_else(|_| "0".repeat(40))),
             ),
         };
         let token = text("PU_AUTH_TOKEN")?;
@@ -590,7 +607,9 @@ impl MqttTarget {
             payload,
         };
         // one message per connection, acknowledged within the timeout, before measuring
-        let probe = target.step(args.connections as u64, Duration::from_secs(1)).await;
+        let probe = target
+            .step(args.connections as u64, Duration::from_secs(1))
+            .await;
         if probe.errors > 0 {
             target.close().await;
             anyhow::bail!(
@@ -632,16 +651,25 @@ impl MqttTarget {
             let payload = self.payload.nth(i);
             let mut p = lock(&c.pending);
             p.queued.push_back(scheduled);
-            if let Err(e) = c
-                .client
-                .try_publish(&self.topic, rumqttc::QoS::AtLeastOnce, false, payload)
+            if let Err(e) =
+                c.client
+                    .try_publish(&self.topic, rumqttc::QoS::AtLeastOnce, false, payload)
             {
                 p.queued.pop_back();
                 dropped += 1;
-                counts.first_error.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(format!("dropped: {e}"));
+                counts
+                    .first_error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_or_insert(format!("dropped: {e}"));
             }
         }
-        let acked = || self.conns.iter().map(|c| lock(&c.pending).acked).sum::<u64>();
+        let acked = || {
+            self.conns
+                .iter()
+                .map(|c| lock(&c.pending).acked)
+                .sum::<u64>()
+        };
         let deadline = std::time::Instant::now() + REQUEST_TIMEOUT;
         while acked() + dropped < total && std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -652,12 +680,19 @@ impl MqttTarget {
             let mut p = lock(&c.pending);
             latencies.append(&mut p.latencies);
             if let Some(e) = p.error.take() {
-                counts.first_error.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
+                counts
+                    .first_error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_or_insert(e);
             }
         }
         let acked = acked();
         counts.ok.store(acked, std::sync::atomic::Ordering::Relaxed);
-        counts.failed.store(total.saturating_sub(acked), std::sync::atomic::Ordering::Relaxed);
+        counts.failed.store(
+            total.saturating_sub(acked),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         summarise(&counts, latencies, seconds)
     }
 
@@ -730,7 +765,13 @@ fn nice_max(v: f64) -> f64 {
 }
 
 /// A line chart as an SVG element; `limit` draws a dashed horizontal line (a bound).
-fn chart(title: &str, x_label: &str, y_label: &str, series: &[Series], limit: Option<f64>) -> String {
+fn chart(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    limit: Option<f64>,
+) -> String {
     const W: f64 = 640.0;
     const H: f64 = 320.0;
     const L: f64 = 64.0;
@@ -739,11 +780,7 @@ fn chart(title: &str, x_label: &str, y_label: &str, series: &[Series], limit: Op
     const B: f64 = 48.0;
     let all = series.iter().flat_map(|s| s.points.iter());
     let x_max = nice_max(all.clone().map(|p| p.0).fold(0.0, f64::max));
-    let y_max = nice_max(
-        all.map(|p| p.1)
-            .chain(limit)
-            .fold(0.0, f64::max),
-    );
+    let y_max = nice_max(all.map(|p| p.1).chain(limit).fold(0.0, f64::max));
     let x = |v: f64| L + v / x_max * (W - L - R);
     let y = |v: f64| H - B - v / y_max * (H - T - B);
     let mut svg = format!(
@@ -819,9 +856,7 @@ fn chart(title: &str, x_label: &str, y_label: &str, series: &[Series], limit: Op
 }
 
 fn short(v: f64) -> String {
-    if v == v.trunc() && v.abs() < 1e9 {
-        format!("{v:.0}")
-    } else if v.abs() >= 100.0 {
+    if (v == v.trunc() && v.abs() < 1e9) || v.abs() >= 100.0 {
         format!("{v:.0}")
     } else {
         format!("{v:.2}")
@@ -838,8 +873,16 @@ pub fn html(r: &LoadReport) -> String {
         "offered per second",
         "per second",
         &[
-            Series { name: "offered", color: "#999", points: pts(|s| s.offered_rate) },
-            Series { name: "achieved", color: "#1f6feb", points: pts(|s| s.achieved_rate) },
+            Series {
+                name: "offered",
+                color: "#999",
+                points: pts(|s| s.offered_rate),
+            },
+            Series {
+                name: "achieved",
+                color: "#1f6feb",
+                points: pts(|s| s.achieved_rate),
+            },
         ],
         None,
     );
@@ -848,8 +891,16 @@ pub fn html(r: &LoadReport) -> String {
         "offered per second",
         "milliseconds",
         &[
-            Series { name: "p50", color: "#2da44e", points: pts(|s| s.p50_ms) },
-            Series { name: "p99", color: "#bf8700", points: pts(|s| s.p99_ms) },
+            Series {
+                name: "p50",
+                color: "#2da44e",
+                points: pts(|s| s.p50_ms),
+            },
+            Series {
+                name: "p99",
+                color: "#bf8700",
+                points: pts(|s| s.p99_ms),
+            },
         ],
         Some(r.bounds.p99_ms),
     );
@@ -857,7 +908,11 @@ pub fn html(r: &LoadReport) -> String {
         "Errors and drops vs offered rate",
         "offered per second",
         "percent of requests",
-        &[Series { name: "errors %", color: "#cf222e", points: pts(|s| s.error_percent) }],
+        &[Series {
+            name: "errors %",
+            color: "#cf222e",
+            points: pts(|s| s.error_percent),
+        }],
         Some(r.bounds.max_error_percent),
     );
     let mut rows = String::new();

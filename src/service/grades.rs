@@ -176,7 +176,9 @@ impl LoadReport {
     pub fn capacity_step(&self) -> Option<LoadStep> {
         self.steps
             .iter()
-            .filter(|s| s.p99_ms <= self.bounds.p99_ms && s.error_percent <= self.bounds.max_error_percent)
+            .filter(|s| {
+                s.p99_ms <= self.bounds.p99_ms && s.error_percent <= self.bounds.max_error_percent
+            })
             .max_by(|a, b| a.offered_rate.total_cmp(&b.offered_rate))
             .cloned()
     }
@@ -201,7 +203,10 @@ impl LoadReport {
         }
         let finite = |v: f64| v.is_finite() && v >= 0.0;
         if !finite(self.bounds.p99_ms) || !finite(self.bounds.max_error_percent) {
-            return bad("bounds", "bounds must be finite non-negative numbers".into());
+            return bad(
+                "bounds",
+                "bounds must be finite non-negative numbers".into(),
+            );
         }
         for (i, s) in self.steps.iter().enumerate() {
             let all = [

@@ -435,11 +435,9 @@ impl Federation {
             &self.0.settings.domain,
         );
         // the instance actor links the instance's capacity and grade for federated peers
-        if let (LocalObject::Instance { .. }, Some(url), Some(map)) = (
-            obj,
-            &self.0.settings.load_limit_url,
-            doc.as_object_mut(),
-        ) {
+        if let (LocalObject::Instance { .. }, Some(url), Some(map)) =
+            (obj, &self.0.settings.load_limit_url, doc.as_object_mut())
+        {
             map.insert("loadLimit".into(), Value::String(url.clone()));
         }
         doc

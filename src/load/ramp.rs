@@ -261,6 +261,10 @@ pub async fn ramp(args: &RampLoad) -> anyhow::Result<LoadReport> {
     };
     let machine = machine(&client, &api, &args.token).await;
 
+    let bounds = LoadBounds {
+        p99_ms: args.p99_ms,
+        max_error_percent: args.max_error_percent,
+    };
     let rates = args.planned_rates();
     let bar = progress_bar(args, rates.len());
     let started = now();
@@ -278,8 +282,7 @@ pub async fn ramp(args: &RampLoad) -> anyhow::Result<LoadReport> {
         } else {
             0.0
         };
-        let within = m.p99_ms <= args.p99_ms && error_percent <= args.max_error_percent;
-        steps.push(LoadStep {
+        let mut step = LoadStep {
             offered_rate: rate as f64,
             achieved_rate: m.rate,
             requests: m.requests,
@@ -289,8 +292,11 @@ pub async fn ramp(args: &RampLoad) -> anyhow::Result<LoadReport> {
             p99_ms: m.p99_ms,
             max_ms: m.max_ms,
             seconds: m.seconds,
-            within_bounds: within,
-        });
+            within_bounds: false,
+        };
+        step.within_bounds = step.within(&bounds);
+        let within = step.within_bounds;
+        steps.push(step);
         bar.inc(1);
         bar.println(format!(
             "step {:>3}: offered {rate:>6}/s  achieved {:>8.1}/s  p99 {:>8.2} ms  errors {:>5.2}%{}",
@@ -333,10 +339,7 @@ pub async fn ramp(args: &RampLoad) -> anyhow::Result<LoadReport> {
         operation,
         started,
         finished: now(),
-        bounds: LoadBounds {
-            p99_ms: args.p99_ms,
-            max_error_percent: args.max_error_percent,
-        },
+        bounds,
         machine,
         steps,
         stop_reason,
@@ -917,9 +920,10 @@ pub fn html(r: &LoadReport) -> String {
     );
     let mut rows = String::new();
     for (i, s) in r.steps.iter().enumerate() {
+        let within = s.within(&r.bounds);
         rows += &format!(
             "<tr class=\"{}\"><td>{}</td><td>{:.0}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{}</td></tr>\n",
-            if s.within_bounds { "ok" } else { "over" },
+            if within { "ok" } else { "over" },
             i + 1,
             s.offered_rate,
             s.achieved_rate,
@@ -929,7 +933,7 @@ pub fn html(r: &LoadReport) -> String {
             s.p50_ms,
             s.p99_ms,
             s.max_ms,
-            if s.within_bounds { "yes" } else { "no" }
+            if within { "yes" } else { "no" }
         );
     }
     let capacity = match &r.capacity {
@@ -979,4 +983,112 @@ Bounds: p99 &le; {p99} ms, errors &le; {err}%<br>Machine: {machine}</p>
         capacity = escape(&capacity),
         stop = escape(&r.stop_reason),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        ramp: RampLoad,
+    }
+
+    fn parse(args: &[&str]) -> Result<RampLoad, clap::Error> {
+        let mut all = vec!["ramp", "--url", "http://127.0.0.1:1", "--token", "t"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all).map(|c| c.ramp)
+    }
+
+    #[test]
+    fn exactly_one_channel_and_mqtt_needs_a_unit() {
+        assert!(parse(&["--rest"]).is_ok());
+        assert!(parse(&["--graphql"]).is_ok());
+        assert!(parse(&[]).is_err());
+        assert!(parse(&["--rest", "--graphql"]).is_err());
+        assert!(parse(&["--rest", "--mqtt", "--unit", &uuid::Uuid::nil().to_string()]).is_err());
+        assert!(parse(&["--mqtt"]).is_err());
+        let m = parse(&["--mqtt", "--unit", &uuid::Uuid::nil().to_string()]).unwrap();
+        assert_eq!(m.channel(), "mqtt");
+        m.validate().unwrap();
+    }
+
+    #[test]
+    fn planned_rates_grow_by_the_factor_at_least_one_and_stop_at_the_cap() {
+        let mut a = parse(&[
+            "--rest",
+            "--start-rate",
+            "1",
+            "--factor",
+            "1.5",
+            "--max-rate",
+            "10",
+        ])
+        .unwrap();
+        assert_eq!(a.planned_rates(), [1, 2, 3, 5, 8, 10]);
+        a.max_steps = 3;
+        assert_eq!(a.planned_rates(), [1, 2, 3]);
+        a.max_steps = 30;
+        a.start_rate = 10;
+        assert_eq!(a.planned_rates(), [10]);
+    }
+
+    fn step(offered: f64, p99: f64, errors: f64) -> LoadStep {
+        LoadStep {
+            offered_rate: offered,
+            achieved_rate: offered,
+            requests: 10,
+            errors: 0,
+            error_percent: errors,
+            p50_ms: p99,
+            p99_ms: p99,
+            max_ms: p99,
+            seconds: 1.0,
+            within_bounds: true,
+        }
+    }
+
+    fn report(steps: Vec<LoadStep>) -> LoadReport {
+        LoadReport {
+            channel: "rest".into(),
+            operation: "GET <units> & \"more\"".into(),
+            started: "a".into(),
+            finished: "b".into(),
+            bounds: LoadBounds {
+                p99_ms: 50.0,
+                max_error_percent: 1.0,
+            },
+            machine: LoadMachine::default(),
+            steps,
+            stop_reason: "test".into(),
+            capacity: None,
+        }
+    }
+
+    #[test]
+    fn capacity_is_the_highest_step_within_both_bounds() {
+        let r = report(vec![
+            step(10.0, 5.0, 0.0),
+            step(20.0, 50.0, 1.0),
+            step(40.0, 50.1, 0.0),
+            step(80.0, 5.0, 1.5),
+        ]);
+        assert_eq!(r.capacity_step().unwrap().offered_rate, 20.0);
+        assert_eq!(report(vec![step(10.0, 99.0, 0.0)]).capacity_step(), None);
+    }
+
+    #[test]
+    fn the_page_escapes_text_and_draws_three_charts() {
+        let page = html(&report(vec![step(10.0, 5.0, 0.0), step(20.0, 60.0, 0.0)]));
+        assert!(page.contains("GET &lt;units&gt; &amp; &quot;more&quot;"));
+        assert!(!page.contains("<units>"));
+        assert_eq!(page.matches("<svg ").count(), 3);
+        assert_eq!(page.matches("</svg>").count(), 3);
+        assert!(page.contains("<tr class=\"over\"><td>2</td>"));
+        assert_eq!(nice_max(0.0), 1.0);
+        assert_eq!(nice_max(3.2), 5.0);
+        assert_eq!(nice_max(120.0), 200.0);
+    }
 }

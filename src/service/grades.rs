@@ -152,6 +152,13 @@ pub struct LoadStep {
     pub within_bounds: bool,
 }
 
+impl LoadStep {
+    /// p99 and the error share both within `bounds`.
+    pub fn within(&self, bounds: &LoadBounds) -> bool {
+        self.p99_ms <= bounds.p99_ms && self.error_percent <= bounds.max_error_percent
+    }
+}
+
 /// What `pepeunit load ramp` measured on one channel.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct LoadReport {
@@ -176,9 +183,7 @@ impl LoadReport {
     pub fn capacity_step(&self) -> Option<LoadStep> {
         self.steps
             .iter()
-            .filter(|s| {
-                s.p99_ms <= self.bounds.p99_ms && s.error_percent <= self.bounds.max_error_percent
-            })
+            .filter(|s| s.within(&self.bounds))
             .max_by(|a, b| a.offered_rate.total_cmp(&b.offered_rate))
             .cloned()
     }
@@ -312,6 +317,10 @@ impl Instance {
         let admin = agent.require_admin()?.uuid;
         report.validate()?;
         report.capacity = report.capacity_step();
+        let bounds = report.bounds.clone();
+        for s in &mut report.steps {
+            s.within_bounds = s.within(&bounds);
+        }
         let text = serde_json::to_string(&report).map_err(AppError::internal)?;
         store::grades::insert_load_report(
             &self.db.pool,

@@ -751,6 +751,9 @@ fn escape(s: &str) -> String {
 struct Series<'a> {
     name: &'a str,
     color: &'a str,
+    /// Dashed, drawn over the others (the offered rate, which the achieved one hides when
+    /// they are equal).
+    dashed: bool,
     points: Vec<(f64, f64)>,
 }
 
@@ -787,7 +790,7 @@ fn chart(
     let x = |v: f64| L + v / x_max * (W - L - R);
     let y = |v: f64| H - B - v / y_max * (H - T - B);
     let mut svg = format!(
-        r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" aria-label="{t}"><title>{t}</title><rect width="{W}" height="{H}" fill="#fff"/><text x="{cx}" y="22" text-anchor="middle" font-size="15" font-weight="bold">{t}</text>"##,
+        r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" aria-label="{t}" font-family="sans-serif"><title>{t}</title><rect width="{W}" height="{H}" fill="#fff"/><text x="{cx}" y="22" text-anchor="middle" font-size="15" font-weight="bold">{t}</text>"##,
         t = escape(title),
         cx = W / 2.0
     );
@@ -830,9 +833,14 @@ fn chart(
             .map(|&(px, py)| format!("{:.1},{:.1}", x(px), y(py)))
             .collect();
         svg += &format!(
-            r#"<polyline fill="none" stroke="{c}" stroke-width="2" points="{}"/>"#,
+            r#"<polyline fill="none" stroke="{c}" stroke-width="2"{dash} points="{}"/>"#,
             pts.join(" "),
-            c = s.color
+            c = s.color,
+            dash = if s.dashed {
+                r#" stroke-dasharray="5 4""#
+            } else {
+                ""
+            }
         );
         for &(px, py) in &s.points {
             svg += &format!(
@@ -877,14 +885,16 @@ pub fn html(r: &LoadReport) -> String {
         "per second",
         &[
             Series {
-                name: "offered",
-                color: "#999",
-                points: pts(|s| s.offered_rate),
-            },
-            Series {
                 name: "achieved",
                 color: "#1f6feb",
+                dashed: false,
                 points: pts(|s| s.achieved_rate),
+            },
+            Series {
+                name: "offered",
+                color: "#666",
+                dashed: true,
+                points: pts(|s| s.offered_rate),
             },
         ],
         None,
@@ -896,11 +906,13 @@ pub fn html(r: &LoadReport) -> String {
         &[
             Series {
                 name: "p50",
+                dashed: false,
                 color: "#2da44e",
                 points: pts(|s| s.p50_ms),
             },
             Series {
                 name: "p99",
+                dashed: false,
                 color: "#bf8700",
                 points: pts(|s| s.p99_ms),
             },
@@ -913,6 +925,7 @@ pub fn html(r: &LoadReport) -> String {
         "percent of requests",
         &[Series {
             name: "errors %",
+            dashed: false,
             color: "#cf222e",
             points: pts(|s| s.error_percent),
         }],

@@ -9,14 +9,24 @@
 //! `--graphql` the same page as `getUnits(filters: {limit: 20})` with its `unitNodes` (the
 //! requests of `pepeunit load graphql`'s `get_units`, sent by its open loop), as the user of
 //! `--token`: what a page of the user's units costs, so the figures depend on how many units
-//! that user sees (up to 20). The report is a table on the terminal, the JSON of
+//! that user sees (up to 20). `--mqtt --unit UUID` reads the unit's env.json (the token's user
+//! must be allowed to) and publishes QoS 1 values on its first Output node whose topic ends in
+//! `/pepeunit` (the unit's `state` when it has none) over `--connections` connections, round
+//! robin: the embedded broker handles one connection's QoS 1 messages one at a time and sends
+//! the PUBACK only after the batch holding the message is committed, so the latency measured,
+//! from the scheduled send to the PUBACK, is publish-to-stored (with an external broker it is
+//! the broker's acknowledgement). A publish the client cannot queue (its request channel of
+//! 10,000 full) is a drop; drops and publishes unacknowledged 10 s after the step are errors.
+//! With throttling (issue 18 part 2) the admin lifts the topic limits for a run, or the
+//! figures show the throttle. The report is a table on the terminal, the JSON of
 //! [`LoadReport`] (`--json FILE`) and a self-contained HTML page with inline SVG charts
 //! (`--html FILE`). `--publish` stores it on the instance (an admin's token), where
 //! `GET /load_limit` serves it publicly with the grade.
 //!
 //! Bounded: at most `--max-steps` steps (<= 100) of at most 120 s, at most 20,000 requests/s,
-//! every request with a 10 s timeout; only the given URL is contacted, and it must be on
-//! loopback unless `--allow-remote` says the instance is yours.
+//! every request with a 10 s timeout; only the given URL (and for MQTT the broker its env.json
+//! names) is contacted, and it must be on loopback unless `--allow-remote` says the instance
+//! is yours.
 
 use std::io::Write;
 use std::path::PathBuf;

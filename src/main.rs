@@ -110,6 +110,10 @@ enum LoadScenario {
     Soak(Box<pepeunit::load::soak::SoakLoad>),
     /// The load meter's memory and speed for N topics (issue 18), in process.
     Meter(pepeunit::load::meter::MeterLoad),
+    /// The capacity finder: steps the offered rate (open loop) on one channel of a running
+    /// instance until p99 latency or the error share passes a bound; a table, --json, --html
+    /// with charts, and --publish to the instance's public load_limit.
+    Ramp(Box<pepeunit::load::ramp::RampLoad>),
 }
 
 #[tokio::main]
@@ -163,6 +167,9 @@ async fn run(cli: Cli, feed: pepeunit::observe::ProcessFeed) -> anyhow::Result<(
         }
         Command::Load(LoadScenario::Soak(args)) => {
             return pepeunit::load::soak::run_soak(*args).await
+        }
+        Command::Load(LoadScenario::Ramp(args)) => {
+            return pepeunit::load::ramp::run_ramp(*args).await
         }
         _ => {}
     }

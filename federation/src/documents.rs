@@ -30,7 +30,8 @@ pub fn context() -> Value {
             "firmwareVersion": "pepeunit:firmwareVersion",
             "nodes": "pepeunit:nodes",
             "creator": {"@id": "pepeunit:creator", "@type": "@id"},
-            "movedTo": {"@id": "as:movedTo", "@type": "@id"}
+            "movedTo": {"@id": "as:movedTo", "@type": "@id"},
+            "loadLimit": {"@id": "pepeunit:loadLimit", "@type": "@id"}
         }
     ])
 }

@@ -210,7 +210,8 @@ async fn nodeinfo(State(fed): State<Federation>) -> Response {
                 "nodeName": s.instance_name,
                 "publicRepos": usage.public_repos,
                 "publicUnits": usage.public_units,
-                "authorizedFetch": s.authorized_fetch
+                "authorizedFetch": s.authorized_fetch,
+                "loadLimit": s.load_limit_url
             }
         }),
     )

@@ -670,3 +670,30 @@ pub struct LinkUnitNodeToPanelInput {
     pub is_last_data: bool,
     pub is_forced_to_json: bool,
 }
+
+/// A change of the instance's grade (ours, beyond the contract): REST's `PATCH /grade`.
+#[derive(InputObject)]
+pub struct GradeInput {
+    #[graphql(default)]
+    pub free_mps_per_user: Option<f64>,
+    #[graphql(default)]
+    pub price_per_mps: Option<f64>,
+    #[graphql(default)]
+    pub free_aggregated_topics: Option<i32>,
+    #[graphql(default)]
+    pub price_per_aggregated_topic: Option<f64>,
+    #[graphql(default)]
+    pub currency: Option<String>,
+}
+
+impl From<GradeInput> for crate::service::grades::GradeUpdate {
+    fn from(g: GradeInput) -> Self {
+        crate::service::grades::GradeUpdate {
+            free_mps_per_user: g.free_mps_per_user,
+            price_per_mps: g.price_per_mps,
+            free_aggregated_topics: g.free_aggregated_topics.map(i64::from),
+            price_per_aggregated_topic: g.price_per_aggregated_topic,
+            currency: g.currency,
+        }
+    }
+}

@@ -32,6 +32,14 @@ impl Mutation {
         Ok(instance(ctx).update_user(agent(ctx)?, data).await?.into())
     }
 
+    /// Admin: changes the instance's grade (ours, beyond the contract): REST's `PATCH /grade`.
+    async fn update_grade(&self, ctx: &Context<'_>, grade: GradeInput) -> Result<GradeType> {
+        Ok(instance(ctx)
+            .update_grade(agent(ctx)?, grade.into())
+            .await?
+            .into())
+    }
+
     async fn set_grafana_cookies(&self, _ctx: &Context<'_>) -> Result<NoneType> {
         Err(feature_disabled())
     }

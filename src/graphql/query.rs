@@ -302,6 +302,11 @@ impl Query {
             .await?)
     }
 
+    /// The instance's grade (ours, beyond the contract): public, as REST's `GET /grade`.
+    async fn get_grade(&self, ctx: &Context<'_>) -> Result<GradeType> {
+        Ok(instance(ctx).grade().await?.into())
+    }
+
     async fn get_base_metrics(&self, ctx: &Context<'_>) -> Result<BaseMetricsType> {
         Ok(instance(ctx).metrics(agent(ctx)?).await?.into())
     }

@@ -729,3 +729,28 @@ pub struct DashboardPanelsResultType {
 pub fn count(v: i64) -> i32 {
     int(v)
 }
+
+/// The instance's grade (ours, beyond the contract; SPEC §7): REST's `GET /grade`.
+#[derive(SimpleObject)]
+pub struct GradeType {
+    pub free_mps_per_user: f64,
+    pub price_per_mps: f64,
+    pub free_aggregated_topics: i32,
+    pub price_per_aggregated_topic: f64,
+    pub currency: String,
+    /// Null while the defaults apply.
+    pub update_datetime: Option<String>,
+}
+
+impl From<crate::service::grades::Grade> for GradeType {
+    fn from(g: crate::service::grades::Grade) -> Self {
+        GradeType {
+            free_mps_per_user: g.free_mps_per_user,
+            price_per_mps: g.price_per_mps,
+            free_aggregated_topics: int(g.free_aggregated_topics),
+            price_per_aggregated_topic: g.price_per_aggregated_topic,
+            currency: g.currency,
+            update_datetime: g.update_datetime,
+        }
+    }
+}

@@ -6,6 +6,7 @@ mod bridges;
 mod data_pipes;
 pub mod extract;
 mod federation;
+mod grades;
 mod load;
 mod moves;
 mod node;
@@ -75,6 +76,7 @@ pub fn api() -> (Router<Instance>, OpenApiDoc) {
         .merge(alerts::router())
         .merge(load::router())
         .merge(node::router())
+        .merge(grades::router())
         .routes(routes!(metrics))
         .routes(routes!(mqtt_metrics))
         .split_for_parts()

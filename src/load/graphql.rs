@@ -440,8 +440,8 @@ impl Setup<'_> {
 
 /// A prepared request: everything but the connection is built once.
 #[derive(Clone)]
-struct Req {
-    label: String,
+pub(crate) struct Req {
+    pub(crate) label: String,
     method: reqwest::Method,
     url: String,
     body: Option<Bytes>,
@@ -462,7 +462,7 @@ const NODE_FIELDS: &str = "uuid type visibilityLevel isRewritableInput maxConnec
 const PAGE_ORDER: &str =
     "order_by_unit_name=asc&order_by_create_date=desc&order_by_last_update=desc";
 
-fn requests(scenario: Scenario, graphql: &str, api: &str, unit: Uuid) -> (Req, Req) {
+pub(crate) fn requests(scenario: Scenario, graphql: &str, api: &str, unit: Uuid) -> (Req, Req) {
     let gql = |label: &str, query: String, variables: Value| Req {
         label: label.to_string(),
         method: reqwest::Method::POST,
@@ -524,14 +524,14 @@ fn requests(scenario: Scenario, graphql: &str, api: &str, unit: Uuid) -> (Req, R
     }
 }
 
-struct Target {
-    client: reqwest::Client,
-    token: String,
+pub(crate) struct Target {
+    pub(crate) client: reqwest::Client,
+    pub(crate) token: String,
 }
 
 impl Target {
     /// Sends `req`; the answer's bytes when it succeeded (GraphQL: HTTP 200 without `errors`).
-    async fn send(&self, req: &Req) -> Result<Bytes, String> {
+    pub(crate) async fn send(&self, req: &Req) -> Result<Bytes, String> {
         let mut r = self
             .client
             .request(req.method.clone(), &req.url)
@@ -683,10 +683,10 @@ fn snake_case(s: &str) -> String {
 }
 
 #[derive(Default)]
-struct Counts {
-    ok: AtomicU64,
-    failed: AtomicU64,
-    first_error: std::sync::Mutex<Option<String>>,
+pub(crate) struct Counts {
+    pub(crate) ok: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) first_error: std::sync::Mutex<Option<String>>,
 }
 
 impl Counts {
@@ -704,7 +704,7 @@ impl Counts {
     }
 }
 
-fn summarise(counts: &Counts, mut latencies: Vec<u32>, seconds: f64) -> Measurement {
+pub(crate) fn summarise(counts: &Counts, mut latencies: Vec<u32>, seconds: f64) -> Measurement {
     latencies.sort_unstable();
     let pct = |p: f64| -> f64 {
         if latencies.is_empty() {
@@ -737,7 +737,7 @@ fn summarise(counts: &Counts, mut latencies: Vec<u32>, seconds: f64) -> Measurem
     }
 }
 
-fn micros(d: Duration) -> u32 {
+pub(crate) fn micros(d: Duration) -> u32 {
     d.as_micros().min(u32::MAX as u128) as u32
 }
 
@@ -777,7 +777,12 @@ async fn closed_loop(
 
 /// `rate` requests per second at a fixed pace, whatever the answers; latency is counted from
 /// the scheduled send time, so queueing shows. At most `rate * duration` requests.
-async fn open_loop(target: &Arc<Target>, req: &Req, rate: u64, duration: Duration) -> Measurement {
+pub(crate) async fn open_loop(
+    target: &Arc<Target>,
+    req: &Req,
+    rate: u64,
+    duration: Duration,
+) -> Measurement {
     let req = Arc::new(req.clone());
     let counts = Arc::new(Counts::default());
     let total = ((rate as f64) * duration.as_secs_f64()).ceil().max(1.0) as u64;

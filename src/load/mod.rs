@@ -11,6 +11,7 @@ pub mod hub;
 pub mod logs;
 pub mod meter;
 pub mod mqtt;
+pub mod ramp;
 pub mod soak;
 pub mod transfer;
 

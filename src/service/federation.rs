@@ -460,6 +460,12 @@ pub async fn start_federation(
         max_attempts: config.federation_max_attempts,
         software_version: env!("CARGO_PKG_VERSION").to_string(),
         instance_name: config.instance_name.clone(),
+        load_limit_url: Some(format!(
+            "{}{}{}/load_limit",
+            config.origin(),
+            config.app_prefix,
+            config.api_prefix
+        )),
     };
     let hub_dir = config.data_dir.join("hub");
     let hub = tokio::task::spawn_blocking(move || pepeunit_federation::hub::Hub::open(&hub_dir))

@@ -10,6 +10,7 @@ pub mod chat;
 pub mod commands;
 pub mod data_pipes;
 pub mod federation;
+pub mod grades;
 pub mod ingest;
 pub mod live;
 pub mod load;

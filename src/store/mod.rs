@@ -6,6 +6,7 @@
 
 pub mod bridges;
 pub mod federation;
+pub mod grades;
 pub mod load_hours;
 pub mod moves;
 pub mod permissions;
@@ -133,6 +134,12 @@ const MIGRATIONS: &[Migration] = &[
         name: "load",
         sqlite: include_str!("../../migrations/sqlite/0009_load.sql"),
         postgres: include_str!("../../migrations/postgres/0009_load.sql"),
+    },
+    Migration {
+        version: 10,
+        name: "grades_and_load_reports",
+        sqlite: include_str!("../../migrations/sqlite/0010_grades_and_load_reports.sql"),
+        postgres: include_str!("../../migrations/postgres/0010_grades_and_load_reports.sql"),
     },
 ];
 

@@ -50,6 +50,9 @@ pub struct Settings {
     pub max_attempts: i64,
     pub software_version: String,
     pub instance_name: String,
+    /// The instance's public `load_limit` report (capacity and grade), linked from NodeInfo's
+    /// metadata and the instance actor; None: not linked.
+    pub load_limit_url: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -420,7 +423,7 @@ impl Federation {
             ),
             _ => (None, None),
         };
-        documents::actor_document(
+        let mut doc = documents::actor_document(
             obj,
             ActorUrls {
                 id: &id,
@@ -430,7 +433,14 @@ impl Federation {
             owner.as_ref(),
             repo.as_ref(),
             &self.0.settings.domain,
-        )
+        );
+        // the instance actor links the instance's capacity and grade for federated peers
+        if let (LocalObject::Instance { .. }, Some(url), Some(map)) =
+            (obj, &self.0.settings.load_limit_url, doc.as_object_mut())
+        {
+            map.insert("loadLimit".into(), Value::String(url.clone()));
+        }
+        doc
     }
 
     /// Whether the federation policy lets `domain` federate with us.

@@ -7,10 +7,11 @@ mod common;
 use std::time::Duration;
 
 use common::fixtures::{output_node, registry_repo_unit, FirmwareRepo};
+use common::graphql;
 use common::mqtt::{unit_token, MqttDevice};
 use common::{Backend, TestInstance};
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -163,6 +164,50 @@ async fn metered_with(backend: Backend, extra: &[(&str, &str)]) {
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, _) = inst.get("/metrics/load/units", None).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "no token, no load");
+    // the same over GraphQL (additive fields beside upstream's schema)
+    let got = graphql::gql(
+        &inst,
+        Some(&owner),
+        "query($u: UUID!) { getUnitLoad(uuid: $u) { topicCount messagesLastHour loadClass mps { hour } topics { topic messagesLastHour } } }",
+        json!({"u": unit_uuid}),
+    )
+    .await;
+    let l = &graphql::data(&got)["getUnitLoad"];
+    assert_eq!(l["topicCount"], 3, "{l}");
+    assert_eq!(l["messagesLastHour"], 10.0, "{l}");
+    assert_eq!(l["loadClass"], "Light", "{l}");
+    assert_eq!(l["topics"].as_array().unwrap().len(), 3, "{l}");
+    let got = graphql::gql(
+        &inst,
+        Some(&stranger),
+        "{ getLoadReport { activeUnits units { unitUuid } } }",
+        json!({}),
+    )
+    .await;
+    let r = &graphql::data(&got)["getLoadReport"];
+    assert_eq!(r["activeUnits"], 1, "{r}");
+    assert_eq!(r["units"], json!([]), "{r}");
+    let got = graphql::gql(
+        &inst,
+        Some(&stranger),
+        "query($u: UUID!) { getUnitLoad(uuid: $u) { topicCount } }",
+        json!({"u": unit_uuid}),
+    )
+    .await;
+    assert!(got.1.get("errors").is_some(), "a stranger: {}", got.1);
+    let got = graphql::gql(
+        &inst,
+        Some(&owner),
+        "query($u: UUID!) { getRepoLoad(uuid: $u) { unitCount mps { hour } } }",
+        json!({"u": repo_uuid}),
+    )
+    .await;
+    assert_eq!(
+        graphql::data(&got)["getRepoLoad"]["unitCount"],
+        1,
+        "{}",
+        got.1
+    );
     drop(device);
 
     // a clean stop writes this hour into the history, which outlives the meter

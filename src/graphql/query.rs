@@ -307,6 +307,27 @@ impl Query {
         Ok(instance(ctx).grade().await?.into())
     }
 
+    /// The caller's Units with traffic (an admin's: all), as REST's `GET /metrics/load/units`
+    /// (ours, beyond the contract).
+    async fn get_load_report(&self, ctx: &Context<'_>) -> Result<LoadReportType> {
+        Ok(instance(ctx).load_report(agent(ctx)?).await?.into())
+    }
+
+    /// One Unit's load with its topics (its creator or an admin).
+    async fn get_unit_load(&self, ctx: &Context<'_>, uuid: Uuid) -> Result<UnitLoadType> {
+        Ok(instance(ctx).unit_load(agent(ctx)?, uuid).await?.into())
+    }
+
+    /// A Repo's load: the average over its Units (its creator or an admin).
+    async fn get_repo_load(&self, ctx: &Context<'_>, uuid: Uuid) -> Result<GroupLoadType> {
+        Ok(instance(ctx).repo_load(agent(ctx)?, uuid).await?.into())
+    }
+
+    /// A user's load: the sum over their Units (the user or an admin).
+    async fn get_user_load(&self, ctx: &Context<'_>, uuid: Uuid) -> Result<GroupLoadType> {
+        Ok(instance(ctx).user_load(agent(ctx)?, uuid).await?.into())
+    }
+
     async fn get_base_metrics(&self, ctx: &Context<'_>) -> Result<BaseMetricsType> {
         Ok(instance(ctx).metrics(agent(ctx)?).await?.into())
     }

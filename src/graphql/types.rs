@@ -754,3 +754,110 @@ impl From<crate::service::grades::Grade> for GradeType {
         }
     }
 }
+
+/// Messages per second over the last minute and the last hour (ours, beyond the contract;
+/// SPEC §7): REST's `/metrics/load/...`.
+#[derive(SimpleObject)]
+pub struct MpsType {
+    pub minute: f64,
+    pub hour: f64,
+}
+
+impl From<crate::domain::load::Mps> for MpsType {
+    fn from(m: crate::domain::load::Mps) -> Self {
+        MpsType {
+            minute: m.minute,
+            hour: m.hour,
+        }
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct TopicLoadType {
+    pub topic: String,
+    pub mps: MpsType,
+    pub messages_last_minute: f64,
+    pub messages_last_hour: f64,
+}
+
+/// A Unit's load now: REST's `GET /metrics/load/units/{uuid}`.
+#[derive(SimpleObject)]
+pub struct UnitLoadType {
+    pub unit_uuid: Uuid,
+    pub unit_name: String,
+    pub repo_uuid: Uuid,
+    pub creator_uuid: Uuid,
+    pub topic_count: i32,
+    pub mps: MpsType,
+    pub mps_per_topic: MpsType,
+    pub messages_last_hour: f64,
+    /// Idle, Light, Moderate, Heavy or Extreme.
+    pub load_class: String,
+    pub topics: Option<Vec<TopicLoadType>>,
+}
+
+impl From<crate::service::load::UnitLoad> for UnitLoadType {
+    fn from(l: crate::service::load::UnitLoad) -> Self {
+        UnitLoadType {
+            unit_uuid: l.unit_uuid,
+            unit_name: l.unit_name,
+            repo_uuid: l.repo_uuid,
+            creator_uuid: l.creator_uuid,
+            topic_count: int(l.topic_count as i64),
+            mps: l.mps.into(),
+            mps_per_topic: l.mps_per_topic.into(),
+            messages_last_hour: l.messages_last_hour as f64,
+            load_class: format!("{:?}", l.load_class),
+            topics: l.topics.map(|ts| {
+                ts.into_iter()
+                    .map(|t| TopicLoadType {
+                        topic: t.topic,
+                        mps: t.mps.into(),
+                        messages_last_minute: t.messages_last_minute as f64,
+                        messages_last_hour: t.messages_last_hour as f64,
+                    })
+                    .collect()
+            }),
+        }
+    }
+}
+
+/// REST's `GET /metrics/load/units`.
+#[derive(SimpleObject)]
+pub struct LoadReportType {
+    pub instance_mps: MpsType,
+    pub active_units: i32,
+    pub metered_topics: i32,
+    pub units: Vec<UnitLoadType>,
+}
+
+impl From<crate::service::load::LoadReport> for LoadReportType {
+    fn from(r: crate::service::load::LoadReport) -> Self {
+        LoadReportType {
+            instance_mps: r.instance_mps.into(),
+            active_units: int(r.active_units as i64),
+            metered_topics: int(r.metered_topics as i64),
+            units: r.units.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+/// A Repo's (average) or a user's (sum) load: REST's `/metrics/load/{repos,users}/{uuid}`.
+#[derive(SimpleObject)]
+pub struct GroupLoadType {
+    pub uuid: Uuid,
+    pub unit_count: i32,
+    pub mps: MpsType,
+    pub units: Vec<UnitLoadType>,
+}
+
+impl From<crate::service::load::GroupLoad> for GroupLoadType {
+    fn from(g: crate::service::load::GroupLoad) -> Self {
+        GroupLoadType {
+            uuid: g.uuid,
+            unit_count: int(g.unit_count as i64),
+            mps: g.mps.into(),
+            units: g.units.into_iter().map(Into::into).collect(),
+        }
+    }
+}

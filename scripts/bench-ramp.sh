@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The capacity finder's figures for this machine (issue 18, part 6): a release `pepeunit serve`
+# (SQLite, embedded broker, a temporary data dir, a free loopback port), a user with 20 units
+# (made by a one-second `pepeunit load graphql` run), then `pepeunit load ramp` on REST and on
+# GraphQL with the default bounds (p99 100 ms, 1% errors; 5 s steps from 50/s, x1.5). Writes
+# target/ramp-{rest,graphql}.{json,html} and prints each ramp's table; the figures go into
+# BENCHMARKS.md. Everything it starts is stopped on exit. Loopback only. PU_BIN=path skips the
+# build.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+if [ -z "${PU_BIN:-}" ]; then
+    cargo build --release --quiet
+    PU_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/pepeunit"
+fi
+BIN="$PU_BIN"
+
+# shellcheck source=scripts/bench-instance.sh
+source "$ROOT/scripts/bench-instance.sh"
+
+echo "machine: $(nproc) cores, $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg); server and load generator share them"
+"$BIN" load graphql --url "http://127.0.0.1:$PORT" --token "$TOKEN" \
+    --firmware-url "http://127.0.0.1:$GIT_PORT/firmware.git" --units 20 \
+    --concurrency 4 --duration 1 --rate 10 >/dev/null
+for channel in rest graphql; do
+    echo "== $channel"
+    "$BIN" load ramp --url "http://127.0.0.1:$PORT" --token "$TOKEN" "--$channel" --quiet \
+        --json "$ROOT/target/ramp-$channel.json" --html "$ROOT/target/ramp-$channel.html"
+done

@@ -213,8 +213,10 @@ pub fn unix_now() -> u64 {
 impl Instance {
     /// Every Unit with traffic, its load and class (classes among all of the instance's
     /// Units with traffic).
-    async fn unit_loads(&self, now: u64) -> AppResult<Vec<UnitLoad>> {
-        let by_unit = self.load.by_unit(now);
+    async fn unit_loads(
+        &self,
+        by_unit: &HashMap<Uuid, Vec<TopicLoadReport>>,
+    ) -> AppResult<Vec<UnitLoad>> {
         let uuids: Vec<Uuid> = by_unit.keys().copied().collect();
         let rows = store::units::by_uuids(self.pool(), &uuids).await?;
         let mut loads: Vec<UnitLoad> = rows
@@ -247,7 +249,7 @@ impl Instance {
     /// `GET /metrics/load/units`: the caller's Units with traffic (an admin's: every Unit).
     pub async fn load_report(&self, agent: &Agent) -> AppResult<LoadReport> {
         let user = agent.user()?.uuid;
-        let loads = self.unit_loads(unix_now()).await?;
+        let loads = self.unit_loads(&self.load.by_unit(unix_now())).await?;
         let instance_mps = loads.iter().fold(Mps::default(), |a, l| a + l.mps);
         let active_units = loads.len();
         let units = loads
@@ -273,8 +275,9 @@ impl Instance {
             ));
         }
         let now = unix_now();
-        let mut topics = self.load.by_unit(now).remove(&uuid).unwrap_or_default();
-        let loads = self.unit_loads(now).await?;
+        let mut by_unit = self.load.by_unit(now);
+        let loads = self.unit_loads(&by_unit).await?;
+        let mut topics = by_unit.remove(&uuid).unwrap_or_default();
         let found = loads.into_iter().find(|l| l.unit_uuid == uuid);
         topics.sort_by(|a, b| b.mps.hour.total_cmp(&a.mps.hour));
         Ok(match found {
@@ -308,7 +311,7 @@ impl Instance {
             ));
         }
         let units = store::units::by_repo(self.pool(), uuid).await?;
-        let loads = self.unit_loads(unix_now()).await?;
+        let loads = self.unit_loads(&self.load.by_unit(unix_now())).await?;
         let of_repo: Vec<UnitLoad> = loads.into_iter().filter(|l| l.repo_uuid == uuid).collect();
         let sum = of_repo.iter().fold(Mps::default(), |a, l| a + l.mps);
         Ok(GroupLoad {
@@ -331,7 +334,7 @@ impl Instance {
             ));
         }
         let unit_count = store::units::count_by_creator(self.pool(), uuid).await? as usize;
-        let loads = self.unit_loads(unix_now()).await?;
+        let loads = self.unit_loads(&self.load.by_unit(unix_now())).await?;
         let units: Vec<UnitLoad> = loads
             .into_iter()
             .filter(|l| l.creator_uuid == uuid)

@@ -32,34 +32,9 @@ start_clickhouse() {
     [ -x "$bin" ] || { echo "needs $bin (apt-get install -y clickhouse-server)" >&2; exit 1; }
     CH_DIR="$(mktemp -d)"
     CH_PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-    cat >"$CH_DIR/config.xml" <<EOF
-<?xml version="1.0"?>
-<yandex>
-    <logger><level>warning</level><console>1</console></logger>
-    <listen_host>127.0.0.1</listen_host>
-    <http_port>$CH_PORT</http_port>
-    <path>$CH_DIR/data/</path>
-    <tmp_path>$CH_DIR/tmp/</tmp_path>
-    <users_config>$CH_DIR/users.xml</users_config>
-    <default_profile>default</default_profile>
-    <default_database>default</default_database>
-    <mark_cache_size>5368709</mark_cache_size>
-</yandex>
-EOF
-    cat >"$CH_DIR/users.xml" <<'EOF'
-<?xml version="1.0"?>
-<yandex>
-    <profiles><default></default></profiles>
-    <users><default><password></password><networks><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota></default></users>
-    <quotas><default></default></quotas>
-</yandex>
-EOF
-    (cd "$CH_DIR" && exec "$bin" --config-file="$CH_DIR/config.xml" >"$CH_DIR/out.log" 2>&1) &
-    CH_PID=$!
-    for _ in $(seq 200); do curl -fs "http://127.0.0.1:$CH_PORT/ping" >/dev/null 2>&1 && return; sleep 0.1; done
-    echo "ClickHouse did not start:" >&2
-    tail -20 "$CH_DIR/out.log" >&2
-    exit 1
+    # shellcheck source=scripts/clickhouse-temp.sh
+    source "$ROOT/scripts/clickhouse-temp.sh"
+    start_temp_clickhouse "$CH_DIR" "$CH_PORT" "$bin" || exit 1
 }
 
 row() {

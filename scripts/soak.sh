@@ -86,36 +86,12 @@ EOF
 
     CH_PORT="$(free_port)"
     CH="$EXTRA_DIR/clickhouse"
-    mkdir -p "$CH"
-    cat >"$CH/config.xml" <<EOF
-<?xml version="1.0"?>
-<yandex>
-    <logger><level>warning</level><console>1</console></logger>
-    <listen_host>127.0.0.1</listen_host>
-    <http_port>$CH_PORT</http_port>
-    <path>$CH/data/</path>
-    <tmp_path>$CH/tmp/</tmp_path>
-    <user_files_path>$CH/user_files/</user_files_path>
-    <format_schema_path>$CH/format_schemas/</format_schema_path>
-    <users_config>$CH/users.xml</users_config>
-    <default_profile>default</default_profile>
-    <default_database>default</default_database>
-    <mark_cache_size>5368709</mark_cache_size>
-    <max_concurrent_queries>100</max_concurrent_queries>
-</yandex>
-EOF
-    cat >"$CH/users.xml" <<'EOF'
-<?xml version="1.0"?>
-<yandex>
-    <profiles><default></default></profiles>
-    <users><default><password></password><networks><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota></default></users>
-    <quotas><default></default></quotas>
-</yandex>
-EOF
-    (cd "$CH" && exec "$CLICKHOUSE" --config-file="$CH/config.xml" >"$CH/out.log" 2>&1) &
-    EXTRA_PIDS+=($!)
-    for _ in $(seq 200); do curl -fs "http://127.0.0.1:$CH_PORT/ping" >/dev/null 2>&1 && break; sleep 0.1; done
-    curl -fs "http://127.0.0.1:$CH_PORT/ping" >/dev/null || { echo "ClickHouse did not start:" >&2; tail -20 "$CH/out.log" >&2; exit 1; }
+    # shellcheck source=scripts/clickhouse-temp.sh
+    source "$ROOT/scripts/clickhouse-temp.sh"
+    ch_ok=1
+    start_temp_clickhouse "$CH" "$CH_PORT" "$CLICKHOUSE" || ch_ok=0
+    EXTRA_PIDS+=("$CH_PID")
+    [ "$ch_ok" = 1 ] || exit 1
 
     PG_DB="pu_soak_$(python3 -c 'import uuid; print(uuid.uuid4().hex[:12])')"
     psql -q "$PG_ADMIN" -c "CREATE DATABASE $PG_DB" >/dev/null

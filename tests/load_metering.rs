@@ -133,6 +133,7 @@ async fn metered_with(backend: Backend, extra: &[(&str, &str)]) {
     assert_eq!(all["units"][0]["unit_uuid"], unit_uuid.as_str(), "{all}");
     assert!(all["metered_topics"].as_u64().unwrap() >= 3, "{all}");
     assert!(all["meter_memory_bytes"].as_u64().unwrap() > 0, "{all}");
+    assert_eq!(all["unmetered_messages"], 0, "{all}");
 
     // the Repo's average over its Units, the user's sum
     let (status, r) = inst

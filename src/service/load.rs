@@ -189,6 +189,8 @@ pub struct LoadReport {
     /// Topics metered now, and the meter's memory.
     pub metered_topics: usize,
     pub meter_memory_bytes: usize,
+    /// Messages not metered because the meter held its most topics already.
+    pub unmetered_messages: u64,
     pub units: Vec<UnitLoad>,
 }
 
@@ -261,6 +263,7 @@ impl Instance {
             active_units,
             metered_topics: self.load.topics(),
             meter_memory_bytes: self.load.memory_bytes(),
+            unmetered_messages: self.load.unmetered(),
             units,
         })
     }

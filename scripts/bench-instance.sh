@@ -1,7 +1,9 @@
 # Shared by the bench-*.sh scripts (sourced, with BIN set): serves a firmware repository over
 # loopback HTTP (git's dumb protocol), starts `$BIN serve` on a temporary data dir and a free
 # port (with the extra VAR=value settings of the array SERVE_ENV, if set), and registers a
-# user (the first one: the admin). Sets WORK, GIT_PORT, PORT, API, TOKEN and json(); everything
+# user (the first one: the admin). Throttling (SPEC §8) is off (PU_THROTTLE_RULES=off): the
+# benchmarks measure capacity, which the per-topic limits would cut; a SERVE_ENV entry
+# PU_THROTTLE_RULES=... overrides it. Sets WORK, GIT_PORT, PORT, API, TOKEN and json(); everything
 # it starts is stopped when the calling script exits (and a function extra_cleanup the caller
 # defined is called then too).
 
@@ -40,7 +42,7 @@ PIDS+=($!)
 
 PORT="$(free_port)"
 # the firmware repository is served on loopback: a trial setting, never for production
-env PU_ALLOW_LOCAL_NETWORK=true PU_DATA_DIR="$WORK/data" PU_HTTP_BIND="127.0.0.1:$PORT" PU_DOMAIN="localhost:$PORT" PU_LOG=warn \
+env PU_ALLOW_LOCAL_NETWORK=true PU_THROTTLE_RULES=off PU_DATA_DIR="$WORK/data" PU_HTTP_BIND="127.0.0.1:$PORT" PU_DOMAIN="localhost:$PORT" PU_LOG=warn \
     ${SERVE_ENV[@]+"${SERVE_ENV[@]}"} "$BIN" serve >"$WORK/serve.log" 2>&1 &
 PIDS+=($!)
 API="http://127.0.0.1:$PORT/pepeunit/api/v1"

@@ -2,8 +2,10 @@
 # The capacity finder's figures for this machine (issue 18, part 6): a release `pepeunit serve`
 # (SQLite, embedded broker, a temporary data dir, a free loopback port), a user with 20 units
 # (made by a one-second `pepeunit load graphql` run), then `pepeunit load ramp` on REST and on
-# GraphQL with the default bounds (p99 100 ms, 1% errors; 5 s steps from 50/s, x1.5). Writes
-# target/ramp-{rest,graphql}.{json,html} and prints each ramp's table; the figures go into
+# GraphQL with the default bounds (p99 100 ms, 1% errors; 5 s steps from 50/s, x1.5), and on
+# MQTT (QoS 1 values of one unit's Output node, PUBACK after the commit; throttling off, as
+# bench-instance.sh starts the instance). Writes target/ramp-{rest,graphql,mqtt}.{json,html}
+# and prints each ramp's table; the figures go into
 # BENCHMARKS.md. Everything it starts is stopped on exit. Loopback only. PU_BIN=path skips the
 # build.
 set -euo pipefail
@@ -28,3 +30,7 @@ for channel in rest graphql; do
     "$BIN" load ramp --url "http://127.0.0.1:$PORT" --token "$TOKEN" "--$channel" --quiet \
         --json "$ROOT/target/ramp-$channel.json" --html "$ROOT/target/ramp-$channel.html"
 done
+UNIT="$(curl -fs "$API/units?limit=1" -H "x-auth-token: $TOKEN" | json "['units'][0]['uuid']")"
+echo "== mqtt (unit $UNIT)"
+"$BIN" load ramp --url "http://127.0.0.1:$PORT" --token "$TOKEN" --mqtt --unit "$UNIT" --quiet \
+    --json "$ROOT/target/ramp-mqtt.json" --html "$ROOT/target/ramp-mqtt.html"

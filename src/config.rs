@@ -77,6 +77,9 @@ const KNOWN_KEYS: &[&str] = &[
     "PU_CLICKHOUSE_FLUSH_INTERVAL_MS",
     "PU_CRASH_ALERT_INTERVAL",
     "PU_METRICS_TOKEN",
+    "PU_THROTTLE_RULES",
+    "PU_THROTTLE_CLIENT_RATE",
+    "PU_LOAD_METERING",
     "PU_FF_DATAPIPE_ENABLE",
     "PU_FF_DATAPIPE_DEFAULT_LAST_VALUE_ENABLE",
 ];
@@ -193,6 +196,16 @@ pub struct Config {
     /// `PU_METRICS_TOKEN`: a bearer token accepted by `GET {prefix}/metrics` (Prometheus)
     /// besides an admin's `x-auth-token`.
     pub metrics_token: Option<String>,
+    /// `PU_THROTTLE_RULES`: per-topic limits, `PATTERN=RATE[:BURST],...` tried in order
+    /// (`crate::domain::throttle`; default [`crate::domain::throttle::DEFAULT_RULES`], `off`:
+    /// none). The admin may replace them over REST (`PUT /throttle`).
+    pub throttle_rules: crate::domain::throttle::Rules,
+    /// `PU_THROTTLE_CLIENT_RATE`: messages per second one MQTT connection may publish, applied
+    /// to EMQX's listener (`messages_rate`) by the broker-config worker; 0 leaves it unlimited.
+    pub throttle_client_rate: u32,
+    /// `PU_LOAD_METERING`: whether the shards meter messages per topic (SPEC §7); off, the load
+    /// reports and the hourly history stay empty (benchmarks compare the two).
+    pub load_metering: bool,
 }
 
 /// How the Telegram bot receives updates.
@@ -564,8 +577,24 @@ impl Config {
                 ));
             }
         }
+        let throttle_rules = match src.get("PU_THROTTLE_RULES").map(str::trim) {
+            None => crate::domain::throttle::Rules::defaults(),
+            Some("off") => crate::domain::throttle::Rules::default(),
+            Some(text) => crate::domain::throttle::Rules::parse(text)
+                .map_err(|e| invalid("PU_THROTTLE_RULES", e.to_string()))?,
+        };
+        let throttle_client_rate: u32 = src.parse("PU_THROTTLE_CLIENT_RATE", 100)?;
+        if throttle_client_rate > 1_000_000 {
+            return Err(invalid(
+                "PU_THROTTLE_CLIENT_RATE",
+                "must be between 0 (unlimited) and 1000000 messages per second",
+            ));
+        }
 
         let mut config = Config {
+            throttle_rules,
+            throttle_client_rate,
+            load_metering: src.parse("PU_LOAD_METERING", true)?,
             telegram_bot_token,
             telegram_api_url,
             telegram_mode,
@@ -913,6 +942,26 @@ mod tests {
         assert_eq!(a.crash_alert_interval_secs, 300);
         assert_eq!(a.metrics_token, None);
         assert!(a.database_url.starts_with("sqlite://"));
+        assert_eq!(a.throttle_rules, crate::domain::throttle::Rules::defaults());
+        assert_eq!(a.throttle_client_rate, 100);
+    }
+
+    #[test]
+    fn throttle_rules_are_read_and_off_means_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let with = |extra: &[(&str, &str)]| Config::from_vars(vars(dir.path(), extra)).unwrap();
+        assert!(with(&[("PU_THROTTLE_RULES", "off")])
+            .throttle_rules
+            .0
+            .is_empty());
+        let c = with(&[
+            ("PU_THROTTLE_RULES", "{domain}/+=2.5:7"),
+            ("PU_THROTTLE_CLIENT_RATE", "0"),
+        ]);
+        assert_eq!(c.throttle_rules.0.len(), 1);
+        assert_eq!(c.throttle_rules.0[0].limit.rate_milli, 2500);
+        assert_eq!(c.throttle_rules.0[0].limit.burst, 7);
+        assert_eq!(c.throttle_client_rate, 0);
     }
 
     #[test]
@@ -961,6 +1010,12 @@ mod tests {
             ("PU_CRASH_ALERT_INTERVAL", "5m"),
             ("PU_METRICS_TOKEN", "short"),
             ("PU_METRICS_TOKEN", "a token with spaces in it"),
+            ("PU_THROTTLE_RULES", "{domain}/+"),
+            ("PU_THROTTLE_RULES", "{domain}/+=fast"),
+            ("PU_THROTTLE_RULES", "{domain}/#/x=1"),
+            ("PU_THROTTLE_CLIENT_RATE", "-1"),
+            ("PU_THROTTLE_CLIENT_RATE", "1000001"),
+            ("PU_LOAD_METERING", "maybe"),
         ] {
             let err = Config::from_vars(vars(dir.path(), &[(key, value)])).unwrap_err();
             assert!(err.to_string().contains(key), "{key}: {err}");

@@ -75,6 +75,7 @@ fn listener_defaults() -> Value {
     json!({
         "id": "tcp:default", "type": "tcp", "bind": "0.0.0.0:1883", "enable": true,
         "acceptors": 16, "max_connections": "infinity", "max_conn_rate": "infinity",
+        "messages_rate": "infinity",
         "proxy_protocol": false, "zone": "default", "enable_authn": true,
         "tcp_options": {"active_n": 100, "backlog": 1024, "nodelay": true}
     })
@@ -480,6 +481,18 @@ async fn listener_put(
     if !(max.is_null() || max == "infinity" || max.as_u64().is_some_and(|n| n > 0)) {
         return bad("max_connections must be infinity or a positive integer");
     }
+    // EMQX 5.8 takes a rate as "N/s" (or another period), or "infinity"
+    let rate = &body["messages_rate"];
+    let rate_ok = rate.is_null()
+        || rate == "infinity"
+        || rate.as_str().is_some_and(|r| {
+            r.split_once('/').is_some_and(|(n, per)| {
+                n.parse::<u64>().is_ok_and(|n| n > 0) && matches!(per, "s" | "1s" | "m" | "1m")
+            })
+        });
+    if !rate_ok {
+        return bad("messages_rate must be infinity or a rate like 100/s");
+    }
     let mut s = f.state.lock().unwrap();
     let Some(slot) = s.listeners.get_mut(&id) else {
         return error(
@@ -803,6 +816,7 @@ fn settings(api_url: &str) -> EmqxSettings {
     let mut s = EmqxSettings::new(api_url, KEY, SECRET, "http://backend:5291/pepeunit/api/v1");
     s.max_connections = Some(5000);
     s.max_packet_size = Some(256 * 1024);
+    s.messages_rate = Some(100);
     s
 }
 
@@ -859,6 +873,8 @@ fn assert_configured(emqx: &FakeEmqx) {
     assert_eq!(s.settings["cache"]["ttl"], "1m");
 
     assert_eq!(s.listeners["tcp:default"]["max_connections"], 5000);
+    // the per-client limit EMQX can express (SPEC §8); per-topic limits stay with the shards
+    assert_eq!(s.listeners["tcp:default"]["messages_rate"], "100/s");
     assert_eq!(s.zone["mqtt"]["max_packet_size"], "256KB");
 }
 
@@ -887,6 +903,7 @@ async fn first_apply_configures_a_fresh_emqx_and_the_second_changes_nothing() {
             "authorization settings: updated no_match, cache.max_size",
             "authentication password_based:http: created",
             "listener tcp:default max_connections: set to 5000",
+            "listener tcp:default messages_rate: set to 100/s",
             "mqtt max_packet_size: set to 262144 bytes",
         ],
         "{report}"
@@ -909,7 +926,7 @@ async fn first_apply_configures_a_fresh_emqx_and_the_second_changes_nothing() {
     let again = admin.apply().await.unwrap();
     assert!(again.is_unchanged(), "{again}");
     assert_eq!(emqx.writes(), writes, "an idempotent apply writes nothing");
-    assert_eq!(again.unchanged.len(), 6, "{again}");
+    assert_eq!(again.unchanged.len(), 7, "{again}");
 }
 
 #[tokio::test]
@@ -934,6 +951,7 @@ async fn drift_is_corrected() {
         s.settings["cache"]["ttl"] = json!("30m");
         s.authenticators[0]["enable"] = json!(false);
         s.listeners.get_mut("tcp:default").unwrap()["max_connections"] = json!("infinity");
+        s.listeners.get_mut("tcp:default").unwrap()["messages_rate"] = json!("1000/s");
         s.zone["mqtt"]["max_packet_size"] = json!("1MB");
     }
     let report = admin.apply().await.unwrap();
@@ -946,6 +964,7 @@ async fn drift_is_corrected() {
             "authorization settings: updated no_match, cache.ttl",
             "authentication password_based:http: updated enable",
             "listener tcp:default max_connections: set to 5000",
+            "listener tcp:default messages_rate: set to 100/s",
             "mqtt max_packet_size: set to 262144 bytes",
         ],
         "{report}"
@@ -957,6 +976,7 @@ async fn drift_is_corrected() {
     // equal values written differently are not drift
     emqx.state().settings["cache"]["ttl"] = json!("60s");
     emqx.state().zone["mqtt"]["max_packet_size"] = json!(262144);
+    emqx.state().listeners.get_mut("tcp:default").unwrap()["messages_rate"] = json!("100/1s");
     assert!(admin.apply().await.unwrap().is_unchanged());
 }
 

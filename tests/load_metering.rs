@@ -13,25 +13,14 @@ use common::{Backend, TestInstance};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-const WAIT: Duration = Duration::from_secs(10);
-
-/// Polls `path` until `done` holds.
+/// Polls `path` (with `token`) until `done` holds.
 async fn until(
     inst: &TestInstance,
     token: &str,
     path: &str,
     done: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let (status, body) = inst.get(path, Some(token)).await;
-        assert_eq!(status, StatusCode::OK, "{path}: {body}");
-        if done(&body) {
-            return body;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{path}: {body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    inst.get_until(path, Some(token), done).await
 }
 
 fn topic_count(body: &Value, suffix: &str) -> u64 {

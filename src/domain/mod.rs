@@ -7,6 +7,7 @@ use utoipa::ToSchema;
 
 pub mod load;
 pub mod payload;
+pub mod throttle;
 pub mod topic;
 
 pub use topic::{is_valid_topic_name, parse_topic_uuid, Topic};

@@ -778,6 +778,9 @@ pub struct TopicLoadType {
     pub mps: MpsType,
     pub messages_last_minute: f64,
     pub messages_last_hour: f64,
+    /// Messages the throttle dropped on this topic, in the same windows.
+    pub throttled_last_minute: f64,
+    pub throttled_last_hour: f64,
 }
 
 /// A Unit's load now: REST's `GET /metrics/load/units/{uuid}`.
@@ -791,6 +794,8 @@ pub struct UnitLoadType {
     pub mps: MpsType,
     pub mps_per_topic: MpsType,
     pub messages_last_hour: f64,
+    /// Messages the throttle dropped over its topics in the last hour.
+    pub throttled_last_hour: f64,
     /// Idle, Light, Moderate, Heavy or Extreme.
     pub load_class: String,
     pub topics: Option<Vec<TopicLoadType>>,
@@ -807,6 +812,7 @@ impl From<crate::service::load::UnitLoad> for UnitLoadType {
             mps: l.mps.into(),
             mps_per_topic: l.mps_per_topic.into(),
             messages_last_hour: l.messages_last_hour as f64,
+            throttled_last_hour: l.throttled_last_hour as f64,
             load_class: format!("{:?}", l.load_class),
             topics: l.topics.map(|ts| {
                 ts.into_iter()
@@ -815,6 +821,8 @@ impl From<crate::service::load::UnitLoad> for UnitLoadType {
                         mps: t.mps.into(),
                         messages_last_minute: t.messages_last_minute as f64,
                         messages_last_hour: t.messages_last_hour as f64,
+                        throttled_last_minute: t.throttled_last_minute as f64,
+                        throttled_last_hour: t.throttled_last_hour as f64,
                     })
                     .collect()
             }),

@@ -34,6 +34,38 @@ impl FromRequestParts<Instance> for Caller {
     }
 }
 
+/// Who reads metrics or load: `Authorization: Bearer <scraper token>` (403 when it is not a
+/// live one), else the agent behind `x-auth-token`.
+pub struct Reading(pub crate::service::scrapers::Reader);
+
+impl FromRequestParts<Instance> for Reading {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Instance,
+    ) -> Result<Self, Self::Rejection> {
+        let header = |name: &str| -> AppResult<Option<&str>> {
+            match parts.headers.get(name) {
+                None => Ok(None),
+                Some(v) => v
+                    .to_str()
+                    .map(Some)
+                    .map_err(|_| AppError::no_access("Token is invalid")),
+            }
+        };
+        let bearer = match header("authorization")? {
+            None => None,
+            Some(v) => Some(v.strip_prefix("Bearer ").ok_or_else(|| {
+                AppError::no_access("Authorization must be Bearer <scraper token>")
+            })?),
+        };
+        Ok(Reading(
+            state.reader(bearer, header("x-auth-token")?).await?,
+        ))
+    }
+}
+
 /// A JSON body.
 pub struct Json<T>(pub T);
 

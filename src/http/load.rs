@@ -4,7 +4,7 @@
 use axum::extract::State;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::extract::{Caller, PathUuid};
+use super::extract::{PathUuid, Reading};
 use crate::error::AppResult;
 use crate::service::load::{GroupLoad, LoadHistory, LoadReport, UnitLoad};
 use crate::service::Instance;
@@ -43,14 +43,14 @@ fn time_param(name: &str, v: Option<&str>) -> AppResult<Option<chrono::NaiveDate
 #[utoipa::path(get, path = "/metrics/load/units/{uuid}/history", tag = "metrics", params(("uuid" = Uuid, Path), HistoryRange), responses((status = 200, body = LoadHistory)))]
 async fn unit_load_history(
     State(instance): State<Instance>,
-    Caller(agent): Caller,
+    Reading(reader): Reading,
     PathUuid(uuid): PathUuid,
     axum::extract::Query(range): axum::extract::Query<HistoryRange>,
 ) -> AppResult<axum::Json<LoadHistory>> {
     let from = time_param("from", range.from.as_deref())?;
     let to = time_param("to", range.to.as_deref())?;
     Ok(axum::Json(
-        instance.unit_load_history(&agent, uuid, from, to).await?,
+        instance.unit_load_history(&reader, uuid, from, to).await?,
     ))
 }
 
@@ -59,37 +59,37 @@ async fn unit_load_history(
 #[utoipa::path(get, path = "/metrics/load/units", tag = "metrics", responses((status = 200, body = LoadReport)))]
 async fn units_load(
     State(instance): State<Instance>,
-    Caller(agent): Caller,
+    Reading(reader): Reading,
 ) -> AppResult<axum::Json<LoadReport>> {
-    Ok(axum::Json(instance.load_report(&agent).await?))
+    Ok(axum::Json(instance.load_report(&reader).await?))
 }
 
 /// One Unit's load with its topics (its creator or an admin).
 #[utoipa::path(get, path = "/metrics/load/units/{uuid}", tag = "metrics", params(("uuid" = Uuid, Path)), responses((status = 200, body = UnitLoad)))]
 async fn unit_load(
     State(instance): State<Instance>,
-    Caller(agent): Caller,
+    Reading(reader): Reading,
     PathUuid(uuid): PathUuid,
 ) -> AppResult<axum::Json<UnitLoad>> {
-    Ok(axum::Json(instance.unit_load(&agent, uuid).await?))
+    Ok(axum::Json(instance.unit_load(&reader, uuid).await?))
 }
 
 /// A Repo's load: the average over its Units (its creator or an admin).
 #[utoipa::path(get, path = "/metrics/load/repos/{uuid}", tag = "metrics", params(("uuid" = Uuid, Path)), responses((status = 200, body = GroupLoad)))]
 async fn repo_load(
     State(instance): State<Instance>,
-    Caller(agent): Caller,
+    Reading(reader): Reading,
     PathUuid(uuid): PathUuid,
 ) -> AppResult<axum::Json<GroupLoad>> {
-    Ok(axum::Json(instance.repo_load(&agent, uuid).await?))
+    Ok(axum::Json(instance.repo_load(&reader, uuid).await?))
 }
 
 /// A user's load: the sum over their Units (the user or an admin).
 #[utoipa::path(get, path = "/metrics/load/users/{uuid}", tag = "metrics", params(("uuid" = Uuid, Path)), responses((status = 200, body = GroupLoad)))]
 async fn user_load(
     State(instance): State<Instance>,
-    Caller(agent): Caller,
+    Reading(reader): Reading,
     PathUuid(uuid): PathUuid,
 ) -> AppResult<axum::Json<GroupLoad>> {
-    Ok(axum::Json(instance.user_load(&agent, uuid).await?))
+    Ok(axum::Json(instance.user_load(&reader, uuid).await?))
 }

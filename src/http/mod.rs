@@ -13,6 +13,8 @@ mod node;
 mod permission;
 mod repos;
 mod repository_registry;
+mod scrapers;
+mod throttle;
 mod transfer;
 mod unit_nodes;
 mod units;
@@ -77,6 +79,8 @@ pub fn api() -> (Router<Instance>, OpenApiDoc) {
         .merge(load::router())
         .merge(node::router())
         .merge(grades::router())
+        .merge(throttle::router())
+        .merge(scrapers::router())
         .routes(routes!(metrics))
         .routes(routes!(mqtt_metrics))
         .split_for_parts()
@@ -229,13 +233,13 @@ async fn metrics(
     Ok(Json(instance.metrics(&agent).await?))
 }
 
-/// Admin: the MQTT core's state (connection, shard queues, counters).
+/// Admins and scrapers: the MQTT core's state (connection, shard queues, counters).
 #[utoipa::path(get, path = "/metrics/mqtt", tag = "metrics", responses((status = 200, body = crate::observe::mqtt::MqttReport)))]
 async fn mqtt_metrics(
     State(instance): State<Instance>,
-    Caller(agent): Caller,
+    extract::Reading(reader): extract::Reading,
 ) -> crate::error::AppResult<Json<crate::observe::mqtt::MqttReport>> {
-    agent.require_admin()?;
+    reader.require_admin_or_scraper()?;
     Ok(Json(instance.mqtt_report()))
 }
 

@@ -2,14 +2,14 @@
 //! `GET {PU_APP_PREFIX}/metrics`, outside the API prefix where upstream serves it.
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::extract::{Caller, Query};
+use super::extract::{Query, Reading};
 use crate::error::{AppError, AppResult};
 use crate::observe::{prometheus, NodeReport};
 use crate::service::Instance;
@@ -33,7 +33,7 @@ pub struct NodeQuery {
 #[utoipa::path(get, path = "/metrics/node", tag = "metrics", params(NodeQuery), responses((status = 200, body = NodeReport), (status = 403)))]
 async fn node_metrics(
     State(instance): State<Instance>,
-    Caller(agent): Caller,
+    Reading(reader): Reading,
     Query(q): Query<NodeQuery>,
 ) -> AppResult<Json<NodeReport>> {
     let ascending = match q.order.as_deref() {
@@ -48,25 +48,18 @@ async fn node_metrics(
         }
     };
     Ok(Json(instance.node_report(
-        &agent,
+        &reader,
         ascending,
         q.limit.unwrap_or(0),
     )?))
 }
 
-/// Prometheus text exposition: `Authorization: Bearer <PU_METRICS_TOKEN>` or an admin's
-/// `x-auth-token`.
+/// Prometheus text exposition: `Authorization: Bearer <scraper token>` (or
+/// `PU_METRICS_TOKEN`) or an admin's `x-auth-token`.
 pub async fn prometheus_metrics(
     State(instance): State<Instance>,
-    headers: HeaderMap,
+    Reading(reader): Reading,
 ) -> AppResult<Response> {
-    let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
-    let bearer = text(header::AUTHORIZATION).and_then(|v| v.strip_prefix("Bearer "));
-    let body = instance
-        .prometheus_text(
-            bearer,
-            text(header::HeaderName::from_static("x-auth-token")),
-        )
-        .await?;
+    let body = instance.prometheus_text(&reader)?;
     Ok(([(header::CONTENT_TYPE, prometheus::CONTENT_TYPE)], body).into_response())
 }

@@ -67,7 +67,20 @@ pub struct MqttLoad {
     /// at the end) instead of the temporary SQLite database.
     #[arg(long)]
     pub clickhouse_url: Option<String>,
+    /// Per-topic throttling (SPEC §8): `off` (default: the benchmark measures capacity), or
+    /// `pass`: the default rules' patterns with limits no run reaches, so every message pays
+    /// the lookup and the bucket but none is dropped (the cost of throttling).
+    #[arg(long, default_value = "off")]
+    pub throttle: String,
+    /// Load metering (SPEC §7): `on` (default, as an instance runs) or `off`.
+    #[arg(long, default_value = "on")]
+    pub metering: String,
 }
+
+/// The default rules' patterns with limits no benchmark reaches (`--throttle pass`).
+const PASS_RULES: &str = "{domain}/output_base_topic/+/log/pepeunit=1000000:1000000,\
+{domain}/+/+/+/pepeunit=1000000:1000000,{domain}/+/pepeunit=1000000:1000000,\
+{domain}/+=1000000:1000000";
 
 pub async fn run_mqtt(args: MqttLoad) -> anyhow::Result<()> {
     if !(1..=300).contains(&args.duration) {
@@ -88,6 +101,16 @@ pub async fn run_mqtt(args: MqttLoad) -> anyhow::Result<()> {
     if !(1..=2000).contains(&args.units) {
         anyhow::bail!("--units must be between 1 and 2000");
     }
+    let throttle_rules = match args.throttle.as_str() {
+        "off" => "off",
+        "pass" => PASS_RULES,
+        _ => anyhow::bail!("--throttle takes off or pass"),
+    };
+    let metering = match args.metering.as_str() {
+        "on" => "true",
+        "off" => "false",
+        _ => anyhow::bail!("--metering takes on or off"),
+    };
     let kinds: Vec<&str> = args.topics.split(',').map(str::trim).collect();
     if kinds.is_empty() || kinds.iter().any(|k| !["state", "log", "node"].contains(k)) {
         anyhow::bail!("--topics takes state, log and node");
@@ -108,6 +131,8 @@ pub async fn run_mqtt(args: MqttLoad) -> anyhow::Result<()> {
         ("PU_HTTP_BIND".into(), "127.0.0.1:0".into()),
         ("PU_MQTT_BIND".into(), format!("127.0.0.1:{port}")),
         ("PU_REGISTRY_SYNC_INTERVAL".into(), "86400".into()),
+        ("PU_THROTTLE_RULES".into(), throttle_rules.into()),
+        ("PU_LOAD_METERING".into(), metering.into()),
     ];
     if let Some(n) = args.shards {
         vars.push(("PU_MQTT_SHARDS".into(), n.to_string()));
@@ -541,6 +566,11 @@ async fn measure(
             "batches": c.batches,
             "batch_errors": c.batch_errors,
             "nodes_per_unit": args.nodes_per_unit,
+            "throttle": args.throttle,
+            "metering": args.metering,
+            "throttled": c.throttled,
+            "throttle_topics": instance.throttle.topics(),
+            "metered_topics": instance.load.topics(),
             "pipes": args.pipes,
             "pipe_values_accepted_per_s": rate(pipes1.0 - pipes0.0).round(),
             "pipe_values_dropped": c.pipe_values_dropped,

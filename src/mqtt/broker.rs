@@ -45,6 +45,8 @@ use super::core::{self as shards, Dispatcher, Message};
 use crate::config::Config;
 use crate::observe::mqtt::MqttStats;
 use crate::service::broker_access::{BrokerAction, BrokerDecision};
+use crate::service::load::unix_now;
+use crate::service::throttle::{Subject, Verdict};
 use crate::service::Instance;
 
 const ACL_TTL: Duration = Duration::from_secs(5);
@@ -58,6 +60,10 @@ const ACL_MAX_CACHED_TOPIC: usize = 512;
 
 type AclKey = (String, String, BrokerAction);
 
+/// How long who a username publishes as (for throttling) is kept, and how many are kept.
+const SUBJECT_TTL: Duration = Duration::from_secs(60);
+const SUBJECT_LIMIT: usize = 100_000;
+
 struct Hooks {
     instance: Instance,
     stats: Arc<MqttStats>,
@@ -66,6 +72,8 @@ struct Hooks {
     /// dispatcher is gone), after which publishes on core topics are refused.
     ingest: std::sync::RwLock<Option<Dispatcher>>,
     domain: String,
+    /// Who each username publishes as, for throttling (`None`: not throttled).
+    subjects: Mutex<HashMap<String, (Instant, Option<Subject>)>>,
 }
 
 /// What became of a message handed to the shards.
@@ -94,6 +102,7 @@ impl Hooks {
         for slot in &self.acl {
             slot.lock().unwrap().clear();
         }
+        self.subjects.lock().unwrap().clear();
     }
 
     /// Whether the client's last will (if any) names a topic `token` may publish to.
@@ -106,6 +115,49 @@ impl Hooks {
             rmqtt::types::LastWill::V5(w) => &w.topic,
         };
         self.allowed(token, topic, BrokerAction::Publish).await
+    }
+
+    /// Whether a device's message passes its topic's limit (SPEC §8); a dropped one is
+    /// counted for its Unit's owner to see.
+    async fn throttle_passes(&self, username: &str, topic: &str) -> bool {
+        let throttle = &self.instance.throttle;
+        if !throttle.active() {
+            return true;
+        }
+        let verdict = match throttle.take(topic, None) {
+            Verdict::NeedSubject => match self.subject(username).await {
+                Some(subject) => throttle.take(topic, Some(subject)),
+                None => Verdict::Pass,
+            },
+            v => v,
+        };
+        match verdict {
+            Verdict::Drop(unit) => {
+                self.stats.add(&self.stats.counters.throttled, 1);
+                self.instance.load.record_dropped(topic, unit, unix_now());
+                false
+            }
+            _ => true,
+        }
+    }
+
+    /// Who a username publishes as (a Unit and its user), kept for [`SUBJECT_TTL`].
+    async fn subject(&self, username: &str) -> Option<Subject> {
+        if let Some((at, s)) = self.subjects.lock().unwrap().get(username) {
+            if at.elapsed() < SUBJECT_TTL {
+                return *s;
+            }
+        }
+        let s = self.instance.throttle_subject(username).await;
+        let mut subjects = self.subjects.lock().unwrap();
+        if subjects.len() >= SUBJECT_LIMIT {
+            subjects.retain(|_, (at, _)| at.elapsed() < SUBJECT_TTL);
+            if subjects.len() >= SUBJECT_LIMIT {
+                subjects.clear();
+            }
+        }
+        subjects.insert(username.to_string(), (Instant::now(), s));
+        s
     }
 
     /// Hands a publish on a core topic to its shard and, for QoS 1 and 2, waits until the
@@ -241,7 +293,15 @@ impl Handler for Hooks {
                         .allowed(user, &publish.topic, BrokerAction::Publish)
                         .await
                 {
-                    let result = if self.ingest(publish).await == Ingested::Failed {
+                    let result = if !self.throttle_passes(user, &publish.topic).await {
+                        // dropped before anyone gets it; no disconnect, so the device goes on
+                        // (MQTT 5: PUBACK 0x97 Quota exceeded; 3.1.1: a plain PUBACK)
+                        PublishAclResult(rmqtt::types::PublishResult::reason_code(
+                            rmqtt::codec::v5::PublishAckReason::QuotaExceeded,
+                            Some("message rate of this topic exceeded".into()),
+                            false,
+                        ))
+                    } else if self.ingest(publish).await == Ingested::Failed {
                         // no PUBACK: the device sends it again after reconnecting
                         PublishAclResult::rejected(true, None)
                     } else {
@@ -375,6 +435,7 @@ impl EmbeddedBroker {
             stats,
             acl: (0..ACL_SLOTS).map(|_| Mutex::default()).collect(),
             ingest: std::sync::RwLock::new(Some(dispatcher)),
+            subjects: Mutex::default(),
         });
         for t in [
             Type::ClientAuthenticate,

@@ -596,6 +596,13 @@ impl Shard {
         let stats = Arc::clone(&self.stats);
         let c = &stats.counters;
         let route = route(&self.domain, &msg.topic);
+        if let Route::State(unit) | Route::Log(unit) = route {
+            if self.ingest.shards_throttle() && !self.ingest.throttle_passes(&msg.topic, unit).await
+            {
+                stats.add(&c.throttled, 1);
+                return;
+            }
+        }
         let entry = match route {
             Route::Ignore(why) => {
                 tracing::trace!(topic = %msg.topic, why, "message ignored");
@@ -741,6 +748,10 @@ impl Shard {
             stats.add(&c.invalid, 1);
             return;
         };
+        if self.ingest.shards_throttle() && !self.ingest.throttle_passes(&msg.topic, unit).await {
+            stats.add(&c.throttled, 1);
+            return;
+        }
         self.ingest.load().record(&msg.topic, unit, unix_now(), 1);
         if let Some(p) = self.pipelines.get_mut(&node) {
             let mut out = Vec::new();

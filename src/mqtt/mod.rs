@@ -239,6 +239,7 @@ fn start_emqx_worker(instance: &Instance) -> anyhow::Result<EmqxWorker> {
     );
     settings.max_connections = c.mqtt_max_connections;
     settings.max_packet_size = c.mqtt_max_packet_size;
+    settings.messages_rate = Some(c.throttle_client_rate);
     settings.alerts_rule = instance.alerts.emqx_rule_flag();
     if instance.alerts.is_enabled() {
         settings.alerts = Some(emqx::EmqxAlerts {

@@ -45,6 +45,9 @@ counters! {
     states_stored,
     /// `state` messages dropped by the `PU_STATE_SEND_INTERVAL` throttle.
     states_throttled,
+    /// Messages over their topic's limit (`PU_THROTTLE_RULES`, SPEC §8), dropped where they
+    /// entered: the embedded broker's publish hook, or the shards with an external broker.
+    throttled,
     /// Log lines stored.
     logs_stored,
     /// Writes of log lines to the log store (one transaction, or one ClickHouse INSERT).

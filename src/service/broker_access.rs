@@ -242,7 +242,7 @@ impl Instance {
     }
 
     /// The bridge uuid of a Bridge credential signed by this instance.
-    fn bridge_claim(&self, token: &str) -> Option<Uuid> {
+    pub(super) fn bridge_claim(&self, token: &str) -> Option<Uuid> {
         let claims = self
             .tokens
             .decode(token, chrono::Utc::now().timestamp())

@@ -237,6 +237,36 @@ impl Ingest {
         &self.instance.load
     }
 
+    /// Whether the shards throttle (SPEC §8): with an external broker, when a limit exists.
+    /// The embedded broker throttles in its publish hook, before a message is routed.
+    pub fn shards_throttle(&self) -> bool {
+        self.instance.config.mqtt_mode == crate::config::MqttMode::External
+            && self.instance.throttle.active()
+    }
+
+    /// Whether a message on `topic` of `unit` passes its limit; a dropped one is counted for
+    /// the Unit's owner. A Unit that cannot be read now is not throttled.
+    pub async fn throttle_passes(&self, topic: &str, unit: Uuid) -> bool {
+        use super::throttle::Verdict;
+        let throttle = &self.instance.throttle;
+        let verdict = match throttle.take(topic, None) {
+            Verdict::NeedSubject => match self.instance.throttle_subject_of_unit(unit).await {
+                Ok(Some(subject)) => throttle.take(topic, Some(subject)),
+                _ => Verdict::Pass,
+            },
+            v => v,
+        };
+        match verdict {
+            Verdict::Drop(unit) => {
+                self.instance
+                    .load
+                    .record_dropped(topic, unit, super::load::unix_now());
+                false
+            }
+            _ => true,
+        }
+    }
+
     /// Saves running pipelines' open state (a clean stop); read back at the next start.
     pub async fn save_pipe_snapshots(&self, snapshots: &[(Uuid, String)]) -> AppResult<()> {
         if snapshots.is_empty() {

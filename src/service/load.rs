@@ -18,7 +18,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{Agent, Instance};
+use super::scrapers::Viewer;
+use super::Instance;
 use crate::domain::load::{classify, LoadClass, Mps, Rates};
 use crate::error::{AppError, AppResult};
 use crate::store;
@@ -33,6 +34,14 @@ struct TopicLoad {
     rates: Rates,
     /// Messages since the hourly job last took them (the history).
     hour_messages: u64,
+    /// Messages the throttle dropped (boxed: most topics never have any).
+    dropped: Option<Box<Rates>>,
+}
+
+impl TopicLoad {
+    fn idle(&self, now: u64) -> bool {
+        self.rates.idle(now) && self.dropped.as_ref().is_none_or(|d| d.idle(now))
+    }
 }
 
 /// The instance's load meter (one per instance, shared by the shards and the reports).
@@ -42,6 +51,8 @@ pub struct LoadMeter {
     /// Topics held (kept beside the maps: a shard inserting holds one stripe's lock).
     topics: AtomicUsize,
     unmetered: AtomicU64,
+    /// `PU_LOAD_METERING`: off, nothing is recorded.
+    enabled: std::sync::atomic::AtomicBool,
 }
 
 impl Default for LoadMeter {
@@ -51,6 +62,7 @@ impl Default for LoadMeter {
             hasher: RandomState::new(),
             topics: AtomicUsize::new(0),
             unmetered: AtomicU64::new(0),
+            enabled: std::sync::atomic::AtomicBool::new(true),
         }
     }
 }
@@ -63,6 +75,9 @@ pub struct TopicLoadReport {
     /// Messages in the windows the rates are over.
     pub messages_last_minute: u64,
     pub messages_last_hour: u64,
+    /// Messages the throttle dropped on this topic (SPEC §8), in the same windows.
+    pub throttled_last_minute: u64,
+    pub throttled_last_hour: u64,
 }
 
 impl LoadMeter {
@@ -72,6 +87,31 @@ impl LoadMeter {
 
     /// `n` messages on `topic` of `unit` at `now` (seconds since the epoch).
     pub fn record(&self, topic: &str, unit: Uuid, now: u64, n: u32) {
+        self.with_entry(topic, unit, n, |entry| {
+            entry.rates.record(now, n);
+            entry.hour_messages += u64::from(n);
+        });
+    }
+
+    /// A message on `topic` of `unit` dropped by the throttle at `now`.
+    pub fn record_dropped(&self, topic: &str, unit: Uuid, now: u64) {
+        self.with_entry(topic, unit, 1, |entry| {
+            entry
+                .dropped
+                .get_or_insert_with(Box::default)
+                .record(now, 1);
+        });
+    }
+
+    /// Switches recording on or off (`PU_LOAD_METERING`).
+    pub fn set_enabled(&self, on: bool) {
+        self.enabled.store(on, Relaxed);
+    }
+
+    fn with_entry(&self, topic: &str, unit: Uuid, n: u32, f: impl FnOnce(&mut TopicLoad)) {
+        if !self.enabled.load(Relaxed) {
+            return;
+        }
         let mut stripe = self.stripe(topic).lock().unwrap_or_else(|e| e.into_inner());
         let entry = match stripe.get_mut(topic) {
             Some(e) => e,
@@ -85,12 +125,12 @@ impl LoadMeter {
                     unit,
                     rates: Rates::default(),
                     hour_messages: 0,
+                    dropped: None,
                 })
             }
         };
         entry.unit = unit;
-        entry.rates.record(now, n);
-        entry.hour_messages += u64::from(n);
+        f(entry);
     }
 
     /// Topics metered now.
@@ -121,13 +161,17 @@ impl LoadMeter {
         let mut out: HashMap<Uuid, Vec<TopicLoadReport>> = HashMap::new();
         for stripe in &self.stripes {
             let stripe = stripe.lock().unwrap_or_else(|e| e.into_inner());
-            for (topic, t) in stripe.iter().filter(|(_, t)| !t.rates.idle(now)) {
+            for (topic, t) in stripe.iter().filter(|(_, t)| !t.idle(now)) {
                 let (minute, hour) = t.rates.counts(now);
+                let (throttled_minute, throttled_hour) =
+                    t.dropped.as_ref().map_or((0, 0), |d| d.counts(now));
                 out.entry(t.unit).or_default().push(TopicLoadReport {
                     topic: topic.to_string(),
                     mps: t.rates.per_second(now),
                     messages_last_minute: minute,
                     messages_last_hour: hour,
+                    throttled_last_minute: throttled_minute,
+                    throttled_last_hour: throttled_hour,
                 });
             }
         }
@@ -149,7 +193,7 @@ impl LoadMeter {
                 }
             }
             let before = stripe.len();
-            stripe.retain(|_, t| !t.rates.idle(now));
+            stripe.retain(|_, t| !t.idle(now));
             self.topics.fetch_sub(before - stripe.len(), Relaxed);
             stripe.shrink_to_fit();
         }
@@ -172,6 +216,8 @@ pub struct UnitLoad {
     pub mps_per_topic: Mps,
     /// Messages over its topics in the last hour.
     pub messages_last_hour: u64,
+    /// Messages the throttle dropped over its topics in the last hour (SPEC §8).
+    pub throttled_last_hour: u64,
     /// Its place among the instance's Units, by the 1-hour rate.
     pub load_class: LoadClass,
     /// The topics themselves (in the report of one Unit only).
@@ -235,6 +281,7 @@ impl Instance {
                     mps,
                     mps_per_topic: mps.average(topics.len()),
                     messages_last_hour: topics.iter().map(|t| t.messages_last_hour).sum(),
+                    throttled_last_hour: topics.iter().map(|t| t.throttled_last_hour).sum(),
                     load_class: LoadClass::Idle,
                     topics: None,
                 })
@@ -249,14 +296,14 @@ impl Instance {
     }
 
     /// `GET /metrics/load/units`: the caller's Units with traffic (an admin's: every Unit).
-    pub async fn load_report(&self, agent: &Agent) -> AppResult<LoadReport> {
-        let user = agent.user()?.uuid;
+    pub async fn load_report(&self, viewer: impl Into<Viewer<'_>>) -> AppResult<LoadReport> {
+        let scope = viewer.into().scope()?;
         let loads = self.unit_loads(&self.load.by_unit(unix_now())).await?;
         let instance_mps = loads.iter().fold(Mps::default(), |a, l| a + l.mps);
         let active_units = loads.len();
         let units = loads
             .into_iter()
-            .filter(|l| agent.is_admin() || l.creator_uuid == user)
+            .filter(|l| scope.sees(l.creator_uuid))
             .collect();
         Ok(LoadReport {
             instance_mps,
@@ -269,10 +316,14 @@ impl Instance {
     }
 
     /// `GET /metrics/load/units/{uuid}`: one Unit with its topics (its creator or an admin).
-    pub async fn unit_load(&self, agent: &Agent, uuid: Uuid) -> AppResult<UnitLoad> {
-        let user = agent.user()?.uuid;
+    pub async fn unit_load(
+        &self,
+        viewer: impl Into<Viewer<'_>>,
+        uuid: Uuid,
+    ) -> AppResult<UnitLoad> {
+        let scope = viewer.into().scope()?;
         let unit = self.unit(uuid).await?;
-        if !agent.is_admin() && unit.creator_uuid != user {
+        if !scope.sees(unit.creator_uuid) {
             return Err(AppError::no_access(
                 "Only its creator or an Admin sees its load",
             ));
@@ -297,6 +348,7 @@ impl Instance {
                 mps: Mps::default(),
                 mps_per_topic: Mps::default(),
                 messages_last_hour: 0,
+                throttled_last_hour: 0,
                 load_class: LoadClass::Idle,
                 topics: Some(Vec::new()),
             },
@@ -305,10 +357,14 @@ impl Instance {
 
     /// `GET /metrics/load/repos/{uuid}`: the average over the Repo's Units (its creator or
     /// an admin; the Units listed are those the caller may see the load of).
-    pub async fn repo_load(&self, agent: &Agent, uuid: Uuid) -> AppResult<GroupLoad> {
-        let user = agent.user()?.uuid;
+    pub async fn repo_load(
+        &self,
+        viewer: impl Into<Viewer<'_>>,
+        uuid: Uuid,
+    ) -> AppResult<GroupLoad> {
+        let scope = viewer.into().scope()?;
         let repo = self.repo(uuid).await?;
-        if !agent.is_admin() && repo.creator_uuid != user {
+        if !scope.sees(repo.creator_uuid) {
             return Err(AppError::no_access(
                 "Only its creator or an Admin sees its load",
             ));
@@ -323,15 +379,19 @@ impl Instance {
             mps: sum.average(units.len()),
             units: of_repo
                 .into_iter()
-                .filter(|l| agent.is_admin() || l.creator_uuid == user)
+                .filter(|l| scope.sees(l.creator_uuid))
                 .collect(),
         })
     }
 
     /// `GET /metrics/load/users/{uuid}`: the sum over a user's Units (the user or an admin).
-    pub async fn user_load(&self, agent: &Agent, uuid: Uuid) -> AppResult<GroupLoad> {
-        let user = agent.user()?.uuid;
-        if !agent.is_admin() && uuid != user {
+    pub async fn user_load(
+        &self,
+        viewer: impl Into<Viewer<'_>>,
+        uuid: Uuid,
+    ) -> AppResult<GroupLoad> {
+        let scope = viewer.into().scope()?;
+        if !scope.sees(uuid) {
             return Err(AppError::no_access(
                 "Only the user or an Admin sees its load",
             ));
@@ -381,6 +441,7 @@ impl Instance {
     /// forgets topics silent for an hour. Units deleted meanwhile are not kept.
     pub async fn record_load_hour(&self, hour: chrono::NaiveDateTime) -> AppResult<usize> {
         let taken = self.load.take_hour(unix_now());
+        self.throttle.sweep();
         if taken.is_empty() {
             return Ok(0);
         }
@@ -403,14 +464,14 @@ impl Instance {
     /// an admin; at most 31 days at a time.
     pub async fn unit_load_history(
         &self,
-        agent: &Agent,
+        viewer: impl Into<Viewer<'_>>,
         uuid: Uuid,
         from: Option<chrono::NaiveDateTime>,
         to: Option<chrono::NaiveDateTime>,
     ) -> AppResult<LoadHistory> {
-        let user = agent.user()?.uuid;
+        let scope = viewer.into().scope()?;
         let unit = self.unit(uuid).await?;
-        if !agent.is_admin() && unit.creator_uuid != user {
+        if !scope.sees(unit.creator_uuid) {
             return Err(AppError::no_access(
                 "Only its creator or an Admin sees its load",
             ));

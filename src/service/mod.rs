@@ -22,6 +22,8 @@ pub mod readme;
 pub mod registries;
 pub mod repos;
 pub mod row_cache;
+pub mod scrapers;
+pub mod throttle;
 pub mod transfer;
 pub mod unit_files;
 pub mod unit_logs;
@@ -79,6 +81,8 @@ pub struct Instance {
     pub pipes: Arc<data_pipes::PipeHub>,
     /// Messages per second per topic, Unit, Repo and user (SPEC §7).
     pub load: Arc<load::LoadMeter>,
+    /// Per-topic limits where messages enter (SPEC §8).
+    pub throttle: Arc<throttle::Throttle>,
 }
 
 impl Instance {
@@ -102,7 +106,12 @@ impl Instance {
             mqtt_stats.clone(),
             Duration::from_secs(config.crash_alert_interval_secs),
         );
-        Ok(Instance {
+        let throttle = Arc::new(throttle::Throttle::new(
+            &config.domain,
+            config.throttle_rules.clone(),
+        ));
+        let instance = Instance {
+            throttle,
             federation,
             cipher: Cipher::new(&config.encrypt_key),
             tokens: TokenKey::new(&config.secret_key),
@@ -122,7 +131,10 @@ impl Instance {
             alerts: alerts::Alerts::new(config.telegram_bot_token.is_some()),
             logs,
             config,
-        })
+        };
+        instance.load.set_enabled(instance.config.load_metering);
+        instance.load_throttle_rules().await?;
+        Ok(instance)
     }
 
     pub fn pool(&self) -> &sqlx::AnyPool {

@@ -1,38 +1,27 @@
-//! Who may read the node's state (SPEC §6): admins, and a scraper holding `PU_METRICS_TOKEN`.
+//! Who may read the node's state (SPEC §6): admins, and scrapers (a scraper token, or
+//! `PU_METRICS_TOKEN`: [`super::scrapers`]).
 
 use crate::error::AppResult;
 use crate::observe::{prometheus, NodeReport};
 
-use super::{Agent, Instance};
+use super::scrapers::Reader;
+use super::Instance;
 
 impl Instance {
     /// `GET /metrics/node` (admin only): errors most frequent first, or least with `ascending`.
     pub fn node_report(
         &self,
-        agent: &Agent,
+        reader: &Reader,
         ascending: bool,
         limit: usize,
     ) -> AppResult<NodeReport> {
-        agent.require_admin()?;
+        reader.require_admin_or_scraper()?;
         Ok(self.node.report(self.mqtt_report(), ascending, limit))
     }
 
-    /// The Prometheus text, for the bearer of `PU_METRICS_TOKEN` or an admin's `x-auth-token`;
-    /// anyone else gets 403.
-    pub async fn prometheus_text(
-        &self,
-        bearer: Option<&str>,
-        auth_token: Option<&str>,
-    ) -> AppResult<String> {
-        let by_bearer = match (bearer, &self.config.metrics_token) {
-            (Some(given), Some(token)) => {
-                crate::crypto::constant_time_eq(given.as_bytes(), token.as_bytes())
-            }
-            _ => false,
-        };
-        if !by_bearer {
-            self.agent_from_token(auth_token).await?.require_admin()?;
-        }
+    /// The Prometheus text, for admins and scrapers; anyone else gets 403.
+    pub fn prometheus_text(&self, reader: &Reader) -> AppResult<String> {
+        reader.require_admin_or_scraper()?;
         Ok(prometheus::render(&self.node.report(
             self.mqtt_report(),
             false,

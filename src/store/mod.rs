@@ -13,6 +13,7 @@ pub mod permissions;
 pub mod pipe_data;
 pub mod registries;
 pub mod repos;
+pub mod throttle;
 pub mod transfer;
 pub mod unit_logs;
 pub mod unit_nodes;
@@ -140,6 +141,12 @@ const MIGRATIONS: &[Migration] = &[
         name: "grades_and_load_reports",
         sqlite: include_str!("../../migrations/sqlite/0010_grades_and_load_reports.sql"),
         postgres: include_str!("../../migrations/postgres/0010_grades_and_load_reports.sql"),
+    },
+    Migration {
+        version: 11,
+        name: "throttle_and_scrapers",
+        sqlite: include_str!("../../migrations/sqlite/0011_throttle_and_scrapers.sql"),
+        postgres: include_str!("../../migrations/postgres/0011_throttle_and_scrapers.sql"),
     },
 ];
 

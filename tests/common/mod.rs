@@ -142,6 +142,10 @@ impl TestInstance {
             // git servers, fake platform APIs, peers and brokers all run on loopback; a test
             // of the production rule passes ("PU_ALLOW_LOCAL_NETWORK", "false")
             ("PU_ALLOW_LOCAL_NETWORK".into(), "true".into()),
+            // devices in tests publish faster than SPEC §8's limits allow a real one: tests of
+            // throttling (tests/throttle.rs) set rules, and ("PU_THROTTLE_RULES", "") gives
+            // the defaults (tests/device_client.rs runs the official client under them)
+            ("PU_THROTTLE_RULES".into(), "off".into()),
         ];
         let mut pg_db = None;
         if backend == Backend::Postgres {
@@ -310,6 +314,26 @@ impl TestInstance {
     }
     pub async fn delete(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
         self.call("DELETE", path, token, None).await
+    }
+
+    /// GETs `path` (each answer must be 200) until `done` holds; fails after 10 s.
+    #[allow(dead_code)]
+    pub async fn get_until(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let (status, body) = self.get(path, token).await;
+            assert_eq!(status, StatusCode::OK, "{path}: {body}");
+            if done(&body) {
+                return body;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{path}: {body}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 
     /// Registers a user and returns (uuid, token).

@@ -269,12 +269,13 @@ impl EmqxAdmin {
         Ok(())
     }
 
+    /// The listener's `max_connections` and per-client `messages_rate` (each only when set).
     pub(super) async fn apply_listener(
         &self,
-        max: u64,
+        max: Option<u64>,
+        rate: Option<u32>,
         report: &mut ApplyReport,
     ) -> Result<(), EmqxError> {
-        let what = format!("listener {LISTENER_ID} max_connections");
         let path = format!("/listeners/{LISTENER_ID}");
         let (status, current) = self.request(Method::GET, &path, None).await?;
         if status == StatusCode::NOT_FOUND {
@@ -284,13 +285,37 @@ impl EmqxAdmin {
                 status: 404,
                 code: error_code(&current),
                 message: format!(
-                    "EMQX has no {LISTENER_ID} listener to apply PU_MQTT_MAX_CONNECTIONS to"
+                    "EMQX has no {LISTENER_ID} listener to apply PU_MQTT_MAX_CONNECTIONS or PU_THROTTLE_CLIENT_RATE to"
                 ),
             });
         }
         let current = ok_or_api(Method::GET, &path, status, current)?;
-        if count(&current["max_connections"]) == Some(max) {
-            report.unchanged.push(what);
+        let mut ours = json!({"id": LISTENER_ID, "type": "tcp"});
+        let mut changed = Vec::new();
+        if let Some(max) = max {
+            let what = format!("listener {LISTENER_ID} max_connections");
+            if count(&current["max_connections"]) == Some(max) {
+                report.unchanged.push(what);
+            } else {
+                ours["max_connections"] = json!(max);
+                changed.push(format!("{what}: set to {max}"));
+            }
+        }
+        if let Some(rate) = rate {
+            let what = format!("listener {LISTENER_ID} messages_rate");
+            let want = if rate == 0 {
+                "infinity".to_string()
+            } else {
+                format!("{rate}/s")
+            };
+            if messages_rate(&current["messages_rate"]) == Some(u64::from(rate)) {
+                report.unchanged.push(what);
+            } else {
+                changed.push(format!("{what}: set to {want}"));
+                ours["messages_rate"] = json!(want);
+            }
+        }
+        if changed.is_empty() {
             return Ok(());
         }
         let mut update = current.clone();
@@ -299,12 +324,9 @@ impl EmqxAdmin {
             o.remove("running");
             o.remove("current_connections");
         }
-        merge(
-            &mut update,
-            &json!({"id": LISTENER_ID, "type": "tcp", "max_connections": max}),
-        );
+        merge(&mut update, &ours);
         self.expect(Method::PUT, &path, Some(&update)).await?;
-        report.changed.push(format!("{what}: set to {max}"));
+        report.changed.extend(changed);
         Ok(())
     }
 
@@ -328,6 +350,20 @@ impl EmqxAdmin {
         self.expect(Method::PUT, path, Some(&update)).await?;
         report.changed.push(format!("{what}: set to {size} bytes"));
         Ok(())
+    }
+}
+
+/// A per-second rate as EMQX writes it: `"N/s"` (also `"N/1s"`), `"infinity"` or absent (0),
+/// else `None` (a rate over another period is ours to rewrite).
+fn messages_rate(v: &Value) -> Option<u64> {
+    match v {
+        Value::Null => Some(0),
+        Value::String(s) if s == "infinity" => Some(0),
+        Value::String(s) => {
+            let (n, per) = s.split_once('/')?;
+            matches!(per, "s" | "1s").then(|| n.trim().parse().ok())?
+        }
+        _ => None,
     }
 }
 
@@ -431,5 +467,15 @@ mod tests {
         assert_eq!(duration_ms(&json!("soon")), None);
         assert_eq!(count(&json!("infinity")), None);
         assert_eq!(count(&json!(1024)), Some(1024));
+    }
+
+    #[test]
+    fn message_rates() {
+        assert_eq!(messages_rate(&json!("100/s")), Some(100));
+        assert_eq!(messages_rate(&json!("100/1s")), Some(100));
+        assert_eq!(messages_rate(&json!("infinity")), Some(0));
+        assert_eq!(messages_rate(&Value::Null), Some(0));
+        assert_eq!(messages_rate(&json!("6000/1m")), None);
+        assert_eq!(messages_rate(&json!("fast/s")), None);
     }
 }

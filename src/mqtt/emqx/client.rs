@@ -33,7 +33,10 @@ pub const MAX_MQTT_PACKET_SIZE: u64 = 268_435_455;
 ///   the administrator role);
 /// - our REST base as EMQX reaches it → `auth_url` and `authn_url` (see [`EmqxSettings::new`]);
 /// - `PU_MQTT_MAX_CONNECTIONS` → `max_connections` (`None`: EMQX's setting is left alone);
-/// - `PU_MQTT_MAX_PACKET_SIZE` → `max_packet_size` in bytes (`None`: left alone).
+/// - `PU_MQTT_MAX_PACKET_SIZE` → `max_packet_size` in bytes (`None`: left alone);
+/// - `PU_THROTTLE_CLIENT_RATE` → `messages_rate`, the listener's per-client limit on
+///   published messages per second (`Some(0)`: `infinity`; `None`: left alone). EMQX has no
+///   per-topic limiter: the per-topic rules (SPEC §8) stay with the MQTT core's shards.
 #[derive(Clone)]
 pub struct EmqxSettings {
     pub api_url: String,
@@ -45,6 +48,7 @@ pub struct EmqxSettings {
     pub authn_url: String,
     pub max_connections: Option<u64>,
     pub max_packet_size: Option<u64>,
+    pub messages_rate: Option<u32>,
     /// The alert forwarding rule (SPEC §4), when alerts are on; None removes ours.
     pub alerts: Option<EmqxAlerts>,
     /// Set after each apply: whether EMQX now carries our alert rule. Until it does (an EMQX
@@ -66,6 +70,7 @@ impl EmqxSettings {
             authn_url: format!("{backend_api}/units/mqtt_authn"),
             max_connections: None,
             max_packet_size: None,
+            messages_rate: None,
             alerts: None,
             alerts_rule: Arc::default(),
         }
@@ -82,6 +87,7 @@ impl fmt::Debug for EmqxSettings {
             .field("authn_url", &self.authn_url)
             .field("max_connections", &self.max_connections)
             .field("max_packet_size", &self.max_packet_size)
+            .field("messages_rate", &self.messages_rate)
             .field("alerts", &self.alerts.as_ref().map(|a| &a.topic))
             .finish()
     }

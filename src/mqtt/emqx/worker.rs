@@ -89,8 +89,13 @@ impl EmqxAdmin {
         self.apply_authorization_sources(&mut report).await?;
         self.apply_authorization_settings(&mut report).await?;
         self.apply_authentication(&mut report).await?;
-        if let Some(max) = self.settings.max_connections {
-            self.apply_listener(max, &mut report).await?;
+        if self.settings.max_connections.is_some() || self.settings.messages_rate.is_some() {
+            self.apply_listener(
+                self.settings.max_connections,
+                self.settings.messages_rate,
+                &mut report,
+            )
+            .await?;
         }
         if let Some(size) = self.settings.max_packet_size {
             self.apply_mqtt(size, &mut report).await?;

@@ -61,6 +61,9 @@ async fn official_client_over_mqtt(backend: Backend) {
         &[
             ("PU_STATE_SEND_INTERVAL", "1"),
             ("PU_FIRMWARE_UPDATE_TIMEOUT", "120"),
+            // the default per-topic limits of SPEC §8 (tests otherwise run without them): the
+            // official client works under them
+            ("PU_THROTTLE_RULES", ""),
         ],
     )
     .await;

@@ -504,6 +504,12 @@ async fn measure(
             c.pipe_rows_stored.load(Relaxed),
         )
     };
+    let cpu_ticks = || {
+        std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|s| crate::observe::system::process_ticks(&s))
+    };
+    let cpu0 = cpu_ticks();
     let (p0, b0, c0, a0, t0) = (
         published.load(Relaxed),
         bare.load(Relaxed),
@@ -514,6 +520,8 @@ async fn measure(
     let pipes0 = pipe_figures();
     tokio::time::sleep(Duration::from_secs(args.duration)).await;
     let secs = t0.elapsed().as_secs_f64();
+    // the whole process: the instance, its broker, the publishers and the bare subscriber
+    let cpu_secs = cpu0.zip(cpu_ticks()).map(|(a, b)| (b - a) as f64 / 100.0);
     let (p1, b1, c1, a1) = (
         published.load(Relaxed),
         bare.load(Relaxed),
@@ -557,6 +565,8 @@ async fn measure(
             "core_processed_per_s": rate(c1 - c0).round(),
             "core_to_bare_ratio": ((c1 - c0) as f64 / (b1 - b0).max(1) as f64 * 1000.0).round() / 1000.0,
             "core_drain_ms_after_stop": drain.elapsed().as_millis(),
+            "process_cpu_per_s": cpu_secs.map(|c| (c / secs * 100.0).round() / 100.0),
+            "process_cpu_us_per_message": cpu_secs.map(|c| (c * 1e6 / (c1 - c0).max(1) as f64 * 100.0).round() / 100.0),
             "queue_full_events": c.queue_full,
             "states_stored": c.states_stored,
             "states_throttled": c.states_throttled,

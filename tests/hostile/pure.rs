@@ -458,3 +458,50 @@ fn floats_survive_a_round_trip() {
         assert_eq!(again, n.parse::<f64>().unwrap(), "{n}");
     }
 }
+
+/// Throttling rules (`PU_THROTTLE_RULES`, and `PUT /throttle` through the same builder): any
+/// text either parses into rules whose text form parses back to the same rules, each within
+/// the bounds, or is refused with a reason; matching a parsed pattern never panics.
+#[test]
+fn throttle_rules_round_trip_or_are_refused() {
+    use pepeunit::domain::throttle::{Rules, MAX_BURST, MAX_RULES};
+    let tally = Tally::default();
+    let entry = (
+        prop_oneof![
+            "\\{domain\\}(/[+#a-z0-9_.-]{1,8}){0,5}",
+            "[+#a-z/{}$ ]{0,20}",
+            any::<String>()
+        ],
+        prop_oneof!["[0-9]{1,8}(\\.[0-9]{0,4})?", any::<String>()],
+        prop::option::of(prop_oneof!["[0-9]{1,8}", any::<String>()]),
+    )
+        .prop_map(|(p, r, b)| match b {
+            Some(b) => format!("{p}={r}:{b}"),
+            None => format!("{p}={r}"),
+        });
+    let text = prop_oneof![
+        3 => prop::collection::vec(entry, 0..6).prop_map(|e| e.join(",")),
+        1 => any::<String>(),
+    ];
+    check(1024, (text, topic_text()), |(text, topic)| {
+        match Rules::parse(&text) {
+            Err(e) => {
+                tally.saw("refused");
+                prop_assert!(!e.to_string().is_empty());
+            }
+            Ok(rules) => {
+                tally.saw(if rules.0.is_empty() { "empty" } else { "kept" });
+                prop_assert!(rules.0.len() <= MAX_RULES);
+                for r in &rules.0 {
+                    prop_assert!((1..=MAX_BURST).contains(&r.limit.burst));
+                    prop_assert!(r.limit.rate_milli <= 1_000_000_000);
+                }
+                prop_assert_eq!(Rules::parse(&rules.to_text()).unwrap(), rules.clone());
+                prop_assert_eq!(Rules::from_specs(&rules.specs()).unwrap(), rules.clone());
+                let _ = rules.find("example.com", &topic);
+            }
+        }
+        Ok(())
+    });
+    tally.expect(&["refused", "kept", "empty"]);
+}

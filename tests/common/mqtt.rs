@@ -14,6 +14,9 @@ pub struct MqttDevice {
     subacks: mpsc::UnboundedReceiver<Vec<bool>>,
     /// One item each time the connection is lost (the event loop then reconnects).
     losses: mpsc::UnboundedReceiver<String>,
+    /// PUBACKs received (each acknowledges one QoS 1 message: rumqttc starts every connection
+    /// with a new session and never sends a message again).
+    acks: std::sync::Arc<std::sync::atomic::AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -67,6 +70,8 @@ impl MqttDevice {
         let (mtx, messages) = mpsc::unbounded_channel();
         let (stx, subacks) = mpsc::unbounded_channel();
         let (ltx, losses) = mpsc::unbounded_channel();
+        let acks = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let acks_seen = acks.clone();
         let task = tokio::spawn(async move {
             let mut connected = true;
             loop {
@@ -80,6 +85,9 @@ impl MqttDevice {
                     _ => {}
                 }
                 match event {
+                    Ok(Event::Incoming(Packet::PubAck(_))) => {
+                        acks_seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let _ = mtx.send((p.topic, p.payload.to_vec()));
                     }
@@ -101,8 +109,15 @@ impl MqttDevice {
             messages,
             subacks,
             losses,
+            acks,
             task,
         })
+    }
+
+    /// QoS 1 messages the broker has acknowledged so far.
+    #[allow(dead_code)]
+    pub fn acked(&self) -> u64 {
+        self.acks.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Waits up to `wait` for the broker to drop the connection; its error, or None.

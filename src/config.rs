@@ -81,6 +81,7 @@ const KNOWN_KEYS: &[&str] = &[
     "PU_THROTTLE_CLIENT_RATE",
     "PU_LOAD_METERING",
     "PU_FF_DATAPIPE_ENABLE",
+    "PU_FF_GRAFANA_INTEGRATION_ENABLE",
     "PU_FF_DATAPIPE_DEFAULT_LAST_VALUE_ENABLE",
 ];
 
@@ -167,6 +168,9 @@ pub struct Config {
     pub federation_authorized_fetch: bool,
     /// `PU_FF_DATAPIPE_ENABLE` (default true): node data pipes (config, processing, data).
     pub ff_datapipe: bool,
+    /// `PU_FF_GRAFANA_INTEGRATION_ENABLE`: dashboards (issue 19); off, they answer
+    /// FeatureDisabled.
+    pub ff_grafana: bool,
     /// `PU_FF_DATAPIPE_DEFAULT_LAST_VALUE_ENABLE` (default false): new `/pepeunit` nodes get
     /// upstream's default LastValue pipeline (Permanent, Text, max_rate 5 s, max_size 100).
     pub ff_datapipe_default_last_value: bool,
@@ -606,6 +610,7 @@ impl Config {
             allow_local_network,
             federation_authorized_fetch: src.parse("PU_FEDERATION_AUTHORIZED_FETCH", false)?,
             ff_datapipe: src.parse("PU_FF_DATAPIPE_ENABLE", true)?,
+            ff_grafana: src.parse("PU_FF_GRAFANA_INTEGRATION_ENABLE", false)?,
             ff_datapipe_default_last_value: src
                 .parse("PU_FF_DATAPIPE_DEFAULT_LAST_VALUE_ENABLE", false)?,
             federation_retry_base_secs,

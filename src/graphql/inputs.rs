@@ -655,6 +655,18 @@ pub struct DashboardFilterInput {
     pub order_by_create_date: Option<OrderByDate>,
 }
 
+impl DashboardFilterInput {
+    pub fn into_filter(self) -> AppResult<crate::service::dashboards::DashboardFilter> {
+        let (offset, limit) = page(self.offset, self.limit)?;
+        Ok(crate::service::dashboards::DashboardFilter {
+            search_string: self.search_string,
+            order_by_create_date: self.order_by_create_date.map(Into::into),
+            offset,
+            limit,
+        })
+    }
+}
+
 #[derive(InputObject)]
 pub struct DashboardPanelCreateInput {
     pub dashboard_uuid: Uuid,

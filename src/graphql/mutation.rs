@@ -332,10 +332,16 @@ impl Mutation {
 
     async fn create_dashboard(
         &self,
-        _ctx: &Context<'_>,
-        #[graphql(name = "dashboard")] _dashboard: DashboardCreateInput,
+        ctx: &Context<'_>,
+        #[graphql(name = "dashboard")] dashboard: DashboardCreateInput,
     ) -> Result<DashboardType> {
-        Err(feature_disabled())
+        let input = crate::service::dashboards::DashboardCreate {
+            name: dashboard.name,
+        };
+        Ok(instance(ctx)
+            .create_dashboard(agent(ctx)?, &input)
+            .await?
+            .into())
     }
 
     async fn create_dashboard_panel(
@@ -364,10 +370,11 @@ impl Mutation {
 
     async fn delete_dashboard(
         &self,
-        _ctx: &Context<'_>,
-        #[graphql(name = "uuid")] _uuid: Uuid,
+        ctx: &Context<'_>,
+        #[graphql(name = "uuid")] uuid: Uuid,
     ) -> Result<NoneType> {
-        Err(feature_disabled())
+        instance(ctx).delete_dashboard(agent(ctx)?, uuid).await?;
+        Ok(NoneType::done())
     }
 
     async fn delete_panel(

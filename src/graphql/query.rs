@@ -356,18 +356,24 @@ impl Query {
 
     async fn get_dashboard(
         &self,
-        _ctx: &Context<'_>,
-        #[graphql(name = "uuid")] _uuid: Uuid,
+        ctx: &Context<'_>,
+        #[graphql(name = "uuid")] uuid: Uuid,
     ) -> Result<DashboardType> {
-        Err(feature_disabled())
+        Ok(instance(ctx).get_dashboard(agent(ctx)?, uuid).await?.into())
     }
 
     async fn get_dashboards(
         &self,
-        _ctx: &Context<'_>,
-        #[graphql(name = "filters")] _filters: DashboardFilterInput,
+        ctx: &Context<'_>,
+        #[graphql(name = "filters")] filters: DashboardFilterInput,
     ) -> Result<DashboardsResultType> {
-        Err(feature_disabled())
+        let (count, dashboards) = instance(ctx)
+            .list_dashboards(agent(ctx)?, &filters.into_filter()?)
+            .await?;
+        Ok(DashboardsResultType {
+            count: super::types::count(count),
+            dashboards: dashboards.into_iter().map(Into::into).collect(),
+        })
     }
 
     async fn get_dashboard_panels(

@@ -677,7 +677,8 @@ impl From<crate::domain::datapipe::PipeRow> for PipeDataRow {
     }
 }
 
-// Grafana dashboards (SPEC §9): types of the contract, answered once the feature lands.
+// Grafana dashboards (SPEC §9, issue 19): dashboards are answered; panels and links are types of
+// the contract, answered once they land.
 
 #[derive(SimpleObject)]
 pub struct DashboardType {
@@ -691,6 +692,28 @@ pub struct DashboardType {
     pub sync_error: Option<String>,
     pub sync_last_datetime: Option<DateTime>,
     pub creator_uuid: Uuid,
+}
+
+impl From<crate::service::dashboards::Dashboard> for DashboardType {
+    fn from(d: crate::service::dashboards::Dashboard) -> Self {
+        DashboardType {
+            uuid: d.uuid,
+            grafana_uuid: d.grafana_uuid,
+            name: d.name,
+            create_datetime: DateTime(d.create_datetime),
+            dashboard_url: d.dashboard_url,
+            inc_last_version: d.inc_last_version.map(int),
+            sync_status: d.sync_status.as_deref().and_then(|s| match s {
+                "Success" => Some(DashboardStatus::Success),
+                "Processing" => Some(DashboardStatus::Processing),
+                "Error" => Some(DashboardStatus::Error),
+                _ => None,
+            }),
+            sync_error: d.sync_error,
+            sync_last_datetime: d.sync_last_datetime.map(DateTime),
+            creator_uuid: d.creator_uuid,
+        }
+    }
 }
 
 #[derive(SimpleObject)]

@@ -7,6 +7,7 @@ mod data_pipes;
 pub mod extract;
 mod federation;
 mod grades;
+mod grafana;
 mod load;
 mod moves;
 mod node;
@@ -47,7 +48,7 @@ use extract::Caller;
     tags(
         (name = "users"), (name = "repository_registry"), (name = "repos"),
         (name = "units"), (name = "unit_nodes"), (name = "permission"), (name = "metrics"),
-        (name = "federation"), (name = "hub")
+        (name = "federation"), (name = "hub"), (name = "grafana")
     ),
     // Enums used only by query parameters: utoipa collects the schemas of bodies and
     // responses, not those of `IntoParams` fields, so they are registered here (tests/openapi.rs
@@ -79,6 +80,7 @@ pub fn api() -> (Router<Instance>, OpenApiDoc) {
         .merge(load::router())
         .merge(node::router())
         .merge(grades::router())
+        .merge(grafana::router())
         .merge(throttle::router())
         .merge(scrapers::router())
         .routes(routes!(metrics))
@@ -215,7 +217,7 @@ async fn root(State(instance): State<Instance>) -> Json<serde_json::Value> {
         "telegram_bot": telegram_bot,
         "feature_flags": FeatureFlags {
             pu_ff_telegram_bot_enable: instance.chat_bot.is_some(),
-            pu_ff_grafana_integration_enable: false,
+            pu_ff_grafana_integration_enable: instance.config.ff_grafana,
             pu_ff_datapipe_enable: c.ff_datapipe,
             pu_ff_datapipe_default_last_value_enable: c.ff_datapipe
                 && c.ff_datapipe_default_last_value,

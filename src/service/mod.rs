@@ -8,6 +8,7 @@ pub mod bridges;
 pub mod broker_access;
 pub mod chat;
 pub mod commands;
+pub mod dashboards;
 pub mod data_pipes;
 pub mod federation;
 pub mod grades;

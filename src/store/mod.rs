@@ -5,6 +5,7 @@
 //! module tree knows SQL; the service layer calls typed functions.
 
 pub mod bridges;
+pub mod dashboards;
 pub mod federation;
 pub mod grades;
 pub mod load_hours;
@@ -147,6 +148,12 @@ const MIGRATIONS: &[Migration] = &[
         name: "throttle_and_scrapers",
         sqlite: include_str!("../../migrations/sqlite/0011_throttle_and_scrapers.sql"),
         postgres: include_str!("../../migrations/postgres/0011_throttle_and_scrapers.sql"),
+    },
+    Migration {
+        version: 12,
+        name: "dashboards",
+        sqlite: include_str!("../../migrations/sqlite/0012_dashboards.sql"),
+        postgres: include_str!("../../migrations/postgres/0012_dashboards.sql"),
     },
 ];
 

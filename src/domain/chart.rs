@@ -221,10 +221,13 @@ pub fn render_png(spec: &ChartSpec<'_>) -> Result<Vec<u8>, ChartError> {
             .map_err(fail)?;
         for (i, (name, points)) in lines.iter().enumerate() {
             let color = COLORS[i % COLORS.len()];
+            // plotters draws a thick line's steep segments as stray polygons (spikes leave
+            // the plot): dense lines are one pixel wide
+            let width = if points.len() * 4 <= w as usize { 2 } else { 1 };
             chart
                 .draw_series(LineSeries::new(
                     points.iter().copied(),
-                    color.stroke_width(2),
+                    color.stroke_width(width),
                 ))
                 .map_err(fail)?
                 .label(*name)

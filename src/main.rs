@@ -110,6 +110,9 @@ enum LoadScenario {
     Soak(Box<pepeunit::load::soak::SoakLoad>),
     /// The load meter's memory and speed for N topics (issue 18), in process.
     Meter(pepeunit::load::meter::MeterLoad),
+    /// Drawing a `/chart` picture (issue 19): render time and PNG size for series of N
+    /// points, in process.
+    Chart(pepeunit::load::chart::ChartLoad),
     /// The capacity finder: steps the offered rate (open loop) on one channel of a running
     /// instance until p99 latency or the error share passes a bound; a table, --json, --html
     /// with charts, and --publish to the instance's public load_limit.
@@ -161,6 +164,9 @@ async fn run(cli: Cli, feed: pepeunit::observe::ProcessFeed) -> anyhow::Result<(
         }
         Command::Load(LoadScenario::Logs(args)) => {
             return pepeunit::load::logs::run_logs(args).await
+        }
+        Command::Load(LoadScenario::Chart(args)) => {
+            return pepeunit::load::chart::run_chart(args).await
         }
         Command::Load(LoadScenario::Meter(args)) => {
             return pepeunit::load::meter::run_meter(args).await

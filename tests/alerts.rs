@@ -1,13 +1,13 @@
 //! Alerts and the Telegram bot against a local fake of the Bot API (tests/common/telegram.rs):
 //! linking a chat with a one-time code, a device's error log line reaching its owner's chat
 //! once, floods throttled and summarised, mutes, the EMQX webhook path, the bot's commands in
-//! both languages, and webhook mode.
+//! both languages, `/chart` (a PNG over sendPhoto), and webhook mode.
 
 mod common;
 
 use std::time::Duration;
 
-use common::fixtures::{registry_repo_unit, FirmwareRepo};
+use common::fixtures::{output_node, registry_repo_unit, FirmwareRepo};
 use common::mqtt::{base_topic, unit_token, MqttDevice};
 use common::telegram::{link, FakeTelegram, BOT_USERNAME};
 use common::{Backend, TestInstance};
@@ -424,6 +424,242 @@ async fn bot_commands() {
         "polling clears a webhook first"
     );
     inst.stop().await;
+}
+
+/// Width and height from a PNG's IHDR chunk, after checking the signature.
+fn png_size(bytes: &[u8]) -> (u32, u32) {
+    assert!(
+        bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "not a PNG: {:?}",
+        &bytes[..bytes.len().min(16)]
+    );
+    assert_eq!(&bytes[12..16], b"IHDR");
+    let be = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
+    (be(16), be(20))
+}
+
+/// Turns the node's data pipe on with `yaml` (as its creator).
+async fn pipe_config(inst: &TestInstance, token: &str, node: &str, yaml: &str) {
+    let (s, body) = inst
+        .patch(
+            &format!("/unit_nodes/{node}"),
+            Some(token),
+            json!({"is_data_pipe_active": true}),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 200, "{body}");
+    let (s, body) = inst
+        .post_file(
+            &format!("/unit_nodes/set_data_pipe_config?uuid={node}"),
+            Some(token),
+            "data",
+            yaml.as_bytes(),
+        )
+        .await;
+    assert!(s.is_success(), "{}", String::from_utf8_lossy(&body));
+}
+
+const N_RECORDS_500: &str = "active_period:
+  type: Permanent
+filters:
+  type_input_value: Number
+  max_rate: 0
+  max_size: 100
+processing_policy:
+  policy_type: NRecords
+  n_records_count: 500
+";
+
+/// `/chart NODE [PERIOD]`: the owner's node data as a PNG over sendPhoto (by name and by
+/// uuid, both languages); a LastValue node, a node without a pipe, an unknown node, someone
+/// else's private node and bad periods get texts instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chart_command() {
+    let tg = FakeTelegram::start().await;
+    let inst = start(Backend::Sqlite, &tg, &[]).await;
+    let firmware = FirmwareRepo::create().await;
+    let (_, owner) = inst.user("owner1").await;
+    let (_, stranger) = inst.user("stranger1").await;
+    let (_, _, unit) = registry_repo_unit(&inst, &owner, &firmware, "greenhouse", "Private").await;
+    let node = output_node(&inst, &owner, &unit, "current_temp/pepeunit").await;
+    let firmware2 = FirmwareRepo::create().await;
+    let (_, _, theirs) =
+        registry_repo_unit(&inst, &stranger, &firmware2, "neighbour", "Private").await;
+    let their_node = output_node(&inst, &stranger, &theirs, "current_temp/pepeunit").await;
+    pipe_config(&inst, &stranger, &their_node, N_RECORDS_500).await;
+    link(&inst, &tg, &owner, OWNER_CHAT, "en").await;
+    let name = "greenhouse_unit/current_temp/pepeunit";
+
+    // no pipeline yet: nothing to draw, said so
+    tg.say(OWNER_CHAT, &format!("/chart {name}"), "en");
+    tg.wait_for(OWNER_CHAT, "its data pipe is off or has no config", WAIT)
+        .await;
+
+    // 300 values over the last five hours (CSV import, the REST path), one not a number
+    pipe_config(&inst, &owner, &node, N_RECORDS_500).await;
+    let now = chrono::Utc::now().naive_utc();
+    let mut csv = String::from("unit_node_uuid,state,state_type,create_datetime,max_count,size\n");
+    for i in 0..300 {
+        let at = now - chrono::Duration::seconds(60 * (300 - i) - 30);
+        let value = format!("{:.2}", 20.0 + (i as f64 / 20.0).sin() * 5.0);
+        csv.push_str(&format!(
+            "{node},{value},Number,{},500,{}\n",
+            at.format("%Y-%m-%d %H:%M:%S"),
+            value.len()
+        ));
+    }
+    let (s, body) = inst
+        .post_file(
+            &format!("/unit_nodes/set_data_pipe_data_csv?uuid={node}"),
+            Some(&owner),
+            "data",
+            csv.as_bytes(),
+        )
+        .await;
+    assert!(s.is_success(), "{}", String::from_utf8_lossy(&body));
+
+    tg.say(OWNER_CHAT, &format!("/chart {name}"), "en");
+    let photo = tg.wait_for_photo(OWNER_CHAT, 1, WAIT).await;
+    assert_eq!(png_size(&photo.bytes), (800, 500));
+    let caption = photo.caption.clone().unwrap();
+    assert!(
+        caption.contains("greenhouse_unit/current_temp/pepeunit")
+            && caption.contains("24h")
+            && caption.contains("300 values"),
+        "{caption}"
+    );
+    assert_eq!(photo.parse_mode.as_deref(), Some("HTML"));
+    // by uuid, a shorter period: the last hour holds 60 values
+    tg.say(OWNER_CHAT, &format!("/chart {node} 1h"), "en");
+    let photo = tg.wait_for_photo(OWNER_CHAT, 2, WAIT).await;
+    assert_eq!(png_size(&photo.bytes), (800, 500));
+    let caption = photo.caption.unwrap();
+    assert!(
+        caption.contains("1h") && caption.contains(" 60 values"),
+        "{caption}"
+    );
+
+    // refusals, each a clear text and no photo
+    tg.say(OWNER_CHAT, "/chart greenhouse_unit/nope", "en");
+    tg.wait_for(
+        OWNER_CHAT,
+        "You have no node you may read named <b>greenhouse_unit/nope</b>",
+        WAIT,
+    )
+    .await;
+    tg.say(OWNER_CHAT, &format!("/chart {their_node}"), "en");
+    tg.wait_for(OWNER_CHAT, &format!("named <b>{their_node}</b>"), WAIT)
+        .await;
+    tg.say(
+        OWNER_CHAT,
+        "/chart neighbour_unit/current_temp/pepeunit",
+        "en",
+    );
+    tg.wait_for(
+        OWNER_CHAT,
+        "named <b>neighbour_unit/current_temp/pepeunit</b>",
+        WAIT,
+    )
+    .await;
+    for bad in ["5x", "0h", "400d", "30s"] {
+        let before = tg.sent_to(OWNER_CHAT).len();
+        tg.say(OWNER_CHAT, &format!("/chart {name} {bad}"), "en");
+        tg.wait_for(
+            OWNER_CHAT,
+            "Usage: /chart UNIT/TOPIC|NODE_UUID [PERIOD",
+            WAIT,
+        )
+        .await;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while tg.sent_to(OWNER_CHAT).len() == before {
+            assert!(tokio::time::Instant::now() < deadline, "{bad}: no answer");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let last = tg.sent_to(OWNER_CHAT).pop().unwrap();
+        assert!(last.text.starts_with("Usage: /chart"), "{bad}: {last:?}");
+    }
+    tg.say(OWNER_CHAT, "/chart", "en");
+    tg.wait_for(OWNER_CHAT, "Usage: /chart", WAIT).await;
+    // an hour with no values
+    let (s, _) = inst
+        .delete(
+            &format!("/unit_nodes/delete_data_pipe_data/{node}"),
+            Some(&owner),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 204);
+    tg.say(OWNER_CHAT, &format!("/chart {name} 1h"), "en");
+    tg.wait_for(OWNER_CHAT, "no numeric values in the last 1h", WAIT)
+        .await;
+    assert_eq!(tg.photos_to(OWNER_CHAT).len(), 2, "refusals send no photo");
+
+    // LastValue: one value, said as such
+    pipe_config(
+        &inst,
+        &owner,
+        &node,
+        &N_RECORDS_500.replace(
+            "policy_type: NRecords\n  n_records_count: 500",
+            "policy_type: LastValue",
+        ),
+    )
+    .await;
+    tg.say(OWNER_CHAT, &format!("/chart {name}"), "en");
+    tg.wait_for(OWNER_CHAT, "keeps the last value only", WAIT)
+        .await;
+
+    // Russian
+    tg.say(OWNER_CHAT, "/lang ru", "en");
+    tg.wait_for(OWNER_CHAT, "Буду писать по-русски", WAIT).await;
+    tg.say(OWNER_CHAT, &format!("/chart {name} 7"), "en");
+    tg.wait_for(OWNER_CHAT, "Формат: /chart", WAIT).await;
+    tg.say(OWNER_CHAT, "/chart greenhouse_unit/nope", "en");
+    tg.wait_for(OWNER_CHAT, "У вас нет доступной ноды", WAIT)
+        .await;
+    tg.say(OWNER_CHAT, &format!("/chart {name}"), "en");
+    tg.wait_for(OWNER_CHAT, "хранит только последнее значение", WAIT)
+        .await;
+    tg.say(OWNER_CHAT, "/help", "en");
+    tg.wait_for(OWNER_CHAT, "/chart ЮНИТ/ТОПИК", WAIT).await;
+    inst.stop().await;
+}
+
+/// The fake Bot API refuses a sendPhoto as Telegram does: no photo, a file that is no image
+/// (a PNG the way the bot sends it is taken).
+#[tokio::test]
+async fn fake_telegram_refuses_bad_photos() {
+    use reqwest::multipart::{Form, Part};
+    let tg = FakeTelegram::start().await;
+    let url = format!("{}/bot{}/sendPhoto", tg.url, common::telegram::TOKEN);
+    let send_photo = |form: Form| {
+        let url = url.clone();
+        async move {
+            let r = reqwest::Client::new().post(url).multipart(form).send();
+            r.await.unwrap().json::<Value>().await.unwrap()
+        }
+    };
+    let file = |bytes: &[u8]| Part::bytes(bytes.to_vec()).file_name("a.png");
+    let no_photo = send_photo(Form::new().text("chat_id", "42")).await;
+    assert_eq!(
+        no_photo["description"],
+        "Bad Request: there is no photo in the request"
+    );
+    let text = send_photo(
+        Form::new()
+            .text("chat_id", "42")
+            .part("photo", file(b"hello")),
+    )
+    .await;
+    assert_eq!(text["description"], "Bad Request: IMAGE_PROCESS_FAILED");
+    assert!(tg.photos_to(42).is_empty());
+    let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
+    png.extend([0, 0, 3, 32, 0, 0, 1, 244]); // 800 x 500
+    let form = Form::new()
+        .text("chat_id", "42")
+        .text("photo", "attach://f1")
+        .part("f1", file(&png));
+    assert_eq!(send_photo(form).await["ok"], true);
+    assert_eq!(tg.photos_to(42)[0].bytes, png);
 }
 
 /// Webhook mode: the webhook is registered with a secret; only requests carrying it are

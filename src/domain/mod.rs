@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+pub mod chart;
 pub mod load;
 pub mod payload;
 pub mod throttle;

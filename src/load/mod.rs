@@ -4,8 +4,9 @@
 //! or on machines you own. `graphql` compares the GraphQL front door with REST for the same
 //! objects on a running instance (loopback only). `soak` drives many simulated devices and
 //! readers against a running instance on loopback for a bounded time. `mqtt`, `hub`,
-//! `transfer` and `logs` are self-contained (see their modules).
+//! `transfer`, `logs`, `meter` and `chart` are self-contained (see their modules).
 
+pub mod chart;
 pub mod graphql;
 pub mod hub;
 pub mod logs;

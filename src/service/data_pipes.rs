@@ -185,7 +185,11 @@ impl Instance {
 
     /// A node whose pipeline data the agent may read: its creator, or a unit that may see it
     /// (upstream lets any unit read any node's data; we check visibility).
-    async fn readable_pipe_node(&self, agent: &Agent, uuid: Uuid) -> AppResult<UnitNode> {
+    pub(super) async fn readable_pipe_node(
+        &self,
+        agent: &Agent,
+        uuid: Uuid,
+    ) -> AppResult<UnitNode> {
         agent.require(&[AgentType::User, AgentType::Unit])?;
         self.require_data_pipes()?;
         let node = self.unit_node(uuid).await?;
@@ -202,7 +206,7 @@ impl Instance {
     }
 
     /// The node's config as stored, parsed.
-    fn node_pipe_config(node: &UnitNode) -> AppResult<DataPipeConfig> {
+    pub(super) fn node_pipe_config(node: &UnitNode) -> AppResult<DataPipeConfig> {
         let stored = node
             .data_pipe_yml
             .as_deref()

@@ -6,6 +6,7 @@ pub mod access;
 pub mod alerts;
 pub mod bridges;
 pub mod broker_access;
+pub mod charts;
 pub mod chat;
 pub mod commands;
 pub mod dashboards;

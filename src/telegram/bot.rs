@@ -13,7 +13,8 @@ use super::texts::{self, InstanceInfo};
 use super::{Lang, Telegram};
 use crate::config::TelegramMode;
 use crate::domain::{BackendTopicCommand, LogLevel, Order, VisibilityLevel};
-use crate::error::AppResult;
+use crate::error::{AppError, AppResult};
+use crate::service::charts::{parse_chart_period, ChartLabels, NodeChart};
 use crate::service::chat::ChatAccount;
 use crate::service::unit_logs::UnitLog;
 use crate::service::unit_logs::UnitLogFilter;
@@ -158,9 +159,24 @@ async fn handle_update_inner(instance: &Instance, telegram: &Telegram, update: U
     instance.count_telegram_request();
     let chat = msg.chat.id.0;
     let telegram_lang = msg.from.as_ref().and_then(|u| u.language_code.clone());
-    let answer = answer(instance, telegram, chat, telegram_lang.as_deref(), text).await;
-    if let Err(e) = telegram.send(chat, &answer).await {
+    let sent = match answer(instance, telegram, chat, telegram_lang.as_deref(), text).await {
+        Reply::Text(text) => telegram.send(chat, &text).await,
+        Reply::Photo { png, caption } => telegram.send_photo(chat, png, &caption).await,
+    };
+    if let Err(e) = sent {
         tracing::warn!(chat, error = %e, "Telegram answer not sent");
+    }
+}
+
+/// What the bot answers: a message, or a picture with a caption (`/chart`).
+enum Reply {
+    Text(String),
+    Photo { png: Vec<u8>, caption: String },
+}
+
+impl From<String> for Reply {
+    fn from(text: String) -> Reply {
+        Reply::Text(text)
     }
 }
 
@@ -171,7 +187,7 @@ async fn answer(
     chat: i64,
     telegram_lang: Option<&str>,
     text: &str,
-) -> String {
+) -> Reply {
     let mut words = text.split_whitespace();
     let command = words.next().unwrap_or("");
     // `/cmd@botname` in a chat with several bots
@@ -185,7 +201,7 @@ async fn answer(
         Ok(a) => a,
         Err(e) => {
             tracing::error!(error = %e, "telegram chat lookup failed");
-            return texts::failed(Lang::from_code(telegram_lang), "internal error");
+            return texts::failed(Lang::from_code(telegram_lang), "internal error").into();
         }
     };
     let lang = Lang::from_code(
@@ -197,31 +213,39 @@ async fn answer(
     let linked = account.user().map(|u| u.uuid);
     match (command.as_str(), account) {
         ("/start", _) if !args.is_empty() => {
-            start(instance, telegram, chat, telegram_lang, args[0]).await
+            start(instance, telegram, chat, telegram_lang, args[0])
+                .await
+                .into()
         }
         ("/start" | "/help", ChatAccount::Unlinked) => {
-            format!("{}\n\n{}", texts::help(lang), texts::need_link(lang))
+            format!("{}\n\n{}", texts::help(lang), texts::need_link(lang)).into()
         }
-        ("/start" | "/help", _) => texts::help(lang),
-        ("/info", account) => info(instance, lang, account.user()).await,
+        ("/start" | "/help", _) => texts::help(lang).into(),
+        ("/info", account) => info(instance, lang, account.user()).await.into(),
         ("/lang", _) => {
             let Some(choice) = args.first().filter(|a| matches!(**a, "en" | "ru")) else {
-                return texts::usage(lang, "/lang en|ru");
+                return texts::usage(lang, "/lang en|ru").into();
             };
             let new = Lang::from_code(Some(choice));
             if let Some(user) = linked {
                 if let Err(e) = instance.set_chat_language(user, new.code()).await {
-                    return texts::failed(lang, e.message());
+                    return texts::failed(lang, e.message()).into();
                 }
             }
-            texts::lang_set(new)
+            texts::lang_set(new).into()
         }
-        (_, ChatAccount::Unlinked) => texts::need_link(lang),
-        (_, ChatAccount::Blocked(_)) => texts::blocked(lang),
+        (_, ChatAccount::Unlinked) => texts::need_link(lang).into(),
+        (_, ChatAccount::Blocked(_)) => texts::blocked(lang).into(),
+        ("/chart", ChatAccount::Linked(agent)) => {
+            match chart(instance, &agent, lang, &args).await {
+                Ok(reply) => reply,
+                Err(e) => texts::failed(lang, e.message()).into(),
+            }
+        }
         (command, ChatAccount::Linked(agent)) => {
             match linked_command(instance, &agent, lang, command, &args).await {
-                Ok(text) => text,
-                Err(e) => texts::failed(lang, e.message()),
+                Ok(text) => text.into(),
+                Err(e) => texts::failed(lang, e.message()).into(),
             }
         }
     }
@@ -376,6 +400,46 @@ async fn linked_command(
         ("/unmute", [name]) => mute(instance, agent, lang, name, 0).await?,
         ("/unmute", _) => texts::usage(lang, "/unmute NAME"),
         _ => texts::unknown_command(lang),
+    })
+}
+
+/// `/chart NODE [PERIOD]`: the node's pipeline data as a picture, or why there is none.
+async fn chart(instance: &Instance, agent: &Agent, lang: Lang, args: &[&str]) -> AppResult<Reply> {
+    const USAGE: &str = "/chart UNIT/TOPIC|NODE_UUID [PERIOD: 1h, 24h, 7d]";
+    let (name, period_text) = match args {
+        [name] => (*name, "24h"),
+        [name, period] => (*name, *period),
+        _ => return Ok(texts::usage(lang, USAGE).into()),
+    };
+    let Ok(period) = parse_chart_period(period_text) else {
+        return Ok(texts::usage(lang, USAGE).into());
+    };
+    let (time, value) = texts::chart_axes(lang);
+    let labels = ChartLabels { time, value };
+    let chart = match instance.node_chart(agent, name, period, labels).await {
+        Err(AppError::NotFound) => return Ok(texts::no_node(lang, name).into()),
+        other => other?,
+    };
+    Ok(match chart {
+        NodeChart::Png {
+            png,
+            unit,
+            topic,
+            points,
+        } => Reply::Photo {
+            png,
+            caption: texts::chart_caption(lang, &unit, &topic, period_text, points),
+        },
+        NodeChart::LastValue {
+            unit,
+            topic,
+            state,
+            at,
+        } => texts::chart_last_value(lang, &unit, &topic, state.as_deref(), &at).into(),
+        NodeChart::NoPipe { unit, topic } => texts::chart_no_pipe(lang, &unit, &topic).into(),
+        NodeChart::Empty { unit, topic } => {
+            texts::chart_empty(lang, &unit, &topic, period_text).into()
+        }
     })
 }
 

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use teloxide::prelude::*;
-use teloxide::types::{ChatId, ParseMode};
+use teloxide::types::{ChatId, InputFile, ParseMode};
 use teloxide::RequestError;
 use uuid::Uuid;
 
@@ -32,6 +32,8 @@ pub const LINK_CODE_TTL: Duration = Duration::from_secs(300);
 const MAX_LINK_CODES: usize = 10_000;
 /// Telegram's limit on a message's text.
 pub const MAX_MESSAGE_CHARS: usize = 4096;
+/// Telegram's limit on a photo's caption.
+pub const MAX_CAPTION_CHARS: usize = 1024;
 /// Attempts per message when Telegram asks to wait or cannot be reached.
 const SEND_ATTEMPTS: u32 = 4;
 /// Longest `retry_after` honoured; longer waits fail the message.
@@ -182,34 +184,69 @@ impl Telegram {
     /// limit; waits out flood control and retries network failures a few times.
     pub async fn send(&self, chat: i64, html: &str) -> Result<(), TelegramError> {
         let text = truncate(html, MAX_MESSAGE_CHARS);
-        let mut delay = Duration::from_millis(500);
-        let mut attempt = 1;
-        loop {
-            let sent = self
-                .bot
+        retrying(|| {
+            self.bot
                 .send_message(ChatId(chat), text.clone())
                 .parse_mode(ParseMode::Html)
-                .await;
-            let error = match sent {
-                Ok(_) => return Ok(()),
-                Err(RequestError::RetryAfter(s)) if s.duration() <= MAX_RETRY_AFTER => {
-                    if attempt >= SEND_ATTEMPTS {
-                        return Err(TelegramError::Flood(s.duration()));
-                    }
-                    tokio::time::sleep(s.duration()).await;
-                    attempt += 1;
-                    continue;
+                .send()
+        })
+        .await
+    }
+
+    /// Sends a PNG image (`sendPhoto`, uploaded as multipart/form-data) with an HTML caption
+    /// cut to Telegram's caption limit; retried as [`Telegram::send`].
+    pub async fn send_photo(
+        &self,
+        chat: i64,
+        png: Vec<u8>,
+        caption_html: &str,
+    ) -> Result<(), TelegramError> {
+        let caption = truncate(caption_html, MAX_CAPTION_CHARS);
+        let png = bytes::Bytes::from(png);
+        retrying(|| {
+            self.bot
+                .send_photo(
+                    ChatId(chat),
+                    InputFile::memory(png.clone()).file_name("chart.png"),
+                )
+                .caption(caption.clone())
+                .parse_mode(ParseMode::Html)
+                .send()
+        })
+        .await
+    }
+}
+
+/// Runs one Bot API call until it succeeds: waits out flood control (`retry_after` up to
+/// [`MAX_RETRY_AFTER`]) and retries network failures with a doubling pause, at most
+/// [`SEND_ATTEMPTS`] times in all.
+async fn retrying<T, F, Fut>(mut call: F) -> Result<(), TelegramError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, RequestError>>,
+{
+    let mut delay = Duration::from_millis(500);
+    let mut attempt = 1;
+    loop {
+        let error = match call().await {
+            Ok(_) => return Ok(()),
+            Err(RequestError::RetryAfter(s)) if s.duration() <= MAX_RETRY_AFTER => {
+                if attempt >= SEND_ATTEMPTS {
+                    return Err(TelegramError::Flood(s.duration()));
                 }
-                Err(e) => map_error(e),
-            };
-            match error {
-                TelegramError::Network(_) if attempt < SEND_ATTEMPTS => {
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
-                    attempt += 1;
-                }
-                e => return Err(e),
+                tokio::time::sleep(s.duration()).await;
+                attempt += 1;
+                continue;
             }
+            Err(e) => map_error(e),
+        };
+        match error {
+            TelegramError::Network(_) if attempt < SEND_ATTEMPTS => {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                attempt += 1;
+            }
+            e => return Err(e),
         }
     }
 }

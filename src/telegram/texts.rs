@@ -30,6 +30,7 @@ pub fn help(lang: Lang) -> String {
          /alerts NAME LEVEL - alert from LEVEL (Debug..Critical)\n\
          /mute NAME [HOURS] - mute the unit's alerts (default 24 h)\n\
          /unmute NAME - alerts again\n\
+         /chart UNIT/TOPIC|NODE_UUID [PERIOD] - chart of a node's data pipe (PERIOD 1h, 24h, 7d; default 24h)\n\
          /info - this instance\n\
          /lang en|ru - language\n\
          /start CODE - link this chat to your account (code from the web app)",
@@ -41,6 +42,7 @@ pub fn help(lang: Lang) -> String {
          /alerts ИМЯ УРОВЕНЬ - оповещать начиная с УРОВНЯ (Debug..Critical)\n\
          /mute ИМЯ [ЧАСЫ] - выключить оповещения юнита (по умолчанию 24 ч)\n\
          /unmute ИМЯ - снова оповещать\n\
+         /chart ЮНИТ/ТОПИК|UUID_НОДЫ [ПЕРИОД] - график данных пайплайна ноды (ПЕРИОД 1h, 24h, 7d; по умолчанию 24h)\n\
          /info - об этом инстансе\n\
          /lang en|ru - язык\n\
          /start КОД - привязать этот чат к аккаунту (код из веб-приложения)",
@@ -272,6 +274,92 @@ pub fn alert_level(lang: Lang, unit: &str, level: LogLevel) -> String {
         escape(unit),
         t(lang, "alerts from", "оповещения с уровня"),
         level.as_str()
+    )
+}
+
+/// The axis texts of a chart: time (UTC) and value.
+pub fn chart_axes(lang: Lang) -> (&'static str, &'static str) {
+    (
+        t(lang, "Time, UTC", "Время, UTC"),
+        t(lang, "Value", "Значение"),
+    )
+}
+
+fn node_name(unit: &str, topic: &str) -> String {
+    format!("<b>{}/{}</b>", escape(unit), escape(topic))
+}
+
+/// A chart's caption.
+pub fn chart_caption(lang: Lang, unit: &str, topic: &str, period: &str, points: usize) -> String {
+    format!(
+        "{} - {} {}, {points} {}",
+        node_name(unit, topic),
+        t(lang, "last", "за последние"),
+        escape(period),
+        t(lang, "values", "значений"),
+    )
+}
+
+pub fn no_node(lang: Lang, name: &str) -> String {
+    format!(
+        "{} <b>{}</b>. {}",
+        t(
+            lang,
+            "You have no node you may read named",
+            "У вас нет доступной ноды"
+        ),
+        escape(name),
+        t(
+            lang,
+            "Name it UNIT/TOPIC (e.g. my_unit/temp/pepeunit) or by its uuid.",
+            "Укажите её как ЮНИТ/ТОПИК (например, my_unit/temp/pepeunit) или по uuid."
+        )
+    )
+}
+
+pub fn chart_no_pipe(lang: Lang, unit: &str, topic: &str) -> String {
+    format!(
+        "{}: {}",
+        node_name(unit, topic),
+        t(
+            lang,
+            "no data to chart: its data pipe is off or has no config.",
+            "нет данных для графика: пайплайн данных выключен или не настроен."
+        )
+    )
+}
+
+pub fn chart_empty(lang: Lang, unit: &str, topic: &str, period: &str) -> String {
+    format!(
+        "{}: {} {}.",
+        node_name(unit, topic),
+        t(
+            lang,
+            "no numeric values in the last",
+            "нет числовых значений за последние"
+        ),
+        escape(period)
+    )
+}
+
+pub fn chart_last_value(
+    lang: Lang,
+    unit: &str,
+    topic: &str,
+    state: Option<&str>,
+    at: &str,
+) -> String {
+    format!(
+        "{}: {}\n{}: <code>{}</code> ({} UTC)",
+        node_name(unit, topic),
+        t(
+            lang,
+            "its data pipe keeps the last value only, nothing to chart",
+            "пайплайн данных хранит только последнее значение, графика нет"
+        ),
+        t(lang, "Value", "Значение"),
+        escape(&clip(state.unwrap_or("-"), LINE_CLIP)),
+        escape(at.get(..19).unwrap_or(at)),
     )
 }
 

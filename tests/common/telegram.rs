@@ -3,8 +3,11 @@
 //! envelope (`{"ok":true,"result":...}` or `{"ok":false,"error_code":N,"description":...}`).
 //! Implements what the server uses: getMe, getUpdates (long polling over a queue the test
 //! fills), sendMessage (recorded; HTML checked the way Telegram does: unknown tags or bare
-//! `&`/`<` are "can't parse entities"), setWebhook, deleteWebhook; it can answer 429 with
-//! `retry_after` to exercise flood control.
+//! `&`/`<` are "can't parse entities"), sendPhoto (a multipart upload in field `photo` or
+//! the part `photo=attach://<name>` names,
+//! recorded with its bytes; refused as Telegram refuses: no photo, a file that is not an
+//! image, a caption over 1024 characters or with bad HTML), setWebhook, deleteWebhook; it can
+//! answer 429 with `retry_after` to exercise flood control.
 #![allow(dead_code)]
 
 use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
@@ -29,8 +32,19 @@ pub struct Sent {
     pub parse_mode: Option<String>,
 }
 
+/// A photo the server sent (`sendPhoto`).
+#[derive(Clone, Debug)]
+pub struct SentPhoto {
+    pub chat_id: i64,
+    pub caption: Option<String>,
+    pub parse_mode: Option<String>,
+    pub file_name: Option<String>,
+    pub bytes: Vec<u8>,
+}
+
 #[derive(Default)]
 struct Fake {
+    photos: Mutex<Vec<SentPhoto>>,
     updates: Mutex<Vec<Value>>,
     next_update: AtomicI64,
     new_update: Notify,
@@ -122,6 +136,34 @@ impl FakeTelegram {
             .collect()
     }
 
+    pub fn photos_to(&self, chat: i64) -> Vec<SentPhoto> {
+        self.fake
+            .photos
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| p.chat_id == chat)
+            .cloned()
+            .collect()
+    }
+
+    /// Waits (bounded) for the `n`th photo (from 1) sent to `chat`.
+    pub async fn wait_for_photo(&self, chat: i64, n: usize, wait: Duration) -> SentPhoto {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = self.fake.new_sent.notified();
+            if let Some(p) = self.photos_to(chat).into_iter().nth(n - 1) {
+                return p;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!(
+                    "no photo {n} to {chat}; messages: {:#?}",
+                    self.sent_to(chat)
+                );
+            }
+        }
+    }
+
     pub fn webhook(&self) -> Option<(String, String)> {
         self.fake.webhook.lock().unwrap().clone()
     }
@@ -187,9 +229,17 @@ fn err(code: u16, description: &str) -> Json<Value> {
     Json(json!({"ok": false, "error_code": code, "description": description}))
 }
 
+/// A file uploaded in a multipart call: its field, file name and bytes.
+struct Upload {
+    field: String,
+    file_name: Option<String>,
+    bytes: Vec<u8>,
+}
+
 /// The parameters of a call: a JSON body, or multipart form fields (teloxide sends methods
-/// that may carry files, such as setWebhook, as multipart), as Telegram accepts both.
-async fn params(req: axum::extract::Request) -> Result<Value, String> {
+/// that may carry files, such as setWebhook and sendPhoto, as multipart), as Telegram accepts
+/// both. Parts with a file name are uploads.
+async fn params(req: axum::extract::Request) -> Result<(Value, Vec<Upload>), String> {
     use axum::extract::FromRequest;
     let multipart = req
         .headers()
@@ -201,20 +251,141 @@ async fn params(req: axum::extract::Request) -> Result<Value, String> {
             .await
             .map_err(|e| e.to_string())?;
         let mut out = serde_json::Map::new();
+        let mut uploads = Vec::new();
         while let Some(field) = form.next_field().await.map_err(|e| e.to_string())? {
             let name = field.name().unwrap_or_default().to_string();
+            if let Some(file_name) = field.file_name().map(str::to_string) {
+                let bytes = field.bytes().await.map_err(|e| e.to_string())?.to_vec();
+                uploads.push(Upload {
+                    field: name,
+                    file_name: Some(file_name),
+                    bytes,
+                });
+                continue;
+            }
             let text = field.text().await.map_err(|e| e.to_string())?;
             out.insert(name, Value::String(text));
         }
-        return Ok(Value::Object(out));
+        return Ok((Value::Object(out), uploads));
     }
     let bytes = axum::body::to_bytes(req.into_body(), 1 << 20)
         .await
         .map_err(|e| e.to_string())?;
     if bytes.is_empty() {
-        return Ok(json!({}));
+        return Ok((json!({}), Vec::new()));
     }
-    serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+    Ok((
+        serde_json::from_slice(&bytes).map_err(|e| e.to_string())?,
+        Vec::new(),
+    ))
+}
+
+/// A chat id as Telegram reads it: a JSON number, or a form field's digits.
+fn chat_id(v: &Value) -> Option<i64> {
+    v.as_i64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+}
+
+/// Width and height of a PNG or JPEG Telegram could process; `None` for anything else.
+fn image_size(bytes: &[u8]) -> Option<(u32, u32)> {
+    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.get(12..16) == Some(b"IHDR") {
+        let be = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
+        return Some((be(16), be(20)));
+    }
+    None
+}
+
+/// `sendPhoto` with an uploaded file, checked as Telegram checks it.
+fn send_photo(
+    fake: &Fake,
+    body: &Value,
+    uploads: Vec<Upload>,
+) -> (axum::http::StatusCode, Json<Value>) {
+    use axum::http::StatusCode as S;
+    let Some(chat_id) = chat_id(&body["chat_id"]) else {
+        return (S::BAD_REQUEST, err(400, "Bad Request: chat_id is empty"));
+    };
+    // the file is the part named `photo`, or the part a `photo=attach://<name>` field names
+    // (as teloxide sends it)
+    let field = match body["photo"]
+        .as_str()
+        .and_then(|p| p.strip_prefix("attach://"))
+    {
+        Some(name) => name.to_string(),
+        None => "photo".to_string(),
+    };
+    let Some(photo) = uploads.into_iter().find(|u| u.field == field) else {
+        let description = if body["photo"].is_string() && field == "photo" {
+            // a file_id or URL: this fake holds no files and fetches nothing
+            "Bad Request: wrong remote file identifier specified"
+        } else {
+            "Bad Request: there is no photo in the request"
+        };
+        return (S::BAD_REQUEST, err(400, description));
+    };
+    if photo.bytes.len() > 10 << 20 {
+        return (
+            S::BAD_REQUEST,
+            err(400, "Bad Request: PHOTO_INVALID_DIMENSIONS"),
+        );
+    }
+    let Some((w, h)) = image_size(&photo.bytes) else {
+        return (
+            S::BAD_REQUEST,
+            err(400, "Bad Request: IMAGE_PROCESS_FAILED"),
+        );
+    };
+    // Telegram: width + height at most 10000, a ratio of at most 20
+    if w == 0 || h == 0 || w + h > 10_000 || w.max(h) / w.min(h) > 20 {
+        return (
+            S::BAD_REQUEST,
+            err(400, "Bad Request: PHOTO_INVALID_DIMENSIONS"),
+        );
+    }
+    let caption = body["caption"].as_str().map(str::to_string);
+    let parse_mode = body["parse_mode"].as_str().map(str::to_string);
+    if let Some(c) = &caption {
+        if c.chars().count() > 1024 {
+            return (
+                S::BAD_REQUEST,
+                err(400, "Bad Request: message caption is too long"),
+            );
+        }
+        if parse_mode.as_deref() == Some("HTML") {
+            if let Err(e) = check_html(c) {
+                return (
+                    S::BAD_REQUEST,
+                    err(400, &format!("Bad Request: can't parse entities: {e}")),
+                );
+            }
+        }
+    }
+    let message_id = {
+        let mut photos = fake.photos.lock().unwrap();
+        photos.push(SentPhoto {
+            chat_id,
+            caption: caption.clone(),
+            parse_mode,
+            file_name: photo.file_name,
+            bytes: photo.bytes,
+        });
+        1_000_000 + photos.len() as i64
+    };
+    fake.new_sent.notify_waiters();
+    let mut message = json!({
+        "message_id": message_id,
+        "date": 1_764_000_000,
+        "chat": {"id": chat_id, "type": "private", "first_name": "Tester"},
+        "from": {"id": BOT_ID, "is_bot": true, "first_name": "Pepeunit test", "username": BOT_USERNAME},
+        "photo": [{
+            "file_id": format!("photo{message_id}"), "file_unique_id": format!("u{message_id}"),
+            "width": w, "height": h,
+        }],
+    });
+    if let Some(c) = caption {
+        message["caption"] = json!(c);
+    }
+    (S::OK, ok(message))
 }
 
 async fn method(
@@ -226,7 +397,7 @@ async fn method(
     if bot != format!("bot{TOKEN}") {
         return (S::UNAUTHORIZED, err(401, "Unauthorized"));
     }
-    let body = match params(req).await {
+    let (body, uploads) = match params(req).await {
         Ok(v) => v,
         Err(_) => return (S::BAD_REQUEST, err(400, "Bad Request: invalid JSON")),
     };
@@ -324,6 +495,7 @@ async fn method(
                 })),
             )
         }
+        "sendphoto" => send_photo(&fake, &body, uploads),
         "setwebhook" => {
             let url = body["url"].as_str().unwrap_or_default().to_string();
             if url.is_empty() {

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::{Agent, Instance};
 use crate::error::{AppError, AppResult};
 use crate::store;
-use crate::store::throttle::ScraperRow;
+use crate::store::scrapers::ScraperRow;
 
 /// Scraper tokens an instance keeps at most.
 pub const MAX_SCRAPERS: i64 = 100;
@@ -148,7 +148,7 @@ impl Instance {
         }
         // a short or oddly shaped bearer is never looked up
         if bearer.starts_with(PREFIX) && bearer.len() == PREFIX.len() + 64 {
-            let found = store::throttle::use_scraper(
+            let found = store::scrapers::use_scraper(
                 self.pool(),
                 &sha256_hex(bearer),
                 &crate::domain::now(),
@@ -174,7 +174,7 @@ impl Instance {
                 "name: 1 to 100 characters, no control characters",
             ));
         }
-        if store::throttle::count_scrapers(self.pool()).await? >= MAX_SCRAPERS {
+        if store::scrapers::count_scrapers(self.pool()).await? >= MAX_SCRAPERS {
             return Err(AppError::validation(format!(
                 "at most {MAX_SCRAPERS} scraper tokens; revoke one first"
             )));
@@ -189,7 +189,7 @@ impl Instance {
             create_datetime: crate::domain::now(),
             last_used_datetime: None,
         };
-        store::throttle::insert_scraper(self.pool(), &row, &sha256_hex(&token)).await?;
+        store::scrapers::insert_scraper(self.pool(), &row, &sha256_hex(&token)).await?;
         Ok(NewScraperToken {
             token,
             scraper: row.into(),
@@ -199,7 +199,7 @@ impl Instance {
     /// `GET /scraper_tokens` (admins).
     pub async fn scraper_tokens(&self, agent: &Agent) -> AppResult<Vec<ScraperToken>> {
         agent.require_admin()?;
-        Ok(store::throttle::scrapers(self.pool())
+        Ok(store::scrapers::scrapers(self.pool())
             .await?
             .into_iter()
             .map(Into::into)
@@ -209,7 +209,7 @@ impl Instance {
     /// `DELETE /scraper_tokens/{uuid}` (admins): the token stops working at once.
     pub async fn revoke_scraper_token(&self, agent: &Agent, uuid: Uuid) -> AppResult<()> {
         agent.require_admin()?;
-        if store::throttle::delete_scraper(self.pool(), uuid).await? == 0 {
+        if store::scrapers::delete_scraper(self.pool(), uuid).await? == 0 {
             return Err(AppError::not_found());
         }
         Ok(())

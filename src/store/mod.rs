@@ -14,6 +14,7 @@ pub mod permissions;
 pub mod pipe_data;
 pub mod registries;
 pub mod repos;
+pub mod scrapers;
 pub mod throttle;
 pub mod transfer;
 pub mod unit_logs;

@@ -171,6 +171,18 @@ pub struct Config {
     /// `PU_FF_GRAFANA_INTEGRATION_ENABLE`: dashboards (issue 19); off, they answer
     /// FeatureDisabled.
     pub ff_grafana: bool,
+    /// Grafana (issue 19, SPEC §9): the HTTP API the dashboard sync talks to
+    /// (`PU_GRAFANA_URL`; default the public origin + `/grafana`, as upstream's deploy serves
+    /// it behind nginx), with admin Basic auth (`PU_GRAFANA_ADMIN_USER` and
+    /// `PU_GRAFANA_ADMIN_PASSWORD`, required when the integration is on).
+    pub grafana_url: Option<String>,
+    /// Our REST API base as Grafana's Infinity datasource reaches it (`PU_GRAFANA_BACKEND_URL`,
+    /// e.g. `http://pepeunit:5291/pepeunit/api/v1`; default the public origin + prefixes).
+    pub grafana_backend_url: Option<String>,
+    pub grafana_admin_user: String,
+    pub grafana_admin_password: String,
+    /// `PU_GRAFANA_LIMIT_UNIT_NODE_PER_ONE_PANEL` (1 to 32, default 10): nodes linked to a panel.
+    pub grafana_limit_unit_node_per_one_panel: i64,
     /// `PU_FF_DATAPIPE_DEFAULT_LAST_VALUE_ENABLE` (default false): new `/pepeunit` nodes get
     /// upstream's default LastValue pipeline (Permanent, Text, max_rate 5 s, max_size 100).
     pub ff_datapipe_default_last_value: bool,
@@ -595,7 +607,64 @@ impl Config {
             ));
         }
 
+        let ff_grafana: bool = src.parse("PU_FF_GRAFANA_INTEGRATION_ENABLE", false)?;
+        let grafana_url = src
+            .get("PU_GRAFANA_URL")
+            .map(|u| u.trim().trim_end_matches('/').to_string());
+        let grafana_backend_url = src
+            .get("PU_GRAFANA_BACKEND_URL")
+            .map(|u| u.trim().trim_end_matches('/').to_string());
+        for (key, value) in [
+            ("PU_GRAFANA_URL", &grafana_url),
+            ("PU_GRAFANA_BACKEND_URL", &grafana_backend_url),
+        ] {
+            if let Some(url) = value {
+                if url::Url::parse(url)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+                    .is_none()
+                {
+                    return Err(invalid(
+                        key,
+                        "must be an http(s) URL such as http://grafana:3000",
+                    ));
+                }
+            }
+        }
+        let grafana_admin_user = src.string("PU_GRAFANA_ADMIN_USER", "");
+        let grafana_admin_password = src.string("PU_GRAFANA_ADMIN_PASSWORD", "");
+        for (key, value) in [
+            ("PU_GRAFANA_ADMIN_USER", &grafana_admin_user),
+            ("PU_GRAFANA_ADMIN_PASSWORD", &grafana_admin_password),
+        ] {
+            if value.chars().count() > 128 || value.chars().any(char::is_control) {
+                return Err(invalid(
+                    key,
+                    "must be at most 128 characters, no control characters",
+                ));
+            }
+            if ff_grafana && value.is_empty() {
+                return Err(invalid(
+                    key,
+                    "is required when PU_FF_GRAFANA_INTEGRATION_ENABLE is true (Grafana's admin, for the dashboard sync)",
+                ));
+            }
+        }
+        let grafana_limit_unit_node_per_one_panel: i64 =
+            src.parse("PU_GRAFANA_LIMIT_UNIT_NODE_PER_ONE_PANEL", 10)?;
+        if !(1..=32).contains(&grafana_limit_unit_node_per_one_panel) {
+            return Err(invalid(
+                "PU_GRAFANA_LIMIT_UNIT_NODE_PER_ONE_PANEL",
+                "must be between 1 and 32",
+            ));
+        }
+
         let mut config = Config {
+            grafana_url,
+            grafana_backend_url,
+            grafana_admin_user,
+            grafana_admin_password,
+            grafana_limit_unit_node_per_one_panel,
             throttle_rules,
             throttle_client_rate,
             load_metering: src.parse("PU_LOAD_METERING", true)?,
@@ -610,7 +679,7 @@ impl Config {
             allow_local_network,
             federation_authorized_fetch: src.parse("PU_FEDERATION_AUTHORIZED_FETCH", false)?,
             ff_datapipe: src.parse("PU_FF_DATAPIPE_ENABLE", true)?,
-            ff_grafana: src.parse("PU_FF_GRAFANA_INTEGRATION_ENABLE", false)?,
+            ff_grafana,
             ff_datapipe_default_last_value: src
                 .parse("PU_FF_DATAPIPE_DEFAULT_LAST_VALUE_ENABLE", false)?,
             federation_retry_base_secs,
@@ -761,6 +830,22 @@ impl Config {
     /// `{http_type}://{domain}`, the public origin of this instance.
     pub fn origin(&self) -> String {
         format!("{}://{}", self.http_type, self.domain)
+    }
+
+    /// Our REST API base as Grafana reaches it: `PU_GRAFANA_BACKEND_URL`, else the public one.
+    pub fn grafana_backend_base(&self) -> String {
+        match &self.grafana_backend_url {
+            Some(u) => u.clone(),
+            None => format!("{}{}{}", self.origin(), self.app_prefix, self.api_prefix),
+        }
+    }
+
+    /// Grafana's HTTP API base: `PU_GRAFANA_URL`, else the public origin + `/grafana`.
+    pub fn grafana_base(&self) -> String {
+        match &self.grafana_url {
+            Some(u) => u.clone(),
+            None => format!("{}/grafana", self.origin()),
+        }
     }
 
     pub fn repositories_dir(&self) -> PathBuf {
@@ -970,6 +1055,37 @@ mod tests {
     }
 
     #[test]
+    fn grafana_needs_its_admin_when_the_integration_is_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let on = ("PU_FF_GRAFANA_INTEGRATION_ENABLE", "true");
+        let err = Config::from_vars(vars(dir.path(), &[on])).unwrap_err();
+        assert!(err.to_string().contains("PU_GRAFANA_ADMIN_USER"), "{err}");
+        let err = Config::from_vars(vars(dir.path(), &[on, ("PU_GRAFANA_ADMIN_USER", "admin")]))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("PU_GRAFANA_ADMIN_PASSWORD"),
+            "{err}"
+        );
+        let c = Config::from_vars(vars(
+            dir.path(),
+            &[
+                on,
+                ("PU_GRAFANA_ADMIN_USER", "admin"),
+                ("PU_GRAFANA_ADMIN_PASSWORD", "pw"),
+            ],
+        ))
+        .unwrap();
+        assert_eq!(c.grafana_base(), format!("{}/grafana", c.origin()));
+        assert_eq!(c.grafana_limit_unit_node_per_one_panel, 10);
+        let c = Config::from_vars(vars(
+            dir.path(),
+            &[("PU_GRAFANA_URL", "http://grafana:3000/")],
+        ))
+        .unwrap();
+        assert_eq!(c.grafana_base(), "http://grafana:3000");
+    }
+
+    #[test]
     fn bad_values_are_named_in_the_error() {
         let dir = tempfile::tempdir().unwrap();
         for (key, value) in [
@@ -1021,6 +1137,12 @@ mod tests {
             ("PU_THROTTLE_CLIENT_RATE", "-1"),
             ("PU_THROTTLE_CLIENT_RATE", "1000001"),
             ("PU_LOAD_METERING", "maybe"),
+            ("PU_GRAFANA_URL", "grafana:3000"),
+            ("PU_GRAFANA_URL", "ftp://grafana"),
+            ("PU_GRAFANA_BACKEND_URL", "pepeunit:5291"),
+            ("PU_GRAFANA_LIMIT_UNIT_NODE_PER_ONE_PANEL", "0"),
+            ("PU_GRAFANA_LIMIT_UNIT_NODE_PER_ONE_PANEL", "33"),
+            ("PU_GRAFANA_ADMIN_USER", "tab\there"),
         ] {
             let err = Config::from_vars(vars(dir.path(), &[(key, value)])).unwrap_err();
             assert!(err.to_string().contains(key), "{key}: {err}");

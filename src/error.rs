@@ -33,6 +33,8 @@ pub enum Rule {
     Transfer,
     /// Data pipe configs and data (upstream shares code 8 with UnitNode).
     DataPipe,
+    /// Grafana dashboards, their panels, links and sync (ours: upstream's code is not public).
+    Grafana,
 }
 
 impl Rule {
@@ -52,6 +54,7 @@ impl Rule {
             Rule::Platform => 14,
             Rule::Readme => 16,
             Rule::Transfer => 17,
+            Rule::Grafana => 18,
         }
     }
 
@@ -72,6 +75,7 @@ impl Rule {
             Rule::Readme => "Readme Generation Error",
             Rule::Transfer => "Transfer Error",
             Rule::DataPipe => "DataPipe Validation Error",
+            Rule::Grafana => "Grafana Error",
         }
     }
 }
@@ -161,6 +165,9 @@ impl AppError {
     }
     pub fn data_pipe(message: impl Into<String>) -> Self {
         Self::invalid(Rule::DataPipe, message)
+    }
+    pub fn grafana(message: impl Into<String>) -> Self {
+        Self::invalid(Rule::Grafana, message)
     }
     pub fn json(message: impl Into<String>) -> Self {
         Self::invalid(Rule::Json, message)

@@ -8,6 +8,7 @@ pub mod domain;
 pub mod error;
 pub mod firmware;
 pub mod git;
+pub mod grafana;
 pub mod graphql;
 pub mod http;
 pub mod load;

@@ -31,6 +31,9 @@ pub struct Claims {
     /// A unit token's generation (`gen`), absent before the unit's first rotation (0).
     #[serde(default)]
     pub gen: Option<i64>,
+    /// A GrafanaUnitNode token's panel (`panel_uuid`).
+    #[serde(default)]
+    pub panel_uuid: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -48,6 +51,14 @@ struct UnitClaims<'a> {
     agent_type: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     gen: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct GrafanaUnitNodeClaims<'a> {
+    uuid: &'a str,
+    panel_uuid: &'a str,
+    #[serde(rename = "type")]
+    agent_type: &'a str,
 }
 
 #[derive(Serialize)]
@@ -115,6 +126,17 @@ impl TokenKey {
             uuid: &bridge.to_string(),
             agent_type: "Bridge",
             gen: None,
+        })
+    }
+
+    /// What Grafana's Infinity datasource sends for one node of one panel (upstream's
+    /// `{"uuid","panel_uuid","type":"GrafanaUnitNode"}`, no expiry): accepted only by
+    /// `grafana/datasource/`, and only while the node is linked to the panel.
+    pub fn grafana_unit_node_token(&self, node: Uuid, panel: Uuid) -> String {
+        self.sign(&GrafanaUnitNodeClaims {
+            uuid: &node.to_string(),
+            panel_uuid: &panel.to_string(),
+            agent_type: "GrafanaUnitNode",
         })
     }
 

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::fixtures::{output_node, registry_repo_unit, FirmwareRepo};
+use common::fixtures::{output_node, pipe_config, registry_repo_unit, FirmwareRepo};
 use common::mqtt::{base_topic, unit_token, MqttDevice};
 use common::telegram::{link, FakeTelegram, BOT_USERNAME};
 use common::{Backend, TestInstance};
@@ -439,26 +439,6 @@ fn png_size(bytes: &[u8]) -> (u32, u32) {
 }
 
 /// Turns the node's data pipe on with `yaml` (as its creator).
-async fn pipe_config(inst: &TestInstance, token: &str, node: &str, yaml: &str) {
-    let (s, body) = inst
-        .patch(
-            &format!("/unit_nodes/{node}"),
-            Some(token),
-            json!({"is_data_pipe_active": true}),
-        )
-        .await;
-    assert_eq!(s.as_u16(), 200, "{body}");
-    let (s, body) = inst
-        .post_file(
-            &format!("/unit_nodes/set_data_pipe_config?uuid={node}"),
-            Some(token),
-            "data",
-            yaml.as_bytes(),
-        )
-        .await;
-    assert!(s.is_success(), "{}", String::from_utf8_lossy(&body));
-}
-
 const N_RECORDS_500: &str = "active_period:
   type: Permanent
 filters:

@@ -1,17 +1,27 @@
-//! Grafana dashboards (issue 19, part 1, first slice): a user's dashboards at upstream's REST
-//! paths and GraphQL fields, behind `PU_FF_GRAFANA_INTEGRATION_ENABLE`. Panels, node links and
-//! the sync to Grafana are not built yet.
+//! Grafana dashboards (issue 19, part 1): a user's dashboards, panels and node links at
+//! upstream's REST paths and GraphQL fields, behind `PU_FF_GRAFANA_INTEGRATION_ENABLE`; the sync
+//! against a fake Grafana that speaks Grafana's HTTP API; the datasource Grafana reads with a
+//! link's token.
 
 mod common;
 
+use common::fixtures::{add_units, output_node, pipe_config, registry_repo_unit, FirmwareRepo};
+use common::grafana::FakeGrafana;
 use common::graphql::{data, error, gql};
 use common::{Backend, TestInstance};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 async fn dashboards(backend: Backend) {
-    let inst =
-        TestInstance::start_with(backend, &[("PU_FF_GRAFANA_INTEGRATION_ENABLE", "true")]).await;
+    let inst = TestInstance::start_with(
+        backend,
+        &[
+            ("PU_FF_GRAFANA_INTEGRATION_ENABLE", "true"),
+            ("PU_GRAFANA_ADMIN_USER", "admin"),
+            ("PU_GRAFANA_ADMIN_PASSWORD", "secret"),
+        ],
+    )
+    .await;
     let (_, admin) = inst.user("admin1").await;
     let (owner_uuid, owner) = inst.user("owner1").await;
     let (_, other) = inst.user("other1").await;
@@ -196,8 +206,6 @@ async fn dashboards(backend: Backend) {
     assert_eq!(left["count"], 2, "{left}");
 }
 
-both_backends!(dashboards);
-
 /// Without the flag every dashboard operation answers FeatureDisabled, as upstream's flag does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn off_without_the_flag() {
@@ -222,3 +230,456 @@ async fn off_without_the_flag() {
     .await;
     assert!(error(&got).contains("Feature"), "{}", got.1);
 }
+
+const N_RECORDS: &str = "active_period:
+  type: Permanent
+filters:
+  type_input_value: Number
+  max_rate: 0
+  max_size: 100
+processing_policy:
+  policy_type: NRecords
+  n_records_count: 100
+";
+
+/// Imports `values` into an NRecords node, one a minute up to a minute ago.
+async fn import_values(inst: &TestInstance, token: &str, node: &str, values: &[&str]) {
+    let now = chrono::Utc::now().naive_utc();
+    let mut csv = String::from("unit_node_uuid,state,state_type,create_datetime,max_count,size\n");
+    for (i, v) in values.iter().enumerate() {
+        let at = now - chrono::Duration::minutes((values.len() - i) as i64);
+        csv.push_str(&format!(
+            "{node},{v},Number,{},100,{}\n",
+            at.format("%Y-%m-%d %H:%M:%S"),
+            v.len()
+        ));
+    }
+    let (s, body) = inst
+        .post_file(
+            &format!("/unit_nodes/set_data_pipe_data_csv?uuid={node}"),
+            Some(token),
+            "data",
+            csv.as_bytes(),
+        )
+        .await;
+    assert!(s.is_success(), "{}", String::from_utf8_lossy(&body));
+}
+
+/// Panels, links (limit, duplicates, owners), the sync against a fake Grafana (organisation,
+/// user, membership, datasource, dashboard JSON, versions, a Grafana that is down) and the
+/// datasource read with the tokens the dashboard carries.
+async fn panels_links_and_sync(backend: Backend) {
+    let grafana = FakeGrafana::start().await;
+    let mut env = grafana.env();
+    env.push(("PU_GRAFANA_LIMIT_UNIT_NODE_PER_ONE_PANEL", "2".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let inst = TestInstance::start_with(backend, &env).await;
+    let (owner_uuid, owner) = inst.user("owner1").await;
+    let (_, other) = inst.user("other1").await;
+    let (_, info) = inst.get(&format!("{}/pepeunit", inst.base), None).await;
+    assert_eq!(
+        info["settings"]["pu_grafana_limit_unit_node_per_one_panel"], 2,
+        "{info}"
+    );
+    let firmware = FirmwareRepo::create().await;
+    let (_, repo, unit) =
+        registry_repo_unit(&inst, &owner, &firmware, "greenhouse", "Private").await;
+    let node = output_node(&inst, &owner, &unit, "current_temp/pepeunit").await;
+    let more = add_units(
+        &inst,
+        &owner,
+        &repo,
+        ["cellar".to_string(), "attic".to_string()],
+    )
+    .await;
+    let mut more_nodes = Vec::new();
+    for u in &more {
+        more_nodes
+            .push(output_node(&inst, &owner, &json!({"uuid": u}), "current_temp/pepeunit").await);
+    }
+    let firmware2 = FirmwareRepo::create().await;
+    let (_, _, theirs) =
+        registry_repo_unit(&inst, &other, &firmware2, "neighbour", "Private").await;
+    let their_node = output_node(&inst, &other, &theirs, "current_temp/pepeunit").await;
+
+    let (_, d) = inst
+        .post(
+            "/grafana/create_dashboard",
+            Some(&owner),
+            json!({"name": "Greenhouse"}),
+        )
+        .await;
+    let dash = d["uuid"].as_str().unwrap().to_string();
+    let uid = d["grafana_uuid"].as_str().unwrap().to_string();
+    let sync = |token: String| {
+        let inst = &inst;
+        let dash = dash.clone();
+        async move {
+            inst.post(
+                &format!("/grafana/sync_dashboard?uuid={dash}"),
+                Some(&token),
+                json!(null),
+            )
+            .await
+        }
+    };
+
+    // nothing to push yet: refused before Grafana is called
+    let (s, e) = sync(owner.clone()).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert!(
+        e.to_string().contains("Dashboard does not have Panels"),
+        "{e}"
+    );
+    assert!(grafana.calls().is_empty(), "{:?}", grafana.calls());
+
+    // panels: upstream's plugin ids, a title of 4+ characters, the creator's dashboard only
+    let (s, panel) = inst
+        .post(
+            "/grafana/create_dashboard_panel",
+            Some(&owner),
+            json!({"dashboard_uuid": dash, "title": "Temperatures", "type": "timeseries"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{panel}");
+    assert_eq!(panel["type"], "timeseries");
+    assert_eq!(panel["unit_nodes_for_panel"], json!([]));
+    assert_eq!(panel["creator_uuid"], owner_uuid.as_str());
+    let panel_uuid = panel["uuid"].as_str().unwrap().to_string();
+    for (who, body, status) in [
+        (
+            &owner,
+            json!({"dashboard_uuid": dash, "title": "x", "type": "timeseries"}),
+            422,
+        ),
+        (
+            &owner,
+            json!({"dashboard_uuid": dash, "title": "Fine title", "type": "TimeSeries"}),
+            422,
+        ),
+        (
+            &owner,
+            json!({"dashboard_uuid": uuid::Uuid::new_v4(), "title": "Fine title", "type": "gauge"}),
+            404,
+        ),
+        (
+            &other,
+            json!({"dashboard_uuid": dash, "title": "Fine title", "type": "gauge"}),
+            403,
+        ),
+    ] {
+        let (s, e) = inst
+            .post("/grafana/create_dashboard_panel", Some(who), body.clone())
+            .await;
+        assert_eq!(s.as_u16(), status, "{body}: {e}");
+    }
+
+    // links: the node's creator only, each node once, at most 2 per panel (the setting)
+    let link = |token: &str, node: &str| {
+        let body = json!({"unit_node_uuid": node, "dashboard_panels_uuid": panel_uuid, "is_last_data": false, "is_forced_to_json": false});
+        let token = token.to_string();
+        let inst = &inst;
+        async move {
+            inst.post("/grafana/link_unit_node_to_panel", Some(&token), body)
+                .await
+        }
+    };
+    let (s, l) = link(&owner, &node).await;
+    assert_eq!(s, StatusCode::CREATED, "{l}");
+    assert_eq!(
+        l["unit_with_unit_node_name"],
+        "greenhouse_unit@current_temp/pepeunit"
+    );
+    assert_eq!(l["unit_node"]["uuid"], node.as_str());
+    let (s, e) = link(&owner, &node).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert!(e.to_string().contains("already linked"), "{e}");
+    let (s, _) = link(&owner, &their_node).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "someone else's node");
+    let (s, _) = link(&other, &their_node).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "someone else's panel");
+    let (s, _) = link(&owner, &more_nodes[0]).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, e) = link(&owner, &more_nodes[1]).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert!(
+        e.to_string().contains("Limit UnitNode for one panel is 2"),
+        "{e}"
+    );
+
+    let (s, panels) = inst
+        .get(
+            &format!("/grafana/get_dashboard_panels/{dash}"),
+            Some(&owner),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(panels["count"], 1, "{panels}");
+    let names: Vec<&str> = panels["panels"][0]["unit_nodes_for_panel"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["unit_with_unit_node_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "greenhouse_unit@current_temp/pepeunit",
+            "cellar@current_temp/pepeunit"
+        ]
+    );
+    let (s, _) = inst
+        .get(
+            &format!("/grafana/get_dashboard_panels/{dash}"),
+            Some(&other),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+
+    // unlinking frees a place; the path segment is upstream's and unread
+    let unlink = format!(
+        "/grafana/delete_link/ignored?unit_node_uuid={}&dashboard_panel_uuid={panel_uuid}",
+        more_nodes[0]
+    );
+    let (s, _) = inst.delete(&unlink, Some(&other)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = inst.delete(&unlink, Some(&owner)).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = inst.delete(&unlink, Some(&owner)).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // a linked node without an active pipeline cannot be charted
+    let (s, e) = sync(owner.clone()).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert!(
+        e.to_string()
+            .contains("greenhouse_unit@current_temp/pepeunit has no active DataPipe"),
+        "{e}"
+    );
+    let (s, _) = sync(other.clone()).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+
+    // with data: the first sync provisions Grafana and pushes the dashboard
+    pipe_config(&inst, &owner, &node, N_RECORDS).await;
+    import_values(&inst, &owner, &node, &["20.5", "21", "22.25"]).await;
+    let (s, synced) = sync(owner.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{synced}");
+    assert_eq!(synced["sync_status"], "Success", "{synced}");
+    assert_eq!(synced["sync_error"], Value::Null);
+    assert_eq!(synced["inc_last_version"], 1);
+    assert!(
+        synced["dashboard_url"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("/grafana/d/{uid}/")),
+        "{synced}"
+    );
+    assert!(synced["sync_last_datetime"].is_string());
+    let (_, me) = inst
+        .get(&format!("/users/{owner_uuid}"), Some(&owner))
+        .await;
+    let org_name = me["grafana_org_name"].as_str().unwrap().to_string();
+    let org = grafana
+        .org_named(&org_name)
+        .expect("the user's organisation");
+    assert_eq!(me["grafana_org_id"], org.id.to_string(), "{me}");
+    assert_eq!(
+        org.members.get("owner1").map(String::as_str),
+        Some("Editor")
+    );
+    assert!(grafana.user_exists("owner1"));
+    let ds = grafana.datasources(org.id);
+    assert_eq!(ds.len(), 1, "{ds:?}");
+    assert_eq!(ds[0]["name"], "InfinityAPI");
+    assert_eq!(ds[0]["type"], "yesoreyeram-infinity-datasource");
+    let ds_url = ds[0]["url"].as_str().unwrap();
+    assert!(
+        ds_url.starts_with("http://localhost:")
+            && ds_url.ends_with("/pepeunit/api/v1/grafana/datasource/"),
+        "{ds_url}"
+    );
+    assert!(ds[0]["jsonData"]["customHealthCheckUrl"]
+        .as_str()
+        .unwrap()
+        .ends_with("/pepeunit"));
+    let (version, saved) = grafana
+        .dashboard(org.id, &uid)
+        .expect("the dashboard in the user's org");
+    assert_eq!(version, 1);
+    assert_eq!(saved["title"], "Greenhouse");
+    let targets = saved["panels"][0]["targets"].as_array().unwrap().clone();
+    assert_eq!(saved["panels"][0]["type"], "timeseries");
+    assert_eq!(targets.len(), 1, "{saved}");
+    assert_eq!(targets[0]["refId"], "A");
+    assert_eq!(
+        targets[0]["columns"][1],
+        json!({"selector": "value", "text": "", "type": "number"})
+    );
+    let token = targets[0]["url_options"]["headers"][0]["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // a second sync replaces the dashboard (version 2) and provisions nothing twice
+    let orgs = grafana.orgs();
+    let (_, again) = sync(owner.clone()).await;
+    assert_eq!(again["inc_last_version"], 2, "{again}");
+    assert_eq!(grafana.orgs(), orgs);
+    assert_eq!(grafana.datasources(org.id).len(), 1);
+
+    // Grafana reads the node with the dashboard's token, and with nothing else
+    let read = |token: Option<String>, query: &str| {
+        let url = format!("{}/grafana/datasource/?{query}", inst.api);
+        async move {
+            let mut req = reqwest::Client::new().get(url);
+            if let Some(t) = token {
+                req = req.header("x-auth-token", t);
+            }
+            let resp = req.send().await.unwrap();
+            (
+                resp.status(),
+                resp.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (s, points) = read(
+        Some(token.clone()),
+        "format=timeseries&order_by_create_date=asc",
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{points}");
+    let values: Vec<f64> = points
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["value"].as_f64().unwrap())
+        .collect();
+    assert_eq!(values, [20.5, 21.0, 22.25]);
+    let times: Vec<i64> = points
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["time"].as_i64().unwrap())
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[0] < w[1]) && times[0] > 1_700_000_000_000,
+        "{times:?}"
+    );
+    let (_, newest) = read(Some(token.clone()), "format=timeseries&limit=1").await;
+    assert_eq!(newest[0]["value"], 22.25);
+    let (s, _) = read(Some(token.clone()), "format=table").await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let (s, _) = read(Some(owner.clone()), "format=timeseries").await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "a user's token");
+    let (s, _) = read(None, "format=timeseries").await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "no token");
+    let mut forged = token.clone();
+    forged.pop();
+    let (s, _) = read(Some(forged), "format=timeseries").await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "a forged token");
+
+    // GraphQL sees the same panels
+    let got = gql(
+        &inst,
+        Some(&owner),
+        "query($u: UUID!) { getDashboardPanels(uuid: $u) { count panels { uuid type title unitNodesForPanel { unitWithUnitNodeName isForcedToJson unitNode { uuid topicName } } } } }",
+        json!({"u": dash}),
+    )
+    .await;
+    let p = &data(&got)["getDashboardPanels"];
+    assert_eq!(p["count"], 1, "{p}");
+    assert_eq!(p["panels"][0]["type"], "TIME_SERIES");
+    assert_eq!(
+        p["panels"][0]["unitNodesForPanel"][0]["unitNode"]["uuid"],
+        node.as_str()
+    );
+    let made = gql(
+        &inst,
+        Some(&owner),
+        "mutation($d: UUID!) { createDashboardPanel(dashboardPanel: {dashboardUuid: $d, title: \"Levels\", type: GAUGE}) { uuid type } }",
+        json!({"d": dash}),
+    )
+    .await;
+    let gauge = data(&made)["createDashboardPanel"]["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(data(&made)["createDashboardPanel"]["type"], "GAUGE");
+    let linked = gql(
+        &inst,
+        Some(&owner),
+        "mutation($n: UUID!, $p: UUID!) { linkUnitNodeToPanel(dashboard: {unitNodeUuid: $n, dashboardPanelsUuid: $p, isLastData: true, isForcedToJson: false}) { isLastData unitWithUnitNodeName } }",
+        json!({"n": node, "p": gauge}),
+    )
+    .await;
+    assert_eq!(data(&linked)["linkUnitNodeToPanel"]["isLastData"], true);
+    let gone = gql(
+        &inst,
+        Some(&owner),
+        "mutation($n: UUID!, $p: UUID!) { deleteLink(unitNodeUuid: $n, dashboardPanelUuid: $p) { isNone } }",
+        json!({"n": node, "p": gauge}),
+    )
+    .await;
+    assert_eq!(data(&gone)["deleteLink"]["isNone"], true);
+    let gone = gql(
+        &inst,
+        Some(&owner),
+        "mutation($p: UUID!) { deletePanel(uuid: $p) { isNone } }",
+        json!({"p": gauge}),
+    )
+    .await;
+    assert_eq!(data(&gone)["deletePanel"]["isNone"], true);
+
+    // unlinked, the token reads nothing
+    let (s, _) = inst
+        .delete(
+            &format!(
+                "/grafana/delete_link?unit_node_uuid={node}&dashboard_panel_uuid={panel_uuid}"
+            ),
+            Some(&owner),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = read(Some(token), "format=timeseries").await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "the link is gone");
+
+    // Grafana down: the sync answers the dashboard with the error recorded
+    let (s, _) = link(&owner, &node).await;
+    assert_eq!(s, StatusCode::CREATED);
+    drop(grafana);
+    let (s, failed) = sync(owner.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{failed}");
+    assert_eq!(failed["sync_status"], "Error", "{failed}");
+    assert!(
+        failed["sync_error"]
+            .as_str()
+            .unwrap()
+            .contains("unreachable"),
+        "{failed}"
+    );
+    assert_eq!(failed["inc_last_version"], 2, "the last good version stays");
+    let (_, stored) = inst
+        .get(&format!("/grafana/get_dashboard/{dash}"), Some(&owner))
+        .await;
+    assert_eq!(stored["sync_status"], "Error");
+
+    // deleting the panel deletes its links
+    let (s, _) = inst
+        .delete(&format!("/grafana/delete_panel/{panel_uuid}"), Some(&other))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = inst
+        .delete(&format!("/grafana/delete_panel/{panel_uuid}"), Some(&owner))
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (_, panels) = inst
+        .get(
+            &format!("/grafana/get_dashboard_panels/{dash}"),
+            Some(&owner),
+        )
+        .await;
+    assert_eq!(panels["count"], 0, "{panels}");
+    inst.stop().await;
+}
+
+both_backends!(dashboards, panels_links_and_sync);

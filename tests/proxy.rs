@@ -44,9 +44,20 @@ fn nginx_binary() -> Option<String> {
 
 /// deploy/nginx.conf with its upstreams on loopback, listening on `port`, running unprivileged
 /// paths under `dir`.
-fn config(instance: &str, frontend: &str, port: u16, dir: &std::path::Path) -> String {
+fn config(
+    instance: &str,
+    frontend: &str,
+    grafana: &str,
+    port: u16,
+    dir: &std::path::Path,
+) -> String {
     let conf = std::fs::read_to_string("deploy/nginx.conf").expect("deploy/nginx.conf");
-    for needle in ["server pepeunit:5291;", "http://frontend:80", "listen 80;"] {
+    for needle in [
+        "server pepeunit:5291;",
+        "http://frontend:80",
+        "http://grafana:3000",
+        "listen 80;",
+    ] {
         assert!(
             conf.contains(needle),
             "deploy/nginx.conf no longer has {needle:?}"
@@ -56,6 +67,7 @@ fn config(instance: &str, frontend: &str, port: u16, dir: &std::path::Path) -> S
     let conf = conf
         .replace("server pepeunit:5291;", &format!("server {instance};"))
         .replace("http://frontend:80", frontend)
+        .replace("http://grafana:3000", grafana)
         .replace("listen 80;", &format!("listen 127.0.0.1:{port};"))
         .replace(
             "http {",
@@ -90,13 +102,28 @@ async fn one_origin_serves_frontend_api_graphql_and_subscriptions() {
     )
     .unwrap();
     let frontend = StaticServer::start(site.path().to_path_buf()).await;
+    // Grafana serves from its sub-path: the proxy passes /grafana/... unchanged
+    let grafana_site = tempfile::tempdir().unwrap();
+    std::fs::create_dir(grafana_site.path().join("grafana")).unwrap();
+    std::fs::write(
+        grafana_site.path().join("grafana/index.html"),
+        "<!doctype html><title>Grafana</title>",
+    )
+    .unwrap();
+    let grafana = StaticServer::start(grafana_site.path().to_path_buf()).await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let instance_addr = inst.base.trim_start_matches("http://").to_string();
     let conf_path = dir.path().join("nginx.conf");
     std::fs::write(
         &conf_path,
-        config(&instance_addr, &frontend.base, port, dir.path()),
+        config(
+            &instance_addr,
+            &frontend.base,
+            &grafana.base,
+            port,
+            dir.path(),
+        ),
     )
     .unwrap();
     let check = Command::new(&nginx)
@@ -141,6 +168,17 @@ async fn one_origin_serves_frontend_api_graphql_and_subscriptions() {
         .unwrap();
     assert_eq!(page.status().as_u16(), 200);
     assert!(page.text().await.unwrap().contains("Pepeunit frontend"));
+    let page = http
+        .get(format!("{origin}/grafana/index.html"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    assert!(page
+        .text()
+        .await
+        .unwrap()
+        .contains("<title>Grafana</title>"));
     let root: serde_json::Value = http
         .get(format!("{origin}/pepeunit"))
         .send()

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 pub mod chart;
+pub mod dashboard;
 pub mod load;
 pub mod payload;
 pub mod throttle;

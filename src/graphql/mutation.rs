@@ -346,26 +346,46 @@ impl Mutation {
 
     async fn create_dashboard_panel(
         &self,
-        _ctx: &Context<'_>,
-        #[graphql(name = "dashboardPanel")] _dashboard_panel: DashboardPanelCreateInput,
+        ctx: &Context<'_>,
+        #[graphql(name = "dashboardPanel")] dashboard_panel: DashboardPanelCreateInput,
     ) -> Result<DashboardPanelType> {
-        Err(feature_disabled())
+        let input = crate::service::dashboards::DashboardPanelCreate {
+            dashboard_uuid: dashboard_panel.dashboard_uuid,
+            title: dashboard_panel.title,
+            panel_type: dashboard_panel.panel_type.into(),
+        };
+        Ok(instance(ctx)
+            .create_dashboard_panel(agent(ctx)?, &input)
+            .await?
+            .into())
     }
 
     async fn link_unit_node_to_panel(
         &self,
-        _ctx: &Context<'_>,
-        #[graphql(name = "dashboard")] _dashboard: LinkUnitNodeToPanelInput,
+        ctx: &Context<'_>,
+        #[graphql(name = "dashboard")] dashboard: LinkUnitNodeToPanelInput,
     ) -> Result<UnitNodeForPanelType> {
-        Err(feature_disabled())
+        let input = crate::service::dashboards::LinkUnitNodeToPanel {
+            unit_node_uuid: dashboard.unit_node_uuid,
+            dashboard_panels_uuid: dashboard.dashboard_panels_uuid,
+            is_last_data: dashboard.is_last_data,
+            is_forced_to_json: dashboard.is_forced_to_json,
+        };
+        Ok(instance(ctx)
+            .link_unit_node_to_panel(agent(ctx)?, &input)
+            .await?
+            .into())
     }
 
     async fn sync_dashboard(
         &self,
-        _ctx: &Context<'_>,
-        #[graphql(name = "uuid")] _uuid: Uuid,
+        ctx: &Context<'_>,
+        #[graphql(name = "uuid")] uuid: Uuid,
     ) -> Result<DashboardType> {
-        Err(feature_disabled())
+        Ok(instance(ctx)
+            .sync_dashboard(agent(ctx)?, uuid)
+            .await?
+            .into())
     }
 
     async fn delete_dashboard(
@@ -379,18 +399,22 @@ impl Mutation {
 
     async fn delete_panel(
         &self,
-        _ctx: &Context<'_>,
-        #[graphql(name = "uuid")] _uuid: Uuid,
+        ctx: &Context<'_>,
+        #[graphql(name = "uuid")] uuid: Uuid,
     ) -> Result<NoneType> {
-        Err(feature_disabled())
+        instance(ctx).delete_panel(agent(ctx)?, uuid).await?;
+        Ok(NoneType::done())
     }
 
     async fn delete_link(
         &self,
-        _ctx: &Context<'_>,
-        #[graphql(name = "unitNodeUuid")] _unit_node_uuid: Uuid,
-        #[graphql(name = "dashboardPanelUuid")] _dashboard_panel_uuid: Uuid,
+        ctx: &Context<'_>,
+        #[graphql(name = "unitNodeUuid")] unit_node_uuid: Uuid,
+        #[graphql(name = "dashboardPanelUuid")] dashboard_panel_uuid: Uuid,
     ) -> Result<NoneType> {
-        Err(feature_disabled())
+        instance(ctx)
+            .delete_link(agent(ctx)?, unit_node_uuid, dashboard_panel_uuid)
+            .await?;
+        Ok(NoneType::done())
     }
 }

@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::inputs::*;
 use super::types::*;
-use super::{agent, feature_disabled, instance, upload};
+use super::{agent, instance, upload};
 use crate::service::users::UserAuth;
 
 /// The largest `getConvertTomlToMd` file (as REST's `convert_toml_to_md`).
@@ -378,9 +378,15 @@ impl Query {
 
     async fn get_dashboard_panels(
         &self,
-        _ctx: &Context<'_>,
-        #[graphql(name = "uuid")] _uuid: Uuid,
+        ctx: &Context<'_>,
+        #[graphql(name = "uuid")] uuid: Uuid,
     ) -> Result<DashboardPanelsResultType> {
-        Err(feature_disabled())
+        let (count, panels) = instance(ctx)
+            .get_dashboard_panels(agent(ctx)?, uuid)
+            .await?;
+        Ok(DashboardPanelsResultType {
+            count: super::types::count(count),
+            panels: panels.into_iter().map(Into::into).collect(),
+        })
     }
 }

@@ -57,7 +57,7 @@ mirror_enum!(ProcessingPolicyType = "crate::domain::datapipe::ProcessingPolicyTy
 mirror_enum!(DataPipeStage = "crate::domain::datapipe::DataPipeStage" { ActivePeriod, Filters, Transformations, ProcessingPolicy });
 mirror_enum!(TypeInputValue = "crate::domain::datapipe::TypeInputValue" { Text, Number });
 
-// Enums of features not built yet (Grafana dashboards): part of the contract.
+// Grafana dashboards (issue 19).
 
 #[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
 pub enum DashboardStatus {
@@ -66,35 +66,11 @@ pub enum DashboardStatus {
     Error,
 }
 
-#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
-pub enum DashboardPanelTypeEnum {
-    TimeSeries,
-    BarChart,
-    Stat,
-    Gauge,
-    BarGauge,
-    Table,
-    PieChart,
-    StateTimeline,
-    Heatmap,
-    StatusHistory,
-    Histogram,
-    Text,
-    AlertList,
-    DashboardList,
-    News,
-    AnnotationList,
-    Candlestick,
-    Canvas,
-    FlameGraph,
-    Geomap,
-    Logs,
-    HourlyHeatmap,
-    NodeGraph,
-    Traces,
-    Trend,
-    XyChart,
-}
+mirror_enum!(DashboardPanelTypeEnum = "crate::domain::dashboard::PanelType" {
+    TimeSeries, BarChart, Stat, Gauge, BarGauge, Table, PieChart, StateTimeline, Heatmap,
+    StatusHistory, Histogram, Text, AlertList, DashboardList, News, AnnotationList, Candlestick,
+    Canvas, FlameGraph, Geomap, Logs, HourlyHeatmap, NodeGraph, Traces, Trend, XyChart,
+});
 
 /// What a mutation without a result answers.
 #[derive(SimpleObject)]
@@ -677,8 +653,7 @@ impl From<crate::domain::datapipe::PipeRow> for PipeDataRow {
     }
 }
 
-// Grafana dashboards (SPEC §9, issue 19): dashboards are answered; panels and links are types of
-// the contract, answered once they land.
+// Grafana dashboards (SPEC §9, issue 19).
 
 #[derive(SimpleObject)]
 pub struct DashboardType {
@@ -740,6 +715,31 @@ pub struct DashboardPanelType {
     pub creator_uuid: Uuid,
     pub dashboard_uuid: Uuid,
     pub unit_nodes_for_panel: Vec<UnitNodeForPanelType>,
+}
+
+impl From<crate::service::dashboards::UnitNodeForPanel> for UnitNodeForPanelType {
+    fn from(l: crate::service::dashboards::UnitNodeForPanel) -> Self {
+        UnitNodeForPanelType {
+            unit_node: l.unit_node.into(),
+            is_last_data: l.is_last_data,
+            is_forced_to_json: l.is_forced_to_json,
+            unit_with_unit_node_name: l.unit_with_unit_node_name,
+        }
+    }
+}
+
+impl From<crate::service::dashboards::DashboardPanel> for DashboardPanelType {
+    fn from(p: crate::service::dashboards::DashboardPanel) -> Self {
+        DashboardPanelType {
+            uuid: p.uuid,
+            panel_type: p.panel_type.into(),
+            title: p.title,
+            create_datetime: DateTime(p.create_datetime),
+            creator_uuid: p.creator_uuid,
+            dashboard_uuid: p.dashboard_uuid,
+            unit_nodes_for_panel: p.unit_nodes_for_panel.into_iter().map(Into::into).collect(),
+        }
+    }
 }
 
 #[derive(SimpleObject)]

@@ -227,7 +227,10 @@ fn item(row: PipeRow) -> PipeDataItem {
     }
 }
 
-fn time_param(name: &str, value: Option<String>) -> AppResult<Option<chrono::NaiveDateTime>> {
+pub(super) fn time_param(
+    name: &str,
+    value: Option<String>,
+) -> AppResult<Option<chrono::NaiveDateTime>> {
     value
         .map(|v| {
             let trimmed = v.trim_end_matches('Z');

@@ -223,6 +223,10 @@ async fn root(State(instance): State<Instance>) -> Json<serde_json::Value> {
                 && c.ff_datapipe_default_last_value,
             pu_ff_prometheus_enable: true,
         },
+        // read by the official frontend's dashboard editor
+        "settings": {
+            "pu_grafana_limit_unit_node_per_one_panel": c.grafana_limit_unit_node_per_one_panel,
+        },
     }))
 }
 

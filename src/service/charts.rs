@@ -157,19 +157,10 @@ impl Instance {
         };
         let policy = config.processing_policy.policy_type;
         let request = PipeDataRequest {
-            node: node.uuid,
-            policy,
-            search: None,
-            aggregation_types: Vec::new(),
-            time_window_size: None,
-            end_window_from: None,
-            end_window_to: None,
-            created_from: None,
-            created_to: None,
             relative: Some(period),
             order: Some(Order::Desc),
-            offset: 0,
             limit: MAX_CHART_ROWS,
+            ..PipeDataRequest::all(node.uuid, policy)
         };
         let rows = match self.get_data_pipe_data(agent, request).await?.1 {
             PipeData::LastValue {

@@ -90,6 +90,27 @@ pub struct PipeDataRequest {
     pub limit: i64,
 }
 
+impl PipeDataRequest {
+    /// All of a node's rows of `policy`, in the store's order.
+    pub fn all(node: Uuid, policy: ProcessingPolicyType) -> Self {
+        PipeDataRequest {
+            node,
+            policy,
+            search: None,
+            aggregation_types: Vec::new(),
+            time_window_size: None,
+            end_window_from: None,
+            end_window_to: None,
+            created_from: None,
+            created_to: None,
+            relative: None,
+            order: None,
+            offset: 0,
+            limit: 0,
+        }
+    }
+}
+
 /// A node's data, by policy.
 pub enum PipeData {
     /// The node's state (LastValue keeps no rows).
@@ -129,7 +150,7 @@ pub fn parse_relative_time(s: &str) -> AppResult<chrono::Duration> {
 }
 
 impl Instance {
-    fn require_data_pipes(&self) -> AppResult<()> {
+    pub(super) fn require_data_pipes(&self) -> AppResult<()> {
         if self.config.ff_datapipe {
             Ok(())
         } else {
@@ -276,6 +297,15 @@ impl Instance {
         r: PipeDataRequest,
     ) -> AppResult<(i64, PipeData)> {
         let node = self.readable_pipe_node(agent, r.node).await?;
+        self.pipe_data_of(node, r).await
+    }
+
+    /// `(count, data)` of a node whose reader was checked by the caller.
+    pub(super) async fn pipe_data_of(
+        &self,
+        node: UnitNode,
+        r: PipeDataRequest,
+    ) -> AppResult<(i64, PipeData)> {
         if r.policy == ProcessingPolicyType::LastValue {
             // upstream answers 500 here; the intended item is the node's state
             return Ok((

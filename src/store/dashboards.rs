@@ -1,4 +1,5 @@
-//! SQL for Grafana dashboards (migration 0012).
+//! SQL for Grafana dashboards (migration 0012), their panels and the nodes linked to panels
+//! (migration 0014).
 
 use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
@@ -97,4 +98,171 @@ pub async fn delete(db: &AnyPool, uuid: Uuid) -> StoreResult<u64> {
         .bind(uuid)
         .execute(db)
         .await
+}
+
+/// A dashboard's panel (upstream's `dashboard_panels`); `panel_type` is the plugin id.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PanelRow {
+    pub uuid: Uuid,
+    pub panel_type: String,
+    pub title: String,
+    pub create_datetime: String,
+    pub creator_uuid: Uuid,
+    pub dashboard_uuid: Uuid,
+}
+
+fn panel_from_row(r: &AnyRow) -> StoreResult<PanelRow> {
+    Ok(PanelRow {
+        uuid: r.uuid("uuid")?,
+        panel_type: r.text("panel_type")?,
+        title: r.text("title")?,
+        create_datetime: r.text("create_datetime")?,
+        creator_uuid: r.uuid("creator_uuid")?,
+        dashboard_uuid: r.uuid("dashboard_uuid")?,
+    })
+}
+
+pub async fn insert_panel(db: &AnyPool, p: &PanelRow) -> StoreResult<()> {
+    Sql::new("INSERT INTO dashboard_panels (uuid, panel_type, title, create_datetime, creator_uuid, dashboard_uuid) VALUES (")
+        .bind(p.uuid)
+        .push(", ")
+        .bind(p.panel_type.as_str())
+        .push(", ")
+        .bind(p.title.as_str())
+        .push(", ")
+        .bind(p.create_datetime.as_str())
+        .push(", ")
+        .bind(p.creator_uuid)
+        .push(", ")
+        .bind(p.dashboard_uuid)
+        .push(")")
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn get_panel(db: &AnyPool, uuid: Uuid) -> StoreResult<Option<PanelRow>> {
+    Sql::new("SELECT * FROM dashboard_panels WHERE uuid = ")
+        .bind(uuid)
+        .fetch_optional(db)
+        .await?
+        .as_ref()
+        .map(panel_from_row)
+        .transpose()
+}
+
+/// A dashboard's panels, oldest first.
+pub async fn panels(db: &AnyPool, dashboard: Uuid) -> StoreResult<Vec<PanelRow>> {
+    let rows = Sql::new("SELECT * FROM dashboard_panels WHERE dashboard_uuid = ")
+        .bind(dashboard)
+        .push(" ORDER BY create_datetime, uuid")
+        .fetch_all(db)
+        .await?;
+    map_rows(rows, panel_from_row)
+}
+
+pub async fn delete_panel(db: &AnyPool, uuid: Uuid) -> StoreResult<u64> {
+    Sql::new("DELETE FROM dashboard_panels WHERE uuid = ")
+        .bind(uuid)
+        .execute(db)
+        .await
+}
+
+/// A node linked to a panel (upstream's `mtm_panels_unit_nodes`), with its unit's name.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PanelNodeRow {
+    pub uuid: Uuid,
+    pub is_last_data: bool,
+    pub is_forced_to_json: bool,
+    pub create_datetime: String,
+    pub creator_uuid: Uuid,
+    pub unit_node_uuid: Uuid,
+    pub dashboard_panel_uuid: Uuid,
+}
+
+fn link_from_row(r: &AnyRow) -> StoreResult<PanelNodeRow> {
+    Ok(PanelNodeRow {
+        uuid: r.uuid("uuid")?,
+        is_last_data: r.boolean("is_last_data")?,
+        is_forced_to_json: r.boolean("is_forced_to_json")?,
+        create_datetime: r.text("create_datetime")?,
+        creator_uuid: r.uuid("creator_uuid")?,
+        unit_node_uuid: r.uuid("unit_node_uuid")?,
+        dashboard_panel_uuid: r.uuid("dashboard_panel_uuid")?,
+    })
+}
+
+/// Links a node to a panel unless the panel already holds `limit` nodes; in one statement, so
+/// two concurrent links cannot both take the last place. Returns false when the panel is full;
+/// a node linked twice is `AlreadyExists`.
+pub async fn insert_link(db: &AnyPool, l: &PanelNodeRow, limit: i64) -> StoreResult<bool> {
+    let mut q = Sql::new("INSERT INTO dashboard_panel_nodes (uuid, is_last_data, is_forced_to_json, create_datetime, creator_uuid, unit_node_uuid, dashboard_panel_uuid) SELECT ");
+    q.bind(l.uuid)
+        .push(", ")
+        .bind(l.is_last_data)
+        .push(", ")
+        .bind(l.is_forced_to_json)
+        .push(", ")
+        .bind(l.create_datetime.as_str())
+        .push(", ")
+        .bind(l.creator_uuid)
+        .push(", ")
+        .bind(l.unit_node_uuid)
+        .push(", ")
+        .bind(l.dashboard_panel_uuid)
+        .push(" WHERE (SELECT COUNT(*) FROM dashboard_panel_nodes WHERE dashboard_panel_uuid = ")
+        .bind(l.dashboard_panel_uuid)
+        .push(") < ")
+        .bind(limit);
+    Ok(q.execute(db).await? == 1)
+}
+
+pub async fn get_link(db: &AnyPool, panel: Uuid, node: Uuid) -> StoreResult<Option<PanelNodeRow>> {
+    Sql::new("SELECT * FROM dashboard_panel_nodes WHERE dashboard_panel_uuid = ")
+        .bind(panel)
+        .push(" AND unit_node_uuid = ")
+        .bind(node)
+        .fetch_optional(db)
+        .await?
+        .as_ref()
+        .map(link_from_row)
+        .transpose()
+}
+
+/// The links of a dashboard's panels, oldest first.
+pub async fn links_of_dashboard(db: &AnyPool, dashboard: Uuid) -> StoreResult<Vec<PanelNodeRow>> {
+    let rows = Sql::new("SELECT l.* FROM dashboard_panel_nodes l JOIN dashboard_panels p ON p.uuid = l.dashboard_panel_uuid WHERE p.dashboard_uuid = ")
+        .bind(dashboard)
+        .push(" ORDER BY l.create_datetime, l.uuid")
+        .fetch_all(db)
+        .await?;
+    map_rows(rows, link_from_row)
+}
+
+pub async fn delete_link(db: &AnyPool, panel: Uuid, node: Uuid) -> StoreResult<u64> {
+    Sql::new("DELETE FROM dashboard_panel_nodes WHERE dashboard_panel_uuid = ")
+        .bind(panel)
+        .push(" AND unit_node_uuid = ")
+        .bind(node)
+        .execute(db)
+        .await
+}
+
+/// Records a sync's outcome.
+pub async fn set_sync(db: &AnyPool, d: &DashboardRow) -> StoreResult<()> {
+    Sql::new("UPDATE dashboards SET dashboard_url = ")
+        .bind(d.dashboard_url.clone())
+        .push(", inc_last_version = ")
+        .bind(d.inc_last_version)
+        .push(", sync_status = ")
+        .bind(d.sync_status.clone())
+        .push(", sync_error = ")
+        .bind(d.sync_error.clone())
+        .push(", sync_last_datetime = ")
+        .bind(d.sync_last_datetime.clone())
+        .push(" WHERE uuid = ")
+        .bind(d.uuid)
+        .execute(db)
+        .await?;
+    Ok(())
 }

@@ -156,6 +156,13 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0012_dashboards.sql"),
         postgres: include_str!("../../migrations/postgres/0012_dashboards.sql"),
     },
+    // 13 is taken by the OIDC provider's branch (issue 19)
+    Migration {
+        version: 14,
+        name: "dashboard_panels",
+        sqlite: include_str!("../../migrations/sqlite/0014_dashboard_panels.sql"),
+        postgres: include_str!("../../migrations/postgres/0014_dashboard_panels.sql"),
+    },
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -320,6 +327,7 @@ pub enum Value {
     Text(String),
     OptText(Option<String>),
     Int(i64),
+    OptInt(Option<i64>),
     Float(f64),
     Bool(bool),
 }
@@ -357,6 +365,11 @@ impl From<Option<String>> for Value {
 impl From<Option<&str>> for Value {
     fn from(v: Option<&str>) -> Self {
         Value::OptText(v.map(str::to_string))
+    }
+}
+impl From<Option<i64>> for Value {
+    fn from(v: Option<i64>) -> Self {
+        Value::OptInt(v)
     }
 }
 impl From<i64> for Value {
@@ -471,6 +484,7 @@ impl Sql {
                 Value::Text(s) => q.bind(s.as_str()),
                 Value::OptText(s) => q.bind(s.as_deref()),
                 Value::Int(i) => q.bind(*i),
+                Value::OptInt(i) => q.bind(*i),
                 Value::Float(f) => q.bind(*f),
                 Value::Bool(b) => q.bind(*b),
             };

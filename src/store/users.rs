@@ -253,3 +253,14 @@ pub async fn list(db: &AnyPool, f: &UserFilter) -> StoreResult<(i64, Vec<User>)>
     q.page(f.offset, f.limit);
     Ok((total, map_rows(q.fetch_all(db).await?, from_row)?))
 }
+
+/// The Grafana organisation a dashboard sync made for the user (its numeric id, as text).
+pub async fn set_grafana_org_id(db: &AnyPool, uuid: Uuid, org_id: &str) -> StoreResult<()> {
+    Sql::new("UPDATE users SET grafana_org_id = ")
+        .bind(org_id)
+        .push(" WHERE uuid = ")
+        .bind(uuid)
+        .execute(db)
+        .await?;
+    Ok(())
+}

@@ -197,3 +197,25 @@ pub async fn output_node(
         .unwrap()
         .to_string()
 }
+
+/// Turns the node's data pipe on and uploads `yaml` as its config.
+#[allow(dead_code)]
+pub async fn pipe_config(inst: &super::TestInstance, token: &str, node: &str, yaml: &str) {
+    let (s, body) = inst
+        .patch(
+            &format!("/unit_nodes/{node}"),
+            Some(token),
+            json!({"is_data_pipe_active": true}),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 200, "{body}");
+    let (s, body) = inst
+        .post_file(
+            &format!("/unit_nodes/set_data_pipe_config?uuid={node}"),
+            Some(token),
+            "data",
+            yaml.as_bytes(),
+        )
+        .await;
+    assert!(s.is_success(), "{}", String::from_utf8_lossy(&body));
+}

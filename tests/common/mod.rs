@@ -9,6 +9,7 @@ pub mod clickhouse;
 pub mod device;
 pub mod federation;
 pub mod fixtures;
+pub mod grafana;
 pub mod graphql;
 pub mod mosquitto;
 pub mod mqtt;

@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::archive::{export, import, pack, sha256_hex, unpack};
 use common::fixtures::{add_units, output_node, pipe_config, registry_repo_unit, FirmwareRepo};
 use common::grafana::FakeGrafana;
 use common::graphql::{data, error, gql};
@@ -682,4 +683,144 @@ async fn panels_links_and_sync(backend: Backend) {
     inst.stop().await;
 }
 
-both_backends!(dashboards, panels_links_and_sync);
+both_backends!(
+    dashboards,
+    panels_links_and_sync,
+    dashboards_travel_with_the_account
+);
+
+/// An account export carries the dashboards, their panels and links (not their sync state);
+/// the import gives each dashboard a Grafana uid of its own, maps the links to the imported
+/// nodes, and refuses a garbage title in the archive.
+async fn dashboards_travel_with_the_account(backend: Backend) {
+    let env = [
+        ("PU_FF_GRAFANA_INTEGRATION_ENABLE", "true"),
+        ("PU_GRAFANA_ADMIN_USER", "admin"),
+        ("PU_GRAFANA_ADMIN_PASSWORD", "secret"),
+    ];
+    let a = TestInstance::start_with(backend, &env).await;
+    let b = TestInstance::start_with(backend, &env).await;
+    let (_, token) = a.user("owner1").await;
+    let firmware = FirmwareRepo::create().await;
+    let (_, _, unit) = registry_repo_unit(&a, &token, &firmware, "greenhouse", "Private").await;
+    let node = output_node(&a, &token, &unit, "current_temp/pepeunit").await;
+    let (_, d) = a
+        .post(
+            "/grafana/create_dashboard",
+            Some(&token),
+            json!({"name": "Greenhouse"}),
+        )
+        .await;
+    let dash = d["uuid"].as_str().unwrap().to_string();
+    let mut panels = Vec::new();
+    for (title, ty) in [("Temperatures", "timeseries"), ("Levels", "gauge")] {
+        let (s, p) = a
+            .post(
+                "/grafana/create_dashboard_panel",
+                Some(&token),
+                json!({"dashboard_uuid": dash, "title": title, "type": ty}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{p}");
+        panels.push(p["uuid"].as_str().unwrap().to_string());
+    }
+    let (s, l) = a
+        .post(
+            "/grafana/link_unit_node_to_panel",
+            Some(&token),
+            json!({"unit_node_uuid": node, "dashboard_panels_uuid": panels[0], "is_last_data": true, "is_forced_to_json": true}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{l}");
+
+    let (s, archive) = export(&a, &token, json!({})).await;
+    assert_eq!(s, 200);
+    let names: Vec<String> = unpack(&archive).into_iter().map(|(p, _)| p).collect();
+    for member in [
+        "dashboards.jsonl",
+        "dashboard_panels.jsonl",
+        "dashboard_panel_nodes.jsonl",
+    ] {
+        assert!(names.iter().any(|n| n == member), "{member} in {names:?}");
+    }
+    let (_, b_token) = b.user("owner2").await;
+    let (s, report) = import(&b, &b_token, archive.clone(), None).await;
+    assert_eq!(s, 200, "{report}");
+    for (table, n) in [
+        ("dashboards", 1),
+        ("dashboard_panels", 2),
+        ("dashboard_panel_nodes", 1),
+    ] {
+        assert_eq!(report["created"][table], n, "{table}: {report}");
+    }
+    let (_, list) = b.get("/grafana/get_dashboards", Some(&b_token)).await;
+    assert_eq!(list["count"], 1, "{list}");
+    let got = &list["dashboards"][0];
+    assert_eq!(got["name"], "Greenhouse");
+    assert_ne!(
+        got["grafana_uuid"], d["grafana_uuid"],
+        "a Grafana uid of its own"
+    );
+    assert_eq!(got["sync_status"], Value::Null);
+    let (_, p) = b
+        .get(
+            &format!(
+                "/grafana/get_dashboard_panels/{}",
+                got["uuid"].as_str().unwrap()
+            ),
+            Some(&b_token),
+        )
+        .await;
+    assert_eq!(p["count"], 2, "{p}");
+    let titles: Vec<&str> = p["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(titles, ["Temperatures", "Levels"]);
+    let linked = &p["panels"][0]["unit_nodes_for_panel"][0];
+    assert_eq!(
+        linked["unit_with_unit_node_name"], "greenhouse_unit@current_temp/pepeunit",
+        "{p}"
+    );
+    assert_eq!(linked["is_forced_to_json"], true);
+    assert_eq!(linked["is_last_data"], true);
+
+    // a garbage title in the archive: refused whole, nothing written
+    let (_, fresh) = b.user("owner3").await;
+    let mut members = unpack(&archive);
+    let bad: Vec<u8> = {
+        let (_, data) = members
+            .iter()
+            .find(|(p, _)| p == "dashboards.jsonl")
+            .expect("dashboards.jsonl");
+        String::from_utf8(data.clone())
+            .unwrap()
+            .replace("\"Greenhouse\"", "\"x\"")
+            .into_bytes()
+    };
+    let digest = sha256_hex(&bad);
+    for (path, data) in members.iter_mut() {
+        if path == "dashboards.jsonl" {
+            *data = bad.clone();
+        }
+        if path == "manifest.json" {
+            let mut m: Value = serde_json::from_slice(data).unwrap();
+            for f in m["files"].as_array_mut().unwrap() {
+                if f["path"] == "dashboards.jsonl" {
+                    f["sha256"] = json!(digest);
+                    f["bytes"] = json!(bad.len());
+                }
+            }
+            *data = serde_json::to_vec(&m).unwrap();
+        }
+    }
+    let (s, e) = import(&b, &fresh, pack(&members), None).await;
+    assert_eq!(s, 422, "{e}");
+    assert!(e.to_string().contains("not a valid title"), "{e}");
+    let (_, list) = b.get("/grafana/get_dashboards", Some(&fresh)).await;
+    assert_eq!(list["count"], 0, "{list}");
+    a.stop().await;
+    b.stop().await;
+}

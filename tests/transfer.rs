@@ -177,7 +177,7 @@ async fn account_round_trip(backend: Backend) {
     assert_eq!(members.last().unwrap().0, "manifest.json");
     let manifest: Value = serde_json::from_slice(&members.last().unwrap().1).unwrap();
     assert_eq!(manifest["format"], "pepeunit-account-export");
-    assert_eq!(manifest["version"], 1);
+    assert_eq!(manifest["version"], 2, "version 2: with the dashboards");
     assert!(manifest["mac"].is_string());
 
     // import into B

@@ -69,6 +69,13 @@ panel_types! {
     XyChart = "xychart",
 }
 
+/// Dashboard names and panel titles: 4 to 100 characters after trimming, no control
+/// characters (upstream refuses one-letter names; its exact rule is not public).
+pub fn is_valid_title(s: &str) -> bool {
+    let t = s.trim();
+    (4..=100).contains(&t.chars().count()) && !t.chars().any(char::is_control)
+}
+
 /// The type of one column of a node's data, as Infinity reads it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ColumnKind {

@@ -25,6 +25,7 @@ use super::data_pipes::{PipeData, PipeDataRequest};
 use super::unit_nodes::UnitNode;
 use super::users::User;
 use super::{Agent, Instance};
+pub use crate::domain::dashboard::is_valid_title;
 use crate::domain::dashboard::{self as dash, PanelSpec, PanelType, Sample, TargetSpec};
 use crate::domain::datapipe::{PipeRow, ProcessingPolicyType, TypeInputValue};
 use crate::domain::{self, AgentType, Order};
@@ -37,13 +38,6 @@ use crate::store::{self, StoreError};
 pub const MAX_PANELS_PER_DASHBOARD: usize = 100;
 /// The role a user gets in their own Grafana organisation (upstream's).
 const GRAFANA_ROLE: &str = "Editor";
-
-/// Dashboard names and panel titles: 4 to 100 characters after trimming, no control
-/// characters (upstream refuses one-letter names; its exact rule is not public).
-pub fn is_valid_title(s: &str) -> bool {
-    let t = s.trim();
-    (4..=100).contains(&t.chars().count()) && !t.chars().any(char::is_control)
-}
 
 /// A dashboard, as upstream's `DashboardRead`.
 #[derive(Clone, Debug, Serialize, ToSchema)]

@@ -218,6 +218,59 @@ pub const PERMISSIONS: Table = Table {
     tombstones: None,
 };
 
+fn is_panel_type(s: &str) -> bool {
+    domain::dashboard::PanelType::parse(s).is_some()
+}
+
+/// Dashboards travel without their sync state, which describes the source's Grafana.
+pub const DASHBOARDS: Table = Table {
+    name: "dashboards",
+    file: "dashboards",
+    columns: &[
+        ("uuid", Kind::Uuid),
+        ("grafana_uuid", Kind::Uuid),
+        ("name", Kind::Text),
+        ("create_datetime", Kind::Time),
+        ("creator_uuid", Kind::Uuid),
+    ],
+    references: &["creator_uuid"],
+    unique_name: None,
+    tombstones: None,
+};
+
+pub const PANELS: Table = Table {
+    name: "dashboard_panels",
+    file: "dashboard_panels",
+    columns: &[
+        ("uuid", Kind::Uuid),
+        ("panel_type", Kind::Enum(is_panel_type)),
+        ("title", Kind::Text),
+        ("create_datetime", Kind::Time),
+        ("creator_uuid", Kind::Uuid),
+        ("dashboard_uuid", Kind::Uuid),
+    ],
+    references: &["creator_uuid", "dashboard_uuid"],
+    unique_name: None,
+    tombstones: None,
+};
+
+pub const PANEL_NODES: Table = Table {
+    name: "dashboard_panel_nodes",
+    file: "dashboard_panel_nodes",
+    columns: &[
+        ("uuid", Kind::Uuid),
+        ("is_last_data", Kind::Bool),
+        ("is_forced_to_json", Kind::Bool),
+        ("create_datetime", Kind::Time),
+        ("creator_uuid", Kind::Uuid),
+        ("unit_node_uuid", Kind::Uuid),
+        ("dashboard_panel_uuid", Kind::Uuid),
+    ],
+    references: &["creator_uuid", "unit_node_uuid", "dashboard_panel_uuid"],
+    unique_name: None,
+    tombstones: None,
+};
+
 pub const LOGS: Table = Table {
     name: "unit_logs",
     file: "unit_logs",
@@ -244,6 +297,9 @@ pub const TABLES: &[&Table] = &[
     &NODES,
     &EDGES,
     &PERMISSIONS,
+    &DASHBOARDS,
+    &PANELS,
+    &PANEL_NODES,
     &LOGS,
 ];
 
@@ -323,6 +379,19 @@ impl Table {
             if !domain::is_valid_name(name) {
                 return Err(format!(
                     "field {col:?}: {name:?} is not a valid name (4 to 20 of A-Z a-z 0-9 _ . -)"
+                ));
+            }
+        }
+        if matches!(self.name, "dashboards" | "dashboard_panels") {
+            let col = if self.name == "dashboards" {
+                "name"
+            } else {
+                "title"
+            };
+            let title = rec.get(col).and_then(Json::as_str).unwrap_or_default();
+            if !domain::dashboard::is_valid_title(title) {
+                return Err(format!(
+                    "field {col:?}: {title:?} is not a valid title (4 to 100 characters, no control characters)"
                 ));
             }
         }
@@ -467,6 +536,19 @@ pub fn account_condition(table: &Table, u: Uuid, credentials: bool) -> Option<Sq
             q.push(" OR resource_uuid IN ");
             nodes(&mut q);
             q.push(" OR resource_uuid IN (SELECT uuid FROM repos WHERE creator_uuid = ")
+                .bind(u)
+                .push(")");
+        }
+        "dashboards" => {
+            q.push("creator_uuid = ").bind(u);
+        }
+        "dashboard_panels" => {
+            q.push("dashboard_uuid IN (SELECT uuid FROM dashboards WHERE creator_uuid = ")
+                .bind(u)
+                .push(")");
+        }
+        "dashboard_panel_nodes" => {
+            q.push("dashboard_panel_uuid IN (SELECT p.uuid FROM dashboard_panels p JOIN dashboards d ON d.uuid = p.dashboard_uuid WHERE d.creator_uuid = ")
                 .bind(u)
                 .push(")");
         }

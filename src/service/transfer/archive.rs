@@ -21,8 +21,12 @@ use crate::store::unit_logs::{NewUnitLog, UnitLog};
 
 /// `format` of the manifest.
 pub const FORMAT: &str = "pepeunit-account-export";
-/// Manifest version this build writes; import accepts versions up to it.
-pub const VERSION: u64 = 1;
+/// Manifest version this build writes for an account; import accepts versions up to it.
+/// Version 2 added the dashboards (an instance that reads only version 1 refuses such an
+/// archive by its version, not as broken).
+pub const VERSION: u64 = 2;
+/// What a Unit move writes: its tables are version 1's, so older peers still take it.
+pub const UNIT_VERSION: u64 = 1;
 /// Log records per `unit_logs/NNNNNN.jsonl` member.
 pub(super) const LOG_CHUNK: i64 = 20_000;
 pub(super) const MAX_MEMBERS: usize = 100_000;

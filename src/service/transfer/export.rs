@@ -13,7 +13,9 @@ use tokio::sync::mpsc;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::archive::{io_err, log_record, MemberWriter, TarGz, FORMAT, LOG_CHUNK, VERSION};
+use super::archive::{
+    io_err, log_record, MemberWriter, TarGz, FORMAT, LOG_CHUNK, UNIT_VERSION, VERSION,
+};
 use super::seal::{self, sealed_fields, Sealer, MIN_PASSPHRASE};
 use super::{ExportScope, Progress};
 use crate::domain;
@@ -215,7 +217,7 @@ impl Instance {
         let MemberWriter { mut tar, out, .. } = w;
         let mut manifest = json!({
             "format": FORMAT,
-            "version": VERSION,
+            "version": match scope { ExportScope::Account(_) => VERSION, ExportScope::Unit(_) => UNIT_VERSION },
             "created": domain::now(),
             "source": {
                 "domain": self.config.domain,

@@ -138,6 +138,7 @@ impl Instance {
         // (index among the archive's log records, unit uuid here)
         let mut pending_logs: Vec<(usize, String)> = Vec::new();
         let mut credentials_to_check = Vec::new();
+        let mut panel_links: HashMap<String, HashSet<String>> = HashMap::new();
         for table in tables::TABLES {
             if table.name == "users" {
                 continue;
@@ -174,7 +175,10 @@ impl Instance {
                             reason: format!("{col} {v} was not imported"),
                         });
                         continue 'rec;
-                    } else if matches!(table.name, "unit_node_edges" | "permissions") {
+                    } else if matches!(
+                        table.name,
+                        "unit_node_edges" | "permissions" | "dashboard_panel_nodes"
+                    ) {
                         report.skipped.push(Skipped {
                             table: table.name.into(),
                             uuid: old.clone(),
@@ -312,6 +316,44 @@ impl Instance {
                         });
                         continue;
                     }
+                }
+                // a dashboard gets a Grafana uid of its own here: it is synced anew
+                if table.name == "dashboards" {
+                    rec.insert(
+                        "grafana_uuid".into(),
+                        Value::String(Uuid::new_v4().to_string()),
+                    );
+                }
+                // each node once per panel, at most this instance's limit per panel
+                if table.name == "dashboard_panel_nodes" {
+                    let panel = rec["dashboard_panel_uuid"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
+                    let node = rec["unit_node_uuid"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
+                    let linked = panel_links.entry(panel).or_default();
+                    let limit = self.config.grafana_limit_unit_node_per_one_panel as usize;
+                    let reason = if linked.contains(&node) {
+                        Some("the node is linked to this panel twice".to_string())
+                    } else if linked.len() >= limit {
+                        Some(format!(
+                            "the panel already has {limit} nodes, this instance's limit"
+                        ))
+                    } else {
+                        None
+                    };
+                    if let Some(reason) = reason {
+                        report.skipped.push(Skipped {
+                            table: table.name.into(),
+                            uuid: old.clone(),
+                            reason,
+                        });
+                        continue;
+                    }
+                    linked.insert(node);
                 }
                 if table.name == "permissions" {
                     let q = tables::permission_present(

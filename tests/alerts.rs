@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::fixtures::{output_node, pipe_config, registry_repo_unit, FirmwareRepo};
 use common::mqtt::{base_topic, unit_token, MqttDevice};
-use common::telegram::{link, FakeTelegram, BOT_USERNAME};
+use common::telegram::{link, start_instance, FakeTelegram, BOT_USERNAME};
 use common::{Backend, TestInstance};
 use serde_json::{json, Value};
 
@@ -17,10 +17,7 @@ const WAIT: Duration = Duration::from_secs(15);
 const OWNER_CHAT: i64 = 5_550_001;
 
 async fn start(backend: Backend, tg: &FakeTelegram, extra: &[(&str, &str)]) -> TestInstance {
-    let env = tg.env();
-    let mut vars: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    vars.extend_from_slice(extra);
-    TestInstance::start_with(backend, &vars).await
+    start_instance(tg, backend, extra).await
 }
 
 /// The unit's device connected over the embedded broker, and its `log` topic.

@@ -1,10 +1,11 @@
 //! The chat bot's view of the product (SPEC §4, §5): who a chat is, linking a chat to a user,
-//! the chat's language, a user's own unit by name, and who receives admin alerts. The bot
-//! (`telegram/`) is a front door: it calls these and never the stores.
+//! the chat's language, a user's own unit and a visible repo by name, and who receives admin
+//! alerts. The bot (`telegram/`) is a front door: it calls these and never the stores.
 
 use uuid::Uuid;
 
 use super::ports::ChatUser;
+use super::repos::Repo;
 use super::units::Unit;
 use super::users::User;
 use super::{Agent, Instance};
@@ -79,6 +80,22 @@ impl Instance {
     pub async fn own_unit_by_name(&self, agent: &Agent, name: &str) -> AppResult<Option<Unit>> {
         let unit = store::units::by_name(self.pool(), name).await?;
         Ok(unit.filter(|u| Some(u.creator_uuid) == agent.uuid()))
+    }
+
+    /// The repo of that exact name if the agent may see it; a hidden repo is as absent as a
+    /// missing one (the bot must not tell which private names exist).
+    pub async fn visible_repo_by_name(&self, agent: &Agent, name: &str) -> AppResult<Option<Repo>> {
+        let Some(repo) = store::repos::by_name(self.pool(), name).await? else {
+            return Ok(None);
+        };
+        match self
+            .check_visibility(agent, repo.uuid, repo.visibility_level)
+            .await
+        {
+            Ok(()) => Ok(Some(repo)),
+            Err(AppError::NoAccess { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// The chat of a user who may hear from the instance (not Blocked, chat linked).

@@ -103,6 +103,17 @@ pub async fn get(db: &AnyPool, uuid: Uuid) -> StoreResult<Option<Repo>> {
         .transpose()
 }
 
+/// The repo of that exact name (repo names are unique on an instance).
+pub async fn by_name(db: &AnyPool, name: &str) -> StoreResult<Option<Repo>> {
+    let mut q = Sql::new("SELECT * FROM repos WHERE name = ");
+    q.bind(name);
+    q.fetch_optional(db)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
 pub async fn name_taken(db: &AnyPool, name: &str, except: Option<Uuid>) -> StoreResult<bool> {
     let mut q = Sql::new("SELECT COUNT(*) FROM repos WHERE name = ");
     q.bind(name);

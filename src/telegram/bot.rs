@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use teloxide::prelude::*;
-use teloxide::types::{Update, UpdateKind};
+use teloxide::types::{BotCommand, Update, UpdateKind};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -16,6 +16,9 @@ use crate::domain::{BackendTopicCommand, LogLevel, Order, VisibilityLevel};
 use crate::error::{AppError, AppResult};
 use crate::service::charts::{parse_chart_period, ChartLabels, NodeChart};
 use crate::service::chat::ChatAccount;
+use crate::service::dashboards::DashboardFilter;
+use crate::service::registries::{RegistryFilter, RepositoryRegistry};
+use crate::service::repos::{Repo, RepoFilter};
 use crate::service::unit_logs::UnitLog;
 use crate::service::unit_logs::UnitLogFilter;
 use crate::service::units::UnitNodeInclusion;
@@ -50,9 +53,28 @@ pub async fn run(instance: Instance, telegram: Telegram, mut stop: watch::Receiv
             }
         }
     }
+    set_command_menu(&telegram).await;
     match instance.config.telegram_mode {
         TelegramMode::Webhook => register_webhook(&instance, &telegram, &mut stop).await,
         TelegramMode::Polling => poll(instance, telegram, stop).await,
+    }
+}
+
+/// The menu Telegram clients show for `/`: English by default, Russian for Russian clients
+/// (`setMyCommands` with `language_code`). A refusal is logged; the commands work regardless.
+async fn set_command_menu(telegram: &Telegram) {
+    for (lang, code) in [(Lang::En, None), (Lang::Ru, Some("ru"))] {
+        let commands: Vec<BotCommand> = texts::command_menu(lang)
+            .into_iter()
+            .map(|(command, description)| BotCommand::new(command, description))
+            .collect();
+        let mut request = telegram.bot().set_my_commands(commands);
+        if let Some(code) = code {
+            request = request.language_code(code);
+        }
+        if let Err(e) = request.await {
+            tracing::warn!(error = %e, lang = lang.code(), "setMyCommands failed");
+        }
     }
 }
 
@@ -234,6 +256,15 @@ async fn answer(
             }
             texts::lang_set(new).into()
         }
+        // what anyone may see: an unlinked chat browses public entries, as the anonymous agent
+        ("/registry" | "/repo" | "/unit", ChatAccount::Unlinked)
+            if is_guest_browse(&command, &args) =>
+        {
+            match browse(instance, &Agent::Bot, lang, &command, &args).await {
+                Ok(text) => format!("{text}\n\n{}", texts::guest_note(lang)).into(),
+                Err(e) => texts::failed(lang, e.message()).into(),
+            }
+        }
         (_, ChatAccount::Unlinked) => texts::need_link(lang).into(),
         (_, ChatAccount::Blocked(_)) => texts::blocked(lang).into(),
         ("/chart", ChatAccount::Linked(agent)) => {
@@ -282,8 +313,11 @@ async fn info(instance: &Instance, lang: Lang, user: Option<&User>) -> String {
             domain: &c.domain,
             version: env!("CARGO_PKG_VERSION"),
             users: m.user_count,
+            registries: m.repository_registry_count,
             repos: m.repo_count,
             units: m.unit_count,
+            unit_nodes: m.unit_node_count,
+            edges: m.unit_node_edge_count,
             linked_as: user.map(|u| u.login.as_str()),
         },
     )
@@ -301,11 +335,13 @@ async fn linked_command(
     let stale = instance.config.state_send_interval * 2;
     Ok(match (command, args) {
         ("/units", _) => {
-            let page = match args.first().map(|p| p.parse::<i64>()) {
-                None => 1,
-                // beyond any real page count, and (page - 1) * PAGE cannot overflow
-                Some(Ok(p)) if (1..=1_000_000).contains(&p) => p,
-                Some(_) => return Ok(texts::usage(lang, "/units [page]")),
+            let page = match args {
+                [] => 1,
+                [p] => match parse_page(p) {
+                    Some(p) => p,
+                    None => return Ok(texts::usage(lang, "/units [page]")),
+                },
+                _ => return Ok(texts::usage(lang, "/units [page]")),
             };
             let filter = UnitFilter {
                 order_by_unit_name: Some(Order::Asc),
@@ -317,14 +353,21 @@ async fn linked_command(
             let pages = ((count + PAGE - 1) / PAGE).max(1);
             texts::units(lang, &units, page, pages, stale)
         }
-        ("/unit", [name]) => match instance.own_unit_by_name(agent, name).await? {
-            Some(unit) => {
-                let logs = last_logs(instance, agent, unit.uuid, LogLevel::Debug, 5).await?;
-                texts::unit(lang, &unit, &logs, stale)
-            }
-            None => texts::no_unit(lang, name),
+        ("/registry" | "/repo" | "/dashboard", _) => {
+            browse(instance, agent, lang, command, args).await?
+        }
+        // a page of the units the caller may see, or one of their own by name
+        ("/unit", _) => match parse_browse(args) {
+            Some(Browse::Page { .. }) => browse(instance, agent, lang, command, args).await?,
+            Some(Browse::Text(name)) => match instance.own_unit_by_name(agent, name).await? {
+                Some(unit) => {
+                    let logs = last_logs(instance, agent, unit.uuid, LogLevel::Debug, 5).await?;
+                    texts::unit(lang, &unit, &logs, stale)
+                }
+                None => texts::no_unit(lang, name),
+            },
+            None => texts::usage(lang, UNIT_USAGE),
         },
-        ("/unit", _) => texts::usage(lang, "/unit NAME"),
         ("/logs", [name, rest @ ..]) if rest.len() <= 2 => {
             let mut level = LogLevel::Debug;
             let mut n = 10;
@@ -401,6 +444,211 @@ async fn linked_command(
         ("/unmute", _) => texts::usage(lang, "/unmute NAME"),
         _ => texts::unknown_command(lang),
     })
+}
+
+/// `/unit`'s arguments, as its usage line shows them.
+const UNIT_USAGE: &str = "/unit [my] [page] | /unit NAME";
+
+/// What a browsing command (`/registry`, `/repo`, `/unit`, `/dashboard`) was asked for: a page
+/// of all the caller may see (or of their own), or a name or search text.
+#[derive(Debug, PartialEq, Eq)]
+enum Browse<'a> {
+    Page { mine: bool, page: i64 },
+    Text(&'a str),
+}
+
+/// A page number: 1 up to far beyond any real page count (so `(page - 1) * PAGE` cannot
+/// overflow).
+fn parse_page(s: &str) -> Option<i64> {
+    s.parse::<i64>()
+        .ok()
+        .filter(|p| (1..=1_000_000).contains(p))
+}
+
+/// `[my] [PAGE]` or one word of text; `None` for anything else (said as the usage). A word of
+/// digits (or a minus and digits) is always a page, even one out of range: names are never
+/// numbers here, and `/repo 0` is a mistake, not a search.
+fn parse_browse<'a>(args: &[&'a str]) -> Option<Browse<'a>> {
+    let is_my = |s: &str| s.eq_ignore_ascii_case("my");
+    let numeric = |s: &str| {
+        let digits = s.strip_prefix('-').unwrap_or(s);
+        !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+    };
+    match args {
+        [] => Some(Browse::Page {
+            mine: false,
+            page: 1,
+        }),
+        [m] if is_my(m) => Some(Browse::Page {
+            mine: true,
+            page: 1,
+        }),
+        [m, p] if is_my(m) => parse_page(p).map(|page| Browse::Page { mine: true, page }),
+        [p] if numeric(p) => parse_page(p).map(|page| Browse::Page { mine: false, page }),
+        [text] => Some(Browse::Text(text)),
+        _ => None,
+    }
+}
+
+/// What an unlinked chat may browse: lists of public entries (not `my`, not one unit by name).
+fn is_guest_browse(command: &str, args: &[&str]) -> bool {
+    match parse_browse(args) {
+        Some(Browse::Page { mine, .. }) => !mine,
+        Some(Browse::Text(_)) => command != "/unit",
+        None => true, // answered with the usage
+    }
+}
+
+fn browse_usage(command: &str) -> &'static str {
+    match command {
+        "/registry" => "/registry [my] [page] | /registry TEXT",
+        "/repo" => "/repo [my] [page] | /repo NAME",
+        "/dashboard" => "/dashboard [page] | /dashboard TEXT",
+        _ => UNIT_USAGE,
+    }
+}
+
+/// Upstream's browsing commands: `/registry` (registry entries), `/repo` (repos), `/unit`
+/// (units, online or not) and `/dashboard` (the caller's dashboards); a page at a time, `my`
+/// for the caller's own, or one entry by name (a search when no single entry fits).
+async fn browse(
+    instance: &Instance,
+    agent: &Agent,
+    lang: Lang,
+    command: &str,
+    args: &[&str],
+) -> AppResult<String> {
+    let Some(what) = parse_browse(args) else {
+        return Ok(texts::usage(lang, browse_usage(command)));
+    };
+    let (mine, page, search) = match what {
+        Browse::Page { mine, page } => (mine, page, None),
+        Browse::Text(text) => (false, 1, Some(text)),
+    };
+    if mine && matches!(agent, Agent::Bot) {
+        return Ok(texts::need_link(lang));
+    }
+    let creator_uuid = if mine { agent.uuid() } else { None };
+    let offset = (page - 1) * PAGE;
+    let at = |total: i64| texts::ListPage {
+        command,
+        mine,
+        search,
+        page,
+        pages: ((total + PAGE - 1) / PAGE).max(1),
+        total,
+    };
+    Ok(match command {
+        "/registry" => {
+            let filter = RegistryFilter {
+                creator_uuid,
+                search_string: search.map(str::to_string),
+                order_by_create_date: Some(Order::Asc),
+                offset,
+                limit: PAGE,
+                ..RegistryFilter::default()
+            };
+            let (total, items) = instance.list_registries(agent, filter).await?;
+            match (search, items.as_slice()) {
+                (Some(_), [one]) => registry_detail(instance, agent, lang, one).await,
+                _ => texts::registries(lang, &items, &at(total)),
+            }
+        }
+        "/repo" => {
+            if let Some(name) = search {
+                if let Some(repo) = instance.visible_repo_by_name(agent, name).await? {
+                    return repo_detail(instance, agent, lang, &repo).await;
+                }
+            }
+            let filter = RepoFilter {
+                creator_uuid,
+                search_string: search.map(str::to_string),
+                order_by_create_date: Some(Order::Asc),
+                offset,
+                limit: PAGE,
+                ..RepoFilter::default()
+            };
+            let (total, items) = instance
+                .list_repos(agent, filter, VisibilityLevel::ALL)
+                .await?;
+            match (search, items.as_slice()) {
+                (Some(name), []) => texts::no_repo(lang, name),
+                (Some(_), [one]) => repo_detail(instance, agent, lang, one).await?,
+                _ => texts::repos(lang, &items, &at(total)),
+            }
+        }
+        "/dashboard" => {
+            let filter = DashboardFilter {
+                search_string: search.map(str::to_string),
+                order_by_create_date: Some(Order::Asc),
+                offset,
+                limit: PAGE,
+            };
+            match instance.list_dashboards(agent, &filter).await {
+                Ok((total, items)) => texts::dashboards(lang, &items, &at(total)),
+                Err(AppError::FeatureDisabled) => texts::dashboards_off(lang),
+                Err(e) => return Err(e),
+            }
+        }
+        _ => {
+            let filter = UnitFilter {
+                creator_uuid,
+                order_by_unit_name: Some(Order::Asc),
+                offset,
+                limit: PAGE,
+                ..UnitFilter::default()
+            };
+            let (total, items) = instance
+                .list_units(
+                    agent,
+                    filter,
+                    VisibilityLevel::ALL,
+                    UnitNodeInclusion::default(),
+                )
+                .await?;
+            let stale = instance.config.state_send_interval * 2;
+            texts::visible_units(lang, &items, &at(total), stale)
+        }
+    })
+}
+
+/// One registry entry, with the caller's credential status when it is private.
+async fn registry_detail(
+    instance: &Instance,
+    agent: &Agent,
+    lang: Lang,
+    registry: &RepositoryRegistry,
+) -> String {
+    let credentials = match (registry.is_public_repository, agent) {
+        (false, Agent::User(_)) => instance
+            .get_registry_credentials(agent, registry.uuid)
+            .await
+            .ok()
+            .flatten()
+            .map(|c| c.status.as_str()),
+        _ => None,
+    };
+    texts::registry(lang, registry, credentials)
+}
+
+/// One repo: its registry's URL when the caller may see that registry, and its units' versions.
+async fn repo_detail(
+    instance: &Instance,
+    agent: &Agent,
+    lang: Lang,
+    repo: &Repo,
+) -> AppResult<String> {
+    let registry = instance
+        .get_registry(agent, repo.repository_registry_uuid)
+        .await
+        .ok();
+    let versions = instance.repo_versions(agent, repo.uuid).await?;
+    Ok(texts::repo(
+        lang,
+        repo,
+        registry.as_ref().map(|r| r.repository_url.as_str()),
+        Some(&versions),
+    ))
 }
 
 /// `/chart NODE [PERIOD]`: the node's pipeline data as a picture, or why there is none.
@@ -538,6 +786,55 @@ fn parse_command(s: &str) -> Option<BackendTopicCommand> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn browsing_arguments() {
+        use Browse::*;
+        assert_eq!(
+            parse_browse(&[]),
+            Some(Page {
+                mine: false,
+                page: 1
+            })
+        );
+        assert_eq!(
+            parse_browse(&["MY"]),
+            Some(Page {
+                mine: true,
+                page: 1
+            })
+        );
+        assert_eq!(
+            parse_browse(&["my", "3"]),
+            Some(Page {
+                mine: true,
+                page: 3
+            })
+        );
+        assert_eq!(
+            parse_browse(&["2"]),
+            Some(Page {
+                mine: false,
+                page: 2
+            })
+        );
+        assert_eq!(parse_browse(&["greenhouse"]), Some(Text("greenhouse")));
+        for garbage in [
+            &["0"][..],
+            &["-1"],
+            &["99999999999999999999"],
+            &["my", "x"],
+            &["my", "0"],
+            &["a", "b"],
+            &["my", "2", "3"],
+        ] {
+            assert_eq!(parse_browse(garbage), None, "{garbage:?}");
+        }
+        assert!(is_guest_browse("/unit", &[]));
+        assert!(!is_guest_browse("/unit", &["my"]));
+        assert!(!is_guest_browse("/unit", &["greenhouse"]));
+        assert!(is_guest_browse("/repo", &["greenhouse"]));
+    }
 
     #[test]
     fn commands_and_levels_parse_loosely() {

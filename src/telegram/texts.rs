@@ -4,6 +4,9 @@
 use super::{clip, escape, Lang};
 use crate::domain::LogLevel;
 use crate::service::alerts::AlertMessage;
+use crate::service::dashboards::Dashboard;
+use crate::service::registries::RepositoryRegistry;
+use crate::service::repos::{Repo, RepoVersions};
 use crate::service::unit_logs::UnitLog;
 use crate::service::units::Unit;
 
@@ -24,7 +27,11 @@ pub fn help(lang: Lang) -> String {
         lang,
         "<b>Pepeunit bot</b>\n\
          /units [page] - your units\n\
-         /unit NAME - state, version and last logs\n\
+         /unit [my] [page] - units you may see, online or not (my: yours only)\n\
+         /unit NAME - state, version and last logs of your unit\n\
+         /repo [my] [page] - repos you may see; /repo NAME shows one, /repo TEXT finds\n\
+         /registry [my] [page] - the repository registry; /registry TEXT finds by URL\n\
+         /dashboard [page] - your Grafana dashboards; /dashboard TEXT finds\n\
          /logs NAME [LEVEL] [N] - last N log lines at LEVEL or above\n\
          /send NAME COMMAND - send Update, EnvUpdate, SchemaUpdate, LogSync or Reset\n\
          /alerts NAME LEVEL - alert from LEVEL (Debug..Critical)\n\
@@ -32,11 +39,16 @@ pub fn help(lang: Lang) -> String {
          /unmute NAME - alerts again\n\
          /chart UNIT/TOPIC|NODE_UUID [PERIOD] - chart of a node's data pipe (PERIOD 1h, 24h, 7d; default 24h)\n\
          /info - this instance\n\
+         /help - this list\n\
          /lang en|ru - language\n\
          /start CODE - link this chat to your account (code from the web app)",
         "<b>Бот Pepeunit</b>\n\
          /units [страница] - ваши юниты\n\
-         /unit ИМЯ - состояние, версия и последние логи\n\
+         /unit [my] [страница] - доступные вам юниты, в сети или нет (my: только ваши)\n\
+         /unit ИМЯ - состояние, версия и последние логи вашего юнита\n\
+         /repo [my] [страница] - доступные вам репозитории; /repo ИМЯ - один, /repo ТЕКСТ - поиск\n\
+         /registry [my] [страница] - реестр репозиториев; /registry ТЕКСТ - поиск по URL\n\
+         /dashboard [страница] - ваши дашборды Grafana; /dashboard ТЕКСТ - поиск\n\
          /logs ИМЯ [УРОВЕНЬ] [N] - последние N строк лога с уровнем не ниже УРОВНЯ\n\
          /send ИМЯ КОМАНДА - отправить Update, EnvUpdate, SchemaUpdate, LogSync или Reset\n\
          /alerts ИМЯ УРОВЕНЬ - оповещать начиная с УРОВНЯ (Debug..Critical)\n\
@@ -44,6 +56,7 @@ pub fn help(lang: Lang) -> String {
          /unmute ИМЯ - снова оповещать\n\
          /chart ЮНИТ/ТОПИК|UUID_НОДЫ [ПЕРИОД] - график данных пайплайна ноды (ПЕРИОД 1h, 24h, 7d; по умолчанию 24h)\n\
          /info - об этом инстансе\n\
+         /help - этот список\n\
          /lang en|ru - язык\n\
          /start КОД - привязать этот чат к аккаунту (код из веб-приложения)",
     )
@@ -137,15 +150,25 @@ pub fn units(lang: Lang, units: &[Unit], page: i64, pages: i64, stale_after_secs
         t(lang, "page", "стр.")
     );
     for u in units {
-        out.push_str(&format!(
-            "• <b>{}</b> - {}, {} {}\n",
-            escape(&u.name),
-            online(lang, u, stale_after_secs),
-            t(lang, "version", "версия"),
-            escape(short_commit(u.current_commit_version.as_deref())),
-        ));
+        out.push_str(&unit_line(lang, u, stale_after_secs, false));
     }
     out
+}
+
+/// One unit in a list: name, (visibility,) online or not, the version it reported.
+fn unit_line(lang: Lang, u: &Unit, stale_after_secs: i64, visibility: bool) -> String {
+    let visibility = if visibility {
+        format!("{}, ", u.visibility_level.as_str())
+    } else {
+        String::new()
+    };
+    format!(
+        "• <b>{}</b> - {visibility}{}, {} {}\n",
+        escape(&u.name),
+        online(lang, u, stale_after_secs),
+        t(lang, "version", "версия"),
+        escape(short_commit(u.current_commit_version.as_deref())),
+    )
 }
 
 /// The first 12 characters of a version the device reported (any text, not always a hash).
@@ -368,14 +391,17 @@ pub struct InstanceInfo<'a> {
     pub domain: &'a str,
     pub version: &'a str,
     pub users: i64,
+    pub registries: i64,
     pub repos: i64,
     pub units: i64,
+    pub unit_nodes: i64,
+    pub edges: i64,
     pub linked_as: Option<&'a str>,
 }
 
 pub fn info(lang: Lang, i: &InstanceInfo<'_>) -> String {
     let mut out = format!(
-        "<b>{}</b>\n{}: {}\n{}: {}\n{}: {}, {}: {}, {}: {}",
+        "<b>{}</b>\n{}: {}\n{}: {}\n{}: {}, {}: {}, {}: {}, {}: {}, {}: {}, {}: {}",
         escape(i.name),
         t(lang, "Domain", "Домен"),
         escape(i.domain),
@@ -383,10 +409,16 @@ pub fn info(lang: Lang, i: &InstanceInfo<'_>) -> String {
         escape(i.version),
         t(lang, "users", "пользователей"),
         i.users,
+        t(lang, "registry entries", "записей реестра"),
+        i.registries,
         t(lang, "repos", "репозиториев"),
         i.repos,
         t(lang, "units", "юнитов"),
         i.units,
+        t(lang, "unit nodes", "нод"),
+        i.unit_nodes,
+        t(lang, "links", "связей"),
+        i.edges,
     );
     if let Some(login) = i.linked_as {
         out.push_str(&format!(
@@ -396,6 +428,371 @@ pub fn info(lang: Lang, i: &InstanceInfo<'_>) -> String {
         ));
     }
     out
+}
+
+/// Where a list answer stands: the command that shows it, whose entries, the search text, the
+/// page and how many there are.
+pub struct ListPage<'a> {
+    pub command: &'a str,
+    pub mine: bool,
+    pub search: Option<&'a str>,
+    pub page: i64,
+    pub pages: i64,
+    pub total: i64,
+}
+
+/// A list answer: title, one line per entry, where it stands, and how to ask for the next page
+/// (the bot pages with arguments: `/repo 2`, `/repo my 3`).
+fn listing(lang: Lang, title: &str, lines: &[String], at: &ListPage<'_>) -> String {
+    let mut out = format!("<b>{title}</b>");
+    if at.mine {
+        out.push_str(t(lang, " (yours)", " (ваши)"));
+    }
+    if let Some(search) = at.search {
+        out.push_str(&format!(" - «{}»", escape(search)));
+    }
+    if lines.is_empty() {
+        out.push('\n');
+        if at.total > 0 {
+            out.push_str(&format!(
+                "{} {} {}",
+                t(lang, "There are only", "Всего страниц:"),
+                at.pages,
+                t(lang, "page(s).", "")
+            ));
+            return out.trim_end().to_string();
+        }
+        out.push_str(match at.search {
+            Some(_) => t(lang, "Nothing matches.", "Ничего не найдено."),
+            None => t(lang, "Nothing here yet.", "Пока пусто."),
+        });
+        return out;
+    }
+    out.push_str(&format!(
+        " - {} {}, {} {}/{}\n",
+        at.total,
+        t(lang, "in all", "всего"),
+        t(lang, "page", "стр."),
+        at.page,
+        at.pages
+    ));
+    for line in lines {
+        out.push_str(line);
+    }
+    if at.page < at.pages {
+        let next = match at.search {
+            Some(search) => format!("{} {}", at.command, escape(search)),
+            None if at.mine => format!("{} my {}", at.command, at.page + 1),
+            None => format!("{} {}", at.command, at.page + 1),
+        };
+        out.push_str(&match at.search {
+            Some(_) => format!(
+                "{} {}",
+                t(
+                    lang,
+                    "More match than one page shows; narrow the search:",
+                    "Найдено больше, чем помещается; уточните поиск:"
+                ),
+                next
+            ),
+            None => format!("{} {next}", t(lang, "Next page:", "Следующая страница:")),
+        });
+    }
+    out
+}
+
+fn public_or_private(lang: Lang, public: bool) -> &'static str {
+    if public {
+        t(lang, "public", "публичный")
+    } else {
+        t(lang, "private", "приватный")
+    }
+}
+
+/// A registry's URL without the scheme and `.git` (what upstream's bot shows).
+fn short_url(url: &str) -> &str {
+    let url = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .unwrap_or(url);
+    url.strip_suffix(".git").unwrap_or(url)
+}
+
+fn sync_status(lang: Lang, r: &RepositoryRegistry) -> &'static str {
+    r.sync_status
+        .map(|s| s.as_str())
+        .unwrap_or(t(lang, "not synced", "не синхронизирован"))
+}
+
+/// `/registry`: registry entries, one line each.
+pub fn registries(lang: Lang, items: &[RepositoryRegistry], at: &ListPage<'_>) -> String {
+    let lines: Vec<String> = items
+        .iter()
+        .map(|r| {
+            format!(
+                "• {} <code>{}</code> - {}, {}\n",
+                r.platform.as_str(),
+                escape(short_url(&r.repository_url)),
+                public_or_private(lang, r.is_public_repository),
+                sync_status(lang, r),
+            )
+        })
+        .collect();
+    listing(
+        lang,
+        t(lang, "Repository registry", "Реестр репозиториев"),
+        &lines,
+        at,
+    )
+}
+
+/// Bytes for people: `512 B`, `1.5 KB`, `20.0 MB`.
+fn byte_size(n: i64) -> String {
+    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    let mut value = n.max(0) as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// One registry entry in full; `credentials` is the caller's own credential status for a
+/// private one (`None`: none stored or not asked).
+pub fn registry(lang: Lang, r: &RepositoryRegistry, credentials: Option<&str>) -> String {
+    let mut out = format!(
+        "<b>{}</b> <code>{}</code>\n{}: {}\n{}: {}",
+        t(lang, "Registry", "Реестр"),
+        escape(short_url(&r.repository_url)),
+        t(lang, "Platform", "Платформа"),
+        r.platform.as_str(),
+        t(lang, "Repository", "Репозиторий"),
+        public_or_private(lang, r.is_public_repository),
+    );
+    out.push_str(&format!(
+        "\n{}: {}",
+        t(lang, "Sync", "Синхронизация"),
+        sync_status(lang, r)
+    ));
+    if let Some(at) = &r.sync_last_datetime {
+        out.push_str(&format!(", {} UTC", escape(at.get(..19).unwrap_or(at))));
+    }
+    if let Some(e) = &r.sync_error {
+        out.push_str(&format!(
+            "\n{}: {}",
+            t(lang, "Sync error", "Ошибка синхронизации"),
+            escape(&clip(e, LINE_CLIP))
+        ));
+    }
+    // the first branches by name; a mirror may hold hundreds
+    let mut branches: Vec<String> = r.branches.iter().take(10).map(|b| escape(b)).collect();
+    if r.branches.len() > branches.len() {
+        branches.push("…".to_string());
+    }
+    out.push_str(&format!(
+        "\n{}: {}\n{} ({}): {}",
+        t(lang, "Local size", "Размер копии"),
+        byte_size(r.local_repository_size),
+        t(lang, "Branches", "Ветки"),
+        r.branches.len(),
+        branches.join(", "),
+    ));
+    if !r.is_public_repository {
+        out.push_str(&format!(
+            "\n{}: {}",
+            t(lang, "Your credentials", "Ваши учётные данные"),
+            credentials.unwrap_or(t(lang, "none", "нет"))
+        ));
+    }
+    out
+}
+
+/// `/repo`: repos, one line each.
+pub fn repos(lang: Lang, items: &[Repo], at: &ListPage<'_>) -> String {
+    let lines: Vec<String> = items
+        .iter()
+        .map(|r| {
+            format!(
+                "• <b>{}</b> - {}\n",
+                escape(&r.name),
+                r.visibility_level.as_str()
+            )
+        })
+        .collect();
+    listing(lang, t(lang, "Repos", "Репозитории"), &lines, at)
+}
+
+fn yes_no(lang: Lang, v: bool) -> &'static str {
+    if v {
+        t(lang, "yes", "да")
+    } else {
+        t(lang, "no", "нет")
+    }
+}
+
+/// One repo: its settings, the registry it views (when the caller may see it) and how its
+/// units spread over versions.
+pub fn repo(
+    lang: Lang,
+    r: &Repo,
+    registry_url: Option<&str>,
+    versions: Option<&RepoVersions>,
+) -> String {
+    let mut out = format!(
+        "<b>{}</b> - {}",
+        escape(&r.name),
+        r.visibility_level.as_str()
+    );
+    if let Some(url) = registry_url {
+        out.push_str(&format!(
+            "\n{}: <code>{}</code>",
+            t(lang, "Registry", "Реестр"),
+            escape(short_url(url))
+        ));
+    }
+    out.push_str(&format!(
+        "\n{}: {}\n{}: {}, {}: {}, {}: {}",
+        t(lang, "Branch", "Ветка"),
+        escape(r.default_branch.as_deref().unwrap_or("-")),
+        t(lang, "auto-update", "автообновление"),
+        yes_no(lang, r.is_auto_update_repo),
+        t(lang, "tags only", "только теги"),
+        yes_no(lang, r.is_only_tag_update),
+        t(lang, "compiled", "компилируемый"),
+        yes_no(lang, r.is_compilable_repo),
+    ));
+    if let Some(v) = versions {
+        out.push_str(&format!(
+            "\n{}: {}",
+            t(lang, "Units", "Юнитов"),
+            v.unit_count
+        ));
+        for version in &v.versions {
+            let name = match (&version.tag, &version.commit) {
+                (Some(tag), _) => tag.as_str(),
+                (None, Some(commit)) => short_commit(Some(commit)),
+                (None, None) => t(lang, "no version reported", "версия не сообщена"),
+            };
+            out.push_str(&format!("\n  {} - {}", escape(name), version.unit_count));
+        }
+    }
+    out
+}
+
+/// `/unit` without a name: units the caller may see, one line each.
+pub fn visible_units(
+    lang: Lang,
+    items: &[Unit],
+    at: &ListPage<'_>,
+    stale_after_secs: i64,
+) -> String {
+    let lines: Vec<String> = items
+        .iter()
+        .map(|u| unit_line(lang, u, stale_after_secs, true))
+        .collect();
+    listing(lang, t(lang, "Units", "Юниты"), &lines, at)
+}
+
+/// `/dashboard`: the caller's dashboards, with Grafana's link once synced.
+pub fn dashboards(lang: Lang, items: &[Dashboard], at: &ListPage<'_>) -> String {
+    let lines: Vec<String> = items
+        .iter()
+        .map(|d| {
+            let state = match (&d.sync_status, &d.dashboard_url) {
+                (Some(status), Some(url)) => format!("{}: {}", escape(status), escape(url)),
+                (Some(status), None) => escape(status),
+                (None, _) => t(lang, "not synced yet", "ещё не синхронизирован").to_string(),
+            };
+            format!("• <b>{}</b> - {state}\n", escape(&d.name))
+        })
+        .collect();
+    listing(lang, t(lang, "Dashboards", "Дашборды"), &lines, at)
+}
+
+pub fn dashboards_off(lang: Lang) -> String {
+    t(
+        lang,
+        "Grafana dashboards are turned off on this instance.",
+        "Дашборды Grafana на этом инстансе выключены.",
+    )
+    .to_string()
+}
+
+/// Said under what an unlinked chat sees.
+pub fn guest_note(lang: Lang) -> String {
+    t(
+        lang,
+        "Public entries only. Link this chat to your account (/start CODE) to see yours.",
+        "Только публичные записи. Привяжите чат к аккаунту (/start КОД), чтобы видеть свои.",
+    )
+    .to_string()
+}
+
+pub fn no_repo(lang: Lang, name: &str) -> String {
+    format!(
+        "{} <b>{}</b>",
+        t(
+            lang,
+            "There is no repo you may see named or matching",
+            "Нет доступного вам репозитория с именем или текстом"
+        ),
+        escape(name)
+    )
+}
+
+/// The commands Telegram's menu offers (`setMyCommands`): command, English, Russian.
+const MENU: &[(&str, &str, &str)] = &[
+    (
+        "start",
+        "Start; link with a code",
+        "Начать; привязать по коду",
+    ),
+    ("help", "All commands", "Все команды"),
+    ("registry", "Repository registry", "Реестр репозиториев"),
+    ("repo", "Repos", "Репозитории"),
+    (
+        "unit",
+        "Units you may see, or one of yours",
+        "Доступные юниты или ваш юнит",
+    ),
+    ("units", "Your units", "Ваши юниты"),
+    (
+        "dashboard",
+        "Your Grafana dashboards",
+        "Ваши дашборды Grafana",
+    ),
+    (
+        "logs",
+        "A unit's last log lines",
+        "Последние строки лога юнита",
+    ),
+    (
+        "send",
+        "Send a command to a unit",
+        "Отправить команду юниту",
+    ),
+    (
+        "alerts",
+        "Alert level of a unit",
+        "Уровень оповещений юнита",
+    ),
+    ("mute", "Mute a unit's alerts", "Выключить оповещения юнита"),
+    ("unmute", "Alerts again", "Снова оповещать"),
+    ("chart", "Chart of a node's data", "График данных ноды"),
+    ("info", "This instance", "Об этом инстансе"),
+    ("lang", "Language: en or ru", "Язык: en или ru"),
+];
+
+/// The command menu in a language: `(command, description)`.
+pub fn command_menu(lang: Lang) -> Vec<(&'static str, &'static str)> {
+    MENU.iter()
+        .map(|(command, en, ru)| (*command, t(lang, en, ru)))
+        .collect()
 }
 
 /// An alert: the line that may go out now and what was held back before it, or a summary.
@@ -471,6 +868,36 @@ pub fn crash_lagged(lang: Lang, n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_menu_command_is_in_the_help() {
+        for lang in [Lang::En, Lang::Ru] {
+            let help = help(lang);
+            for (command, description) in command_menu(lang) {
+                assert!(
+                    help.contains(&format!("/{command}")),
+                    "{command} not in help"
+                );
+                // Telegram: 1-32 lowercase letters, digits, underscores; description 1-256
+                assert!(
+                    (1..=32).contains(&command.len())
+                        && command
+                            .bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                );
+                assert!((1..=256).contains(&description.chars().count()));
+            }
+        }
+    }
+
+    #[test]
+    fn sizes_and_urls_for_people() {
+        assert_eq!(byte_size(512), "512 B");
+        assert_eq!(byte_size(1536), "1.5 KB");
+        assert_eq!(byte_size(20 * 1024 * 1024), "20.0 MB");
+        assert_eq!(short_url("https://github.com/a/b.git"), "github.com/a/b");
+        assert_eq!(short_url("http://gitlab.local/a/b"), "gitlab.local/a/b");
+    }
 
     #[test]
     fn a_reported_version_is_cut_on_a_character_boundary() {

@@ -6,8 +6,10 @@
 //! `&`/`<` are "can't parse entities"), sendPhoto (a multipart upload in field `photo` or
 //! the part `photo=attach://<name>` names,
 //! recorded with its bytes; refused as Telegram refuses: no photo, a file that is not an
-//! image, a caption over 1024 characters or with bad HTML), setWebhook, deleteWebhook; it can
-//! answer 429 with `retry_after` to exercise flood control.
+//! image, a caption over 1024 characters or with bad HTML), setWebhook, deleteWebhook,
+//! setMyCommands (recorded per `language_code`; refused as Telegram refuses a command that is
+//! not 1-32 of `a-z0-9_`, a description that is not 1-256 characters, or over 100 commands);
+//! it can answer 429 with `retry_after` to exercise flood control.
 #![allow(dead_code)]
 
 use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
@@ -54,6 +56,8 @@ struct Fake {
     /// sendMessage calls to refuse with 429 before accepting again.
     floods: AtomicU32,
     calls: Mutex<Vec<String>>,
+    /// setMyCommands: language code ("" for the default) to `(command, description)`s.
+    menus: Mutex<std::collections::HashMap<String, Vec<(String, String)>>>,
 }
 
 pub struct FakeTelegram {
@@ -164,8 +168,30 @@ impl FakeTelegram {
         }
     }
 
+    /// Says `text` in `chat` and waits (bounded) for the next message to that chat: the bot
+    /// answers one update at a time, in order, so it is the answer.
+    pub async fn reply(&self, chat: i64, text: &str, language: &str, wait: Duration) -> Sent {
+        let before = self.sent_to(chat).len();
+        self.say(chat, text, language);
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = self.fake.new_sent.notified();
+            if let Some(s) = self.sent_to(chat).into_iter().nth(before) {
+                return s;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!("no answer to {text:?} in {chat}");
+            }
+        }
+    }
+
     pub fn webhook(&self) -> Option<(String, String)> {
         self.fake.webhook.lock().unwrap().clone()
+    }
+
+    /// The command menu last set for a language code ("" for the default one).
+    pub fn menu(&self, language_code: &str) -> Option<Vec<(String, String)>> {
+        self.fake.menus.lock().unwrap().get(language_code).cloned()
     }
 
     pub fn calls(&self) -> Vec<String> {
@@ -193,6 +219,18 @@ impl FakeTelegram {
             }
         }
     }
+}
+
+/// A test instance whose bot talks to `tg`, with `extra` settings.
+pub async fn start_instance(
+    tg: &FakeTelegram,
+    backend: super::Backend,
+    extra: &[(&str, &str)],
+) -> super::TestInstance {
+    let env = tg.env();
+    let mut vars: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    vars.extend_from_slice(extra);
+    super::TestInstance::start_with(backend, &vars).await
 }
 
 /// Links `chat` to the user of `token` through the bot, as a person would: a link from the
@@ -496,6 +534,7 @@ async fn method(
             )
         }
         "sendphoto" => send_photo(&fake, &body, uploads),
+        "setmycommands" => set_my_commands(&fake, &body),
         "setwebhook" => {
             let url = body["url"].as_str().unwrap_or_default().to_string();
             if url.is_empty() {
@@ -517,6 +556,53 @@ async fn method(
         }
         _ => (S::NOT_FOUND, err(404, "Not Found: method not found")),
     }
+}
+
+/// `setMyCommands` (default scope), checked as Telegram checks it.
+fn set_my_commands(fake: &Fake, body: &Value) -> (axum::http::StatusCode, Json<Value>) {
+    use axum::http::StatusCode as S;
+    // a JSON array, or its text in a form field
+    let commands = match &body["commands"] {
+        Value::String(s) => serde_json::from_str(s).unwrap_or(Value::Null),
+        v => v.clone(),
+    };
+    let Some(commands) = commands.as_array() else {
+        return (
+            S::BAD_REQUEST,
+            err(400, "Bad Request: field \"commands\" must be an Array"),
+        );
+    };
+    if commands.len() > 100 {
+        return (
+            S::BAD_REQUEST,
+            err(400, "Bad Request: BOT_COMMANDS_TOO_MUCH"),
+        );
+    }
+    let mut menu = Vec::new();
+    for c in commands {
+        let command = c["command"].as_str().unwrap_or_default();
+        let description = c["description"].as_str().unwrap_or_default();
+        let valid = (1..=32).contains(&command.len())
+            && command
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !valid {
+            return (S::BAD_REQUEST, err(400, "Bad Request: BOT_COMMAND_INVALID"));
+        }
+        if !(1..=256).contains(&description.chars().count()) {
+            return (
+                S::BAD_REQUEST,
+                err(400, "Bad Request: BOT_COMMAND_DESCRIPTION_INVALID"),
+            );
+        }
+        menu.push((command.to_string(), description.to_string()));
+    }
+    let language = body["language_code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    fake.menus.lock().unwrap().insert(language, menu);
+    (S::OK, ok(json!(true)))
 }
 
 /// Telegram's HTML subset, strictly: known tags, balanced; `&` only in the four entities.

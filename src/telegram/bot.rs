@@ -585,7 +585,16 @@ async fn browse(
                 limit: PAGE,
             };
             match instance.list_dashboards(agent, &filter).await {
-                Ok((total, items)) => texts::dashboards(lang, &items, &at(total)),
+                Ok((total, mut items)) => {
+                    // Grafana answers a path (`/grafana/d/<uid>/<slug>`): a link needs the origin
+                    let origin = instance.config.origin();
+                    for d in &mut items {
+                        if let Some(url) = d.dashboard_url.as_mut().filter(|u| u.starts_with('/')) {
+                            *url = format!("{origin}{url}");
+                        }
+                    }
+                    texts::dashboards(lang, &items, &at(total))
+                }
                 Err(AppError::FeatureDisabled) => texts::dashboards_off(lang),
                 Err(e) => return Err(e),
             }

@@ -291,14 +291,20 @@ async fn serve(State(door): State<Door>, req: Request) -> Response {
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let request = as_caller(&door.instance, token, request).await;
-    let response = door.schema.execute(request).await;
+    let mut response = door.schema.execute(request).await;
     for e in &response.errors {
         track_internal(&door.instance, e);
     }
     if let (None, Some(doc), true) = (cached, parsed, response.errors.is_empty()) {
         door.documents.keep(&text, doc);
     }
-    Json(response).into_response()
+    // headers resolvers added (`setGrafanaCookies`, `deleteUserCookies`: Set-Cookie)
+    let headers = std::mem::take(&mut response.http_headers);
+    let mut answer = Json(response).into_response();
+    for (name, value) in headers.iter() {
+        answer.headers_mut().append(name, value.clone());
+    }
+    answer
 }
 
 /// A 500's cause goes to the error tracker; the client saw only "Internal Server Error".

@@ -65,6 +65,7 @@ def main():
     token = client.fetch_token(
         meta["token_endpoint"],
         authorization_response=location,
+        state=state,
         code_verifier=verifier,
     )
     assert token["token_type"].lower() == "bearer", token

@@ -299,8 +299,11 @@ async fn discovery_names_upstreams_paths() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authorize_refusals() {
     let inst = start(Backend::Sqlite, &[]).await;
+    let (_, admin) = inst.user("admin2").await;
     let (_, token) = inst.user("grafana2").await;
     let cookie = grafana_cookie(&inst, &token).await;
+    let (blocked_uuid, blocked_token) = inst.user("blocked2").await;
+    let blocked_cookie = grafana_cookie(&inst, &blocked_token).await;
 
     for changes in [
         vec![(
@@ -365,6 +368,16 @@ async fn authorize_refusals() {
     forged.pop();
     forged.push('A');
     assert_eq!(refused(vec![], Some(forged)).await, "login_required");
+    // a blocked user's cookie signs in no more
+    let (s, _) = inst
+        .patch(
+            &format!("/users/block/{blocked_uuid}"),
+            Some(&admin),
+            json!({}),
+        )
+        .await;
+    assert!(s.is_success(), "{s}");
+    assert_eq!(refused(vec![], Some(blocked_cookie)).await, "access_denied");
     inst.stop().await;
 }
 

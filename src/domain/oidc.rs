@@ -68,9 +68,6 @@ impl OidcError {
     pub fn invalid_token(description: impl Into<String>) -> Self {
         Self::new(401, "invalid_token", description)
     }
-    pub fn server_error() -> Self {
-        Self::new(500, "server_error", "Internal Server Error")
-    }
 
     pub fn body(&self) -> Value {
         json!({"error": self.error, "error_description": self.description})

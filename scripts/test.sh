@@ -9,8 +9,9 @@
 #      started: each test starts its own broker or server, tests/common/clickhouse.rs);
 #   2. starts the PostgreSQL 15 cluster on 127.0.0.1:5432 and gives the `postgres` role a
 #      password, then exports PU_TEST_POSTGRES_URL (tests create/drop their own databases);
-#   3. creates a venv with pepeunit-client[all] 1.3.x and openapi-spec-validator 0.9.0 (the
-#      OpenAPI 3.1 check of tests/openapi.rs) and exports PU_TEST_PYTHON, and one with
+#   3. creates a venv with pepeunit-client[all] 1.3.x, openapi-spec-validator 0.9.0 (the
+#      OpenAPI 3.1 check of tests/openapi.rs) and Authlib 1.9.10 with requests 2.34.2 (the
+#      OIDC relying party of tests/oidc.rs) and exports PU_TEST_PYTHON, and one with
 #      bovine-herd 0.5.19 (the ActivityPub interop peer) and exports PU_TEST_BOVINE_PYTHON;
 #   4. exports PU_TEST_MOSQUITTO (the broker binary), PU_TEST_CLICKHOUSE (the
 #      clickhouse-server binary, 18.16 on Debian 12) and PU_TEST_REQUIRE_ALL=1 (tests needing
@@ -37,6 +38,7 @@ PG_PORT="${PU_TEST_PG_PORT:-5432}"
 PG_PASSWORD=pepeunit
 PEPEUNIT_CLIENT_REQ='pepeunit-client[all]>=1.3,<1.4'
 OPENAPI_VALIDATOR_REQ='openapi-spec-validator==0.9.0'
+OIDC_RP_REQS=('authlib==1.9.10' 'requests==2.34.2')
 MOSQUITTO_BIN=/usr/sbin/mosquitto
 CLICKHOUSE_BIN=/usr/sbin/clickhouse-server
 NGINX_BIN=/usr/sbin/nginx
@@ -168,21 +170,23 @@ note "ready: $PU_TEST_POSTGRES_URL"
 section "Python venv"
 VENV="${PU_TEST_VENV:-target/test-venv}"
 [[ $VENV == /* ]] || VENV="$ROOT/$VENV"
-py_check='import pepeunit_client, httpx, paho.mqtt, openapi_spec_validator
+py_check='import pepeunit_client, httpx, paho.mqtt, openapi_spec_validator, authlib, requests
 from importlib.metadata import version
 v = version("pepeunit-client")
 assert tuple(int(p) for p in v.split(".")[:2]) == (1, 3), "pepeunit-client " + v + " is not 1.3.x"
-assert version("openapi-spec-validator") == "0.9.0", version("openapi-spec-validator")'
+assert version("openapi-spec-validator") == "0.9.0", version("openapi-spec-validator")
+assert version("authlib") == "1.9.10", version("authlib")
+assert version("requests") == "2.34.2", version("requests")'
 if "$VENV/bin/python" -c "$py_check" >/dev/null 2>&1; then
-    note "$VENV has pepeunit-client 1.3.x and openapi-spec-validator 0.9.0"
+    note "$VENV has pepeunit-client 1.3.x, openapi-spec-validator 0.9.0, authlib 1.9.10"
 else
     if ! "$VENV/bin/python" -c 'import pip' >/dev/null 2>&1; then
         note "creating venv $VENV"
         python3 -m venv --clear "$VENV"
     fi
-    note "installing $PEPEUNIT_CLIENT_REQ $OPENAPI_VALIDATOR_REQ"
-    "$VENV/bin/python" -m pip install --quiet "$PEPEUNIT_CLIENT_REQ" "$OPENAPI_VALIDATOR_REQ" </dev/null
-    "$VENV/bin/python" -c "$py_check" || die "pepeunit-client or openapi-spec-validator is not importable from $VENV"
+    note "installing $PEPEUNIT_CLIENT_REQ $OPENAPI_VALIDATOR_REQ ${OIDC_RP_REQS[*]}"
+    "$VENV/bin/python" -m pip install --quiet "$PEPEUNIT_CLIENT_REQ" "$OPENAPI_VALIDATOR_REQ" "${OIDC_RP_REQS[@]}" </dev/null
+    "$VENV/bin/python" -c "$py_check" || die "pepeunit-client, openapi-spec-validator or authlib is not importable from $VENV"
 fi
 export PU_TEST_PYTHON="$VENV/bin/python"
 

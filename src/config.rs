@@ -83,6 +83,12 @@ const KNOWN_KEYS: &[&str] = &[
     "PU_FF_DATAPIPE_ENABLE",
     "PU_FF_GRAFANA_INTEGRATION_ENABLE",
     "PU_FF_DATAPIPE_DEFAULT_LAST_VALUE_ENABLE",
+    "PU_GRAFANA_OIDC_CLIENT_ID",
+    "PU_GRAFANA_OIDC_CLIENT_SECRET",
+    "PU_GRAFANA_OIDC_REDIRECT_URIS",
+    "PU_GRAFANA_OIDC_REQUIRE_PKCE",
+    "PU_GRAFANA_OIDC_CODE_TTL",
+    "PU_GRAFANA_OIDC_TOKEN_TTL",
 ];
 
 /// Longest log lifetime accepted, seconds.
@@ -222,6 +228,32 @@ pub struct Config {
     /// `PU_LOAD_METERING`: whether the shards meter messages per topic (SPEC §7); off, the load
     /// reports and the hourly history stay empty (benchmarks compare the two).
     pub load_metering: bool,
+    /// `PU_GRAFANA_OIDC_*`: Grafana signs in with the Pepeunit account through our OIDC provider
+    /// (issue 19, `service::oidc`).
+    pub grafana_oidc: GrafanaOidcConfig,
+}
+
+/// The one OIDC client we know: Grafana's `[auth.generic_oauth]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrafanaOidcConfig {
+    /// `PU_GRAFANA_OIDC_CLIENT_ID` (default `grafana-client`, upstream's grafana.ini).
+    pub client_id: String,
+    /// `PU_GRAFANA_OIDC_CLIENT_SECRET`: Grafana's `client_secret`. Unset while the Grafana
+    /// integration is on: generated into `{PU_DATA_DIR}/secrets.toml` on first start (empty
+    /// while the integration is off and nothing is set).
+    pub client_secret: String,
+    /// `PU_GRAFANA_OIDC_REDIRECT_URIS`: the redirect URIs accepted, compared byte for byte
+    /// (comma-separated; default `{origin}/grafana/login/generic_oauth`, where Grafana served
+    /// at `/grafana/` sends its users back).
+    pub redirect_uris: Vec<String>,
+    /// `PU_GRAFANA_OIDC_REQUIRE_PKCE` (default true): authorization requests without an S256
+    /// `code_challenge` are refused.
+    pub require_pkce: bool,
+    /// `PU_GRAFANA_OIDC_CODE_TTL` (s, 1 to 600, default 60): an authorization code's lifetime.
+    pub code_ttl_secs: u64,
+    /// `PU_GRAFANA_OIDC_TOKEN_TTL` (s, 60 to 86400, default 3600): the access token's and the
+    /// id_token's lifetime.
+    pub token_ttl_secs: u64,
 }
 
 /// How the Telegram bot receives updates.
@@ -659,7 +691,10 @@ impl Config {
             ));
         }
 
+        let grafana_oidc = grafana_oidc_config(&src, &format!("{http_type}://{domain}"))?;
+
         let mut config = Config {
+            grafana_oidc,
             grafana_url,
             grafana_backend_url,
             grafana_admin_user,
@@ -756,6 +791,7 @@ impl Config {
             ));
         }
         config.load_secrets(&src)?;
+        config.load_grafana_oidc_secret(&src)?;
         Ok(config)
     }
 
@@ -807,6 +843,51 @@ impl Config {
                 message: e.to_string(),
             })?;
         }
+        Ok(())
+    }
+
+    /// `PU_GRAFANA_OIDC_CLIENT_SECRET`: from the sources, else `{data_dir}/secrets.toml`, else
+    /// (only while the Grafana integration is on) generated and added to that file, whose other
+    /// lines stay as they are (secrets given in the environment are never written).
+    fn load_grafana_oidc_secret(&mut self, src: &Source) -> Result<(), ConfigError> {
+        const KEY: &str = "PU_GRAFANA_OIDC_CLIENT_SECRET";
+        let path = self.data_dir.join("secrets.toml");
+        let secrets_error = |message: String| ConfigError::Secrets {
+            path: path.display().to_string(),
+            message,
+        };
+        let secret = match src.get(KEY) {
+            Some(s) => s.to_string(),
+            None => {
+                let stored = if path.exists() {
+                    read_config_file(&path).map_err(|e| secrets_error(e.to_string()))?
+                } else {
+                    BTreeMap::new()
+                };
+                match stored.get(KEY) {
+                    Some(s) => s.clone(),
+                    None if !self.ff_grafana => return Ok(()),
+                    None => {
+                        let mut buf = [0u8; 24];
+                        rand::thread_rng().fill_bytes(&mut buf);
+                        let secret = crate::crypto::hex(&buf);
+                        let old = std::fs::read_to_string(&path).unwrap_or_default();
+                        let old = old.strip_prefix(SECRETS_HEADER).unwrap_or(&old);
+                        write_secrets(&path, &format!("{old}{KEY} = \"{secret}\"\n"))
+                            .map_err(|e| secrets_error(e.to_string()))?;
+                        secret
+                    }
+                }
+            }
+        };
+        if secret.len() < 16 || secret.len() > 256 || !secret.chars().all(|c| c.is_ascii_graphic())
+        {
+            return Err(invalid(
+                KEY,
+                "must be 16 to 256 printable ASCII characters without spaces",
+            ));
+        }
+        self.grafana_oidc.client_secret = secret;
         Ok(())
     }
 
@@ -955,6 +1036,66 @@ fn validate_domain(domain: &str) -> Result<(), ConfigError> {
     }
 }
 
+/// `PU_GRAFANA_OIDC_*` but the client secret (`Config::load_grafana_oidc_secret`).
+fn grafana_oidc_config(src: &Source, origin: &str) -> Result<GrafanaOidcConfig, ConfigError> {
+    let client_id = src.string("PU_GRAFANA_OIDC_CLIENT_ID", "grafana-client");
+    if client_id.len() > 128 || !client_id.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(invalid(
+            "PU_GRAFANA_OIDC_CLIENT_ID",
+            "must be 1 to 128 printable ASCII characters without spaces",
+        ));
+    }
+    let default_uri = format!("{origin}/grafana/login/generic_oauth");
+    let redirect_uris: Vec<String> = src
+        .string("PU_GRAFANA_OIDC_REDIRECT_URIS", &default_uri)
+        .split(',')
+        .map(|u| u.trim().to_string())
+        .filter(|u| !u.is_empty())
+        .collect();
+    if redirect_uris.is_empty() || redirect_uris.len() > 16 {
+        return Err(invalid(
+            "PU_GRAFANA_OIDC_REDIRECT_URIS",
+            "must list 1 to 16 comma-separated URIs",
+        ));
+    }
+    for uri in &redirect_uris {
+        let ok = url::Url::parse(uri).is_ok_and(|u| {
+            matches!(u.scheme(), "http" | "https")
+                && u.host_str().is_some()
+                && u.fragment().is_none()
+                && u.username().is_empty()
+        }) && uri.len() <= 2048;
+        if !ok {
+            return Err(invalid(
+                "PU_GRAFANA_OIDC_REDIRECT_URIS",
+                format!("{uri:?} must be an absolute http(s) URL without fragment or credentials"),
+            ));
+        }
+    }
+    let code_ttl_secs: u64 = src.parse("PU_GRAFANA_OIDC_CODE_TTL", 60)?;
+    if !(1..=600).contains(&code_ttl_secs) {
+        return Err(invalid(
+            "PU_GRAFANA_OIDC_CODE_TTL",
+            "must be between 1 and 600 (seconds)",
+        ));
+    }
+    let token_ttl_secs: u64 = src.parse("PU_GRAFANA_OIDC_TOKEN_TTL", 3600)?;
+    if !(60..=86_400).contains(&token_ttl_secs) {
+        return Err(invalid(
+            "PU_GRAFANA_OIDC_TOKEN_TTL",
+            "must be between 60 and 86400 (seconds)",
+        ));
+    }
+    Ok(GrafanaOidcConfig {
+        client_id,
+        client_secret: String::new(),
+        redirect_uris,
+        require_pkce: src.parse("PU_GRAFANA_OIDC_REQUIRE_PKCE", true)?,
+        code_ttl_secs,
+        token_ttl_secs,
+    })
+}
+
 fn read_config_file(path: &Path) -> Result<BTreeMap<String, String>, ConfigError> {
     let err = |message: String| ConfigError::File {
         path: path.display().to_string(),
@@ -985,6 +1126,9 @@ fn read_config_file(path: &Path) -> Result<BTreeMap<String, String>, ConfigError
     Ok(out)
 }
 
+const SECRETS_HEADER: &str =
+    "# Generated on first start. Losing it invalidates every token and encrypted value.\n";
+
 fn write_secrets(path: &Path, text: &str) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -1000,9 +1144,7 @@ fn write_secrets(path: &Path, text: &str) -> std::io::Result<()> {
             options.mode(0o600);
         }
         let mut file = options.open(&tmp)?;
-        file.write_all(
-            b"# Generated on first start. Losing it invalidates every token and encrypted value.\n",
-        )?;
+        file.write_all(SECRETS_HEADER.as_bytes())?;
         file.write_all(text.as_bytes())?;
         file.sync_all()?;
     }
@@ -1337,5 +1479,101 @@ mod tests {
                 assert!(err.contains("PU_CLICKHOUSE_DATABASE"), "{db}: {err}");
             }
         }
+    }
+
+    #[test]
+    fn grafana_oidc_defaults_follow_the_origin_and_bad_values_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Config::from_vars(vars(
+            dir.path(),
+            &[("PU_DOMAIN", "iot.example.com"), ("PU_HTTP_TYPE", "https")],
+        ))
+        .unwrap();
+        let o = &c.grafana_oidc;
+        assert_eq!(o.client_id, "grafana-client");
+        assert_eq!(
+            o.redirect_uris,
+            ["https://iot.example.com/grafana/login/generic_oauth"]
+        );
+        assert!(o.require_pkce);
+        assert_eq!((o.code_ttl_secs, o.token_ttl_secs), (60, 3600));
+        assert_eq!(o.client_secret, "", "off: nothing generated");
+        let c = Config::from_vars(vars(
+            dir.path(),
+            &[(
+                "PU_GRAFANA_OIDC_REDIRECT_URIS",
+                "https://a.example/cb, http://b.example:3000/login/generic_oauth",
+            )],
+        ))
+        .unwrap();
+        assert_eq!(c.grafana_oidc.redirect_uris.len(), 2);
+        for (key, value) in [
+            ("PU_GRAFANA_OIDC_REDIRECT_URIS", "/relative"),
+            ("PU_GRAFANA_OIDC_REDIRECT_URIS", "ftp://a.example/cb"),
+            ("PU_GRAFANA_OIDC_REDIRECT_URIS", "https://a.example/cb#frag"),
+            ("PU_GRAFANA_OIDC_REDIRECT_URIS", "https://u:p@a.example/cb"),
+            ("PU_GRAFANA_OIDC_REDIRECT_URIS", ","),
+            ("PU_GRAFANA_OIDC_CLIENT_ID", "has space"),
+            ("PU_GRAFANA_OIDC_CLIENT_SECRET", "short"),
+            ("PU_GRAFANA_OIDC_CODE_TTL", "0"),
+            ("PU_GRAFANA_OIDC_CODE_TTL", "601"),
+            ("PU_GRAFANA_OIDC_TOKEN_TTL", "59"),
+            ("PU_GRAFANA_OIDC_REQUIRE_PKCE", "perhaps"),
+        ] {
+            let err = Config::from_vars(vars(dir.path(), &[(key, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with(key), "{key}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn grafana_oidc_secret_is_generated_once_beside_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let on = [("PU_FF_GRAFANA_INTEGRATION_ENABLE", "true")];
+        let a = Config::from_vars(vars(dir.path(), &[])).unwrap();
+        let b = Config::from_vars(vars(dir.path(), &on)).unwrap();
+        assert_eq!(b.grafana_oidc.client_secret.len(), 48);
+        assert_eq!(b.secret_key, a.secret_key, "the other secrets stay");
+        let c = Config::from_vars(vars(dir.path(), &on)).unwrap();
+        assert_eq!(c.grafana_oidc.client_secret, b.grafana_oidc.client_secret);
+        assert_eq!(c.encrypt_key, a.encrypt_key);
+        let text = std::fs::read_to_string(dir.path().join("secrets.toml")).unwrap();
+        assert_eq!(
+            text.matches("PU_GRAFANA_OIDC_CLIENT_SECRET").count(),
+            1,
+            "{text}"
+        );
+        assert_eq!(text.matches("# Generated").count(), 1, "{text}");
+        // a configured secret wins and is never written
+        let d = Config::from_vars(vars(
+            dir.path(),
+            &[
+                on[0],
+                ("PU_GRAFANA_OIDC_CLIENT_SECRET", "configured-secret-0123"),
+            ],
+        ))
+        .unwrap();
+        assert_eq!(d.grafana_oidc.client_secret, "configured-secret-0123");
+        let again = std::fs::read_to_string(dir.path().join("secrets.toml")).unwrap();
+        assert_eq!(again, text);
+        // secrets given only in the environment are not written to disk for it
+        let env_only = tempfile::tempdir().unwrap();
+        let e = Config::from_vars(vars(
+            env_only.path(),
+            &[
+                on[0],
+                ("PU_SECRET_KEY", "env-secret-key-0123456789"),
+                (
+                    "PU_ENCRYPT_KEY",
+                    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+                ),
+                ("PU_STATIC_SALT", "env-salt"),
+            ],
+        ))
+        .unwrap();
+        let text = std::fs::read_to_string(env_only.path().join("secrets.toml")).unwrap();
+        assert!(!text.contains("env-secret-key"), "{text}");
+        assert!(text.contains(&e.grafana_oidc.client_secret), "{text}");
     }
 }

@@ -338,6 +338,18 @@ async fn run(cli: Cli, feed: pepeunit::observe::ProcessFeed) -> anyhow::Result<(
                     "(unset: admins only)"
                 }
             );
+            if c.ff_grafana {
+                let o = &c.grafana_oidc;
+                println!("PU_GRAFANA_OIDC_CLIENT_ID={}", o.client_id);
+                println!(
+                    "PU_GRAFANA_OIDC_CLIENT_SECRET=<{} chars>",
+                    o.client_secret.len()
+                );
+                println!(
+                    "PU_GRAFANA_OIDC_REDIRECT_URIS={}",
+                    o.redirect_uris.join(",")
+                );
+            }
             match &c.clickhouse {
                 None => println!("PU_CLICKHOUSE_URL= (unit logs in PU_DATABASE_URL)"),
                 Some(ch) => {

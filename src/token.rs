@@ -1,4 +1,5 @@
-//! HS256 JWTs with the exact claims and byte layout of upstream (API.md §2).
+//! HS256 JWTs with the exact claims and byte layout of upstream (API.md §2), and the RS256
+//! id_tokens of the OIDC provider ([`IdTokenKey`]).
 //!
 //! Written by hand over `hmac`: the payload must be compact JSON with keys in upstream order so
 //! that unit and backend tokens are byte-identical to the ones devices already hold.
@@ -101,6 +102,17 @@ impl TokenKey {
         })
     }
 
+    /// The `PepeunitGrafana` cookie's token (`{"uuid","type":"Grafana","exp"}`, upstream's):
+    /// accepted only by the OIDC provider's authorize endpoint; REST and GraphQL refuse it
+    /// (`Invalid agent type`).
+    pub fn grafana_token(&self, uuid: Uuid, exp: i64) -> String {
+        self.sign(&UserClaims {
+            uuid: &uuid.to_string(),
+            agent_type: "Grafana",
+            exp,
+        })
+    }
+
     /// The token of a unit that was never rotated: upstream's, byte for byte.
     pub fn unit_token(&self, uuid: Uuid) -> String {
         self.unit_token_of(uuid, 0)
@@ -186,9 +198,136 @@ impl TokenKey {
     }
 }
 
+/// The OIDC provider's RS256 signing key: signs id_tokens, published as a JWK whose `kid` is
+/// its RFC 7638 thumbprint (so a new key gets a new `kid` by itself).
+#[derive(Clone)]
+pub struct IdTokenKey {
+    key: rsa::RsaPrivateKey,
+    kid: String,
+    n: String,
+    e: String,
+}
+
+impl std::fmt::Debug for IdTokenKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdTokenKey")
+            .field("kid", &self.kid)
+            .finish()
+    }
+}
+
+impl IdTokenKey {
+    /// A new 2048-bit key as (private PKCS#8 PEM, public SPKI PEM). Slow (CPU-bound): call it
+    /// off the async threads.
+    pub fn generate() -> Result<(String, String), String> {
+        use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+        let key =
+            rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048).map_err(|e| e.to_string())?;
+        let private = key
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(|e| e.to_string())?;
+        let public = key
+            .to_public_key()
+            .to_public_key_pem(LineEnding::LF)
+            .map_err(|e| e.to_string())?;
+        Ok((private.to_string(), public))
+    }
+
+    pub fn from_pem(private_pem: &str) -> Result<Self, String> {
+        use rsa::pkcs8::DecodePrivateKey;
+        use rsa::traits::PublicKeyParts;
+        let key = rsa::RsaPrivateKey::from_pkcs8_pem(private_pem).map_err(|e| e.to_string())?;
+        let n = B64URL.encode(key.n().to_bytes_be());
+        let e = B64URL.encode(key.e().to_bytes_be());
+        // RFC 7638: the required members, lexicographic order, no spaces
+        let thumbprint = format!(r#"{{"e":"{e}","kty":"RSA","n":"{n}"}}"#);
+        let kid = B64URL.encode(<Sha256 as sha2::Digest>::digest(thumbprint.as_bytes()));
+        Ok(IdTokenKey { key, kid, n, e })
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The public key as a JWK (RFC 7517), for the JWKS document.
+    pub fn jwk(&self) -> serde_json::Value {
+        serde_json::json!({
+            "kty": "RSA",
+            "use": "sig",
+            "alg": "RS256",
+            "kid": self.kid,
+            "n": self.n,
+            "e": self.e,
+        })
+    }
+
+    /// A JWS compact serialisation of `claims`, RS256 (RSASSA-PKCS1-v1_5 with SHA-256).
+    pub fn sign(&self, claims: &impl Serialize) -> String {
+        let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": self.kid});
+        let signing_input = format!(
+            "{}.{}",
+            B64URL.encode(header.to_string()),
+            B64URL.encode(serde_json::to_vec(claims).expect("claims serialize"))
+        );
+        let digest = <Sha256 as sha2::Digest>::digest(signing_input.as_bytes());
+        let signature = self
+            .key
+            .sign(rsa::Pkcs1v15Sign::new::<Sha256>(), &digest)
+            .expect("PKCS#1 v1.5 signing with a valid 2048-bit key cannot fail");
+        format!("{signing_input}.{}", B64URL.encode(signature))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grafana_token_is_upstreams_cookie_token() {
+        let key = TokenKey::new("secret");
+        let uuid = Uuid::parse_str("0b9e1ee8-1e5a-4f79-a8ee-5e7b8c1b1f00").unwrap();
+        let t = key.grafana_token(uuid, 1_900_000_000);
+        let payload = B64URL.decode(t.split('.').nth(1).unwrap()).unwrap();
+        assert_eq!(
+            String::from_utf8(payload).unwrap(),
+            r#"{"uuid":"0b9e1ee8-1e5a-4f79-a8ee-5e7b8c1b1f00","type":"Grafana","exp":1900000000}"#
+        );
+        assert_eq!(key.decode(&t, 0).unwrap().agent_type, "Grafana");
+    }
+
+    #[test]
+    fn id_tokens_verify_with_the_published_key() {
+        use rsa::pkcs8::DecodePublicKey;
+        let (private, public) = IdTokenKey::generate().unwrap();
+        let key = IdTokenKey::from_pem(&private).unwrap();
+        assert_eq!(key.kid(), IdTokenKey::from_pem(&private).unwrap().kid());
+        assert_eq!(key.kid().len(), 43, "base64url of a SHA-256");
+        let t = key.sign(&serde_json::json!({"sub": "x", "aud": "grafana-client"}));
+        let parts: Vec<&str> = t.split('.').collect();
+        let header: serde_json::Value =
+            serde_json::from_slice(&B64URL.decode(parts[0]).unwrap()).unwrap();
+        assert_eq!(header["alg"], "RS256");
+        assert_eq!(header["kid"], key.kid());
+        assert_eq!(key.jwk()["kid"], key.kid());
+        let public = rsa::RsaPublicKey::from_public_key_pem(&public).unwrap();
+        let digest =
+            <Sha256 as sha2::Digest>::digest(format!("{}.{}", parts[0], parts[1]).as_bytes());
+        let signature = B64URL.decode(parts[2]).unwrap();
+        public
+            .verify(rsa::Pkcs1v15Sign::new::<Sha256>(), &digest, &signature)
+            .expect("verifies");
+        let mut forged = digest.to_vec();
+        forged[0] ^= 1;
+        assert!(public
+            .verify(rsa::Pkcs1v15Sign::new::<Sha256>(), &forged, &signature)
+            .is_err());
+        // the JWK's modulus is the public key's
+        use rsa::traits::PublicKeyParts;
+        assert_eq!(
+            B64URL.decode(key.jwk()["n"].as_str().unwrap()).unwrap(),
+            public.n().to_bytes_be()
+        );
+    }
 
     #[test]
     fn unit_token_matches_pyjwt_layout() {

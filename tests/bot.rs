@@ -49,7 +49,11 @@ async fn upstream_commands(backend: Backend) {
     let inst = start(
         backend,
         &tg,
-        &[("PU_FF_GRAFANA_INTEGRATION_ENABLE", "true")],
+        &[
+            ("PU_FF_GRAFANA_INTEGRATION_ENABLE", "true"),
+            ("PU_GRAFANA_ADMIN_USER", "admin"),
+            ("PU_GRAFANA_ADMIN_PASSWORD", "secret"),
+        ],
     )
     .await;
     let (_, _admin) = inst.user("admin1").await;

@@ -906,7 +906,7 @@ async fn every_operation_runs_with_real_data(backend: Backend) {
     ] {
         fe.flag(name, t, variables).await;
     }
-    // no Grafana session was set, so there is none to clear
+    // clearing the Grafana cookie needs no flag and no session (it answers Set-Cookie Max-Age=0)
     fe.done("deleteUserCookies", t, json!({})).await;
 
     // --- updates

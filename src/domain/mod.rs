@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 pub mod chart;
 pub mod dashboard;
 pub mod load;
+pub mod oidc;
 pub mod payload;
 pub mod throttle;
 pub mod topic;

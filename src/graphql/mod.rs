@@ -118,11 +118,6 @@ pub(crate) async fn watcher_agent(
     Ok(instance.agent_from_token(token).await?)
 }
 
-/// Upstream's feature-flag error, for fields whose feature is not built yet.
-pub(crate) fn feature_disabled() -> Error {
-    AppError::feature_disabled().into()
-}
-
 /// An uploaded file's bytes, refused past `max` bytes.
 pub(crate) fn upload(
     ctx: &Context<'_>,
@@ -291,14 +286,20 @@ async fn serve(State(door): State<Door>, req: Request) -> Response {
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let request = as_caller(&door.instance, token, request).await;
-    let response = door.schema.execute(request).await;
+    let mut response = door.schema.execute(request).await;
     for e in &response.errors {
         track_internal(&door.instance, e);
     }
     if let (None, Some(doc), true) = (cached, parsed, response.errors.is_empty()) {
         door.documents.keep(&text, doc);
     }
-    Json(response).into_response()
+    // headers resolvers added (`setGrafanaCookies`, `deleteUserCookies`: Set-Cookie)
+    let headers = std::mem::take(&mut response.http_headers);
+    let mut answer = Json(response).into_response();
+    for (name, value) in headers.iter() {
+        answer.headers_mut().append(name, value.clone());
+    }
+    answer
 }
 
 /// A 500's cause goes to the error tracker; the client saw only "Internal Server Error".

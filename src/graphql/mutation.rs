@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::inputs::*;
 use super::types::*;
-use super::{agent, feature_disabled, instance, upload};
+use super::{agent, instance, upload};
 use crate::service::users::{UserCreate, UserUpdate};
 
 /// The largest data pipe configuration or CSV upload read before the feature answers.
@@ -40,8 +40,12 @@ impl Mutation {
             .into())
     }
 
-    async fn set_grafana_cookies(&self, _ctx: &Context<'_>) -> Result<NoneType> {
-        Err(feature_disabled())
+    /// Sets the `PepeunitGrafana` cookie (a Grafana token of the caller, a user), which the
+    /// OIDC provider's authorize endpoint reads when Grafana signs the user in.
+    async fn set_grafana_cookies(&self, ctx: &Context<'_>) -> Result<NoneType> {
+        let cookie = instance(ctx).grafana_cookie(agent(ctx)?)?;
+        ctx.append_http_header(axum::http::header::SET_COOKIE, cookie);
+        Ok(NoneType::done())
     }
 
     async fn block_user(&self, ctx: &Context<'_>, uuid: Uuid) -> Result<NoneType> {
@@ -58,9 +62,12 @@ impl Mutation {
         Ok(NoneType::done())
     }
 
-    /// Clears the Grafana session cookie; this instance sets none until the Grafana
-    /// integration lands, so there is nothing to clear.
-    async fn delete_user_cookies(&self, _ctx: &Context<'_>) -> Result<NoneType> {
+    /// Clears the `PepeunitGrafana` cookie (anyone may, as upstream).
+    async fn delete_user_cookies(&self, ctx: &Context<'_>) -> Result<NoneType> {
+        ctx.append_http_header(
+            axum::http::header::SET_COOKIE,
+            instance(ctx).grafana_cookie_cleared(),
+        );
         Ok(NoneType::done())
     }
 

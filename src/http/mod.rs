@@ -11,6 +11,7 @@ mod grafana;
 mod load;
 mod moves;
 mod node;
+mod oidc;
 mod permission;
 mod repos;
 mod repository_registry;
@@ -81,6 +82,7 @@ pub fn api() -> (Router<Instance>, OpenApiDoc) {
         .merge(node::router())
         .merge(grades::router())
         .merge(grafana::router())
+        .merge(oidc::router())
         .merge(throttle::router())
         .merge(scrapers::router())
         .routes(routes!(metrics))

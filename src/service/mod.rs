@@ -18,6 +18,7 @@ pub mod live;
 pub mod load;
 pub mod moves;
 pub mod node;
+pub mod oidc;
 pub mod permissions;
 pub mod ports;
 pub mod readme;
@@ -85,6 +86,8 @@ pub struct Instance {
     pub load: Arc<load::LoadMeter>,
     /// Per-topic limits where messages enter (SPEC §8).
     pub throttle: Arc<throttle::Throttle>,
+    /// The OIDC provider Grafana signs in through: its codes, access tokens and key.
+    pub oidc: Arc<oidc::OidcProvider>,
 }
 
 impl Instance {
@@ -129,6 +132,7 @@ impl Instance {
             live: Default::default(),
             pipes: Arc::default(),
             load: Arc::default(),
+            oidc: Arc::default(),
             chat_bot: None,
             alerts: alerts::Alerts::new(config.telegram_bot_token.is_some()),
             logs,

@@ -1,5 +1,5 @@
 //! SQL for Grafana dashboards (migration 0012), their panels and the nodes linked to panels
-//! (migration 0014).
+//! (migration 0013).
 
 use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};

@@ -156,12 +156,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0012_dashboards.sql"),
         postgres: include_str!("../../migrations/postgres/0012_dashboards.sql"),
     },
-    // 13 is taken by the OIDC provider's branch (issue 19)
     Migration {
-        version: 14,
+        version: 13,
         name: "dashboard_panels",
-        sqlite: include_str!("../../migrations/sqlite/0014_dashboard_panels.sql"),
-        postgres: include_str!("../../migrations/postgres/0014_dashboard_panels.sql"),
+        sqlite: include_str!("../../migrations/sqlite/0013_dashboard_panels.sql"),
+        postgres: include_str!("../../migrations/postgres/0013_dashboard_panels.sql"),
     },
 ];
 

@@ -1530,7 +1530,11 @@ mod tests {
     #[test]
     fn grafana_oidc_secret_is_generated_once_beside_the_others() {
         let dir = tempfile::tempdir().unwrap();
-        let on = [("PU_FF_GRAFANA_INTEGRATION_ENABLE", "true")];
+        let on = [
+            ("PU_FF_GRAFANA_INTEGRATION_ENABLE", "true"),
+            ("PU_GRAFANA_ADMIN_USER", "admin"),
+            ("PU_GRAFANA_ADMIN_PASSWORD", "secret"),
+        ];
         let a = Config::from_vars(vars(dir.path(), &[])).unwrap();
         let b = Config::from_vars(vars(dir.path(), &on)).unwrap();
         assert_eq!(b.grafana_oidc.client_secret.len(), 48);
@@ -1550,6 +1554,8 @@ mod tests {
             dir.path(),
             &[
                 on[0],
+                on[1],
+                on[2],
                 ("PU_GRAFANA_OIDC_CLIENT_SECRET", "configured-secret-0123"),
             ],
         ))
@@ -1563,6 +1569,8 @@ mod tests {
             env_only.path(),
             &[
                 on[0],
+                on[1],
+                on[2],
                 ("PU_SECRET_KEY", "env-secret-key-0123456789"),
                 (
                     "PU_ENCRYPT_KEY",

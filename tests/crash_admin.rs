@@ -394,7 +394,9 @@ async fn sync_killed() {
     let mirror = mirrors.join(format!("{registry}.git"));
     let sync = format!("/repository_registry/update_local_repository/{registry}");
     let mut stale_locks = 0;
-    for attempt in 0..6 {
+    // a kill lands mid-write only sometimes (under load, git often finishes its ref write
+    // first): up to 12 tries, stopping at the first that leaves a lock
+    for attempt in 0..12 {
         firmware.publish("main.py", &format!("print({attempt})\n"), None);
         add_tags(&firmware, &format!("b{attempt}"), 3000);
         let req = request(&inst, "PATCH", &sync, &owner);

@@ -1,6 +1,6 @@
 //! Grafana's HTTP API, as the dashboard sync uses it (issue 19; upstream's
 //! `grafana_repository.py`, docs/research/GRAFANA-UPSTREAM.md §2): organisations, users, org
-//! membership, the Infinity datasource and dashboards, with the admin's Basic auth and
+//! membership, the Infinity datasource (re-pointed when our address changed) and dashboards, with the admin's Basic auth and
 //! `X-Grafana-Org-Id` for org-scoped calls. A connection that fails is tried 3 times, 1 s apart;
 //! an answer Grafana refuses is an error that names the call, the status and Grafana's message.
 //! This module speaks HTTP only; which calls a sync makes is the service layer's.
@@ -213,7 +213,8 @@ impl GrafanaApi {
         Ok(())
     }
 
-    /// Adds the Infinity datasource to the organisation; one of the same name is kept.
+    /// Adds the Infinity datasource to the organisation. One of the same name is kept, and
+    /// pointed at `url` again when it reads somewhere else (the instance's address changed).
     pub async fn ensure_datasource(
         &self,
         org: i64,
@@ -222,19 +223,55 @@ impl GrafanaApi {
         url: &str,
         health_url: &str,
     ) -> GrafanaResult<()> {
-        let body = json!({
+        let mut body = json!({
             "name": name,
             "type": plugin,
             "access": "proxy",
             "url": url,
             "jsonData": {"auth_method": null, "customHealthCheckEnabled": true, "customHealthCheckUrl": health_url},
         });
+        let (status, _) = self
+            .expect(
+                Method::POST,
+                "/api/datasources",
+                Some(org),
+                Some(&body),
+                &[StatusCode::OK, StatusCode::CONFLICT],
+            )
+            .await?;
+        if status == StatusCode::OK {
+            return Ok(());
+        }
+        let lookup = format!(
+            "/api/datasources/name/{}",
+            crate::platform::encode_component(name)
+        );
+        let (_, existing) = self
+            .expect(Method::GET, &lookup, Some(org), None, &[StatusCode::OK])
+            .await?;
+        let same = existing["url"] == body["url"]
+            && existing["jsonData"]["customHealthCheckUrl"]
+                == body["jsonData"]["customHealthCheckUrl"];
+        if same {
+            return Ok(());
+        }
+        let uid = existing["uid"]
+            .as_str()
+            .ok_or_else(|| GrafanaError::Unexpected {
+                call: format!("GET {lookup}"),
+                reason: "no uid".into(),
+            })?
+            .to_string();
+        body["uid"] = Value::String(uid.clone());
         self.expect(
-            Method::POST,
-            "/api/datasources",
+            Method::PUT,
+            &format!(
+                "/api/datasources/uid/{}",
+                crate::platform::encode_component(&uid)
+            ),
             Some(org),
             Some(&body),
-            &[StatusCode::OK, StatusCode::CONFLICT],
+            &[StatusCode::OK],
         )
         .await?;
         Ok(())

@@ -824,3 +824,110 @@ async fn dashboards_travel_with_the_account(backend: Backend) {
     a.stop().await;
     b.stop().await;
 }
+
+/// The Grafana client against the fake, call by call: every step keeps what exists, a
+/// datasource whose address changed is pointed at the new one, refusals and an unreachable
+/// Grafana are errors that say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grafana_client_steps_are_idempotent() {
+    use common::grafana::{ADMIN, PASSWORD};
+    use pepeunit::grafana::{GrafanaApi, GrafanaError};
+    let grafana = FakeGrafana::start().await;
+    let api = GrafanaApi::new(&format!("{}/", grafana.url), ADMIN, PASSWORD);
+    let org = api.ensure_org("team a/ü").await.unwrap();
+    assert_eq!(api.ensure_org("team a/ü").await.unwrap(), org);
+    assert_eq!(
+        api.org_name(org).await.unwrap().as_deref(),
+        Some("team a/ü")
+    );
+    assert_eq!(api.org_name(999).await.unwrap(), None);
+    for _ in 0..2 {
+        api.ensure_user("alice", "a-long-password").await.unwrap();
+        api.ensure_member(org, "alice", "Editor").await.unwrap();
+    }
+    assert_eq!(
+        grafana
+            .org_named("team a/ü")
+            .unwrap()
+            .members
+            .get("alice")
+            .map(String::as_str),
+        Some("Editor")
+    );
+    let (old, new) = (
+        "http://old.example/api/grafana/datasource/",
+        "http://new.example/api/grafana/datasource/",
+    );
+    // created, kept as it is, then pointed at the new address
+    for (url, health) in [
+        (old, "http://old.example"),
+        (old, "http://old.example"),
+        (new, "http://new.example"),
+    ] {
+        api.ensure_datasource(
+            org,
+            "InfinityAPI",
+            "yesoreyeram-infinity-datasource",
+            url,
+            health,
+        )
+        .await
+        .unwrap();
+    }
+    let ds = grafana.datasources(org);
+    assert_eq!(ds.len(), 1, "{ds:?}");
+    assert_eq!(ds[0]["url"], new);
+    assert_eq!(
+        ds[0]["jsonData"]["customHealthCheckUrl"],
+        "http://new.example"
+    );
+    let puts = grafana
+        .calls()
+        .iter()
+        .filter(|c| c.starts_with("PUT /api/datasources/uid/"))
+        .count();
+    assert_eq!(puts, 1, "an unchanged datasource is left alone");
+
+    let body = json!({"dashboard": {"id": null, "uid": "abc", "title": "Home", "panels": []}, "overwrite": true});
+    let first = api.save_dashboard(org, &body).await.unwrap();
+    let second = api.save_dashboard(org, &body).await.unwrap();
+    assert_eq!((first.version, second.version), (1, 2));
+    assert_eq!(second.url, "/grafana/d/abc/home");
+
+    // refusals name the call and Grafana's message
+    let wrong = GrafanaApi::new(&grafana.url, ADMIN, "wrong");
+    let e = wrong.ensure_org("x-org").await.unwrap_err();
+    assert!(
+        matches!(e, GrafanaError::Refused { status: 401, .. }),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("Invalid username or password"),
+        "{e}"
+    );
+    let e = api
+        .save_dashboard(org, &json!({"dashboard": {"uid": "abc", "title": ""}}))
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("Dashboard title cannot be empty"),
+        "{e}"
+    );
+    let e = api
+        .ensure_member(org, "nobody", "Editor")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, GrafanaError::Refused { status: 404, .. }),
+        "{e}"
+    );
+    // a closed port: three attempts, then unreachable
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let gone = GrafanaApi::new(&format!("http://127.0.0.1:{port}"), ADMIN, PASSWORD);
+    let e = gone.ensure_org("x-org").await.unwrap_err();
+    assert!(matches!(e, GrafanaError::Unreachable { .. }), "{e}");
+}

@@ -8,7 +8,9 @@
 //! - `POST /api/admin/users` (400 without login or with a password under 4 characters, 412
 //!   when the login or email exists);
 //! - `POST /api/orgs/:id/users` (400 bad role, 404 unknown user or org, 409 already a member);
-//! - `POST /api/datasources` (400 without name or type, 409 same name in the org);
+//! - `POST /api/datasources` (400 without name or type, 409 same name in the org; a uid is
+//!   given), `GET /api/datasources/name/:name` (404 `Data source not found`),
+//!   `PUT /api/datasources/uid/:uid` (404 unknown, 409 renamed onto another's name);
 //! - `POST /api/dashboards/db` (400 without a dashboard, an empty title or a uid over 40
 //!   characters; 412 `version-mismatch` for an existing uid without `overwrite`), answering
 //!   `{id, uid, url, status, version, slug}` with the version bumped at each save.
@@ -237,8 +239,78 @@ async fn create_datasource(
         );
     }
     let id = f.datasources.len() as i64 + 1;
-    f.datasources.push((org, body.0.clone()));
-    Json(json!({"id": id, "name": name, "message": "Datasource added", "datasource": body.0}))
+    let mut saved = body.0.clone();
+    saved["id"] = json!(id);
+    saved["orgId"] = json!(org);
+    if saved["uid"].as_str().unwrap_or("").is_empty() {
+        saved["uid"] = json!(format!("ds{id}"));
+    }
+    f.datasources.push((org, saved.clone()));
+    Json(json!({"id": id, "name": name, "message": "Datasource added", "datasource": saved}))
+        .into_response()
+}
+
+async fn datasource_by_name(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    let mut f = s.lock().unwrap();
+    let org = match authorize(
+        &mut f,
+        &headers,
+        format!("GET /api/datasources/name/{name}"),
+    ) {
+        Ok(o) => o,
+        Err(r) => return *r,
+    };
+    match f
+        .datasources
+        .iter()
+        .find(|(o, d)| *o == org && d["name"] == name.as_str())
+    {
+        Some((_, d)) => Json(d.clone()).into_response(),
+        None => err(StatusCode::NOT_FOUND, "Data source not found"),
+    }
+}
+
+async fn update_datasource(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path(uid): Path<String>,
+    body: Json<Value>,
+) -> Response {
+    let mut f = s.lock().unwrap();
+    let org = match authorize(&mut f, &headers, format!("PUT /api/datasources/uid/{uid}")) {
+        Ok(o) => o,
+        Err(r) => return *r,
+    };
+    let name = body["name"].as_str().unwrap_or("").to_string();
+    if name.is_empty() || body["type"].as_str().unwrap_or("").is_empty() {
+        return err(StatusCode::BAD_REQUEST, "bad request data");
+    }
+    if f.datasources
+        .iter()
+        .any(|(o, d)| *o == org && d["name"] == name.as_str() && d["uid"] != uid.as_str())
+    {
+        return err(
+            StatusCode::CONFLICT,
+            "data source with the same name already exists",
+        );
+    }
+    let Some((_, d)) = f
+        .datasources
+        .iter_mut()
+        .find(|(o, d)| *o == org && d["uid"] == uid.as_str())
+    else {
+        return err(StatusCode::NOT_FOUND, "Data source not found");
+    };
+    let (id, org_id) = (d["id"].clone(), d["orgId"].clone());
+    *d = body.0.clone();
+    d["id"] = id;
+    d["orgId"] = org_id;
+    d["uid"] = json!(uid);
+    Json(json!({"message": "Datasource updated", "name": name, "datasource": d.clone()}))
         .into_response()
 }
 
@@ -309,6 +381,11 @@ impl FakeGrafana {
             .route("/api/orgs/{id}/users", post(add_member))
             .route("/api/admin/users", post(create_user))
             .route("/api/datasources", post(create_datasource))
+            .route("/api/datasources/name/{name}", get(datasource_by_name))
+            .route(
+                "/api/datasources/uid/{uid}",
+                axum::routing::put(update_datasource),
+            )
             .route("/api/dashboards/db", post(save_dashboard))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -868,9 +868,7 @@ impl Config {
                     Some(s) => s.clone(),
                     None if !self.ff_grafana => return Ok(()),
                     None => {
-                        let mut buf = [0u8; 24];
-                        rand::thread_rng().fill_bytes(&mut buf);
-                        let secret = crate::crypto::hex(&buf);
+                        let secret = crate::crypto::random_hex(24);
                         let old = std::fs::read_to_string(&path).unwrap_or_default();
                         let old = old.strip_prefix(SECRETS_HEADER).unwrap_or(&old);
                         write_secrets(&path, &format!("{old}{KEY} = \"{secret}\"\n"))

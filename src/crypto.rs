@@ -69,6 +69,13 @@ pub fn random_b64(n: usize) -> String {
     B64.encode(buf)
 }
 
+/// Lowercase hex of `n` random bytes: tokens, codes and generated secrets.
+pub fn random_hex(n: usize) -> String {
+    let mut buf = vec![0u8; n];
+    rand::thread_rng().fill_bytes(&mut buf);
+    hex(&buf)
+}
+
 /// A stored password: PBKDF2-HMAC-SHA256 over `dynamic_salt + static_salt`.
 pub struct PasswordHash {
     pub hash: String,

@@ -7,7 +7,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::fixtures::{output_node, pipe_config, registry_repo_unit, FirmwareRepo};
+use common::fixtures::{
+    import_n_records, output_node, pipe_config, registry_repo_unit, FirmwareRepo,
+};
 use common::mqtt::{base_topic, unit_token, MqttDevice};
 use common::telegram::{link, start_instance, FakeTelegram, BOT_USERNAME};
 use common::{Backend, TestInstance};
@@ -475,25 +477,13 @@ async fn chart_command() {
     // 300 values over the last five hours (CSV import, the REST path), one not a number
     pipe_config(&inst, &owner, &node, N_RECORDS_500).await;
     let now = chrono::Utc::now().naive_utc();
-    let mut csv = String::from("unit_node_uuid,state,state_type,create_datetime,max_count,size\n");
-    for i in 0..300 {
-        let at = now - chrono::Duration::seconds(60 * (300 - i) - 30);
-        let value = format!("{:.2}", 20.0 + (i as f64 / 20.0).sin() * 5.0);
-        csv.push_str(&format!(
-            "{node},{value},Number,{},500,{}\n",
-            at.format("%Y-%m-%d %H:%M:%S"),
-            value.len()
-        ));
-    }
-    let (s, body) = inst
-        .post_file(
-            &format!("/unit_nodes/set_data_pipe_data_csv?uuid={node}"),
-            Some(&owner),
-            "data",
-            csv.as_bytes(),
-        )
-        .await;
-    assert!(s.is_success(), "{}", String::from_utf8_lossy(&body));
+    let rows: Vec<_> = (0..300)
+        .map(|i| {
+            let at = now - chrono::Duration::seconds(60 * (300 - i) - 30);
+            (at, format!("{:.2}", 20.0 + (i as f64 / 20.0).sin() * 5.0))
+        })
+        .collect();
+    import_n_records(&inst, &owner, &node, 500, &rows).await;
 
     tg.say(OWNER_CHAT, &format!("/chart {name}"), "en");
     let photo = tg.wait_for_photo(OWNER_CHAT, 1, WAIT).await;

@@ -6,7 +6,10 @@
 mod common;
 
 use common::archive::{export, import, pack, sha256_hex, unpack};
-use common::fixtures::{add_units, output_node, pipe_config, registry_repo_unit, FirmwareRepo};
+use common::fixtures::{
+    add_units, import_n_records, n_records_config, output_node, pipe_config, registry_repo_unit,
+    FirmwareRepo,
+};
 use common::grafana::FakeGrafana;
 use common::graphql::{data, error, gql};
 use common::{Backend, TestInstance};
@@ -232,40 +235,6 @@ async fn off_without_the_flag() {
     assert!(error(&got).contains("Feature"), "{}", got.1);
 }
 
-const N_RECORDS: &str = "active_period:
-  type: Permanent
-filters:
-  type_input_value: Number
-  max_rate: 0
-  max_size: 100
-processing_policy:
-  policy_type: NRecords
-  n_records_count: 100
-";
-
-/// Imports `values` into an NRecords node, one a minute up to a minute ago.
-async fn import_values(inst: &TestInstance, token: &str, node: &str, values: &[&str]) {
-    let now = chrono::Utc::now().naive_utc();
-    let mut csv = String::from("unit_node_uuid,state,state_type,create_datetime,max_count,size\n");
-    for (i, v) in values.iter().enumerate() {
-        let at = now - chrono::Duration::minutes((values.len() - i) as i64);
-        csv.push_str(&format!(
-            "{node},{v},Number,{},100,{}\n",
-            at.format("%Y-%m-%d %H:%M:%S"),
-            v.len()
-        ));
-    }
-    let (s, body) = inst
-        .post_file(
-            &format!("/unit_nodes/set_data_pipe_data_csv?uuid={node}"),
-            Some(token),
-            "data",
-            csv.as_bytes(),
-        )
-        .await;
-    assert!(s.is_success(), "{}", String::from_utf8_lossy(&body));
-}
-
 /// Panels, links (limit, duplicates, owners), the sync against a fake Grafana (organisation,
 /// user, membership, datasource, dashboard JSON, versions, a Grafana that is down) and the
 /// datasource read with the tokens the dashboard carries.
@@ -461,8 +430,14 @@ async fn panels_links_and_sync(backend: Backend) {
     assert_eq!(s, StatusCode::FORBIDDEN);
 
     // with data: the first sync provisions Grafana and pushes the dashboard
-    pipe_config(&inst, &owner, &node, N_RECORDS).await;
-    import_values(&inst, &owner, &node, &["20.5", "21", "22.25"]).await;
+    pipe_config(&inst, &owner, &node, &n_records_config(100)).await;
+    let now = chrono::Utc::now().naive_utc();
+    let rows: Vec<_> = ["20.5", "21", "22.25"]
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (now - chrono::Duration::minutes(3 - i as i64), v.to_string()))
+        .collect();
+    import_n_records(&inst, &owner, &node, 100, &rows).await;
     let (s, synced) = sync(owner.clone()).await;
     assert_eq!(s, StatusCode::OK, "{synced}");
     assert_eq!(synced["sync_status"], "Success", "{synced}");

@@ -16,7 +16,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rand::RngCore;
 use serde_json::{json, Value};
 use tokio::sync::OnceCell;
 use uuid::Uuid;
@@ -65,9 +64,7 @@ impl From<AppError> for OidcFailure {
 pub type OidcResult<T> = Result<T, OidcFailure>;
 
 fn random_token() -> String {
-    let mut buf = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut buf);
-    crate::crypto::hex(&buf)
+    crate::crypto::random_hex(32)
 }
 
 impl Instance {

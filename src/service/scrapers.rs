@@ -179,9 +179,7 @@ impl Instance {
                 "at most {MAX_SCRAPERS} scraper tokens; revoke one first"
             )));
         }
-        let mut bytes = [0u8; 32];
-        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
-        let token = format!("{PREFIX}{}", crate::crypto::hex(&bytes));
+        let token = format!("{PREFIX}{}", crate::crypto::random_hex(32));
         let row = ScraperRow {
             uuid: Uuid::new_v4(),
             name: name.to_string(),

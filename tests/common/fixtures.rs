@@ -219,3 +219,40 @@ pub async fn pipe_config(inst: &super::TestInstance, token: &str, node: &str, ya
         .await;
     assert!(s.is_success(), "{}", String::from_utf8_lossy(&body));
 }
+
+/// A Number NRecords pipeline keeping `count` values, every value accepted.
+#[allow(dead_code)]
+pub fn n_records_config(count: u32) -> String {
+    format!(
+        "active_period:\n  type: Permanent\nfilters:\n  type_input_value: Number\n  max_rate: 0\n  max_size: 100\nprocessing_policy:\n  policy_type: NRecords\n  n_records_count: {count}\n"
+    )
+}
+
+/// Imports `(created, value)` rows into an NRecords node of `max_count` through the CSV
+/// import (the REST path).
+#[allow(dead_code)]
+pub async fn import_n_records(
+    inst: &super::TestInstance,
+    token: &str,
+    node: &str,
+    max_count: u32,
+    rows: &[(chrono::NaiveDateTime, String)],
+) {
+    let mut csv = String::from("unit_node_uuid,state,state_type,create_datetime,max_count,size\n");
+    for (at, value) in rows {
+        csv.push_str(&format!(
+            "{node},{value},Number,{},{max_count},{}\n",
+            at.format("%Y-%m-%d %H:%M:%S"),
+            value.len()
+        ));
+    }
+    let (s, body) = inst
+        .post_file(
+            &format!("/unit_nodes/set_data_pipe_data_csv?uuid={node}"),
+            Some(token),
+            "data",
+            csv.as_bytes(),
+        )
+        .await;
+    assert!(s.is_success(), "{}", String::from_utf8_lossy(&body));
+}

@@ -339,44 +339,50 @@ impl Instance {
         })
     }
 
-    /// A link's node and its unit's name.
-    async fn linked_node(
-        &self,
-        link: PanelNodeRow,
-        units: &mut HashMap<Uuid, String>,
-    ) -> AppResult<LinkedNode> {
-        let node = self.unit_node(link.unit_node_uuid).await?;
-        let unit_name = match units.get(&node.unit_uuid) {
-            Some(n) => n.clone(),
-            None => {
-                let name = self.unit(node.unit_uuid).await?.name;
-                units.insert(node.unit_uuid, name.clone());
-                name
-            }
-        };
-        Ok(LinkedNode {
-            link,
-            node,
-            unit_name,
-        })
+    /// A node's unit's name, each unit read once.
+    async fn unit_name(&self, unit: Uuid, names: &mut HashMap<Uuid, String>) -> AppResult<String> {
+        if let Some(n) = names.get(&unit) {
+            return Ok(n.clone());
+        }
+        let name = self.unit(unit).await?.name;
+        names.insert(unit, name.clone());
+        Ok(name)
     }
 
-    /// A dashboard's panels with their linked nodes, oldest first.
+    /// A dashboard's panels with their linked nodes, oldest first: three queries for the
+    /// panels, links and nodes, and one per unit for its name.
     async fn panels_with_nodes(
         &self,
         dashboard: Uuid,
     ) -> AppResult<Vec<(PanelRow, Vec<LinkedNode>)>> {
         let panels = store::dashboards::panels(self.pool(), dashboard).await?;
+        let link_rows = store::dashboards::links_of_dashboard(self.pool(), dashboard).await?;
+        let nodes: HashMap<Uuid, UnitNode> =
+            store::dashboards::linked_nodes(self.pool(), dashboard)
+                .await?
+                .into_iter()
+                .map(|n| (n.uuid, n))
+                .collect();
         let mut links: HashMap<Uuid, Vec<LinkedNode>> = HashMap::new();
-        let mut units = HashMap::new();
-        for link in store::dashboards::links_of_dashboard(self.pool(), dashboard).await? {
-            let panel = link.dashboard_panel_uuid;
-            match self.linked_node(link, &mut units).await {
-                Ok(n) => links.entry(panel).or_default().push(n),
-                // deleted since the links were read
+        let mut names = HashMap::new();
+        for link in link_rows {
+            // a node deleted between the two reads has lost its link too
+            let Some(node) = nodes.get(&link.unit_node_uuid).cloned() else {
+                continue;
+            };
+            let unit_name = match self.unit_name(node.unit_uuid, &mut names).await {
+                Ok(n) => n,
                 Err(AppError::NotFound) => continue,
                 Err(e) => return Err(e),
-            }
+            };
+            links
+                .entry(link.dashboard_panel_uuid)
+                .or_default()
+                .push(LinkedNode {
+                    link,
+                    node,
+                    unit_name,
+                });
         }
         Ok(panels
             .into_iter()
@@ -450,7 +456,13 @@ impl Instance {
             }
             Err(e) => return Err(e.into()),
         }
-        Ok(self.linked_node(link, &mut HashMap::new()).await?.read())
+        let unit_name = self.unit_name(node.unit_uuid, &mut HashMap::new()).await?;
+        Ok(LinkedNode {
+            link,
+            node,
+            unit_name,
+        }
+        .read())
     }
 
     pub async fn delete_link(&self, agent: &Agent, node: Uuid, panel: Uuid) -> AppResult<()> {

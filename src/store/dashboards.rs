@@ -239,6 +239,19 @@ pub async fn links_of_dashboard(db: &AnyPool, dashboard: Uuid) -> StoreResult<Ve
     map_rows(rows, link_from_row)
 }
 
+/// The nodes linked to a dashboard's panels, each once, in one query.
+pub async fn linked_nodes(
+    db: &AnyPool,
+    dashboard: Uuid,
+) -> StoreResult<Vec<super::unit_nodes::UnitNode>> {
+    let rows = Sql::new("SELECT * FROM unit_nodes WHERE uuid IN (SELECT l.unit_node_uuid FROM dashboard_panel_nodes l JOIN dashboard_panels p ON p.uuid = l.dashboard_panel_uuid WHERE p.dashboard_uuid = ")
+        .bind(dashboard)
+        .push(")")
+        .fetch_all(db)
+        .await?;
+    map_rows(rows, super::unit_nodes::from_row)
+}
+
 pub async fn delete_link(db: &AnyPool, panel: Uuid, node: Uuid) -> StoreResult<u64> {
     Sql::new("DELETE FROM dashboard_panel_nodes WHERE dashboard_panel_uuid = ")
         .bind(panel)

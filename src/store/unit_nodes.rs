@@ -41,7 +41,7 @@ pub struct UnitNodeEdge {
     pub creator_uuid: Uuid,
 }
 
-fn from_row(r: &AnyRow) -> StoreResult<UnitNode> {
+pub(super) fn from_row(r: &AnyRow) -> StoreResult<UnitNode> {
     Ok(UnitNode {
         uuid: r.uuid("uuid")?,
         node_type: r.parsed("type")?,

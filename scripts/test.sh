@@ -17,7 +17,8 @@
 #      clickhouse-server binary, 18.16 on Debian 12) and PU_TEST_REQUIRE_ALL=1 (tests needing
 #      PostgreSQL, Python, mosquitto or ClickHouse fail, not skip);
 #   5. runs cargo fmt --check, cargo clippy -D warnings and cargo nextest run; every step runs
-#      even when an earlier one failed, and the script exits non-zero if any failed.
+#      even when an earlier one failed, and the script exits non-zero if any failed. Under CI
+#      (CI set) it builds without incremental compilation; it warns when the disk is short.
 #
 # Environment:
 #   PU_TEST_SETUP_ONLY=1    do steps 1-4 only, then print the exports (to eval in a shell)
@@ -240,6 +241,23 @@ step() {
         failed+=("$name")
     fi
 }
+
+section "build"
+# A clean clone (CI) gains nothing from incremental compilation: it only writes a second copy
+# of our crate's intermediate files (gigabytes) and slows the first build. Developers keep it.
+if [[ -n ${CI:-} && -z ${CARGO_INCREMENTAL:-} ]]; then
+    export CARGO_INCREMENTAL=0
+    note "CI: CARGO_INCREMENTAL=0"
+fi
+# A clean build of the tests plus clippy's check take about 9.4 GB in target/ (2026-12-07).
+NEED_GB=12
+target_dir="${CARGO_TARGET_DIR:-$ROOT/target}"
+mkdir -p "$target_dir"
+free_gb=$(df -P -BG "$target_dir" | awk 'NR == 2 { sub("G", "", $4); print $4 }')
+note "free disk under $target_dir: ${free_gb} GB"
+if [[ $free_gb =~ ^[0-9]+$ ]] && ((free_gb < NEED_GB)); then
+    note "WARNING: less than $NEED_GB GB free; the build may stop with 'No space left on device'"
+fi
 
 step "cargo fmt" cargo fmt --all -- --check
 step "cargo clippy" cargo clippy --all-targets -- -D warnings

@@ -155,40 +155,55 @@ impl GrafanaApi {
         Ok(v.get("name").and_then(Value::as_str).map(str::to_string))
     }
 
-    /// The id of the organisation named `name`, created when missing.
+    /// The id of the organisation named `name`, created when missing. When another call
+    /// created it in between (a sign-in and a sync at once: 409 `Organization name taken`),
+    /// that one is looked up again.
     pub async fn ensure_org(&self, name: &str) -> GrafanaResult<i64> {
         let lookup = format!("/api/orgs/name/{}", crate::platform::encode_component(name));
-        let (status, v) = self
-            .expect(
-                Method::GET,
-                &lookup,
-                None,
-                None,
-                &[StatusCode::OK, StatusCode::NOT_FOUND],
-            )
-            .await?;
-        if status == StatusCode::OK {
-            return int_field(&v, "id", &lookup);
+        let find = || async {
+            let (status, v) = self
+                .expect(
+                    Method::GET,
+                    &lookup,
+                    None,
+                    None,
+                    &[StatusCode::OK, StatusCode::NOT_FOUND],
+                )
+                .await?;
+            match status {
+                StatusCode::OK => int_field(&v, "id", &lookup).map(Some),
+                _ => Ok(None),
+            }
+        };
+        if let Some(id) = find().await? {
+            return Ok(id);
         }
-        let (_, v) = self
+        let (status, v) = self
             .expect(
                 Method::POST,
                 "/api/orgs",
                 None,
                 Some(&json!({ "name": name })),
-                &[StatusCode::OK],
+                &[StatusCode::OK, StatusCode::CONFLICT],
             )
             .await?;
-        int_field(&v, "orgId", "POST /api/orgs")
+        if status == StatusCode::OK {
+            return int_field(&v, "orgId", "POST /api/orgs");
+        }
+        find().await?.ok_or_else(|| GrafanaError::Unexpected {
+            call: "POST /api/orgs".into(),
+            reason: format!("409, but {lookup} finds no organisation named {name:?}"),
+        })
     }
 
-    /// Creates a Grafana user with this login (and email, as upstream); an existing one is kept.
-    pub async fn ensure_user(&self, login: &str, password: &str) -> GrafanaResult<()> {
+    /// Creates a Grafana user with this login (and email, as upstream) and display `name`; an
+    /// existing one is kept.
+    pub async fn ensure_user(&self, login: &str, name: &str, password: &str) -> GrafanaResult<()> {
         self.expect(
             Method::POST,
             "/api/admin/users",
             None,
-            Some(&json!({"name": login, "email": login, "login": login, "password": password})),
+            Some(&json!({"name": name, "email": login, "login": login, "password": password})),
             // Grafana answers 412 for a login or email that exists (newer versions 409)
             &[
                 StatusCode::OK,

@@ -459,11 +459,14 @@ async fn panels_links_and_sync(backend: Backend) {
         .org_named(&org_name)
         .expect("the user's organisation");
     assert_eq!(me["grafana_org_id"], org.id.to_string(), "{me}");
+    // the Grafana user is the account's uuid, never its login (which can be renamed and
+    // registered again by someone else)
     assert_eq!(
-        org.members.get("owner1").map(String::as_str),
+        org.members.get(&owner_uuid.to_string()).map(String::as_str),
         Some("Editor")
     );
-    assert!(grafana.user_exists("owner1"));
+    assert!(grafana.user_exists(&owner_uuid.to_string()));
+    assert!(!grafana.user_exists("owner1"));
     let ds = grafana.datasources(org.id);
     assert_eq!(ds.len(), 1, "{ds:?}");
     assert_eq!(ds[0]["name"], "InfinityAPI");
@@ -658,10 +661,88 @@ async fn panels_links_and_sync(backend: Backend) {
     inst.stop().await;
 }
 
+/// Concurrent requests for the last place: exactly the limit gets in, for node links (the
+/// per-panel setting, 1 here) and for panels (100 per dashboard).
+async fn last_place_races(backend: Backend) {
+    let grafana = FakeGrafana::start().await;
+    let mut env = grafana.env();
+    env.push(("PU_GRAFANA_LIMIT_UNIT_NODE_PER_ONE_PANEL", "1".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let inst = TestInstance::start_with(backend, &env).await;
+    let (_, owner) = inst.user("owner1").await;
+    let firmware = FirmwareRepo::create().await;
+    let (_, repo, unit) = registry_repo_unit(&inst, &owner, &firmware, "race0", "Private").await;
+    let mut nodes = vec![output_node(&inst, &owner, &unit, "current_temp/pepeunit").await];
+    for u in add_units(&inst, &owner, &repo, (1..8).map(|i| format!("race{i}"))).await {
+        nodes.push(output_node(&inst, &owner, &json!({"uuid": u}), "current_temp/pepeunit").await);
+    }
+    let (_, d) = inst
+        .post(
+            "/grafana/create_dashboard",
+            Some(&owner),
+            json!({"name": "Races"}),
+        )
+        .await;
+    let dash = d["uuid"].as_str().unwrap().to_string();
+    let new_panel = |title: String| {
+        let (inst, owner, dash) = (&inst, &owner, &dash);
+        async move {
+            inst.post(
+                "/grafana/create_dashboard_panel",
+                Some(owner),
+                json!({"dashboard_uuid": dash, "title": title, "type": "timeseries"}),
+            )
+            .await
+        }
+    };
+    let (s, panel) = new_panel("Panel 0".into()).await;
+    assert_eq!(s, StatusCode::CREATED, "{panel}");
+    let links = futures_util::future::join_all(nodes.iter().map(|node| {
+        inst.post(
+            "/grafana/link_unit_node_to_panel",
+            Some(&owner),
+            json!({"unit_node_uuid": node, "dashboard_panels_uuid": panel["uuid"], "is_last_data": false, "is_forced_to_json": false}),
+        )
+    }))
+    .await;
+    let linked = links
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::CREATED)
+        .count();
+    assert_eq!(linked, 1, "{links:?}");
+    for (s, e) in links.iter().filter(|(s, _)| *s != StatusCode::CREATED) {
+        assert_eq!(*s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+        assert!(
+            e.to_string().contains("Limit UnitNode for one panel is 1"),
+            "{e}"
+        );
+    }
+    for i in 1..96 {
+        let (s, e) = new_panel(format!("Panel {i}")).await;
+        assert_eq!(s, StatusCode::CREATED, "{e}");
+    }
+    let racing =
+        futures_util::future::join_all((96..104).map(|i| new_panel(format!("Panel {i}")))).await;
+    let created = racing
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::CREATED)
+        .count();
+    assert_eq!(created, 4, "{racing:?}");
+    let (_, panels) = inst
+        .get(
+            &format!("/grafana/get_dashboard_panels/{dash}"),
+            Some(&owner),
+        )
+        .await;
+    assert_eq!(panels["count"], 100, "{panels}");
+    inst.stop().await;
+}
+
 both_backends!(
     dashboards,
     panels_links_and_sync,
-    dashboards_travel_with_the_account
+    dashboards_travel_with_the_account,
+    last_place_races
 );
 
 /// An account export carries the dashboards, their panels and links (not their sync state);
@@ -816,8 +897,13 @@ async fn grafana_client_steps_are_idempotent() {
         Some("team a/ü")
     );
     assert_eq!(api.org_name(999).await.unwrap(), None);
+    // two first-time setups at once (a sign-in and a sync): both get the one organisation
+    let (a, b) = tokio::join!(api.ensure_org("raced"), api.ensure_org("raced"));
+    assert_eq!(a.unwrap(), b.unwrap());
     for _ in 0..2 {
-        api.ensure_user("alice", "a-long-password").await.unwrap();
+        api.ensure_user("alice", "Alice", "a-long-password")
+            .await
+            .unwrap();
         api.ensure_member(org, "alice", "Editor").await.unwrap();
     }
     assert_eq!(

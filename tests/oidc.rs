@@ -245,8 +245,8 @@ async fn python_relying_party_signs_in(backend: Backend) {
         };
         assert_eq!(
             out["userinfo"],
-            json!({"sub": uuid, "name": "grafana1", "email": "grafana1", "role": "Editor",
-                   "organization": org}),
+            json!({"sub": uuid, "name": uuid, "email": uuid, "preferred_username": "grafana1",
+                   "role": "Editor", "organization": org}),
             "{out}"
         );
         let id = &out["id_token"];
@@ -264,7 +264,7 @@ async fn python_relying_party_signs_in(backend: Backend) {
         .org_named(&org)
         .expect("the user's Grafana organisation");
     assert_eq!(
-        provisioned.members.get("grafana1").map(String::as_str),
+        provisioned.members.get(uuid.as_str()).map(String::as_str),
         Some("Editor")
     );
     assert_eq!(grafana.datasources(provisioned.id).len(), 1);

@@ -14,6 +14,14 @@ use super::datapipe::ProcessingPolicyType;
 /// The name of the Infinity datasource a sync provisions in the user's Grafana organisation;
 /// targets refer to it by name, as upstream's do.
 pub const DATASOURCE_NAME: &str = "InfinityAPI";
+
+/// A user's Grafana login and email: the account's uuid, which never changes and is never
+/// given to anyone else. Upstream uses the Pepeunit login, which can be renamed and then
+/// registered by someone else, who would inherit the old Grafana user, its organisation
+/// memberships and the dashboards' datasource tokens in them.
+pub fn grafana_login(user: Uuid) -> String {
+    user.to_string()
+}
 /// The Infinity plugin's id (Grafana's datasource `type`).
 pub const INFINITY_PLUGIN: &str = "yesoreyeram-infinity-datasource";
 

@@ -29,13 +29,16 @@ pub const MAX_ACCESS_TOKENS: usize = 20_000;
 pub const MAX_PARAM_LEN: usize = 1024;
 
 /// What the userinfo endpoint answers, upstream's claims: `sub` the user's uuid, `name` and
-/// `email` the login (upstream sends the login as email), `role` always Editor,
-/// `organization` the user's Grafana organisation name.
+/// `email` the user's Grafana login (upstream's grafana.ini makes `name` the Grafana login and
+/// upstream sends the Pepeunit login in both; ours is the account's uuid, see
+/// `dashboard::grafana_login`), `role` always Editor, `organization` the user's Grafana
+/// organisation name; ours adds `preferred_username`, the Pepeunit login, for display.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct UserClaims {
     pub sub: String,
     pub name: String,
     pub email: String,
+    pub preferred_username: String,
     pub role: String,
     pub organization: String,
 }
@@ -406,6 +409,7 @@ pub struct IdTokenClaims<'a> {
     pub nonce: Option<&'a str>,
     pub name: &'a str,
     pub email: &'a str,
+    pub preferred_username: &'a str,
     pub role: &'a str,
     pub organization: &'a str,
 }
@@ -632,6 +636,7 @@ mod tests {
                 sub: "u".into(),
                 name: "n".into(),
                 email: "n".into(),
+                preferred_username: "l".into(),
                 role: GRAFANA_ROLE.into(),
                 organization: "o".into(),
             },

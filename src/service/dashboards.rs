@@ -310,15 +310,6 @@ impl Instance {
                 "Title is not correct: 4 to 100 characters, no control characters",
             ));
         }
-        if store::dashboards::panels(self.pool(), dashboard.uuid)
-            .await?
-            .len()
-            >= MAX_PANELS_PER_DASHBOARD
-        {
-            return Err(AppError::grafana(format!(
-                "A dashboard holds at most {MAX_PANELS_PER_DASHBOARD} panels"
-            )));
-        }
         let row = PanelRow {
             uuid: Uuid::new_v4(),
             panel_type: input.panel_type.as_str().to_string(),
@@ -327,7 +318,12 @@ impl Instance {
             creator_uuid: dashboard.creator_uuid,
             dashboard_uuid: dashboard.uuid,
         };
-        store::dashboards::insert_panel(self.pool(), &row).await?;
+        if !store::dashboards::insert_panel(&self.db, &row, MAX_PANELS_PER_DASHBOARD as i64).await?
+        {
+            return Err(AppError::grafana(format!(
+                "A dashboard holds at most {MAX_PANELS_PER_DASHBOARD} panels"
+            )));
+        }
         Ok(DashboardPanel {
             uuid: row.uuid,
             panel_type: input.panel_type,
@@ -442,7 +438,7 @@ impl Instance {
             unit_node_uuid: node.uuid,
             dashboard_panel_uuid: panel.uuid,
         };
-        match store::dashboards::insert_link(self.pool(), &link, limit).await {
+        match store::dashboards::insert_link(&self.db, &link, limit).await {
             Ok(true) => {}
             Ok(false) => {
                 return Err(AppError::grafana(format!(
@@ -566,8 +562,9 @@ impl Instance {
     ) -> Result<i64, crate::grafana::GrafanaError> {
         let org = api.ensure_org(&user.grafana_org_name.to_string()).await?;
         let password = crate::crypto::random_b64(18);
-        api.ensure_user(&user.login, &password).await?;
-        api.ensure_member(org, &user.login, GRAFANA_ROLE).await?;
+        let login = dash::grafana_login(user.uuid);
+        api.ensure_user(&login, &user.login, &password).await?;
+        api.ensure_member(org, &login, GRAFANA_ROLE).await?;
         let c = &self.config;
         let api_base = c.grafana_backend_base();
         // Infinity's health check reads the app root (`GET /pepeunit`)

@@ -21,6 +21,7 @@ use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use super::{Agent, Instance};
+use crate::domain::dashboard as dash;
 use crate::domain::oidc::{
     self as rules, AccessTokens, Client, Codes, Grant, IdTokenClaims, OidcError, Refusal,
     TokenResponse, UserClaims,
@@ -210,8 +211,9 @@ impl Instance {
         }
         let claims = UserClaims {
             sub: user.uuid.to_string(),
-            name: user.login.clone(),
-            email: user.login.clone(),
+            name: dash::grafana_login(user.uuid),
+            email: dash::grafana_login(user.uuid),
+            preferred_username: user.login.clone(),
             role: rules::GRAFANA_ROLE.to_string(),
             organization: user.grafana_org_name.to_string(),
         };
@@ -300,6 +302,7 @@ impl Instance {
             nonce: grant.request.nonce.as_deref(),
             name: &c.name,
             email: &c.email,
+            preferred_username: &c.preferred_username,
             role: &c.role,
             organization: &c.organization,
         });

@@ -5,7 +5,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 use uuid::Uuid;
 
-use super::{map_rows, RowExt, Sql, StoreError};
+use super::{map_rows, Backend, Db, RowExt, Sql, StoreError};
 use crate::domain::Order;
 use crate::store::StoreResult;
 
@@ -122,8 +122,33 @@ fn panel_from_row(r: &AnyRow) -> StoreResult<PanelRow> {
     })
 }
 
-pub async fn insert_panel(db: &AnyPool, p: &PanelRow) -> StoreResult<()> {
-    Sql::new("INSERT INTO dashboard_panels (uuid, panel_type, title, create_datetime, creator_uuid, dashboard_uuid) VALUES (")
+/// Takes the write lock of one row for the rest of the transaction, so that a count checked
+/// after it sees every concurrent writer's insert: `FOR UPDATE` on PostgreSQL (each statement
+/// of a READ COMMITTED transaction reads anew once the lock is granted); on SQLite the write
+/// transaction (`Db::begin_write`, `BEGIN IMMEDIATE`) already holds the database's only write
+/// lock.
+async fn lock_row(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    backend: Backend,
+    table: &str,
+    uuid: Uuid,
+) -> StoreResult<()> {
+    if backend == Backend::Postgres {
+        Sql::new(&format!("SELECT uuid FROM {table} WHERE uuid = "))
+            .bind(uuid)
+            .push(" FOR UPDATE")
+            .fetch_optional(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Adds a panel unless the dashboard already holds `limit`; two concurrent adds cannot both
+/// take the last place (the dashboard's row is locked first). Returns false when it is full.
+pub async fn insert_panel(db: &Db, p: &PanelRow, limit: i64) -> StoreResult<bool> {
+    let mut tx = db.begin_write().await?;
+    lock_row(&mut tx, db.backend, "dashboards", p.dashboard_uuid).await?;
+    let n = Sql::new("INSERT INTO dashboard_panels (uuid, panel_type, title, create_datetime, creator_uuid, dashboard_uuid) SELECT ")
         .bind(p.uuid)
         .push(", ")
         .bind(p.panel_type.as_str())
@@ -135,10 +160,14 @@ pub async fn insert_panel(db: &AnyPool, p: &PanelRow) -> StoreResult<()> {
         .bind(p.creator_uuid)
         .push(", ")
         .bind(p.dashboard_uuid)
-        .push(")")
-        .execute(db)
+        .push(" WHERE (SELECT COUNT(*) FROM dashboard_panels WHERE dashboard_uuid = ")
+        .bind(p.dashboard_uuid)
+        .push(") < ")
+        .bind(limit)
+        .execute(&mut *tx)
         .await?;
-    Ok(())
+    tx.commit().await?;
+    Ok(n == 1)
 }
 
 pub async fn get_panel(db: &AnyPool, uuid: Uuid) -> StoreResult<Option<PanelRow>> {
@@ -192,10 +221,19 @@ fn link_from_row(r: &AnyRow) -> StoreResult<PanelNodeRow> {
     })
 }
 
-/// Links a node to a panel unless the panel already holds `limit` nodes; in one statement, so
-/// two concurrent links cannot both take the last place. Returns false when the panel is full;
-/// a node linked twice is `AlreadyExists`.
-pub async fn insert_link(db: &AnyPool, l: &PanelNodeRow, limit: i64) -> StoreResult<bool> {
+/// Links a node to a panel unless the panel already holds `limit` nodes; two concurrent links
+/// cannot both take the last place (the panel's row is locked first: a lone INSERT ... SELECT
+/// whose count reads a snapshot let two PostgreSQL writers both pass). Returns false when the
+/// panel is full; a node linked twice is `AlreadyExists`.
+pub async fn insert_link(db: &Db, l: &PanelNodeRow, limit: i64) -> StoreResult<bool> {
+    let mut tx = db.begin_write().await?;
+    lock_row(
+        &mut tx,
+        db.backend,
+        "dashboard_panels",
+        l.dashboard_panel_uuid,
+    )
+    .await?;
     let mut q = Sql::new("INSERT INTO dashboard_panel_nodes (uuid, is_last_data, is_forced_to_json, create_datetime, creator_uuid, unit_node_uuid, dashboard_panel_uuid) SELECT ");
     q.bind(l.uuid)
         .push(", ")
@@ -214,7 +252,9 @@ pub async fn insert_link(db: &AnyPool, l: &PanelNodeRow, limit: i64) -> StoreRes
         .bind(l.dashboard_panel_uuid)
         .push(") < ")
         .bind(limit);
-    Ok(q.execute(db).await? == 1)
+    let n = q.execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(n == 1)
 }
 
 pub async fn get_link(db: &AnyPool, panel: Uuid, node: Uuid) -> StoreResult<Option<PanelNodeRow>> {

@@ -6,7 +6,8 @@
 //! - `GET /api/orgs/:id`, `GET /api/orgs/name/:name` (404 `Organization not found`),
 //!   `POST /api/orgs` (409 `Organization name taken`);
 //! - `POST /api/admin/users` (400 without login or with a password under 4 characters, 412
-//!   when the login or email exists);
+//!   when the login or email exists; logins and emails are lower-cased, as since Grafana 11,
+//!   so `Alice` and `alice` are one user);
 //! - `POST /api/orgs/:id/users` (400 bad role, 404 unknown user or org, 409 already a member);
 //! - `POST /api/datasources` (400 without name or type, 409 same name in the org; a uid is
 //!   given), `GET /api/datasources/name/:name` (404 `Data source not found`),
@@ -158,8 +159,8 @@ async fn create_user(State(s): State<Shared>, headers: HeaderMap, body: Json<Val
     if let Err(r) = authorize(&mut f, &headers, "POST /api/admin/users".into()) {
         return *r;
     }
-    let login = body["login"].as_str().unwrap_or("");
-    let email = body["email"].as_str().unwrap_or("");
+    let login = body["login"].as_str().unwrap_or("").to_lowercase();
+    let email = body["email"].as_str().unwrap_or("").to_lowercase();
     let password = body["password"].as_str().unwrap_or("");
     if login.is_empty() && email.is_empty() {
         return err(StatusCode::BAD_REQUEST, "bad request data");
@@ -167,15 +168,15 @@ async fn create_user(State(s): State<Shared>, headers: HeaderMap, body: Json<Val
     if password.chars().count() < 4 {
         return err(StatusCode::BAD_REQUEST, "password is missing or too short");
     }
-    let login = if login.is_empty() { email } else { login };
-    if f.users.contains_key(login) || f.users.values().any(|(_, e)| e == email) {
+    let login = if login.is_empty() { &email } else { &login };
+    if f.users.contains_key(login) || f.users.values().any(|(_, e)| *e == email) {
         return err(
             StatusCode::PRECONDITION_FAILED,
             "User with email '' or username '' already exists",
         );
     }
     let id = f.users.len() as i64 + 2;
-    f.users.insert(login.to_string(), (id, email.to_string()));
+    f.users.insert(login.to_string(), (id, email));
     Json(json!({"id": id, "message": "User created"})).into_response()
 }
 
@@ -193,11 +194,11 @@ async fn add_member(
     if !["Viewer", "Editor", "Admin", "None"].contains(&role) {
         return err(StatusCode::BAD_REQUEST, "Invalid role specified");
     }
-    let who = body["loginOrEmail"].as_str().unwrap_or("");
+    let who = body["loginOrEmail"].as_str().unwrap_or("").to_lowercase();
     let Some(login) = f
         .users
         .iter()
-        .find(|(l, (_, e))| *l == who || e == who)
+        .find(|(l, (_, e))| **l == who || *e == who)
         .map(|(l, _)| l.clone())
     else {
         return err(StatusCode::NOT_FOUND, "User not found");
@@ -416,7 +417,11 @@ impl FakeGrafana {
     }
 
     pub fn user_exists(&self, login: &str) -> bool {
-        self.state.lock().unwrap().users.contains_key(login)
+        self.state
+            .lock()
+            .unwrap()
+            .users
+            .contains_key(&login.to_lowercase())
     }
 
     pub fn datasources(&self, org: i64) -> Vec<Value> {

@@ -466,14 +466,35 @@ async fn scraper_tokens() {
     let (_, list) = inst.get("/scraper_tokens", Some(&admin)).await;
     assert!(list[0]["last_used_datetime"].is_string(), "{list}");
     // and nothing else: it is not an agent
-    for path in ["/throttle", "/scraper_tokens", "/units"] {
+    for path in ["/throttle", "/scraper_tokens"] {
         let r = bearer(inst.url(path), &token).await.unwrap();
-        let code = status(r);
-        assert!(
-            code == StatusCode::FORBIDDEN || code == StatusCode::OK && path == "/units",
-            "{path}: {code}"
-        );
+        assert_eq!(status(r), StatusCode::FORBIDDEN, "{path}");
     }
+    // /units answers anyone (public units): with the scraper token, what anonymous gets
+    let r = bearer(inst.url("/units"), &token).await.unwrap();
+    assert_eq!(status_of(&r), 200);
+    let as_scraper: Value = r.json().await.unwrap();
+    let (_, anonymous) = inst.get("/units", None).await;
+    assert_eq!(as_scraper, anonymous);
+    // the scheme is case-insensitive; another scheme (a proxy's Basic auth) is not ours and
+    // leaves x-auth-token in charge
+    let r = inst
+        .http
+        .get(inst.url("/metrics/load/units"))
+        .header("authorization", format!("bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(r), StatusCode::OK);
+    let r = inst
+        .http
+        .get(inst.url("/metrics/load/units"))
+        .header("authorization", "Basic cHJveHk6c2VjcmV0")
+        .header("x-auth-token", &owner)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(r), StatusCode::OK);
     let r = inst
         .http
         .patch(inst.url("/grade"))

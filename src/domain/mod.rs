@@ -206,8 +206,14 @@ pub fn format_time(t: chrono::NaiveDateTime) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
 }
 
+/// Parses a time as `now` writes it (fraction optional). Years are 0001 to 9999: chrono's `%Y`
+/// also takes signs and more digits, and a time near chrono's own limits overflowed (a panic)
+/// when a range was computed from it.
 pub fn parse_time(s: &str) -> Option<chrono::NaiveDateTime> {
-    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").ok()
+    use chrono::Datelike;
+    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+        .ok()
+        .filter(|t| (1..=9999).contains(&t.year()))
 }
 
 /// A JSON string as Python's `json.dumps` (with `ensure_ascii`) writes it: what upstream
@@ -266,5 +272,14 @@ mod tests {
         let s = now();
         assert_eq!(s.len(), 26);
         assert_eq!(format_time(parse_time(&s).unwrap()), s);
+        assert!(parse_time("0001-01-01T00:00:00").is_some());
+        assert!(parse_time("9999-12-31T23:59:59.999999").is_some());
+        for bad in [
+            "-262143-01-01T00:00:00",
+            "+10000-01-01T00:00:00",
+            "0000-01-01T00:00:00",
+        ] {
+            assert_eq!(parse_time(bad), None, "{bad}");
+        }
     }
 }

@@ -35,7 +35,8 @@ impl FromRequestParts<Instance> for Caller {
 }
 
 /// Who reads metrics or load: `Authorization: Bearer <scraper token>` (403 when it is not a
-/// live one), else the agent behind `x-auth-token`.
+/// live one; the scheme's case does not matter, RFC 9110 §11.1), else the agent behind
+/// `x-auth-token`. Another scheme (a proxy's Basic auth) is not ours and is ignored.
 pub struct Reading(pub crate::service::scrapers::Reader);
 
 impl FromRequestParts<Instance> for Reading {
@@ -54,12 +55,12 @@ impl FromRequestParts<Instance> for Reading {
                     .map_err(|_| AppError::no_access("Token is invalid")),
             }
         };
-        let bearer = match header("authorization")? {
-            None => None,
-            Some(v) => Some(v.strip_prefix("Bearer ").ok_or_else(|| {
-                AppError::no_access("Authorization must be Bearer <scraper token>")
-            })?),
-        };
+        let bearer = header("authorization")?.and_then(|v| {
+            let (scheme, token) = v.trim_start().split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then_some(token.trim())
+        });
         Ok(Reading(
             state.reader(bearer, header("x-auth-token")?).await?,
         ))

@@ -4,7 +4,7 @@
 use axum::extract::State;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::extract::{PathUuid, Reading};
+use super::extract::{PathUuid, Query, Reading};
 use crate::error::AppResult;
 use crate::service::load::{GroupLoad, LoadHistory, LoadReport, UnitLoad};
 use crate::service::Instance;
@@ -45,7 +45,7 @@ async fn unit_load_history(
     State(instance): State<Instance>,
     Reading(reader): Reading,
     PathUuid(uuid): PathUuid,
-    axum::extract::Query(range): axum::extract::Query<HistoryRange>,
+    Query(range): Query<HistoryRange>,
 ) -> AppResult<axum::Json<LoadHistory>> {
     let from = time_param("from", range.from.as_deref())?;
     let to = time_param("to", range.to.as_deref())?;

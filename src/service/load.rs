@@ -477,7 +477,12 @@ impl Instance {
             ));
         }
         let to = to.unwrap_or_else(|| chrono::Utc::now().naive_utc());
-        let from = from.unwrap_or(to - chrono::Duration::hours(24));
+        let from = match from {
+            Some(from) => from,
+            None => to
+                .checked_sub_signed(chrono::Duration::hours(24))
+                .ok_or_else(|| AppError::validation("to is out of range"))?,
+        };
         if from >= to {
             return Err(AppError::validation("from must be before to"));
         }

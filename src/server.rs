@@ -125,8 +125,17 @@ impl RunningInstance {
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
         http_ended(&self.instance.node, self.http.await?)?;
-        self.poller.abort();
-        let _ = self.poller.await;
+        // the poller returns on the stop signal between jobs; a job still running after 5 s
+        // (a registry sync cloning) is cancelled. Waiting first lets an hour's load history
+        // write in flight finish rather than be cut off.
+        let mut poller = self.poller;
+        if tokio::time::timeout(std::time::Duration::from_secs(5), &mut poller)
+            .await
+            .is_err()
+        {
+            poller.abort();
+            let _ = poller.await;
+        }
         for task in self.federation {
             // They return on the stop signal; a delivery in flight stays queued, a move
             // step is repeated by the next start.

@@ -33,21 +33,27 @@ fn topic_count(body: &Value, suffix: &str) -> u64 {
 }
 
 async fn metered(backend: Backend) {
-    metered_with(backend, &[]).await;
+    metered_with(backend, &[], None).await;
 }
 
 /// The same with the history in ClickHouse (PostgreSQL as the instance database).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metered_clickhouse() {
-    let Some(ch) = common::clickhouse::ClickHouse::start().await else {
+    let Some(mut ch) = common::clickhouse::ClickHouse::start().await else {
         return;
     };
     let (backend, vars) = ch.instance_settings("load");
     let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    metered_with(backend, &vars).await;
+    metered_with(backend, &vars, Some(&mut ch)).await;
 }
 
-async fn metered_with(backend: Backend, extra: &[(&str, &str)]) {
+/// With `outage`, the telemetry store (ClickHouse) is down when an hour is recorded: the rows
+/// are kept and written by the next record once it is back.
+async fn metered_with(
+    backend: Backend,
+    extra: &[(&str, &str)],
+    outage: Option<&mut common::clickhouse::ClickHouse>,
+) {
     let mut inst = TestInstance::start_with(backend, extra).await;
     let firmware = FirmwareRepo::create().await;
     let (_, admin) = inst.user("admin1").await;
@@ -200,6 +206,19 @@ async fn metered_with(backend: Backend, extra: &[(&str, &str)]) {
     );
     drop(device);
 
+    if let Some(ch) = outage {
+        let instance = &inst.running.as_ref().unwrap().instance;
+        let hour = pepeunit::service::load::hour_of(pepeunit::service::load::unix_now());
+        ch.kill().await;
+        assert!(instance.record_load_hour(hour).await.is_err());
+        assert_eq!(instance.load.unwritten_hours(), 1);
+        // nothing new was counted meanwhile: the kept row is what the next record writes
+        assert!(instance.record_load_hour(hour).await.is_err());
+        assert_eq!(instance.load.unwritten_hours(), 1);
+        ch.resume().await;
+        assert_eq!(instance.record_load_hour(hour).await.unwrap(), 1);
+        assert_eq!(instance.load.unwritten_hours(), 0);
+    }
     // a clean stop writes this hour into the history, which outlives the meter
     inst.restart(Duration::from_millis(100)).await;
     let history = format!("/metrics/load/units/{unit_uuid}/history");

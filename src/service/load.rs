@@ -53,7 +53,13 @@ pub struct LoadMeter {
     unmetered: AtomicU64,
     /// `PU_LOAD_METERING`: off, nothing is recorded.
     enabled: std::sync::atomic::AtomicBool,
+    /// Hours taken from the meter whose write to the history failed: written with the next
+    /// hour's (at most `MAX_UNWRITTEN_HOURS` rows; the oldest go first).
+    unwritten: Mutex<Vec<store::load_hours::LoadHour>>,
 }
+
+/// Rows of failed history writes kept for the next try (a day of 4k busy Units).
+pub const MAX_UNWRITTEN_HOURS: usize = 100_000;
 
 impl Default for LoadMeter {
     fn default() -> Self {
@@ -63,6 +69,7 @@ impl Default for LoadMeter {
             topics: AtomicUsize::new(0),
             unmetered: AtomicU64::new(0),
             enabled: std::sync::atomic::AtomicBool::new(true),
+            unwritten: Mutex::default(),
         }
     }
 }
@@ -183,6 +190,31 @@ impl LoadMeter {
 
     /// The messages per Unit since the last call (the hourly history), and forgets topics
     /// silent for an hour.
+    /// Keeps rows whose write failed for the next `record_load_hour`, at most
+    /// `MAX_UNWRITTEN_HOURS` (the oldest are dropped, and said so).
+    fn keep_unwritten(&self, mut rows: Vec<store::load_hours::LoadHour>) {
+        let mut kept = self.unwritten.lock().unwrap_or_else(|e| e.into_inner());
+        rows.append(&mut kept);
+        if rows.len() > MAX_UNWRITTEN_HOURS {
+            rows.sort_by_key(|r| std::cmp::Reverse(r.hour_start));
+            let dropped = rows.len() - MAX_UNWRITTEN_HOURS;
+            rows.truncate(MAX_UNWRITTEN_HOURS);
+            tracing::warn!(
+                rows = dropped,
+                "load history rows dropped: too many unwritten"
+            );
+        }
+        *kept = rows;
+    }
+
+    /// Rows of load history waiting for a write that failed.
+    pub fn unwritten_hours(&self) -> usize {
+        self.unwritten
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
     pub fn take_hour(&self, now: u64) -> HashMap<Uuid, u64> {
         let mut out: HashMap<Uuid, u64> = HashMap::new();
         for stripe in &self.stripes {
@@ -438,25 +470,41 @@ pub fn hour_of(t: u64) -> chrono::NaiveDateTime {
 impl Instance {
     /// Moves what the meter counted since the last call into the history as the hour starting
     /// at `hour` (the hourly job: the hour just over; a clean stop: the current one), and
-    /// forgets topics silent for an hour. Units deleted meanwhile are not kept.
+    /// forgets topics silent for an hour. Units deleted meanwhile are not kept. When the write
+    /// fails, the rows are kept and written with the next call (nothing counted is lost to a
+    /// telemetry store that is down for a while). Returns the rows written.
     pub async fn record_load_hour(&self, hour: chrono::NaiveDateTime) -> AppResult<usize> {
         let taken = self.load.take_hour(unix_now());
         self.throttle.sweep();
-        if taken.is_empty() {
+        let mut rows = std::mem::take(
+            &mut *self
+                .load
+                .unwritten
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        if !taken.is_empty() {
+            let uuids: Vec<Uuid> = taken.keys().copied().collect();
+            match store::units::by_uuids(self.pool(), &uuids).await {
+                Ok(units) => rows.extend(units.into_iter().map(|u| store::load_hours::LoadHour {
+                    unit_uuid: u.uuid,
+                    user_uuid: u.creator_uuid,
+                    hour_start: hour,
+                    messages: taken[&u.uuid],
+                })),
+                Err(e) => {
+                    self.load.keep_unwritten(rows);
+                    return Err(e.into());
+                }
+            }
+        }
+        if rows.is_empty() {
             return Ok(0);
         }
-        let uuids: Vec<Uuid> = taken.keys().copied().collect();
-        let units = store::units::by_uuids(self.pool(), &uuids).await?;
-        let rows: Vec<store::load_hours::LoadHour> = units
-            .into_iter()
-            .map(|u| store::load_hours::LoadHour {
-                unit_uuid: u.uuid,
-                user_uuid: u.creator_uuid,
-                hour_start: hour,
-                messages: taken[&u.uuid],
-            })
-            .collect();
-        self.logs.add_load_hours(&rows).await?;
+        if let Err(e) = self.logs.add_load_hours(&rows).await {
+            self.load.keep_unwritten(rows);
+            return Err(e.into());
+        }
         Ok(rows.len())
     }
 

@@ -268,6 +268,13 @@ async fn python_relying_party_signs_in(backend: Backend) {
         Some("Editor")
     );
     assert_eq!(grafana.datasources(provisioned.id).len(), 1);
+    // two sign-ins within a minute asked Grafana once (authorize in a loop must not hammer it)
+    let creations = grafana
+        .calls()
+        .iter()
+        .filter(|c| c.as_str() == "POST /api/admin/users")
+        .count();
+    assert_eq!(creations, 1, "{:?}", grafana.calls());
     inst.restart(Duration::from_millis(10)).await;
     let r = inst
         .http

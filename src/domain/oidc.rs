@@ -23,6 +23,9 @@ pub const COOKIE: &str = "PepeunitGrafana";
 pub const GRAFANA_ROLE: &str = "Editor";
 /// Codes waiting for their exchange, at most (each lives `PU_GRAFANA_OIDC_CODE_TTL`).
 pub const MAX_CODES: usize = 10_000;
+/// Live codes of one user, at most; a new one replaces the oldest, so that one account cannot
+/// fill the store and stop everyone else's sign-in.
+pub const MAX_CODES_PER_USER: usize = 10;
 /// Live access tokens, at most; past it, the one closest to its expiry goes first.
 pub const MAX_ACCESS_TOKENS: usize = 20_000;
 /// Longest `state`, `nonce` or `scope` accepted (they are kept with the code).
@@ -289,13 +292,30 @@ pub struct Grant {
 }
 
 /// The authorization codes: single use (taken on their first exchange, good or bad), dead at
-/// `expires`, at most [`MAX_CODES`].
+/// `expires`, at most [`MAX_CODES`] and [`MAX_CODES_PER_USER`] of one user (`sub`).
 #[derive(Debug, Default)]
 pub struct Codes(HashMap<String, Grant>);
 
 impl Codes {
-    /// Keeps `grant` under `code`; `false` when the store is full of live codes.
+    /// Keeps `grant` under `code`, dropping the user's oldest code when they hold
+    /// [`MAX_CODES_PER_USER`]; `false` when the store is full of live codes.
     pub fn insert(&mut self, code: String, grant: Grant, now: Instant) -> bool {
+        let sub = grant.claims.sub.as_str();
+        let mine: Vec<(&String, Instant)> = self
+            .0
+            .iter()
+            .filter(|(_, g)| g.claims.sub == sub)
+            .map(|(c, g)| (c, g.expires))
+            .collect();
+        if mine.len() >= MAX_CODES_PER_USER {
+            if let Some(oldest) = mine
+                .iter()
+                .min_by_key(|(_, e)| *e)
+                .map(|(c, _)| (*c).clone())
+            {
+                self.0.remove(&oldest);
+            }
+        }
         if self.0.len() >= MAX_CODES {
             self.0.retain(|_, g| g.expires > now);
             if self.0.len() >= MAX_CODES {
@@ -628,12 +648,16 @@ mod tests {
     }
 
     fn grant(expires: Instant) -> Grant {
+        grant_for("u", expires)
+    }
+
+    fn grant_for(sub: &str, expires: Instant) -> Grant {
         let u = uris();
         Grant {
             client_id: "grafana-client".into(),
             request: check_authorize(&params(&[]), client(&u)).unwrap(),
             claims: UserClaims {
-                sub: "u".into(),
+                sub: sub.into(),
                 name: "n".into(),
                 email: "n".into(),
                 preferred_username: "l".into(),
@@ -662,11 +686,30 @@ mod tests {
         let t0 = Instant::now();
         let mut codes = Codes::default();
         for i in 0..MAX_CODES {
-            assert!(codes.insert(format!("c{i}"), grant(t0 + secs(1)), t0));
+            let sub = format!("u{}", i / MAX_CODES_PER_USER);
+            assert!(codes.insert(format!("c{i}"), grant_for(&sub, t0 + secs(1)), t0));
         }
-        assert!(!codes.insert("late".into(), grant(t0 + secs(60)), t0));
+        assert!(!codes.insert("late".into(), grant_for("new", t0 + secs(60)), t0));
         assert!(codes.insert("later".into(), grant(t0 + secs(60)), t0 + secs(2)));
         assert_eq!(codes.len(), 1);
+    }
+
+    #[test]
+    fn one_user_holds_at_most_ten_codes_and_loses_the_oldest() {
+        let t0 = Instant::now();
+        let mut codes = Codes::default();
+        for i in 0..MAX_CODES_PER_USER + 2 {
+            assert!(codes.insert(format!("c{i}"), grant(t0 + secs(60 + i as u64)), t0));
+        }
+        assert_eq!(codes.len(), MAX_CODES_PER_USER);
+        assert!(codes.take("c0", t0).is_none(), "the oldest went first");
+        assert!(codes.take("c1", t0).is_none());
+        assert!(codes.take("c2", t0).is_some());
+        assert!(codes.insert("other".into(), grant_for("v", t0 + secs(60)), t0));
+        assert!(
+            codes.take("other", t0).is_some(),
+            "another user is untouched"
+        );
     }
 
     #[test]

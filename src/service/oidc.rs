@@ -13,6 +13,7 @@
 //!
 //! Everything answers FeatureDisabled (405) while `PU_FF_GRAFANA_INTEGRATION_ENABLE` is off.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -40,7 +41,16 @@ pub struct OidcProvider {
     key: OnceCell<Arc<IdTokenKey>>,
     codes: Mutex<Codes>,
     tokens: Mutex<AccessTokens>,
+    /// Users whose Grafana organisation was made sure of at sign-in, and when: within
+    /// [`PROVISION_INTERVAL`] a sign-in does not ask Grafana again (each time is 4 to 5 admin
+    /// calls, and authorize can be called in a loop).
+    provisioned: Mutex<HashMap<Uuid, Instant>>,
 }
+
+/// How long a sign-in's Grafana provisioning is trusted for the next sign-ins.
+pub const PROVISION_INTERVAL: Duration = Duration::from_secs(60);
+/// Users remembered as provisioned, at most.
+const MAX_PROVISIONED: usize = 10_000;
 
 /// Why an OIDC call failed: a protocol error (RFC 6749 form) or the instance's own error
 /// (FeatureDisabled, internal).
@@ -206,8 +216,29 @@ impl Instance {
         // upstream's `create_org_if_not_exists`: the user's Grafana organisation, user,
         // membership and datasource, so that Grafana's sign-in lands in them. A Grafana that
         // cannot be reached does not stop the sign-in: the next dashboard sync tries again.
-        if let Err(e) = self.provision_grafana_user(&user).await {
-            tracing::warn!(user = %user.uuid, error = %e.message(), "Grafana provisioning at sign-in failed");
+        let recent = self
+            .oidc
+            .provisioned
+            .lock()
+            .expect("provisioned lock")
+            .get(&user.uuid)
+            .is_some_and(|at| at.elapsed() < PROVISION_INTERVAL);
+        if !recent {
+            match self.provision_grafana_user(&user).await {
+                Ok(_) => {
+                    let mut done = self.oidc.provisioned.lock().expect("provisioned lock");
+                    if done.len() >= MAX_PROVISIONED {
+                        done.retain(|_, at| at.elapsed() < PROVISION_INTERVAL);
+                        if done.len() >= MAX_PROVISIONED {
+                            done.clear();
+                        }
+                    }
+                    done.insert(user.uuid, Instant::now());
+                }
+                Err(e) => {
+                    tracing::warn!(user = %user.uuid, error = %e.message(), "Grafana provisioning at sign-in failed")
+                }
+            }
         }
         let claims = UserClaims {
             sub: user.uuid.to_string(),
@@ -325,7 +356,7 @@ impl Instance {
     /// The client's id once its secret checks (RFC 6749 §2.3.1: one method per request).
     fn authenticate_client(
         &self,
-        params: &std::collections::HashMap<String, String>,
+        params: &HashMap<String, String>,
         basic: Option<(String, String)>,
     ) -> Result<String, OidcError> {
         let post = params.get("client_secret").cloned();

@@ -308,6 +308,32 @@ async fn load_ramp_runs(backend: Backend) {
         .map(|c| c["channel"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["rest", "graphql", "mqtt"], "{limit}");
+    // with the topic throttled, the dropped messages are still acknowledged (MQTT 3.1.1):
+    // the ramp reads the unit's throttled count and reports them as errors
+    let (s, set) = inst
+        .call(
+            "PUT",
+            "/throttle",
+            Some(&admin),
+            Some(json!({"rules": [{"pattern": "{domain}/+/pepeunit", "rate": 1, "burst": 3}]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{set}");
+    let throttled = ramp(&a).await.expect("the throttled MQTT ramp runs");
+    let v = serde_json::to_value(&throttled).unwrap();
+    // (which step meets the limit first depends on how fast the probe and the first step
+    // follow each other; the largest, 6 messages against a burst of 3, always does)
+    let steps = v["steps"].as_array().unwrap();
+    let last = steps.last().unwrap();
+    assert!(last["errors"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(last["within_bounds"], false, "{v}");
+    assert!(
+        v["stop_reason"]
+            .as_str()
+            .unwrap()
+            .contains("throttled by the instance"),
+        "{v}"
+    );
     // a unit the token's user cannot read fails the probe
     a.unit = Some(uuid::Uuid::new_v4());
     let err = ramp(&a).await.unwrap_err().to_string();

@@ -17,8 +17,10 @@
 //! from the scheduled send to the PUBACK, is publish-to-stored (with an external broker it is
 //! the broker's acknowledgement). A publish the client cannot queue (its request channel of
 //! 10,000 full) is a drop; drops and publishes unacknowledged 10 s after the step are errors.
-//! With throttling (issue 18 part 2) the admin lifts the topic limits for a run, or the
-//! figures show the throttle. The report is a table on the terminal, the JSON of
+//! With throttling (issue 18 part 2) the admin lifts the topic limits for a run: a message the
+//! instance drops for its topic's limit is still acknowledged (MQTT 3.1.1 has no refusal), so
+//! each step reads the unit's `throttled_last_hour` (`GET /metrics/load/units/{uuid}`) before
+//! and after and counts the difference as errors ("throttled by the instance"). The report is a table on the terminal, the JSON of
 //! [`LoadReport`] (`--json FILE`) and a self-contained HTML page with inline SVG charts
 //! (`--html FILE`). `--publish` stores it on the instance (an admin's token), where
 //! `GET /load_limit` serves it publicly with the grade.
@@ -546,6 +548,8 @@ struct MqttTarget {
     conns: Vec<MqttConn>,
     topic: String,
     payload: Payload,
+    /// Where the unit's throttled count is read: (client, load URL, token).
+    load: (reqwest::Client, String, String),
 }
 
 fn lock(p: &std::sync::Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
@@ -618,6 +622,11 @@ impl MqttTarget {
             conns,
             topic,
             payload,
+            load: (
+                client.clone(),
+                format!("{api}/metrics/load/units/{unit}"),
+                args.token.clone(),
+            ),
         };
         // one message per connection, acknowledged within the timeout, before measuring
         let probe = target
@@ -641,10 +650,29 @@ impl MqttTarget {
         )
     }
 
+    /// The unit's messages dropped by the instance's throttle in the last hour; `None` when
+    /// the instance does not say (load metering off, an older instance).
+    async fn throttled(&self) -> Option<u64> {
+        let (client, url, token) = &self.load;
+        let resp = client
+            .get(url)
+            .header("x-auth-token", token)
+            .timeout(REQUEST_TIMEOUT)
+            .send()
+            .await
+            .ok()?;
+        if !resp.status().is_success() {
+            return None;
+        }
+        resp.json::<Value>().await.ok()?["throttled_last_hour"].as_u64()
+    }
+
     /// `rate` publishes per second for `duration`, round robin over the connections; each
     /// acknowledged within [`REQUEST_TIMEOUT`] of the end counts, the rest are errors (a
-    /// publish the client could not even queue is a drop, counted as an error at once).
+    /// publish the client could not even queue is a drop, counted as an error at once), and
+    /// so are those the instance dropped for the topic's limit (acknowledged all the same).
     async fn step(&self, rate: u64, duration: Duration) -> Measurement {
+        let throttled_before = self.throttled().await;
         for c in &self.conns {
             let mut p = lock(&c.pending);
             p.queued.clear();
@@ -700,7 +728,20 @@ impl MqttTarget {
                     .get_or_insert(e);
             }
         }
-        let acked = acked();
+        let mut acked = acked();
+        if let (Some(before), Some(after)) = (throttled_before, self.throttled().await) {
+            let throttled = after.saturating_sub(before).min(acked);
+            if throttled > 0 {
+                acked -= throttled;
+                counts
+                    .first_error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_or_insert(format!(
+                        "throttled by the instance: {throttled} messages (lift the topic's limit for the run: PUT /throttle)"
+                    ));
+            }
+        }
         counts.ok.store(acked, std::sync::atomic::Ordering::Relaxed);
         counts.failed.store(
             total.saturating_sub(acked),

@@ -151,4 +151,45 @@ async fn grade_round_trip(backend: Backend) {
     inst.stop().await;
 }
 
-both_backends!(grade_round_trip);
+/// Concurrent PATCHes of different fields: each one's change survives (the read-modify-write
+/// is serialised), round after round.
+async fn concurrent_patches_keep_every_field(backend: Backend) {
+    let inst = TestInstance::start(backend).await;
+    let (_, admin) = inst.user("gradeadmin").await;
+    for round in 1..=10 {
+        let r = round as f64;
+        let patches = [
+            json!({"free_mps_per_user": r}),
+            json!({"price_per_mps": r + 0.5}),
+            json!({"free_aggregated_topics": round}),
+            json!({"price_per_aggregated_topic": r + 0.25}),
+            json!({"currency": if round % 2 == 0 { "EUR" } else { "RUB" }}),
+        ];
+        let answers = futures_util::future::join_all(
+            patches
+                .iter()
+                .map(|p| inst.patch("/grade", Some(&admin), p.clone())),
+        )
+        .await;
+        for (s, v) in &answers {
+            assert_eq!(*s, StatusCode::OK, "{v}");
+        }
+        let (_, got) = inst.get("/grade", None).await;
+        assert_eq!(got["free_mps_per_user"], r, "round {round}: {got}");
+        assert_eq!(got["price_per_mps"], r + 0.5, "round {round}: {got}");
+        assert_eq!(got["free_aggregated_topics"], round, "round {round}: {got}");
+        assert_eq!(
+            got["price_per_aggregated_topic"],
+            r + 0.25,
+            "round {round}: {got}"
+        );
+        assert_eq!(
+            got["currency"],
+            if round % 2 == 0 { "EUR" } else { "RUB" },
+            "round {round}: {got}"
+        );
+    }
+    inst.stop().await;
+}
+
+both_backends!(grade_round_trip, concurrent_patches_keep_every_field);

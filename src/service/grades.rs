@@ -272,6 +272,7 @@ impl Instance {
     /// Admin: changes the grade; every given field is checked before anything is written.
     pub async fn update_grade(&self, agent: &Agent, update: GradeUpdate) -> AppResult<Grade> {
         agent.require_admin()?;
+        let _settings = self.admin_settings.lock().await;
         let current = self.grade().await?;
         let row = GradeRow {
             free_mps_per_user: match update.free_mps_per_user {

@@ -88,6 +88,10 @@ pub struct Instance {
     pub throttle: Arc<throttle::Throttle>,
     /// The OIDC provider Grafana signs in through: its codes, access tokens and key.
     pub oidc: Arc<oidc::OidcProvider>,
+    /// Held by the admin's read-modify-writes of instance settings (throttle rules, the
+    /// grade, scraper tokens), so concurrent requests in this process cannot lose each
+    /// other's change or leave memory and database apart.
+    pub admin_settings: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Instance {
@@ -133,6 +137,7 @@ impl Instance {
             pipes: Arc::default(),
             load: Arc::default(),
             oidc: Arc::default(),
+            admin_settings: Arc::default(),
             chat_bot: None,
             alerts: alerts::Alerts::new(config.telegram_bot_token.is_some()),
             logs,

@@ -174,6 +174,7 @@ impl Instance {
                 "name: 1 to 100 characters, no control characters",
             ));
         }
+        let _settings = self.admin_settings.lock().await;
         if store::scrapers::count_scrapers(self.pool()).await? >= MAX_SCRAPERS {
             return Err(AppError::validation(format!(
                 "at most {MAX_SCRAPERS} scraper tokens; revoke one first"

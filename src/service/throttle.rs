@@ -355,6 +355,7 @@ impl Instance {
         input: &ThrottleRulesInput,
     ) -> AppResult<ThrottleSettings> {
         require_admin(agent)?;
+        let _settings = self.admin_settings.lock().await;
         let rules = Rules::from_specs(&input.rules).map_err(|e| AppError::validation(e.0))?;
         store::throttle::put(self.pool(), INSTANCE_SCOPE, &rules.to_text()).await?;
         self.throttle.set_policy(|p| Policy {
@@ -368,6 +369,7 @@ impl Instance {
     /// `DELETE /throttle`: back to the config's rules (admins).
     pub async fn reset_throttle_rules(&self, agent: &Agent) -> AppResult<ThrottleSettings> {
         require_admin(agent)?;
+        let _settings = self.admin_settings.lock().await;
         store::throttle::delete(self.pool(), INSTANCE_SCOPE).await?;
         let config_rules = self.throttle.config_rules.clone();
         self.throttle.set_policy(|p| Policy {
@@ -387,6 +389,7 @@ impl Instance {
         input: &ThrottleRulesInput,
     ) -> AppResult<ThrottleSettings> {
         require_admin(agent)?;
+        let _settings = self.admin_settings.lock().await;
         let rules = Rules::from_specs(&input.rules).map_err(|e| AppError::validation(e.0))?;
         if store::users::get(self.pool(), user).await?.is_none() {
             return Err(AppError::not_found());
@@ -417,6 +420,7 @@ impl Instance {
         user: Uuid,
     ) -> AppResult<ThrottleSettings> {
         require_admin(agent)?;
+        let _settings = self.admin_settings.lock().await;
         if !self.throttle.policy().users.contains_key(&user) {
             return Err(AppError::not_found());
         }

@@ -70,6 +70,16 @@ async fn dashboards(backend: Backend) {
             .post("/grafana/create_dashboard", Some(&owner), bad.clone())
             .await;
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {e}");
+        if bad.get("name").is_some() {
+            // upstream's GrafanaError, as for panel titles
+            assert!(
+                e["detail"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("422: 18: Grafana Error: Name is not correct"),
+                "{bad}: {e}"
+            );
+        }
     }
     let (s, _) = inst
         .post(

@@ -236,7 +236,8 @@ impl Instance {
     ) -> AppResult<Dashboard> {
         let user = self.dashboards_enabled(agent)?;
         if !is_valid_title(&input.name) {
-            return Err(AppError::validation(
+            // upstream: GrafanaError("Name is not correct"), as for a panel's title
+            return Err(AppError::grafana(
                 "Name is not correct: 4 to 100 characters, no control characters",
             ));
         }

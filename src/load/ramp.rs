@@ -20,10 +20,10 @@
 //! With throttling (issue 18 part 2) the admin lifts the topic limits for a run: a message the
 //! instance drops for its topic's limit is still acknowledged (MQTT 3.1.1 has no refusal), so
 //! each step reads the unit's `throttled_last_hour` (`GET /metrics/load/units/{uuid}`) before
-//! and after and counts the difference as errors ("throttled by the instance"). The report is a table on the terminal, the JSON of
-//! [`LoadReport`] (`--json FILE`) and a self-contained HTML page with inline SVG charts
-//! (`--html FILE`). `--publish` stores it on the instance (an admin's token), where
-//! `GET /load_limit` serves it publicly with the grade.
+//! and after and counts the difference as errors ("throttled by the instance"). The report is
+//! a table on the terminal, the JSON of [`LoadReport`] (`--json FILE`) and a self-contained
+//! HTML page with inline SVG charts (`--html FILE`). `--publish` stores it on the instance (an
+//! admin's token), where `GET /load_limit` serves it publicly with the grade.
 //!
 //! Bounded: at most `--max-steps` steps (<= 100) of at most 120 s, at most 20,000 requests/s,
 //! every request with a 10 s timeout; only the given URL (and for MQTT the broker its env.json

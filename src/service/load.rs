@@ -188,8 +188,6 @@ impl LoadMeter {
         out
     }
 
-    /// The messages per Unit since the last call (the hourly history), and forgets topics
-    /// silent for an hour.
     /// Keeps rows whose write failed for the next `record_load_hour`, at most
     /// `MAX_UNWRITTEN_HOURS` (the oldest are dropped, and said so).
     fn keep_unwritten(&self, mut rows: Vec<store::load_hours::LoadHour>) {
@@ -215,6 +213,8 @@ impl LoadMeter {
             .len()
     }
 
+    /// The messages per Unit since the last call (the hourly history), and forgets topics
+    /// silent for an hour.
     pub fn take_hour(&self, now: u64) -> HashMap<Uuid, u64> {
         let mut out: HashMap<Uuid, u64> = HashMap::new();
         for stripe in &self.stripes {
